@@ -1,0 +1,665 @@
+/*
+** schema.c -- system tables, the on-disk layout version, and turning tracking
+** on and off for a table.
+**
+** SQL SURFACE:
+**   sqlite_ct_create_schema(TABLE [, OPTIONS])  turn tracking on (idempotent);
+**       OPTIONS is SQL CE's TrackingOptions: 1 insert, 2 update, 4 delete,
+**       7 all (default). Returns the BSN of the enabling transaction.
+**   sqlite_ct_disable_tracking(TABLE)           turn it off: drops the triggers,
+**       the index and the three columns, the table's tombstones and sync article.
+**   sqlite_ct_is_tracked(TABLE)                 1 or 0.
+**   sqlite_ct_layout_version()                  the layout this build writes.
+**   sqlite_ct_create_system_tables()            create the __sys* tables if
+**       missing (create_schema does it too); errors on a newer layout.
+** Both actions run inside a SAVEPOINT, so they work with or without an open
+** transaction and leave nothing half done.
+**
+** HOW IT WORKS: a tracked table gets three columns, an index on
+** __sysChangeTxBsn (enumeration reads changed rows through it, so its cost
+** follows the number of changes, not the table size) and these triggers:
+**
+**   __sysct_ai_T  AFTER INSERT: stamps the new row with the transaction's BSN
+**                 (insert and change) and the tracking context.
+**   __sysct_au_T  AFTER UPDATE, WHEN the row is not yet stamped by this
+**                 transaction, its key changed, or a __sys column was given a
+**                 value the tracker would not write (then RAISE): re-stamps
+**                 the change BSN; a key change also leaves a tombstone for the
+**                 old key and counts the row as inserted now.
+**   __sysct_ad_T  AFTER DELETE: writes the tombstone.
+**   __sysct_bi_T, __sysct_bu_T  (only for tables with UNIQUE indexes besides
+**                 the key) BEFORE INSERT/UPDATE: remember the rows an OR REPLACE
+**                 could delete through those indexes; the AFTER trigger writes a
+**                 tombstone for each that is gone. SQLite fires no DELETE trigger
+**                 for such rows unless recursive_triggers is on.
+**
+** Every trigger starts by logging the transaction in __sysTxCommitSequence the
+** first time it writes tracked data (see state.c). Rows that existed before
+** tracking was enabled keep NULL stamps; they count as inserted by the
+** enabling transaction, whose BSN __sysOCSTrackedObjects.__sysEnableTxBsn
+** keeps and the trigger text embeds. Rows the sync provider applies (apply
+** mode) get stamp 0: older than any anchor, so they are never echoed back.
+*/
+#include "sqlite_ct.h"
+#include <string.h>
+
+#define CT_COL_CHANGE  "__sysChangeTxBsn"
+#define CT_COL_INSERT  "__sysInsertTxBsn"
+#define CT_COL_CONTEXT "__sysTrackingContext"
+
+static const char *azCtSystemDdl =
+  "CREATE TABLE IF NOT EXISTS main.__sysCtMeta("
+    "key TEXT PRIMARY KEY NOT NULL, value);"
+  "CREATE TABLE IF NOT EXISTS main.__sysOCSTrackedObjects("
+    "__sysTName TEXT PRIMARY KEY NOT NULL,"
+    "__sysTrackOpt INTEGER NOT NULL,"
+    "__sysTrackType INTEGER NOT NULL,"
+    "__sysTrackColOrd INTEGER,"
+    "__sysEnableTxBsn INTEGER NOT NULL,"
+    "__sysMinValidCsn INTEGER NOT NULL DEFAULT 0);"
+  "CREATE TABLE IF NOT EXISTS main.__sysOCSDeletedRows("
+    "__sysTName TEXT NOT NULL,"
+    "__sysRK BLOB NOT NULL,"
+    "__sysDeleteTxBsn INTEGER NOT NULL,"
+    "__sysInsertTxCsn INTEGER,"
+    "__sysDeletedTime INTEGER NOT NULL,"
+    "__sysTrackingContext BLOB,"
+    "PRIMARY KEY(__sysTName, __sysDeleteTxBsn, __sysRK)) WITHOUT ROWID;"
+  "CREATE TABLE IF NOT EXISTS main.__sysTxCommitSequence("
+    "__sysTxCsn INTEGER PRIMARY KEY,"
+    "__sysTxBsn INTEGER NOT NULL,"
+    "__sysCommitTime INTEGER NOT NULL);"
+  "CREATE TABLE IF NOT EXISTS main.__sysSyncSubscriptions("
+    "ClientId BLOB PRIMARY KEY NOT NULL, ServerId BLOB, MachineId BLOB);"
+  "CREATE TABLE IF NOT EXISTS main.__sysSyncArticles("
+    "TableName TEXT PRIMARY KEY NOT NULL, SentAnchor BLOB, ReceivedAnchor BLOB,"
+    " ClientId BLOB);"
+  "CREATE TABLE IF NOT EXISTS main.__sysCtReplaceVictims("
+    "__sysTName TEXT NOT NULL, __sysRK BLOB NOT NULL, __sysInsertTxCsn INTEGER,"
+    "PRIMARY KEY(__sysTName, __sysRK)) WITHOUT ROWID;";
+
+/*
+** Check the layout version recorded in the database. A database written by a
+** newer sqlite-ct is refused. With bCreate, create the system tables when they
+** are missing and record this build's layout.
+*/
+int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
+  sqlite3_int64 iHave = 0, iMeta = 0;
+  int bNull = 1;
+  int rc = ctQueryInt64(db, &iMeta, 0, pzErr,
+      "SELECT count(*) FROM main.sqlite_schema"
+      " WHERE type='table' AND name='__sysCtMeta'");
+  if( rc==SQLITE_OK && iMeta ){
+    rc = ctQueryInt64(db, &iHave, &bNull, pzErr,
+        "SELECT value FROM main.__sysCtMeta WHERE key='layout_version'");
+  }
+  if( rc!=SQLITE_OK ) return rc;
+  if( !bNull && iHave>CT_LAYOUT_VERSION ){
+    *pzErr = sqlite3_mprintf(
+        "sqlite-ct: this database was written by a newer sqlite-ct (layout %lld;"
+        " this build reads layouts up to %d); upgrade sqlite-ct",
+        iHave, CT_LAYOUT_VERSION);
+    return SQLITE_ERROR;
+  }
+  if( bCreate ){
+    rc = ctExecf(db, pzErr, "%s", azCtSystemDdl);
+    if( rc==SQLITE_OK && bNull ){
+      rc = ctExecf(db, pzErr,
+          "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
+          " VALUES('layout_version', %d)", CT_LAYOUT_VERSION);
+    }
+  }
+  return rc;
+}
+
+/* ---- SQL text builders. All identifiers go through %w, literals through %Q. */
+
+/* The transaction-logging statement every trigger starts with. */
+#define CT_BEGIN_SQL \
+  "INSERT INTO __sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)" \
+  " SELECT b, b, sqlite_ct_now() FROM (SELECT sqlite_ct_begin(" \
+  "(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)) AS b) WHERE b IS NOT NULL;"
+
+
+/*
+** Write a tombstone for key zRk (an SQL expression) of table p, deleted by
+** this transaction, whose deleted incarnation was inserted at zIns, when
+** zCond holds. One key deleted twice in a transaction (delete, re-insert,
+** delete) keeps one tombstone with the older insert BSN: the one that says
+** whether a replica can hold the key. Written as UPDATE then INSERT .. WHERE
+** NOT EXISTS rather than an upsert because SQLite applies the outer
+** statement's conflict policy (INSERT OR REPLACE, OR IGNORE) to statements
+** inside triggers, which would override an ON CONFLICT clause.
+*/
+static void ctAppendTombstone(sqlite3_str *s, const CtTable *p, const char *zRk,
+                              const char *zIns, const char *zCond){
+  sqlite3_str_appendf(s,
+      "UPDATE __sysOCSDeletedRows SET __sysInsertTxCsn=min(__sysInsertTxCsn, %s)"
+      " WHERE __sysTName=%Q AND __sysDeleteTxBsn=sqlite_ct_bsn() AND __sysRK=%s"
+      " AND sqlite_ct_bsn()>0 AND %s;", zIns, p->zName, zRk, zCond);
+  sqlite3_str_appendf(s,
+      "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
+      " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
+      " SELECT %Q, %s, sqlite_ct_bsn(), %s, sqlite_ct_now(), sqlite_ct_tracking_context()"
+      " WHERE sqlite_ct_bsn()>0 AND %s AND NOT EXISTS(SELECT 1 FROM __sysOCSDeletedRows"
+      " WHERE __sysTName=%Q AND __sysDeleteTxBsn=sqlite_ct_bsn() AND __sysRK=%s);",
+      p->zName, zRk, zIns, zCond,
+      p->zName, zRk);
+}
+
+/* The name under which the rowid of p can be referenced. */
+static const char *ctRowidName(const CtTable *p){
+  if( !ctTableHasColumn(p, "rowid") ) return "rowid";
+  if( !ctTableHasColumn(p, "_rowid_") ) return "_rowid_";
+  return "oid";
+}
+
+/* Match the row REF (NEW or OLD) by rowid when the table has one and
+** bRowid is set, else by key: "k1" OP REF."k1" AND ... (zOp: "=" or "IS"). */
+static void ctAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zRef,
+                             const char *zOp, int bRowid){
+  int i;
+  if( !p->bWithoutRowid && bRowid ){
+    const char *zRowid = ctRowidName(p);
+    sqlite3_str_appendf(s, "%s %s %s.%s", zRowid, zOp, zRef, zRowid);
+    return;
+  }
+  for(i=0; i<p->nPk; i++){
+    const char *zCol = p->aCol[p->aiPk[i]].zName;
+    sqlite3_str_appendf(s, "%s\"%w\" %s %s.\"%w\"", i ? " AND " : "", zCol, zOp,
+                        zRef, zCol);
+  }
+}
+
+/* sqlite_ct_pack_key(REF."k1", ...) */
+static void ctAppendPack(sqlite3_str *s, const CtTable *p, const char *zRef){
+  int i;
+  sqlite3_str_appendall(s, "sqlite_ct_pack_key(");
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(s, "%s%s%s\"%w\"", i ? ", " : "", zRef ? zRef : "",
+                        zRef ? "." : "", p->aCol[p->aiPk[i]].zName);
+  }
+  sqlite3_str_appendall(s, ")");
+}
+
+/* OLD."k1" IS NOT NEW."k1" OR ... */
+static void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
+  int i;
+  sqlite3_str_appendall(s, "(");
+  for(i=0; i<p->nPk; i++){
+    const char *zCol = p->aCol[p->aiPk[i]].zName;
+    sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", i ? " OR " : "", zCol, zCol);
+  }
+  sqlite3_str_appendall(s, ")");
+}
+
+/* Remember the rows an OR REPLACE of NEW could delete through a UNIQUE index
+** (zExclude: SQL that matches the row itself, which is not a victim). */
+static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
+                                  sqlite3_int64 iEnable, const char *zExclude){
+  int i, j;
+  sqlite3_str_appendf(s,
+      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
+      "INSERT OR IGNORE INTO __sysCtReplaceVictims"
+      "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, ", p->zName, p->zName);
+  ctAppendPack(s, p, 0);
+  sqlite3_str_appendf(s, ", coalesce(\"%w\", %lld) FROM \"%w\" WHERE (",
+                      CT_COL_INSERT, iEnable, p->zName);
+  for(i=0; i<p->nUnique; i++){
+    const CtUnique *u = &p->aUnique[i];
+    sqlite3_str_appendall(s, i ? " OR (" : "(");
+    for(j=0; j<u->nCol; j++){
+      const char *zCol = p->aCol[u->aiCol[j]].zName;
+      sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\"", j ? " AND " : "", zCol, zCol);
+    }
+    sqlite3_str_appendall(s, ")");
+  }
+  sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
+}
+
+/* Tombstones for remembered rows that are gone now. */
+static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p){
+  sqlite3_str *c = sqlite3_str_new(0);
+  char *zCond;
+  int i;
+  sqlite3_str_appendf(c, "v.__sysTName=%Q AND NOT EXISTS(SELECT 1 FROM \"%w\" WHERE ",
+                      p->zName, p->zName);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(c, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)",
+                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i);
+  }
+  sqlite3_str_appendall(c, ")");
+  zCond = sqlite3_str_finish(c);
+  if( zCond==0 ){ sqlite3_str_appendall(s, "\x01"); return; }  /* poisons the SQL */
+  /* With recursive_triggers on, the DELETE trigger has already written this
+  ** tombstone (same incarnation, same insert BSN): leave it as it is. */
+  sqlite3_str_appendf(s,
+      "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
+      " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
+      " SELECT %Q, v.__sysRK, sqlite_ct_bsn(), v.__sysInsertTxCsn, sqlite_ct_now(),"
+      " sqlite_ct_tracking_context() FROM __sysCtReplaceVictims AS v"
+      " WHERE sqlite_ct_bsn()>0 AND %s AND NOT EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d"
+      " WHERE d.__sysTName=%Q AND d.__sysDeleteTxBsn=sqlite_ct_bsn() AND d.__sysRK=v.__sysRK);"
+      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;",
+      p->zName, zCond, p->zName, p->zName);
+  sqlite3_free(zCond);
+}
+
+/* SQL for "the key changed" (OLD."k1" IS NOT NEW."k1" OR ...), owned by caller. */
+static char *ctKeyChangedSql(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  ctAppendKeyChanged(x, p);
+  return sqlite3_str_finish(x);
+}
+
+/* sqlite_ct_pack_key(REF."k1", ...), owned by caller. */
+static char *ctPackSql(const CtTable *p, const char *zRef){
+  sqlite3_str *x = sqlite3_str_new(0);
+  ctAppendPack(x, p, zRef);
+  return sqlite3_str_finish(x);
+}
+
+/* The list of key and UNIQUE-index columns: "a", "b", ... owned by caller. */
+static char *ctUniqueColumnList(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  int i, j, k, n = 0;
+  for(i=0; i<p->nCol; i++){
+    int bUse = p->aCol[i].iPk!=0;
+    for(j=0; !bUse && j<p->nUnique; j++){
+      for(k=0; k<p->aUnique[j].nCol; k++){
+        if( p->aUnique[j].aiCol[k]==i ) bUse = 1;
+      }
+    }
+    if( bUse ) sqlite3_str_appendf(x, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
+  }
+  return sqlite3_str_finish(x);
+}
+
+#define CT_STAMPED_BSN(eOpt, eFlag) (((eOpt) & (eFlag)) ? "sqlite_ct_bsn()" : "0")
+
+static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
+  const char *zT = p->zName;
+  const int bVictims = p->nUnique && (eOpt & CT_TRACK_DELETE);
+  char *zChanged = ctKeyChangedSql(p);
+  char *zPackOld = ctPackSql(p, "OLD");
+  char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
+  char *zCols = ctUniqueColumnList(p);
+  sqlite3_str *s;
+  char *zOut;
+
+  if( zChanged==0 || zPackOld==0 || zInsOld==0 || zCols==0 ){
+    sqlite3_free(zChanged); sqlite3_free(zPackOld);
+    sqlite3_free(zInsOld); sqlite3_free(zCols);
+    return 0;
+  }
+  s = sqlite3_str_new(0);
+
+  /* AFTER INSERT: stamp the new row. */
+  sqlite3_str_appendf(s,
+      "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN " CT_BEGIN_SQL
+      "UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=%s, \"" CT_COL_CHANGE "\"=%s,"
+      " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ",
+      zT, zT, zT, CT_STAMPED_BSN(eOpt, CT_TRACK_INSERT),
+      CT_STAMPED_BSN(eOpt, CT_TRACK_INSERT));
+  ctAppendKeyMatch(s, p, "NEW", "=", 1);
+  sqlite3_str_appendall(s, ";");
+  if( bVictims ) ctAppendVictimSweep(s, p);
+  sqlite3_str_appendall(s, " END;");
+
+  /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet,
+  ** when its key changed, when a REPLACE may have removed another row, or when
+  ** the statement wrote a __sys column with a value the tracker would not
+  ** write (the RAISE turns that into an error). Its own stamping UPDATE, and
+  ** the one of the AFTER INSERT trigger, leave the WHEN false. */
+  sqlite3_str_appendf(s,
+      "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN ", zT, zT);
+  if( eOpt & CT_TRACK_UPDATE ){
+    sqlite3_str_appendall(s,
+        "NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
+        " OR NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context() OR ");
+  }
+  sqlite3_str_appendf(s,
+      "(NEW.\"" CT_COL_CHANGE "\" IS NOT OLD.\"" CT_COL_CHANGE "\""
+      " AND NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn())"
+      " OR (NEW.\"" CT_COL_CONTEXT "\" IS NOT OLD.\"" CT_COL_CONTEXT "\""
+      " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context())"
+      " OR (NEW.\"" CT_COL_INSERT "\" IS NOT OLD.\"" CT_COL_INSERT "\""
+      " AND NEW.\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()) OR %s", zChanged);
+  if( bVictims ){
+    sqlite3_str_appendf(s,
+        " OR EXISTS(SELECT 1 FROM __sysCtReplaceVictims WHERE __sysTName=%Q)", zT);
+  }
+  sqlite3_str_appendf(s,
+      " BEGIN SELECT RAISE(ABORT, 'sqlite-ct: the __sys columns of table %q are"
+      " written by change tracking only; leave them out of INSERT and UPDATE')"
+      " WHERE (NEW.\"" CT_COL_INSERT "\" IS NOT OLD.\"" CT_COL_INSERT "\""
+      " AND NEW.\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn())"
+      " OR (NEW.\"" CT_COL_CHANGE "\" IS NOT OLD.\"" CT_COL_CHANGE "\""
+      " AND NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn())"
+      " OR (NEW.\"" CT_COL_CONTEXT "\" IS NOT OLD.\"" CT_COL_CONTEXT "\""
+      " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());"
+      CT_BEGIN_SQL, zT);
+  if( eOpt & CT_TRACK_DELETE ){
+    /* A key change is a delete of the old key plus an insert of the new. */
+    ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged);
+  }
+  sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
+  if( eOpt & CT_TRACK_UPDATE ){
+    sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
+  }
+  sqlite3_str_appendf(s,
+      "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context(),"
+      " \"" CT_COL_INSERT "\"=CASE WHEN %s THEN %s ELSE \"" CT_COL_INSERT "\" END WHERE ",
+      zChanged, CT_STAMPED_BSN(eOpt, CT_TRACK_INSERT));
+  ctAppendKeyMatch(s, p, "NEW", "=", 1);
+  sqlite3_str_appendall(s, ";");
+  if( bVictims ) ctAppendVictimSweep(s, p);
+  sqlite3_str_appendall(s, " END;");
+
+  /* AFTER DELETE: the tombstone. */
+  if( eOpt & CT_TRACK_DELETE ){
+    sqlite3_str_appendf(s,
+        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN " CT_BEGIN_SQL,
+        zT, zT);
+    ctAppendTombstone(s, p, zPackOld, zInsOld, "1");
+    sqlite3_str_appendall(s, " END;");
+  }
+
+  /* BEFORE INSERT / UPDATE OF key and UNIQUE columns: remember the rows an OR
+  ** REPLACE may delete. The row itself is excluded by key for an insert
+  ** (NEW.rowid is not assigned yet in a BEFORE INSERT trigger) and by rowid
+  ** (or key) for an update. */
+  if( bVictims ){
+    sqlite3_str *x = sqlite3_str_new(0);
+    char *zExclude;
+    ctAppendKeyMatch(x, p, "NEW", "IS", 0);
+    zExclude = sqlite3_str_finish(x);
+    sqlite3_str_appendf(s,
+        "CREATE TRIGGER main.\"__sysct_bi_%w\" BEFORE INSERT ON \"%w\" BEGIN ", zT, zT);
+    if( zExclude ) ctAppendVictimCapture(s, p, iEnable, zExclude);
+    else sqlite3_str_appendall(s, "\x01");   /* out of memory: poison the SQL */
+    sqlite3_free(zExclude);
+    sqlite3_str_appendall(s, " END;");
+
+    x = sqlite3_str_new(0);
+    ctAppendKeyMatch(x, p, "OLD", "IS", 1);
+    zExclude = sqlite3_str_finish(x);
+    sqlite3_str_appendf(s,
+        "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF %s ON \"%w\" BEGIN ",
+        zT, zCols, zT);
+    if( zExclude ) ctAppendVictimCapture(s, p, iEnable, zExclude);
+    else sqlite3_str_appendall(s, "\x01");
+    sqlite3_free(zExclude);
+    sqlite3_str_appendall(s, " END;");
+  }
+  sqlite3_free(zChanged); sqlite3_free(zPackOld);
+  sqlite3_free(zInsOld); sqlite3_free(zCols);
+  zOut = sqlite3_str_finish(s);
+  return zOut;
+}
+
+static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
+  static const char *azKind[] = { "ai", "au", "ad", "bi", "bu" };
+  int rc = SQLITE_OK;
+  size_t i;
+  for(i=0; rc==SQLITE_OK && i<sizeof(azKind)/sizeof(azKind[0]); i++){
+    rc = ctExecf(db, pzErr, "DROP TRIGGER IF EXISTS main.\"__sysct_%s_%w\"",
+                 azKind[i], zTab);
+  }
+  return rc;
+}
+
+static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eOpt,
+                             sqlite3_int64 iEnable, char **pzErr){
+  char *zSql;
+  int rc = ctDropTriggers(db, p->zName, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  zSql = ctTriggerSql(p, eOpt, iEnable);
+  if( zSql==0 ) return SQLITE_NOMEM;
+  rc = ctExecf(db, pzErr, "%s", zSql);
+  sqlite3_free(zSql);
+  return rc;
+}
+
+static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
+                          sqlite3_int64 *piEnable, char **pzErr){
+  sqlite3 *db = pState->db;
+  CtTable *p = 0;
+  sqlite3_int64 iOpt = 0, iEnable = 0;
+  int bTracked = 0, bNull = 1;
+  int rc = ctCheckLayout(db, 1, pzErr);
+  if( rc==SQLITE_OK ) rc = ctTableLoad(db, zTab, &p, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(db, &iOpt, &bNull, pzErr,
+        "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q",
+        p->zName);
+    bTracked = !bNull;
+  }
+  if( rc==SQLITE_OK && bTracked ){
+    rc = ctQueryInt64(db, &iEnable, 0, pzErr,
+        "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q",
+        p->zName);
+    if( rc==SQLITE_OK && iOpt!=eOpt*16 ){
+      rc = ctExecf(db, pzErr,
+          "UPDATE main.__sysOCSTrackedObjects SET __sysTrackOpt=%d WHERE __sysTName=%Q",
+          eOpt*16, p->zName);
+    }
+  }else if( rc==SQLITE_OK ){
+    rc = ctAllocateBsn(pState, &iEnable, pzErr);
+    if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CHANGE) ){
+      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CHANGE
+                   "\" INTEGER", p->zName);
+    }
+    if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_INSERT) ){
+      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_INSERT
+                   "\" INTEGER", p->zName);
+    }
+    if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CONTEXT) ){
+      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CONTEXT
+                   "\" BLOB", p->zName);
+    }
+    if( rc==SQLITE_OK ){
+      rc = ctExecf(db, pzErr,
+          "INSERT INTO main.__sysOCSTrackedObjects(__sysTName, __sysTrackOpt,"
+          " __sysTrackType, __sysTrackColOrd, __sysEnableTxBsn, __sysMinValidCsn)"
+          " VALUES(%Q, %d, 1, NULL, %lld, 0)", p->zName, eOpt*16, iEnable);
+    }
+  }
+  if( rc==SQLITE_OK ){
+    rc = ctExecf(db, pzErr,
+        "CREATE INDEX IF NOT EXISTS main.\"__sysct_chg_%w\" ON \"%w\"(\"" CT_COL_CHANGE "\")",
+        p->zName, p->zName);
+  }
+  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, eOpt, iEnable, pzErr);
+  *piEnable = iEnable;
+  ctTableFree(p);
+  return rc;
+}
+
+/* Close SAVEPOINT sqlite_ct: release it when the work succeeded (rc is
+** SQLITE_OK), otherwise roll it back so nothing is left half done. */
+static int ctEndSavepoint(sqlite3 *db, char **pzErr, int rc){
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_exec(db, "RELEASE sqlite_ct", 0, 0, 0);
+    if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }else{
+    sqlite3_exec(db, "ROLLBACK TO sqlite_ct; RELEASE sqlite_ct", 0, 0, 0);
+  }
+  return rc;
+}
+
+static void ctResultErr(sqlite3_context *ctx, int rc, char *zErr){
+  if( rc==SQLITE_NOMEM ){
+    sqlite3_result_error_nomem(ctx);
+  }else{
+    sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: internal error", -1);
+    sqlite3_result_error_code(ctx, rc==SQLITE_SCHEMA ? SQLITE_ERROR : rc);
+  }
+  sqlite3_free(zErr);
+}
+
+static const char *ctTableArg(sqlite3_context *ctx, sqlite3_value *v, const char *zFunc){
+  const char *z = (const char*)sqlite3_value_text(v);
+  if( sqlite3_value_type(v)!=SQLITE_TEXT || z==0 || z[0]==0 ){
+    char *zErr = sqlite3_mprintf("sqlite-ct: %s() needs a table name", zFunc);
+    ctResultErr(ctx, SQLITE_MISUSE, zErr);
+    return 0;
+  }
+  return z;
+}
+
+void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *pState = (CtState*)sqlite3_user_data(ctx);
+  sqlite3 *db = pState->db;
+  const char *zTab = ctTableArg(ctx, argv[0], "sqlite_ct_create_schema");
+  int eOpt = CT_TRACK_ALL;
+  sqlite3_int64 iEnable = 0;
+  char *zErr = 0;
+  int rc;
+  if( zTab==0 ) return;
+  if( argc>1 ){
+    if( sqlite3_value_type(argv[1])!=SQLITE_INTEGER
+     || sqlite3_value_int64(argv[1])<1 || sqlite3_value_int64(argv[1])>CT_TRACK_ALL ){
+      ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+          "sqlite-ct: tracking options must be an integer from 1 to 7"
+          " (1 insert, 2 update, 4 delete, 7 all)"));
+      return;
+    }
+    eOpt = (int)sqlite3_value_int64(argv[1]);
+  }
+  if( pState->bApply ){
+    ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+        "sqlite-ct: cannot enable tracking while the connection is in apply mode"));
+    return;
+  }
+  rc = sqlite3_exec(db, "SAVEPOINT sqlite_ct", 0, 0, 0);
+  if( rc!=SQLITE_OK ){
+    ctResultErr(ctx, rc, sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db)));
+    return;
+  }
+  rc = ctEndSavepoint(db, &zErr, ctCreateSchema(pState, zTab, eOpt, &iEnable, &zErr));
+  if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
+  sqlite3_result_int64(ctx, iEnable);
+}
+
+static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
+  sqlite3_int64 n = 0;
+  char *zName = 0;
+  int rc = ctCheckLayout(db, 0, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(db, &n, 0, pzErr,
+        "SELECT count(*) FROM main.sqlite_schema"
+        " WHERE type='table' AND name='__sysOCSTrackedObjects'");
+  }
+  if( rc==SQLITE_OK && n ){
+    sqlite3_stmt *pStmt = 0;
+    char *zSql = sqlite3_mprintf("SELECT __sysTName FROM main.__sysOCSTrackedObjects"
+                                 " WHERE __sysTName=%Q COLLATE NOCASE", zTab);
+    if( zSql==0 ) return SQLITE_NOMEM;
+    rc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
+    sqlite3_free(zSql);
+    if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+      zName = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+      if( zName==0 ) rc = SQLITE_NOMEM;
+    }
+    if( pStmt ){
+      int rc2 = sqlite3_finalize(pStmt);
+      if( rc==SQLITE_OK ) rc = rc2;
+    }
+    if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }
+  if( rc==SQLITE_OK && zName==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" is not tracked", zTab);
+    return SQLITE_ERROR;
+  }
+  if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zName, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\"", zName);
+  }
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(db, &n, 0, pzErr,
+        "SELECT count(*) FROM main.sqlite_schema WHERE type='table' AND name=%Q", zName);
+  }
+  if( rc==SQLITE_OK && n ){
+    CtTable *p = 0;
+    rc = ctTableLoad(db, zName, &p, pzErr);
+    if( rc==SQLITE_OK && ctTableHasColumn(p, CT_COL_CONTEXT) ){
+      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" DROP COLUMN \"" CT_COL_CONTEXT "\"", zName);
+    }
+    if( rc==SQLITE_OK && ctTableHasColumn(p, CT_COL_INSERT) ){
+      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" DROP COLUMN \"" CT_COL_INSERT "\"", zName);
+    }
+    if( rc==SQLITE_OK && ctTableHasColumn(p, CT_COL_CHANGE) ){
+      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" DROP COLUMN \"" CT_COL_CHANGE "\"", zName);
+    }
+    ctTableFree(p);
+  }
+  if( rc==SQLITE_OK ){
+    rc = ctExecf(db, pzErr,
+        "DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName=%Q;"
+        "DELETE FROM main.__sysCtReplaceVictims WHERE __sysTName=%Q;"
+        "DELETE FROM main.__sysSyncArticles WHERE TableName=%Q;"
+        "DELETE FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q;",
+        zName, zName, zName, zName);
+  }
+  sqlite3_free(zName);
+  return rc;
+}
+
+void ctFuncDisableTracking(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *pState = (CtState*)sqlite3_user_data(ctx);
+  sqlite3 *db = pState->db;
+  const char *zTab = ctTableArg(ctx, argv[0], "sqlite_ct_disable_tracking");
+  char *zErr = 0;
+  int rc;
+  (void)argc;
+  if( zTab==0 ) return;
+  rc = sqlite3_exec(db, "SAVEPOINT sqlite_ct", 0, 0, 0);
+  if( rc!=SQLITE_OK ){
+    ctResultErr(ctx, rc, sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db)));
+    return;
+  }
+  rc = ctEndSavepoint(db, &zErr, ctDisable(db, zTab, &zErr));
+  if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
+  sqlite3_result_int(ctx, 1);
+}
+
+void ctFuncIsTracked(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *zTab = ctTableArg(ctx, argv[0], "sqlite_ct_is_tracked");
+  sqlite3_int64 n = 0;
+  char *zErr = 0;
+  int rc;
+  (void)argc;
+  if( zTab==0 ) return;
+  rc = ctQueryInt64(db, &n, 0, &zErr,
+      "SELECT count(*) FROM main.sqlite_schema"
+      " WHERE type='table' AND name='__sysOCSTrackedObjects'");
+  if( rc==SQLITE_OK && n ){
+    rc = ctQueryInt64(db, &n, 0, &zErr,
+        "SELECT count(*) FROM main.__sysOCSTrackedObjects"
+        " WHERE __sysTName=%Q COLLATE NOCASE", zTab);
+  }
+  if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
+  sqlite3_result_int(ctx, n>0);
+}
+
+void ctFuncCreateSystemTables(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char *zErr = 0;
+  int rc;
+  (void)argc; (void)argv;
+  rc = sqlite3_exec(db, "SAVEPOINT sqlite_ct", 0, 0, 0);
+  if( rc!=SQLITE_OK ){
+    ctResultErr(ctx, rc, sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db)));
+    return;
+  }
+  rc = ctEndSavepoint(db, &zErr, ctCheckLayout(db, 1, &zErr));
+  if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
+  sqlite3_result_int(ctx, CT_LAYOUT_VERSION);
+}
+
+void ctFuncLayoutVersion(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  (void)argc; (void)argv;
+  sqlite3_result_int(ctx, CT_LAYOUT_VERSION);
+}

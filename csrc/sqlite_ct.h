@@ -1,0 +1,126 @@
+/*
+** sqlite_ct.h -- the one internal header of the sqlite-ct loadable extension.
+**
+** The extension is split by concern, one file each:
+**
+**   ext.c        entry point, the registration table of every SQL function
+**                (name, arguments, flags), sqlite_ct_version(), sqlite_ct_debug()
+**   state.c      per-connection state: the transaction's BSN, the tracking context,
+**                apply (sync) mode, and the SQL functions that read and set them
+**   introspect.c what a table looks like: columns, primary key, UNIQUE indexes
+**   schema.c     system tables, on-disk layout version, create_schema and
+**                disable_tracking, trigger generation
+**   keycodec.c   the packed tombstone key (__sysRK): pack, unpack, validate
+**
+** Nothing here is exported except the entry point (see ext.c); everything else
+** is static or has hidden visibility (the build passes -fvisibility=hidden).
+*/
+#ifndef SQLITE_CT_H
+#define SQLITE_CT_H
+
+#include "sqlite3ext.h"
+#include <stddef.h>
+#include <stdint.h>
+
+SQLITE_EXTENSION_INIT3
+
+#ifndef SQLITE_CT_VERSION
+# error "build with -DSQLITE_CT_VERSION=\"x.y.z\" (setup.py passes the package version)"
+#endif
+
+/* On-disk layout version stored in __sysCtMeta; bump it (and add a migration
+** in schema.c) whenever a system table or the trigger shape changes. */
+#define CT_LAYOUT_VERSION 1
+
+/* TrackingOptions, as SQL CE's public enum. */
+#define CT_TRACK_INSERT 1
+#define CT_TRACK_UPDATE 2
+#define CT_TRACK_DELETE 4
+#define CT_TRACK_ALL    7
+
+/*
+** Per-connection state. One instance per connection, shared by every SQL
+** function registered on it (pApp) and reference counted: each registration
+** that carries it takes a reference and its destructor drops one, so the last
+** function SQLite destroys (at sqlite3_close) frees it, whichever that is.
+*/
+typedef struct CtState CtState;
+struct CtState {
+  sqlite3 *db;
+  int nRef;
+  /* The BSN handed to the open write transaction, 0 if none. Valid only while
+  ** the pager's data version equals uDataVersion (a commit moves it) and the
+  ** newest __sysTxCommitSequence row is still iBsn (a rollback, ROLLBACK TO or
+  ** failed statement removes it). See state.c. */
+  sqlite3_int64 iBsn;
+  unsigned int uDataVersion;
+  int bApply;                  /* applying server changes: no stamps, no tombstones */
+  int bHasContext;             /* aContext holds a tracking context */
+  unsigned char aContext[16];  /* GUID, .NET byte order, as SQL CE stored it */
+};
+
+/* state.c */
+CtState *ctStateNew(sqlite3 *db);
+void ctStateRef(CtState *p);
+void ctStateUnref(void *p);
+int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr);
+int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr);
+sqlite3_int64 ctNowMs(void);
+void ctFuncBegin(sqlite3_context*, int, sqlite3_value**);
+void ctFuncBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncCurrentBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncLastCommittedCsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncContext(sqlite3_context*, int, sqlite3_value**);
+void ctFuncSetContext(sqlite3_context*, int, sqlite3_value**);
+void ctFuncApplyMode(sqlite3_context*, int, sqlite3_value**);
+void ctFuncSetApplyMode(sqlite3_context*, int, sqlite3_value**);
+void ctFuncNow(sqlite3_context*, int, sqlite3_value**);
+
+/* keycodec.c */
+void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);
+void ctFuncUnpackKey(sqlite3_context*, int, sqlite3_value**);
+void ctFuncKeyCount(sqlite3_context*, int, sqlite3_value**);
+
+/* introspect.c */
+typedef struct CtColumn CtColumn;
+struct CtColumn {
+  char *zName;
+  int iPk;          /* 1-based position in the PRIMARY KEY, 0 if not a key column */
+  int bHidden;      /* generated or hidden column: never written by us */
+};
+typedef struct CtUnique CtUnique;
+struct CtUnique {
+  int nCol;
+  int *aiCol;       /* indexes into CtTable.aCol */
+};
+typedef struct CtTable CtTable;
+struct CtTable {
+  char *zName;
+  int nCol;
+  CtColumn *aCol;
+  int nPk;
+  int *aiPk;        /* aCol indexes of the key columns, in PRIMARY KEY order */
+  int bWithoutRowid;
+  int bRowidAlias;  /* the key is a single INTEGER PRIMARY KEY (the rowid) */
+  int nUnique;      /* UNIQUE indexes other than the primary key */
+  CtUnique *aUnique;
+};
+int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr);
+void ctTableFree(CtTable *p);
+int ctTableHasColumn(const CtTable *p, const char *zCol);
+int ctIsSystemName(const char *zName);
+
+/* schema.c */
+void ctFuncCreateSchema(sqlite3_context*, int, sqlite3_value**);
+void ctFuncDisableTracking(sqlite3_context*, int, sqlite3_value**);
+void ctFuncIsTracked(sqlite3_context*, int, sqlite3_value**);
+void ctFuncLayoutVersion(sqlite3_context*, int, sqlite3_value**);
+void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
+int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
+
+/* Shared helpers (state.c) */
+int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...);
+int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
+                 const char *zFmt, ...);
+
+#endif /* SQLITE_CT_H */

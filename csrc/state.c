@@ -1,0 +1,261 @@
+/*
+** state.c -- per-connection tracking state and the SQL functions over it.
+**
+** SQL SURFACE (see docs/sql-reference.md):
+**   sqlite_ct_begin(MAXCSN)         used by the triggers: hands the open write
+**                                   transaction its BSN. Returns the new BSN when
+**                                   the caller must log it in
+**                                   __sysTxCommitSequence, NULL when the
+**                                   transaction already has one (or in apply mode).
+**   sqlite_ct_bsn()                 the BSN that sqlite_ct_begin() handed out for
+**                                   this transaction; 0 in apply mode.
+**   sqlite_ct_current_bsn()         the open transaction's BSN, NULL if it has not
+**                                   written tracked data (SqlCeTransaction.
+**                                   CurrentTransactionBsn).
+**   sqlite_ct_last_committed_csn()  CSN of the newest committed transaction that
+**                                   touched tracked data, 0 if none.
+**   sqlite_ct_tracking_context()    the connection's tracking context (16-byte
+**                                   GUID blob) or NULL.
+**   sqlite_ct_set_tracking_context(GUID|NULL)
+**   sqlite_ct_apply_mode() / sqlite_ct_set_apply_mode(0|1)
+**   sqlite_ct_now()                 wall clock, milliseconds since the Unix epoch.
+**
+** HOW IT WORKS: BSN = CSN. SQLite has one writer at a time, so a number handed
+** out at a transaction's first tracked write (the newest logged CSN plus one) is
+** also in commit order. The triggers start with
+**
+**   INSERT INTO __sysTxCommitSequence SELECT b, b, sqlite_ct_now()
+**     FROM (SELECT sqlite_ct_begin((SELECT max(__sysTxCsn)
+**                                   FROM __sysTxCommitSequence)) AS b)
+**    WHERE b IS NOT NULL;
+**
+** so the log row is written by the same transaction (and undone with it). The
+** cached BSN is trusted only while
+**   (a) the pager's data version (SQLITE_FCNTL_DATA_VERSION) is the one seen
+**       when it was handed out: every commit, ours or another connection's,
+**       moves it; and
+**   (b) the newest log row is still that BSN: ROLLBACK, ROLLBACK TO a savepoint,
+**       a failed statement or RAISE() remove the row and the next write gets
+**       the number again (nothing committed carries it).
+** No commit or rollback hook is used, so there is no hook slot to be displaced
+** from, and no prepared statement is kept between calls, so sqlite3_close()
+** never finds one of ours unfinalized.
+*/
+#include "sqlite_ct.h"
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+CtState *ctStateNew(sqlite3 *db){
+  CtState *p = sqlite3_malloc(sizeof(*p));
+  if( p==0 ) return 0;
+  memset(p, 0, sizeof(*p));
+  p->db = db;
+  p->nRef = 1;
+  return p;
+}
+
+void ctStateRef(CtState *p){ p->nRef++; }
+
+void ctStateUnref(void *pArg){
+  CtState *p = (CtState*)pArg;
+  if( p && --p->nRef==0 ) sqlite3_free(p);
+}
+
+static unsigned int ctDataVersion(sqlite3 *db){
+  unsigned int v = 0;
+  sqlite3_file_control(db, "main", SQLITE_FCNTL_DATA_VERSION, &v);
+  return v;
+}
+
+sqlite3_int64 ctNowMs(void){
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (sqlite3_int64)ts.tv_sec*1000 + ts.tv_nsec/1000000;
+}
+
+/* The transaction already holds a BSN: see (a) and (b) above. */
+static int ctBsnValid(CtState *p, sqlite3_int64 iMaxCsn){
+  return p->iBsn!=0 && iMaxCsn==p->iBsn
+      && p->uDataVersion==ctDataVersion(p->db);
+}
+
+/* Hand out a BSN for a transaction whose newest log row is iMaxCsn. Returns
+** the BSN the caller must log, or 0 when the transaction already has one. */
+static sqlite3_int64 ctBegin(CtState *p, sqlite3_int64 iMaxCsn){
+  if( ctBsnValid(p, iMaxCsn) ) return 0;
+  p->iBsn = iMaxCsn + 1;
+  p->uDataVersion = ctDataVersion(p->db);
+  return p->iBsn;
+}
+
+/*
+** Run printf-formatted SQL (one or more statements). The sticky-error idiom:
+** callers chain calls with "if( rc==SQLITE_OK ) rc = ...".
+*/
+int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...){
+  va_list ap;
+  char *zSql;
+  int rc;
+  va_start(ap, zFmt);
+  zSql = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+  if( zSql==0 ) return SQLITE_NOMEM;
+  rc = sqlite3_exec(db, zSql, 0, 0, 0);
+  if( rc!=SQLITE_OK && pzErr && *pzErr==0 ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }
+  sqlite3_free(zSql);
+  return rc;
+}
+
+/* Run a query whose first row's first column is an integer (or NULL). */
+int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
+                 const char *zFmt, ...){
+  va_list ap;
+  char *zSql;
+  sqlite3_stmt *pStmt = 0;
+  int rc;
+  va_start(ap, zFmt);
+  zSql = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+  if( zSql==0 ) return SQLITE_NOMEM;
+  rc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
+  sqlite3_free(zSql);
+  if( rc==SQLITE_OK ){
+    *piOut = 0;
+    if( pbNull ) *pbNull = 1;
+    if( sqlite3_step(pStmt)==SQLITE_ROW ){
+      *piOut = sqlite3_column_int64(pStmt, 0);
+      if( pbNull ) *pbNull = sqlite3_column_type(pStmt, 0)==SQLITE_NULL;
+    }
+    rc = sqlite3_finalize(pStmt);
+  }
+  if( rc!=SQLITE_OK && pzErr && *pzErr==0 ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }
+  return rc;
+}
+
+/* Give the open write transaction a BSN from C (create_schema uses this for
+** the enabling transaction), logging it when it is new. */
+int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr){
+  sqlite3_int64 iMax = 0, iNew;
+  int rc = ctQueryInt64(p->db, &iMax, 0, pzErr,
+      "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+  if( rc!=SQLITE_OK ) return rc;
+  iNew = ctBegin(p, iMax);
+  if( iNew ){
+    rc = ctExecf(p->db, pzErr,
+        "INSERT INTO main.__sysTxCommitSequence"
+        "(__sysTxBsn, __sysTxCsn, __sysCommitTime) VALUES(%lld, %lld, %lld)",
+        iNew, iNew, ctNowMs());
+  }
+  *piBsn = p->iBsn;
+  return rc;
+}
+
+/* The newest committed CSN as this connection sees it: the newest log row,
+** unless that row is the open transaction's own, uncommitted one. */
+int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr){
+  sqlite3_int64 iMax = 0;
+  int rc = ctQueryInt64(db, &iMax, 0, pzErr,
+      "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+  if( rc==SQLITE_OK && ctBsnValid(p, iMax) ){
+    rc = ctQueryInt64(db, &iMax, 0, pzErr,
+        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence"
+        " WHERE __sysTxCsn<%lld", p->iBsn);
+  }
+  *piCsn = iMax;
+  return rc;
+}
+
+static void ctResultError(sqlite3_context *ctx, int rc, char *zErr){
+  if( rc==SQLITE_NOMEM ){
+    sqlite3_result_error_nomem(ctx);
+  }else{
+    sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: internal error", -1);
+    /* Never SQLITE_SCHEMA: SQLite would re-run the statement up to 25 times. */
+    sqlite3_result_error_code(ctx, rc==SQLITE_SCHEMA ? SQLITE_ERROR : rc);
+  }
+  sqlite3_free(zErr);
+}
+
+void ctFuncBegin(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iNew;
+  (void)argc;
+  if( p->bApply ) return;  /* NULL: apply mode logs nothing */
+  iNew = ctBegin(p, sqlite3_value_int64(argv[0]));
+  if( iNew ) sqlite3_result_int64(ctx, iNew);
+}
+
+void ctFuncBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc; (void)argv;
+  sqlite3_result_int64(ctx, p->bApply ? 0 : p->iBsn);
+}
+
+void ctFuncCurrentBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iMax = 0;
+  char *zErr = 0;
+  int rc;
+  (void)argc; (void)argv;
+  if( p->iBsn==0 || sqlite3_get_autocommit(p->db) ) return;
+  rc = ctQueryInt64(p->db, &iMax, 0, &zErr,
+      "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  if( ctBsnValid(p, iMax) ) sqlite3_result_int64(ctx, p->iBsn);
+}
+
+void ctFuncLastCommittedCsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iCsn = 0;
+  char *zErr = 0;
+  int rc;
+  (void)argc; (void)argv;
+  rc = ctLastCommittedCsn(p->db, p, &iCsn, &zErr);
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  sqlite3_result_int64(ctx, iCsn);
+}
+
+void ctFuncContext(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc; (void)argv;
+  if( p->bHasContext ) sqlite3_result_blob(ctx, p->aContext, 16, SQLITE_TRANSIENT);
+}
+
+void ctFuncSetContext(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc;
+  if( sqlite3_value_type(argv[0])==SQLITE_NULL ){
+    p->bHasContext = 0;
+    return;
+  }
+  if( sqlite3_value_type(argv[0])!=SQLITE_BLOB || sqlite3_value_bytes(argv[0])!=16 ){
+    sqlite3_result_error(ctx,
+        "sqlite-ct: the tracking context must be a 16-byte GUID blob or NULL", -1);
+    return;
+  }
+  memcpy(p->aContext, sqlite3_value_blob(argv[0]), 16);
+  p->bHasContext = 1;
+}
+
+void ctFuncApplyMode(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc; (void)argv;
+  sqlite3_result_int(ctx, p->bApply);
+}
+
+void ctFuncSetApplyMode(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc;
+  p->bApply = sqlite3_value_int(argv[0])!=0;
+  sqlite3_result_int(ctx, p->bApply);
+}
+
+void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  (void)argc; (void)argv;
+  sqlite3_result_int64(ctx, ctNowMs());
+}

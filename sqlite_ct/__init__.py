@@ -1,0 +1,47 @@
+"""sqlite-ct: SQL Server Compact-style change tracking for SQLite.
+
+Load the extension into a connection, track a table, enumerate what changed
+since an anchor:
+
+    import apsw, sqlite_ct
+    conn = apsw.Connection("app.db")
+    sqlite_ct.load(conn)
+    sqlite_ct.create_schema(conn, "orders")
+    changes = sqlite_ct.enumerate_changes(conn, "orders", since=0)
+
+Only public names are exported here; docs/python-api.md documents each.
+"""
+from ._version import __version__
+from .anchors import (client_id, get_received_anchor, get_sent_anchor,
+                      set_received_anchor, set_sent_anchor)
+from .changes import (Change, ChangeSet, ChangeStream, GroupChangeSet,
+                      enumerate_changes, enumerate_group_changes, iter_changes)
+from .errors import (AnchorError, Error, ExtensionError, KeyFormatError,
+                     LayoutError, NotTrackedError, TableError)
+from .keys import pack_key, unpack_key
+from .loader import is_loaded, load, loadable_path, register_auto_extension
+from .tracking import (TrackingOptions, applying_server_changes, create_schema,
+                       current_bsn, disable_tracking, is_tracked,
+                       last_committed_csn, set_tracking_context,
+                       tracked_tables, tracking_context)
+
+__all__ = [
+    "__version__",
+    # loading
+    "loadable_path", "load", "is_loaded", "register_auto_extension",
+    # tracking
+    "TrackingOptions", "create_schema", "disable_tracking", "is_tracked",
+    "tracked_tables", "set_tracking_context", "tracking_context",
+    "last_committed_csn", "current_bsn", "applying_server_changes",
+    # keys
+    "pack_key", "unpack_key",
+    # enumeration
+    "Change", "ChangeSet", "GroupChangeSet", "ChangeStream",
+    "enumerate_changes", "enumerate_group_changes", "iter_changes",
+    # anchors
+    "get_sent_anchor", "set_sent_anchor", "get_received_anchor",
+    "set_received_anchor", "client_id",
+    # errors
+    "Error", "ExtensionError", "TableError", "NotTrackedError", "KeyFormatError",
+    "AnchorError", "LayoutError",
+]

@@ -1,0 +1,227 @@
+"""Enumerating what changed since an anchor (SqlCeClientSyncProvider.GetChanges).
+
+An anchor is a commit sequence number (CSN). `enumerate_changes(conn, table,
+since)` reads, in one read snapshot, the last committed CSN N of that snapshot
+(the new anchor) and every change committed in (since, N], classified as SQL CE's
+provider did:
+
+    insert   the row was inserted after `since`
+    update   inserted at or before `since`, changed after it
+    delete   a tombstone written after `since` for a row inserted at or before it
+    nothing  inserted and deleted inside the window
+
+A replica that applies deletes, then inserts, then updates (inserts and updates
+as upserts) and starts the next enumeration at `new_anchor` ends equal to the
+table. Rows and tombstones are read through indexes on the change BSN, so the
+cost follows the number of changes, not the size of the table.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Union)
+
+from . import _conn
+from .errors import AnchorError
+from .keys import key_columns, user_columns
+from .tracking import require_tracked
+
+__all__ = ["Change", "ChangeSet", "GroupChangeSet", "enumerate_changes",
+           "enumerate_group_changes", "iter_changes"]
+
+Row = Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One change of `iter_changes`: kind is "insert", "update" or "delete";
+    row holds the user columns (for a delete, the key columns only)."""
+    kind: str
+    table: str
+    row: Row
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeSet:
+    """The changes of one table in (since, new_anchor]."""
+    table: str
+    since: int
+    new_anchor: int
+    inserts: List[Row]
+    updates: List[Row]
+    deletes: List[Row]
+
+    def __len__(self) -> int:
+        return len(self.inserts) + len(self.updates) + len(self.deletes)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupChangeSet:
+    """The changes of several tables read in one snapshot, sharing new_anchor."""
+    new_anchor: int
+    tables: Dict[str, ChangeSet]
+
+    def __getitem__(self, table: str) -> ChangeSet:
+        return self.tables[table]
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.tables.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableInfo:
+    name: str
+    columns: List[str]
+    keys: List[str]
+    enable_bsn: int
+    min_valid: int
+
+
+def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
+    name = require_tracked(conn, table, func)
+    enable_bsn, min_valid = next(_conn.rows(
+        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn FROM __sysOCSTrackedObjects "
+              "WHERE __sysTName = ?", (name,)))
+    return _TableInfo(name, user_columns(conn, name), key_columns(conn, name),
+                      int(enable_bsn), int(min_valid))
+
+
+def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        raise AnchorError(f"sqlite-ct: an anchor is a non-negative integer CSN, got {since!r}")
+    if since > new_anchor:
+        raise AnchorError(
+            f"sqlite-ct: anchor {since} is newer than the last committed CSN "
+            f"{new_anchor} of this database (was it restored from an older copy?); "
+            f'reinitialise the replica of "{info.name}"')
+    if since < info.min_valid:
+        raise AnchorError(
+            f'sqlite-ct: anchor {since} of table "{info.name}" is older than its '
+            f"oldest kept change (CSN {info.min_valid}): tombstones it needs were "
+            f"purged; reinitialise the replica")
+    return since
+
+
+def _row_query(info: _TableInfo) -> str:
+    cols = ", ".join(_conn.quote_identifier(c) for c in info.columns)
+    table = _conn.quote_identifier(info.name)
+    # Two index-backed branches: rows stamped inside the window, and rows that
+    # predate tracking (NULL stamps, inserted by the enabling transaction ?3).
+    return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM {table} '
+            f'WHERE "__sysChangeTxBsn" > ?1 AND "__sysChangeTxBsn" <= ?2 '
+            f"UNION ALL "
+            f'SELECT {cols}, ?3 FROM {table} '
+            f'WHERE "__sysChangeTxBsn" IS NULL AND ?3 > ?1 AND ?3 <= ?2')
+
+
+def _delete_query(info: _TableInfo) -> str:
+    keys = ", ".join(f"sqlite_ct_unpack_key(rk, {i})" for i in range(len(info.keys)))
+    # A key may carry several tombstones in the window (deleted, re-inserted,
+    # deleted again); it was on the replica iff one of them is for a row
+    # inserted at or before `since`.
+    return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM __sysOCSDeletedRows "
+            f"WHERE __sysTName = ?3 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2 "
+            f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
+
+
+def _iter_table(conn: Any, info: _TableInfo, since: int, new_anchor: int
+                ) -> Iterator[Change]:
+    cols = info.columns
+    width = len(cols)
+    for row in _conn.rows(conn, _delete_query(info), (since, new_anchor, info.name)):
+        yield Change("delete", info.name, dict(zip(info.keys, row)))
+    for row in _conn.rows(conn, _row_query(info), (since, new_anchor, info.enable_bsn)):
+        kind = "insert" if row[width] > since else "update"
+        yield Change(kind, info.name, dict(zip(cols, row[:width])))
+
+
+def _new_anchor(conn: Any) -> int:
+    return int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
+
+
+def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int) -> ChangeSet:
+    buckets: Dict[str, List[Row]] = {"insert": [], "update": [], "delete": []}
+    for change in _iter_table(conn, info, since, new_anchor):
+        buckets[change.kind].append(change.row)
+    return ChangeSet(info.name, since, new_anchor,
+                     buckets["insert"], buckets["update"], buckets["delete"])
+
+
+def enumerate_changes(conn: Any, table: str, since: int) -> ChangeSet:
+    """Every change to tracked `table` committed after anchor `since`.
+
+    Returns a ChangeSet with .inserts and .updates (dicts of the user columns),
+    .deletes (dicts of the key columns) and .new_anchor, the CSN to pass as
+    `since` next time. Rows and new_anchor come from one read snapshot. Raises
+    AnchorError for an anchor that is negative, newer than the database, or
+    older than its oldest kept tombstone."""
+    with _conn.savepoint(conn, "sqlite_ct_enum"):
+        info = _table_info(conn, table, "enumerate_changes")
+        new_anchor = _new_anchor(conn)
+        return _collect(conn, info, _check_since(info, since, new_anchor), new_anchor)
+
+
+def enumerate_group_changes(conn: Any, tables: Sequence[str],
+                            since: Union[int, Mapping[str, int]]) -> GroupChangeSet:
+    """The changes of several tables in one snapshot, with one new_anchor.
+
+    `since` is one anchor for all tables or a mapping table -> anchor (a table
+    missing from the mapping starts at 0)."""
+    with _conn.savepoint(conn, "sqlite_ct_enum"):
+        new_anchor = _new_anchor(conn)
+        result: Dict[str, ChangeSet] = {}
+        for table in tables:
+            info = _table_info(conn, table, "enumerate_group_changes")
+            start = since.get(table, 0) if isinstance(since, Mapping) else since
+            result[table] = _collect(conn, info, _check_since(info, start, new_anchor),
+                                     new_anchor)
+        return GroupChangeSet(new_anchor, result)
+
+
+class ChangeStream:
+    """Changes of one table, streamed: one row in memory at a time.
+
+    Use as a context manager; the read snapshot (a SAVEPOINT) is held from
+    __enter__ to __exit__, and .new_anchor is known from __enter__ on:
+
+        with sqlite_ct.iter_changes(conn, "orders", since) as stream:
+            for change in stream:
+                send(change.kind, change.row)
+        save(stream.new_anchor)
+    """
+
+    def __init__(self, conn: Any, table: str, since: int) -> None:
+        self._conn = conn
+        self._table = table
+        self._since = since
+        self._savepoint: Optional[Any] = None
+        self._info: Optional[_TableInfo] = None
+        self.new_anchor: Optional[int] = None
+
+    def __enter__(self) -> "ChangeStream":
+        self._savepoint = _conn.savepoint(self._conn, "sqlite_ct_stream")
+        self._savepoint.__enter__()
+        try:
+            self._info = _table_info(self._conn, self._table, "iter_changes")
+            self.new_anchor = _new_anchor(self._conn)
+            _check_since(self._info, self._since, self.new_anchor)
+        except BaseException as exc:
+            self._savepoint.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._savepoint is not None:
+            savepoint, self._savepoint = self._savepoint, None
+            savepoint.__exit__(*exc_info)
+
+    def __iter__(self) -> Iterator[Change]:
+        if self._info is None or self._savepoint is None or self.new_anchor is None:
+            raise RuntimeError("iterate a ChangeStream inside its `with` block")
+        return _iter_table(self._conn, self._info, self._since, self.new_anchor)
+
+
+def iter_changes(conn: Any, table: str, since: int) -> ChangeStream:
+    """Stream the changes of `table` since `since` without holding them all in
+    memory; see ChangeStream."""
+    return ChangeStream(conn, table, since)

@@ -1,0 +1,145 @@
+"""Turning change tracking on and off, and the per-connection tracking state.
+
+Each function says which SQL function of the extension it runs; the SQL surface
+is documented in docs/sql-reference.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+import uuid
+from typing import Any, Iterator, List, Optional
+
+from . import _conn
+from .errors import NotTrackedError, TableError
+
+__all__ = [
+    "TrackingOptions",
+    "create_schema",
+    "disable_tracking",
+    "is_tracked",
+    "tracked_tables",
+    "set_tracking_context",
+    "tracking_context",
+    "last_committed_csn",
+    "current_bsn",
+    "applying_server_changes",
+]
+
+
+class TrackingOptions(enum.IntFlag):
+    """Which operations are tracked (SQL CE's TrackingOptions)."""
+    INSERT = 1
+    UPDATE = 2
+    DELETE = 4
+    ALL = 7
+
+
+def _table_name(table: str, func: str) -> str:
+    if not isinstance(table, str) or not table:
+        raise TableError(f"sqlite-ct: {func}() needs a table name, got {table!r}")
+    return table
+
+
+def create_schema(conn: Any, table: str, *,
+                  options: TrackingOptions = TrackingOptions.ALL) -> int:
+    """Track changes to `table`; runs sqlite_ct_create_schema(table, options).
+
+    Adds __sysChangeTxBsn, __sysInsertTxBsn and __sysTrackingContext, creates the
+    system tables when missing, installs the triggers and registers the table.
+    Idempotent (a second call re-installs the triggers and updates the options);
+    works inside or outside the caller's transaction. Rows already in the table
+    count as inserted by the enabling transaction, so a first upload sends them.
+    Returns the BSN of that enabling transaction.
+    """
+    _table_name(table, "create_schema")
+    opts = int(TrackingOptions(options))
+    if not 1 <= opts <= 7:
+        raise ValueError("options must include at least one of INSERT, UPDATE, DELETE")
+    return _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?)", (table, opts))
+
+
+def disable_tracking(conn: Any, table: str) -> None:
+    """Stop tracking `table`; runs sqlite_ct_disable_tracking(table).
+
+    Drops the triggers, the change index and the three __sys columns, and
+    deletes the table's tombstones and its sync article (anchors). Raises
+    NotTrackedError when the table is not tracked."""
+    _table_name(table, "disable_tracking")
+    _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
+
+
+def is_tracked(conn: Any, table: str) -> bool:
+    """Whether `table` is tracked; runs sqlite_ct_is_tracked(table)."""
+    _table_name(table, "is_tracked")
+    return bool(_conn.value(conn, "SELECT sqlite_ct_is_tracked(?)", (table,)))
+
+
+def tracked_tables(conn: Any) -> List[str]:
+    """Names of the tracked tables, sorted; reads __sysOCSTrackedObjects."""
+    _conn.require_loaded(conn)
+    exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
+                               "AND name='__sysOCSTrackedObjects'")
+    if not exists:
+        return []
+    return [r[0] for r in _conn.rows(
+        conn, "SELECT __sysTName FROM __sysOCSTrackedObjects ORDER BY __sysTName")]
+
+
+def require_tracked(conn: Any, table: str, func: str) -> str:
+    """The table's stored name; NotTrackedError when it is not tracked."""
+    _table_name(table, func)
+    _conn.require_loaded(conn)
+    exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
+                               "AND name='__sysOCSTrackedObjects'")
+    name = None
+    if exists:
+        name = _conn.value(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects "
+                                 "WHERE __sysTName = ? COLLATE NOCASE", (table,))
+    if name is None:
+        raise NotTrackedError(f'sqlite-ct: table "{table}" is not tracked; '
+                              f'call create_schema(conn, "{table}") first')
+    return name
+
+
+def set_tracking_context(conn: Any, context: Optional[uuid.UUID]) -> None:
+    """Stamp this connection's later changes (and tombstones) with `context`, a
+    GUID, or with nothing (None); runs sqlite_ct_set_tracking_context().
+
+    Stored as 16 bytes in .NET byte order (uuid.UUID.bytes_le), as SQL CE did."""
+    if context is not None and not isinstance(context, uuid.UUID):
+        raise TypeError("the tracking context must be a uuid.UUID or None")
+    blob = None if context is None else context.bytes_le
+    _conn.value(conn, "SELECT sqlite_ct_set_tracking_context(?)", (blob,))
+
+
+def tracking_context(conn: Any) -> Optional[uuid.UUID]:
+    """This connection's tracking context; runs sqlite_ct_tracking_context()."""
+    blob = _conn.value(conn, "SELECT sqlite_ct_tracking_context()")
+    return None if blob is None else uuid.UUID(bytes_le=bytes(blob))
+
+
+def last_committed_csn(conn: Any) -> int:
+    """CSN of the newest committed transaction that touched tracked data (0 if
+    none); runs sqlite_ct_last_committed_csn() (SQL CE's GetLastCommittedCsn)."""
+    return int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
+
+
+def current_bsn(conn: Any) -> Optional[int]:
+    """BSN of the open transaction if it has written tracked data, else None;
+    runs sqlite_ct_current_bsn() (SqlCeTransaction.CurrentTransactionBsn)."""
+    return _conn.value(conn, "SELECT sqlite_ct_current_bsn()")
+
+
+@contextlib.contextmanager
+def applying_server_changes(conn: Any) -> Iterator[None]:
+    """Within the block, writes through `conn` are not local changes: rows get
+    stamp 0 (older than any anchor) and deletes leave no tombstone, so what a
+    sync provider applies from the server is never uploaded back. A later local
+    edit of such a row is tracked as usual. Runs sqlite_ct_set_apply_mode()."""
+    previous = _conn.value(conn, "SELECT sqlite_ct_apply_mode()")
+    _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(1)")
+    try:
+        yield
+    finally:
+        _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(?)", (previous,))
