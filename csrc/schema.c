@@ -421,11 +421,22 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eOpt,
   return rc;
 }
 
+/*
+** Turn tracking on for zTab, or refresh it when it is on already: re-install
+** the triggers (new options take effect) and recreate what is missing.
+**
+** A tracked table that lost its AFTER INSERT trigger was rebuilt behind
+** sqlite-ct's back (sqlite-utils transform(), the 12-step ALTER procedure) or
+** had its triggers dropped: writes since then were not tracked. Re-arming it
+** also raises the table's minimum valid anchor to the re-arming transaction,
+** so every replica with an older anchor is told to reinitialise
+** (AnchorError) instead of silently missing those changes.
+*/
 static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
                           sqlite3_int64 *piEnable, char **pzErr){
   sqlite3 *db = pState->db;
   CtTable *p = 0;
-  sqlite3_int64 iOpt = 0, iEnable = 0;
+  sqlite3_int64 iOpt = 0, iEnable = 0, iArmed = 0, iNow = 0;
   int bTracked = 0, bNull = 1;
   int rc = ctCheckLayout(db, 1, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(db, zTab, &p, pzErr);
@@ -439,6 +450,19 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
     rc = ctQueryInt64(db, &iEnable, 0, pzErr,
         "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q",
         p->zName);
+    if( rc==SQLITE_OK ){
+      rc = ctQueryInt64(db, &iArmed, 0, pzErr,
+          "SELECT count(*) FROM main.sqlite_schema WHERE type='trigger'"
+          " AND name='__sysct_ai_' || %Q AND tbl_name=%Q", p->zName, p->zName);
+    }
+    if( rc==SQLITE_OK && (!iArmed || !ctTableHasColumn(p, CT_COL_CHANGE)) ){
+      rc = ctAllocateBsn(pState, &iNow, pzErr);
+      if( rc==SQLITE_OK ){
+        rc = ctExecf(db, pzErr,
+            "UPDATE main.__sysOCSTrackedObjects SET __sysMinValidCsn=%lld"
+            " WHERE __sysTName=%Q", iNow, p->zName);
+      }
+    }
     if( rc==SQLITE_OK && iOpt!=eOpt*16 ){
       rc = ctExecf(db, pzErr,
           "UPDATE main.__sysOCSTrackedObjects SET __sysTrackOpt=%d WHERE __sysTName=%Q",
@@ -446,24 +470,24 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
     }
   }else if( rc==SQLITE_OK ){
     rc = ctAllocateBsn(pState, &iEnable, pzErr);
-    if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CHANGE) ){
-      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CHANGE
-                   "\" INTEGER", p->zName);
-    }
-    if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_INSERT) ){
-      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_INSERT
-                   "\" INTEGER", p->zName);
-    }
-    if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CONTEXT) ){
-      rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CONTEXT
-                   "\" BLOB", p->zName);
-    }
     if( rc==SQLITE_OK ){
       rc = ctExecf(db, pzErr,
           "INSERT INTO main.__sysOCSTrackedObjects(__sysTName, __sysTrackOpt,"
           " __sysTrackType, __sysTrackColOrd, __sysEnableTxBsn, __sysMinValidCsn)"
           " VALUES(%Q, %d, 1, NULL, %lld, 0)", p->zName, eOpt*16, iEnable);
     }
+  }
+  if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CHANGE) ){
+    rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CHANGE
+                 "\" INTEGER", p->zName);
+  }
+  if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_INSERT) ){
+    rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_INSERT
+                 "\" INTEGER", p->zName);
+  }
+  if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CONTEXT) ){
+    rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CONTEXT
+                 "\" BLOB", p->zName);
   }
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr,

@@ -20,6 +20,7 @@ from .errors import (AnchorError, Error, ExtensionError, KeyFormatError,
                      LayoutError, NotTrackedError, TableError)
 from .keys import pack_key, unpack_key
 from .loader import is_loaded, load, loadable_path, register_auto_extension
+from .retention import purge_tombstones, purge_transaction_sequence
 from .tracking import (TrackingOptions, applying_server_changes, create_schema,
                        current_bsn, disable_tracking, is_tracked,
                        last_committed_csn, set_tracking_context,
@@ -38,6 +39,8 @@ __all__ = [
     # enumeration
     "Change", "ChangeSet", "GroupChangeSet", "ChangeStream",
     "enumerate_changes", "enumerate_group_changes", "iter_changes",
+    # retention
+    "purge_tombstones", "purge_transaction_sequence",
     # anchors
     "get_sent_anchor", "set_sent_anchor", "get_received_anchor",
     "set_received_anchor", "client_id",

@@ -18,6 +18,7 @@ cost follows the number of changes, not the size of the table.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Union)
 
@@ -102,6 +103,11 @@ def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
     return since
 
 
+# ?4 is a tracking context to leave out (a hub skips the rows a client uploaded
+# itself) or NULL; "IS NOT NULL-context" is always true for stamped rows.
+_NOT_EXCLUDED = '("__sysTrackingContext" IS NOT ?4 OR ?4 IS NULL)'
+
+
 def _row_query(info: _TableInfo) -> str:
     cols = ", ".join(_conn.quote_identifier(c) for c in info.columns)
     table = _conn.quote_identifier(info.name)
@@ -109,6 +115,7 @@ def _row_query(info: _TableInfo) -> str:
     # predate tracking (NULL stamps, inserted by the enabling transaction ?3).
     return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM {table} '
             f'WHERE "__sysChangeTxBsn" > ?1 AND "__sysChangeTxBsn" <= ?2 '
+            f"AND {_NOT_EXCLUDED} "
             f"UNION ALL "
             f'SELECT {cols}, ?3 FROM {table} '
             f'WHERE "__sysChangeTxBsn" IS NULL AND ?3 > ?1 AND ?3 <= ?2')
@@ -118,19 +125,22 @@ def _delete_query(info: _TableInfo) -> str:
     keys = ", ".join(f"sqlite_ct_unpack_key(rk, {i})" for i in range(len(info.keys)))
     # A key may carry several tombstones in the window (deleted, re-inserted,
     # deleted again); it was on the replica iff one of them is for a row
-    # inserted at or before `since`.
+    # inserted at or before `since`. ?3 is the table name.
     return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM __sysOCSDeletedRows "
             f"WHERE __sysTName = ?3 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2 "
+            f"AND {_NOT_EXCLUDED} "
             f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
 
 
-def _iter_table(conn: Any, info: _TableInfo, since: int, new_anchor: int
-                ) -> Iterator[Change]:
+def _iter_table(conn: Any, info: _TableInfo, since: int, new_anchor: int,
+                exclude_context: Optional[uuid.UUID] = None) -> Iterator[Change]:
     cols = info.columns
     width = len(cols)
-    for row in _conn.rows(conn, _delete_query(info), (since, new_anchor, info.name)):
+    ctx = None if exclude_context is None else exclude_context.bytes_le
+    for row in _conn.rows(conn, _delete_query(info), (since, new_anchor, info.name, ctx)):
         yield Change("delete", info.name, dict(zip(info.keys, row)))
-    for row in _conn.rows(conn, _row_query(info), (since, new_anchor, info.enable_bsn)):
+    for row in _conn.rows(conn, _row_query(info),
+                          (since, new_anchor, info.enable_bsn, ctx)):
         kind = "insert" if row[width] > since else "update"
         yield Change(kind, info.name, dict(zip(cols, row[:width])))
 
@@ -139,30 +149,39 @@ def _new_anchor(conn: Any) -> int:
     return int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
 
 
-def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int) -> ChangeSet:
+def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
+             exclude_context: Optional[uuid.UUID]) -> ChangeSet:
     buckets: Dict[str, List[Row]] = {"insert": [], "update": [], "delete": []}
-    for change in _iter_table(conn, info, since, new_anchor):
+    for change in _iter_table(conn, info, since, new_anchor, exclude_context):
         buckets[change.kind].append(change.row)
     return ChangeSet(info.name, since, new_anchor,
                      buckets["insert"], buckets["update"], buckets["delete"])
 
 
-def enumerate_changes(conn: Any, table: str, since: int) -> ChangeSet:
+def enumerate_changes(conn: Any, table: str, since: int, *,
+                      exclude_context: Optional[uuid.UUID] = None) -> ChangeSet:
     """Every change to tracked `table` committed after anchor `since`.
 
     Returns a ChangeSet with .inserts and .updates (dicts of the user columns),
     .deletes (dicts of the key columns) and .new_anchor, the CSN to pass as
     `since` next time. Rows and new_anchor come from one read snapshot. Raises
     AnchorError for an anchor that is negative, newer than the database, or
-    older than its oldest kept tombstone."""
+    older than its oldest kept tombstone.
+
+    exclude_context leaves out rows and tombstones whose latest change carries
+    that tracking context (a hub uses it so a client's own uploads are not sent
+    back to it)."""
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         info = _table_info(conn, table, "enumerate_changes")
         new_anchor = _new_anchor(conn)
-        return _collect(conn, info, _check_since(info, since, new_anchor), new_anchor)
+        return _collect(conn, info, _check_since(info, since, new_anchor), new_anchor,
+                        exclude_context)
 
 
 def enumerate_group_changes(conn: Any, tables: Sequence[str],
-                            since: Union[int, Mapping[str, int]]) -> GroupChangeSet:
+                            since: Union[int, Mapping[str, int]], *,
+                            exclude_context: Optional[uuid.UUID] = None
+                            ) -> GroupChangeSet:
     """The changes of several tables in one snapshot, with one new_anchor.
 
     `since` is one anchor for all tables or a mapping table -> anchor (a table
@@ -174,7 +193,7 @@ def enumerate_group_changes(conn: Any, tables: Sequence[str],
             info = _table_info(conn, table, "enumerate_group_changes")
             start = since.get(table, 0) if isinstance(since, Mapping) else since
             result[table] = _collect(conn, info, _check_since(info, start, new_anchor),
-                                     new_anchor)
+                                     new_anchor, exclude_context)
         return GroupChangeSet(new_anchor, result)
 
 
@@ -190,10 +209,12 @@ class ChangeStream:
         save(stream.new_anchor)
     """
 
-    def __init__(self, conn: Any, table: str, since: int) -> None:
+    def __init__(self, conn: Any, table: str, since: int,
+                 exclude_context: Optional[uuid.UUID] = None) -> None:
         self._conn = conn
         self._table = table
         self._since = since
+        self._exclude = exclude_context
         self._savepoint: Optional[Any] = None
         self._info: Optional[_TableInfo] = None
         self.new_anchor: Optional[int] = None
@@ -218,10 +239,12 @@ class ChangeStream:
     def __iter__(self) -> Iterator[Change]:
         if self._info is None or self._savepoint is None or self.new_anchor is None:
             raise RuntimeError("iterate a ChangeStream inside its `with` block")
-        return _iter_table(self._conn, self._info, self._since, self.new_anchor)
+        return _iter_table(self._conn, self._info, self._since, self.new_anchor,
+                           self._exclude)
 
 
-def iter_changes(conn: Any, table: str, since: int) -> ChangeStream:
+def iter_changes(conn: Any, table: str, since: int, *,
+                 exclude_context: Optional[uuid.UUID] = None) -> ChangeStream:
     """Stream the changes of `table` since `since` without holding them all in
     memory; see ChangeStream."""
-    return ChangeStream(conn, table, since)
+    return ChangeStream(conn, table, since, exclude_context)

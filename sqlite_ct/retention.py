@@ -1,0 +1,83 @@
+"""Purging old tracking metadata (SqlCeChangeTracking.PurgeTombstoneTableData
+and PurgeTransactionSequenceData).
+
+Purging tombstones loses information a replica that has not synced since
+needs, so sqlite-ct records it: each purge raises the table's minimum valid
+anchor (__sysOCSTrackedObjects.__sysMinValidCsn, like SQL Server's
+CHANGE_TRACKING_MIN_VALID_VERSION) to the newest purged delete. Enumerating
+from an older anchor raises AnchorError instead of silently dropping deletes.
+
+Order, as SQL CE enforced it (its error 30002): purge tombstones first, then
+the transaction sequence. The newest __sysTxCommitSequence row is never purged:
+the next transaction's BSN is numbered from it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Tuple
+
+from . import _conn
+from .errors import Error
+from .tracking import require_tracked
+
+__all__ = ["purge_tombstones", "purge_transaction_sequence"]
+
+_DAY_MS = 86_400_000
+
+
+def _condition(older_than_days: Optional[float], up_to_csn: Optional[int],
+               time_column: str, csn_column: str, func: str) -> Tuple[str, tuple]:
+    if (older_than_days is None) == (up_to_csn is None):
+        raise ValueError(f"{func}() takes exactly one of older_than_days= and up_to_csn=")
+    if older_than_days is not None:
+        if older_than_days < 0:
+            raise ValueError(f"{func}(): older_than_days must be >= 0")
+        cutoff = int(time.time() * 1000) - int(older_than_days * _DAY_MS)
+        return f"{time_column} < ?", (cutoff,)
+    if isinstance(up_to_csn, bool) or not isinstance(up_to_csn, int) or up_to_csn < 0:
+        raise ValueError(f"{func}(): up_to_csn must be a non-negative integer")
+    return f"{csn_column} <= ?", (up_to_csn,)
+
+
+def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] = None,
+                     up_to_csn: Optional[int] = None) -> int:
+    """Delete `table`'s tombstones deleted more than `older_than_days` days ago,
+    or by transactions with CSN <= `up_to_csn`. Returns how many were deleted
+    and raises the table's minimum valid anchor to the newest purged delete."""
+    where, params = _condition(older_than_days, up_to_csn, "__sysDeletedTime",
+                               "__sysDeleteTxBsn", "purge_tombstones")
+    with _conn.savepoint(conn, "sqlite_ct_purge"):
+        name = require_tracked(conn, table, "purge_tombstones")
+        newest, count = next(_conn.rows(
+            conn, f"SELECT max(__sysDeleteTxBsn), count(*) FROM __sysOCSDeletedRows "
+                  f"WHERE __sysTName = ? AND {where}", (name, *params)))
+        if count:
+            _conn.execute(conn, f"DELETE FROM __sysOCSDeletedRows "
+                                f"WHERE __sysTName = ? AND {where}", (name, *params))
+            _conn.execute(conn, "UPDATE __sysOCSTrackedObjects SET __sysMinValidCsn = "
+                                "max(__sysMinValidCsn, ?) WHERE __sysTName = ?",
+                          (newest, name))
+        return int(count)
+
+
+def purge_transaction_sequence(conn: Any, *, older_than_days: Optional[float] = None,
+                               up_to_csn: Optional[int] = None) -> int:
+    """Delete __sysTxCommitSequence rows committed more than `older_than_days`
+    days ago, or with CSN <= `up_to_csn`, keeping the newest. Raises Error when
+    tombstones of those transactions still exist: purge them first."""
+    where, params = _condition(older_than_days, up_to_csn, "__sysCommitTime",
+                               "__sysTxCsn", "purge_transaction_sequence")
+    with _conn.savepoint(conn, "sqlite_ct_purge"):
+        _conn.value(conn, "SELECT sqlite_ct_create_system_tables()")
+        blocking = _conn.value(
+            conn, f"SELECT count(*) FROM __sysOCSDeletedRows WHERE __sysDeleteTxBsn IN "
+                  f"(SELECT __sysTxCsn FROM __sysTxCommitSequence WHERE {where})", params)
+        if blocking:
+            raise Error(f"sqlite-ct: {blocking} tombstone(s) belong to the transactions "
+                        f"being purged; purge tombstones first (purge_tombstones), then "
+                        f"the transaction sequence")
+        before = _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence")
+        _conn.execute(conn, f"DELETE FROM __sysTxCommitSequence WHERE {where} AND "
+                            f"__sysTxCsn < (SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)",
+                      params)
+        return int(before - _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence"))

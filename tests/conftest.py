@@ -1,0 +1,44 @@
+"""Fixtures every test module can use: the extension's path, a database file,
+and connections to it with sqlite-ct loaded, one per Python host."""
+import sqlite3
+
+import apsw
+import pytest
+
+from sqlite_ct import loader
+
+
+@pytest.fixture
+def ext_path() -> str:
+    """loadable_path(): the compiled extension, e.g. for the sqlite3 shell's .load."""
+    return loader.loadable_path()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    """A database file that does not exist yet, in a fresh temporary directory."""
+    return str(tmp_path / "test.db")
+
+
+@pytest.fixture
+def apsw_conn(db_path):
+    """An apsw connection to db_path with sqlite-ct loaded (apsw's own SQLite)."""
+    conn = apsw.Connection(db_path)
+    try:
+        loader.load(conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def sqlite3_conn(db_path):
+    """A stdlib sqlite3 connection to db_path in autocommit mode
+    (isolation_level=None), with sqlite-ct loaded by register_auto_extension()."""
+    loader.register_auto_extension()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        loader.load(conn)  # already loaded: checks the version only
+        yield conn
+    finally:
+        conn.close()
