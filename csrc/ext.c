@@ -21,8 +21,8 @@
 ** numbers from this connection's tracking state (the one write a trigger makes
 ** with them goes to sqlite-ct's own log tables, which a hostile trigger could
 ** write directly anyway). Functions that change the schema or the connection's
-** settings (create_schema, disable_tracking, set_tracking_context,
-** set_apply_mode) are SQLITE_DIRECTONLY: they run only from top-level SQL, never
+** settings (create_schema, disable_tracking, rename_tracking,
+** create_system_tables, set_tracking_context, set_apply_mode) are SQLITE_DIRECTONLY: they run only from top-level SQL, never
 ** from a trigger or view planted in a database file. Nothing is
 ** SQLITE_DETERMINISTIC except the key codec; the BSN and clock functions must
 ** be evaluated per row.
@@ -71,13 +71,16 @@ static const struct CtFuncDef {
   { "sqlite_ct_version",              0, CT_INNOCUOUS, 0, ctFuncVersion },
   { "sqlite_ct_debug",                0, CT_INNOCUOUS, 0, ctFuncDebug },
   { "sqlite_ct_layout_version",       0, CT_INNOCUOUS, 0, ctFuncLayoutVersion },
+  { "sqlite_ct_check_layout",         0, CT_INNOCUOUS, 0, ctFuncCheckLayout },
   { "sqlite_ct_create_system_tables", 0, CT_DIRECT,    0, ctFuncCreateSystemTables },
   { "sqlite_ct_create_schema",        1, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_create_schema",        2, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_disable_tracking",     1, CT_DIRECT,    1, ctFuncDisableTracking },
   { "sqlite_ct_is_tracked",           1, CT_INNOCUOUS, 0, ctFuncIsTracked },
+  { "sqlite_ct_rename_tracking",      2, CT_DIRECT,    1, ctFuncRenameTracking },
   { "sqlite_ct_begin",                1, CT_INNOCUOUS, 1, ctFuncBegin },
   { "sqlite_ct_bsn",                  0, CT_INNOCUOUS, 1, ctFuncBsn },
+  { "sqlite_ct_needs_stamp",          8, CT_INNOCUOUS, 1, ctFuncNeedsStamp },
   { "sqlite_ct_current_bsn",          0, CT_INNOCUOUS, 1, ctFuncCurrentBsn },
   { "sqlite_ct_last_committed_csn",   0, CT_INNOCUOUS, 1, ctFuncLastCommittedCsn },
   { "sqlite_ct_tracking_context",     0, CT_INNOCUOUS, 1, ctFuncContext },

@@ -9,7 +9,13 @@
 **   sqlite_ct_disable_tracking(TABLE)           turn it off: drops the triggers,
 **       the index and the three columns, the table's tombstones and sync article.
 **   sqlite_ct_is_tracked(TABLE)                 1 or 0.
+**   sqlite_ct_rename_tracking(OLD, NEW)         follow ALTER TABLE OLD RENAME TO
+**       NEW: move the registry, tombstones and sync article to NEW and
+**       re-install the triggers (the Python layer calls it when it sees the
+**       AFTER INSERT trigger of OLD now belongs to NEW).
 **   sqlite_ct_layout_version()                  the layout this build writes.
+**   sqlite_ct_check_layout()                    the layout recorded in this
+**       database (0 if none); an error when a newer sqlite-ct wrote it.
 **   sqlite_ct_create_system_tables()            create the __sys* tables if
 **       missing (create_schema does it too); errors on a newer layout.
 ** Both actions run inside a SAVEPOINT, so they work with or without an open
@@ -312,33 +318,27 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   ** write (the RAISE turns that into an error). Its own stamping UPDATE, and
   ** the one of the AFTER INSERT trigger, leave the WHEN false. */
   sqlite3_str_appendf(s,
-      "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN ", zT, zT);
-  if( eOpt & CT_TRACK_UPDATE ){
-    sqlite3_str_appendall(s,
-        "NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
-        " OR NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context() OR ");
-  }
-  sqlite3_str_appendf(s,
-      "(NEW.\"" CT_COL_CHANGE "\" IS NOT OLD.\"" CT_COL_CHANGE "\""
-      " AND NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn())"
-      " OR (NEW.\"" CT_COL_CONTEXT "\" IS NOT OLD.\"" CT_COL_CONTEXT "\""
-      " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context())"
-      " OR (NEW.\"" CT_COL_INSERT "\" IS NOT OLD.\"" CT_COL_INSERT "\""
-      " AND NEW.\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()) OR %s", zChanged);
+      "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN "
+      "sqlite_ct_needs_stamp((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence),"
+      " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
+      " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
+      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %d) OR %s",
+      zT, zT, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, zChanged);
   if( bVictims ){
     sqlite3_str_appendf(s,
         " OR EXISTS(SELECT 1 FROM __sysCtReplaceVictims WHERE __sysTName=%Q)", zT);
   }
+  /* The transaction is logged first, so the guard compares with its BSN. */
   sqlite3_str_appendf(s,
-      " BEGIN SELECT RAISE(ABORT, 'sqlite-ct: the __sys columns of table %q are"
+      " BEGIN " CT_BEGIN_SQL
+      "SELECT RAISE(ABORT, 'sqlite-ct: the __sys columns of table %q are"
       " written by change tracking only; leave them out of INSERT and UPDATE')"
       " WHERE (NEW.\"" CT_COL_INSERT "\" IS NOT OLD.\"" CT_COL_INSERT "\""
       " AND NEW.\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn())"
       " OR (NEW.\"" CT_COL_CHANGE "\" IS NOT OLD.\"" CT_COL_CHANGE "\""
       " AND NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn())"
       " OR (NEW.\"" CT_COL_CONTEXT "\" IS NOT OLD.\"" CT_COL_CONTEXT "\""
-      " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());"
-      CT_BEGIN_SQL, zT);
+      " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());", zT);
   if( eOpt & CT_TRACK_DELETE ){
     /* A key change is a delete of the old key plus an insert of the new. */
     ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged);
@@ -425,7 +425,7 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eOpt,
 ** Turn tracking on for zTab, or refresh it when it is on already: re-install
 ** the triggers (new options take effect) and recreate what is missing.
 **
-** A tracked table that lost its AFTER INSERT trigger was rebuilt behind
+** A tracked table that lost a tracking trigger was rebuilt behind
 ** sqlite-ct's back (sqlite-utils transform(), the 12-step ALTER procedure) or
 ** had its triggers dropped: writes since then were not tracked. Re-arming it
 ** also raises the table's minimum valid anchor to the re-arming transaction,
@@ -452,10 +452,12 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
         p->zName);
     if( rc==SQLITE_OK ){
       rc = ctQueryInt64(db, &iArmed, 0, pzErr,
-          "SELECT count(*) FROM main.sqlite_schema WHERE type='trigger'"
-          " AND name='__sysct_ai_' || %Q AND tbl_name=%Q", p->zName, p->zName);
+          "SELECT count(*) FROM main.sqlite_schema WHERE type='trigger' AND tbl_name=%Q"
+          " AND name IN ('__sysct_ai_' || %Q, '__sysct_au_' || %Q, '__sysct_ad_' || %Q)",
+          p->zName, p->zName, p->zName, p->zName);
     }
-    if( rc==SQLITE_OK && (!iArmed || !ctTableHasColumn(p, CT_COL_CHANGE)) ){
+    if( rc==SQLITE_OK
+     && (iArmed<2+(((iOpt/16) & CT_TRACK_DELETE)!=0) || !ctTableHasColumn(p, CT_COL_CHANGE)) ){
       rc = ctAllocateBsn(pState, &iNow, pzErr);
       if( rc==SQLITE_OK ){
         rc = ctExecf(db, pzErr,
@@ -668,6 +670,66 @@ void ctFuncIsTracked(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3_result_int(ctx, n>0);
 }
 
+/*
+** Follow an ALTER TABLE RENAME TO: SQLite renamed the table inside the trigger
+** bodies, but not the table name sqlite-ct keeps as data (registry, tombstones,
+** sync article, trigger and index names). Move all of it to the new name and
+** re-install the triggers, keeping the enabling BSN and the options.
+*/
+static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **pzErr){
+  sqlite3 *db = pState->db;
+  sqlite3_int64 iOpt = 0, iEnable = 0;
+  int bNull = 1;
+  CtTable *p = 0;
+  int rc = ctCheckLayout(db, 0, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(db, &iOpt, &bNull, pzErr,
+        "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q", zOld);
+  }
+  if( rc==SQLITE_OK && bNull ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" is not tracked", zOld);
+    return SQLITE_ERROR;
+  }
+  if( rc==SQLITE_OK ) rc = ctTableLoad(db, zNew, &p, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(db, &iEnable, 0, pzErr,
+        "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q", zOld);
+  }
+  if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zOld, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctExecf(db, pzErr,
+        "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\";"
+        "UPDATE main.__sysOCSTrackedObjects SET __sysTName=%Q WHERE __sysTName=%Q;"
+        "UPDATE main.__sysOCSDeletedRows SET __sysTName=%Q WHERE __sysTName=%Q;"
+        "UPDATE main.__sysSyncArticles SET TableName=%Q WHERE TableName=%Q;"
+        "DELETE FROM main.__sysCtReplaceVictims WHERE __sysTName=%Q;"
+        "CREATE INDEX IF NOT EXISTS main.\"__sysct_chg_%w\" ON \"%w\"(\"" CT_COL_CHANGE "\");",
+        zOld, p->zName, zOld, p->zName, zOld, p->zName, zOld, zOld, p->zName, p->zName);
+  }
+  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, (int)(iOpt/16), iEnable, pzErr);
+  ctTableFree(p);
+  return rc;
+}
+
+void ctFuncRenameTracking(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *pState = (CtState*)sqlite3_user_data(ctx);
+  sqlite3 *db = pState->db;
+  const char *zOld = ctTableArg(ctx, argv[0], "sqlite_ct_rename_tracking");
+  const char *zNew = zOld ? ctTableArg(ctx, argv[1], "sqlite_ct_rename_tracking") : 0;
+  char *zErr = 0;
+  int rc;
+  (void)argc;
+  if( zNew==0 ) return;
+  rc = sqlite3_exec(db, "SAVEPOINT sqlite_ct", 0, 0, 0);
+  if( rc!=SQLITE_OK ){
+    ctResultErr(ctx, rc, sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db)));
+    return;
+  }
+  rc = ctEndSavepoint(db, &zErr, ctRename(pState, zOld, zNew, &zErr));
+  if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
+  sqlite3_result_int(ctx, 1);
+}
+
 void ctFuncCreateSystemTables(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   char *zErr = 0;
@@ -681,6 +743,25 @@ void ctFuncCreateSystemTables(sqlite3_context *ctx, int argc, sqlite3_value **ar
   rc = ctEndSavepoint(db, &zErr, ctCheckLayout(db, 1, &zErr));
   if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
   sqlite3_result_int(ctx, CT_LAYOUT_VERSION);
+}
+
+void ctFuncCheckLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  sqlite3_int64 iHave = 0, iMeta = 0;
+  char *zErr = 0;
+  int rc;
+  (void)argc; (void)argv;
+  rc = ctCheckLayout(db, 0, &zErr);
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(db, &iMeta, 0, &zErr,
+        "SELECT count(*) FROM main.sqlite_schema WHERE type='table' AND name='__sysCtMeta'");
+  }
+  if( rc==SQLITE_OK && iMeta ){
+    rc = ctQueryInt64(db, &iHave, 0, &zErr,
+        "SELECT value FROM main.__sysCtMeta WHERE key='layout_version'");
+  }
+  if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
+  sqlite3_result_int64(ctx, iHave);
 }
 
 void ctFuncLayoutVersion(sqlite3_context *ctx, int argc, sqlite3_value **argv){

@@ -68,6 +68,7 @@ int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzE
 sqlite3_int64 ctNowMs(void);
 void ctFuncBegin(sqlite3_context*, int, sqlite3_value**);
 void ctFuncBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncNeedsStamp(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCurrentBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncLastCommittedCsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncContext(sqlite3_context*, int, sqlite3_value**);
@@ -114,7 +115,9 @@ int ctIsSystemName(const char *zName);
 void ctFuncCreateSchema(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDisableTracking(sqlite3_context*, int, sqlite3_value**);
 void ctFuncIsTracked(sqlite3_context*, int, sqlite3_value**);
+void ctFuncRenameTracking(sqlite3_context*, int, sqlite3_value**);
 void ctFuncLayoutVersion(sqlite3_context*, int, sqlite3_value**);
+void ctFuncCheckLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
 int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
 

@@ -8,7 +8,10 @@
 **                                   __sysTxCommitSequence, NULL when the
 **                                   transaction already has one (or in apply mode).
 **   sqlite_ct_bsn()                 the BSN that sqlite_ct_begin() handed out for
-**                                   this transaction; 0 in apply mode.
+**                                   this transaction; 0 in apply mode. Only
+**                                   meaningful after sqlite_ct_begin() ran in the
+**                                   same trigger body.
+**   sqlite_ct_needs_stamp(...)      the AFTER UPDATE trigger's WHEN (see below).
 **   sqlite_ct_current_bsn()         the open transaction's BSN, NULL if it has not
 **                                   written tracked data (SqlCeTransaction.
 **                                   CurrentTransactionBsn).
@@ -188,6 +191,62 @@ void ctFuncBegin(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( p->bApply ) return;  /* NULL: apply mode logs nothing */
   iNew = ctBegin(p, sqlite3_value_int64(argv[0]));
   if( iNew ) sqlite3_result_int64(ctx, iNew);
+}
+
+/* a IS b, as SQL's IS operator compares two values. */
+static int ctValueIs(sqlite3_value *a, sqlite3_value *b){
+  int ta = sqlite3_value_type(a), tb = sqlite3_value_type(b);
+  if( ta==SQLITE_NULL || tb==SQLITE_NULL ) return ta==tb;
+  if( ta==SQLITE_INTEGER && tb==SQLITE_INTEGER ){
+    return sqlite3_value_int64(a)==sqlite3_value_int64(b);
+  }
+  if( (ta==SQLITE_INTEGER || ta==SQLITE_FLOAT) && (tb==SQLITE_INTEGER || tb==SQLITE_FLOAT) ){
+    return sqlite3_value_double(a)==sqlite3_value_double(b);
+  }
+  if( ta!=tb ) return 0;
+  {
+    int n = sqlite3_value_bytes(a);
+    const void *pa = ta==SQLITE_TEXT ? (const void*)sqlite3_value_text(a) : sqlite3_value_blob(a);
+    const void *pb = ta==SQLITE_TEXT ? (const void*)sqlite3_value_text(b) : sqlite3_value_blob(b);
+    return n==sqlite3_value_bytes(b) && (n==0 || memcmp(pa, pb, n)==0);
+  }
+}
+
+static int ctValueIsInt(sqlite3_value *a, sqlite3_int64 i){
+  return sqlite3_value_type(a)==SQLITE_INTEGER && sqlite3_value_int64(a)==i;
+}
+
+static int ctValueIsContext(CtState *p, sqlite3_value *a){
+  if( !p->bHasContext ) return sqlite3_value_type(a)==SQLITE_NULL;
+  return sqlite3_value_type(a)==SQLITE_BLOB && sqlite3_value_bytes(a)==16
+      && memcmp(sqlite3_value_blob(a), p->aContext, 16)==0;
+}
+
+/*
+** sqlite_ct_needs_stamp(MAXCSN, NEW.chg, OLD.chg, NEW.ins, OLD.ins, NEW.ctx,
+**                       OLD.ctx, TRACK_UPDATES)
+** The AFTER UPDATE trigger's WHEN: true when the updated row does not carry
+** this transaction's stamps yet (TRACK_UPDATES), or when the statement wrote a
+** __sys column with a value tracking would not write (the body then RAISEs).
+** It runs before the trigger body has logged the transaction, so it compares
+** with the BSN the transaction holds or is about to be given (MAXCSN+1),
+** never with a number cached from an earlier transaction.
+*/
+void ctFuncNeedsStamp(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iMax = sqlite3_value_int64(argv[0]);
+  sqlite3_int64 iPending;
+  int bLie, bUnstamped;
+  (void)argc;
+  if( p->bApply ) iPending = 0;
+  else if( ctBsnValid(p, iMax) ) iPending = p->iBsn;
+  else iPending = iMax + 1;
+  bLie = (!ctValueIs(argv[3], argv[4]) && !ctValueIsInt(argv[3], iPending))
+      || (!ctValueIs(argv[1], argv[2]) && !ctValueIsInt(argv[1], iPending))
+      || (!ctValueIs(argv[5], argv[6]) && !ctValueIsContext(p, argv[5]));
+  bUnstamped = sqlite3_value_int(argv[7])
+      && (!ctValueIsInt(argv[1], iPending) || !ctValueIsContext(p, argv[5]));
+  sqlite3_result_int(ctx, bLie || bUnstamped);
 }
 
 void ctFuncBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){

@@ -14,6 +14,7 @@ Only public names are exported here; docs/python-api.md documents each.
 from ._version import __version__
 from .anchors import (client_id, get_received_anchor, get_sent_anchor,
                       set_received_anchor, set_sent_anchor)
+from .check import Problem, check
 from .changes import (Change, ChangeSet, ChangeStream, GroupChangeSet,
                       enumerate_changes, enumerate_group_changes, iter_changes)
 from .errors import (AnchorError, Error, ExtensionError, KeyFormatError,
@@ -39,6 +40,8 @@ __all__ = [
     # enumeration
     "Change", "ChangeSet", "GroupChangeSet", "ChangeStream",
     "enumerate_changes", "enumerate_group_changes", "iter_changes",
+    # health
+    "check", "Problem",
     # retention
     "purge_tombstones", "purge_transaction_sequence",
     # anchors

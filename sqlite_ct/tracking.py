@@ -12,6 +12,7 @@ from typing import Any, Iterator, List, Optional
 
 from . import _conn
 from .errors import NotTrackedError, TableError
+from .reconcile import reconcile
 
 __all__ = [
     "TrackingOptions",
@@ -78,6 +79,7 @@ def is_tracked(conn: Any, table: str) -> bool:
 def tracked_tables(conn: Any) -> List[str]:
     """Names of the tracked tables, sorted; reads __sysOCSTrackedObjects."""
     _conn.require_loaded(conn)
+    reconcile(conn)
     exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
                                "AND name='__sysOCSTrackedObjects'")
     if not exists:
@@ -87,9 +89,12 @@ def tracked_tables(conn: Any) -> List[str]:
 
 
 def require_tracked(conn: Any, table: str, func: str) -> str:
-    """The table's stored name; NotTrackedError when it is not tracked."""
+    """The table's stored name, after reconcile(); NotTrackedError when it is
+    not tracked, TableError when a rebuild removed its triggers."""
     _table_name(table, func)
     _conn.require_loaded(conn)
+    _conn.value(conn, "SELECT sqlite_ct_check_layout()")
+    reconcile(conn)
     exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
                                "AND name='__sysOCSTrackedObjects'")
     name = None
@@ -99,6 +104,17 @@ def require_tracked(conn: Any, table: str, func: str) -> str:
     if name is None:
         raise NotTrackedError(f'sqlite-ct: table "{table}" is not tracked; '
                               f'call create_schema(conn, "{table}") first')
+    armed, needed = next(_conn.rows(
+        conn, "SELECT (SELECT count(*) FROM sqlite_schema WHERE type='trigger' AND tbl_name=?1 "
+              "AND name IN ('__sysct_ai_' || ?1, '__sysct_au_' || ?1, '__sysct_ad_' || ?1)), "
+              "2 + ((SELECT __sysTrackOpt FROM __sysOCSTrackedObjects WHERE __sysTName=?1) "
+              "/ 16 & 4 != 0)", (name,)))
+    if armed < needed:
+        raise TableError(
+            f'sqlite-ct: table "{name}" lost its tracking triggers (was it rebuilt by '
+            f'another tool, such as sqlite-utils transform()?); changes made since were '
+            f'not tracked. Call create_schema(conn, "{name}") to re-arm it; replicas '
+            f'with older anchors will then be asked to reinitialise')
     return name
 
 

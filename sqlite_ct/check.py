@@ -1,0 +1,103 @@
+"""A consistency check of sqlite-ct's metadata against the data.
+
+check(conn) reads only; it returns the problems it finds (an empty list for a
+healthy database). Each Problem names the table (or None for database-wide
+ones), a stable code, and a message that says what is wrong and what to do.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Optional
+
+from . import _conn
+from .errors import LayoutError
+from .keys import key_columns
+
+__all__ = ["Problem", "check"]
+
+_SYS_COLUMNS = ("__sysChangeTxBsn", "__sysInsertTxBsn", "__sysTrackingContext")
+_TRIGGERS = {"ai": 1, "au": 0, "ad": 4}   # trigger kind -> option bit that needs it (0: always)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One inconsistency found by check()."""
+    table: Optional[str]
+    code: str
+    message: str
+
+
+def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
+                    last_csn: int) -> List[Problem]:
+    found: List[Problem] = []
+    q = _conn.quote_identifier
+    if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' AND name=?",
+                       (name,)):
+        return [Problem(name, "table-missing",
+                        f'sqlite-ct: tracked table "{name}" does not exist; '
+                        f'disable_tracking(conn, "{name}") removes its metadata')]
+    columns = {r[0] for r in _conn.rows(conn, "SELECT name FROM pragma_table_xinfo(?)", (name,))}
+    missing = [c for c in _SYS_COLUMNS if c not in columns]
+    if missing:
+        found.append(Problem(name, "columns-missing",
+                             f'sqlite-ct: table "{name}" lacks {", ".join(missing)}; '
+                             f'create_schema(conn, "{name}") re-arms it'))
+    for kind, bit in _TRIGGERS.items():
+        if bit and not options & bit:
+            continue
+        trigger = f"__sysct_{kind}_{name}"
+        owner = _conn.value(conn, "SELECT tbl_name FROM sqlite_schema WHERE type='trigger' "
+                                  "AND name=?", (trigger,))
+        if owner != name:
+            found.append(Problem(name, "trigger-missing",
+                                 f'sqlite-ct: trigger "{trigger}" of table "{name}" is missing; '
+                                 f'writes are not tracked; create_schema(conn, "{name}") re-arms it'))
+    if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='index' "
+                             "AND name=? AND tbl_name=?", (f"__sysct_chg_{name}", name)):
+        found.append(Problem(name, "index-missing",
+                             f'sqlite-ct: index "__sysct_chg_{name}" is missing; enumeration '
+                             f'scans the whole table; create_schema(conn, "{name}") recreates it'))
+    if missing:
+        return found
+    above = _conn.value(
+        conn, f'SELECT count(*) FROM {q(name)} WHERE "__sysChangeTxBsn" > ? '
+              f'OR "__sysInsertTxBsn" > ?', (last_csn, last_csn))
+    if above:
+        found.append(Problem(name, "stamp-above-csn",
+                             f'sqlite-ct: {above} row(s) of "{name}" carry a BSN above the last '
+                             f'committed CSN {last_csn}'))
+    keys = key_columns(conn, name)
+    match = " AND ".join(f"{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
+                         for i, k in enumerate(keys))
+    stale = _conn.value(
+        conn, f"SELECT count(*) FROM __sysOCSDeletedRows AS d WHERE d.__sysTName = ? AND "
+              f"EXISTS(SELECT 1 FROM {q(name)} WHERE {match} AND "
+              f'coalesce("__sysInsertTxBsn", ?) < d.__sysDeleteTxBsn)', (name, enable_bsn))
+    if stale:
+        found.append(Problem(name, "tombstone-for-live-row",
+                             f'sqlite-ct: {stale} tombstone(s) of "{name}" name keys whose '
+                             f'current row was inserted before that delete'))
+    return found
+
+
+def check(conn: Any) -> List[Problem]:
+    """Problems with sqlite-ct's metadata: registered tables that are gone,
+    missing columns, triggers or index, rows stamped above the last committed
+    CSN, tombstones for keys whose current row is older than the delete, and a
+    database written by a newer sqlite-ct. Empty when healthy."""
+    _conn.require_loaded(conn)
+    try:
+        _conn.value(conn, "SELECT sqlite_ct_check_layout()")
+    except LayoutError as exc:
+        return [Problem(None, "layout", str(exc))]
+    if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
+                             "AND name='__sysOCSTrackedObjects'"):
+        return []
+    with _conn.savepoint(conn, "sqlite_ct_check"):
+        last_csn = int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
+        problems: List[Problem] = []
+        for name, opt, enable_bsn in list(_conn.rows(
+                conn, "SELECT __sysTName, __sysTrackOpt, __sysEnableTxBsn "
+                      "FROM __sysOCSTrackedObjects ORDER BY __sysTName")):
+            problems += _table_problems(conn, name, int(opt) // 16, int(enable_bsn), last_csn)
+        return problems

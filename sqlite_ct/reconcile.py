@@ -1,0 +1,61 @@
+"""Keeping sqlite-ct's metadata in step with schema changes made by SQL.
+
+SQLite carries a tracked table's triggers along through ALTER TABLE (ADD,
+RENAME and DROP COLUMN rewrite or keep them; the AFTER UPDATE trigger has no
+column list, so a new column is tracked at once). Two changes need sqlite-ct's
+help, and every function that looks a tracked table up runs reconcile() first,
+so they are handled before anything reads or writes tracking metadata:
+
+RENAME TO   the table's AFTER INSERT trigger now belongs to the new name:
+            sqlite_ct_rename_tracking(old, new) moves the registry, the
+            tombstones and the sync article to the new name.
+DROP TABLE  the registry names a table that no longer exists and whose trigger
+            went with it: its metadata (registry row, tombstones, sync article)
+            is deleted, as SQL CE dropped a table's delete tracking with it.
+            Deletes not yet uploaded are gone with the table.
+
+A table rebuilt by another tool (a new table copied and renamed into place,
+as sqlite-utils transform() does) has no trigger of ours at all; that is not
+repaired silently: require_tracked() raises TableError until create_schema()
+re-arms the table (see csrc/schema.c).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from . import _conn
+
+__all__ = ["reconcile"]
+
+_TRIGGER_PREFIX = "__sysct_ai_"
+
+
+def _registry_exists(conn: Any) -> bool:
+    return bool(_conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
+                                  "AND name='__sysOCSTrackedObjects'"))
+
+
+def reconcile(conn: Any) -> List[str]:
+    """Apply the rules above; returns a description of each repair made."""
+    if not _registry_exists(conn):
+        return []
+    registered = [r[0] for r in _conn.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")]
+    owners: Dict[str, str] = {
+        name[len(_TRIGGER_PREFIX):]: table for name, table in _conn.rows(
+            conn, "SELECT name, tbl_name FROM sqlite_schema WHERE type='trigger' "
+                  "AND substr(name, 1, ?) = ?", (len(_TRIGGER_PREFIX), _TRIGGER_PREFIX))}
+    tables = {r[0] for r in _conn.rows(conn, "SELECT name FROM sqlite_schema WHERE type='table'")}
+    done: List[str] = []
+    for name in registered:
+        owner = owners.get(name)
+        if owner == name:
+            continue
+        if owner is not None and owner not in registered:
+            with _conn.savepoint(conn, "sqlite_ct_reconcile"):
+                _conn.value(conn, "SELECT sqlite_ct_rename_tracking(?, ?)", (name, owner))
+            done.append(f'table "{name}" was renamed to "{owner}"; tracking follows it')
+        elif owner is None and name not in tables:
+            with _conn.savepoint(conn, "sqlite_ct_reconcile"):
+                _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (name,))
+            done.append(f'table "{name}" was dropped; its tracking metadata was removed')
+    return done

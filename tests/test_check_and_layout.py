@@ -1,0 +1,90 @@
+"""check() reports what is inconsistent; databases from a newer sqlite-ct are refused.
+
+The layout fixture: tests/fixtures/make_fixtures.py writes one small database per
+released on-disk layout; test_released_layouts_open() opens each with this build.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import apsw
+import pytest
+
+import sqlite_ct
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture
+def conn(apsw_conn):
+    apsw_conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(apsw_conn, "t")
+    apsw_conn.execute("INSERT INTO t(id, v) VALUES (1, 'a'), (2, 'b')")
+    return apsw_conn
+
+
+def test_healthy_database_has_no_problems(conn):
+    conn.execute("DELETE FROM t WHERE id = 2")
+    assert sqlite_ct.check(conn) == []
+
+
+def test_missing_trigger_and_index_are_reported(conn):
+    conn.execute("DROP TRIGGER __sysct_au_t; DROP INDEX __sysct_chg_t")
+    assert [(p.table, p.code) for p in sqlite_ct.check(conn)] == [
+        ("t", "trigger-missing"), ("t", "index-missing")]
+
+
+def test_stamp_above_last_committed_csn_is_reported(conn):
+    conn.execute("DROP TRIGGER __sysct_au_t")
+    conn.execute('UPDATE t SET "__sysChangeTxBsn" = 999 WHERE id = 1')
+    codes = [p.code for p in sqlite_ct.check(conn)]
+    assert "stamp-above-csn" in codes
+
+
+def test_tombstone_for_live_row_is_reported(conn):
+    rk = sqlite_ct.pack_key(conn, "t", [1])
+    conn.execute("INSERT INTO __sysOCSDeletedRows VALUES ('t', ?, 99, 1, 0, NULL)", (rk,))
+    assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
+
+
+NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 2; this "
+         "build reads layouts up to 1); upgrade sqlite-ct")
+
+
+def test_newer_layout_is_refused_everywhere(conn):
+    conn.execute("UPDATE __sysCtMeta SET value = 2 WHERE key = 'layout_version'")
+    for call in (lambda: sqlite_ct.create_schema(conn, "t"),
+                 lambda: sqlite_ct.enumerate_changes(conn, "t", 0),
+                 lambda: sqlite_ct.disable_tracking(conn, "t")):
+        with pytest.raises(sqlite_ct.LayoutError) as err:
+            call()
+        assert str(err.value) == NEWER
+    assert [p.code for p in sqlite_ct.check(conn)] == ["layout"]
+    # Nothing was changed by the refused calls.
+    assert sqlite_ct.tracked_tables(conn) == ["t"]
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(FIXTURES) if f.endswith(".db")))
+def test_released_layouts_open(tmp_path, name):
+    path = tmp_path / name
+    shutil.copy(os.path.join(FIXTURES, name), path)
+    conn = apsw.Connection(str(path))
+    try:
+        sqlite_ct.load(conn)
+        assert sqlite_ct.check(conn) == []
+        since = sqlite_ct.get_sent_anchor(conn, "orders")
+        conn.execute("UPDATE orders SET qty = qty + 1 WHERE id = 1")
+        changes = sqlite_ct.enumerate_changes(conn, "orders", since)
+        assert [r["id"] for r in changes.updates] == [1]
+        assert conn.execute("SELECT value FROM __sysCtMeta WHERE key='layout_version'").get \
+            == int(name.split("layout")[1].split(".")[0])
+    finally:
+        conn.close()
+
+
+def test_fixture_script_reproduces_the_fixtures(tmp_path):
+    subprocess.run([sys.executable, os.path.join(FIXTURES, "make_fixtures.py"), str(tmp_path)],
+                   check=True)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        f for f in os.listdir(FIXTURES) if f.endswith(".db"))
