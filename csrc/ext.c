@@ -75,6 +75,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_create_system_tables", 0, CT_DIRECT,    0, ctFuncCreateSystemTables },
   { "sqlite_ct_create_schema",        1, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_create_schema",        2, CT_DIRECT,    1, ctFuncCreateSchema },
+  { "sqlite_ct_create_schema",        3, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_disable_tracking",     1, CT_DIRECT,    1, ctFuncDisableTracking },
   { "sqlite_ct_is_tracked",           1, CT_INNOCUOUS, 0, ctFuncIsTracked },
   { "sqlite_ct_rename_tracking",      2, CT_DIRECT,    1, ctFuncRenameTracking },

@@ -3,9 +3,13 @@
 ** on and off for a table.
 **
 ** SQL SURFACE:
-**   sqlite_ct_create_schema(TABLE [, OPTIONS])  turn tracking on (idempotent);
-**       OPTIONS is SQL CE's TrackingOptions: 1 insert, 2 update, 4 delete,
-**       7 all (default). Returns the BSN of the enabling transaction.
+**   sqlite_ct_create_schema(TABLE [, OPTIONS [, MODE]])  turn tracking on
+**       (idempotent); OPTIONS is SQL CE's TrackingOptions: 1 insert, 2 update,
+**       4 delete, 7 all (default). MODE 'native' (default) installs triggers
+**       that call this extension; 'portable' installs pure-SQL triggers (see
+**       portable.c) so writers that never load it are tracked too. Returns the
+**       BSN of the enabling transaction. __sysTrackOpt stores OPTIONS*16 as SQL
+**       CE did, plus CT_TRACKOPT_PORTABLE for portable tables.
 **   sqlite_ct_disable_tracking(TABLE)           turn it off: drops the triggers,
 **       the index and the three columns, the table's tombstones and sync article.
 **   sqlite_ct_is_tracked(TABLE)                 1 or 0.
@@ -409,12 +413,15 @@ static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
   return rc;
 }
 
-static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eOpt,
+/* eStored: the __sysTrackOpt value (options*16, plus CT_TRACKOPT_PORTABLE). */
+static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr){
   char *zSql;
+  int eOpt = (eStored & 0xF0)/16;
   int rc = ctDropTriggers(db, p->zName, pzErr);
   if( rc!=SQLITE_OK ) return rc;
-  zSql = ctTriggerSql(p, eOpt, iEnable);
+  zSql = (eStored & CT_TRACKOPT_PORTABLE) ? ctPortableTriggerSql(p, eOpt, iEnable)
+                                          : ctTriggerSql(p, eOpt, iEnable);
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = ctExecf(db, pzErr, "%s", zSql);
   sqlite3_free(zSql);
@@ -432,8 +439,9 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eOpt,
 ** so every replica with an older anchor is told to reinitialise
 ** (AnchorError) instead of silently missing those changes.
 */
-static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
+static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPortable,
                           sqlite3_int64 *piEnable, char **pzErr){
+  const int eStored = eOpt*16 | (bPortable ? CT_TRACKOPT_PORTABLE : 0);
   sqlite3 *db = pState->db;
   CtTable *p = 0;
   sqlite3_int64 iOpt = 0, iEnable = 0, iArmed = 0, iNow = 0;
@@ -457,7 +465,8 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
           p->zName, p->zName, p->zName, p->zName);
     }
     if( rc==SQLITE_OK
-     && (iArmed<2+(((iOpt/16) & CT_TRACK_DELETE)!=0) || !ctTableHasColumn(p, CT_COL_CHANGE)) ){
+     && (iArmed<2+(((iOpt & 0xF0)/16 & CT_TRACK_DELETE)!=0)
+         || !ctTableHasColumn(p, CT_COL_CHANGE)) ){
       rc = ctAllocateBsn(pState, &iNow, pzErr);
       if( rc==SQLITE_OK ){
         rc = ctExecf(db, pzErr,
@@ -465,10 +474,10 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
             " WHERE __sysTName=%Q", iNow, p->zName);
       }
     }
-    if( rc==SQLITE_OK && iOpt!=eOpt*16 ){
+    if( rc==SQLITE_OK && iOpt!=eStored ){
       rc = ctExecf(db, pzErr,
           "UPDATE main.__sysOCSTrackedObjects SET __sysTrackOpt=%d WHERE __sysTName=%Q",
-          eOpt*16, p->zName);
+          eStored, p->zName);
     }
   }else if( rc==SQLITE_OK ){
     rc = ctAllocateBsn(pState, &iEnable, pzErr);
@@ -476,7 +485,7 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
       rc = ctExecf(db, pzErr,
           "INSERT INTO main.__sysOCSTrackedObjects(__sysTName, __sysTrackOpt,"
           " __sysTrackType, __sysTrackColOrd, __sysEnableTxBsn, __sysMinValidCsn)"
-          " VALUES(%Q, %d, 1, NULL, %lld, 0)", p->zName, eOpt*16, iEnable);
+          " VALUES(%Q, %d, 1, NULL, %lld, 0)", p->zName, eStored, iEnable);
     }
   }
   if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CHANGE) ){
@@ -496,7 +505,7 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt,
         "CREATE INDEX IF NOT EXISTS main.\"__sysct_chg_%w\" ON \"%w\"(\"" CT_COL_CHANGE "\")",
         p->zName, p->zName);
   }
-  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, eOpt, iEnable, pzErr);
+  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, eStored, iEnable, pzErr);
   *piEnable = iEnable;
   ctTableFree(p);
   return rc;
@@ -539,6 +548,7 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3 *db = pState->db;
   const char *zTab = ctTableArg(ctx, argv[0], "sqlite_ct_create_schema");
   int eOpt = CT_TRACK_ALL;
+  int bPortable = 0;
   sqlite3_int64 iEnable = 0;
   char *zErr = 0;
   int rc;
@@ -553,6 +563,15 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     }
     eOpt = (int)sqlite3_value_int64(argv[1]);
   }
+  if( argc>2 ){
+    const char *zMode = (const char*)sqlite3_value_text(argv[2]);
+    if( zMode && sqlite3_stricmp(zMode, "portable")==0 ) bPortable = 1;
+    else if( zMode==0 || sqlite3_stricmp(zMode, "native")!=0 ){
+      ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+          "sqlite-ct: tracking mode must be 'native' or 'portable'"));
+      return;
+    }
+  }
   if( pState->bApply ){
     ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
         "sqlite-ct: cannot enable tracking while the connection is in apply mode"));
@@ -563,7 +582,7 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ctResultErr(ctx, rc, sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db)));
     return;
   }
-  rc = ctEndSavepoint(db, &zErr, ctCreateSchema(pState, zTab, eOpt, &iEnable, &zErr));
+  rc = ctEndSavepoint(db, &zErr, ctCreateSchema(pState, zTab, eOpt, bPortable, &iEnable, &zErr));
   if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iEnable);
 }
@@ -706,7 +725,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
         "CREATE INDEX IF NOT EXISTS main.\"__sysct_chg_%w\" ON \"%w\"(\"" CT_COL_CHANGE "\");",
         zOld, p->zName, zOld, p->zName, zOld, p->zName, zOld, zOld, p->zName, p->zName);
   }
-  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, (int)(iOpt/16), iEnable, pzErr);
+  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, (int)iOpt, iEnable, pzErr);
   ctTableFree(p);
   return rc;
 }

@@ -11,6 +11,7 @@
 **   schema.c     system tables, on-disk layout version, create_schema and
 **                disable_tracking, trigger generation
 **   keycodec.c   the packed tombstone key (__sysRK): pack, unpack, validate
+**   portable.c   pure-SQL triggers for tables tracked in portable mode
 **
 ** Nothing here is exported except the entry point (see ext.c); everything else
 ** is static or has hidden visibility (the build passes -fvisibility=hidden).
@@ -37,6 +38,8 @@ SQLITE_EXTENSION_INIT3
 #define CT_TRACK_UPDATE 2
 #define CT_TRACK_DELETE 4
 #define CT_TRACK_ALL    7
+/* Flag in __sysOCSTrackedObjects.__sysTrackOpt: pure-SQL (portable) triggers. */
+#define CT_TRACKOPT_PORTABLE 0x100
 
 /*
 ** Per-connection state. One instance per connection, shared by every SQL
@@ -120,6 +123,9 @@ void ctFuncLayoutVersion(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCheckLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
 int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
+
+/* portable.c */
+char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);
 
 /* Shared helpers (state.c) */
 int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...);

@@ -43,8 +43,14 @@ def _table_name(table: str, func: str) -> str:
 
 
 def create_schema(conn: Any, table: str, *,
-                  options: TrackingOptions = TrackingOptions.ALL) -> int:
-    """Track changes to `table`; runs sqlite_ct_create_schema(table, options).
+                  options: TrackingOptions = TrackingOptions.ALL,
+                  mode: str = "native") -> int:
+    """Track changes to `table`; runs sqlite_ct_create_schema(table, options, mode).
+
+    mode="native" (the default) installs triggers that call the extension, so a
+    connection that has not loaded it cannot write the table. mode="portable"
+    installs pure-SQL triggers: writers that never load the extension (the
+    sqlite3 shell, DB browsers, other languages) are tracked too.
 
     Adds __sysChangeTxBsn, __sysInsertTxBsn and __sysTrackingContext, creates the
     system tables when missing, installs the triggers and registers the table.
@@ -57,7 +63,9 @@ def create_schema(conn: Any, table: str, *,
     opts = int(TrackingOptions(options))
     if not 1 <= opts <= 7:
         raise ValueError("options must include at least one of INSERT, UPDATE, DELETE")
-    return _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?)", (table, opts))
+    if mode not in ("native", "portable"):
+        raise ValueError(f"mode must be 'native' or 'portable', got {mode!r}")
+    return _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
 
 
 def disable_tracking(conn: Any, table: str) -> None:
