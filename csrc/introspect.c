@@ -129,8 +129,10 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr){
     if( p->zName==0 || zType==0 ) rc = SQLITE_NOMEM;
     else if( strcmp(zType, "table")!=0 ){
       *pzErr = sqlite3_mprintf(
-          "sqlite-ct: \"%s\" is a %s, not a table; only ordinary tables can be tracked",
-          zTab, zType);
+          "sqlite-ct: \"%s\" is a %s; only ordinary tables can be tracked", zTab,
+          strcmp(zType, "view")==0 ? "view, not a table" :
+          strcmp(zType, "virtual")==0 ? "virtual table" :
+          strcmp(zType, "shadow")==0 ? "shadow table of a virtual table" : zType);
       rc = SQLITE_ERROR;
     }
   }

@@ -157,20 +157,23 @@ static void ctAppendTombstone(sqlite3_str *s, const CtTable *p, const char *zRk,
       p->zName, zRk);
 }
 
-/* The name under which the rowid of p can be referenced. */
+/* The name under which the rowid of p can be referenced, or NULL when the
+** table has no rowid or user columns shadow all three names. */
 static const char *ctRowidName(const CtTable *p){
+  if( p->bWithoutRowid ) return 0;
   if( !ctTableHasColumn(p, "rowid") ) return "rowid";
   if( !ctTableHasColumn(p, "_rowid_") ) return "_rowid_";
-  return "oid";
+  if( !ctTableHasColumn(p, "oid") ) return "oid";
+  return 0;
 }
 
-/* Match the row REF (NEW or OLD) by rowid when the table has one and
-** bRowid is set, else by key: "k1" OP REF."k1" AND ... (zOp: "=" or "IS"). */
+/* Match the row REF (NEW or OLD) by rowid when bRowid is set and the rowid
+** can be named, else by key: "k1" OP REF."k1" AND ... (zOp: "=" or "IS"). */
 static void ctAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zRef,
                              const char *zOp, int bRowid){
+  const char *zRowid = bRowid ? ctRowidName(p) : 0;
   int i;
-  if( !p->bWithoutRowid && bRowid ){
-    const char *zRowid = ctRowidName(p);
+  if( zRowid ){
     sqlite3_str_appendf(s, "%s %s %s.%s", zRowid, zOp, zRef, zRowid);
     return;
   }
@@ -203,58 +206,6 @@ static void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
   sqlite3_str_appendall(s, ")");
 }
 
-/* Remember the rows an OR REPLACE of NEW could delete through a UNIQUE index
-** (zExclude: SQL that matches the row itself, which is not a victim). */
-static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
-                                  sqlite3_int64 iEnable, const char *zExclude){
-  int i, j;
-  sqlite3_str_appendf(s,
-      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
-      "INSERT OR IGNORE INTO __sysCtReplaceVictims"
-      "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, ", p->zName, p->zName);
-  ctAppendPack(s, p, 0);
-  sqlite3_str_appendf(s, ", coalesce(\"%w\", %lld) FROM \"%w\" WHERE (",
-                      CT_COL_INSERT, iEnable, p->zName);
-  for(i=0; i<p->nUnique; i++){
-    const CtUnique *u = &p->aUnique[i];
-    sqlite3_str_appendall(s, i ? " OR (" : "(");
-    for(j=0; j<u->nCol; j++){
-      const char *zCol = p->aCol[u->aiCol[j]].zName;
-      sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\"", j ? " AND " : "", zCol, zCol);
-    }
-    sqlite3_str_appendall(s, ")");
-  }
-  sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
-}
-
-/* Tombstones for remembered rows that are gone now. */
-static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p){
-  sqlite3_str *c = sqlite3_str_new(0);
-  char *zCond;
-  int i;
-  sqlite3_str_appendf(c, "v.__sysTName=%Q AND NOT EXISTS(SELECT 1 FROM \"%w\" WHERE ",
-                      p->zName, p->zName);
-  for(i=0; i<p->nPk; i++){
-    sqlite3_str_appendf(c, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)",
-                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i);
-  }
-  sqlite3_str_appendall(c, ")");
-  zCond = sqlite3_str_finish(c);
-  if( zCond==0 ){ sqlite3_str_appendall(s, "\x01"); return; }  /* poisons the SQL */
-  /* With recursive_triggers on, the DELETE trigger has already written this
-  ** tombstone (same incarnation, same insert BSN): leave it as it is. */
-  sqlite3_str_appendf(s,
-      "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
-      " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
-      " SELECT %Q, v.__sysRK, sqlite_ct_bsn(), v.__sysInsertTxCsn, sqlite_ct_now(),"
-      " sqlite_ct_tracking_context() FROM __sysCtReplaceVictims AS v"
-      " WHERE sqlite_ct_bsn()>0 AND %s AND NOT EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d"
-      " WHERE d.__sysTName=%Q AND d.__sysDeleteTxBsn=sqlite_ct_bsn() AND d.__sysRK=v.__sysRK);"
-      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;",
-      p->zName, zCond, p->zName, p->zName);
-  sqlite3_free(zCond);
-}
-
 /* SQL for "the key changed" (OLD."k1" IS NOT NEW."k1" OR ...), owned by caller. */
 static char *ctKeyChangedSql(const CtTable *p){
   sqlite3_str *x = sqlite3_str_new(0);
@@ -266,6 +217,28 @@ static char *ctKeyChangedSql(const CtTable *p){
 static char *ctPackSql(const CtTable *p, const char *zRef){
   sqlite3_str *x = sqlite3_str_new(0);
   ctAppendPack(x, p, zRef);
+  return sqlite3_str_finish(x);
+}
+
+/* Whether the key or a UNIQUE-index column changed:
+** (OLD."a" IS NOT NEW."a" OR ...), owned by caller. */
+static char *ctWatchedChangedSql(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  int i, j, k, n = 0;
+  sqlite3_str_appendall(x, "(");
+  for(i=0; i<p->nCol; i++){
+    int bUse = p->aCol[i].iPk!=0;
+    for(j=0; !bUse && j<p->nUnique; j++){
+      for(k=0; k<p->aUnique[j].nCol; k++){
+        if( p->aUnique[j].aiCol[k]==i ) bUse = 1;
+      }
+    }
+    if( bUse ){
+      sqlite3_str_appendf(x, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
+                          p->aCol[i].zName, p->aCol[i].zName);
+    }
+  }
+  sqlite3_str_appendall(x, ")");
   return sqlite3_str_finish(x);
 }
 
@@ -285,39 +258,117 @@ static char *ctUniqueColumnList(const CtTable *p){
   return sqlite3_str_finish(x);
 }
 
-#define CT_STAMPED_BSN(eOpt, eFlag) (((eOpt) & (eFlag)) ? "sqlite_ct_bsn()" : "0")
+/*
+** Remember the rows an OR REPLACE of NEW could delete: the row holding NEW's
+** key, and the rows holding NEW's values of a UNIQUE index. SQLite deletes
+** them without firing DELETE triggers unless recursive_triggers is on.
+** zExclude (NULL for an insert) matches the row being updated itself.
+*/
+static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
+                                  sqlite3_int64 iEnable, const char *zExclude){
+  int i, j;
+  sqlite3_str_appendf(s,
+      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
+      "INSERT OR IGNORE INTO __sysCtReplaceVictims"
+      "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, ", p->zName, p->zName);
+  ctAppendPack(s, p, 0);
+  sqlite3_str_appendf(s, ", coalesce(\"%w\", %lld) FROM \"%w\" WHERE ((",
+                      CT_COL_INSERT, iEnable, p->zName);
+  for(i=0; i<p->nPk; i++){
+    const char *zCol = p->aCol[p->aiPk[i]].zName;
+    sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\"", i ? " AND " : "", zCol, zCol);
+  }
+  sqlite3_str_appendall(s, ")");
+  for(i=0; i<p->nUnique; i++){
+    const CtUnique *u = &p->aUnique[i];
+    sqlite3_str_appendall(s, " OR (");
+    for(j=0; j<u->nCol; j++){
+      const char *zCol = p->aCol[u->aiCol[j]].zName;
+      sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\"", j ? " AND " : "", zCol, zCol);
+    }
+    sqlite3_str_appendall(s, ")");
+  }
+  if( zExclude ) sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
+  else sqlite3_str_appendall(s, ");");
+}
+
+/*
+** Tombstones for remembered rows that are gone now. A remembered row is gone
+** when its key no longer exists, or when its key is NEW's and zSameKeyGone
+** holds (an insert always: the old row was replaced; an update when it moved
+** the row onto that key). zWhen guards the sweep: an AFTER UPDATE trigger
+** sweeps only when the update changed a key or UNIQUE value, which is exactly
+** when its own BEFORE UPDATE trigger captured, so it never consumes rows
+** remembered for a statement that IGNOREd its conflict.
+*/
+static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
+                                const char *zSameKeyGone, const char *zWhen){
+  char *zPackNew = ctPackSql(p, "NEW");
+  int i;
+  if( zPackNew==0 ){ sqlite3_str_appendall(s, "\x01"); return; }  /* poisons the SQL */
+  /* With recursive_triggers on, the DELETE trigger has already written this
+  ** tombstone (same incarnation, same insert BSN): leave it as it is. */
+  sqlite3_str_appendf(s,
+      "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
+      " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
+      " SELECT %Q, v.__sysRK, sqlite_ct_bsn(), v.__sysInsertTxCsn, sqlite_ct_now(),"
+      " sqlite_ct_tracking_context() FROM __sysCtReplaceVictims AS v"
+      " WHERE v.__sysTName=%Q AND sqlite_ct_bsn()>0 AND (%s)"
+      " AND ((v.__sysRK=%s AND (%s)) OR NOT EXISTS(SELECT 1 FROM \"%w\" WHERE ",
+      p->zName, p->zName, zWhen, zPackNew, zSameKeyGone, p->zName);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)",
+                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i);
+  }
+  sqlite3_str_appendf(s,
+      ")) AND NOT EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d"
+      " WHERE d.__sysTName=%Q AND d.__sysDeleteTxBsn=sqlite_ct_bsn() AND d.__sysRK=v.__sysRK);"
+      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
+      p->zName, p->zName, zWhen);
+  sqlite3_free(zPackNew);
+}
 
 static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   const char *zT = p->zName;
-  const int bVictims = p->nUnique && (eOpt & CT_TRACK_DELETE);
+  /* Rows deleted by OR REPLACE must reach the tombstones: every table whose
+  ** deletes are tracked remembers them (see ctAppendVictimCapture). */
+  const int bVictims = (eOpt & CT_TRACK_DELETE)!=0;
   char *zChanged = ctKeyChangedSql(p);
+  char *zWatched = ctWatchedChangedSql(p);
   char *zPackOld = ctPackSql(p, "OLD");
   char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
   char *zCols = ctUniqueColumnList(p);
   sqlite3_str *s;
   char *zOut;
 
-  if( zChanged==0 || zPackOld==0 || zInsOld==0 || zCols==0 ){
-    sqlite3_free(zChanged); sqlite3_free(zPackOld);
+  if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 ){
+    sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
     sqlite3_free(zInsOld); sqlite3_free(zCols);
     return 0;
   }
   s = sqlite3_str_new(0);
 
-  /* AFTER INSERT: stamp the new row. */
+  /* AFTER INSERT: stamp the new row. Without INSERT tracking the row keeps
+  ** NULL stamps, like the rows that predate tracking: it is enumerated as an
+  ** insert only for anchors older than the enabling transaction. */
   sqlite3_str_appendf(s,
-      "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN " CT_BEGIN_SQL
-      "UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=%s, \"" CT_COL_CHANGE "\"=%s,"
-      " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ",
-      zT, zT, zT, CT_STAMPED_BSN(eOpt, CT_TRACK_INSERT),
-      CT_STAMPED_BSN(eOpt, CT_TRACK_INSERT));
-  ctAppendKeyMatch(s, p, "NEW", "=", 1);
-  sqlite3_str_appendall(s, ";");
-  if( bVictims ) ctAppendVictimSweep(s, p);
+      "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN ", zT, zT);
+  if( (eOpt & CT_TRACK_INSERT) || bVictims ) sqlite3_str_appendall(s, CT_BEGIN_SQL);
+  if( bVictims ) ctAppendVictimSweep(s, p, "1", "1");
+  if( eOpt & CT_TRACK_INSERT ){
+    sqlite3_str_appendf(s,
+        "UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn(),"
+        " \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
+        " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ", zT);
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+    sqlite3_str_appendall(s, ";");
+  }else if( !bVictims ){
+    sqlite3_str_appendall(s, "SELECT 1;");   /* a body is required */
+  }
   sqlite3_str_appendall(s, " END;");
 
   /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet,
-  ** when its key changed, when a REPLACE may have removed another row, or when
+  ** when a key or UNIQUE value changed (a REPLACE may have removed a row), or when
   ** the statement wrote a __sys column with a value the tracker would not
   ** write (the RAISE turns that into an error). Its own stamping UPDATE, and
   ** the one of the AFTER INSERT trigger, leave the WHEN false. */
@@ -328,10 +379,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
       " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %d) OR %s",
       zT, zT, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, zChanged);
-  if( bVictims ){
-    sqlite3_str_appendf(s,
-        " OR EXISTS(SELECT 1 FROM __sysCtReplaceVictims WHERE __sysTName=%Q)", zT);
-  }
+  if( bVictims ) sqlite3_str_appendf(s, " OR %s", zWatched);
   /* The transaction is logged first, so the guard compares with its BSN. */
   sqlite3_str_appendf(s,
       " BEGIN " CT_BEGIN_SQL
@@ -347,18 +395,23 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
     /* A key change is a delete of the old key plus an insert of the new. */
     ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged);
   }
+  /* The sweep comes before the stamping UPDATE, which would otherwise run
+  ** while victims are pending. */
+  if( bVictims ) ctAppendVictimSweep(s, p, zChanged, zWatched);
   sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
   }
-  sqlite3_str_appendf(s,
-      "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context(),"
-      " \"" CT_COL_INSERT "\"=CASE WHEN %s THEN %s ELSE \"" CT_COL_INSERT "\" END WHERE ",
-      zChanged, CT_STAMPED_BSN(eOpt, CT_TRACK_INSERT));
+  sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context()");
+  if( eOpt & CT_TRACK_INSERT ){
+    /* The row under its new key counts as inserted now. */
+    sqlite3_str_appendf(s,
+        ", \"" CT_COL_INSERT "\"=CASE WHEN %s THEN sqlite_ct_bsn() ELSE \""
+        CT_COL_INSERT "\" END", zChanged);
+  }
+  sqlite3_str_appendall(s, " WHERE ");
   ctAppendKeyMatch(s, p, "NEW", "=", 1);
-  sqlite3_str_appendall(s, ";");
-  if( bVictims ) ctAppendVictimSweep(s, p);
-  sqlite3_str_appendall(s, " END;");
+  sqlite3_str_appendall(s, "; END;");
 
   /* AFTER DELETE: the tombstone. */
   if( eOpt & CT_TRACK_DELETE ){
@@ -370,19 +423,14 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   }
 
   /* BEFORE INSERT / UPDATE OF key and UNIQUE columns: remember the rows an OR
-  ** REPLACE may delete. The row itself is excluded by key for an insert
-  ** (NEW.rowid is not assigned yet in a BEFORE INSERT trigger) and by rowid
-  ** (or key) for an update. */
+  ** REPLACE may delete. An update excludes the row itself (by rowid, or by
+  ** key in a WITHOUT ROWID table). */
   if( bVictims ){
-    sqlite3_str *x = sqlite3_str_new(0);
+    sqlite3_str *x;
     char *zExclude;
-    ctAppendKeyMatch(x, p, "NEW", "IS", 0);
-    zExclude = sqlite3_str_finish(x);
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_bi_%w\" BEFORE INSERT ON \"%w\" BEGIN ", zT, zT);
-    if( zExclude ) ctAppendVictimCapture(s, p, iEnable, zExclude);
-    else sqlite3_str_appendall(s, "\x01");   /* out of memory: poison the SQL */
-    sqlite3_free(zExclude);
+    ctAppendVictimCapture(s, p, iEnable, 0);
     sqlite3_str_appendall(s, " END;");
 
     x = sqlite3_str_new(0);
@@ -396,7 +444,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
     sqlite3_free(zExclude);
     sqlite3_str_appendall(s, " END;");
   }
-  sqlite3_free(zChanged); sqlite3_free(zPackOld);
+  sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
   sqlite3_free(zInsOld); sqlite3_free(zCols);
   zOut = sqlite3_str_finish(s);
   return zOut;
@@ -534,8 +582,9 @@ static void ctResultErr(sqlite3_context *ctx, int rc, char *zErr){
 }
 
 static const char *ctTableArg(sqlite3_context *ctx, sqlite3_value *v, const char *zFunc){
-  const char *z = (const char*)sqlite3_value_text(v);
-  if( sqlite3_value_type(v)!=SQLITE_TEXT || z==0 || z[0]==0 ){
+  /* The type first: sqlite3_value_text() would convert a BLOB argument. */
+  const char *z = sqlite3_value_type(v)==SQLITE_TEXT ? (const char*)sqlite3_value_text(v) : 0;
+  if( z==0 || z[0]==0 ){
     char *zErr = sqlite3_mprintf("sqlite-ct: %s() needs a table name", zFunc);
     ctResultErr(ctx, SQLITE_MISUSE, zErr);
     return 0;

@@ -161,8 +161,13 @@ int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr){
 /* The newest committed CSN as this connection sees it: the newest log row,
 ** unless that row is the open transaction's own, uncommitted one. */
 int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr){
-  sqlite3_int64 iMax = 0;
-  int rc = ctQueryInt64(db, &iMax, 0, pzErr,
+  sqlite3_int64 iMax = 0, iLog = 0;
+  int rc = ctQueryInt64(db, &iLog, 0, pzErr,
+      "SELECT count(*) FROM main.sqlite_schema"
+      " WHERE type='table' AND name='__sysTxCommitSequence'");
+  *piCsn = 0;
+  if( rc!=SQLITE_OK || iLog==0 ) return rc;   /* never tracked: 0 */
+  rc = ctQueryInt64(db, &iMax, 0, pzErr,
       "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
   if( rc==SQLITE_OK && ctBsnValid(p, iMax) ){
     rc = ctQueryInt64(db, &iMax, 0, pzErr,

@@ -23,7 +23,7 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Union)
 
 from . import _conn
-from .errors import AnchorError
+from .errors import AnchorError, Error
 from .keys import key_columns, user_columns
 from .tracking import require_tracked
 
@@ -146,6 +146,12 @@ def _iter_table(conn: Any, info: _TableInfo, since: int, new_anchor: int,
 
 
 def _new_anchor(conn: Any) -> int:
+    """The last committed CSN, refusing to run inside a transaction that has
+    written tracked data: its uncommitted stamps hide the committed changes
+    of the rows it touched, which would be lost if it then rolled back."""
+    if _conn.value(conn, "SELECT sqlite_ct_current_bsn()") is not None:
+        raise Error("sqlite-ct: cannot enumerate changes inside a transaction that has "
+                    "written to tracked tables; commit or roll it back first")
     return int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
 
 

@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 from . import _conn
 from .errors import LayoutError
 from .keys import key_columns
+from .reconcile import outranked
 
 __all__ = ["Problem", "check"]
 
@@ -52,6 +53,12 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
             found.append(Problem(name, "trigger-missing",
                                  f'sqlite-ct: trigger "{trigger}" of table "{name}" is missing; '
                                  f'writes are not tracked; create_schema(conn, "{name}") re-arms it'))
+    if outranked(conn, name):
+        found.append(Problem(name, "trigger-order",
+                             f'sqlite-ct: a trigger on "{name}" was created after sqlite-ct\'s and '
+                             f"fires first; a RAISE(IGNORE) or RAISE(FAIL) in it would leave a "
+                             f'change unstamped; create_schema(conn, "{name}") puts sqlite-ct\'s '
+                             f"triggers first"))
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='index' "
                              "AND name=? AND tbl_name=?", (f"__sysct_chg_{name}", name)):
         found.append(Problem(name, "index-missing",

@@ -292,7 +292,11 @@ def _register_auto_extension() -> tuple:
             f"use load() on a Python whose sqlite3 can load extensions, or apsw"
         ) from exc
     path = _path_for_host("sqlite3")
-    ext = ffi.dlopen(path)
+    # RTLD_NODELETE: the library must outlive every connection that registered
+    # its functions, including connections closed during interpreter shutdown,
+    # after this module's globals (and so the cffi handle) are gone: closing a
+    # connection calls the functions' destructors, which live in the library.
+    ext = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_NODELETE)
     try:
         entry_point = getattr(ext, _ENTRY_POINT)
     except AttributeError as exc:
@@ -303,6 +307,6 @@ def _register_auto_extension() -> tuple:
     if rc != 0:
         raise ExtensionError(
             f"sqlite-ct: sqlite3_auto_extension() failed with SQLite result code {rc}")
-    # The handles keep both libraries mapped: SQLite calls entry_point for
-    # every new connection for the rest of the process.
+    # SQLite calls entry_point for every new connection for the rest of the
+    # process; the handles are kept as well, so nothing is unloaded early.
     return (ffi, host, ext)

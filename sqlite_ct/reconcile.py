@@ -14,6 +14,16 @@ DROP TABLE  the registry names a table that no longer exists and whose trigger
             is deleted, as SQL CE dropped a table's delete tracking with it.
             Deletes not yet uploaded are gone with the table.
 
+TRIGGER ORDER  SQLite fires a table's most recently created trigger first. A
+            user's AFTER trigger created after sqlite-ct's runs before them, and
+            a RAISE(IGNORE) or RAISE(FAIL) in it abandons the rest, ours
+            included: that row change would go unstamped. reconcile()
+            re-creates sqlite-ct's triggers whenever a newer trigger exists on
+            a tracked table, which puts them first again; create_schema() does
+            the same. Writes between the user's CREATE TRIGGER and the next
+            sqlite-ct call are exposed, so call create_schema() after adding
+            triggers to a tracked table.
+
 A table rebuilt by another tool (a new table copied and renamed into place,
 as sqlite-utils transform() does) has no trigger of ours at all; that is not
 repaired silently: require_tracked() raises TableError until create_schema()
@@ -35,6 +45,16 @@ def _registry_exists(conn: Any) -> bool:
                                   "AND name='__sysOCSTrackedObjects'"))
 
 
+def outranked(conn: Any, table: str) -> bool:
+    """Whether a trigger of the user on `table` was created after (so fires
+    before) one of sqlite-ct's."""
+    return bool(_conn.value(
+        conn, "SELECT (SELECT max(rowid) FROM sqlite_schema WHERE type='trigger' "
+              "AND tbl_name=?1 AND name NOT GLOB '__sysct_*') > "
+              "(SELECT min(rowid) FROM sqlite_schema WHERE type='trigger' "
+              "AND tbl_name=?1 AND name GLOB '__sysct_*')", (table,)))
+
+
 def reconcile(conn: Any) -> List[str]:
     """Apply the rules above; returns a description of each repair made."""
     if not _registry_exists(conn):
@@ -49,6 +69,15 @@ def reconcile(conn: Any) -> List[str]:
     for name in registered:
         owner = owners.get(name)
         if owner == name:
+            if outranked(conn, name):
+                with _conn.savepoint(conn, "sqlite_ct_reconcile"):
+                    _conn.value(conn, "SELECT sqlite_ct_create_schema(?, "
+                                      "(SELECT (__sysTrackOpt & 240) / 16 FROM __sysOCSTrackedObjects "
+                                      "WHERE __sysTName = ?1), (SELECT CASE WHEN __sysTrackOpt & 256 "
+                                      "THEN 'portable' ELSE 'native' END FROM __sysOCSTrackedObjects "
+                                      "WHERE __sysTName = ?1))", (name,))
+                done.append(f'table "{name}" has a trigger newer than sqlite-ct\'s; '
+                            f"sqlite-ct's triggers were re-created to fire first")
             continue
         if owner is not None and owner not in registered:
             with _conn.savepoint(conn, "sqlite_ct_reconcile"):
