@@ -1,0 +1,186 @@
+"""The extension's whole SQL surface, pinned: every function name, its number
+of arguments and its flags (the registration table in csrc/ext.c). A change
+to the surface must change this file too."""
+import os
+import re
+import sqlite3
+
+import apsw
+import pytest
+
+import sqlite_ct
+
+HOST_ERRORS = (apsw.Error, sqlite3.Error)
+
+DETERMINISTIC = 0x000000800
+DIRECTONLY = 0x000080000
+INNOCUOUS = 0x000200000
+FLAG_MASK = DETERMINISTIC | DIRECTONLY | INNOCUOUS
+
+PURE = INNOCUOUS | DETERMINISTIC
+
+# (name, number of arguments) -> flags
+SURFACE = {
+    ("sqlite_ct_version", 0): INNOCUOUS,
+    ("sqlite_ct_debug", 0): INNOCUOUS,
+    ("sqlite_ct_layout_version", 0): INNOCUOUS,
+    ("sqlite_ct_check_layout", 0): INNOCUOUS,
+    ("sqlite_ct_create_system_tables", 0): DIRECTONLY,
+    ("sqlite_ct_create_schema", 1): DIRECTONLY,
+    ("sqlite_ct_create_schema", 2): DIRECTONLY,
+    ("sqlite_ct_create_schema", 3): DIRECTONLY,
+    ("sqlite_ct_disable_tracking", 1): DIRECTONLY,
+    ("sqlite_ct_is_tracked", 1): INNOCUOUS,
+    ("sqlite_ct_rename_tracking", 2): DIRECTONLY,
+    ("sqlite_ct_begin", 1): INNOCUOUS,
+    ("sqlite_ct_bsn", 0): INNOCUOUS,
+    ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
+    ("sqlite_ct_current_bsn", 0): INNOCUOUS,
+    ("sqlite_ct_last_committed_csn", 0): INNOCUOUS,
+    ("sqlite_ct_tracking_context", 0): INNOCUOUS,
+    ("sqlite_ct_set_tracking_context", 1): DIRECTONLY,
+    ("sqlite_ct_apply_mode", 0): INNOCUOUS,
+    ("sqlite_ct_set_apply_mode", 1): DIRECTONLY,
+    ("sqlite_ct_now", 0): INNOCUOUS,
+    ("sqlite_ct_pack_key", -1): PURE,
+    ("sqlite_ct_unpack_key", 2): PURE,
+    ("sqlite_ct_key_count", 1): PURE,
+}
+
+# What changes the schema or the connection's settings: top-level SQL only.
+ACTIONS = {"sqlite_ct_create_system_tables", "sqlite_ct_create_schema",
+           "sqlite_ct_disable_tracking", "sqlite_ct_rename_tracking",
+           "sqlite_ct_set_tracking_context", "sqlite_ct_set_apply_mode"}
+
+EXT_C = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc", "ext.c")
+FLAG_NAMES = {"CT_INNOCUOUS": INNOCUOUS, "CT_DIRECT": DIRECTONLY, "CT_PURE": PURE}
+
+
+@pytest.fixture
+def apsw_conn(apsw_conn):
+    """conftest's connection; commits skip fsync (these tests are about
+    tracking, not durability, and fsync dominated their run time)."""
+    apsw_conn.execute("PRAGMA synchronous=OFF")
+    return apsw_conn
+
+
+@pytest.fixture
+def sqlite3_conn(sqlite3_conn):
+    """conftest's connection; commits skip fsync (see apsw_conn)."""
+    sqlite3_conn.execute("PRAGMA synchronous=OFF")
+    return sqlite3_conn
+
+
+@pytest.fixture(params=["apsw", "sqlite3"])
+def conn(request):
+    """The same test on an apsw and on a stdlib sqlite3 connection."""
+    return request.getfixturevalue(f"{request.param}_conn")
+
+
+def q(conn, sql, params=()):
+    return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def registered(conn):
+    """{(name, narg): flags} of the sqlite_ct_* functions on conn."""
+    rows = q(conn, "SELECT name, narg, flags FROM pragma_function_list "
+                   "WHERE name LIKE 'sqlite\\_ct\\_%' ESCAPE '\\'")
+    result = {}
+    for name, narg, flags in rows:
+        assert (name, narg) not in result, f"{name}/{narg} listed twice"
+        result[(name, narg)] = flags & FLAG_MASK
+    return result
+
+
+def test_the_exact_list_of_functions(conn):
+    names = {r[0] for r in q(conn, "SELECT DISTINCT name FROM pragma_function_list "
+                                   "WHERE name LIKE 'sqlite_ct_%'")}
+    assert names == {name for name, _ in SURFACE}
+    assert set(registered(conn)) == set(SURFACE)
+
+
+def test_the_flags_of_every_function(conn):
+    assert registered(conn) == SURFACE
+
+
+@pytest.mark.skipif(not os.path.exists(EXT_C), reason="needs the source tree (csrc/ext.c)")
+def test_the_registration_table_in_ext_c_is_what_is_registered(conn):
+    with open(EXT_C, encoding="utf-8") as f:
+        source = f.read()
+    table = source[source.index("aCtFunc[] = {"):]
+    table = table[:table.index("};")]
+    entries = re.findall(r'\{\s*"(sqlite_ct_\w+)",\s*(-?\d+),\s*(CT_\w+),\s*[01],\s*\w+\s*\}',
+                         table)
+    assert len(entries) == table.count('"sqlite_ct_')
+    from_source = {(name, int(narg)): FLAG_NAMES[flags] for name, narg, flags in entries}
+    assert len(from_source) == len(entries)
+    assert from_source == registered(conn)
+
+
+def test_actions_are_directonly_and_nothing_else_is(conn):
+    flags = registered(conn)
+    assert {name for (name, _), f in flags.items() if f & DIRECTONLY} == ACTIONS
+    for (name, _), f in flags.items():
+        if name in ACTIONS:
+            assert not f & INNOCUOUS and not f & DETERMINISTIC, name
+        else:
+            assert f & INNOCUOUS, name
+
+
+def test_only_the_key_codec_is_deterministic(conn):
+    assert {name for (name, _), f in registered(conn).items() if f & DETERMINISTIC} == {
+        "sqlite_ct_pack_key", "sqlite_ct_unpack_key", "sqlite_ct_key_count"}
+
+
+def test_every_function_the_triggers_call_is_innocuous(conn):
+    q(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    sql = " ".join(r[0] for r in q(conn, "SELECT sql FROM sqlite_schema WHERE type='trigger'"))
+    called = set(re.findall(r"\b(sqlite_ct_\w+)\s*\(", sql))
+    assert {"sqlite_ct_begin", "sqlite_ct_bsn", "sqlite_ct_pack_key"} <= called
+    flags = registered(conn)
+    for name in called:
+        for (fname, _), f in flags.items():
+            if fname == name:
+                assert f & INNOCUOUS and not f & DIRECTONLY, name
+
+
+@pytest.mark.parametrize("call", ["sqlite_ct_set_apply_mode(1)",
+                                  "sqlite_ct_set_tracking_context(NULL)",
+                                  "sqlite_ct_create_system_tables()",
+                                  "sqlite_ct_create_schema('t')",
+                                  "sqlite_ct_disable_tracking('t')"])
+def test_directonly_functions_refuse_to_run_from_a_view(conn, call):
+    q(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    q(conn, f"CREATE VIEW planted AS SELECT {call} AS x")
+    name = call[:call.index("(")]
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, "SELECT * FROM planted")
+    assert str(exc.value) == f"unsafe use of {name}()"
+    assert q(conn, "SELECT sqlite_ct_apply_mode()") == [(0,)]
+
+
+def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_off(conn):
+    q(conn, "PRAGMA trusted_schema=OFF")
+    q(conn, "CREATE TABLE log(at INTEGER, k BLOB)")
+    q(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    q(conn, "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN "
+            "INSERT INTO log VALUES (sqlite_ct_now(), sqlite_ct_pack_key(NEW.id)); END")
+    q(conn, "CREATE VIEW info AS SELECT sqlite_ct_version(), sqlite_ct_is_tracked('t'), "
+            "sqlite_ct_key_count(sqlite_ct_pack_key(1, 2))")
+    q(conn, "INSERT INTO t VALUES (7)")
+    assert q(conn, "SELECT k FROM log") == [(q(conn, "SELECT sqlite_ct_pack_key(7)")[0][0],)]
+    assert q(conn, "SELECT * FROM info") == [(sqlite_ct.__version__, 0, 2)]
+
+
+def test_version_layout_and_debug(conn):
+    assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(1,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
+    q(conn, "SELECT sqlite_ct_create_system_tables()")
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(1,)]
+    debug = dict(line.split("=", 1) for line in
+                 q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
+    assert debug["version"] == sqlite_ct.__version__
+    assert debug["layout"] == "1"
+    assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
