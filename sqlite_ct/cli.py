@@ -1,0 +1,979 @@
+"""The `sqlite-ct` command: a thin layer over the sqlite_ct library.
+
+Every command parses its arguments, opens the database with apsw, loads the
+extension and calls the library; the library does the work. docs/cli.md
+documents each command, its output formats and its exit codes:
+
+    0  success
+    1  an error (named on stderr), or `check` found problems
+    2  a usage error (argparse), or the command is not available in this
+       version of sqlite-ct
+
+Errors go to stderr as "sqlite-ct: error: <what is wrong>". Commands that read
+(status, changes, check) never create a database file; neither do enable,
+disable and purge. Only `sync` creates its client database when missing, the
+way a first sync creates the client's tables.
+
+`python3 -m sqlite_ct` runs the same command (sqlite_ct/__main__.py).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO
+
+import apsw
+
+import sqlite_ct
+from sqlite_ct import TrackingOptions
+
+PROG = "sqlite-ct"
+BUSY_TIMEOUT_MS = 5000
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNAVAILABLE = 2
+
+
+class CliError(Exception):
+    """An error the command reports on stderr before exiting with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _strip_prefix(message: str) -> str:
+    """Library and extension messages start with "sqlite-ct: " (the sync
+    layer's with "sqlite-ct sync: "); the CLI adds its own "sqlite-ct: error: "
+    prefix instead."""
+    for prefix in ("sqlite-ct: ", "sqlite-ct "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+# --- databases ---------------------------------------------------------------
+
+def open_db(path: str, *, create: bool = False) -> apsw.Connection:
+    """An apsw connection to `path` with sqlite-ct loaded.
+
+    Without `create`, a missing file is an error: a typo in a path must not
+    leave an empty database behind."""
+    if os.path.isdir(path):
+        raise CliError(f'"{path}" is a directory, not a database file')
+    if not create and not os.path.exists(path):
+        raise CliError(f'database "{path}" does not exist')
+    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    try:
+        conn = apsw.Connection(path, flags=flags)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        # Reading the schema fails here, with the file named, for a file that
+        # is not a database.
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    except apsw.Error as exc:
+        raise CliError(f'cannot open database "{path}": {exc}') from exc
+    try:
+        sqlite_ct.load(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def database(path: str, *, create: bool = False) -> Iterator[apsw.Connection]:
+    conn = open_db(path, create=create)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def table_exists(conn: apsw.Connection, table: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+        (table,)).fetchone() is not None
+
+
+def system_table_exists(conn: apsw.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
+
+
+def require_tracked_table(conn: apsw.Connection, db: str, table: str) -> None:
+    """CliError naming the table when it is missing or not tracked."""
+    if not table_exists(conn, table):
+        raise CliError(f'no such table: "{table}"')
+    if not sqlite_ct.is_tracked(conn, table):
+        raise CliError(f'table "{table}" is not tracked; run: '
+                       f"{PROG} enable {shlex.quote(db)} {shlex.quote(table)}")
+
+
+# --- values ------------------------------------------------------------------
+
+def json_value(value: Any) -> Any:
+    """A column value as JSON: numbers, strings and null as themselves; blobs
+    as {"$base64": "..."}; infinite reals as {"$float": "Infinity"} or
+    {"$float": "-Infinity"} (JSON has no literal for them; SQLite stores no NaN)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": "NaN" if math.isnan(value) else
+                ("Infinity" if value > 0 else "-Infinity")}
+    return value
+
+
+def json_row(row: Dict[str, Any]) -> Dict[str, Any]:
+    return {name: json_value(v) for name, v in row.items()}
+
+
+def text_value(value: Any, *, blob_limit: Optional[int] = None) -> str:
+    """A column value as text: NULL as the empty string, blobs as base64 (CSV)
+    or as an SQL blob literal x'..' (tables, truncated to blob_limit bytes)."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        if blob_limit is None:
+            return base64.b64encode(data).decode("ascii")
+        if len(data) > blob_limit:
+            return f"x'{data[:blob_limit].hex()}...' ({len(data)} bytes)"
+        return f"x'{data.hex()}'"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A plain text table: a header, a rule, one line per row."""
+    rows = [list(r) for r in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def write_json(out: TextIO, document: Any) -> None:
+    out.write(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False))
+    out.write("\n")
+
+
+# __sysTrackOpt holds TrackingOptions * 16, as SQL CE stored it, plus this bit
+# for tables tracked in portable mode (csrc/sqlite_ct.h, CT_TRACKOPT_PORTABLE).
+TRACKOPT_PORTABLE = 0x100
+
+
+def options_names(track_opt: int) -> List[str]:
+    """__sysTrackOpt as the names of the tracked operations."""
+    opts = TrackingOptions((track_opt >> 4) & int(TrackingOptions.ALL))
+    return [f.name.lower() for f in (TrackingOptions.INSERT, TrackingOptions.UPDATE,
+                                     TrackingOptions.DELETE) if f & opts]
+
+
+def parse_options(text: str) -> TrackingOptions:
+    """--options insert,update,delete | all"""
+    result = TrackingOptions(0)
+    for word in text.split(","):
+        word = word.strip().upper()
+        if word not in TrackingOptions.__members__:
+            raise argparse.ArgumentTypeError(
+                f"unknown tracking option {word.lower()!r}; use insert, update, "
+                f"delete or all, separated by commas")
+        result |= TrackingOptions[word]
+    if not result:
+        raise argparse.ArgumentTypeError("name at least one tracking option")
+    return result
+
+
+# --- progress ----------------------------------------------------------------
+
+class Progress:
+    """A one-line progress display on a stream (stderr), redrawn in place.
+
+    update() draws a bar when the total is known, a counter when it is not.
+    Disabled, it draws nothing. Redraws at most every `interval` seconds
+    (always for the last step), so a fast loop does not flood a terminal."""
+
+    def __init__(self, stream: TextIO, enabled: bool, *, width: int = 30,
+                 interval: float = 0.1) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.width = width
+        self.interval = interval
+        self._last: Optional[float] = None   # the first line is always drawn
+        self._shown = 0
+
+    def update(self, label: str, done: int, total: Optional[int], *,
+               final: bool = False) -> None:
+        if total:
+            filled = min(self.width, self.width * done // total)
+            bar = "#" * filled + "-" * (self.width - filled)
+            self.line(f"{label} [{bar}] {done}/{total}", final=final or done >= total)
+        else:
+            self.line(f"{label}: {done}", final=final)
+
+    def line(self, text: str, *, final: bool = False) -> None:
+        """Show `text` in place of the previous line."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and self._last is not None and now - self._last < self.interval:
+            return
+        self._last = now
+        self.stream.write("\r" + text + " " * max(0, self._shown - len(text)))
+        self.stream.flush()
+        self._shown = len(text)
+
+    def finish(self) -> None:
+        if self.enabled and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = 0
+
+
+# --- commands ----------------------------------------------------------------
+
+def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
+    with database(args.db) as conn:
+        with conn:  # one transaction: every table or none
+            results = [(t, sqlite_ct.create_schema(conn, t, options=args.options,
+                                                   mode=args.mode))
+                       for t in args.tables]
+        names = ",".join(options_names(int(args.options) << 4))
+        mode = "; portable mode" if args.mode == "portable" else ""
+        for table, bsn in results:
+            out.write(f'tracking "{table}" (options: {names}{mode}; enabled by BSN {bsn})\n')
+    return EXIT_OK
+
+
+def cmd_disable(args: argparse.Namespace, out: TextIO) -> int:
+    with database(args.db) as conn:
+        with conn:
+            for table in args.tables:
+                if not sqlite_ct.is_tracked(conn, table):
+                    if not table_exists(conn, table):
+                        raise CliError(f'no such table: "{table}"')
+                    raise CliError(f'table "{table}" is not tracked')
+                sqlite_ct.disable_tracking(conn, table)
+        for table in args.tables:
+            out.write(f'stopped tracking "{table}"\n')
+    return EXIT_OK
+
+
+def _pending(conn: apsw.Connection, table: str, since: int) -> Dict[str, int]:
+    counts = {"inserts": 0, "updates": 0, "deletes": 0}
+    with sqlite_ct.iter_changes(conn, table, since) as stream:
+        for change in stream:
+            counts[change.kind + "s"] += 1
+    counts["total"] = counts["inserts"] + counts["updates"] + counts["deletes"]
+    return counts
+
+
+def status_document(conn: apsw.Connection, db: str) -> Dict[str, Any]:
+    """Everything `status` reports, read in one snapshot; writes nothing (the
+    client id is shown only once a sync or client_id() has created it)."""
+    with conn:
+        client = None
+        if system_table_exists(conn, "__sysSyncSubscriptions"):
+            row = conn.execute("SELECT ClientId FROM __sysSyncSubscriptions "
+                               "ORDER BY rowid LIMIT 1").fetchone()
+            if row is not None and row[0] is not None:
+                client = str(uuid.UUID(bytes_le=bytes(row[0])))
+        layout = None
+        if system_table_exists(conn, "__sysCtMeta"):
+            row = conn.execute("SELECT value FROM __sysCtMeta "
+                               "WHERE key = 'layout_version'").fetchone()
+            layout = None if row is None else row[0]
+        tables = []
+        for name in sqlite_ct.tracked_tables(conn):
+            opt, enable_bsn, min_valid = conn.execute(
+                "SELECT __sysTrackOpt, __sysEnableTxBsn, __sysMinValidCsn "
+                "FROM __sysOCSTrackedObjects WHERE __sysTName = ?", (name,)).fetchone()
+            tombstones = conn.execute(
+                "SELECT count(*) FROM __sysOCSDeletedRows WHERE __sysTName = ?",
+                (name,)).fetchone()[0]
+            sent = sqlite_ct.get_sent_anchor(conn, name)
+            entry: Dict[str, Any] = {
+                "table": name, "options": options_names(opt),
+                "mode": "portable" if opt & TRACKOPT_PORTABLE else "native",
+                "enable_bsn": enable_bsn,
+                "min_valid_csn": min_valid, "sent_anchor": sent, "pending": None,
+                "tombstones": tombstones, "problem": None}
+            if not table_exists(conn, name):
+                entry["problem"] = f'table "{name}" is registered as tracked but does not exist'
+            else:
+                try:
+                    entry["pending"] = _pending(conn, name, sent or 0)
+                except sqlite_ct.AnchorError as exc:
+                    entry["problem"] = _strip_prefix(str(exc))
+            tables.append(entry)
+        # sqlite_ct_last_committed_csn() fails on a database that never had
+        # tracking (no __sysTxCommitSequence); nothing has committed there.
+        last = (sqlite_ct.last_committed_csn(conn)
+                if system_table_exists(conn, "__sysTxCommitSequence") else 0)
+        return {"database": db, "client_id": client, "layout_version": layout,
+                "last_committed_csn": last, "tables": tables}
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    with database(args.db) as conn:
+        doc = status_document(conn, args.db)
+    if args.json:
+        write_json(out, doc)
+        return EXIT_OK
+    out.write(f"database:           {doc['database']}\n")
+    out.write(f"client id:          {doc['client_id'] or 'none yet (created by the first sync)'}\n")
+    out.write(f"last committed CSN: {doc['last_committed_csn']}\n")
+    if not doc["tables"]:
+        out.write("tracked tables:     none\n")
+        return EXIT_OK
+    out.write(f"tracked tables:     {len(doc['tables'])}\n\n")
+    rows = []
+    for t in doc["tables"]:
+        p = t["pending"]
+        opts = "all" if len(t["options"]) == 3 else ",".join(t["options"])
+        rows.append([t["table"], opts, str(t["enable_bsn"]), str(t["min_valid_csn"]),
+                     "none" if t["sent_anchor"] is None else str(t["sent_anchor"]),
+                     "?" if p is None else str(p["total"]),
+                     "?" if p is None else str(p["inserts"]),
+                     "?" if p is None else str(p["updates"]),
+                     "?" if p is None else str(p["deletes"]),
+                     str(t["tombstones"])])
+    out.write(render_table(["table", "options", "enabled_by", "min_valid_csn", "sent_anchor",
+                            "pending", "inserts", "updates", "deletes", "tombstones"],
+                           rows) + "\n")
+    for t in doc["tables"]:
+        if t["problem"]:
+            out.write(f"\nproblem: {t['problem']}\n")
+    return EXIT_OK
+
+
+def changes_document(cs: sqlite_ct.ChangeSet) -> Dict[str, Any]:
+    """The stable JSON shape of `changes --json` (docs/cli.md)."""
+    return {"table": cs.table, "since": cs.since, "new_anchor": cs.new_anchor,
+            "inserts": [json_row(r) for r in cs.inserts],
+            "updates": [json_row(r) for r in cs.updates],
+            "deletes": [json_row(r) for r in cs.deletes]}
+
+
+def write_changes_json(out: TextIO, doc: Dict[str, Any]) -> None:
+    """The changes document, one row per line (valid JSON; the whitespace is not
+    part of the contract)."""
+    dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+    out.write("{\n")
+    for key in ("table", "since", "new_anchor"):
+        out.write(f"  {dump(key)}: {dump(doc[key])},\n")
+    for key in ("inserts", "updates", "deletes"):
+        rows = doc[key]
+        tail = "," if key != "deletes" else ""
+        if not rows:
+            out.write(f"  {dump(key)}: []{tail}\n")
+            continue
+        out.write(f"  {dump(key)}: [\n")
+        out.write(",\n".join(f"    {dump(row)}" for row in rows))
+        out.write(f"\n  ]{tail}\n")
+    out.write("}\n")
+
+
+def _summary(cs_table: str, since: int, new_anchor: int, n_ins: int, n_upd: int,
+             n_del: int) -> str:
+    return (f'"{cs_table}" since CSN {since}: {n_ins} insert(s), {n_upd} update(s), '
+            f"{n_del} delete(s); new anchor {new_anchor}")
+
+
+def cmd_changes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with database(args.db) as conn:
+        require_tracked_table(conn, args.db, args.table)
+        columns = sqlite_ct.keys.user_columns(conn, args.table)
+        if args.format == "csv":
+            # Streamed: one row in memory at a time; the summary goes to stderr
+            # so stdout stays pure CSV.
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["__change"] + columns)
+            counts = {"insert": 0, "update": 0, "delete": 0}
+            with sqlite_ct.iter_changes(conn, args.table, args.since) as stream:
+                for change in stream:
+                    counts[change.kind] += 1
+                    writer.writerow([change.kind] + [text_value(change.row.get(c))
+                                                     for c in columns])
+            err.write(_summary(args.table, args.since, stream.new_anchor, counts["insert"],
+                               counts["update"], counts["delete"]) + "\n")
+            return EXIT_OK
+        cs = sqlite_ct.enumerate_changes(conn, args.table, args.since)
+    if args.format == "json":
+        write_changes_json(out, changes_document(cs))
+        return EXIT_OK
+    rows = []
+    for kind, group in (("insert", cs.inserts), ("update", cs.updates),
+                        ("delete", cs.deletes)):
+        for row in group:
+            rows.append([kind] + [text_value(row[c], blob_limit=16) if c in row else ""
+                                  for c in columns])
+    if rows:
+        out.write(render_table(["change"] + columns, rows) + "\n")
+    out.write(_summary(cs.table, cs.since, cs.new_anchor, len(cs.inserts),
+                       len(cs.updates), len(cs.deletes)) + "\n")
+    return EXIT_OK
+
+
+def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
+    limit = ({"older_than_days": args.older_than_days} if args.older_than_days is not None
+             else {"up_to_csn": args.up_to_csn})
+    if args.transactions and args.tables:
+        raise CliError("purge --transactions takes no table: the transaction sequence "
+                       "is shared by all tables", code=2)
+    if not args.transactions and not args.tables:
+        raise CliError("purge needs a TABLE (tombstones) or --transactions "
+                       "(the transaction sequence)", code=2)
+    with database(args.db) as conn:
+        if args.transactions:
+            n = _library_call(sqlite_ct.purge_transaction_sequence, conn, **limit)
+            out.write(f"purged {n} transaction sequence row(s)\n")
+            return EXIT_OK
+        with conn:
+            results = []
+            for table in args.tables:
+                require_tracked_table(conn, args.db, table)
+                results.append((table, _library_call(sqlite_ct.purge_tombstones, conn,
+                                                     table, **limit)))
+        for table, n in results:
+            out.write(f'purged {n} tombstone(s) of "{table}"\n')
+    return EXIT_OK
+
+
+def _library_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the library, turning its argument errors (ValueError) into CLI errors."""
+    try:
+        return func(*args, **kwargs)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    check = getattr(sqlite_ct, "check", None)
+    if check is None:
+        # Validate the database anyway, so a wrong path is still reported as such.
+        with database(args.db):
+            pass
+        raise CliError("check is not available: this version of sqlite-ct has no "
+                       "sqlite_ct.check()", code=EXIT_UNAVAILABLE)
+    with database(args.db) as conn:
+        problems = [problem_document(p) for p in check(conn)]
+    if args.json:
+        write_json(out, {"database": args.db, "ok": not problems, "problems": problems})
+    elif problems:
+        for p in problems:
+            table, code, message = p["table"], p["code"], p["message"]
+            where = f' table "{table}"' if table is not None else ""
+            out.write(f"problem [{code}]{where}: {message}\n")
+    else:
+        out.write("ok\n")
+    return EXIT_OK if not problems else EXIT_ERROR
+
+
+def problem_document(problem: Any) -> Dict[str, Any]:
+    """One problem of sqlite_ct.check() as JSON: table (or null), code, message."""
+    return {"table": getattr(problem, "table", None),
+            "code": getattr(problem, "code", None),
+            "message": _strip_prefix(str(getattr(problem, "message", problem)))}
+
+
+def _remove_database(path: str) -> None:
+    """Delete a database file this command created, with its -wal/-shm/-journal."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+
+
+def _progress_callback(bar: Progress) -> Callable[[Any], None]:
+    """SyncAgent(progress=...): one line, updated after each committed step
+    (a table's schema created, a group's upload, each download batch)."""
+    def report(event: Any) -> None:
+        text = (f"sync {','.join(event.tables)}: uploaded {event.total_uploaded}, "
+                f"downloaded {event.total_downloaded}")
+        if event.stage.name == "DOWNLOADING_CHANGES":
+            text += f" (batch {event.batch}{', more to come' if event.more else ''})"
+        bar.line(text, final=not event.more)
+
+    return report
+
+
+def sync_document(stats: Any, client_db: str, hub_db: str, tables: Sequence[str],
+                  client_id: Any) -> Dict[str, Any]:
+    """The JSON of `sync --json` (docs/cli.md): the SyncStatistics."""
+    def when(t: Any) -> Optional[str]:
+        return None if t is None else t.isoformat()
+
+    return {
+        "client": client_db, "hub": hub_db, "tables": list(tables),
+        "client_id": str(client_id),
+        "start_time": when(stats.sync_start_time),
+        "complete_time": when(stats.sync_complete_time),
+        "uploaded": {"total": stats.total_changes_uploaded,
+                     "applied": stats.upload_changes_applied,
+                     "failed": stats.upload_changes_failed},
+        "downloaded": {"total": stats.total_changes_downloaded,
+                       "applied": stats.download_changes_applied,
+                       "failed": stats.download_changes_failed,
+                       "batches": stats.download_batches},
+        "conflicts": [{"type": c.type.value, "stage": c.stage.value, "table": c.table,
+                       "key": json_row(c.key),
+                       "action": None if c.action is None else c.action.value}
+                      for c in stats.conflicts],
+    }
+
+
+def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    sync = _sync_module()
+    if sync is None:
+        raise CliError("sync is not available: this version of sqlite-ct has no "
+                       "sqlite_ct.sync package", code=EXIT_UNAVAILABLE)
+    if os.path.abspath(args.client_db) == os.path.abspath(args.hub_db):
+        raise CliError("the client and the hub must be different databases", code=2)
+    created = not os.path.exists(args.client_db)
+    ok = False
+    try:
+        # The hub first: a wrong hub path must not leave a new client file behind.
+        with database(args.hub_db) as hub, database(args.client_db, create=True) as client:
+            tables = args.tables or sqlite_ct.tracked_tables(hub)
+            if not tables:
+                raise CliError(f'the hub "{args.hub_db}" tracks no table; name the tables '
+                               f"to sync with --table (the hub starts tracking them)")
+            for table in tables:
+                if not table_exists(hub, table):
+                    raise CliError(f'no such table on the hub "{args.hub_db}": "{table}"')
+            enabled = args.progress if args.progress is not None else err.isatty()
+            bar = Progress(err, enabled)
+            agent = sync.SyncAgent(sync.ClientSyncProvider(client),
+                                   sync.ServerSyncProvider(hub), tables,
+                                   batch_size=args.batch_size,
+                                   progress=_progress_callback(bar))
+            try:
+                stats = agent.synchronize()
+            finally:
+                bar.finish()
+            client_id = sqlite_ct.client_id(client)
+        ok = True
+    finally:
+        if created and not ok:
+            _remove_database(args.client_db)
+    if args.json:
+        write_json(out, sync_document(stats, args.client_db, args.hub_db, tables, client_id))
+        return EXIT_OK
+    out.write(f"synced {args.client_db} with {args.hub_db}: {', '.join(tables)}\n")
+    out.write(f"uploaded {stats.total_changes_uploaded} change(s): "
+              f"{stats.upload_changes_applied} applied, {stats.upload_changes_failed} failed\n")
+    out.write(f"downloaded {stats.total_changes_downloaded} change(s): "
+              f"{stats.download_changes_applied} applied, {stats.download_changes_failed} "
+              f"failed, in {stats.download_batches} batch(es)\n")
+    out.write(f"conflicts: {len(stats.conflicts)}\n")
+    for c in stats.conflicts:
+        action = "" if c.action is None else f" -> {c.action.value}"
+        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}\n")
+    return EXIT_OK
+
+
+def _sync_module() -> Optional[Any]:
+    """sqlite_ct.sync when it offers a SyncAgent, else None."""
+    try:
+        import sqlite_ct.sync as sync
+    except ImportError:
+        return None
+    return sync if hasattr(sync, "SyncAgent") else None
+
+
+# --- demo ----------------------------------------------------------------------
+
+class Transcript:
+    """What the demo prints: SQL it runs and what the library returns."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def heading(self, text: str) -> None:
+        self.out.write(f"\n== {text}\n")
+
+    def say(self, text: str) -> None:
+        self.out.write(f"{text}\n")
+
+    def sql(self, conn: apsw.Connection, statement: str) -> None:
+        self.out.write(f"sql> {statement}\n")
+        conn.execute(statement)
+
+    def changes(self, cs: sqlite_ct.ChangeSet) -> None:
+        self.out.write(f">>> enumerate_changes(conn, {cs.table!r}, since={cs.since})\n")
+        for kind, group in (("insert", cs.inserts), ("update", cs.updates),
+                            ("delete", cs.deletes)):
+            for row in group:
+                self.out.write(f"    {kind:<6}  {json.dumps(json_row(row))}\n")
+        if not len(cs):
+            self.out.write("    (no changes)\n")
+        self.out.write(f"    new_anchor = {cs.new_anchor}\n")
+
+
+def demo_tracking(workdir: str, t: Transcript) -> None:
+    """Part one of the demo: track a table, write, enumerate."""
+    path = os.path.join(workdir, "app.db")
+    t.heading("1. Track a table")
+    conn = apsw.Connection(path)
+    try:
+        sqlite_ct.load(conn)
+        t.say(f"database: {path}")
+        t.say(f"extension: {sqlite_ct.loadable_path()} (version {sqlite_ct.__version__})")
+        t.sql(conn, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                    "qty INTEGER NOT NULL)")
+        t.sql(conn, "INSERT INTO items(id, name, qty) VALUES (1, 'apple', 3)")
+        bsn = sqlite_ct.create_schema(conn, "items")
+        t.say(f">>> sqlite_ct.create_schema(conn, 'items')  ->  enabling BSN {bsn}")
+        t.say("    (the row that was already there counts as inserted by the enabling "
+              "transaction)")
+
+        t.heading("2. Enumerate from the beginning (anchor 0)")
+        cs = sqlite_ct.enumerate_changes(conn, "items", 0)
+        t.changes(cs)
+        anchor = cs.new_anchor
+
+        t.heading("3. Write: inserts, an update, a delete")
+        t.sql(conn, "BEGIN")
+        t.sql(conn, "INSERT INTO items(id, name, qty) VALUES (2, 'pear', 5)")
+        t.sql(conn, "INSERT INTO items(id, name, qty) VALUES (3, 'fig', 1)")
+        t.say(f"    (one BSN per write transaction: current_bsn = {sqlite_ct.current_bsn(conn)})")
+        t.sql(conn, "COMMIT")
+        t.sql(conn, "UPDATE items SET qty = qty + 2 WHERE id = 1")
+        t.sql(conn, "DELETE FROM items WHERE id = 3")
+        t.say(f"    last_committed_csn = {sqlite_ct.last_committed_csn(conn)}")
+
+        t.heading(f"4. Enumerate since anchor {anchor}")
+        t.say("    pear was inserted after the anchor: an insert; apple existed before: "
+              "an update; fig was inserted and deleted after it: nothing")
+        cs = sqlite_ct.enumerate_changes(conn, "items", anchor)
+        t.changes(cs)
+        anchor = cs.new_anchor
+
+        t.heading(f"5. Delete and update after anchor {anchor}, enumerate again")
+        t.sql(conn, "DELETE FROM items WHERE id = 2")
+        t.sql(conn, "UPDATE items SET name = 'green apple' WHERE id = 1")
+        cs = sqlite_ct.enumerate_changes(conn, "items", anchor)
+        t.changes(cs)
+        tombstones = conn.execute("SELECT count(*) FROM __sysOCSDeletedRows").fetchone()[0]
+        t.say(f"    tombstones kept in __sysOCSDeletedRows: {tombstones}")
+    finally:
+        conn.close()
+
+
+def demo_sync(workdir: str, t: Transcript) -> None:
+    """Part two of the demo: two clients syncing through a hub."""
+    t.heading("6. Sync two clients through a hub")
+    sync = _sync_module()
+    if sync is None:
+        t.say("    skipped: this version of sqlite-ct has no sqlite_ct.sync package")
+        return
+    demo = _sync_demo_run(sync)
+    if demo is not None:
+        transcript = demo(workdir)
+        if isinstance(transcript, str):
+            t.out.write(transcript if transcript.endswith("\n") else transcript + "\n")
+        elif transcript is not None:
+            for line in transcript:
+                t.say(str(line))
+        return
+    conns: Dict[str, apsw.Connection] = {}
+    try:
+        for name in ("hub", "client-a", "client-b"):
+            conns[name] = apsw.Connection(os.path.join(workdir, f"{name}.db"))
+            sqlite_ct.load(conns[name])
+        hub, a, b = conns["hub"], conns["client-a"], conns["client-b"]
+        t.say(f"hub: {os.path.join(workdir, 'hub.db')}; clients: client-a.db, "
+              f"client-b.db (empty: their first sync creates the table)")
+        t.sql(hub, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                   "qty INTEGER NOT NULL)")
+        t.sql(hub, "INSERT INTO items(id, name, qty) VALUES (1, 'apple', 3), (2, 'pear', 5)")
+
+        def synchronize(name: str) -> None:
+            agent = sync.SyncAgent(sync.ClientSyncProvider(conns[name]),
+                                   sync.ServerSyncProvider(hub), ["items"])
+            stats = agent.synchronize()
+            t.say(f">>> SyncAgent({name}, hub, ['items']).synchronize()  ->  "
+                  f"uploaded {stats.total_changes_uploaded}, "
+                  f"downloaded {stats.total_changes_downloaded}, "
+                  f"conflicts {len(stats.conflicts)}")
+
+        synchronize("client-a")
+        synchronize("client-b")
+        t.say("\n-- client A edits offline, then syncs; B then gets A's changes")
+        t.sql(a, "INSERT INTO items(id, name, qty) VALUES (3, 'kiwi', 9)")
+        t.sql(a, "UPDATE items SET qty = 4 WHERE id = 1")
+        synchronize("client-a")
+        synchronize("client-b")
+        t.say("\n-- client B deletes a row; its sync uploads only that (no echo of "
+              "what it downloaded)")
+        t.sql(b, "DELETE FROM items WHERE id = 2")
+        synchronize("client-b")
+        synchronize("client-a")
+        t.say("\n-- nothing left to move: no change comes back to where it was made")
+        synchronize("client-a")
+        synchronize("client-b")
+        query = "SELECT id, name, qty FROM items ORDER BY id"
+        for name in ("hub", "client-a", "client-b"):
+            rows = [tuple(r) for r in conns[name].execute(query)]
+            t.say(f"    {name + ':':<10} {rows}")
+        same = len({repr([tuple(r) for r in c.execute(query)]) for c in conns.values()}) == 1
+        t.say("    all three databases are equal" if same else "    THE DATABASES DIFFER")
+        if not same:
+            raise CliError("the demo's databases did not converge")
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def _sync_demo_run(sync: Any) -> Optional[Callable[[str], Any]]:
+    """sqlite_ct.sync.demo.run when the sync package ships a demo of its own."""
+    try:
+        import sqlite_ct.sync.demo as demo
+    except ImportError:
+        return None
+    return getattr(demo, "run", None)
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    t = Transcript(out)
+    t.say(f"{PROG} demo: change tracking on SQLite (sqlite-ct {sqlite_ct.__version__})")
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+        if os.listdir(args.dir):
+            raise CliError(f'demo directory "{args.dir}" is not empty; name a new or '
+                           f"empty directory")
+        workdir = args.dir
+        cleanup: Optional[tempfile.TemporaryDirectory] = None
+    else:
+        cleanup = tempfile.TemporaryDirectory(prefix="sqlite-ct-demo-")
+        workdir = cleanup.name
+    try:
+        t.say(f"working directory: {workdir}"
+              + ("" if args.dir else " (removed at the end; keep it with --dir DIR)"))
+        demo_tracking(workdir, t)
+        demo_sync(workdir, t)
+        t.say("\ndone.")
+    finally:
+        if cleanup is not None:
+            cleanup.cleanup()
+    return EXIT_OK
+
+
+# --- argument parsing ----------------------------------------------------------
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("db", metavar="DB", help="path of an existing SQLite database file")
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonnegative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="SQL Server Compact-style change tracking for SQLite: enable "
+                    "tracking on tables, see what changed since an anchor, purge old "
+                    "tracking data, sync a client database with a hub.",
+        epilog="Run `sqlite-ct COMMAND --help` for a command's options. "
+               "Documentation: docs/cli.md.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {sqlite_ct.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("enable", help="track changes to tables",
+                       description="Track changes to each TABLE (sqlite_ct.create_schema): "
+                                   "adds the __sys columns, the triggers and the system "
+                                   "tables. Idempotent. All tables are enabled in one "
+                                   "transaction: all or none.")
+    _add_db(p)
+    p.add_argument("tables", metavar="TABLE", nargs="+", help="table to track")
+    p.add_argument("--options", type=parse_options, default=TrackingOptions.ALL,
+                   metavar="OPS",
+                   help="what to track: insert, update, delete, comma-separated, or all "
+                        "(default: all)")
+    p.add_argument("--mode", choices=["native", "portable"], default="native",
+                   help="native (default): triggers call the extension, so connections "
+                        "without it cannot write the table; portable: pure-SQL triggers "
+                        "that track writers without the extension too")
+
+    p = sub.add_parser("disable", help="stop tracking tables",
+                       description="Stop tracking each TABLE (sqlite_ct.disable_tracking): "
+                                   "drops the triggers, the index and the __sys columns, "
+                                   "and deletes the table's tombstones and sync anchors. "
+                                   "One transaction: all or none.")
+    _add_db(p)
+    p.add_argument("tables", metavar="TABLE", nargs="+", help="tracked table")
+
+    p = sub.add_parser("status", help="tracked tables, anchors, pending changes",
+                       description="Show the tracked tables, the last committed CSN, each "
+                                   "table's pending local changes since its sent anchor "
+                                   "(since 0 if it has none), tombstone counts and the "
+                                   "client id. Reads only.")
+    _add_db(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("changes", help="what changed in a table since an anchor",
+                       description="Print the changes to TABLE committed after anchor "
+                                   "--since (sqlite_ct.enumerate_changes): inserts, updates "
+                                   "(full rows, user columns only) and deletes (key "
+                                   "columns), and the new anchor. Reads only.")
+    _add_db(p)
+    p.add_argument("table", metavar="TABLE", help="tracked table")
+    p.add_argument("--since", type=int, default=0, metavar="N",
+                   help="anchor (a CSN); 0, the default, means since tracking began")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="one JSON object (the default; format in docs/cli.md)")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv",
+                     help="CSV: a __change column, then the table's columns")
+    fmt.add_argument("--table", dest="format", action="store_const", const="table",
+                     help="a text table for reading")
+    p.set_defaults(format="json")
+
+    p = sub.add_parser("purge", help="delete old tombstones or transaction records",
+                       description="Delete the tombstones of each TABLE "
+                                   "(sqlite_ct.purge_tombstones), or with --transactions "
+                                   "the transaction sequence records "
+                                   "(sqlite_ct.purge_transaction_sequence), older than "
+                                   "--older-than-days or up to --up-to-csn. Purging "
+                                   "tombstones raises the table's minimum valid anchor: "
+                                   "replicas behind it must reinitialise. Purge tombstones "
+                                   "first, then transactions.")
+    _add_db(p)
+    p.add_argument("tables", metavar="TABLE", nargs="*", help="tracked table")
+    p.add_argument("--transactions", action="store_true",
+                   help="purge __sysTxCommitSequence instead of tombstones (no TABLE)")
+    limit = p.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--older-than-days", type=_nonnegative_float, metavar="DAYS",
+                       help="purge what is older than DAYS days (may be fractional)")
+    limit.add_argument("--up-to-csn", type=_nonnegative_int, metavar="N",
+                       help="purge what committed at CSN N or earlier")
+
+    p = sub.add_parser("check", help="check tracking metadata for consistency",
+                       description="Run sqlite_ct.check(): report tracking metadata that "
+                                   "does not match the data. Exit code 0 when healthy, 1 "
+                                   "when problems were found, 2 when this version of "
+                                   "sqlite-ct has no check().")
+    _add_db(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("sync", help="sync a client database with a hub database",
+                       description="Synchronize CLIENT_DB with HUB_DB (sqlite_ct.sync): "
+                                   "upload the client's changes, download everyone "
+                                   "else's. CLIENT_DB is created when missing (a first "
+                                   "sync creates its tables from the hub's); HUB_DB "
+                                   "must exist.")
+    p.add_argument("client_db", metavar="CLIENT_DB", help="the client database")
+    p.add_argument("hub_db", metavar="HUB_DB", help="the hub (server) database")
+    p.add_argument("--table", dest="tables", metavar="T", action="append", default=[],
+                   help="table to sync (repeat for several; default: every table "
+                        "tracked on the hub)")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="draw a progress bar on stderr (default: when stderr "
+                               "is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="never draw a progress bar")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="download at most N changes per transaction (default: all "
+                        "in one); an interrupted sync resumes after the last batch")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+
+    p = sub.add_parser("demo", help="run a self-contained demo in a temporary directory",
+                       description="Create a database in a temporary directory, track a "
+                                   "table, write to it, enumerate the changes, and sync "
+                                   "two clients through a hub, printing each step.")
+    p.add_argument("--dir", metavar="DIR",
+                   help="run in DIR (new or empty) and keep the databases there")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = None,
+         stderr: Optional[TextIO] = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit code."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        if args.command == "enable":
+            return cmd_enable(args, out)
+        if args.command == "disable":
+            return cmd_disable(args, out)
+        if args.command == "status":
+            return cmd_status(args, out)
+        if args.command == "changes":
+            return cmd_changes(args, out, err)
+        if args.command == "purge":
+            return cmd_purge(args, out)
+        if args.command == "check":
+            return cmd_check(args, out)
+        if args.command == "sync":
+            return cmd_sync(args, out, err)
+        if args.command == "demo":
+            return cmd_demo(args, out)
+        raise AssertionError(f"unhandled command {args.command!r}")
+    except CliError as exc:
+        err.write(f"{PROG}: error: {exc}\n")
+        return exc.code
+    except sqlite_ct.Error as exc:
+        err.write(f"{PROG}: error: {_strip_prefix(str(exc))}\n")
+        return EXIT_ERROR
+    except apsw.Error as exc:
+        err.write(f"{PROG}: error: {exc}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `sqlite-ct changes ... | head`: the reader left; not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet
+        # (the recipe of the Python docs, "Note on SIGPIPE").
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
