@@ -505,3 +505,30 @@ def test_enumeration_inside_an_open_write_transaction(conn):
     changes = sqlite_ct.enumerate_changes(conn, "t", committed)
     assert changes.new_anchor == open_bsn
     assert changes.inserts == [{"id": 2, "v": "b"}]
+
+
+# ------------------------------------------------------------ hooks
+
+def test_application_hooks_do_not_displace_tracking(apsw_conn):
+    """sqlite-ct uses no commit, rollback or update hook (state.c): an
+    application that installs its own, or replaces them mid-way, changes
+    nothing about the numbering."""
+    conn = apsw_conn
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    seen = []
+    conn.set_commit_hook(lambda: seen.append("commit") or False)
+    conn.set_rollback_hook(lambda: seen.append("rollback"))
+    conn.set_update_hook(lambda *args: seen.append("update"))
+    start = sqlite_ct.last_committed_csn(conn)
+    conn.execute("INSERT INTO t(id, v) VALUES (1, 'a'), (2, 'b')")
+    conn.execute("BEGIN; UPDATE t SET v = 'x' WHERE id = 1; ROLLBACK")
+    conn.set_commit_hook(None)
+    conn.set_rollback_hook(None)
+    conn.execute("BEGIN; UPDATE t SET v = 'y' WHERE id = 2; DELETE FROM t WHERE id = 1; COMMIT")
+    assert "commit" in seen and "rollback" in seen and "update" in seen
+    assert sqlite_ct.last_committed_csn(conn) == start + 2
+    changes = sqlite_ct.enumerate_changes(conn, "t", start)
+    assert changes.inserts == [{"id": 2, "v": "y"}] and changes.deletes == []
+    assert sorted(r[0] for r in conn.execute('SELECT DISTINCT "__sysChangeTxBsn" FROM t')) \
+        == [start + 2]
