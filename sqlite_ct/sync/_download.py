@@ -1,0 +1,349 @@
+"""Reading download batches on the hub: changes in an anchor window, for one
+client, through its row filter, at most batch_size at a time.
+
+What a client is sent for the window (complete, upper] of a table:
+- a delete for each tombstone in the window whose key is not on the hub any
+  more and that the client did not write itself (tracking context), except
+  on a first download (complete = 0), when the client holds no hub rows;
+- every row changed in the window that matches the client's filter and whose
+  latest change is not the client's own (no echo);
+- a delete ("move-out") for each row changed in the window that does not match
+  the filter, because the client may hold an older version that did. On a
+  first download (complete = 0) the client holds no hub rows, so only rows it
+  uploaded itself can be out of scope.
+Every query is index-backed (the change index, the tombstone primary key, the
+key/rowid of the table) and resumes from the anchor's cursor: see _anchor.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .. import _conn
+from . import _sql
+from ._anchor import (PHASE_DELETES, PHASE_SNAPSHOT, PHASE_STAMPED, PHASE_UNSTAMPED,
+                      HubAnchor, Window, decode_session, encode_session)
+from ._sql import TableInfo, q
+from .errors import SyncError
+from .messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
+
+_PARAM = re.compile(r"[:@$]([A-Za-z_][A-Za-z0-9_]*)")
+_NO_FILTER = b"\0" * 8
+_KIND_DELETE, _KIND_INSERT, _KIND_UPDATE = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class RowFilter:
+    """A table's filter for one client: SQL over the table's columns, its
+    bound parameters, and a fingerprint that changes when either does."""
+    sql: str
+    params: Dict[str, Any]
+    fingerprint: bytes
+
+    @property
+    def match(self) -> str:
+        return f"coalesce(({self.sql}), 0)"
+
+
+def row_filter(table: str, where: Optional[str], parameters: Mapping[str, Any]) -> RowFilter:
+    if not where:
+        return RowFilter("1", {}, _NO_FILTER)
+    if "?" in where:
+        raise SyncError(f'sqlite-ct sync: the filter of table "{table}" uses "?"; '
+                        f"name its parameters (owner = :user)")
+    params: Dict[str, Any] = {}
+    for name in sorted(set(_PARAM.findall(where))):
+        if name.lower().startswith(_RESERVED):
+            raise SyncError(f'sqlite-ct sync: the filter of table "{table}" uses parameter '
+                            f'":{name}"; names starting with sqlite_ct_ are reserved')
+        if name not in parameters:
+            raise SyncError(f'sqlite-ct sync: the filter of table "{table}" needs parameter '
+                            f'":{name}"; pass it in SyncAgent(parameters={{"{name}": ...}})')
+        params[name] = parameters[name]
+    digest = hashlib.sha256(repr((where, sorted(params.items()))).encode()).digest()[:8]
+    return RowFilter(where, params, digest)
+
+
+def _unpack(param: str, n: int) -> List[str]:
+    return [f"sqlite_ct_unpack_key(:{param}, {i})" for i in range(n)]
+
+
+def seen_condition(info: TableInfo, anchor: Optional[HubAnchor],
+                   alias: str = "t") -> Tuple[str, Dict[str, Any]]:
+    """SQL true for a hub row the client has already received, given the
+    client's anchor: changed at or before `complete`, or already read in the
+    window being downloaded (its position is at or before the cursor)."""
+    chg = f'{alias}."__sysChangeTxBsn"'
+    eff = f"coalesce({chg}, :sq_e)"
+    params: Dict[str, Any] = {"sq_e": info.enable_bsn,
+                              "sq_c": anchor.complete if anchor else 0}
+    base = f"{eff} <= :sq_c"
+    w = anchor.window if anchor else None
+    if w is None or w.snapshot or w.phase == PHASE_DELETES or w.cursor_key is None:
+        return base, params
+    cols = ", ".join(f"{alias}.{q(c)}" for c in info.cursor)
+    pos = f"(CASE WHEN {chg} IS NULL THEN 1 ELSE 2 END, coalesce({chg}, 0), {cols})"
+    cur = f"(:sq_ph, :sq_cb, {', '.join(_unpack('sq_ck', len(info.cursor)))})"
+    params.update(sq_m=w.upper, sq_ph=w.phase, sq_cb=w.cursor_bsn, sq_ck=w.cursor_key)
+    return f"({base} OR ({eff} <= :sq_m AND coalesce({pos} <= {cur}, 0)))", params
+
+
+_RESERVED = "sqlite_ct_"
+
+
+def _p(sql: str) -> str:
+    """Internal parameters are written :@name and bound as :sqlite_ct_name, a
+    prefix row filters may not use, so they never collide with a filter's."""
+    return sql.replace(":@", ":" + _RESERVED)
+
+
+def _bind(**params: Any) -> Dict[str, Any]:
+    return {_RESERVED + k: v for k, v in params.items()}
+
+
+class _TableReader:
+    """One table's part of a batch."""
+
+    def __init__(self, conn: Any, info: TableInfo, flt: RowFilter, client: bytes) -> None:
+        self.conn = conn
+        self.info = info
+        self.flt = flt
+        self.client = client
+        self.changes = TableChanges(info.name, info.columns, info.key)
+        self._sent_deletes: set = set()
+        self._key_pos = [info.columns.index(k) for k in info.key]
+        self._cursor = ", ".join(q(c) for c in info.cursor)
+
+    def _row_select(self, w: Window, lead: str) -> Tuple[str, Dict[str, Any]]:
+        """SELECT lead, cursor..., kind, columns... for phases 1-3."""
+        info, m = self.info, self.flt.match
+        cols = ", ".join(q(c) for c in info.columns)
+        if w.snapshot:
+            kind, emit = str(_KIND_INSERT), m
+        else:
+            kind = (f"CASE WHEN NOT {m} THEN {_KIND_DELETE} "
+                    f'WHEN coalesce("__sysInsertTxBsn", :@e) > :@row_since THEN {_KIND_INSERT} '
+                    f"ELSE {_KIND_UPDATE} END")
+            emit = (f'({m} AND "__sysTrackingContext" IS NOT :@x) OR (NOT {m} AND '
+                    f'(:@row_since > 0 OR :@move_all OR "__sysTrackingContext" IS :@x))')
+        params = {**_bind(e=info.enable_bsn, row_since=w.row_since, move_all=int(w.move_all),
+                          x=self.client), **self.flt.params}
+        return _p(f"SELECT {lead}, {self._cursor}, {kind}, {cols} "
+                  f"FROM main.{q(info.name)} WHERE ({emit})"), params
+
+    def _after_cursor(self) -> str:
+        unpacked = ", ".join(_unpack(_RESERVED + "ck", len(self.info.cursor)))
+        return f" AND ({self._cursor}) > ({unpacked})"
+
+    def fetch(self, w: Window, budget: Optional[int]) -> Tuple[int, bool, Window]:
+        """Read up to `budget` changes of the window's phase. Returns how many
+        were emitted, whether the phase is exhausted, and the advanced window."""
+        if w.phase == PHASE_DELETES:
+            return self._fetch_deletes(w, budget)
+        if w.phase == PHASE_UNSTAMPED and not w.row_since < self.info.enable_bsn <= w.upper:
+            return 0, True, w
+        ncur = len(self.info.cursor)
+        queries: List[Tuple[str, Dict[str, Any]]] = []
+        if w.phase in (PHASE_UNSTAMPED, PHASE_SNAPSHOT):
+            sql, params = self._row_select(w, "0")
+            if w.phase == PHASE_UNSTAMPED:
+                sql += ' AND "__sysChangeTxBsn" IS NULL'
+            if w.cursor_key is not None:
+                sql += self._after_cursor()
+            queries.append((sql + _p(f" ORDER BY {self._cursor} LIMIT :@lim"),
+                            {**params, **_bind(ck=w.cursor_key)}))
+        else:
+            sql, params = self._row_select(w, '"__sysChangeTxBsn"')
+            # The rest of the cursor's transaction, then the later ones: two
+            # index range scans (a row-value range over the change index would
+            # only use its first column).
+            if w.cursor_key is not None:
+                queries.append((sql + _p(' AND "__sysChangeTxBsn" = :@cb') + self._after_cursor()
+                                + _p(f" ORDER BY {self._cursor} LIMIT :@lim"),
+                                {**params, **_bind(cb=w.cursor_bsn, ck=w.cursor_key)}))
+            later = (' AND "__sysChangeTxBsn" > :@cb AND "__sysChangeTxBsn" <= :@upper'
+                     f' ORDER BY "__sysChangeTxBsn", {self._cursor} LIMIT :@lim')
+            queries.append((sql + _p(later),
+                            {**params, **_bind(cb=w.cursor_bsn, upper=w.upper)}))
+        got, last = self._run(queries, budget, lambda row: self._emit_row(
+            row[1 + ncur], row[2 + ncur:]))
+        if last is not None:
+            w = dataclasses.replace(w, cursor_bsn=int(last[0]),
+                                    cursor_key=self._pack(last[1:1 + ncur]))
+        return got, budget is None or got < budget, w
+
+    def _fetch_deletes(self, w: Window, budget: Optional[int]) -> Tuple[int, bool, Window]:
+        info = self.info
+        keys = ", ".join(f"sqlite_ct_unpack_key(d.__sysRK, {i})" for i in range(len(info.key)))
+        gone = " AND ".join(f"t.{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
+                            for i, k in enumerate(info.key))
+        base = _p(f"SELECT d.__sysDeleteTxBsn, d.__sysRK, {keys} FROM __sysOCSDeletedRows AS d "
+                  f"WHERE d.__sysTName = :@tname AND d.__sysTrackingContext IS NOT :@x "
+                  f"AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t WHERE {gone})")
+        params = _bind(tname=info.name, x=self.client, cb=w.cursor_bsn)
+        queries = []
+        if w.cursor_key is not None:
+            queries.append((base + _p(" AND d.__sysDeleteTxBsn = :@cb AND d.__sysRK > :@ck "
+                                      "ORDER BY d.__sysRK LIMIT :@lim"),
+                            {**params, **_bind(ck=w.cursor_key)}))
+        queries.append((base + _p(" AND d.__sysDeleteTxBsn > :@cb AND d.__sysDeleteTxBsn <= :@upper"
+                                  " ORDER BY d.__sysDeleteTxBsn, d.__sysRK LIMIT :@lim"),
+                        {**params, **_bind(upper=w.upper)}))
+        got, last = self._run(queries, budget, lambda row: self._delete(tuple(row[2:])))
+        if last is not None:
+            w = dataclasses.replace(w, cursor_bsn=int(last[0]), cursor_key=bytes(last[1]))
+        return got, budget is None or got < budget, w
+
+    def _run(self, queries: List[Tuple[str, Dict[str, Any]]], budget: Optional[int],
+             emit: Any) -> Tuple[int, Optional[tuple]]:
+        got, last = 0, None
+        for sql, params in queries:
+            room = -1 if budget is None else budget - got
+            if room == 0:
+                break
+            for row in _sql.rows(self.conn, sql, {**params, **_bind(lim=room)}):
+                got += 1
+                last = row
+                emit(row)
+        return got, last
+
+    def _emit_row(self, kind: int, values: tuple) -> None:
+        if kind == _KIND_DELETE:
+            self._delete(tuple(values[i] for i in self._key_pos))
+        elif kind == _KIND_INSERT:
+            self.changes.inserts.append(tuple(values))
+        else:
+            self.changes.updates.append(tuple(values))
+
+    def _delete(self, key: tuple) -> None:
+        if key not in self._sent_deletes:
+            self._sent_deletes.add(key)
+            self.changes.deletes.append(key)
+
+    def _pack(self, values: Sequence[Any]) -> bytes:
+        marks = ", ".join("?" for _ in values)
+        return bytes(_sql.value(self.conn, f"SELECT sqlite_ct_pack_key({marks})", values))
+
+
+def _next_phase(w: Window) -> Optional[Window]:
+    if w.snapshot or w.phase == PHASE_STAMPED:
+        return None
+    start = w.row_since if w.phase == PHASE_UNSTAMPED else 0
+    return dataclasses.replace(w, phase=w.phase + 1, cursor_bsn=start, cursor_key=None)
+
+
+@dataclasses.dataclass
+class _TableState:
+    """One requested table while a batch is read."""
+    snapshot: bool
+    info: TableInfo
+    flt: RowFilter
+    anchor: HubAnchor
+    reader: "_TableReader"
+    reset: bool
+
+    def pending(self, upper: int) -> bool:
+        """Whether anything of this table is left to read up to `upper`."""
+        a = self.anchor
+        if a.window is not None:
+            return True
+        if self.snapshot:
+            return False
+        return a.complete < upper or self.rescope
+
+    @property
+    def rescope(self) -> bool:
+        a = self.anchor
+        return bool(a.complete) and a.fingerprint != self.flt.fingerprint
+
+
+def read_batch(conn: Any, server_id: uuid.UUID, request: DownloadRequest,
+               filters: Mapping[str, Optional[str]], infos: _sql.TableInfoCache
+               ) -> DownloadBatch:
+    """One batch for `request`, read in one snapshot of the hub.
+
+    Deletes are read for the tables in reverse order before any rows, and
+    rows in table order, so that across batches a child row is deleted before
+    its parent and inserted after it, as within one batch."""
+    server = server_id.bytes
+    client = request.client_id.bytes_le
+    budget = request.batch_size
+    if budget is not None and budget < 1:
+        raise SyncError("sqlite-ct sync: batch_size must be at least 1 (or None)")
+    with _conn.savepoint(conn, "sqlite_ct_sync_read"):
+        upper = decode_session(request.session)
+        if upper is None:
+            upper = int(_sql.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
+        states = [_state(conn, infos, server, client, upper, dt, filters, request.parameters)
+                  for dt in request.tables]
+        for st in reversed(states):
+            budget = _advance(st, upper, budget, deletes_only=True)
+        for st in states:
+            budget = _advance(st, upper, budget, deletes_only=False)
+    out = [dataclasses.replace(st.reader.changes, reset=st.reset) for st in states
+           if len(st.reader.changes) or st.reset]
+    anchors = {st.info.name: st.anchor.encode() for st in states}
+    more = any(st.pending(upper) for st in states)
+    return DownloadBatch(out, anchors, encode_session(upper), more)
+
+
+def _state(conn: Any, infos: _sql.TableInfoCache, server: bytes, client: bytes, upper: int,
+           dt: DownloadTable, filters: Mapping[str, Optional[str]],
+           parameters: Mapping[str, Any]) -> _TableState:
+    info = infos.get(conn, dt.table)
+    flt = row_filter(info.name, filters.get(info.name.lower()), parameters)
+    anchor = (HubAnchor.decode(dt.anchor, info.name) if dt.anchor
+              else HubAnchor(server, flt.fingerprint, 0))
+    if anchor.server != server:
+        raise SyncError(f'sqlite-ct sync: the received anchor of table "{info.name}" '
+                        f"was issued by another server; reinitialise the table")
+    if not dt.snapshot and not info.tracked:
+        raise SyncError(f'sqlite-ct sync: table "{info.name}" is not provisioned on the hub; '
+                        f'call ServerSyncProvider.provision("{info.name}")')
+    reset = dt.snapshot and not dt.anchor
+    if reset:
+        anchor = HubAnchor(server, flt.fingerprint, 0,
+                           Window(upper, 0, False, True, PHASE_SNAPSHOT, 0, None))
+    return _TableState(dt.snapshot, info, flt, anchor, _TableReader(conn, info, flt, client),
+                       reset)
+
+
+def _advance(st: _TableState, upper: int, budget: Optional[int],
+             deletes_only: bool) -> Optional[int]:
+    """Read `st` forward within `budget`; returns what is left of it."""
+    while budget is None or budget > 0:
+        w = st.anchor.window
+        if w is None:
+            if not st.pending(upper):
+                break
+            w = _open_window(st.info, st.flt, st.anchor, upper)
+            st.anchor = dataclasses.replace(st.anchor, window=w)
+        if deletes_only and w.phase != PHASE_DELETES:
+            break
+        n, exhausted, w = st.reader.fetch(w, budget)
+        if budget is not None:
+            budget -= n
+        nxt = _next_phase(w) if exhausted else w
+        st.anchor = (HubAnchor(st.anchor.server, st.flt.fingerprint, w.upper) if nxt is None
+                     else dataclasses.replace(st.anchor, window=nxt))
+    return budget
+
+
+def _open_window(info: TableInfo, flt: RowFilter, anchor: HubAnchor, upper: int) -> Window:
+    complete = anchor.complete
+    if complete and complete < info.min_valid:
+        raise SyncError(
+            f'sqlite-ct sync: the hub purged tombstones of table "{info.name}" newer than '
+            f"this client's anchor (CSN {complete} < {info.min_valid}); reinitialise the "
+            f"table on the client (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")
+    rescope = bool(complete) and anchor.fingerprint != flt.fingerprint
+    window = Window(upper, 0 if rescope else complete, rescope, False, PHASE_DELETES,
+                    complete, None)
+    if not complete:
+        # A first download: the client holds no hub rows, so no deletes to
+        # send (Sync Services skipped them too, @sync_initialized = 0).
+        window = _next_phase(window)
+    return window

@@ -1,0 +1,414 @@
+"""ClientSyncProvider: the SqlCeClientSyncProvider role over a SQLite database.
+
+It creates client tables from the server's schema, reads local changes since
+each table's sent anchor, and applies the server's changes without echo: they
+are written in apply mode (sqlite_ct.applying_server_changes), so they carry
+stamp 0 and leave no tombstones, and are never read back as local changes. A
+later local edit of such a row is tracked as usual.
+
+A server change conflicts on the client only with a *pending* local change:
+a row changed, or a tombstone written, after the table's sent anchor. Upload
+runs before download, so that only happens for changes made while a sync runs,
+changes whose upload the server rejected, and local edits of download-only
+tables. A row the client merely has (say, its own upload that another client
+changed since) is overwritten without a conflict.
+"""
+from __future__ import annotations
+
+import contextlib
+import struct
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .. import _conn
+from ..anchors import (client_id, get_received_anchor, get_sent_anchor, set_received_anchor,
+                       set_sent_anchor)
+from ..changes import enumerate_group_changes
+from ..retention import purge_tombstones
+from ..tracking import (applying_server_changes, create_schema as track_table,
+                        disable_tracking, is_tracked, last_committed_csn, tracked_tables)
+from . import _sql
+from ._apply import CDSU, CISI, CUSD, CUSU, ApplyResult, Applier, Handler, Side, Staged
+from ._sql import q
+from .enums import ConflictType, ResolveAction, SyncDirection, SyncStage, TableCreationOption
+from .errors import SyncError
+from .messages import ClientChanges, DownloadBatch, TableChanges
+from .model import Conflict, ConflictResolver, Row, SyncSchema, SyncTable, TableSchema
+
+__all__ = ["ClientSyncProvider"]
+
+TableLike = Union[SyncTable, str]
+_DAY_MS = 86_400_000
+_INT64 = struct.Struct("<q")  # SentAnchor: 8 bytes, little-endian (reference §5.4)
+
+
+def _name(table: TableLike) -> str:
+    return table.name if isinstance(table, SyncTable) else table
+
+
+class _ClientSide(Side):
+    stage = SyncStage.DOWNLOADING_CHANGES
+    where = "client"
+    incoming_wins = ResolveAction.SERVER_WINS
+
+    def __init__(self, conn: Any, resolver: ConflictResolver, handler: Optional[Handler],
+                 infos: _sql.TableInfoCache, sent: Dict[str, int]) -> None:
+        super().__init__(conn, resolver, handler, infos)
+        self.sent = sent
+
+    def _sent(self, st: Staged) -> int:
+        return self.sent.get(st.info.name.lower(), 0)
+
+    def detect_sql(self, st: Staged, extra: str):
+        info = st.info
+        if not info.tracked:
+            return None  # snapshot tables: the server's copy, nothing pending
+        present = f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
+        pack = f"sqlite_ct_pack_key({', '.join(st.skey())})"
+        sql = (f"SELECT s._seq, CASE WHEN {present} THEN (CASE WHEN s._op = 0 THEN {CUSD} "
+               f'WHEN s._op = 1 AND coalesce(t."__sysInsertTxBsn", :sq_e) > :sq_s THEN {CISI} '
+               f"ELSE {CUSU} END) ELSE {CDSU} END "
+               f"FROM {st.stage} AS s LEFT JOIN main.{q(info.name)} AS t "
+               f"ON {info.key_match('t', st.skey())} "
+               f'WHERE (({present} AND coalesce(t."__sysChangeTxBsn", :sq_e) > :sq_s) '
+               f"OR (NOT {present} AND s._op > 0 AND EXISTS (SELECT 1 FROM __sysOCSDeletedRows "
+               f"AS d WHERE d.__sysTName = :sq_t AND d.__sysDeleteTxBsn > :sq_s "
+               f"AND d.__sysRK = {pack})))")
+        if extra:
+            sql += f" AND ({extra})"
+        return sql, {"sq_e": info.enable_bsn, "sq_s": self._sent(st), "sq_t": info.name}
+
+    def conflict(self, ctype: ConflictType, st: Staged, key: Row, incoming: Optional[Row],
+                 local: Optional[Row], error: Optional[str]) -> Conflict:
+        return Conflict(ctype, self.stage, st.info.name, key, local, incoming, error)
+
+    def incoming_row(self, conflict: Conflict) -> Optional[Row]:
+        return conflict.server_row
+
+    @contextlib.contextmanager
+    def writing(self, merged: bool) -> Iterator[None]:
+        # A row the resolution changed is not the server's: written as a
+        # local change (apply mode off), it is uploaded with the next sync.
+        if not merged:
+            yield
+            return
+        _sql.value(self.conn, "SELECT sqlite_ct_set_apply_mode(0)")
+        try:
+            yield
+        finally:
+            _sql.value(self.conn, "SELECT sqlite_ct_set_apply_mode(1)")
+
+    def force_extra(self, st: Staged, key: Row) -> None:
+        # The server's version replaces the pending local change, a delete
+        # included: drop the key's pending tombstones so it is not uploaded.
+        if not st.info.tracked:
+            return
+        values = [key[st.columns[p]] for p in st.key_pos]
+        marks = ", ".join("?" for _ in values)
+        _sql.execute(self.conn, f"DELETE FROM __sysOCSDeletedRows WHERE __sysTName = ? "
+                                 f"AND __sysRK = sqlite_ct_pack_key({marks}) "
+                                 f"AND __sysDeleteTxBsn > ?",
+                      (st.info.name, *values, self._sent(st)))
+
+    def force_upsert_set(self, st: Staged, merged: bool) -> str:
+        # In apply mode the tracker writes 0, so resetting the insert stamp of
+        # an overwritten pending insert is allowed; without it a later local
+        # delete would look like an insert+delete that never reached the server.
+        return '"__sysInsertTxBsn" = 0' if st.info.tracked and not merged else ""
+
+
+class ClientSyncProvider:
+    """The client side of synchronisation, over the caller's connection.
+
+    conflict_resolver: per conflict type, who wins (default: the server).
+    on_apply_change_failed(conflict) -> ApplyAction: called for FIRE_EVENT.
+    retention_days: tombstones of synchronised tables older than this, and
+      already uploaded, are purged after each sync of their group (0: never).
+      Unlike SQL CE, a tombstone that was never uploaded is never purged.
+    creating_schema(sync_table, table_schema) -> TableSchema or None: may
+      return an edited schema before a client table is created.
+    schema_created(conn, sync_table, table_schema): runs in the same
+      transaction after a table was created or prepared."""
+
+    def __init__(self, conn: Any, *, conflict_resolver: Optional[ConflictResolver] = None,
+                 on_apply_change_failed: Optional[Handler] = None, retention_days: int = 10,
+                 creating_schema: Optional[Callable[[SyncTable, TableSchema],
+                                                    Optional[TableSchema]]] = None,
+                 schema_created: Optional[Callable[[Any, SyncTable, TableSchema], None]] = None
+                 ) -> None:
+        _conn.require_loaded(conn)
+        if isinstance(retention_days, bool) or not isinstance(retention_days, int) \
+                or retention_days < 0:
+            raise ValueError("retention_days must be a non-negative integer (0: never purge)")
+        self.conn = conn
+        self.conflict_resolver = conflict_resolver or ConflictResolver()
+        self.on_apply_change_failed = on_apply_change_failed
+        self.retention_days = retention_days
+        self.creating_schema = creating_schema
+        self.schema_created = schema_created
+        self._client_id: Optional[uuid.UUID] = None
+        self._infos = _sql.TableInfoCache()
+
+    @property
+    def client_id(self) -> uuid.UUID:
+        """This database's id, created on first use (__sysSyncSubscriptions)."""
+        if self._client_id is None:
+            self._client_id = client_id(self.conn)
+        return self._client_id
+
+    def transaction(self):
+        """A write transaction (a savepoint inside the caller's)."""
+        return _sql.transaction(self.conn)
+
+    # -- anchors -----------------------------------------------------------
+    def get_table_sent_anchor(self, table: str) -> Optional[int]:
+        return get_sent_anchor(self.conn, table)
+
+    def set_table_sent_anchor(self, table: str, anchor: Optional[int]) -> None:
+        set_sent_anchor(self.conn, table, anchor)
+
+    def get_table_received_anchor(self, table: str) -> Optional[bytes]:
+        return get_received_anchor(self.conn, table)
+
+    def set_table_received_anchor(self, table: str, anchor: Optional[bytes]) -> None:
+        set_received_anchor(self.conn, table, anchor)
+
+    # -- schema --------------------------------------------------------------
+    def _articles(self) -> Dict[str, Tuple[Optional[bytes], Optional[bytes]]]:
+        """Every table's (SentAnchor, ReceivedAnchor) blobs, by lower-case name,
+        read from __sysSyncArticles in one query (the per-table getters look
+        each table up through the tracking registry: too slow per batch)."""
+        if not _sql.table_exists(self.conn, "__sysSyncArticles"):
+            return {}
+        return {name.lower(): (sent, received) for name, sent, received in _sql.rows(
+            self.conn, "SELECT TableName, SentAnchor, ReceivedAnchor FROM __sysSyncArticles")}
+
+    def received_anchors(self, tables: Sequence[TableLike]) -> Dict[str, Optional[bytes]]:
+        """The received anchor of each of `tables` (None: never received)."""
+        articles = self._articles()
+        return {_name(t): _blob(articles.get(_name(t).lower(), (None, None))[1])
+                for t in tables}
+
+    def _sent_anchors(self, names: Sequence[str]) -> Dict[str, int]:
+        articles = self._articles()
+        out: Dict[str, int] = {}
+        for n in names:
+            blob = articles.get(n.lower(), (None, None))[0]
+            if blob is None:
+                out[n.lower()] = 0
+            elif len(blob) == _INT64.size:
+                out[n.lower()] = _INT64.unpack(blob)[0]
+            else:  # let the core report the malformed anchor
+                out[n.lower()] = get_sent_anchor(self.conn, n) or 0
+        return out
+
+    def _store_received(self, name: str, anchor: bytes) -> None:
+        _sql.execute(self.conn, "UPDATE __sysSyncArticles SET ReceivedAnchor = ? "
+                                "WHERE TableName = ?", (anchor, name))
+        if not _sql.value(self.conn, "SELECT changes()"):
+            set_received_anchor(self.conn, name, anchor)
+
+    def _store_sent(self, name: str, anchor: int) -> None:
+        _sql.execute(self.conn, "UPDATE __sysSyncArticles SET SentAnchor = ? "
+                                "WHERE TableName = ? COLLATE NOCASE", (_INT64.pack(anchor), name))
+        if not _sql.value(self.conn, "SELECT changes()"):
+            set_sent_anchor(self.conn, name, anchor)
+
+    def tables_needing_schema(self, tables: Sequence[SyncTable]) -> List[SyncTable]:
+        """Those of `tables` not yet initialised for sync on this client: missing,
+        not tracked, or never given a received anchor (snapshot tables: missing)."""
+        tracked = {t.lower() for t in tracked_tables(self.conn)}  # also reconciles renames
+        articles = self._articles()
+        out = []
+        for t in tables:
+            name = _sql.table_exists(self.conn, t.name)
+            if name is None:
+                out.append(t)
+            elif t.direction is not SyncDirection.SNAPSHOT and (
+                    name.lower() not in tracked
+                    or articles.get(name.lower(), (None, None))[1] is None):
+                out.append(t)
+        return out
+
+    def create_schema(self, table: SyncTable, schema: SyncSchema) -> None:
+        """Prepare `table` for its first synchronisation as its creation option
+        says, track it (except snapshot tables) and store its first anchors."""
+        schema_table = _lookup(schema.tables, table.name)
+        if schema_table is None:
+            raise SyncError(f'sqlite-ct sync: the server sent no schema for table "{table.name}"')
+        if self.creating_schema is not None:
+            schema_table = self.creating_schema(table, schema_table) or schema_table
+        opt = table.creation_option
+        with _sql.transaction(self.conn, "sqlite_ct_sync_schema"):
+            name = _sql.table_exists(self.conn, table.name)
+            tracked = name is not None and is_tracked(self.conn, name)
+            created = truncated = False
+            if name is None:
+                if opt is TableCreationOption.USE_EXISTING_TABLE_OR_FAIL:
+                    raise SyncError(f'sqlite-ct sync: table "{table.name}" does not exist on the '
+                                    f"client (TableCreationOption.USE_EXISTING_TABLE_OR_FAIL)")
+                _sql.execute(self.conn, schema_table.create_table_sql())
+                created = True
+            elif opt is TableCreationOption.CREATE_NEW_TABLE_OR_FAIL:
+                raise SyncError(f'sqlite-ct sync: table "{name}" already exists on the client '
+                                f"(TableCreationOption.CREATE_NEW_TABLE_OR_FAIL)")
+            elif opt in (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE,
+                         TableCreationOption.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE):
+                if tracked:
+                    self._refuse_unsent(name, opt)
+                if opt is TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE:
+                    if tracked:
+                        disable_tracking(self.conn, name)
+                    _sql.execute(self.conn, f"DROP TABLE main.{q(name)}")
+                    _sql.execute(self.conn, schema_table.create_table_sql())
+                    created = True
+                else:
+                    with applying_server_changes(self.conn):
+                        _sql.execute(self.conn, f"DELETE FROM main.{q(name)}")
+                    truncated = True
+            name = _sql.table_exists(self.conn, table.name)
+            if table.direction is not SyncDirection.SNAPSHOT:
+                self._start_tracking(name, table, schema, created, truncated)
+            if self.schema_created is not None:
+                self.schema_created(self.conn, table, schema_table)
+
+    def _start_tracking(self, name: str, table: SyncTable, schema: SyncSchema,
+                        created: bool, truncated: bool) -> None:
+        if not is_tracked(self.conn, name):
+            track_table(self.conn, name)
+        enable = self._infos.get(self.conn, name).enable_bsn
+        sent = get_sent_anchor(self.conn, name)
+        if created or truncated:
+            # Nothing here is a local change: not the new rows (none), not
+            # the truncated ones, not older tombstones.
+            set_sent_anchor(self.conn, name, max(enable, last_committed_csn(self.conn)))
+        elif sent is None:
+            upload_existing = (table.creation_option
+                               is TableCreationOption.UPLOAD_EXISTING_OR_CREATE_NEW_TABLE
+                               and table.direction.uploads)
+            # Rows that predate tracking count as inserted by the enabling
+            # transaction: anchor 0 uploads them, the enabling BSN does not.
+            set_sent_anchor(self.conn, name, 0 if upload_existing else enable)
+        anchors = schema.initial_anchors if table.direction.downloads else schema.current_anchors
+        anchor = _lookup(anchors, table.name)
+        if anchor is None:
+            raise SyncError(f'sqlite-ct sync: the server sent no anchor for table "{table.name}"')
+        set_received_anchor(self.conn, name, anchor)
+
+    def _refuse_unsent(self, name: str, opt: TableCreationOption) -> None:
+        sent = get_sent_anchor(self.conn, name)
+        if sent is None:
+            return
+        # What the next upload would send, counted as enumerate_changes()
+        # classifies it (rows changed after the anchor; deletes of rows the
+        # server has), but also inside a transaction that has written, where
+        # the core refuses to enumerate.
+        enable = self._infos.get(self.conn, name).enable_bsn
+        pending = _sql.value(
+            self.conn,
+            f'SELECT (SELECT count(*) FROM main.{q(name)} WHERE "__sysChangeTxBsn" > :s) '
+            f'+ (SELECT count(*) FROM main.{q(name)} WHERE "__sysChangeTxBsn" IS NULL '
+            f"AND :e > :s) + (SELECT count(DISTINCT __sysRK) FROM __sysOCSDeletedRows "
+            f"WHERE __sysTName = :t AND __sysDeleteTxBsn > :s AND __sysInsertTxCsn <= :s)",
+            {"s": sent, "e": enable, "t": name})
+        if pending:
+            raise SyncError(
+                f'sqlite-ct sync: table "{name}" has {pending} local change(s) that were never '
+                f"uploaded and TableCreationOption.{opt.name} would discard them; synchronise "
+                f"it first, or call accept_changes() to discard them")
+
+    # -- upload ----------------------------------------------------------------
+    def get_changes(self, tables: Sequence[TableLike]) -> ClientChanges:
+        """Local changes of `tables` since each one's sent anchor, in one
+        snapshot (SqlCeClientSyncProvider.GetChanges)."""
+        names = [_name(t) for t in tables]
+        sent = self._sent_anchors(names)
+        since = {n: sent[n.lower()] for n in names}
+        group = enumerate_group_changes(self.conn, names, since)
+        out: List[TableChanges] = []
+        for n in names:
+            cs = group[n]
+            info = self._infos.get(self.conn, n)
+            cols = info.columns
+            out.append(TableChanges(
+                info.name, cols, info.key,
+                deletes=[tuple(r[k] for k in info.key) for r in cs.deletes],
+                inserts=[tuple(r[c] for c in cols) for r in cs.inserts],
+                updates=[tuple(r[c] for c in cols) for r in cs.updates]))
+        return ClientChanges(out, group.new_anchor)
+
+    def complete_upload(self, tables: Sequence[TableLike], new_anchor: int,
+                        corrections: Sequence[TableChanges] = ()) -> ApplyResult:
+        """After the server committed an upload: move the sent anchors to
+        `new_anchor` and apply the server's corrections, in one transaction."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_sent"):
+            for t in tables:
+                self._store_sent(_name(t), new_anchor)
+            if not any(len(c) for c in corrections):
+                return ApplyResult()
+            return self._apply(corrections)
+
+    def accept_changes(self, tables: Sequence[TableLike]) -> None:
+        """Treat the current local changes of `tables` as uploaded: they will
+        not be sent (SqlCeClientSyncProvider.AcceptChanges)."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_accept"):
+            now = last_committed_csn(self.conn)
+            for t in tables:
+                set_sent_anchor(self.conn, _name(t), now)
+
+    # -- download --------------------------------------------------------------
+    def apply_changes(self, tables: Sequence[TableLike], batch: DownloadBatch) -> ApplyResult:
+        """Apply a download batch and store its anchors (for tracked tables;
+        snapshot tables keep none), in one transaction: deletes in reverse
+        table order, then inserts, then updates, without echo."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_download"):
+            result = self._apply(batch.tables)
+            for t in tables:
+                anchor = batch.anchors.get(_name(t))
+                name = _sql.table_exists(self.conn, _name(t))
+                if anchor is not None and name is not None and \
+                        self._infos.get(self.conn, name).tracked:
+                    self._store_received(name, anchor)
+        return result
+
+    def _apply(self, tables: Sequence[TableChanges]) -> ApplyResult:
+        sent = self._sent_anchors([tc.table for tc in tables])
+        side = _ClientSide(self.conn, self.conflict_resolver, self.on_apply_change_failed,
+                           self._infos, sent)
+        with applying_server_changes(self.conn):
+            return Applier(side).apply(tables)
+
+    # -- retention ---------------------------------------------------------------
+    def cleanup(self, tables: Sequence[TableLike]) -> int:
+        """Purge tombstones of `tables` older than retention_days that were
+        already uploaded. Returns how many were purged."""
+        if not self.retention_days:
+            return 0
+        cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
+        names = [_name(t) for t in tables]
+        sent = self._sent_anchors(names)
+        purged = 0
+        for n in names:
+            if not sent[n.lower()]:
+                continue
+            csn = _sql.value(self.conn,
+                             "SELECT max(__sysDeleteTxBsn) FROM __sysOCSDeletedRows "
+                             "WHERE __sysTName = ? COLLATE NOCASE AND __sysDeleteTxBsn <= ? "
+                             "AND __sysDeletedTime < ?", (n, sent[n.lower()], cutoff))
+            if csn:
+                purged += purge_tombstones(self.conn, n, up_to_csn=int(csn))
+        return purged
+
+
+def _blob(value: Any) -> Optional[bytes]:
+    return None if value is None else bytes(value)
+
+
+def _lookup(mapping: Dict[str, Any], name: str) -> Any:
+    if name in mapping:
+        return mapping[name]
+    for key, value in mapping.items():
+        if key.lower() == name.lower():
+            return value
+    return None

@@ -1,0 +1,108 @@
+"""What the agent and the server provider exchange.
+
+Plain values only (strings, numbers, bytes, tuples of SQLite values), so the
+same messages can later travel over HTTP without touching the client.
+Anchors handed out by the server are opaque to the client: it stores them in
+__sysSyncArticles.ReceivedAnchor and passes them back verbatim.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .model import Conflict
+
+__all__ = ["TableChanges", "ClientChanges", "ServerInfo", "Upload", "UploadResult", "DownloadTable",
+           "DownloadRequest", "DownloadBatch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TableChanges:
+    """Changes of one table. inserts and updates are tuples in `columns`
+    order; deletes are tuples in `key_columns` order. reset (snapshot tables)
+    means: delete every client row first."""
+    table: str
+    columns: Tuple[str, ...]
+    key_columns: Tuple[str, ...]
+    deletes: List[tuple] = dataclasses.field(default_factory=list)
+    inserts: List[tuple] = dataclasses.field(default_factory=list)
+    updates: List[tuple] = dataclasses.field(default_factory=list)
+    reset: bool = False
+
+    def __len__(self) -> int:
+        return len(self.deletes) + len(self.inserts) + len(self.updates)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientChanges:
+    """ClientSyncProvider.get_changes(): the group's local changes since each
+    table's sent anchor, read in one snapshot; new_anchor is the sent anchor
+    to store once the server has applied them."""
+    tables: List[TableChanges]
+    new_anchor: int
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tables)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    server_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """A group's client changes. received_anchors tell the server what the
+    client has seen, which is how it tells a conflict from an edit of a row the
+    client already had."""
+    client_id: uuid.UUID
+    group: str
+    tables: Sequence[TableChanges]
+    received_anchors: Mapping[str, Optional[bytes]]
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadResult:
+    """applied + failed == changes uploaded. corrections hold the server's
+    version of rows whose upload it did not apply and that the client would
+    not otherwise download again (apply them like a download batch)."""
+    applied: int
+    failed: int
+    conflicts: List[Conflict]
+    corrections: List[TableChanges]
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadTable:
+    table: str
+    anchor: Optional[bytes]
+    snapshot: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadRequest:
+    """One batch request. session is None on the first request of a sync
+    session and the previous batch's session afterwards: it fixes the upper
+    bound of the session, so a hub under constant writes still ends it."""
+    client_id: uuid.UUID
+    group: str
+    tables: Sequence[DownloadTable]
+    batch_size: Optional[int] = None
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    session: Optional[bytes] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadBatch:
+    """At most batch_size changes. anchors (one per requested table) are to be
+    stored in the same client transaction that applies the batch; more says
+    whether another request is needed."""
+    tables: List[TableChanges]
+    anchors: Dict[str, bytes]
+    session: bytes
+    more: bool
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tables)

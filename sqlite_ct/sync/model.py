@@ -1,0 +1,181 @@
+"""What an application configures and gets back: tables and groups, conflict
+resolution, statistics, progress events, and the schema description the server
+hands the client on a first synchronisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any, Dict, List, Optional, Tuple
+
+from .._conn import quote_identifier
+from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, SyncStage,
+                    TableCreationOption)
+
+__all__ = ["SyncGroup", "SyncTable", "ConflictResolver", "Conflict", "SyncStatistics",
+           "SyncProgress", "ColumnSchema", "TableSchema", "SyncSchema"]
+
+Row = Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncGroup:
+    """Tables whose changes travel together: one upload transaction on the
+    server and one download transaction (per batch) on the client."""
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncTable:
+    """One table to synchronise. Tables without a group are each their own
+    group. The default creation option never discards client data: it creates
+    a missing table and uploads the rows of an existing one."""
+    name: str
+    direction: SyncDirection = SyncDirection.BIDIRECTIONAL
+    creation_option: TableCreationOption = TableCreationOption.UPLOAD_EXISTING_OR_CREATE_NEW_TABLE
+    group: Optional[SyncGroup] = None
+
+
+_RESOLVER_FIELDS = {
+    ConflictType.CLIENT_INSERT_SERVER_INSERT: "client_insert_server_insert",
+    ConflictType.CLIENT_UPDATE_SERVER_UPDATE: "client_update_server_update",
+    ConflictType.CLIENT_UPDATE_SERVER_DELETE: "client_update_server_delete",
+    ConflictType.CLIENT_DELETE_SERVER_UPDATE: "client_delete_server_update",
+    ConflictType.ERRORS_OCCURRED: "store_error",
+    ConflictType.UNKNOWN: "store_error",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConflictResolver:
+    """Per conflict type: who wins, or FIRE_EVENT to ask the provider's
+    on_apply_change_failed callback.
+
+    The default lets the server win every conflict on both sides, so replicas
+    converge with no configuration. Sync Services defaulted to FIRE_EVENT, and
+    with no handler its rows were skipped (ApplyAction.Continue) and counted as
+    failed while the anchors moved on: the replicas disagreed until the row
+    changed again. A store error (a constraint the row violates) has no winner
+    to pick: by default it fires the event, and without a handler the sync
+    stops with SyncError and rolls back, so nothing is lost silently. For
+    store_error, the local side winning skips the row (counted as failed); the
+    incoming side winning retries it with a forced write, and a row that keeps
+    failing stops the sync after 5 attempts."""
+    client_insert_server_insert: ResolveAction = ResolveAction.SERVER_WINS
+    client_update_server_update: ResolveAction = ResolveAction.SERVER_WINS
+    client_update_server_delete: ResolveAction = ResolveAction.SERVER_WINS
+    client_delete_server_update: ResolveAction = ResolveAction.SERVER_WINS
+    store_error: ResolveAction = ResolveAction.FIRE_EVENT
+
+    def action_for(self, conflict_type: ConflictType) -> ResolveAction:
+        return getattr(self, _RESOLVER_FIELDS[conflict_type])
+
+
+@dataclasses.dataclass
+class Conflict:
+    """A change that could not be applied as it came (SQL CE's Conflict plus
+    the event arguments of ApplyChangeFailed).
+
+    client_row and server_row hold the user columns of each side's version,
+    None where that side deleted the row; key holds the key columns. The
+    incoming side's row (server_row during download, client_row during upload)
+    may be edited by on_apply_change_failed before it returns a RETRY action:
+    the edited row is what gets written, and because it differs from what the
+    other side has, it is written as a new change that travels back.
+    `connection` is the connection being written, inside the sync transaction;
+    it is None once the conflict is resolved."""
+    type: ConflictType
+    stage: SyncStage
+    table: str
+    key: Row
+    client_row: Optional[Row]
+    server_row: Optional[Row]
+    error: Optional[str] = None
+    connection: Any = None
+    action: Optional[ApplyAction] = None
+    attempts: int = 0
+
+
+@dataclasses.dataclass
+class SyncStatistics:
+    """SyncStatistics of reference §5.3; totals include failed changes.
+
+    Changes the server rejected and returned to the client (its own version of
+    a row whose upload lost a conflict) count as downloaded. `conflicts` lists
+    every conflict of the session, on both sides, with the action taken."""
+    sync_start_time: Optional[datetime.datetime] = None
+    sync_complete_time: Optional[datetime.datetime] = None
+    total_changes_uploaded: int = 0
+    upload_changes_applied: int = 0
+    upload_changes_failed: int = 0
+    total_changes_downloaded: int = 0
+    download_changes_applied: int = 0
+    download_changes_failed: int = 0
+    download_batches: int = 0
+    conflicts: List[Conflict] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncProgress:
+    """Sent to SyncAgent(progress=...) after each committed step: a table's
+    schema created, a group's upload applied, a download batch applied.
+    `changes` counts the changes of that step; `more` says whether further
+    download batches of the group follow."""
+    stage: SyncStage
+    group: str
+    tables: Tuple[str, ...]
+    changes: int
+    batch: int
+    total_uploaded: int
+    total_downloaded: int
+    more: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnSchema:
+    name: str
+    type: str = ""
+    not_null: bool = False
+    default: Optional[str] = None  # SQL text of the DEFAULT expression
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSchema:
+    """A server table as the client creates it: columns with their declared
+    type, NOT NULL and DEFAULT, the primary key and WITHOUT ROWID. Like Sync
+    Services, UNIQUE, CHECK and FOREIGN KEY constraints are not copied; add
+    them as `constraints` (table-constraint SQL) in the client provider's
+    creating_schema callback."""
+    name: str
+    columns: Tuple[ColumnSchema, ...]
+    primary_key: Tuple[str, ...]
+    without_rowid: bool = False
+    constraints: Tuple[str, ...] = ()
+
+    def create_table_sql(self) -> str:
+        parts = []
+        for col in self.columns:
+            text = quote_identifier(col.name)
+            if col.type:
+                text += f" {col.type}"
+            if col.not_null:
+                text += " NOT NULL"
+            if col.default is not None:
+                text += f" DEFAULT ({col.default})"
+            parts.append(text)
+        parts.append("PRIMARY KEY(" + ", ".join(quote_identifier(k) for k in self.primary_key)
+                     + ")")
+        parts.extend(self.constraints)
+        sql = f"CREATE TABLE {quote_identifier(self.name)} ({', '.join(parts)})"
+        return sql + (" WITHOUT ROWID" if self.without_rowid else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncSchema:
+    """ServerProvider.get_schema(): the tables, plus per table the anchor that
+    stands for "nothing received yet" (a first download starts there) and the
+    anchor that stands for "everything up to now" (an upload-only table starts
+    there, so the server's older rows do not count as unseen)."""
+    tables: Dict[str, TableSchema]
+    initial_anchors: Dict[str, bytes]
+    current_anchors: Dict[str, bytes]

@@ -1,0 +1,239 @@
+"""The server side: the interface the agent talks to, and ServerSyncProvider,
+its implementation over a SQLite hub database.
+
+The interface is four calls with plain-value messages (messages.py), so an
+HTTP transport or another hub database can implement it without any change
+to the client or the agent.
+
+ServerSyncProvider tracks the hub's tables with the same extension, so direct
+writes on the hub are tracked too. It applies each client's upload with the
+client's id as tracking context (not in apply mode: other clients must get
+those changes), which is what lets it
+- leave a client's own uploads out of its downloads (no echo), and
+- tell a real conflict from a row whose newer version is this client's own
+  earlier upload (the row's __sysTrackingContext is the client's id).
+A hub row conflicts with an uploaded change when it was changed by someone
+else after what the client has received: its stamp is above the client's
+received anchor, or above the position a batched download stopped at.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import uuid
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
+
+from .. import _conn
+from ..tracking import create_schema as track_table
+from ..tracking import is_tracked, set_tracking_context, tracking_context
+from ..anchors import client_id as database_id
+from . import _sql
+from ._anchor import HubAnchor
+from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
+from ._download import read_batch, seen_condition
+from ._sql import TableInfo, q
+from .enums import ConflictType, ResolveAction, SyncStage
+from .errors import SyncError
+from .messages import (DownloadBatch, DownloadRequest, ServerInfo, TableChanges, Upload,
+                       UploadResult)
+from .model import ColumnSchema, Conflict, ConflictResolver, Row, SyncSchema, TableSchema
+
+__all__ = ["ServerProvider", "ServerSyncProvider"]
+
+# The fingerprint of an anchor that has never downloaded (upload-only tables):
+# it matches no filter, so a first download from it re-reads the whole table.
+_UNSCOPED = b"\xff" * 8
+
+
+class ServerProvider(abc.ABC):
+    """What SyncAgent needs from a server. Implementations keep their own
+    anchor format: clients store received anchors verbatim."""
+
+    @abc.abstractmethod
+    def get_server_info(self) -> ServerInfo:
+        """The server's identity."""
+
+    @abc.abstractmethod
+    def get_schema(self, tables: Sequence[str]) -> SyncSchema:
+        """Describe `tables` for a client's first synchronisation (and make
+        them ready to serve)."""
+
+    @abc.abstractmethod
+    def apply_changes(self, upload: Upload) -> UploadResult:
+        """Apply a group's client changes in one transaction."""
+
+    @abc.abstractmethod
+    def get_changes(self, request: DownloadRequest) -> DownloadBatch:
+        """The next download batch for a client."""
+
+
+class _ServerSide(Side):
+    stage = SyncStage.UPLOADING_CHANGES
+    where = "server"
+    incoming_wins = ResolveAction.CLIENT_WINS
+
+    def __init__(self, conn: Any, resolver: ConflictResolver, handler: Optional[Handler],
+                 infos: _sql.TableInfoCache, client: uuid.UUID,
+                 anchors: Mapping[str, Optional[HubAnchor]]) -> None:
+        super().__init__(conn, resolver, handler, infos)
+        self.client = client
+        self.anchors = anchors
+        self.corrections: Dict[str, TableChanges] = {}
+
+    def _present(self, info: TableInfo) -> str:
+        return f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
+
+    def detect_sql(self, st: Staged, extra: str):
+        info = st.info
+        seen, params = seen_condition(info, self.anchors.get(info.name.lower()), "t")
+        present = self._present(info)
+        sql = (f"SELECT s._seq, CASE WHEN {present} THEN (CASE s._op WHEN 0 THEN {CDSU} "
+               f"WHEN 1 THEN {CISI} ELSE {CUSU} END) ELSE {CUSD} END "
+               f"FROM {st.stage} AS s LEFT JOIN main.{q(info.name)} AS t "
+               f"ON {info.key_match('t', st.skey())} "
+               f'WHERE (({present} AND t."__sysTrackingContext" IS NOT :sq_x AND NOT ({seen})) '
+               f"OR (NOT {present} AND s._op = 2))")
+        if extra:
+            sql += f" AND ({extra})"
+        return sql, {**params, "sq_x": self.client.bytes_le}
+
+    def conflict(self, ctype: ConflictType, st: Staged, key: Row, incoming: Optional[Row],
+                 local: Optional[Row], error: Optional[str]) -> Conflict:
+        return Conflict(ctype, self.stage, st.info.name, key, incoming, local, error)
+
+    def incoming_row(self, conflict: Conflict) -> Optional[Row]:
+        return conflict.client_row
+
+    @contextlib.contextmanager
+    def writing(self, merged: bool) -> Iterator[None]:
+        # A row the resolution changed is not what the client has: written
+        # without the client's context, it is downloaded back to the client.
+        if not merged:
+            yield
+            return
+        set_tracking_context(self.conn, None)
+        try:
+            yield
+        finally:
+            set_tracking_context(self.conn, self.client)
+
+    def skipped(self, st: Staged, op: int, key: Row, result: Any) -> None:
+        """The hub kept its version. The client gets it with its next download
+        if the row is unseen and someone else's; otherwise send it back now."""
+        info = st.info
+        seen, params = seen_condition(info, self.anchors.get(info.name.lower()), "t")
+        cols = ", ".join(f"t.{q(c)}" for c in info.columns)
+        marks = [f":k{i}" for i in range(len(info.key))]
+        params.update({f"k{i}": key[st.columns[p]] for i, p in enumerate(st.key_pos)},
+                      sq_x=self.client.bytes_le)
+        tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
+                                                                 info.key))
+        for row in _sql.rows(self.conn,
+                              f'SELECT {cols}, t."__sysTrackingContext" IS :sq_x, {seen} '
+                              f"FROM main.{q(info.name)} AS t "
+                              f"WHERE {info.key_match('t', marks)}", params):
+            if row[-2] or row[-1]:
+                tc.updates.append(tuple(row[:-2]))
+            return
+        tc.deletes.append(tuple(key[st.columns[p]] for p in st.key_pos))
+
+
+class ServerSyncProvider(ServerProvider):
+    """A SQLite hub database as the server of hub-and-spoke synchronisation.
+
+    `filters` maps a table to a row filter: an SQL expression over the table's
+    columns with named parameters (``"owner = :user"``) that each client binds
+    through SyncAgent(parameters=...). A row that leaves a client's filter is
+    deleted on that client; when a client's parameters change, its next
+    download re-reads the table and moves out what no longer matches.
+
+    The default conflict resolver lets the server win."""
+
+    def __init__(self, conn: Any, *, conflict_resolver: Optional[ConflictResolver] = None,
+                 on_apply_change_failed: Optional[Handler] = None,
+                 filters: Optional[Mapping[str, str]] = None) -> None:
+        _conn.require_loaded(conn)
+        self.conn = conn
+        self.conflict_resolver = conflict_resolver or ConflictResolver()
+        self.on_apply_change_failed = on_apply_change_failed
+        self._filters: Dict[str, Optional[str]] = {}
+        for table, where in (filters or {}).items():
+            self.set_filter(table, where)
+        self._server_id: Optional[uuid.UUID] = None
+        self._infos = _sql.TableInfoCache()
+
+    @property
+    def server_id(self) -> uuid.UUID:
+        """The hub database's id (its __sysSyncSubscriptions row), which every
+        anchor it issues carries."""
+        if self._server_id is None:
+            self._server_id = database_id(self.conn)
+        return self._server_id
+
+    def set_filter(self, table: str, where: Optional[str]) -> None:
+        """Filter the rows of `table` sent to each client (None: no filter)."""
+        self._filters[table.lower()] = where or None
+
+    def provision(self, *tables: str) -> None:
+        """Track `tables` on the hub (idempotent). get_schema() and
+        apply_changes() provision the tables they are asked about."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_provision"):
+            for table in tables:
+                info = self._infos.get(self.conn, table)
+                if not is_tracked(self.conn, info.name):
+                    track_table(self.conn, info.name)
+
+    def get_server_info(self) -> ServerInfo:
+        return ServerInfo(self.server_id)
+
+    def get_schema(self, tables: Sequence[str]) -> SyncSchema:
+        self.provision(*tables)
+        result: Dict[str, TableSchema] = {}
+        initial: Dict[str, bytes] = {}
+        current: Dict[str, bytes] = {}
+        server = self.server_id.bytes
+        with _conn.savepoint(self.conn, "sqlite_ct_sync_schema"):
+            now = int(_sql.value(self.conn, "SELECT sqlite_ct_last_committed_csn()"))
+            for table in tables:
+                info = self._infos.get(self.conn, table)
+                result[table] = self._table_schema(info)
+                initial[table] = HubAnchor(server, b"\0" * 8, 0).encode()
+                current[table] = HubAnchor(server, _UNSCOPED, now).encode()
+        return SyncSchema(result, initial, current)
+
+    def _table_schema(self, info: TableInfo) -> TableSchema:
+        wanted = set(info.columns)
+        columns = tuple(
+            ColumnSchema(name, ctype or "", bool(notnull), default)
+            for name, ctype, notnull, default in _sql.rows(
+                self.conn, "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_xinfo(?) "
+                           "ORDER BY cid", (info.name,))
+            if name in wanted)
+        return TableSchema(info.name, columns, info.key, info.without_rowid)
+
+    def apply_changes(self, upload: Upload) -> UploadResult:
+        conn = self.conn
+        anchors: Dict[str, Optional[HubAnchor]] = {}
+        for table, blob in upload.received_anchors.items():
+            anchors[table.lower()] = HubAnchor.decode(blob, table) if blob else None
+            if blob and anchors[table.lower()].server != self.server_id.bytes:
+                raise SyncError(f'sqlite-ct sync: the received anchor of table "{table}" was '
+                                f"issued by another server; reinitialise the table")
+        side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
+                           self._infos, upload.client_id, anchors)
+        with _sql.transaction(conn, "sqlite_ct_sync_upload"):
+            for tc in upload.tables:
+                info = self._infos.get(conn, tc.table)
+                if not info.tracked:
+                    track_table(conn, info.name)
+            previous = tracking_context(conn)
+            set_tracking_context(conn, upload.client_id)
+            try:
+                result = Applier(side).apply(upload.tables)
+            finally:
+                set_tracking_context(conn, previous)
+        corrections = [tc for tc in side.corrections.values() if len(tc)]
+        return UploadResult(result.applied, result.failed, result.conflicts, corrections)
+
+    def get_changes(self, request: DownloadRequest) -> DownloadBatch:
+        return read_batch(self.conn, self.server_id, request, self._filters, self._infos)
