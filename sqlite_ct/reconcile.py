@@ -31,7 +31,8 @@ re-arms the table (see csrc/schema.c).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import collections
+from typing import Any, Dict, List, Tuple
 
 from . import _conn
 
@@ -55,8 +56,31 @@ def outranked(conn: Any, table: str) -> bool:
               "AND tbl_name=?1 AND name GLOB '__sysct_*')", (table,)))
 
 
+# (database file, schema_version) pairs already reconciled. Every case above
+# starts with a schema change, which moves schema_version whichever
+# connection made it, and the repairs live in the file: a file seen at the
+# same version needs nothing. In-memory and temporary databases have no path
+# and are always checked.
+_reconciled: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()
+_REMEMBERED = 256
+
+
 def reconcile(conn: Any) -> List[str]:
     """Apply the rules above; returns a description of each repair made."""
+    path = next((row[2] for row in _conn.rows(conn, "PRAGMA database_list")
+                 if row[1] == "main"), "")
+    key = (path, _conn.value(conn, "PRAGMA schema_version"))
+    if path and key in _reconciled:
+        return []
+    done = _reconcile(conn)
+    if path:
+        _reconciled[(path, _conn.value(conn, "PRAGMA schema_version"))] = None
+        while len(_reconciled) > _REMEMBERED:
+            _reconciled.popitem(last=False)
+    return done
+
+
+def _reconcile(conn: Any) -> List[str]:
     if not _registry_exists(conn):
         return []
     registered = [r[0] for r in _conn.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")]
