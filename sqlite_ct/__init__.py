@@ -17,7 +17,7 @@ from .anchors import (client_id, get_received_anchor, get_sent_anchor,
 from .check import Problem, check
 from .changes import (Change, ChangeSet, ChangeStream, GroupChangeSet,
                       enumerate_changes, enumerate_group_changes, iter_changes)
-from .errors import (AnchorError, Error, ExtensionError, KeyFormatError,
+from .errors import (AnchorError, AnchorExpiredError, Error, ExtensionError, KeyFormatError,
                      LayoutError, NotTrackedError, TableError)
 from .keys import pack_key, unpack_key
 from .loader import is_loaded, load, loadable_path, register_auto_extension
@@ -49,5 +49,5 @@ __all__ = [
     "set_received_anchor", "client_id",
     # errors
     "Error", "ExtensionError", "TableError", "NotTrackedError", "KeyFormatError",
-    "AnchorError", "LayoutError",
+    "AnchorError", "AnchorExpiredError", "LayoutError",
 ]

@@ -23,7 +23,7 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Union)
 
 from . import _conn
-from .errors import AnchorError, Error
+from .errors import AnchorError, AnchorExpiredError, Error
 from .keys import key_columns, user_columns
 from .tracking import require_tracked
 
@@ -96,7 +96,7 @@ def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
             f"{new_anchor} of this database (was it restored from an older copy?); "
             f'reinitialise the replica of "{info.name}"')
     if since < info.min_valid:
-        raise AnchorError(
+        raise AnchorExpiredError(
             f'sqlite-ct: anchor {since} of table "{info.name}" is older than its '
             f"oldest kept change (CSN {info.min_valid}): tombstones it needs were "
             f"purged; reinitialise the replica")

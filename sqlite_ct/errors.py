@@ -14,6 +14,7 @@ __all__ = [
     "NotTrackedError",
     "KeyFormatError",
     "AnchorError",
+    "AnchorExpiredError",
     "LayoutError",
 ]
 
@@ -54,6 +55,13 @@ class AnchorError(Error):
     """A sync anchor cannot be used: it is malformed, it was issued by another
     database, it is older than the oldest change still kept (purged), or it lies
     in the future of this database's commit sequence."""
+
+
+class AnchorExpiredError(AnchorError):
+    """The anchor is older than the table's minimum valid anchor: tombstones it
+    needs were purged (or a rebuild re-armed the table), so the changes since
+    it can no longer be listed. The replica must reinitialise: download the
+    table afresh and start again from the new anchor."""
 
 
 class LayoutError(Error):

@@ -19,7 +19,7 @@ def test_purge_by_csn_raises_min_valid_anchor(conn):
     conn.execute("DELETE FROM t WHERE id = 2")
     assert sqlite_ct.purge_tombstones(conn, "t", up_to_csn=first_delete) == 1
     # A replica at `since` would miss the purged delete of id 1: refused.
-    with pytest.raises(sqlite_ct.AnchorError) as err:
+    with pytest.raises(sqlite_ct.AnchorExpiredError) as err:
         sqlite_ct.enumerate_changes(conn, "t", since)
     assert str(err.value) == (
         f'sqlite-ct: anchor {since} of table "t" is older than its oldest kept change '

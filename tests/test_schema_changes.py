@@ -130,7 +130,7 @@ def test_rebuild_is_refused_until_rearmed(conn):
 
     sqlite_ct.create_schema(conn, "t")
     assert sqlite_ct.check(conn) == []
-    with pytest.raises(sqlite_ct.AnchorError) as err:
+    with pytest.raises(sqlite_ct.AnchorExpiredError) as err:
         sqlite_ct.enumerate_changes(conn, "t", since)
     assert "reinitialise the replica" in str(err.value)
     rearmed = anchor(conn)
@@ -151,7 +151,7 @@ def test_sqlite_utils_transform_is_detected_and_rearmed(sqlite3_conn):
     assert str(err.value) == REBUILT
     sqlite_ct.create_schema(conn, "t")
     assert sqlite_ct.check(conn) == []
-    with pytest.raises(sqlite_ct.AnchorError):
+    with pytest.raises(sqlite_ct.AnchorExpiredError):
         sqlite_ct.enumerate_changes(conn, "t", since)
 
 

@@ -277,6 +277,7 @@ def test_writer_killed_inside_a_transaction_leaves_consistent_tracking(
     try:
         sqlite_ct.load(conn)
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert sqlite_ct.check(conn) == []
         anchor = committed["anchor"]
         assert sqlite_ct.last_committed_csn(conn) == anchor == 32
         expected = {(r[0],): dict(zip(COLUMNS, r)) for r in committed["rows"]}
