@@ -80,6 +80,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_is_tracked",           1, CT_INNOCUOUS, 0, ctFuncIsTracked },
   { "sqlite_ct_rename_tracking",      2, CT_DIRECT,    1, ctFuncRenameTracking },
   { "sqlite_ct_begin",                1, CT_INNOCUOUS, 1, ctFuncBegin },
+  { "sqlite_ct_take_log",             0, CT_INNOCUOUS, 1, ctFuncTakeLog },
   { "sqlite_ct_bsn",                  0, CT_INNOCUOUS, 1, ctFuncBsn },
   { "sqlite_ct_needs_stamp",          8, CT_INNOCUOUS, 1, ctFuncNeedsStamp },
   { "sqlite_ct_current_bsn",          0, CT_INNOCUOUS, 1, ctFuncCurrentBsn },

@@ -34,14 +34,19 @@
 **   __sysct_au_T  AFTER UPDATE, WHEN the row is not yet stamped by this
 **                 transaction, its key changed, or a __sys column was given a
 **                 value the tracker would not write (then RAISE): re-stamps
-**                 the change BSN; a key change also leaves a tombstone for the
-**                 old key and counts the row as inserted now.
+**                 the change BSN; after a key change the row counts as
+**                 inserted now.
+**   __sysct_ak_T  AFTER UPDATE OF the key and UNIQUE columns, WHEN one of them
+**                 changed: the tombstone of the old key, and the rows an
+**                 UPDATE OR REPLACE removed.
 **   __sysct_ad_T  AFTER DELETE: writes the tombstone.
-**   __sysct_bi_T, __sysct_bu_T  (only for tables with UNIQUE indexes besides
-**                 the key) BEFORE INSERT/UPDATE: remember the rows an OR REPLACE
-**                 could delete through those indexes; the AFTER trigger writes a
-**                 tombstone for each that is gone. SQLite fires no DELETE trigger
-**                 for such rows unless recursive_triggers is on.
+**   __sysct_bi_T, __sysct_bu_T  BEFORE INSERT / UPDATE OF the key and UNIQUE
+**                 columns: remember the rows an OR REPLACE could delete (the
+**                 row holding the new key, rows holding its UNIQUE values);
+**                 the AFTER triggers tombstone those that are gone. SQLite
+**                 fires no DELETE trigger for such rows unless
+**                 recursive_triggers is on.
+** (ak, ad, bi and bu exist when deletes are tracked.)
 **
 ** Every trigger starts by logging the transaction in __sysTxCommitSequence the
 ** first time it writes tracked data (see state.c). Rows that existed before
@@ -124,11 +129,14 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
 
 /* ---- SQL text builders. All identifiers go through %w, literals through %Q. */
 
-/* The transaction-logging statement every trigger starts with. */
+/* The transaction-logging statements every trigger starts with. Neither the
+** INSERT here nor the tombstone INSERTs below read the table they write: SQLite
+** copies such an INSERT .. SELECT through a temporary b-tree, per row. */
 #define CT_BEGIN_SQL \
+  "SELECT sqlite_ct_begin((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence));" \
   "INSERT INTO __sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)" \
-  " SELECT b, b, sqlite_ct_now() FROM (SELECT sqlite_ct_begin(" \
-  "(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)) AS b) WHERE b IS NOT NULL;"
+  " SELECT b, b, sqlite_ct_now() FROM (SELECT sqlite_ct_take_log() AS b)" \
+  " WHERE b IS NOT NULL;"
 
 
 /*
@@ -136,8 +144,8 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
 ** this transaction, whose deleted incarnation was inserted at zIns, when
 ** zCond holds. One key deleted twice in a transaction (delete, re-insert,
 ** delete) keeps one tombstone with the older insert BSN: the one that says
-** whether a replica can hold the key. Written as UPDATE then INSERT .. WHERE
-** NOT EXISTS rather than an upsert because SQLite applies the outer
+** whether a replica can hold the key. Written as UPDATE, then INSERT when the
+** UPDATE found nothing, rather than an upsert because SQLite applies the outer
 ** statement's conflict policy (INSERT OR REPLACE, OR IGNORE) to statements
 ** inside triggers, which would override an ON CONFLICT clause.
 */
@@ -147,14 +155,14 @@ static void ctAppendTombstone(sqlite3_str *s, const CtTable *p, const char *zRk,
       "UPDATE __sysOCSDeletedRows SET __sysInsertTxCsn=min(__sysInsertTxCsn, %s)"
       " WHERE __sysTName=%Q AND __sysDeleteTxBsn=sqlite_ct_bsn() AND __sysRK=%s"
       " AND sqlite_ct_bsn()>0 AND %s;", zIns, p->zName, zRk, zCond);
+  /* changes(): rows the UPDATE just above changed (SQLite documents it as the
+  ** count of the most recent statement of the same trigger program). */
   sqlite3_str_appendf(s,
       "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
       " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
       " SELECT %Q, %s, sqlite_ct_bsn(), %s, sqlite_ct_now(), sqlite_ct_tracking_context()"
-      " WHERE sqlite_ct_bsn()>0 AND %s AND NOT EXISTS(SELECT 1 FROM __sysOCSDeletedRows"
-      " WHERE __sysTName=%Q AND __sysDeleteTxBsn=sqlite_ct_bsn() AND __sysRK=%s);",
-      p->zName, zRk, zIns, zCond,
-      p->zName, zRk);
+      " WHERE changes()=0 AND sqlite_ct_bsn()>0 AND %s;",
+      p->zName, zRk, zIns, zCond);
 }
 
 /* The name under which the rowid of p can be referenced, or NULL when the
@@ -306,8 +314,16 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
   char *zPackNew = ctPackSql(p, "NEW");
   int i;
   if( zPackNew==0 ){ sqlite3_str_appendall(s, "\x01"); return; }  /* poisons the SQL */
-  /* With recursive_triggers on, the DELETE trigger has already written this
-  ** tombstone (same incarnation, same insert BSN): leave it as it is. */
+  /* A victim this transaction has tombstoned already (the DELETE trigger with
+  ** recursive_triggers on, or an earlier incarnation of the key deleted in
+  ** this transaction, whose insert BSN is the older one) keeps that tombstone.
+  ** Dropping those victims first keeps the INSERT below from reading the
+  ** tombstone table it writes (see CT_BEGIN_SQL). */
+  sqlite3_str_appendf(s,
+      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s)"
+      " AND EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d WHERE d.__sysTName=%Q"
+      " AND d.__sysDeleteTxBsn=sqlite_ct_bsn() AND d.__sysRK=__sysCtReplaceVictims.__sysRK);",
+      p->zName, zWhen, p->zName);
   sqlite3_str_appendf(s,
       "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
       " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
@@ -321,10 +337,8 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
                         i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i);
   }
   sqlite3_str_appendf(s,
-      ")) AND NOT EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d"
-      " WHERE d.__sysTName=%Q AND d.__sysDeleteTxBsn=sqlite_ct_bsn() AND d.__sysRK=v.__sysRK);"
-      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
-      p->zName, p->zName, zWhen);
+      "));DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
+      p->zName, zWhen);
   sqlite3_free(zPackNew);
 }
 
@@ -379,7 +393,6 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
       " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %d) OR %s",
       zT, zT, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, zChanged);
-  if( bVictims ) sqlite3_str_appendf(s, " OR %s", zWatched);
   /* The transaction is logged first, so the guard compares with its BSN. */
   sqlite3_str_appendf(s,
       " BEGIN " CT_BEGIN_SQL
@@ -391,13 +404,6 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
       " AND NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn())"
       " OR (NEW.\"" CT_COL_CONTEXT "\" IS NOT OLD.\"" CT_COL_CONTEXT "\""
       " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());", zT);
-  if( eOpt & CT_TRACK_DELETE ){
-    /* A key change is a delete of the old key plus an insert of the new. */
-    ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged);
-  }
-  /* The sweep comes before the stamping UPDATE, which would otherwise run
-  ** while victims are pending. */
-  if( bVictims ) ctAppendVictimSweep(s, p, zChanged, zWatched);
   sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
@@ -412,6 +418,21 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   sqlite3_str_appendall(s, " WHERE ");
   ctAppendKeyMatch(s, p, "NEW", "=", 1);
   sqlite3_str_appendall(s, "; END;");
+
+  /* AFTER UPDATE OF the key and UNIQUE columns, when one of them changed: a key
+  ** change is a delete of the old key plus an insert of the new (the stamps
+  ** are the AFTER UPDATE trigger's), and an UPDATE OR REPLACE may have
+  ** removed other rows. A trigger of its own, so that ordinary updates never
+  ** run these statements; the stamping UPDATEs set only __sys columns and do
+  ** not fire it. */
+  if( bVictims ){
+    sqlite3_str_appendf(s,
+        "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF %s ON \"%w\" WHEN %s"
+        " BEGIN " CT_BEGIN_SQL, zT, zCols, zT, zWatched);
+    ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged);
+    ctAppendVictimSweep(s, p, zChanged, "1");
+    sqlite3_str_appendall(s, " END;");
+  }
 
   /* AFTER DELETE: the tombstone. */
   if( eOpt & CT_TRACK_DELETE ){
@@ -451,7 +472,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
 }
 
 static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
-  static const char *azKind[] = { "ai", "au", "ad", "bi", "bu" };
+  static const char *azKind[] = { "ai", "au", "ak", "ad", "bi", "bu" };
   int rc = SQLITE_OK;
   size_t i;
   for(i=0; rc==SQLITE_OK && i<sizeof(azKind)/sizeof(azKind[0]); i++){

@@ -57,6 +57,7 @@ struct CtState {
   ** failed statement removes it). See state.c. */
   sqlite3_int64 iBsn;
   unsigned int uDataVersion;
+  sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */
   int bApply;                  /* applying server changes: no stamps, no tombstones */
   int bHasContext;             /* aContext holds a tracking context */
   unsigned char aContext[16];  /* GUID, .NET byte order, as SQL CE stored it */
@@ -70,6 +71,7 @@ int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr);
 int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr);
 sqlite3_int64 ctNowMs(void);
 void ctFuncBegin(sqlite3_context*, int, sqlite3_value**);
+void ctFuncTakeLog(sqlite3_context*, int, sqlite3_value**);
 void ctFuncBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNeedsStamp(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCurrentBsn(sqlite3_context*, int, sqlite3_value**);

@@ -7,6 +7,8 @@
 **                                   the caller must log it in
 **                                   __sysTxCommitSequence, NULL when the
 **                                   transaction already has one (or in apply mode).
+**   sqlite_ct_take_log()            the BSN the preceding sqlite_ct_begin() handed
+**                                   out (the trigger logs it), else NULL.
 **   sqlite_ct_bsn()                 the BSN that sqlite_ct_begin() handed out for
 **                                   this transaction; 0 in apply mode. Only
 **                                   meaningful after sqlite_ct_begin() ran in the
@@ -27,12 +29,12 @@
 ** out at a transaction's first tracked write (the newest logged CSN plus one) is
 ** also in commit order. The triggers start with
 **
+**   SELECT sqlite_ct_begin((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence));
 **   INSERT INTO __sysTxCommitSequence SELECT b, b, sqlite_ct_now()
-**     FROM (SELECT sqlite_ct_begin((SELECT max(__sysTxCsn)
-**                                   FROM __sysTxCommitSequence)) AS b)
-**    WHERE b IS NOT NULL;
+**     FROM (SELECT sqlite_ct_take_log() AS b) WHERE b IS NOT NULL;
 **
-** so the log row is written by the same transaction (and undone with it). The
+** (two statements in the generated SQL, see ctFuncTakeLog) so the log row is
+** written by the same transaction (and undone with it). The
 ** cached BSN is trusted only while
 **   (a) the pager's data version (SQLITE_FCNTL_DATA_VERSION) is the one seen
 **       when it was handed out: every commit, ours or another connection's,
@@ -193,9 +195,25 @@ void ctFuncBegin(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   sqlite3_int64 iNew;
   (void)argc;
+  p->iPendingLog = 0;
   if( p->bApply ) return;  /* NULL: apply mode logs nothing */
   iNew = ctBegin(p, sqlite3_value_int64(argv[0]));
+  p->iPendingLog = iNew;
   if( iNew ) sqlite3_result_int64(ctx, iNew);
+}
+
+/* The BSN the preceding sqlite_ct_begin() call handed out, which the trigger
+** now logs; NULL when that call found the transaction's BSN logged already.
+** Split from sqlite_ct_begin() so that the trigger's INSERT into
+** __sysTxCommitSequence does not read that table: an INSERT .. SELECT that
+** reads its own target is copied through a temporary b-tree, opened for every
+** row even when nothing is inserted. It does not clear what it returns:
+** SQLite flattens the trigger's subquery and evaluates it more than once per
+** row. The next sqlite_ct_begin() clears it, finding that BSN logged. */
+void ctFuncTakeLog(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc; (void)argv;
+  if( p->iPendingLog ) sqlite3_result_int64(ctx, p->iPendingLog);
 }
 
 /* a IS b, as SQL's IS operator compares two values. */

@@ -87,7 +87,8 @@ def by_id(rows):
 
 # ---------------------------------------------------------------- what it adds
 
-ALL_TRIGGERS = ["__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t", "__sysct_bi_t", "__sysct_bu_t"]
+ALL_TRIGGERS = ["__sysct_ad_t", "__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t",
+                "__sysct_bi_t", "__sysct_bu_t"]
 
 
 def test_adds_three_columns_the_change_index_and_the_triggers(conn):
@@ -141,7 +142,7 @@ def test_second_call_is_idempotent(conn):
 
     assert sqlite_ct.create_schema(conn, "t") == enable
     assert (columns(conn, "t"), triggers(conn, "t"), indexes(conn, "t")) == shape
-    assert val(conn, "SELECT count(*) FROM sqlite_schema WHERE type='trigger'") == 5
+    assert val(conn, "SELECT count(*) FROM sqlite_schema WHERE type='trigger'") == len(ALL_TRIGGERS)
     assert q(conn, "SELECT * FROM __sysTxCommitSequence") == log
     assert q(conn, "SELECT __sysTName, __sysEnableTxBsn FROM __sysOCSTrackedObjects") == [
         ("t", enable)]

@@ -33,6 +33,7 @@ SURFACE = {
     ("sqlite_ct_is_tracked", 1): INNOCUOUS,
     ("sqlite_ct_rename_tracking", 2): DIRECTONLY,
     ("sqlite_ct_begin", 1): INNOCUOUS,
+    ("sqlite_ct_take_log", 0): INNOCUOUS,
     ("sqlite_ct_bsn", 0): INNOCUOUS,
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_current_bsn", 0): INNOCUOUS,
@@ -137,7 +138,8 @@ def test_every_function_the_triggers_call_is_innocuous(conn):
     sqlite_ct.create_schema(conn, "t")
     sql = " ".join(r[0] for r in q(conn, "SELECT sql FROM sqlite_schema WHERE type='trigger'"))
     called = set(re.findall(r"\b(sqlite_ct_\w+)\s*\(", sql))
-    assert {"sqlite_ct_begin", "sqlite_ct_bsn", "sqlite_ct_pack_key"} <= called
+    assert {"sqlite_ct_begin", "sqlite_ct_take_log", "sqlite_ct_bsn",
+            "sqlite_ct_pack_key"} <= called
     flags = registered(conn)
     for name in called:
         for (fname, _), f in flags.items():
