@@ -5,14 +5,27 @@
 **   sqlite_ct_pack_key(V1, V2, ...)  -> BLOB   pack key values, in PRIMARY KEY order
 **   sqlite_ct_unpack_key(RK, I)      -> value  the I-th (0-based) value of RK
 **   sqlite_ct_key_count(RK)          -> INT    how many values RK holds
-** unpack_key and key_count raise an error (SQLITE_CORRUPT) on a malformed key:
-** short buffers, lengths running past the end, unknown type tags, wrong
-** payload sizes for fixed-size types, trailing bytes. Never a crash, never a
-** guess. An index out of range is an error too.
+** A key has two forms: the binary form (a BLOB), which pack_key writes and the
+** native triggers store, and the text form (TEXT), which the pure-SQL triggers
+** of portable mode store because pure SQL on SQLite < 3.41 cannot build a
+** binary (no unhex()). One table always uses one form: all its writers run
+** the same triggers, so GROUP BY __sysRK groups the same key. unpack_key and
+** key_count accept both and return identical values, with one exception: the
+** text form cannot tell -0.0 from 0.0 (pure SQL cannot see the sign of a
+** zero), so a -0.0 key comes back as 0.0, the same key for SQLite.
+** unpack_key and key_count raise an error (SQLITE_CORRUPT) on a malformed
+** key: for the binary form short buffers, lengths running past the end,
+** unknown type tags, wrong payload sizes for fixed-size types, trailing bytes;
+** for the text form an empty key, unknown tags (any byte that is not part of
+** the form), integers not written exactly as SQLite prints them or outside
+** the int64 range, REAL fields that are not 16 upper-case hex digits or are a
+** NaN, hex fields of odd length (or, for UTF-16, not whole code units).
+** Never a crash, never a guess. An index out of range is an error too, and so
+** is a key that is neither a BLOB nor TEXT.
 **
-** FORMAT (SQL CE's PackTombstoneKey layout for TrackingKeyType.PrimaryKey,
-** with a one-byte type tag added to each value because an SQLite column may
-** hold any type; all integers little-endian):
+** FORMAT, binary form (SQL CE's PackTombstoneKey layout for
+** TrackingKeyType.PrimaryKey, with a one-byte type tag added to each value
+** because an SQLite column may hold any type; all integers little-endian):
 **
 **   key   := u32 count, count x field            (count >= 1)
 **   field := u32 length, then length bytes: tag payload   (length >= 1)
@@ -24,6 +37,29 @@
 **
 ** Example: the integer key 7 packs to
 **   01 00 00 00  09 00 00 00  01  07 00 00 00 00 00 00 00
+**
+** FORMAT, text form (ASCII; one field per key value, in key order, no
+** separators: a field starts with a lower-case tag letter, which no payload
+** contains; what portable.c generates, in pure SQL, for each value X):
+**
+**   key   := field field ...             (at least one field, concatenated)
+**   'i' INTEGER  payload: X in decimal, exactly as SQLite prints an integer
+**                ('i' || X): optional '-', no leading zeros, no "-0",
+**                within the int64 range
+**   'r' REAL     payload: the IEEE-754 binary64 bits of X as exactly 16
+**                upper-case hex digits, sign bit first (pure SQL computes
+**                them with exact power-of-two arithmetic; a NaN pattern is
+**                malformed; -0.0 is written as 0000000000000000)
+**   't' TEXT     payload: hex(X), the UTF-8 bytes as upper-case hex digit
+**                pairs (NUL bytes kept)
+**   'u' TEXT     the same in a UTF-16le database, where hex(X) shows the
+**                UTF-16le bytes (a multiple of 4 hex digits)
+**   'v' TEXT     the same in a UTF-16be database
+**   'b' BLOB     payload: hex(X), upper-case hex digit pairs
+**   'n' NULL     payload: none
+**
+** Examples: the integer key 7 is "i7"; the key (7, 'ab') is "i7t6162"; the
+** key 1.5 is "r3FF8000000000000"; the key (NULL, x'00FF') is "nb00FF".
 */
 #include "sqlite_ct.h"
 #include <string.h>
@@ -125,13 +161,25 @@ void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 /*
-** Walk a packed key. Returns SQLITE_OK and sets *pnField when the whole key is
-** well formed; when iWant>=0 also sets *ppField and *pnByte to that field (tag
-** included). SQLITE_CORRUPT with *pzWhy set otherwise.
+** One value of a key, as ctKeyArg() finds it: where its payload is and how to
+** read it. For the binary form cTag is a CT_TAG_* byte, for the text form the
+** tag letter.
+*/
+typedef struct CtField CtField;
+struct CtField {
+  int bText;                  /* the key is in the text form */
+  unsigned char cTag;
+  const unsigned char *z;     /* payload */
+  sqlite3_int64 n;            /* payload bytes */
+};
+
+/*
+** Walk a binary key. Returns SQLITE_OK and sets *pnField when the whole key is
+** well formed; when iWant>=0 also fills *pField with that field.
+** SQLITE_CORRUPT with *pzWhy set otherwise.
 */
 static int ctKeyWalk(const unsigned char *a, sqlite3_int64 n, sqlite3_int64 iWant,
-                     sqlite3_int64 *pnField, const unsigned char **ppField,
-                     sqlite3_int64 *pnByte, const char **pzWhy){
+                     sqlite3_int64 *pnField, CtField *pField, const char **pzWhy){
   sqlite3_int64 nField, i, off = 4;
   if( a==0 || n<4 ){ *pzWhy = "is shorter than its 4-byte header"; return SQLITE_CORRUPT; }
   nField = (sqlite3_int64)ctGet32(a);
@@ -158,7 +206,12 @@ static int ctKeyWalk(const unsigned char *a, sqlite3_int64 n, sqlite3_int64 iWan
         *pzWhy = "has an unknown type tag";
         return SQLITE_CORRUPT;
     }
-    if( i==iWant ){ *ppField = a+off; *pnByte = nLen; }
+    if( i==iWant ){
+      pField->bText = 0;
+      pField->cTag = a[off];
+      pField->z = a+off+1;
+      pField->n = nLen-1;
+    }
     off += nLen;
   }
   if( off!=n ){ *pzWhy = "has trailing bytes"; return SQLITE_CORRUPT; }
@@ -166,18 +219,137 @@ static int ctKeyWalk(const unsigned char *a, sqlite3_int64 n, sqlite3_int64 iWan
   return SQLITE_OK;
 }
 
+/* ---- The text form. */
+
+static int ctIsHexDigit(unsigned char c){
+  return (c>='0' && c<='9') || (c>='A' && c<='F');
+}
+static unsigned int ctHexValue(unsigned char c){
+  return c<='9' ? (unsigned int)(c-'0') : (unsigned int)(c-'A'+10);
+}
+
+/* The payload of an 'i' field, which must be exactly how SQLite prints an
+** int64. Returns 0 when it is not. */
+static int ctTextInteger(const unsigned char *z, sqlite3_int64 n, sqlite3_int64 *piOut){
+  const sqlite3_uint64 mMax = (sqlite3_uint64)1<<63;   /* |INT64_MIN| */
+  sqlite3_uint64 v = 0;
+  sqlite3_int64 i = 0;
+  int bNeg = 0;
+  if( n>0 && z[0]=='-' ){ bNeg = 1; i = 1; }
+  if( n-i<1 || n-i>19 ) return 0;            /* 19 digits always fit a u64 */
+  if( z[i]=='0' && (n-i>1 || bNeg) ) return 0;
+  for(; i<n; i++){
+    if( z[i]<'0' || z[i]>'9' ) return 0;
+    v = v*10 + (sqlite3_uint64)(z[i]-'0');
+  }
+  if( v>(bNeg ? mMax : mMax-1) ) return 0;
+  if( bNeg ){
+    *piOut = v==mMax ? (sqlite3_int64)(-9223372036854775807LL - 1) : -(sqlite3_int64)v;
+  }else{
+    *piOut = (sqlite3_int64)v;
+  }
+  return 1;
+}
+
+/* The 16 hex digits of an 'r' field. */
+static sqlite3_uint64 ctTextBits(const unsigned char *z){
+  sqlite3_uint64 u = 0;
+  int i;
+  for(i=0; i<16; i++) u = (u<<4) | ctHexValue(z[i]);
+  return u;
+}
+
+/*
+** Walk a text key, as ctKeyWalk() walks a binary one.
+*/
+static int ctTextKeyWalk(const unsigned char *z, sqlite3_int64 n, sqlite3_int64 iWant,
+                         sqlite3_int64 *pnField, CtField *pField, const char **pzWhy){
+  sqlite3_int64 off = 0, nField = 0;
+  if( z==0 || n<1 ){ *pzWhy = "holds no values"; return SQLITE_CORRUPT; }
+  while( off<n ){
+    const unsigned char cTag = z[off++];
+    const sqlite3_int64 iStart = off;
+    switch( cTag ){
+      case 'n':
+        break;
+      case 'i': {
+        sqlite3_int64 iVal;
+        if( off<n && z[off]=='-' ) off++;
+        while( off<n && z[off]>='0' && z[off]<='9' ) off++;
+        if( !ctTextInteger(z+iStart, off-iStart, &iVal) ){
+          *pzWhy = "has a malformed integer field";
+          return SQLITE_CORRUPT;
+        }
+        break;
+      }
+      case 'r': {
+        sqlite3_uint64 u;
+        while( off<n && ctIsHexDigit(z[off]) ) off++;
+        if( off-iStart!=16 ){
+          *pzWhy = "has a real field that is not 16 hex digits";
+          return SQLITE_CORRUPT;
+        }
+        u = ctTextBits(z+iStart);
+        if( ((u>>52) & 0x7ff)==0x7ff && (u & (((sqlite3_uint64)1<<52)-1))!=0 ){
+          *pzWhy = "has a NaN real field";
+          return SQLITE_CORRUPT;
+        }
+        break;
+      }
+      case 't':
+      case 'b':
+        while( off<n && ctIsHexDigit(z[off]) ) off++;
+        if( (off-iStart) & 1 ){
+          *pzWhy = "has a hex field of odd length";
+          return SQLITE_CORRUPT;
+        }
+        break;
+      case 'u':
+      case 'v':
+        while( off<n && ctIsHexDigit(z[off]) ) off++;
+        if( (off-iStart) & 3 ){
+          *pzWhy = "has a UTF-16 field of odd length";
+          return SQLITE_CORRUPT;
+        }
+        break;
+      default:
+        *pzWhy = "has an unknown type tag";
+        return SQLITE_CORRUPT;
+    }
+    if( nField==iWant ){
+      pField->bText = 1;
+      pField->cTag = cTag;
+      pField->z = z+iStart;
+      pField->n = off-iStart;
+    }
+    nField++;
+  }
+  *pnField = nField;
+  return SQLITE_OK;
+}
+
+/* Validate the key RK (either form) and find its field iWant (when >= 0).
+** On error, sets the function's result to the error and returns it. */
 static int ctKeyArg(sqlite3_context *ctx, sqlite3_value *v, sqlite3_int64 iWant,
-                    sqlite3_int64 *pnField, const unsigned char **ppField,
-                    sqlite3_int64 *pnByte){
+                    sqlite3_int64 *pnField, CtField *pField){
   const char *zWhy = 0;
   int rc;
-  if( sqlite3_value_type(v)!=SQLITE_BLOB ){
-    sqlite3_result_error(ctx, "sqlite-ct: malformed tombstone key: not a BLOB", -1);
-    sqlite3_result_error_code(ctx, SQLITE_CORRUPT);
-    return SQLITE_CORRUPT;
+  switch( sqlite3_value_type(v) ){
+    case SQLITE_BLOB:
+      rc = ctKeyWalk(sqlite3_value_blob(v), sqlite3_value_bytes(v), iWant,
+                     pnField, pField, &zWhy);
+      break;
+    case SQLITE_TEXT: {
+      const unsigned char *z = sqlite3_value_text(v);
+      if( z==0 ){ sqlite3_result_error_nomem(ctx); return SQLITE_NOMEM; }
+      rc = ctTextKeyWalk(z, sqlite3_value_bytes(v), iWant, pnField, pField, &zWhy);
+      break;
+    }
+    default:
+      sqlite3_result_error(ctx, "sqlite-ct: malformed tombstone key: not a BLOB or TEXT", -1);
+      sqlite3_result_error_code(ctx, SQLITE_CORRUPT);
+      return SQLITE_CORRUPT;
   }
-  rc = ctKeyWalk(sqlite3_value_blob(v), sqlite3_value_bytes(v), iWant,
-                 pnField, ppField, pnByte, &zWhy);
   if( rc!=SQLITE_OK ){
     char *z = sqlite3_mprintf("sqlite-ct: malformed tombstone key: it %s", zWhy);
     if( z==0 ){ sqlite3_result_error_nomem(ctx); return SQLITE_NOMEM; }
@@ -189,23 +361,48 @@ static int ctKeyArg(sqlite3_context *ctx, sqlite3_value *v, sqlite3_int64 iWant,
 }
 
 void ctFuncKeyCount(sqlite3_context *ctx, int argc, sqlite3_value **argv){
-  sqlite3_int64 nField = 0, nByte = 0;
-  const unsigned char *pField = 0;
+  sqlite3_int64 nField = 0;
+  CtField f;
   (void)argc;
-  if( ctKeyArg(ctx, argv[0], -1, &nField, &pField, &nByte)!=SQLITE_OK ) return;
+  memset(&f, 0, sizeof(f));
+  if( ctKeyArg(ctx, argv[0], -1, &nField, &f)!=SQLITE_OK ) return;
   sqlite3_result_int64(ctx, nField);
 }
 
+/* Set the result to the hex payload of a 't', 'u', 'v' or 'b' field, decoded. */
+static void ctResultHex(sqlite3_context *ctx, const CtField *f){
+  sqlite3_int64 nByte = f->n/2, i;
+  unsigned char *a = sqlite3_malloc64((sqlite3_uint64)nByte + 1);
+  if( a==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  for(i=0; i<nByte; i++){
+    a[i] = (unsigned char)((ctHexValue(f->z[2*i])<<4) | ctHexValue(f->z[2*i+1]));
+  }
+  if( f->cTag!='b' ){
+    a[nByte] = 0;
+    sqlite3_result_text64(ctx, (const char*)a, (sqlite3_uint64)nByte, sqlite3_free,
+        f->cTag=='t' ? SQLITE_UTF8 : f->cTag=='u' ? SQLITE_UTF16LE : SQLITE_UTF16BE);
+  }else{
+    sqlite3_result_blob64(ctx, a, (sqlite3_uint64)nByte, sqlite3_free);
+  }
+}
+
+static void ctResultDouble(sqlite3_context *ctx, sqlite3_uint64 u){
+  double r;
+  memcpy(&r, &u, 8);
+  sqlite3_result_double(ctx, r);
+}
+
 void ctFuncUnpackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
-  sqlite3_int64 nField = 0, nByte = 0, iWant;
-  const unsigned char *p = 0;
+  sqlite3_int64 nField = 0, iWant;
+  CtField f;
   (void)argc;
+  memset(&f, 0, sizeof(f));
   if( sqlite3_value_type(argv[1])!=SQLITE_INTEGER ){
     sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_unpack_key(): the index must be an integer", -1);
     return;
   }
   iWant = sqlite3_value_int64(argv[1]);
-  if( ctKeyArg(ctx, argv[0], iWant, &nField, &p, &nByte)!=SQLITE_OK ) return;
+  if( ctKeyArg(ctx, argv[0], iWant, &nField, &f)!=SQLITE_OK ) return;
   if( iWant<0 || iWant>=nField ){
     char *z = sqlite3_mprintf(
         "sqlite-ct: sqlite_ct_unpack_key(): index %lld is out of range; the key holds %lld value%s",
@@ -215,23 +412,42 @@ void ctFuncUnpackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     sqlite3_free(z);
     return;
   }
-  switch( p[0] ){
-    case CT_TAG_INTEGER:
-      sqlite3_result_int64(ctx, (sqlite3_int64)ctGet64(p+1));
-      break;
-    case CT_TAG_REAL: {
-      sqlite3_uint64 u = ctGet64(p+1);
-      double r;
-      memcpy(&r, &u, 8);
-      sqlite3_result_double(ctx, r);
-      break;
+  if( f.bText ){
+    switch( f.cTag ){
+      case 'i': {
+        sqlite3_int64 iVal = 0;
+        ctTextInteger(f.z, f.n, &iVal);   /* validated by ctTextKeyWalk() */
+        sqlite3_result_int64(ctx, iVal);
+        break;
+      }
+      case 'r':
+        ctResultDouble(ctx, ctTextBits(f.z));
+        break;
+      case 't':
+      case 'u':
+      case 'v':
+      case 'b':
+        ctResultHex(ctx, &f);
+        break;
+      default:
+        sqlite3_result_null(ctx);
+        break;
     }
+    return;
+  }
+  switch( f.cTag ){
+    case CT_TAG_INTEGER:
+      sqlite3_result_int64(ctx, (sqlite3_int64)ctGet64(f.z));
+      break;
+    case CT_TAG_REAL:
+      ctResultDouble(ctx, ctGet64(f.z));
+      break;
     case CT_TAG_TEXT:
-      sqlite3_result_text64(ctx, (const char*)p+1, (sqlite3_uint64)(nByte-1),
+      sqlite3_result_text64(ctx, (const char*)f.z, (sqlite3_uint64)f.n,
                             SQLITE_TRANSIENT, SQLITE_UTF8);
       break;
     case CT_TAG_BLOB:
-      sqlite3_result_blob64(ctx, p+1, (sqlite3_uint64)(nByte-1), SQLITE_TRANSIENT);
+      sqlite3_result_blob64(ctx, f.z, (sqlite3_uint64)f.n, SQLITE_TRANSIENT);
       break;
     default:
       sqlite3_result_null(ctx);

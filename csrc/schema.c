@@ -407,6 +407,11 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
+  }else if( eOpt & CT_TRACK_INSERT ){
+    /* Updates are not tracked, but the row under a new key is an insert:
+    ** enumeration finds rows through the change stamp. */
+    sqlite3_str_appendf(s, "\"" CT_COL_CHANGE "\"=CASE WHEN %s THEN sqlite_ct_bsn()"
+                        " ELSE \"" CT_COL_CHANGE "\" END, ", zChanged);
   }
   sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context()");
   if( eOpt & CT_TRACK_INSERT ){

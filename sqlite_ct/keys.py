@@ -5,7 +5,7 @@ these wrappers add the table's key shape so the number of values is checked.
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple, Union
 
 from . import _conn
 from .errors import KeyFormatError
@@ -44,14 +44,17 @@ def pack_key(conn: Any, table: str, values: Sequence[Any]) -> bytes:
     return bytes(_conn.value(conn, f"SELECT sqlite_ct_pack_key({marks})", values))
 
 
-def unpack_key(conn: Any, table: str, packed: bytes) -> Tuple[Any, ...]:
+def unpack_key(conn: Any, table: str, packed: Union[bytes, str]) -> Tuple[Any, ...]:
     """The key values of a __sysRK of tracked `table`, in PRIMARY KEY order;
-    runs sqlite_ct_key_count() and sqlite_ct_unpack_key(). KeyFormatError when
-    the blob is malformed or holds a different number of values."""
+    runs sqlite_ct_key_count() and sqlite_ct_unpack_key(). `packed` is the
+    binary form (bytes) or, for tables tracked in portable mode, the text form
+    (str) that pure-SQL triggers write (see csrc/keycodec.c). KeyFormatError
+    when it is malformed or holds a different number of values."""
     name = require_tracked(conn, table, "unpack_key")
-    if not isinstance(packed, (bytes, bytearray, memoryview)):
-        raise KeyFormatError("sqlite-ct: malformed tombstone key: not bytes")
-    packed = bytes(packed)
+    if isinstance(packed, (bytearray, memoryview)):
+        packed = bytes(packed)
+    if not isinstance(packed, (bytes, str)):
+        raise KeyFormatError("sqlite-ct: malformed tombstone key: not bytes or str")
     count = _conn.value(conn, "SELECT sqlite_ct_key_count(?)", (packed,))
     keys = key_columns(conn, name)
     if count != len(keys):

@@ -485,3 +485,21 @@ def test_sql_functions_need_a_table_name(conn, func, arg):
     with pytest.raises(HOST_ERRORS) as exc:
         q(conn, f"SELECT {func}({arg})")
     assert str(exc.value) == f"sqlite-ct: {func}() needs a table name"
+
+
+def test_key_change_without_update_tracking_is_delete_plus_insert(apsw_conn):
+    """Options INSERT|DELETE: a key change is still a delete of the old key and
+    an insert of the new one (enumeration finds rows through the change stamp,
+    which the key change must set even though updates are not tracked)."""
+    conn = apsw_conn
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t", options=sqlite_ct.TrackingOptions.INSERT
+                            | sqlite_ct.TrackingOptions.DELETE)
+    conn.execute("INSERT INTO t(id, v) VALUES (1, 'a')")
+    since = sqlite_ct.last_committed_csn(conn)
+    conn.execute("UPDATE t SET v = 'b' WHERE id = 1")      # not tracked
+    assert len(sqlite_ct.enumerate_changes(conn, "t", since)) == 0
+    conn.execute("UPDATE t SET id = 2 WHERE id = 1")
+    changes = sqlite_ct.enumerate_changes(conn, "t", since)
+    assert (changes.inserts, changes.updates, changes.deletes) == (
+        [{"id": 2, "v": "b"}], [], [{"id": 1}])

@@ -221,20 +221,35 @@ def test_key_with_the_wrong_number_of_values_for_the_table(keyed):
                               'table "two" has 2 key column(s)')
 
 
-@pytest.mark.parametrize("bad", ["abc", 5, None, [1, 2]], ids=repr)
+@pytest.mark.parametrize("bad", [5, None, [1, 2]], ids=repr)
 def test_key_that_is_not_bytes_python(keyed, bad):
     with pytest.raises(KeyFormatError) as exc:
         sqlite_ct.unpack_key(keyed, "one", bad)
-    assert str(exc.value) == "sqlite-ct: malformed tombstone key: not bytes"
+    assert str(exc.value) == "sqlite-ct: malformed tombstone key: not bytes or str"
 
 
-@pytest.mark.parametrize("bad", ["'abc'", "5", "NULL", "1.5"])
+def test_malformed_text_key_python(keyed):
+    # A str is the portable (text) form; "abc" is not a valid one.
+    with pytest.raises(KeyFormatError) as exc:
+        sqlite_ct.unpack_key(keyed, "one", "abc")
+    assert str(exc.value).startswith("sqlite-ct: malformed tombstone key: ")
+
+
+@pytest.mark.parametrize("bad", ["5", "NULL", "1.5"])
 @pytest.mark.parametrize("func", ["sqlite_ct_unpack_key({}, 0)", "sqlite_ct_key_count({})"],
                          ids=["unpack", "count"])
-def test_key_that_is_not_a_blob_sql(conn, func, bad):
+def test_key_that_is_not_a_blob_or_text_sql(conn, func, bad):
     with pytest.raises(HOST_ERRORS) as exc:
         q(conn, "SELECT " + func.format(bad))
-    assert str(exc.value) == "sqlite-ct: malformed tombstone key: not a BLOB"
+    assert str(exc.value) == "sqlite-ct: malformed tombstone key: not a BLOB or TEXT"
+
+
+@pytest.mark.parametrize("func", ["sqlite_ct_unpack_key('abc', 0)", "sqlite_ct_key_count('abc')"],
+                         ids=["unpack", "count"])
+def test_text_that_is_not_a_text_key_sql(conn, func):
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, "SELECT " + func)
+    assert str(exc.value) == "sqlite-ct: malformed tombstone key: it has an unknown type tag"
 
 
 @pytest.mark.parametrize("index, message", [

@@ -1,0 +1,535 @@
+#!/usr/bin/env python3
+"""What change tracking costs per write operation: sqlite-ct against an
+untracked table, the SQLite session extension and the trigger-dispatch floor.
+
+The operations, on one fresh database file per variant and repetition, in order:
+  a. insert  INSERT 100,000 rows in one transaction (executemany)
+  b. autocommit  10,000 single-row autocommit UPDATE items SET qty=? WHERE id=?
+  c. update  UPDATE items SET qty=qty+1, price=price*1.01 WHERE id % 2 = 0, one txn
+  d. delete  DELETE FROM items WHERE id % 10 = 5, one transaction
+and the file size after PRAGMA wal_checkpoint(TRUNCATE), after (a) and at the end.
+
+Variants (see README.md "Method"):
+  untracked  the plain table: the physical limit
+  sqlite-ct  sqlite_ct.create_schema(conn, "items") on the empty table
+  session    apsw.Session(conn, "main") + attach("items") before each operation,
+             changeset() after it; its figure is operation + changeset
+  floor      AFTER INSERT/UPDATE/DELETE triggers whose body is SELECT abs(NEW.id)
+--explore adds ablations of sqlite-ct (what each part of its triggers costs);
+they rewrite the installed triggers and are not the product.
+
+    python3 benchmarks/bench_ops.py --reps 11                 # apsw, all variants
+    python3 benchmarks/bench_ops.py --reps 11 --host sqlite3  # stdlib sqlite3
+    python3 benchmarks/bench_ops.py --quick                   # CI smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+import sqlite_ct  # noqa: E402
+
+OPS = ("insert", "autocommit", "update", "delete")
+OP_TITLES = {
+    "insert": "a. insert {insert_k}k rows, one transaction (executemany)",
+    "autocommit": "b. {auto_k}k single-row autocommit UPDATEs",
+    "update": "c. UPDATE 50% of rows ({half_k}k), one transaction",
+    "delete": "d. DELETE 10% of rows ({tenth_k}k), one transaction",
+}
+UPDATE_HALF_SQL = "UPDATE items SET qty=qty+1, price=price*1.01 WHERE id % 2 = 0"
+DELETE_TENTH_SQL = "DELETE FROM items WHERE id % 10 = 5"
+AUTOCOMMIT_SQL = "UPDATE items SET qty=? WHERE id=?"
+
+# Peer figures from shared/reference/peer-bench.md (not measured by this script).
+PEER_REF = {
+    "insert": {"pure-SQL triggers": 3.5, "cr-sqlite": 21.0},
+    "autocommit": {"pure-SQL triggers": 2.65, "cr-sqlite": 3.4},
+    "update": {"pure-SQL triggers": 4.3, "cr-sqlite": 23.0},
+    "delete": {"pure-SQL triggers": 2.7, "cr-sqlite": 8.5},
+}
+
+
+# ---- variants ----------------------------------------------------------------
+
+class Variant:
+    name = ""
+    label = ""
+    hosts = ("apsw", "sqlite3")
+
+    def setup(self, conn: Any) -> None:
+        """Runs on the empty table, before the operations, not timed."""
+
+    def before_op(self, conn: Any) -> Any:
+        return None
+
+    def after_op(self, conn: Any, state: Any) -> Dict[str, float]:
+        return {}
+
+
+class Untracked(Variant):
+    name, label = "untracked", "0 untracked"
+
+
+class SqliteCt(Variant):
+    name, label = "sqlite-ct", "1 sqlite-ct"
+
+    def setup(self, conn: Any) -> None:
+        sqlite_ct.create_schema(conn, "items")
+
+
+class Session(Variant):
+    name, label = "session", "2 session ext"
+    hosts = ("apsw",)
+
+    def before_op(self, conn: Any) -> Any:
+        import apsw
+        session = apsw.Session(conn, "main")
+        session.attach("items")
+        return session
+
+    def after_op(self, conn: Any, session: Any) -> Dict[str, float]:
+        seconds, changeset = bl.timed(session.changeset)
+        session.close()
+        return {"changeset_s": seconds, "changeset_bytes": len(changeset)}
+
+
+class Floor(Variant):
+    name, label = "floor", "3 trigger floor"
+
+    def setup(self, conn: Any) -> None:
+        for when, ref in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+            conn.execute(f"CREATE TRIGGER floor_{when.lower()} AFTER {when} ON items "
+                         f"BEGIN SELECT abs({ref}.id); END")
+
+
+# -- ablations (--explore): what each part of sqlite-ct's triggers costs.
+
+def _rewrite_triggers(conn: Any, pattern: str, replacement: str) -> None:
+    """Re-create sqlite-ct's triggers on items with `pattern` replaced."""
+    triggers = conn.execute(
+        "SELECT name, sql FROM sqlite_schema WHERE type='trigger' AND tbl_name='items'"
+    ).fetchall()
+    hits = 0
+    conn.execute("BEGIN")
+    for name, sql in triggers:
+        new_sql, n = re.subn(pattern, replacement, sql, flags=re.S)
+        if n:
+            hits += n
+            conn.execute(f'DROP TRIGGER "{name}"')
+            conn.execute(new_sql)
+    conn.execute("COMMIT")
+    if not hits:
+        raise RuntimeError(f"--explore: the trigger text no longer contains {pattern!r}; "
+                           "update the ablation to the new trigger shape")
+
+
+class CtNoIndex(SqliteCt):
+    name, label = "ct-noidx", "x1 sqlite-ct without the change-BSN index"
+
+    def setup(self, conn: Any) -> None:
+        super().setup(conn)
+        conn.execute('DROP INDEX "__sysct_chg_items"')
+
+
+class CtNoGuard(SqliteCt):
+    name, label = "ct-noguard", "x4 sqlite-ct without the __sys-column guard (RAISE)"
+
+    def setup(self, conn: Any) -> None:
+        super().setup(conn)
+        _rewrite_triggers(conn, r"SELECT RAISE\(ABORT, '(?:[^']|'')*'\)[^;]*;", "")
+
+
+# The per-row log statement that every sqlite-ct trigger starts with, alone in
+# a trigger (system tables from sqlite_ct_create_system_tables()): after the
+# first row of a transaction it logs nothing, so this is its per-row cost.
+_LOG_INSERT_SELECT = (
+    "INSERT INTO __sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
+    " SELECT b, b, sqlite_ct_now() FROM (SELECT sqlite_ct_begin((SELECT max(__sysTxCsn)"
+    " FROM __sysTxCommitSequence)) AS b) WHERE b IS NOT NULL;")
+# The same per-row check as a plain SELECT: what the statement costs if the log
+# row were written from C (by sqlite_ct_begin(), once per transaction) instead
+# of by an INSERT..SELECT in every trigger. Any INSERT..SELECT into the log
+# placed after it in the same trigger program would again go through an
+# ephemeral table: SQLite's readsTable() sees the earlier OpenRead of the log.
+# Cost model only: nothing is logged.
+_LOG_SELECT = "SELECT sqlite_ct_begin((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence));"
+
+
+class FloorLog(Floor):
+    name, label = ("floor-log", "x2 floor + sqlite-ct's log statement "
+                   "(INSERT..SELECT reading its own table)")
+    body = _LOG_INSERT_SELECT
+
+    def setup(self, conn: Any) -> None:
+        conn.execute("SELECT sqlite_ct_create_system_tables()").fetchall()
+        for when in ("INSERT", "UPDATE", "DELETE"):
+            conn.execute(f"CREATE TRIGGER floor_{when.lower()} AFTER {when} ON items "
+                         f"BEGIN {self.body} END")
+
+
+class FloorSelectLog(FloorLog):
+    name, label = ("floor-selectlog", "x3 floor + the same check as a plain "
+                   "SELECT sqlite_ct_begin((SELECT max(..))) (logs nothing)")
+    body = _LOG_SELECT
+
+
+class CtSplitUpdate(SqliteCt):
+    name, label = ("ct-split-au", "x5 sqlite-ct, AFTER UPDATE OF the user columns + a small "
+                   "BEFORE UPDATE OF the __sys columns guard")
+
+    def setup(self, conn: Any) -> None:
+        # The stamping UPDATEs write only __sys columns, so they no longer enter
+        # the big AFTER UPDATE program (entered to evaluate its WHEN, with a
+        # frame allocated and zeroed per statement: per row under executemany);
+        # the small guard keeps user writes of the __sys columns refused.
+        super().setup(conn)
+        _rewrite_triggers(conn, r'AFTER UPDATE ON "items"',
+                          'AFTER UPDATE OF id, name, qty, price, note ON "items"')
+        guard = " OR ".join(
+            f'(NEW."{c}" IS NOT OLD."{c}" AND NEW."{c}" IS NOT {f})'
+            for c, f in (("__sysChangeTxBsn", "sqlite_ct_bsn()"),
+                         ("__sysInsertTxBsn", "sqlite_ct_bsn()"),
+                         ("__sysTrackingContext", "sqlite_ct_tracking_context()")))
+        conn.execute('CREATE TRIGGER x_guard BEFORE UPDATE OF "__sysChangeTxBsn", '
+                     '"__sysInsertTxBsn", "__sysTrackingContext" ON items WHEN '
+                     f"{guard} BEGIN SELECT RAISE(ABORT, 'guard'); END")
+
+
+class CtTombChanges(SqliteCt):
+    name, label = ("ct-tomb-changes", "x8 sqlite-ct, tombstone INSERT guarded by changes()=0 "
+                   "instead of NOT EXISTS(SELECT .. FROM __sysOCSDeletedRows)")
+
+    def setup(self, conn: Any) -> None:
+        # The tombstone INSERT reads its own target table in NOT EXISTS(..), so
+        # SQLite runs it through an ephemeral table per deleted row. Right after
+        # the UPDATE of the same tombstone, changes() says whether it existed.
+        super().setup(conn)
+        _rewrite_triggers(conn, r"NOT EXISTS\(SELECT 1 FROM __sysOCSDeletedRows WHERE [^;]*\);",
+                          "changes()=0;")
+
+
+_STAMP_COLUMNS = ['ALTER TABLE items ADD COLUMN "__sysChangeTxBsn" INTEGER',
+                  'ALTER TABLE items ADD COLUMN "__sysInsertTxBsn" INTEGER',
+                  'ALTER TABLE items ADD COLUMN "__sysTrackingContext" BLOB']
+_STAMP_SCHEMA = [
+    'CREATE INDEX chg ON items("__sysChangeTxBsn")',
+    "CREATE TABLE tomb(rk BLOB NOT NULL, bsn INTEGER NOT NULL, PRIMARY KEY(bsn, rk))"
+    " WITHOUT ROWID",
+    "CREATE TRIGGER s_au AFTER UPDATE OF id, name, qty, price, note ON items"
+    ' BEGIN UPDATE items SET "__sysChangeTxBsn"=sqlite_ct_bsn() WHERE rowid=NEW.rowid; END',
+    "CREATE TRIGGER s_ad AFTER DELETE ON items BEGIN INSERT INTO tomb"
+    " VALUES(sqlite_ct_pack_key(OLD.id), sqlite_ct_bsn()); END"]
+
+
+class StampOnly(Variant):
+    name, label = ("stamp-only", "x6 minimal triggers: one stamping UPDATE (AFTER UPDATE OF "
+                   "the user columns) / one tombstone INSERT, BSN from C")
+
+    def setup(self, conn: Any) -> None:
+        for sql in _STAMP_COLUMNS + _STAMP_SCHEMA:
+            conn.execute(sql)
+        conn.execute('CREATE TRIGGER s_ai AFTER INSERT ON items BEGIN UPDATE items SET'
+                     ' "__sysChangeTxBsn"=sqlite_ct_bsn(), "__sysInsertTxBsn"=sqlite_ct_bsn()'
+                     " WHERE rowid=NEW.rowid; END")
+
+
+class DefaultStamp(Variant):
+    name, label = ("default-stamp", "x7 as x6, but inserts stamped by a column DEFAULT "
+                   "(no insert trigger)")
+
+    def setup(self, conn: Any) -> None:
+        # ALTER TABLE ADD COLUMN refuses a non-constant DEFAULT, so the table is
+        # re-created with the stamp columns (the product would edit sqlite_schema).
+        conn.execute("DROP TABLE items")
+        conn.execute(bl.TABLE_SQL.rstrip(")") +
+                     ', "__sysChangeTxBsn" INTEGER DEFAULT (sqlite_ct_bsn()),'
+                     ' "__sysInsertTxBsn" INTEGER DEFAULT (sqlite_ct_bsn()),'
+                     ' "__sysTrackingContext" BLOB)')
+        for sql in _STAMP_SCHEMA:
+            conn.execute(sql)
+
+
+MAIN_VARIANTS: List[Variant] = [Untracked(), SqliteCt(), Session(), Floor()]
+EXPLORE_VARIANTS: List[Variant] = [CtNoIndex(), FloorLog(), FloorSelectLog(), CtNoGuard(),
+                                   CtSplitUpdate(), StampOnly(), DefaultStamp(), CtTombChanges()]
+
+
+# ---- operations ------------------------------------------------------------
+
+def op_insert(cur: Any, data: Dict[str, Any]) -> None:
+    cur.execute("BEGIN")
+    cur.executemany(bl.INSERT_SQL, data["rows"])
+    cur.execute("COMMIT")
+
+
+def op_autocommit(cur: Any, data: Dict[str, Any]) -> None:
+    for params in data["autocommit"]:
+        cur.execute(AUTOCOMMIT_SQL, params)
+
+
+def op_update(cur: Any, data: Dict[str, Any]) -> None:
+    cur.execute("BEGIN")
+    cur.execute(UPDATE_HALF_SQL)
+    cur.execute("COMMIT")
+
+
+def op_delete(cur: Any, data: Dict[str, Any]) -> None:
+    cur.execute("BEGIN")
+    cur.execute(DELETE_TENTH_SQL)
+    cur.execute("COMMIT")
+
+
+OP_FUNCS: Dict[str, Callable[[Any, Dict[str, Any]], None]] = {
+    "insert": op_insert, "autocommit": op_autocommit, "update": op_update,
+    "delete": op_delete}
+
+
+def op_rows(op: str, n: int, n_auto: int) -> int:
+    return {"insert": n, "autocommit": n_auto, "update": n // 2,
+            "delete": len([i for i in range(1, n + 1) if i % 10 == 5])}[op]
+
+
+def run_variant(host: str, variant: Variant, path: str, data: Dict[str, Any]
+                ) -> Dict[str, Any]:
+    bl.remove_db(path)
+    conn = bl.CONNECT[host](path)
+    try:
+        conn.execute(bl.TABLE_SQL)
+        variant.setup(conn)
+        cur = conn.cursor()
+        out: Dict[str, Any] = {}
+        for op in OPS:
+            state = variant.before_op(conn)
+            seconds, _ = bl.timed(lambda: OP_FUNCS[op](cur, data))
+            extra = variant.after_op(conn, state)
+            out[op] = {"op_s": seconds, **extra,
+                       "s": seconds + extra.get("changeset_s", 0.0)}
+            if op == "insert":
+                out["size_after_insert"] = bl.size_after_checkpoint(conn, path)
+        out["size_end"] = bl.size_after_checkpoint(conn, path)
+        n = len(data["rows"])
+        expect = n - op_rows("delete", n, 0)
+        have = bl.scalar(conn, "SELECT count(*) FROM items")
+        if have != expect:
+            raise AssertionError(f"{variant.name}: {have} rows at the end, expected {expect}")
+        if isinstance(variant, SqliteCt):
+            tombstones = bl.scalar(conn, "SELECT count(*) FROM __sysOCSDeletedRows")
+            if tombstones != n - expect:
+                raise AssertionError(f"{variant.name}: {tombstones} tombstones, "
+                                     f"expected {n - expect}")
+        return out
+    finally:
+        conn.close()
+        bl.remove_db(path)
+
+
+# ---- summary ---------------------------------------------------------------
+
+def summarize(reps: List[Dict[str, Any]], variants: List[Variant]) -> Dict[str, Any]:
+    summary: Dict[str, Any] = {}
+    base = "untracked"
+    for v in variants:
+        vs: Dict[str, Any] = {}
+        for op in OPS:
+            times = [r[v.name][op]["s"] for r in reps]
+            ratios = [r[v.name][op]["s"] / r[base][op]["s"] for r in reps]
+            entry = {"s": bl.spread(times), "ratio": bl.spread(ratios)}
+            if "changeset_s" in reps[0][v.name][op]:
+                entry["op_ratio"] = bl.spread([r[v.name][op]["op_s"] / r[base][op]["s"]
+                                               for r in reps])
+                entry["changeset_s"] = bl.spread([r[v.name][op]["changeset_s"] for r in reps])
+                entry["changeset_bytes"] = bl.spread(
+                    [r[v.name][op]["changeset_bytes"] for r in reps])
+            vs[op] = entry
+        for key in ("size_after_insert", "size_end"):
+            size = reps[0][v.name][key]
+            vs[key] = {"bytes": size, "ratio": size / reps[0][base][key]}
+        summary[v.name] = vs
+    return summary
+
+
+def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Namespace,
+           env: Dict[str, Any], n: int, n_auto: int) -> str:
+    fmt = {"insert_k": f"{n / 1000:g}", "auto_k": f"{n_auto / 1000:g}",
+           "half_k": f"{n // 2 / 1000:g}", "tenth_k": f"{op_rows('delete', n, 0) / 1000:g}"}
+    names = [v.name for v in variants]
+    out = [f"_{bl.env_line(env, args.host)} {args.reps} interleaved repetitions._", ""]
+
+    if args.explore:
+        out.append(f"**Summary ({args.host}): median ratio to untracked per operation; "
+                   "file size at the end of the workload**")
+        out.append("")
+        rows = [[v.label] + [f"{summary[v.name][op]['ratio']['median']:.2f}x" for op in OPS]
+                + [f"{summary[v.name]['size_end']['ratio']:.2f}x"] for v in variants]
+        out.append(bl.md_table(["variant", "a. insert", "b. autocommit", "c. update 50%",
+                                "d. delete 10%", "file size"], rows))
+        out.append("")
+    elif "sqlite-ct" in names:
+        out.append(f"**Headline ({args.host}): median ratio to untracked (min..max), "
+                   "sqlite-ct against the issue-3 targets**")
+        out.append("")
+        header = ["operation", "sqlite-ct", "target", "met?"]
+        if "session" in names:
+            header.append("session ext (op + changeset)")
+        if "floor" in names:
+            header.append("trigger floor")
+        header += ["pure-SQL triggers (peer-bench)", "cr-sqlite (peer-bench)"]
+        rows = []
+        for op in OPS:
+            ct = summary["sqlite-ct"][op]["ratio"]
+            row = [OP_TITLES[op].format(**fmt).split(" ", 1)[1], bl.fmt_x(ct),
+                   f"≤ {bl.TARGETS[op]}x", bl.verdict(ct["median"], bl.TARGETS[op])]
+            if "session" in names:
+                row.append(bl.fmt_x(summary["session"][op]["ratio"]))
+            if "floor" in names:
+                row.append(bl.fmt_x(summary["floor"][op]["ratio"]))
+            row += [f"{PEER_REF[op]['pure-SQL triggers']}x", f"{PEER_REF[op]['cr-sqlite']}x"]
+            rows.append(row)
+        out.append(bl.md_table(header, rows))
+        out.append("")
+
+    for op in OPS:
+        out.append(f"#### {OP_TITLES[op].format(**fmt)}")
+        out.append("")
+        rows = []
+        touched = op_rows(op, n, n_auto)
+        for v in variants:
+            e = summary[v.name][op]
+            med = e["s"]["median"]
+            note = ""
+            if "op_ratio" in e:
+                note = (f"op alone {bl.fmt_x(e['op_ratio'])}; changeset "
+                        f"{e['changeset_s']['median'] * 1000:.0f} ms, "
+                        f"{e['changeset_bytes']['median'] / 1024:.0f} KB")
+            rows.append([v.label, f"{med:.3f}", f"{touched / med:,.0f}",
+                         f"**{bl.fmt_x(e['ratio'])}**", note])
+        out.append(bl.md_table(["variant", "median s", "rows/s",
+                                "ratio to untracked, median (min..max)", "notes"], rows))
+        out.append("")
+
+    out.append("#### file size after `wal_checkpoint(TRUNCATE)`")
+    out.append("")
+    rows = []
+    for v in variants:
+        a, e = summary[v.name]["size_after_insert"], summary[v.name]["size_end"]
+        rows.append([v.label, f"{a['bytes'] / 1024:.0f}", f"{a['ratio']:.2f}x",
+                     f"{e['bytes'] / 1024:.0f}", f"{e['ratio']:.2f}x"])
+    out.append(bl.md_table(["variant", f"after {fmt['insert_k']}k inserts, KB", "x untracked",
+                            "end of workload, KB", "x untracked"], rows))
+    return "\n".join(out) + "\n"
+
+
+# ---- main ------------------------------------------------------------------
+
+def usable(host: str, variant: Variant) -> bool:
+    """An ablation whose trigger rewrite no longer applies is skipped, not fatal:
+    the product's trigger text is free to change."""
+    with tempfile.TemporaryDirectory(prefix="sqlitect-bench-check-") as tmp:
+        conn = bl.CONNECT[host](os.path.join(tmp, "check.db"))
+        try:
+            conn.execute(bl.TABLE_SQL)
+            variant.setup(conn)
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure means "skip it"
+            bl.progress(f"skipping {variant.name}: {exc}")
+            return False
+        finally:
+            conn.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 1)[1])
+    ap.add_argument("--reps", type=int, default=11, help="interleaved repetitions (11)")
+    ap.add_argument("--host", choices=("apsw", "sqlite3"), default="apsw",
+                    help="apsw (bundled SQLite) or stdlib sqlite3 via "
+                         "sqlite_ct.register_auto_extension() (default apsw)")
+    ap.add_argument("--rows", type=int, default=100_000, help="rows inserted in (a)")
+    ap.add_argument("--autocommit", type=int, default=10_000,
+                    help="single-row autocommit updates in (b)")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated subset (untracked is always run); default: "
+                         "untracked,sqlite-ct,session,floor for apsw, "
+                         "untracked,sqlite-ct for sqlite3")
+    ap.add_argument("--explore", action="store_true",
+                    help="add the ablations of sqlite-ct's triggers (x1..x8)")
+    ap.add_argument("--quick", action="store_true",
+                    help="CI smoke run: small sizes, 2 repetitions; asserts nothing about speed")
+    ap.add_argument("--json", metavar="PATH", help="write raw per-repetition results here "
+                    "(default: benchmarks/results/bench_ops-HOST-DATE.json)")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="replace this host's results block in benchmarks/README.md")
+    ap.add_argument("--dir", help="directory for the database files (default: a temp dir)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.reps, args.rows, args.autocommit = 2, 5_000, 500
+
+    pool = MAIN_VARIANTS + EXPLORE_VARIANTS
+    if args.variants:
+        wanted = ["untracked"] + [w for w in args.variants.split(",") if w != "untracked"]
+    elif args.host == "apsw":
+        wanted = [v.name for v in MAIN_VARIANTS]
+    else:
+        wanted = ["untracked", "sqlite-ct"]
+    if args.explore:
+        wanted += [v.name for v in EXPLORE_VARIANTS if v.name not in wanted]
+    by_name = {v.name: v for v in pool}
+    unknown = [w for w in wanted if w not in by_name]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; known: {sorted(by_name)}")
+    variants = [by_name[w] for w in wanted]
+    for v in variants:
+        if args.host not in v.hosts:
+            ap.error(f"variant {v.name} needs host {'/'.join(v.hosts)}")
+
+    variants = [v for v in variants if v in MAIN_VARIANTS or usable(args.host, v)]
+    env = bl.environment()
+    rows = bl.make_rows(args.rows)
+    rng = random.Random(bl.SEED + 1)
+    data = {"rows": rows,
+            "autocommit": [(rng.randrange(1000), rng.randint(1, args.rows))
+                           for _ in range(args.autocommit)]}
+
+    reps: List[Dict[str, Any]] = []
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sqlitect-bench-", dir=args.dir) as tmp:
+        for rep in range(args.reps):
+            order = bl.rotated(variants, rep)
+            result: Dict[str, Any] = {"order": [v.name for v in order]}
+            for v in order:
+                result[v.name] = run_variant(args.host, v, os.path.join(tmp, f"{v.name}.db"),
+                                             data)
+            reps.append(result)
+            base = result["untracked"]
+            bl.progress(f"rep {rep + 1}/{args.reps}: " + "; ".join(
+                f"{v.name} " + "/".join(f"{result[v.name][op]['s'] / base[op]['s']:.2f}"
+                                        for op in OPS) for v in variants))
+    bl.finish_environment(env)
+    summary = summarize(reps, variants)
+    text = render(summary, variants, args, env, args.rows, args.autocommit)
+    print(text)
+    bl.progress(f"wall time {time.perf_counter() - t_start:.1f} s")
+
+    record = {"script": "bench_ops", "env": env, "args": vars(args),
+              "variants": {v.name: v.label for v in variants},
+              "reps": reps, "summary": summary, "markdown": text}
+    bl.write_json(args.json or bl.default_json_path(
+        "bench_ops", args.host + ("-explore" if args.explore else "")
+        + ("-quick" if args.quick else "")), record)
+    if args.write_readme:
+        key = f"bench_ops:{args.host}" + (":explore" if args.explore else "")
+        bl.update_readme(key, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The benchmark scripts run end to end (--quick) and print their tables.
+
+Nothing here asserts anything about speed: the point is that benchmarks/ keeps
+working as the code under it changes. Each script runs in a subprocess, as a
+user would run it, and writes its raw JSON to a temporary directory."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "benchmarks")
+
+
+def run_script(script, tmp_path, *args):
+    out_json = tmp_path / f"{script}.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, script), "--quick", "--json", str(out_json),
+         "--dir", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with open(out_json) as f:
+        record = json.load(f)
+    return proc.stdout, record
+
+
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
+def test_bench_ops_quick(tmp_path, host):
+    stdout, record = run_script("bench_ops.py", tmp_path, "--host", host)
+    assert f"**Headline ({host})" in stdout
+    for title in ("#### a. insert", "#### b. ", "#### c. UPDATE 50%", "#### d. DELETE 10%",
+                  "#### file size"):
+        assert title in stdout
+    assert "| 1 sqlite-ct |" in stdout
+    if host == "apsw":
+        assert "| 2 session ext |" in stdout and "| 3 trigger floor |" in stdout
+    assert len(record["reps"]) == record["args"]["reps"]
+    assert set(record["summary"]) == set(record["variants"])
+
+
+def test_bench_enum_quick(tmp_path):
+    stdout, record = run_script("bench_enum.py", tmp_path)
+    assert "**Headline (apsw" in stdout
+    assert "#### enumerate changes since an anchor" in stdout
+    assert "enumerate_changes / by key (to dicts)" in stdout
+    assert "#### memory:" in stdout
+    rss = record["results"]["rss"]
+    assert rss["iter"]["count"] == rss["enumerate"]["count"] == record["args"]["rows"]
