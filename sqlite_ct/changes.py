@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
+from typing import (Any, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Union)
 
 from . import _conn

@@ -22,10 +22,13 @@ def db_path(tmp_path) -> str:
 
 @pytest.fixture
 def apsw_conn(db_path):
-    """An apsw connection to db_path with sqlite-ct loaded (apsw's own SQLite)."""
+    """An apsw connection to db_path with sqlite-ct loaded (apsw's own SQLite).
+    Commits skip fsync: the tests are about tracking, not durability, and
+    fsync dominated their run time."""
     conn = apsw.Connection(db_path)
     try:
         loader.load(conn)
+        conn.execute("PRAGMA synchronous=OFF")
         yield conn
     finally:
         conn.close()
@@ -39,6 +42,13 @@ def sqlite3_conn(db_path):
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         loader.load(conn)  # already loaded: checks the version only
+        conn.execute("PRAGMA synchronous=OFF")
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture(params=["apsw", "sqlite3"])
+def conn(request):
+    """The same test on an apsw and on a stdlib sqlite3 connection."""
+    return request.getfixturevalue(f"{request.param}_conn")

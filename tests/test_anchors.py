@@ -7,27 +7,7 @@ import pytest
 
 import sqlite_ct
 from sqlite_ct.errors import AnchorError, NotTrackedError
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
+from sqlhelpers import q
 
 
 @pytest.fixture
@@ -40,10 +20,6 @@ def tracked(conn):
     sqlite_ct.create_schema(conn, "t")
     sqlite_ct.create_schema(conn, "u")
     return conn
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
 
 
 def articles(conn):

@@ -1,58 +1,13 @@
 """BSN (= CSN) handling: one number per write transaction, in commit order,
 logged once per committed transaction, never left behind by a rollback
 (DESIGN §4 invariants 2, 3 and 4)."""
-import sqlite3
 
 import apsw
 import pytest
 
 import sqlite_ct
-from sqlite_ct.errors import AnchorError
 from replica import Replica, table_rows
-
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
-
-
-def val(conn, sql, params=()):
-    rows = q(conn, sql, params)
-    return rows[0][0] if rows else None
-
-
-def run(conn, *statements):
-    for sql in statements:
-        q(conn, sql)
-
-
-def in_transaction(conn) -> bool:
-    if isinstance(conn, apsw.Connection):
-        return not conn.get_autocommit()
-    return conn.in_transaction
-
+from sqlhelpers import HOST_ERRORS, in_transaction, q, run, val
 
 def log(conn):
     """[(csn, bsn)] of __sysTxCommitSequence in CSN order."""

@@ -1,6 +1,5 @@
 """create_schema / disable_tracking / is_tracked: what turning tracking on and
 off does to the schema, the system tables and what is enumerated afterwards."""
-import sqlite3
 import time
 
 import apsw
@@ -9,8 +8,8 @@ import pytest
 import sqlite_ct
 from sqlite_ct import TrackingOptions
 from sqlite_ct.errors import Error, NotTrackedError, TableError
+from sqlhelpers import HOST_ERRORS, in_transaction, q, run, val
 
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
 
 SYSTEM_TABLES = {
     "__sysCtMeta", "__sysOCSTrackedObjects", "__sysOCSDeletedRows",
@@ -19,47 +18,6 @@ SYSTEM_TABLES = {
 }
 SYS_COLUMNS = [("__sysChangeTxBsn", "INTEGER"), ("__sysInsertTxBsn", "INTEGER"),
                ("__sysTrackingContext", "BLOB")]
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
-
-
-def val(conn, sql, params=()):
-    rows = q(conn, sql, params)
-    return rows[0][0] if rows else None
-
-
-def run(conn, *statements):
-    for sql in statements:
-        q(conn, sql)
-
-
-def in_transaction(conn) -> bool:
-    if isinstance(conn, apsw.Connection):
-        return not conn.get_autocommit()
-    return conn.in_transaction
 
 
 def columns(conn, table):

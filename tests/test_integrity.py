@@ -1,6 +1,5 @@
 """Metadata integrity (DESIGN §4.7), apply mode / no echo (§4.5) and the
 tracking context."""
-import sqlite3
 import uuid
 
 import apsw
@@ -8,44 +7,7 @@ import pytest
 
 import sqlite_ct
 from replica import Replica, table_rows
-
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
-
-
-def val(conn, sql, params=()):
-    rows = q(conn, sql, params)
-    return rows[0][0] if rows else None
-
-
-def run(conn, *statements):
-    for sql in statements:
-        q(conn, sql)
-
+from sqlhelpers import HOST_ERRORS, q, run, val
 
 def lie_message(table):
     return (f"sqlite-ct: the __sys columns of table {table} are written by change tracking "

@@ -9,30 +9,7 @@ import pytest
 
 import sqlite_ct
 from sqlite_ct.errors import KeyFormatError, NotTrackedError
-
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
-
+from sqlhelpers import HOST_ERRORS, q, val
 
 @pytest.fixture
 def keyed(conn):
@@ -44,15 +21,6 @@ def keyed(conn):
     sqlite_ct.create_schema(conn, "one")
     sqlite_ct.create_schema(conn, "two")
     return conn
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
-
-
-def val(conn, sql, params=()):
-    rows = q(conn, sql, params)
-    return rows[0][0] if rows else None
 
 
 def u32(n):

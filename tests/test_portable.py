@@ -18,7 +18,6 @@ import math
 import os
 import random
 import re
-import sqlite3
 import struct
 import subprocess
 import tempfile
@@ -31,10 +30,10 @@ from hypothesis import strategies as st
 
 import sqlite_ct
 from replica import Replica, table_rows
+from sqlhelpers import HOST_ERRORS, q, val
 
 SQLITE3_SHELL = "/usr/bin/sqlite3"
 SYSTEM_PYTHON = "/usr/bin/python3"
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
 TRIGGER_DEPTH = 32   # a runaway recursion fails fast (see test_traps.py)
 
 GUARD = ("sqlite-ct: the __sys columns of table {} are written by change tracking "
@@ -42,15 +41,6 @@ GUARD = ("sqlite-ct: the __sys columns of table {} are written by change trackin
 
 
 # ------------------------------------------------------------------ helpers
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
-
-
-def val(conn, sql, params=()):
-    rows = q(conn, sql, params)
-    return rows[0][0] if rows else None
-
 
 def quote(name):
     return '"' + name.replace('"', '""') + '"'

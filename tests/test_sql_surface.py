@@ -3,14 +3,12 @@ of arguments and its flags (the registration table in csrc/ext.c). A change
 to the surface must change this file too."""
 import os
 import re
-import sqlite3
 
-import apsw
 import pytest
 
 import sqlite_ct
+from sqlhelpers import HOST_ERRORS, q
 
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
 
 DETERMINISTIC = 0x000000800
 DIRECTONLY = 0x000080000
@@ -55,31 +53,6 @@ ACTIONS = {"sqlite_ct_create_system_tables", "sqlite_ct_create_schema",
 
 EXT_C = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc", "ext.c")
 FLAG_NAMES = {"CT_INNOCUOUS": INNOCUOUS, "CT_DIRECT": DIRECTONLY, "CT_PURE": PURE}
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
 
 
 def registered(conn):

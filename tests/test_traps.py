@@ -11,30 +11,7 @@ import pytest
 
 import sqlite_ct
 from replica import Replica, table_rows
-
-HOST_ERRORS = (apsw.Error, sqlite3.Error)
-
-
-@pytest.fixture
-def apsw_conn(apsw_conn):
-    """conftest's connection; commits skip fsync (these tests are about
-    tracking, not durability, and fsync dominated their run time)."""
-    apsw_conn.execute("PRAGMA synchronous=OFF")
-    return apsw_conn
-
-
-@pytest.fixture
-def sqlite3_conn(sqlite3_conn):
-    """conftest's connection; commits skip fsync (see apsw_conn)."""
-    sqlite3_conn.execute("PRAGMA synchronous=OFF")
-    return sqlite3_conn
-
-
-@pytest.fixture(params=["apsw", "sqlite3"])
-def conn(request):
-    """The same test on an apsw and on a stdlib sqlite3 connection."""
-    return request.getfixturevalue(f"{request.param}_conn")
-
+from sqlhelpers import q, run, val
 
 # Tracking needs a few levels of trigger nesting (a stamping UPDATE inside an
 # AFTER INSERT trigger fires the AFTER UPDATE one), never dozens. With a lower
@@ -53,20 +30,6 @@ def recursive(request, conn):
     else:
         conn.setlimit(sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH, TRIGGER_DEPTH)
     return request.param
-
-
-def q(conn, sql, params=()):
-    return [tuple(r) for r in conn.execute(sql, params)]
-
-
-def val(conn, sql, params=()):
-    rows = q(conn, sql, params)
-    return rows[0][0] if rows else None
-
-
-def run(conn, *statements):
-    for sql in statements:
-        q(conn, sql)
 
 
 def quote(name):
