@@ -31,7 +31,7 @@ import re
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
@@ -44,9 +44,8 @@ OP_TITLES = {
     "update": "c. UPDATE 50% of rows ({half_k}k), one transaction",
     "delete": "d. DELETE 10% of rows ({tenth_k}k), one transaction",
 }
-UPDATE_HALF_SQL = "UPDATE items SET qty=qty+1, price=price*1.01 WHERE id % 2 = 0"
-DELETE_TENTH_SQL = "DELETE FROM items WHERE id % 10 = 5"
-AUTOCOMMIT_SQL = "UPDATE items SET qty=? WHERE id=?"
+UPDATE_HALF_SQL, DELETE_TENTH_SQL, AUTOCOMMIT_SQL = (
+    bl.UPDATE_HALF_SQL, bl.DELETE_TENTH_SQL, bl.AUTOCOMMIT_SQL)
 
 # Peer figures from shared/reference/peer-bench.md (not measured by this script).
 PEER_REF = {
@@ -264,32 +263,7 @@ EXPLORE_VARIANTS: List[Variant] = [CtNoIndex(), FloorLog(), FloorSelectLog(), Ct
 
 # ---- operations ------------------------------------------------------------
 
-def op_insert(cur: Any, data: Dict[str, Any]) -> None:
-    cur.execute("BEGIN")
-    cur.executemany(bl.INSERT_SQL, data["rows"])
-    cur.execute("COMMIT")
-
-
-def op_autocommit(cur: Any, data: Dict[str, Any]) -> None:
-    for params in data["autocommit"]:
-        cur.execute(AUTOCOMMIT_SQL, params)
-
-
-def op_update(cur: Any, data: Dict[str, Any]) -> None:
-    cur.execute("BEGIN")
-    cur.execute(UPDATE_HALF_SQL)
-    cur.execute("COMMIT")
-
-
-def op_delete(cur: Any, data: Dict[str, Any]) -> None:
-    cur.execute("BEGIN")
-    cur.execute(DELETE_TENTH_SQL)
-    cur.execute("COMMIT")
-
-
-OP_FUNCS: Dict[str, Callable[[Any, Dict[str, Any]], None]] = {
-    "insert": op_insert, "autocommit": op_autocommit, "update": op_update,
-    "delete": op_delete}
+OP_FUNCS = bl.OP_FUNCS
 
 
 def op_rows(op: str, n: int, n_auto: int) -> int:

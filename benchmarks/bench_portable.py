@@ -25,7 +25,7 @@ import random
 import statistics
 import sys
 import tempfile
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -41,9 +41,8 @@ TITLES = {"insert": "a. INSERT {n} rows, one txn",
           "autocommit": "b. {a} autocommit UPDATEs",
           "update": "c. UPDATE 50%, one txn",
           "delete": "d. DELETE 10%, one txn"}
-UPDATE_HALF_SQL = "UPDATE items SET qty=qty+1, price=price*1.01 WHERE id % 2 = 0"
-DELETE_TENTH_SQL = "DELETE FROM items WHERE id % 10 = 5"
-AUTOCOMMIT_SQL = "UPDATE items SET qty=? WHERE id=?"
+UPDATE_HALF_SQL, DELETE_TENTH_SQL, AUTOCOMMIT_SQL = (
+    bl.UPDATE_HALF_SQL, bl.DELETE_TENTH_SQL, bl.AUTOCOMMIT_SQL)
 
 # name -> (tracking mode or None, whether the writing connection loads sqlite-ct)
 VARIANTS: Dict[str, tuple] = {
@@ -63,32 +62,7 @@ def connect(path: str, load: bool) -> Any:
     return conn
 
 
-def op_insert(cur: Any, data: Dict[str, Any]) -> None:
-    cur.execute("BEGIN")
-    cur.executemany(bl.INSERT_SQL, data["rows"])
-    cur.execute("COMMIT")
-
-
-def op_autocommit(cur: Any, data: Dict[str, Any]) -> None:
-    for params in data["autocommit"]:
-        cur.execute(AUTOCOMMIT_SQL, params)
-
-
-def op_update(cur: Any, data: Dict[str, Any]) -> None:
-    cur.execute("BEGIN")
-    cur.execute(UPDATE_HALF_SQL)
-    cur.execute("COMMIT")
-
-
-def op_delete(cur: Any, data: Dict[str, Any]) -> None:
-    cur.execute("BEGIN")
-    cur.execute(DELETE_TENTH_SQL)
-    cur.execute("COMMIT")
-
-
-OP_FUNCS: Dict[str, Callable[[Any, Dict[str, Any]], None]] = {
-    "insert": op_insert, "autocommit": op_autocommit, "update": op_update,
-    "delete": op_delete}
+OP_FUNCS = bl.OP_FUNCS
 
 
 def run_variant(name: str, path: str, data: Dict[str, Any]) -> Dict[str, Any]:

@@ -295,3 +295,38 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# ---- the four peer-bench operations (peer-bench.md), shared by the scripts ----
+
+UPDATE_HALF_SQL = "UPDATE items SET qty=qty+1, price=price*1.01 WHERE id % 2 = 0"
+DELETE_TENTH_SQL = "DELETE FROM items WHERE id % 10 = 5"
+AUTOCOMMIT_SQL = "UPDATE items SET qty=? WHERE id=?"
+
+
+def op_insert(cur: Any, data: Dict[str, Any]) -> None:
+    cur.execute("BEGIN")
+    cur.executemany(INSERT_SQL, data["rows"])
+    cur.execute("COMMIT")
+
+
+def op_autocommit(cur: Any, data: Dict[str, Any]) -> None:
+    for params in data["autocommit"]:
+        cur.execute(AUTOCOMMIT_SQL, params)
+
+
+def op_update(cur: Any, data: Dict[str, Any]) -> None:
+    cur.execute("BEGIN")
+    cur.execute(UPDATE_HALF_SQL)
+    cur.execute("COMMIT")
+
+
+def op_delete(cur: Any, data: Dict[str, Any]) -> None:
+    cur.execute("BEGIN")
+    cur.execute(DELETE_TENTH_SQL)
+    cur.execute("COMMIT")
+
+
+OP_FUNCS: Dict[str, Callable[[Any, Dict[str, Any]], None]] = {
+    "insert": op_insert, "autocommit": op_autocommit, "update": op_update,
+    "delete": op_delete}
