@@ -25,7 +25,12 @@ void ctTableFree(CtTable *p){
   int i;
   if( p==0 ) return;
   for(i=0; i<p->nCol; i++) sqlite3_free(p->aCol[i].zName);
-  for(i=0; i<p->nUnique; i++) sqlite3_free(p->aUnique[i].aiCol);
+  for(i=0; i<p->nUnique; i++){
+    int j;
+    for(j=0; j<p->aUnique[i].nCol; j++) sqlite3_free(p->aUnique[i].azColl[j]);
+    sqlite3_free(p->aUnique[i].azColl);
+    sqlite3_free(p->aUnique[i].aiCol);
+  }
   sqlite3_free(p->aCol);
   sqlite3_free(p->aiPk);
   sqlite3_free(p->aUnique);
@@ -71,10 +76,11 @@ static int ctLoadUniques(sqlite3 *db, CtTable *p, char **pzErr){
     pU = &p->aUnique[p->nUnique++];
     memset(pU, 0, sizeof(*pU));
     rc = ctPrepare(db, &pInfo, pzErr,
-        "SELECT cid FROM pragma_index_xinfo(%Q, 'main') WHERE key ORDER BY seqno", zIdx);
+        "SELECT cid, coll FROM pragma_index_xinfo(%Q, 'main') WHERE key ORDER BY seqno", zIdx);
     while( rc==SQLITE_OK && sqlite3_step(pInfo)==SQLITE_ROW ){
       int cid = sqlite3_column_int(pInfo, 0);
       int *aiNew;
+      char **azNew;
       if( cid<0 ){
         *pzErr = sqlite3_mprintf(
             "sqlite-ct: table \"%s\" has a UNIQUE index on an expression (\"%s\");"
@@ -86,6 +92,12 @@ static int ctLoadUniques(sqlite3 *db, CtTable *p, char **pzErr){
       aiNew = sqlite3_realloc64(pU->aiCol, sizeof(int)*(pU->nCol+1));
       if( aiNew==0 ){ rc = SQLITE_NOMEM; break; }
       pU->aiCol = aiNew;
+      azNew = sqlite3_realloc64(pU->azColl, sizeof(char*)*(pU->nCol+1));
+      if( azNew==0 ){ rc = SQLITE_NOMEM; break; }
+      pU->azColl = azNew;
+      pU->azColl[pU->nCol] = sqlite3_mprintf("%s",
+          sqlite3_column_text(pInfo, 1) ? (const char*)sqlite3_column_text(pInfo, 1) : "BINARY");
+      if( pU->azColl[pU->nCol]==0 ){ rc = SQLITE_NOMEM; break; }
       pU->aiCol[pU->nCol++] = cid;
     }
     if( pInfo ){

@@ -380,7 +380,8 @@ static void ptAppendVictimCapture(sqlite3_str *s, const CtTable *p,
     sqlite3_str_appendall(s, " OR (");
     for(j=0; j<u->nCol; j++){
       const char *zCol = p->aCol[u->aiCol[j]].zName;
-      sqlite3_str_appendf(s, "%s" PT_ALIAS ".\"%w\"=NEW.\"%w\"", j ? " AND " : "", zCol, zCol);
+      sqlite3_str_appendf(s, "%s" PT_ALIAS ".\"%w\"=NEW.\"%w\" COLLATE \"%w\"",
+                          j ? " AND " : "", zCol, zCol, u->azColl[j]);
     }
     sqlite3_str_appendall(s, ")");
   }

@@ -98,6 +98,8 @@ typedef struct CtUnique CtUnique;
 struct CtUnique {
   int nCol;
   int *aiCol;       /* indexes into CtTable.aCol */
+  char **azColl;    /* the index's collation of each column: what "equal" means
+                    ** to it, which may differ from the column's own */
 };
 typedef struct CtTable CtTable;
 struct CtTable {

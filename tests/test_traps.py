@@ -518,3 +518,20 @@ def test_user_commit_and_rollback_hooks_do_not_disturb_numbering(apsw_conn):
     assert bsns == [first + 1, first + 2]
     cs = t.changes()
     assert (cs.inserts, cs.updates) == ([{"id": 3, "v": "c"}], [{"id": 1, "v": "A"}])
+
+
+@pytest.mark.parametrize("mode", ["native", "portable"])
+@pytest.mark.parametrize("recursive", ["OFF", "ON"])
+def test_replace_through_a_unique_index_with_its_own_collation(conn, mode, recursive):
+    """The index decides what conflicts: UNIQUE(u COLLATE NOCASE) on a BINARY
+    column makes 'A' displace 'a', and that row must reach the tombstones."""
+    run(conn, f"PRAGMA recursive_triggers={recursive}",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT)",
+        "CREATE UNIQUE INDEX t_u ON t(u COLLATE NOCASE)",
+        "INSERT INTO t(id, u) VALUES (1, 'a')")
+    sqlite_ct.create_schema(conn, "t", mode=mode)
+    since = sqlite_ct.last_committed_csn(conn)
+    run(conn, "INSERT OR REPLACE INTO t(id, u) VALUES (2, 'A')")
+    changes = sqlite_ct.enumerate_changes(conn, "t", since)
+    assert (changes.inserts, changes.updates, changes.deletes) == (
+        [{"id": 2, "u": "A"}], [], [{"id": 1}])
