@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from typing import (Any, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Union)
+                    Sequence, Tuple, Union)
 
 from . import _conn
 from .errors import AnchorError, AnchorExpiredError, Error
@@ -132,17 +132,19 @@ def _delete_query(info: _TableInfo) -> str:
             f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
 
 
-def _iter_table(conn: Any, info: _TableInfo, since: int, new_anchor: int,
-                exclude_context: Optional[uuid.UUID] = None) -> Iterator[Change]:
+def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
+               exclude_context: Optional[uuid.UUID] = None) -> Iterator[Tuple[str, Row]]:
+    """(kind, row) for every change: deletes first, then inserts and updates.
+    Plain tuples: a frozen dataclass per row cost about a third of the time
+    of enumerating 10k changed rows."""
     cols = info.columns
     width = len(cols)
     ctx = None if exclude_context is None else exclude_context.bytes_le
     for row in _conn.rows(conn, _delete_query(info), (since, new_anchor, info.name, ctx)):
-        yield Change("delete", info.name, dict(zip(info.keys, row)))
+        yield "delete", dict(zip(info.keys, row))
     for row in _conn.rows(conn, _row_query(info),
                           (since, new_anchor, info.enable_bsn, ctx)):
-        kind = "insert" if row[width] > since else "update"
-        yield Change(kind, info.name, dict(zip(cols, row[:width])))
+        yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
 
 
 def _new_anchor(conn: Any) -> int:
@@ -158,8 +160,8 @@ def _new_anchor(conn: Any) -> int:
 def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
              exclude_context: Optional[uuid.UUID]) -> ChangeSet:
     buckets: Dict[str, List[Row]] = {"insert": [], "update": [], "delete": []}
-    for change in _iter_table(conn, info, since, new_anchor, exclude_context):
-        buckets[change.kind].append(change.row)
+    for kind, row in _iter_rows(conn, info, since, new_anchor, exclude_context):
+        buckets[kind].append(row)
     return ChangeSet(info.name, since, new_anchor,
                      buckets["insert"], buckets["update"], buckets["delete"])
 
@@ -245,8 +247,9 @@ class ChangeStream:
     def __iter__(self) -> Iterator[Change]:
         if self._info is None or self._savepoint is None or self.new_anchor is None:
             raise RuntimeError("iterate a ChangeStream inside its `with` block")
-        return _iter_table(self._conn, self._info, self._since, self.new_anchor,
-                           self._exclude)
+        name = self._info.name
+        return (Change(kind, name, row) for kind, row in _iter_rows(
+            self._conn, self._info, self._since, self.new_anchor, self._exclude))
 
 
 def iter_changes(conn: Any, table: str, since: int, *,
