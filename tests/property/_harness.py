@@ -165,6 +165,14 @@ def open_apsw(path: str) -> Host:
     return Host(conn, "apsw")
 
 
+def open_bare(path: str) -> Host:
+    """An apsw connection that never loads the extension (the sqlite3 shell,
+    a DB browser): it can write only tables tracked in portable mode."""
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(0)
+    return Host(conn, "bare")
+
+
 def stdlib_unavailable_reason() -> Optional[str]:
     """None when stdlib sqlite3 connections get the extension, else why not."""
     try:
