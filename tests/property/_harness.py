@@ -111,6 +111,13 @@ SHAPES = {
         f'CREATE TABLE "order lines"(k1 TEXT NOT NULL, k2 INTEGER NOT NULL, v, {_CHECK},'
         " PRIMARY KEY(k1, k2)) WITHOUT ROWID",
         ("k1", "k2"), False, "k2"),
+    # The UNIQUE index compares case-insensitively: REPLACE of u = 'A'
+    # displaces the row holding 'a'.
+    "rowid_unique_nocase": Shape(
+        "rowid_unique_nocase", "tags",
+        f"CREATE TABLE tags(id INTEGER PRIMARY KEY, u TEXT, v, {_CHECK});"
+        " CREATE UNIQUE INDEX tags_u ON tags(u COLLATE NOCASE)",
+        ("id",), True, "id"),
     "composite_unique": Shape(
         "composite_unique", "pairs",
         f"CREATE TABLE pairs(k1 TEXT NOT NULL, k2 INTEGER NOT NULL, u TEXT UNIQUE, v,"

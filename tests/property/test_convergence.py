@@ -55,7 +55,7 @@ COMMON_VALUES = [None, 0, 1, -1, 7, 2**63 - 1, -2**63, 1.5, -0.0, float("inf"),
 SPECIAL_VALUES = ["bad", "raise", "skip"]
 
 KEY = st.integers(0, 7)
-UNIQUE = st.sampled_from([None, "a", "b", "c"])
+UNIQUE = st.sampled_from([None, "a", "b", "c", "A"])
 VALUE = st.sampled_from(COMMON_VALUES * 3 + SPECIAL_VALUES)
 ROW = st.tuples(KEY, UNIQUE, VALUE)
 ROWS = st.lists(ROW, min_size=1, max_size=3)
@@ -549,6 +549,16 @@ DISPLACE_WITH_RECURSIVE_TRIGGERS = {
             ("insert", 0, "INSERT OR REPLACE", [(1, "a", 1)])],
     "finish_with_commit": True,
 }
+# Fixed in 605c8f0: the victim capture compared u with the column's collation,
+# not the UNIQUE index's (rowid_unique_nocase: 'A' displaces 'a').
+DISPLACE_THROUGH_INDEX_COLLATION = {
+    "connections": 2, "preexisting": [], "open_before_schema": False,
+    "recursive_triggers": [False, False, False],
+    "ops": [("insert", 0, "INSERT", [(0, "a", 0)]),
+            ("enumerate", 1, "list"),
+            ("insert", 0, "INSERT OR REPLACE", [(1, "A", 1)])],
+    "finish_with_commit": True,
+}
 REPLACE_ON_KEY_THEN_DISPLACED = {
     "connections": 2, "preexisting": [], "open_before_schema": False,
     "recursive_triggers": [False, False, False],
@@ -568,6 +578,7 @@ REPLACE_ON_KEY_THEN_DISPLACED = {
 @example(scenario=REPLACE_ON_KEY_THEN_DISPLACED)
 @example(scenario=UPDATE_OR_REPLACE_ONTO_KEY_THEN_DELETE)
 @example(scenario=DISPLACE_WITH_RECURSIVE_TRIGGERS)
+@example(scenario=DISPLACE_THROUGH_INDEX_COLLATION)
 def test_replica_converges(shape, scenario):
     run_scenario(SHAPES[shape], scenario, APSW_ONLY)
 
