@@ -38,6 +38,19 @@ void ctTableFree(CtTable *p){
   sqlite3_free(p);
 }
 
+/* Whether column iCol belongs to the key or to a UNIQUE index: the columns
+** whose change can make an OR REPLACE delete another row. */
+int ctColumnIsWatched(const CtTable *p, int iCol){
+  int j, k;
+  if( p->aCol[iCol].iPk ) return 1;
+  for(j=0; j<p->nUnique; j++){
+    for(k=0; k<p->aUnique[j].nCol; k++){
+      if( p->aUnique[j].aiCol[k]==iCol ) return 1;
+    }
+  }
+  return 0;
+}
+
 int ctTableHasColumn(const CtTable *p, const char *zCol){
   int i;
   for(i=0; i<p->nCol; i++){

@@ -278,35 +278,12 @@ static void ptAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zAlia
   }
 }
 
-/* (OLD."k1" IS NOT NEW."k1" OR ...) */
-static void ptAppendKeyChanged(sqlite3_str *s, const CtTable *p){
-  int i;
-  sqlite3_str_appendall(s, "(");
-  for(i=0; i<p->nPk; i++){
-    const char *zCol = p->aCol[p->aiPk[i]].zName;
-    sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", i ? " OR " : "", zCol, zCol);
-  }
-  sqlite3_str_appendall(s, ")");
-}
-
-/* Whether column i is a key column or in a UNIQUE index. */
-static int ptIsWatched(const CtTable *p, int i){
-  int j, k;
-  if( p->aCol[i].iPk ) return 1;
-  for(j=0; j<p->nUnique; j++){
-    for(k=0; k<p->aUnique[j].nCol; k++){
-      if( p->aUnique[j].aiCol[k]==i ) return 1;
-    }
-  }
-  return 0;
-}
-
 /* (OLD."a" IS NOT NEW."a" OR ...) over the key and UNIQUE-index columns. */
 static void ptAppendWatchedChanged(sqlite3_str *s, const CtTable *p){
   int i, n = 0;
   sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nCol; i++){
-    if( ptIsWatched(p, i) ){
+    if( ctColumnIsWatched(p, i) ){
       sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
                           p->aCol[i].zName, p->aCol[i].zName);
     }
@@ -318,7 +295,7 @@ static void ptAppendWatchedChanged(sqlite3_str *s, const CtTable *p){
 static void ptAppendWatchedList(sqlite3_str *s, const CtTable *p){
   int i, n = 0;
   for(i=0; i<p->nCol; i++){
-    if( ptIsWatched(p, i) ) sqlite3_str_appendf(s, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
+    if( ctColumnIsWatched(p, i) ) sqlite3_str_appendf(s, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
   }
 }
 
@@ -474,7 +451,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   char *zChanged, *zWatched, *zExclude, *zCond;
 
   x = sqlite3_str_new(0);
-  ptAppendKeyChanged(x, p);
+  ctAppendKeyChanged(x, p);
   zChanged = sqlite3_str_finish(x);
   x = sqlite3_str_new(0);
   ptAppendWatchedChanged(x, p);

@@ -203,8 +203,8 @@ static void ctAppendPack(sqlite3_str *s, const CtTable *p, const char *zRef){
   sqlite3_str_appendall(s, ")");
 }
 
-/* OLD."k1" IS NOT NEW."k1" OR ... */
-static void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
+/* (OLD."k1" IS NOT NEW."k1" OR ...) */
+void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
   int i;
   sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nPk; i++){
@@ -232,16 +232,10 @@ static char *ctPackSql(const CtTable *p, const char *zRef){
 ** (OLD."a" IS NOT NEW."a" OR ...), owned by caller. */
 static char *ctWatchedChangedSql(const CtTable *p){
   sqlite3_str *x = sqlite3_str_new(0);
-  int i, j, k, n = 0;
+  int i, n = 0;
   sqlite3_str_appendall(x, "(");
   for(i=0; i<p->nCol; i++){
-    int bUse = p->aCol[i].iPk!=0;
-    for(j=0; !bUse && j<p->nUnique; j++){
-      for(k=0; k<p->aUnique[j].nCol; k++){
-        if( p->aUnique[j].aiCol[k]==i ) bUse = 1;
-      }
-    }
-    if( bUse ){
+    if( ctColumnIsWatched(p, i) ){
       sqlite3_str_appendf(x, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
                           p->aCol[i].zName, p->aCol[i].zName);
     }
@@ -253,15 +247,9 @@ static char *ctWatchedChangedSql(const CtTable *p){
 /* The list of key and UNIQUE-index columns: "a", "b", ... owned by caller. */
 static char *ctUniqueColumnList(const CtTable *p){
   sqlite3_str *x = sqlite3_str_new(0);
-  int i, j, k, n = 0;
+  int i, n = 0;
   for(i=0; i<p->nCol; i++){
-    int bUse = p->aCol[i].iPk!=0;
-    for(j=0; !bUse && j<p->nUnique; j++){
-      for(k=0; k<p->aUnique[j].nCol; k++){
-        if( p->aUnique[j].aiCol[k]==i ) bUse = 1;
-      }
-    }
-    if( bUse ) sqlite3_str_appendf(x, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
+    if( ctColumnIsWatched(p, i) ) sqlite3_str_appendf(x, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
   }
   return sqlite3_str_finish(x);
 }

@@ -116,6 +116,7 @@ struct CtTable {
 int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr);
 void ctTableFree(CtTable *p);
 int ctTableHasColumn(const CtTable *p, const char *zCol);
+int ctColumnIsWatched(const CtTable *p, int iCol);
 int ctIsSystemName(const char *zName);
 
 /* schema.c */
@@ -127,6 +128,9 @@ void ctFuncLayoutVersion(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCheckLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
 int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
+
+/* schema.c, shared with portable.c */
+void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);
 
 /* portable.c */
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);
