@@ -129,14 +129,13 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
 
 /* ---- SQL text builders. All identifiers go through %w, literals through %Q. */
 
-/* The transaction-logging statements every trigger starts with. Neither the
-** INSERT here nor the tombstone INSERTs below read the table they write: SQLite
-** copies such an INSERT .. SELECT through a temporary b-tree, per row. */
-#define CT_BEGIN_SQL \
-  "SELECT sqlite_ct_begin((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence));" \
-  "INSERT INTO __sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)" \
-  " SELECT b, b, sqlite_ct_now() FROM (SELECT sqlite_ct_take_log() AS b)" \
-  " WHERE b IS NOT NULL;"
+/* The probe of the newest log row that the triggers hand to C (state.c:
+** sqlite_ct_insert_when, sqlite_ct_update_when, sqlite_ct_write_bsn). */
+#define CT_MAXCSN_SQL "(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)"
+
+/* No INSERT .. SELECT in a trigger reads the table it writes: SQLite copies
+** such a statement through a temporary b-tree, opened per row even when the
+** SELECT yields nothing. */
 
 
 /*
@@ -150,11 +149,11 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
 ** inside triggers, which would override an ON CONFLICT clause.
 */
 static void ctAppendTombstone(sqlite3_str *s, const CtTable *p, const char *zRk,
-                              const char *zIns, const char *zCond){
+                              const char *zIns, const char *zCond, const char *zBsn){
   sqlite3_str_appendf(s,
       "UPDATE __sysOCSDeletedRows SET __sysInsertTxCsn=min(__sysInsertTxCsn, %s)"
-      " WHERE __sysTName=%Q AND __sysDeleteTxBsn=sqlite_ct_bsn() AND __sysRK=%s"
-      " AND sqlite_ct_bsn()>0 AND %s;", zIns, p->zName, zRk, zCond);
+      " WHERE __sysTName=%Q AND __sysDeleteTxBsn=%s AND __sysRK=%s"
+      " AND sqlite_ct_bsn()>0 AND %s;", zIns, p->zName, zBsn, zRk, zCond);
   /* changes(): rows the UPDATE just above changed (SQLite documents it as the
   ** count of the most recent statement of the same trigger program). */
   sqlite3_str_appendf(s,
@@ -266,9 +265,10 @@ static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
   sqlite3_str_appendf(s,
       "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
       "INSERT OR IGNORE INTO __sysCtReplaceVictims"
-      "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, ", p->zName, p->zName);
+      "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, sqlite_ct_victim(%Q, ",
+      p->zName, p->zName, p->zName);
   ctAppendPack(s, p, 0);
-  sqlite3_str_appendf(s, ", coalesce(\"%w\", %lld) FROM \"%w\" WHERE ((",
+  sqlite3_str_appendf(s, "), coalesce(\"%w\", %lld) FROM \"%w\" WHERE ((",
                       CT_COL_INSERT, iEnable, p->zName);
   for(i=0; i<p->nPk; i++){
     const char *zCol = p->aCol[p->aiPk[i]].zName;
@@ -307,7 +307,7 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
   ** recursive_triggers on, or an earlier incarnation of the key deleted in
   ** this transaction, whose insert BSN is the older one) keeps that tombstone.
   ** Dropping those victims first keeps the INSERT below from reading the
-  ** tombstone table it writes (see CT_BEGIN_SQL). */
+  ** tombstone table it writes (see CT_MAXCSN_SQL). */
   sqlite3_str_appendf(s,
       "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s)"
       " AND EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d WHERE d.__sysTName=%Q"
@@ -351,12 +351,19 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   }
   s = sqlite3_str_new(0);
 
-  /* AFTER INSERT: stamp the new row. Without INSERT tracking the row keeps
-  ** NULL stamps, like the rows that predate tracking: it is enumerated as an
-  ** insert only for anchors older than the enabling transaction. */
+  /* AFTER INSERT. The stamp columns' DEFAULTs (ctSetStampDefaults) stamp the
+  ** row as SQLite writes it; the WHEN, one call into C, logs the transaction
+  ** and runs the body only when the row still needs stamping (no DEFAULT, the
+  ** transaction's first row, values the statement wrote) or the BEFORE
+  ** trigger remembered rows an OR REPLACE may have deleted. Without INSERT
+  ** tracking the row keeps NULL stamps, like the rows that predate tracking:
+  ** it is enumerated as an insert only for anchors older than the enabling
+  ** transaction. */
   sqlite3_str_appendf(s,
-      "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN ", zT, zT);
-  if( (eOpt & CT_TRACK_INSERT) || bVictims ) sqlite3_str_appendall(s, CT_BEGIN_SQL);
+      "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" WHEN "
+      "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
+      " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\")"
+      " BEGIN ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims);
   if( bVictims ) ctAppendVictimSweep(s, p, "1", "1");
   if( eOpt & CT_TRACK_INSERT ){
     sqlite3_str_appendf(s,
@@ -364,35 +371,27 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
         " \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
         " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ", zT);
     ctAppendKeyMatch(s, p, "NEW", "=", 1);
-    sqlite3_str_appendall(s, ";");
+    sqlite3_str_appendall(s,
+        " AND (\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()"
+        " OR \"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
+        " OR \"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());");
   }else if( !bVictims ){
     sqlite3_str_appendall(s, "SELECT 1;");   /* a body is required */
   }
   sqlite3_str_appendall(s, " END;");
 
-  /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet,
-  ** when a key or UNIQUE value changed (a REPLACE may have removed a row), or when
-  ** the statement wrote a __sys column with a value the tracker would not
-  ** write (the RAISE turns that into an error). Its own stamping UPDATE, and
-  ** the one of the AFTER INSERT trigger, leave the WHEN false. */
+  /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet or
+  ** its key changed; its WHEN logs the transaction, and fails the statement
+  ** when it wrote a __sys column with a value the tracker would not write. Its
+  ** own stamping UPDATE, and the one of the AFTER INSERT trigger, leave the
+  ** WHEN false. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN "
-      "sqlite_ct_needs_stamp((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence),"
+      "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
       " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
-      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %d) OR %s",
-      zT, zT, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, zChanged);
-  /* The transaction is logged first, so the guard compares with its BSN. */
-  sqlite3_str_appendf(s,
-      " BEGIN " CT_BEGIN_SQL
-      "SELECT RAISE(ABORT, 'sqlite-ct: the __sys columns of table %q are"
-      " written by change tracking only; leave them out of INSERT and UPDATE')"
-      " WHERE (NEW.\"" CT_COL_INSERT "\" IS NOT OLD.\"" CT_COL_INSERT "\""
-      " AND NEW.\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn())"
-      " OR (NEW.\"" CT_COL_CHANGE "\" IS NOT OLD.\"" CT_COL_CHANGE "\""
-      " AND NEW.\"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn())"
-      " OR (NEW.\"" CT_COL_CONTEXT "\" IS NOT OLD.\"" CT_COL_CONTEXT "\""
-      " AND NEW.\"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());", zT);
+      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\") BEGIN ",
+      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0);
   sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
@@ -422,8 +421,8 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   if( bVictims ){
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF %s ON \"%w\" WHEN %s"
-        " BEGIN " CT_BEGIN_SQL, zT, zCols, zT, zWatched);
-    ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged);
+        " BEGIN SELECT sqlite_ct_write_bsn(" CT_MAXCSN_SQL ");", zT, zCols, zT, zWatched);
+    ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged, "sqlite_ct_bsn()");
     ctAppendVictimSweep(s, p, zChanged, "1");
     sqlite3_str_appendall(s, " END;");
   }
@@ -431,9 +430,10 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   /* AFTER DELETE: the tombstone. */
   if( eOpt & CT_TRACK_DELETE ){
     sqlite3_str_appendf(s,
-        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN " CT_BEGIN_SQL,
-        zT, zT);
-    ctAppendTombstone(s, p, zPackOld, zInsOld, "1");
+        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN ", zT, zT);
+    /* The first statement's key hands out (and logs) the BSN. */
+    ctAppendTombstone(s, p, zPackOld, zInsOld, "1",
+                      "sqlite_ct_write_bsn(" CT_MAXCSN_SQL ")");
     sqlite3_str_appendall(s, " END;");
   }
 
@@ -488,6 +488,126 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = ctExecf(db, pzErr, "%s", zSql);
   sqlite3_free(zSql);
+  return rc;
+}
+
+/*
+** The stamp columns' DEFAULTs. A table whose inserts are tracked gets
+**   "__sysChangeTxBsn" INTEGER DEFAULT (sqlite_ct_default_bsn())
+** (and the same for __sysInsertTxBsn, and sqlite_ct_tracking_context() for
+** the context), so SQLite writes an inserted row stamped and the AFTER INSERT
+** trigger need not write it a second time. ALTER TABLE cannot add a column
+** with such a DEFAULT, so the column definitions ALTER TABLE wrote are edited
+** in sqlite_schema, the procedure SQLite documents as safe for changing a
+** DEFAULT (stored records do not change): writable_schema, the UPDATE, a new
+** schema_version, all inside the caller's savepoint.
+**
+** Best effort by design: when the definitions are not the ones ALTER TABLE
+** wrote (a table rebuilt by another tool), or SQLITE_DBCONFIG_DEFENSIVE
+** forbids the edit, the table keeps plain columns and the AFTER INSERT
+** trigger stamps every row itself, as correct and slower. Removing the
+** DEFAULTs (inserts no longer tracked) is not optional: it fails instead.
+*/
+static const char *const azCtStampCol[3][2] = {
+  { "\"" CT_COL_CHANGE "\" INTEGER",  " DEFAULT (sqlite_ct_default_bsn())" },
+  { "\"" CT_COL_INSERT "\" INTEGER",  " DEFAULT (sqlite_ct_default_bsn())" },
+  { "\"" CT_COL_CONTEXT "\" BLOB",    " DEFAULT (sqlite_ct_tracking_context())" },
+};
+
+/* The number of times zNeedle occurs in zHay. */
+static int ctCountOf(const char *zHay, const char *zNeedle){
+  int n = 0;
+  size_t nNeedle = strlen(zNeedle);
+  const char *z = zHay;
+  while( (z = strstr(z, zNeedle))!=0 ){ n++; z += nNeedle; }
+  return n;
+}
+
+/* zIn with its one occurrence of zFrom replaced by zTo (sqlite3_malloc'd). */
+static char *ctReplaceOnce(const char *zIn, const char *zFrom, const char *zTo){
+  const char *z = strstr(zIn, zFrom);
+  if( z==0 ) return 0;
+  return sqlite3_mprintf("%.*s%s%s", (int)(z-zIn), zIn, zTo, z+strlen(zFrom));
+}
+
+/* The stamp DEFAULTs a table has: 3 (all), 0 (none) or -1 (anything else). */
+static int ctStampDefaultCount(const char *zSql){
+  int i, n = 0;
+  for(i=0; i<3; i++){
+    char *zWith = sqlite3_mprintf("%s%s", azCtStampCol[i][0], azCtStampCol[i][1]);
+    if( zWith==0 ) return -1;
+    n += ctCountOf(zSql, zWith)==1;
+    sqlite3_free(zWith);
+  }
+  return n==3 ? 3 : n==0 ? 0 : -1;
+}
+
+static int ctSetStampDefaults(sqlite3 *db, const char *zTab, int bOn, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  char *zSql = 0, *zNew = 0;
+  int rc, i, bDefensive = 0, bWritable = 0;
+  sqlite3_int64 iCookie = 0;
+  char *zQuery = sqlite3_mprintf(
+      "SELECT sql FROM main.sqlite_schema WHERE type='table' AND name=%Q", zTab);
+  if( zQuery==0 ) return SQLITE_NOMEM;
+  rc = sqlite3_prepare_v2(db, zQuery, -1, &pStmt, 0);
+  sqlite3_free(zQuery);
+  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW && sqlite3_column_text(pStmt, 0) ){
+    zSql = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+    if( zSql==0 ) rc = SQLITE_NOMEM;
+  }
+  sqlite3_finalize(pStmt);
+  if( rc!=SQLITE_OK || zSql==0 ){ sqlite3_free(zSql); return rc; }
+
+  i = ctStampDefaultCount(zSql);
+  if( (bOn && i==3) || (!bOn && i==0) ){ sqlite3_free(zSql); return SQLITE_OK; }
+  zNew = zSql; zSql = 0;
+  for(i=0; zNew && i<3; i++){
+    char *zWith = sqlite3_mprintf("%s%s", azCtStampCol[i][0], azCtStampCol[i][1]);
+    char *zNext = 0;
+    if( zWith==0 ){ sqlite3_free(zNew); return SQLITE_NOMEM; }
+    if( bOn ){
+      if( ctCountOf(zNew, zWith)==0 && ctCountOf(zNew, azCtStampCol[i][0])==1 ){
+        zNext = ctReplaceOnce(zNew, azCtStampCol[i][0], zWith);
+      }else if( ctCountOf(zNew, zWith)==1 ){
+        zNext = sqlite3_mprintf("%s", zNew);
+      }
+    }else if( ctCountOf(zNew, zWith)==1 ){
+      zNext = ctReplaceOnce(zNew, zWith, azCtStampCol[i][0]);
+    }else{
+      zNext = sqlite3_mprintf("%s", zNew);
+    }
+    sqlite3_free(zWith);
+    sqlite3_free(zNew);
+    zNew = zNext;
+  }
+  if( zNew==0 || ctStampDefaultCount(zNew)!=(bOn ? 3 : 0) ){
+    /* Column definitions this code did not write. */
+    sqlite3_free(zNew);
+    if( bOn ) return SQLITE_OK;
+    *pzErr = sqlite3_mprintf("sqlite-ct: cannot remove the DEFAULTs of the __sys"
+                             " columns of table \"%s\"", zTab);
+    return SQLITE_ERROR;
+  }
+  sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, -1, &bDefensive);
+  if( bDefensive ){
+    sqlite3_free(zNew);
+    if( bOn ) return SQLITE_OK;
+    *pzErr = sqlite3_mprintf("sqlite-ct: SQLITE_DBCONFIG_DEFENSIVE is on, so the"
+        " DEFAULTs of the __sys columns of table \"%s\" cannot be removed;"
+        " turn it off for this call", zTab);
+    return SQLITE_ERROR;
+  }
+  rc = ctQueryInt64(db, &iCookie, 0, pzErr, "PRAGMA main.schema_version");
+  if( rc==SQLITE_OK ){
+    sqlite3_db_config(db, SQLITE_DBCONFIG_WRITABLE_SCHEMA, -1, &bWritable);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_WRITABLE_SCHEMA, 1, 0);
+    rc = ctExecf(db, pzErr,
+        "UPDATE main.sqlite_schema SET sql=%Q WHERE type='table' AND name=%Q;"
+        "PRAGMA main.schema_version=%lld;", zNew, zTab, iCookie+1);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_WRITABLE_SCHEMA, bWritable, 0);
+  }
+  sqlite3_free(zNew);
   return rc;
 }
 
@@ -567,6 +687,9 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
     rc = ctExecf(db, pzErr,
         "CREATE INDEX IF NOT EXISTS main.\"__sysct_chg_%w\" ON \"%w\"(\"" CT_COL_CHANGE "\")",
         p->zName, p->zName);
+  }
+  if( rc==SQLITE_OK ){
+    rc = ctSetStampDefaults(db, p->zName, !bPortable && (eOpt & CT_TRACK_INSERT)!=0, pzErr);
   }
   if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, eStored, iEnable, pzErr);
   *piEnable = iEnable;

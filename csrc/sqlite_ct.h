@@ -61,6 +61,10 @@ struct CtState {
   int bApply;                  /* applying server changes: no stamps, no tombstones */
   int bHasContext;             /* aContext holds a tracking context */
   unsigned char aContext[16];  /* GUID, .NET byte order, as SQL CE stored it */
+  /* Tables whose BEFORE trigger remembered rows an OR REPLACE may delete and
+  ** whose AFTER INSERT trigger has not swept them yet (state.c, "victims"). */
+  int nVictimTab;
+  char **azVictimTab;
 };
 
 /* state.c */
@@ -81,6 +85,11 @@ void ctFuncSetContext(sqlite3_context*, int, sqlite3_value**);
 void ctFuncApplyMode(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSetApplyMode(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNow(sqlite3_context*, int, sqlite3_value**);
+void ctFuncWriteBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncInsertWhen(sqlite3_context*, int, sqlite3_value**);
+void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
+void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);

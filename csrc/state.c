@@ -64,7 +64,12 @@ void ctStateRef(CtState *p){ p->nRef++; }
 
 void ctStateUnref(void *pArg){
   CtState *p = (CtState*)pArg;
-  if( p && --p->nRef==0 ) sqlite3_free(p);
+  if( p && --p->nRef==0 ){
+    int i;
+    for(i=0; i<p->nVictimTab; i++) sqlite3_free(p->azVictimTab[i]);
+    sqlite3_free(p->azVictimTab);
+    sqlite3_free(p);
+  }
 }
 
 static unsigned int ctDataVersion(sqlite3 *db){
@@ -340,4 +345,172 @@ void ctFuncSetApplyMode(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   (void)argc; (void)argv;
   sqlite3_result_int64(ctx, ctNowMs());
+}
+
+/* ---- The write path of the triggers installed since 0.2 (schema.c). ------
+**
+** Each trigger makes one call into C per row, in its WHEN clause or in the key
+** of its first statement, and that call hands out the BSN and writes the log
+** row itself, as a statement nested in the trigger's (so a failed statement or
+** ROLLBACK TO undoes the log row together with the rows it stamped). Only the
+** first write of a transaction pays for that statement; every other row pays
+** for the probe of the newest log row that the caller passes as MAXCSN. */
+
+/* Log the BSN the transaction was just handed. */
+static int ctWriteLog(CtState *p, char **pzErr){
+  return ctExecf(p->db, pzErr,
+      "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
+      " VALUES(%lld, %lld, %lld)", p->iBsn, p->iBsn, ctNowMs());
+}
+
+/* The open transaction's BSN, handed out and logged when it has none yet; 0
+** in apply mode, which stamps 0 and logs nothing. */
+static int ctBeginLogged(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
+                         char **pzErr){
+  *piBsn = 0;
+  if( p->bApply ) return SQLITE_OK;
+  if( ctBegin(p, iMax) ){
+    int rc = ctWriteLog(p, pzErr);
+    if( rc!=SQLITE_OK ){ p->iBsn = 0; return rc; }
+  }
+  *piBsn = p->iBsn;
+  return SQLITE_OK;
+}
+
+/* sqlite_ct_write_bsn(MAXCSN): the transaction's BSN for a trigger about to
+** write a tombstone, logging the transaction first when needed. */
+void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iBsn;
+  char *zErr = 0;
+  int rc;
+  (void)argc;
+  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  sqlite3_result_int64(ctx, iBsn);
+}
+
+/* sqlite_ct_default_bsn(): the DEFAULT of the stamp columns of a table whose
+** inserts are tracked. It cannot probe the log (a DEFAULT may not hold a
+** subquery), so it offers the BSN this connection handed out last while no
+** commit has happened since (the pager's data version), else NULL; the AFTER
+** INSERT trigger's WHEN then checks the row against the probed BSN and stamps
+** it with a second write only when the two differ. */
+void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc; (void)argv;
+  if( p->bApply ){
+    sqlite3_result_int64(ctx, 0);
+  }else if( p->iBsn!=0 && p->uDataVersion==ctDataVersion(p->db) ){
+    sqlite3_result_int64(ctx, p->iBsn);
+  }
+}
+
+/* The victim marks: a table name is marked when its BEFORE trigger remembers a
+** row in __sysCtReplaceVictims, and unmarked by the AFTER INSERT trigger that
+** sweeps them. Usually empty, so the check per inserted row costs nothing. */
+static int ctVictimFind(CtState *p, const char *zTab){
+  int i;
+  for(i=0; i<p->nVictimTab; i++){
+    if( strcmp(p->azVictimTab[i], zTab)==0 ) return i;
+  }
+  return -1;
+}
+
+/* sqlite_ct_victim(TNAME, RK): RK, remembering that TNAME has victims. */
+void ctFuncVictim(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  const char *zTab = (const char*)sqlite3_value_text(argv[0]);
+  (void)argc;
+  if( zTab && ctVictimFind(p, zTab)<0 ){
+    char **az = sqlite3_realloc64(p->azVictimTab, sizeof(char*)*(p->nVictimTab+1));
+    char *z = sqlite3_mprintf("%s", zTab);
+    if( az ) p->azVictimTab = az;
+    if( az==0 || z==0 ){ sqlite3_free(z); sqlite3_result_error_nomem(ctx); return; }
+    p->azVictimTab[p->nVictimTab++] = z;
+  }
+  sqlite3_result_value(ctx, argv[1]);
+}
+
+/* Unmark zTab; whether it was marked. */
+static int ctVictimTake(CtState *p, const char *zTab){
+  int i;
+  if( p->nVictimTab==0 || zTab==0 ) return 0;
+  i = ctVictimFind(p, zTab);
+  if( i<0 ) return 0;
+  sqlite3_free(p->azVictimTab[i]);
+  p->azVictimTab[i] = p->azVictimTab[--p->nVictimTab];
+  return 1;
+}
+
+/*
+** sqlite_ct_insert_when(MAXCSN, TNAME, TRACK_INSERT, VICTIMS, NEW.chg, NEW.ins,
+**                       NEW.ctx)
+** The AFTER INSERT trigger's WHEN. Gives the transaction its BSN (and logs it)
+** when the row is to be stamped or victims swept, and is true when the body
+** must run: the row does not carry the stamps the DEFAULTs should have given
+** it (no DEFAULT, the transaction's first row, values the statement wrote),
+** or the BEFORE trigger remembered rows an OR REPLACE may have deleted.
+*/
+void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  const int bTrack = sqlite3_value_int(argv[2]);
+  const int bVictims = sqlite3_value_int(argv[3])
+      && ctVictimTake(p, (const char*)sqlite3_value_text(argv[1]));
+  sqlite3_int64 iBsn = 0;
+  int bNeed = bVictims;
+  (void)argc;
+  if( bTrack || bVictims ){
+    char *zErr = 0;
+    int rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  }
+  if( bTrack && !bNeed ){
+    bNeed = !ctValueIsInt(argv[4], iBsn) || !ctValueIsInt(argv[5], iBsn)
+         || !ctValueIsContext(p, argv[6]);
+  }
+  sqlite3_result_int(ctx, bNeed);
+}
+
+/*
+** sqlite_ct_update_when(MAXCSN, TNAME, KEY_CHANGED, TRACK_UPDATES, NEW.chg,
+**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx)
+** The AFTER UPDATE trigger's WHEN. An error (as RAISE(ABORT) would give) when
+** the statement wrote a __sys column with a value tracking would not write.
+** True, with the transaction's BSN handed out and logged, when the row must be
+** re-stamped: it does not carry this transaction's stamps yet (TRACK_UPDATES),
+** or its key changed (it counts as inserted now). The body's own stamping
+** UPDATE leaves it false.
+*/
+void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iMax = sqlite3_value_int64(argv[0]);
+  sqlite3_int64 iPending;
+  int bNeed;
+  (void)argc;
+  if( p->bApply ) iPending = 0;
+  else if( ctBsnValid(p, iMax) ) iPending = p->iBsn;
+  else iPending = iMax + 1;
+  if( (!ctValueIs(argv[6], argv[7]) && !ctValueIsInt(argv[6], iPending))
+   || (!ctValueIs(argv[4], argv[5]) && !ctValueIsInt(argv[4], iPending))
+   || (!ctValueIs(argv[8], argv[9]) && !ctValueIsContext(p, argv[8])) ){
+    char *zErr = sqlite3_mprintf("sqlite-ct: the __sys columns of table %s are"
+        " written by change tracking only; leave them out of INSERT and UPDATE",
+        (const char*)sqlite3_value_text(argv[1]));
+    if( zErr==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    sqlite3_result_error(ctx, zErr, -1);
+    sqlite3_result_error_code(ctx, SQLITE_CONSTRAINT_TRIGGER);
+    sqlite3_free(zErr);
+    return;
+  }
+  bNeed = sqlite3_value_int(argv[2])
+      || (sqlite3_value_int(argv[3])
+          && (!ctValueIsInt(argv[4], iPending) || !ctValueIsContext(p, argv[8])));
+  if( bNeed ){
+    sqlite3_int64 iBsn;
+    char *zErr = 0;
+    int rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  }
+  sqlite3_result_int(ctx, bNeed);
 }

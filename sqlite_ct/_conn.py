@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from typing import Any, Iterator, Optional, Sequence, Tuple, Type
 
 from . import errors
@@ -52,7 +53,7 @@ def translate(exc: BaseException) -> Optional[errors.Error]:
     """The sqlite_ct.Error for a host exception raised by the extension, or None
     when the exception is not sqlite-ct's (a locked database, a full disk)."""
     message = str(exc)
-    if "no such function: sqlite_ct_" in message:
+    if re.search(r"(no such|unknown) function: sqlite_ct_", message):
         return errors.ExtensionError(NOT_LOADED)
     start = message.find("sqlite-ct: ")
     if start < 0:

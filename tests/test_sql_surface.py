@@ -34,6 +34,11 @@ SURFACE = {
     ("sqlite_ct_take_log", 0): INNOCUOUS,
     ("sqlite_ct_bsn", 0): INNOCUOUS,
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
+    ("sqlite_ct_write_bsn", 1): INNOCUOUS,
+    ("sqlite_ct_insert_when", 7): INNOCUOUS,
+    ("sqlite_ct_update_when", 10): INNOCUOUS,
+    ("sqlite_ct_default_bsn", 0): INNOCUOUS,
+    ("sqlite_ct_victim", 2): INNOCUOUS,
     ("sqlite_ct_current_bsn", 0): INNOCUOUS,
     ("sqlite_ct_last_committed_csn", 0): INNOCUOUS,
     ("sqlite_ct_tracking_context", 0): INNOCUOUS,
@@ -106,12 +111,15 @@ def test_only_the_key_codec_is_deterministic(conn):
         "sqlite_ct_pack_key", "sqlite_ct_unpack_key", "sqlite_ct_key_count"}
 
 
-def test_every_function_the_triggers_call_is_innocuous(conn):
+def test_every_function_the_schema_calls_is_innocuous(conn):
+    """The triggers and the stamp columns' DEFAULTs run under trusted_schema=OFF."""
     q(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)")
     sqlite_ct.create_schema(conn, "t")
-    sql = " ".join(r[0] for r in q(conn, "SELECT sql FROM sqlite_schema WHERE type='trigger'"))
+    sql = " ".join(r[0] for r in q(conn, "SELECT sql FROM sqlite_schema"
+                                         " WHERE type='trigger' OR name='t'"))
     called = set(re.findall(r"\b(sqlite_ct_\w+)\s*\(", sql))
-    assert {"sqlite_ct_begin", "sqlite_ct_take_log", "sqlite_ct_bsn",
+    assert {"sqlite_ct_insert_when", "sqlite_ct_update_when", "sqlite_ct_write_bsn",
+            "sqlite_ct_default_bsn", "sqlite_ct_victim", "sqlite_ct_bsn",
             "sqlite_ct_pack_key"} <= called
     flags = registered(conn)
     for name in called:
