@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -72,6 +71,10 @@ class Variant:
     def after_op(self, conn: Any, state: Any) -> Dict[str, float]:
         return {}
 
+    def op_func(self, op: str) -> Any:
+        """The operation as this variant runs it (the same for all but x5)."""
+        return OP_FUNCS[op]
+
 
 class Untracked(Variant):
     name, label = "untracked", "0 untracked"
@@ -111,25 +114,6 @@ class Floor(Variant):
 
 # -- ablations (--explore): what each part of sqlite-ct's triggers costs.
 
-def _rewrite_triggers(conn: Any, pattern: str, replacement: str) -> None:
-    """Re-create sqlite-ct's triggers on items with `pattern` replaced."""
-    triggers = conn.execute(
-        "SELECT name, sql FROM sqlite_schema WHERE type='trigger' AND tbl_name='items'"
-    ).fetchall()
-    hits = 0
-    conn.execute("BEGIN")
-    for name, sql in triggers:
-        new_sql, n = re.subn(pattern, replacement, sql, flags=re.S)
-        if n:
-            hits += n
-            conn.execute(f'DROP TRIGGER "{name}"')
-            conn.execute(new_sql)
-    conn.execute("COMMIT")
-    if not hits:
-        raise RuntimeError(f"--explore: the trigger text no longer contains {pattern!r}; "
-                           "update the ablation to the new trigger shape")
-
-
 class CtNoIndex(SqliteCt):
     name, label = "ct-noidx", "x1 sqlite-ct without the change-BSN index"
 
@@ -138,127 +122,109 @@ class CtNoIndex(SqliteCt):
         conn.execute('DROP INDEX "__sysct_chg_items"')
 
 
-class CtNoGuard(SqliteCt):
-    name, label = "ct-noguard", "x4 sqlite-ct without the __sys-column guard (RAISE)"
+class CtNoVictims(SqliteCt):
+    name, label = ("ct-novictims", "x2 sqlite-ct without the BEFORE INSERT/UPDATE triggers "
+                   "that remember OR REPLACE victims")
 
     def setup(self, conn: Any) -> None:
         super().setup(conn)
-        _rewrite_triggers(conn, r"SELECT RAISE\(ABORT, '(?:[^']|'')*'\)[^;]*;", "")
+        conn.execute('DROP TRIGGER "__sysct_bi_items"')
+        conn.execute('DROP TRIGGER "__sysct_bu_items"')
 
 
-# The per-row log statement that every sqlite-ct trigger starts with, alone in
-# a trigger (system tables from sqlite_ct_create_system_tables()): after the
-# first row of a transaction it logs nothing, so this is its per-row cost.
-_LOG_INSERT_SELECT = (
-    "INSERT INTO __sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
-    " SELECT b, b, sqlite_ct_now() FROM (SELECT sqlite_ct_begin((SELECT max(__sysTxCsn)"
-    " FROM __sysTxCommitSequence)) AS b) WHERE b IS NOT NULL;")
-# The same per-row check as a plain SELECT: what the statement costs if the log
-# row were written from C (by sqlite_ct_begin(), once per transaction) instead
-# of by an INSERT..SELECT in every trigger. Any INSERT..SELECT into the log
-# placed after it in the same trigger program would again go through an
-# ephemeral table: SQLite's readsTable() sees the earlier OpenRead of the log.
-# Cost model only: nothing is logged.
-_LOG_SELECT = "SELECT sqlite_ct_begin((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence));"
+class CtNoAfterInsert(SqliteCt):
+    name, label = ("ct-noai", "x3 sqlite-ct without the AFTER INSERT trigger: inserts "
+                   "stamped by the DEFAULTs alone (not correct: the first row after a "
+                   "commit keeps a NULL stamp)")
+
+    def setup(self, conn: Any) -> None:
+        super().setup(conn)
+        conn.execute('DROP TRIGGER "__sysct_ai_items"')
 
 
-class FloorLog(Floor):
-    name, label = ("floor-log", "x2 floor + sqlite-ct's log statement "
-                   "(INSERT..SELECT reading its own table)")
-    body = _LOG_INSERT_SELECT
+class FloorProbe(Floor):
+    name, label = ("floor-probe", "x4 the floor's triggers calling "
+                   "sqlite_ct_write_bsn((SELECT max(..))): the per-row probe and C call "
+                   "every sqlite-ct trigger makes (logs once per transaction)")
 
     def setup(self, conn: Any) -> None:
         conn.execute("SELECT sqlite_ct_create_system_tables()").fetchall()
         for when in ("INSERT", "UPDATE", "DELETE"):
-            conn.execute(f"CREATE TRIGGER floor_{when.lower()} AFTER {when} ON items "
-                         f"BEGIN {self.body} END")
+            conn.execute(f"CREATE TRIGGER floor_{when.lower()} AFTER {when} ON items BEGIN "
+                         "SELECT sqlite_ct_write_bsn((SELECT max(__sysTxCsn) FROM "
+                         "__sysTxCommitSequence)); END")
 
 
-class FloorSelectLog(FloorLog):
-    name, label = ("floor-selectlog", "x3 floor + the same check as a plain "
-                   "SELECT sqlite_ct_begin((SELECT max(..))) (logs nothing)")
-    body = _LOG_SELECT
-
-
-class CtSplitUpdate(SqliteCt):
-    name, label = ("ct-split-au", "x5 sqlite-ct, AFTER UPDATE OF the user columns + a small "
-                   "BEFORE UPDATE OF the __sys columns guard")
-
-    def setup(self, conn: Any) -> None:
-        # The stamping UPDATEs write only __sys columns, so they no longer enter
-        # the big AFTER UPDATE program (entered to evaluate its WHEN, with a
-        # frame allocated and zeroed per statement: per row under executemany);
-        # the small guard keeps user writes of the __sys columns refused.
-        super().setup(conn)
-        _rewrite_triggers(conn, r'AFTER UPDATE ON "items"',
-                          'AFTER UPDATE OF id, name, qty, price, note ON "items"')
-        guard = " OR ".join(
-            f'(NEW."{c}" IS NOT OLD."{c}" AND NEW."{c}" IS NOT {f})'
-            for c, f in (("__sysChangeTxBsn", "sqlite_ct_bsn()"),
-                         ("__sysInsertTxBsn", "sqlite_ct_bsn()"),
-                         ("__sysTrackingContext", "sqlite_ct_tracking_context()")))
-        conn.execute('CREATE TRIGGER x_guard BEFORE UPDATE OF "__sysChangeTxBsn", '
-                     '"__sysInsertTxBsn", "__sysTrackingContext" ON items WHEN '
-                     f"{guard} BEGIN SELECT RAISE(ABORT, 'guard'); END")
-
-
-class CtTombChanges(SqliteCt):
-    name, label = ("ct-tomb-changes", "x8 sqlite-ct, tombstone INSERT guarded by changes()=0 "
-                   "instead of NOT EXISTS(SELECT .. FROM __sysOCSDeletedRows)")
+class DataOnly(Variant):
+    """The rows sqlite-ct writes, written by the operations' own statements, with
+    no trigger at all: the three stamp columns and their index, one log row per
+    transaction, a tombstone per deleted row. What this design costs if trigger
+    dispatch and per-row checks were free. Its operations differ from the
+    others' (they carry the stamps), so it runs through apsw, where one
+    execute() call runs the whole transaction; its delete reads the table twice
+    (once for the tombstones, once to delete), so that figure is an upper bound."""
+    name, label = ("data-only", "x5 sqlite-ct's writes without triggers: stamp columns, "
+                   "index, log row, tombstones written by the statements themselves")
+    hosts = ("apsw",)
 
     def setup(self, conn: Any) -> None:
-        # The tombstone INSERT reads its own target table in NOT EXISTS(..), so
-        # SQLite runs it through an ephemeral table per deleted row. Right after
-        # the UPDATE of the same tombstone, changes() says whether it existed.
-        super().setup(conn)
-        _rewrite_triggers(conn, r"NOT EXISTS\(SELECT 1 FROM __sysOCSDeletedRows WHERE [^;]*\);",
-                          "changes()=0;")
-
-
-_STAMP_COLUMNS = ['ALTER TABLE items ADD COLUMN "__sysChangeTxBsn" INTEGER',
-                  'ALTER TABLE items ADD COLUMN "__sysInsertTxBsn" INTEGER',
-                  'ALTER TABLE items ADD COLUMN "__sysTrackingContext" BLOB']
-_STAMP_SCHEMA = [
-    'CREATE INDEX chg ON items("__sysChangeTxBsn")',
-    "CREATE TABLE tomb(rk BLOB NOT NULL, bsn INTEGER NOT NULL, PRIMARY KEY(bsn, rk))"
-    " WITHOUT ROWID",
-    "CREATE TRIGGER s_au AFTER UPDATE OF id, name, qty, price, note ON items"
-    ' BEGIN UPDATE items SET "__sysChangeTxBsn"=sqlite_ct_bsn() WHERE rowid=NEW.rowid; END',
-    "CREATE TRIGGER s_ad AFTER DELETE ON items BEGIN INSERT INTO tomb"
-    " VALUES(sqlite_ct_pack_key(OLD.id), sqlite_ct_bsn()); END"]
-
-
-class StampOnly(Variant):
-    name, label = ("stamp-only", "x6 minimal triggers: one stamping UPDATE (AFTER UPDATE OF "
-                   "the user columns) / one tombstone INSERT, BSN from C")
-
-    def setup(self, conn: Any) -> None:
-        for sql in _STAMP_COLUMNS + _STAMP_SCHEMA:
+        conn.execute("SELECT sqlite_ct_create_system_tables()").fetchall()
+        for sql in ['ALTER TABLE items ADD COLUMN "__sysChangeTxBsn" INTEGER',
+                    'ALTER TABLE items ADD COLUMN "__sysInsertTxBsn" INTEGER',
+                    'ALTER TABLE items ADD COLUMN "__sysTrackingContext" BLOB',
+                    'CREATE INDEX chg ON items("__sysChangeTxBsn")']:
             conn.execute(sql)
-        conn.execute('CREATE TRIGGER s_ai AFTER INSERT ON items BEGIN UPDATE items SET'
-                     ' "__sysChangeTxBsn"=sqlite_ct_bsn(), "__sysInsertTxBsn"=sqlite_ct_bsn()'
-                     " WHERE rowid=NEW.rowid; END")
 
+    @staticmethod
+    def _log(cur: Any) -> int:
+        bsn = cur.execute("SELECT coalesce(max(__sysTxCsn), 0) + 1"
+                          " FROM __sysTxCommitSequence").fetchall()[0][0]
+        cur.execute("INSERT INTO __sysTxCommitSequence VALUES (?, ?, ?)",
+                    (bsn, bsn, int(time.time() * 1000)))
+        return bsn
 
-class DefaultStamp(Variant):
-    name, label = ("default-stamp", "x7 as x6, but inserts stamped by a column DEFAULT "
-                   "(no insert trigger)")
+    def op_func(self, op: str) -> Any:
+        def insert(cur: Any, data: Dict[str, Any]) -> None:
+            cur.execute("BEGIN")
+            bsn = self._log(cur)
+            cur.executemany(
+                'INSERT INTO items(id, name, qty, price, note, "__sysChangeTxBsn",'
+                ' "__sysInsertTxBsn") VALUES (?, ?, ?, ?, ?, ?, ?)',
+                [row + (bsn, bsn) for row in data["rows"]])
+            cur.execute("COMMIT")
 
-    def setup(self, conn: Any) -> None:
-        # ALTER TABLE ADD COLUMN refuses a non-constant DEFAULT, so the table is
-        # re-created with the stamp columns (the product would edit sqlite_schema).
-        conn.execute("DROP TABLE items")
-        conn.execute(bl.TABLE_SQL.rstrip(")") +
-                     ', "__sysChangeTxBsn" INTEGER DEFAULT (sqlite_ct_bsn()),'
-                     ' "__sysInsertTxBsn" INTEGER DEFAULT (sqlite_ct_bsn()),'
-                     ' "__sysTrackingContext" BLOB)')
-        for sql in _STAMP_SCHEMA:
-            conn.execute(sql)
+        def autocommit(cur: Any, data: Dict[str, Any]) -> None:
+            sql = ("BEGIN; INSERT INTO __sysTxCommitSequence SELECT m, m, ? FROM"
+                   " (SELECT coalesce(max(__sysTxCsn), 0) + 1 AS m FROM __sysTxCommitSequence);"
+                   ' UPDATE items SET qty=?, "__sysChangeTxBsn"=(SELECT max(__sysTxCsn)'
+                   " FROM __sysTxCommitSequence) WHERE id=?; COMMIT")
+            now = int(time.time() * 1000)
+            for qty, key in data["autocommit"]:
+                cur.execute(sql, (now, qty, key))
+
+        def update(cur: Any, data: Dict[str, Any]) -> None:
+            cur.execute("BEGIN")
+            bsn = self._log(cur)
+            cur.execute('UPDATE items SET qty=qty+1, price=price*1.01, "__sysChangeTxBsn"=?'
+                        " WHERE id % 2 = 0", (bsn,))
+            cur.execute("COMMIT")
+
+        def delete(cur: Any, data: Dict[str, Any]) -> None:
+            cur.execute("BEGIN")
+            bsn = self._log(cur)
+            cur.execute("INSERT INTO __sysOCSDeletedRows SELECT 'items', sqlite_ct_pack_key(id),"
+                        ' ?, "__sysInsertTxBsn", ?, NULL FROM items WHERE id % 10 = 5',
+                        (bsn, int(time.time() * 1000)))
+            cur.execute(DELETE_TENTH_SQL)
+            cur.execute("COMMIT")
+
+        return {"insert": insert, "autocommit": autocommit, "update": update,
+                "delete": delete}[op]
 
 
 MAIN_VARIANTS: List[Variant] = [Untracked(), SqliteCt(), Session(), Floor()]
-EXPLORE_VARIANTS: List[Variant] = [CtNoIndex(), FloorLog(), FloorSelectLog(), CtNoGuard(),
-                                   CtSplitUpdate(), StampOnly(), DefaultStamp(), CtTombChanges()]
+EXPLORE_VARIANTS: List[Variant] = [CtNoIndex(), CtNoVictims(), CtNoAfterInsert(),
+                                   FloorProbe(), DataOnly()]
 
 
 # ---- operations ------------------------------------------------------------
@@ -282,7 +248,7 @@ def run_variant(host: str, variant: Variant, path: str, data: Dict[str, Any]
         out: Dict[str, Any] = {}
         for op in OPS:
             state = variant.before_op(conn)
-            seconds, _ = bl.timed(lambda: OP_FUNCS[op](cur, data))
+            seconds, _ = bl.timed(lambda: variant.op_func(op)(cur, data))
             extra = variant.after_op(conn, state)
             out[op] = {"op_s": seconds, **extra,
                        "s": seconds + extra.get("changeset_s", 0.0)}
@@ -435,7 +401,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "untracked,sqlite-ct,session,floor for apsw, "
                          "untracked,sqlite-ct for sqlite3")
     ap.add_argument("--explore", action="store_true",
-                    help="add the ablations of sqlite-ct's triggers (x1..x8)")
+                    help="add the ablations of sqlite-ct's triggers (x1..x5)")
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke run: small sizes, 2 repetitions; asserts nothing about speed")
     ap.add_argument("--json", metavar="PATH", help="write raw per-repetition results here "

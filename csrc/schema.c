@@ -140,28 +140,26 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
 
 /*
 ** Write a tombstone for key zRk (an SQL expression) of table p, deleted by
-** this transaction, whose deleted incarnation was inserted at zIns, when
-** zCond holds. One key deleted twice in a transaction (delete, re-insert,
-** delete) keeps one tombstone with the older insert BSN: the one that says
-** whether a replica can hold the key. Written as UPDATE, then INSERT when the
-** UPDATE found nothing, rather than an upsert because SQLite applies the outer
-** statement's conflict policy (INSERT OR REPLACE, OR IGNORE) to statements
-** inside triggers, which would override an ON CONFLICT clause.
+** this transaction (BSN: the expression zBsn, which the AFTER DELETE trigger
+** uses to hand out and log the BSN), whose deleted incarnation was inserted at
+** zIns, when zCond holds. One key deleted twice in a transaction (delete,
+** re-insert, delete) keeps one tombstone with the older insert BSN: the one
+** that says whether a replica can hold the key. One statement, an upsert: its
+** DO UPDATE takes precedence over the conflict policy of the statement that
+** fired the trigger (an INSERT OR REPLACE whose deletes fire triggers under
+** recursive_triggers, or any OR clause above a user trigger), which SQLite
+** otherwise applies to every statement inside triggers, overriding their own.
 */
 static void ctAppendTombstone(sqlite3_str *s, const CtTable *p, const char *zRk,
                               const char *zIns, const char *zCond, const char *zBsn){
   sqlite3_str_appendf(s,
-      "UPDATE __sysOCSDeletedRows SET __sysInsertTxCsn=min(__sysInsertTxCsn, %s)"
-      " WHERE __sysTName=%Q AND __sysDeleteTxBsn=%s AND __sysRK=%s"
-      " AND sqlite_ct_bsn()>0 AND %s;", zIns, p->zName, zBsn, zRk, zCond);
-  /* changes(): rows the UPDATE just above changed (SQLite documents it as the
-  ** count of the most recent statement of the same trigger program). */
-  sqlite3_str_appendf(s,
       "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
       " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
-      " SELECT %Q, %s, sqlite_ct_bsn(), %s, sqlite_ct_now(), sqlite_ct_tracking_context()"
-      " WHERE changes()=0 AND sqlite_ct_bsn()>0 AND %s;",
-      p->zName, zRk, zIns, zCond);
+      " SELECT %Q, %s, b, %s, sqlite_ct_now(), sqlite_ct_tracking_context()"
+      " FROM (SELECT %s AS b) WHERE b>0 AND %s"
+      " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
+      " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn);",
+      p->zName, zRk, zIns, zBsn, zCond);
 }
 
 /* The name under which the rowid of p can be referenced, or NULL when the
@@ -431,7 +429,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   if( eOpt & CT_TRACK_DELETE ){
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN ", zT, zT);
-    /* The first statement's key hands out (and logs) the BSN. */
+    /* The tombstone's BSN hands out (and logs) the transaction's BSN. */
     ctAppendTombstone(s, p, zPackOld, zInsOld, "1",
                       "sqlite_ct_write_bsn(" CT_MAXCSN_SQL ")");
     sqlite3_str_appendall(s, " END;");

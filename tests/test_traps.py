@@ -301,6 +301,41 @@ def test_delete_and_reinsert_of_a_key_in_one_transaction(conn):
     assert cs.inserts == [{"id": 1, "v": "c"}]
 
 
+@pytest.mark.parametrize("policy", ["REPLACE", "ABORT", "FAIL", "ROLLBACK", "IGNORE"])
+def test_second_delete_of_a_key_under_an_outer_conflict_policy(conn, recursive, policy):
+    """The second tombstone of one key in one transaction merges into the first
+    (keeping the older insert BSN) even when the statement that fired the
+    trigger carries an OR clause, which SQLite applies to the statements
+    inside triggers: here a user trigger deletes, under INSERT OR <policy>."""
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}])
+    run(conn, "CREATE TABLE cmd(id INTEGER)",
+        "CREATE TRIGGER cmd_delete AFTER INSERT ON cmd BEGIN"
+        " DELETE FROM t WHERE id = NEW.id; END")
+    original = val(conn, "SELECT __sysInsertTxBsn FROM t WHERE id = 1")
+    run(conn, "BEGIN", "DELETE FROM t WHERE id = 1", "INSERT INTO t(id, v) VALUES (1, 'b')",
+        f"INSERT OR {policy} INTO cmd VALUES (1)", "COMMIT")
+    assert q(conn, "SELECT __sysInsertTxCsn FROM __sysOCSDeletedRows") == [(original,)]
+    cs = t.changes()
+    assert (cs.inserts, cs.updates, cs.deletes) == ([], [], [{"id": 1}])
+
+
+def test_second_delete_of_a_key_by_insert_or_replace(conn, recursive):
+    """Under recursive_triggers the rows OR REPLACE deletes fire the DELETE
+    trigger inside the INSERT OR REPLACE."""
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)", "t",
+                ["id"], [{"id": 1, "u": "a", "v": "x"}])
+    original = val(conn, "SELECT __sysInsertTxBsn FROM t WHERE id = 1")
+    run(conn, "BEGIN", "DELETE FROM t WHERE id = 1",
+        "INSERT INTO t(id, u, v) VALUES (1, 'a', 'y')",
+        "INSERT OR REPLACE INTO t(id, u, v) VALUES (2, 'a', 'z')", "COMMIT")
+    assert q(conn, "SELECT __sysRK, __sysInsertTxCsn FROM __sysOCSDeletedRows") == [
+        (sqlite_ct.pack_key(conn, "t", [1]), original)]
+    cs = t.changes()
+    assert (cs.inserts, cs.updates, cs.deletes) == ([{"id": 2, "u": "a", "v": "z"}], [],
+                                                    [{"id": 1}])
+
+
 # ------------------------------------------------------------------- NULLs
 
 def test_null_transitions_of_values(conn):
