@@ -160,9 +160,10 @@ class DataOnly(Variant):
     no trigger at all: the three stamp columns and their index, one log row per
     transaction, a tombstone per deleted row. What this design costs if trigger
     dispatch and per-row checks were free. Its operations differ from the
-    others' (they carry the stamps), so it runs through apsw, where one
-    execute() call runs the whole transaction; its delete reads the table twice
-    (once for the tombstones, once to delete), so that figure is an upper bound."""
+    others' (they carry the stamps), so it runs through apsw only. Two figures
+    are upper bounds: its autocommit transaction is five statements from Python
+    where the others run one (about 4 µs of the ~30 µs), and its delete reads
+    the table twice (once for the tombstones, once to delete)."""
     name, label = ("data-only", "x5 sqlite-ct's writes without triggers: stamp columns, "
                    "index, log row, tombstones written by the statements themselves")
     hosts = ("apsw",)
@@ -194,13 +195,12 @@ class DataOnly(Variant):
             cur.execute("COMMIT")
 
         def autocommit(cur: Any, data: Dict[str, Any]) -> None:
-            sql = ("BEGIN; INSERT INTO __sysTxCommitSequence SELECT m, m, ? FROM"
-                   " (SELECT coalesce(max(__sysTxCsn), 0) + 1 AS m FROM __sysTxCommitSequence);"
-                   ' UPDATE items SET qty=?, "__sysChangeTxBsn"=(SELECT max(__sysTxCsn)'
-                   " FROM __sysTxCommitSequence) WHERE id=?; COMMIT")
-            now = int(time.time() * 1000)
             for qty, key in data["autocommit"]:
-                cur.execute(sql, (now, qty, key))
+                cur.execute("BEGIN")
+                bsn = self._log(cur)
+                cur.execute('UPDATE items SET qty=?, "__sysChangeTxBsn"=? WHERE id=?',
+                            (qty, bsn, key))
+                cur.execute("COMMIT")
 
         def update(cur: Any, data: Dict[str, Any]) -> None:
             cur.execute("BEGIN")
