@@ -63,7 +63,7 @@ def prepare(variant: str, op: str, path: str, data: Dict[str, Any]) -> str:
         conn.execute(bl.TABLE_SQL)
         VARIANTS[variant].setup(conn)
         if op != "insert":
-            bench_ops.op_insert(conn.cursor(), data)
+            bl.op_insert(conn.cursor(), data)
         bl.size_after_checkpoint(conn, path)
     finally:
         conn.close()

@@ -391,17 +391,32 @@ void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 /* sqlite_ct_default_bsn(): the DEFAULT of the stamp columns of a table whose
-** inserts are tracked. It cannot probe the log (a DEFAULT may not hold a
-** subquery), so it offers the BSN this connection handed out last while no
-** commit has happened since (the pager's data version), else NULL; the AFTER
-** INSERT trigger's WHEN then checks the row against the probed BSN and stamps
-** it with a second write only when the two differ. */
+** inserts are tracked: the transaction's BSN, so SQLite writes the row
+** stamped. A DEFAULT may not hold a subquery, so it cannot take the probe the
+** triggers pass: while no commit has happened since this connection handed
+** out its last BSN (the pager's data version) it offers that number without
+** a query; otherwise (the first tracked insert of a transaction) it reads the
+** newest log row itself and hands out the next BSN. It logs nothing: the row
+** may yet be IGNOREd, and a transaction that changed nothing leaves no log
+** row. The AFTER INSERT trigger's WHEN probes for every row that was written,
+** logs the BSN (the same number: nothing else can commit while this
+** transaction holds the write lock) when its log row is missing (not written
+** yet, or removed by a failed statement or ROLLBACK TO), and re-stamps the row
+** only when its stamps differ. */
 void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   (void)argc; (void)argv;
   if( p->bApply ){
     sqlite3_result_int64(ctx, 0);
   }else if( p->iBsn!=0 && p->uDataVersion==ctDataVersion(p->db) ){
+    sqlite3_result_int64(ctx, p->iBsn);
+  }else{
+    sqlite3_int64 iMax = 0;
+    char *zErr = 0;
+    int rc = ctQueryInt64(p->db, &iMax, 0, &zErr,
+        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+    ctBegin(p, iMax);
     sqlite3_result_int64(ctx, p->iBsn);
   }
 }

@@ -250,3 +250,36 @@ def test_or_replace_victim_while_a_user_trigger_inserts_into_another_tracked_tab
     replica.apply(cs)
     assert replica.rows == table_rows(conn, "t", ["id"])
     assert val(conn, "SELECT count(*) FROM u") == 1
+
+
+def test_inserts_do_not_fire_the_applications_update_triggers(conn):
+    """The DEFAULTs stamp the row as it is written, so an insert is not
+    followed by a stamping UPDATE: not in a transaction's first row, not in
+    autocommit, not in a multi-row statement."""
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+        "CREATE TABLE fired(n INTEGER)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "CREATE TRIGGER app_au AFTER UPDATE ON t BEGIN INSERT INTO fired VALUES (NEW.id); END")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
+    run(conn, "INSERT INTO t(id, v) VALUES (2, 'b'), (3, 'c')")
+    run(conn, "BEGIN", "INSERT INTO t(id, v) VALUES (4, 'd')", "INSERT INTO t(id, v) VALUES (5, 'e')",
+        "COMMIT")
+    assert val(conn, "SELECT count(*) FROM fired") == 0
+    assert_rows_logged(conn)
+    assert len(set(log(conn))) == len(log(conn))
+
+
+def test_last_insert_rowid_is_the_inserted_row(conn):
+    """The log row the first insert of a transaction writes (a nested
+    statement) does not leak into last_insert_rowid()."""
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    for v in ("a", "b"):
+        cur = conn.cursor()
+        cur.execute("INSERT INTO t(v) VALUES (?)", (v,))
+        rowid = val(conn, "SELECT id FROM t WHERE v = ?", (v,))
+        assert val(conn, "SELECT last_insert_rowid()") == rowid
+        if not isinstance(conn, apsw.Connection):
+            assert cur.lastrowid == rowid
+    run(conn, "UPDATE t SET v = 'c' WHERE id = 1")
+    assert val(conn, "SELECT last_insert_rowid()") == 2
