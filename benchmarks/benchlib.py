@@ -315,6 +315,12 @@ def op_autocommit(cur: Any, data: Dict[str, Any]) -> None:
         cur.execute(AUTOCOMMIT_SQL, params)
 
 
+def op_autoinsert(cur: Any, data: Dict[str, Any]) -> None:
+    """New rows, one autocommit INSERT each (data["autoinsert"])."""
+    for row in data.get("autoinsert", ()):
+        cur.execute(INSERT_SQL, row)
+
+
 def op_update(cur: Any, data: Dict[str, Any]) -> None:
     cur.execute("BEGIN")
     cur.execute(UPDATE_HALF_SQL)
@@ -329,4 +335,4 @@ def op_delete(cur: Any, data: Dict[str, Any]) -> None:
 
 OP_FUNCS: Dict[str, Callable[[Any, Dict[str, Any]], None]] = {
     "insert": op_insert, "autocommit": op_autocommit, "update": op_update,
-    "delete": op_delete}
+    "delete": op_delete, "autoinsert": op_autoinsert}
