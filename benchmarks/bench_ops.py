@@ -136,8 +136,8 @@ class CtNoVictims(SqliteCt):
 
 class CtNoAfterInsert(SqliteCt):
     name, label = ("ct-noai", "x3 sqlite-ct without the AFTER INSERT trigger: inserts "
-                   "stamped by the DEFAULTs alone (not correct: the first row after a "
-                   "commit keeps a NULL stamp)")
+                   "stamped by the DEFAULTs alone (not correct: nothing logs the "
+                   "inserting transactions)")
 
     def setup(self, conn: Any) -> None:
         super().setup(conn)
