@@ -135,6 +135,7 @@ int sqlite3_sqlitect_init(sqlite3 *db, char **pzErrMsg,
                                       0, p->xFunc, 0, 0, 0);
     }
   }
+  if( rc==SQLITE_OK ) rc = ctStmtCacheRegister(db, pState);
   ctStateUnref(pState);  /* drop the reference ctStateNew() returned */
   if( rc!=SQLITE_OK && pzErrMsg ){
     *pzErrMsg = sqlite3_mprintf("sqlite-ct: registering SQL functions failed: %s",

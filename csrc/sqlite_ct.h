@@ -12,6 +12,8 @@
 **                disable_tracking, trigger generation
 **   keycodec.c   the packed tombstone key (__sysRK): pack, unpack, validate
 **   portable.c   pure-SQL triggers for tables tracked in portable mode
+**   stmtcache.c  statements kept per connection, finalized at close by the
+**                xDisconnect of the eponymous table sqlite_ct_stmt_cache
 **
 ** Nothing here is exported except the entry point (see ext.c); everything else
 ** is static or has hidden visibility (the build passes -fvisibility=hidden).
@@ -47,6 +49,11 @@ SQLITE_EXTENSION_INIT3
 ** that carries it takes a reference and its destructor drops one, so the last
 ** function SQLite destroys (at sqlite3_close) frees it, whichever that is.
 */
+/* Slots of the per-connection statement cache (stmtcache.c). */
+#define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
+#define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
+#define CT_NSTMT       2
+
 typedef struct CtState CtState;
 struct CtState {
   sqlite3 *db;
@@ -65,6 +72,10 @@ struct CtState {
   ** whose AFTER INSERT trigger has not swept them yet (state.c, "victims"). */
   int nVictimTab;
   char **azVictimTab;
+  /* Statements prepared once per connection (stmtcache.c), finalized by the
+  ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
+  sqlite3_stmt *apStmt[CT_NSTMT];
+  int bCacheConnected;         /* sqlite_ct_stmt_cache is connected */
 };
 
 /* state.c */
@@ -90,6 +101,10 @@ void ctFuncInsertWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
+
+/* stmtcache.c */
+int ctStmtCacheRegister(sqlite3 *db, CtState *p);
+int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);

@@ -43,8 +43,8 @@
 **       a failed statement or RAISE() remove the row and the next write gets
 **       the number again (nothing committed carries it).
 ** No commit or rollback hook is used, so there is no hook slot to be displaced
-** from, and no prepared statement is kept between calls, so sqlite3_close()
-** never finds one of ours unfinalized.
+** from. The two statements the write path runs from C are kept prepared per
+** connection and finalized at close (stmtcache.c).
 */
 #include "sqlite_ct.h"
 #include <stdarg.h>
@@ -356,11 +356,41 @@ void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** first write of a transaction pays for that statement; every other row pays
 ** for the probe of the newest log row that the caller passes as MAXCSN. */
 
-/* Log the BSN the transaction was just handed. */
+/* Log the BSN the transaction was just handed: a statement nested in the
+** trigger's, prepared once per connection (stmtcache.c). */
 static int ctWriteLog(CtState *p, char **pzErr){
-  return ctExecf(p->db, pzErr,
+  sqlite3_stmt *pStmt = 0;
+  int rc = ctCachedStmt(p, CT_STMT_LOG,
       "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
-      " VALUES(%lld, %lld, %lld)", p->iBsn, p->iBsn, ctNowMs());
+      " VALUES(?1, ?1, ?2)", &pStmt);
+  if( rc==SQLITE_OK && pStmt ){
+    sqlite3_bind_int64(pStmt, 1, p->iBsn);
+    sqlite3_bind_int64(pStmt, 2, ctNowMs());
+    sqlite3_step(pStmt);
+    rc = sqlite3_reset(pStmt);
+  }else if( rc==SQLITE_OK ){
+    return ctExecf(p->db, pzErr,
+        "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
+        " VALUES(%lld, %lld, %lld)", p->iBsn, p->iBsn, ctNowMs());
+  }
+  if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  return rc;
+}
+
+/* The newest logged CSN (0 when the log is empty), for the DEFAULT. */
+static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  int rc = ctCachedStmt(p, CT_STMT_MAXCSN,
+      "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence", &pStmt);
+  if( rc==SQLITE_OK && pStmt ){
+    *piMax = sqlite3_step(pStmt)==SQLITE_ROW ? sqlite3_column_int64(pStmt, 0) : 0;
+    rc = sqlite3_reset(pStmt);
+  }else if( rc==SQLITE_OK ){
+    return ctQueryInt64(p->db, piMax, 0, pzErr,
+        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+  }
+  if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  return rc;
 }
 
 /* The open transaction's BSN, handed out and logged when it has none yet; 0
@@ -413,8 +443,7 @@ void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   }else{
     sqlite3_int64 iMax = 0;
     char *zErr = 0;
-    int rc = ctQueryInt64(p->db, &iMax, 0, &zErr,
-        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+    int rc = ctReadMaxCsn(p, &iMax, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
     ctBegin(p, iMax);
     sqlite3_result_int64(ctx, p->iBsn);
