@@ -161,8 +161,9 @@ static const sqlite3_module ctCacheModule = {
   ctCacheNext,
   ctCacheEof,
   ctCacheColumn,
-  ctCacheRowid,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+  ctCacheRowid
+  /* the rest (xUpdate, transactions, ...) zero; the headers of older SQLite
+  ** versions declare fewer members */
 };
 
 int ctStmtCacheRegister(sqlite3 *db, CtState *p){

@@ -1,7 +1,7 @@
 """A first sync of 100,000 rows (marked `large`: deselect with -m "not large").
 
-It runs in the normal suite because it is fast (2-3 s here: most of it is
-the client's tracking triggers, which stamp every applied row). The time is
+It runs in the normal suite because it is fast (about 1 s here, much of it the
+client's tracking triggers, which stamp every applied row). The time is
 printed; run with -s to see it."""
 from __future__ import annotations
 
