@@ -148,22 +148,20 @@ static int ctCacheRowid(sqlite3_vtab_cursor *pCur, sqlite3_int64 *piRowid){
   return SQLITE_OK;
 }
 
+/* Designated initializers: the members after xRowid differ between SQLite
+** versions' headers, and are all zero here (eponymous-only: no xCreate). */
 static const sqlite3_module ctCacheModule = {
-  0,                  /* iVersion */
-  0,                  /* xCreate: eponymous-only */
-  ctCacheConnect,
-  ctCacheBestIndex,
-  ctCacheDisconnect,
-  0,                  /* xDestroy */
-  ctCacheOpen,
-  ctCacheClose,
-  ctCacheFilter,
-  ctCacheNext,
-  ctCacheEof,
-  ctCacheColumn,
-  ctCacheRowid
-  /* the rest (xUpdate, transactions, ...) zero; the headers of older SQLite
-  ** versions declare fewer members */
+  .iVersion = 0,
+  .xConnect = ctCacheConnect,
+  .xBestIndex = ctCacheBestIndex,
+  .xDisconnect = ctCacheDisconnect,
+  .xOpen = ctCacheOpen,
+  .xClose = ctCacheClose,
+  .xFilter = ctCacheFilter,
+  .xNext = ctCacheNext,
+  .xEof = ctCacheEof,
+  .xColumn = ctCacheColumn,
+  .xRowid = ctCacheRowid,
 };
 
 int ctStmtCacheRegister(sqlite3 *db, CtState *p){
