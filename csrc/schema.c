@@ -373,6 +373,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
         " AND (\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()"
         " OR \"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
         " OR \"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());");
+    sqlite3_str_appendf(s, "SELECT sqlite_ct_stamp_end(%Q);", zT);
   }else if( !bVictims ){
     sqlite3_str_appendall(s, "SELECT 1;");   /* a body is required */
   }
@@ -408,7 +409,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   }
   sqlite3_str_appendall(s, " WHERE ");
   ctAppendKeyMatch(s, p, "NEW", "=", 1);
-  sqlite3_str_appendall(s, "; END;");
+  sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
 
   /* AFTER UPDATE OF the key and UNIQUE columns, when one of them changed: a key
   ** change is a delete of the old key plus an insert of the new (the stamps

@@ -54,6 +54,14 @@ SQLITE_EXTENSION_INIT3
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
 #define CT_NSTMT       2
 
+/* A small list of table names (state.c): the victim marks and the stamping
+** marks. Usually empty, so a lookup per row costs nothing. */
+typedef struct CtNames CtNames;
+struct CtNames {
+  int n;
+  char **az;
+};
+
 typedef struct CtState CtState;
 struct CtState {
   sqlite3 *db;
@@ -70,8 +78,12 @@ struct CtState {
   unsigned char aContext[16];  /* GUID, .NET byte order, as SQL CE stored it */
   /* Tables whose BEFORE trigger remembered rows an OR REPLACE may delete and
   ** whose AFTER INSERT trigger has not swept them yet (state.c, "victims"). */
-  int nVictimTab;
-  char **azVictimTab;
+  CtNames victims;
+  /* Tables whose trigger body is writing stamps right now: the AFTER UPDATE
+  ** trigger this write fires must not take it for an application's write of
+  ** a __sys column (state.c, "stamping marks"). One entry per body. */
+  CtNames stamping;
+  sqlite3_int64 iStampBsn;     /* the BSN the stamping marks belong to */
   /* Statements prepared once per connection (stmtcache.c), finalized by the
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];
@@ -101,6 +113,7 @@ void ctFuncInsertWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
+void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);

@@ -66,8 +66,10 @@ void ctStateUnref(void *pArg){
   CtState *p = (CtState*)pArg;
   if( p && --p->nRef==0 ){
     int i;
-    for(i=0; i<p->nVictimTab; i++) sqlite3_free(p->azVictimTab[i]);
-    sqlite3_free(p->azVictimTab);
+    for(i=0; i<p->victims.n; i++) sqlite3_free(p->victims.az[i]);
+    sqlite3_free(p->victims.az);
+    for(i=0; i<p->stamping.n; i++) sqlite3_free(p->stamping.az[i]);
+    sqlite3_free(p->stamping.az);
     sqlite3_free(p);
   }
 }
@@ -450,41 +452,89 @@ void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   }
 }
 
-/* The victim marks: a table name is marked when its BEFORE trigger remembers a
-** row in __sysCtReplaceVictims, and unmarked by the AFTER INSERT trigger that
-** sweeps them. Usually empty, so the check per inserted row costs nothing. */
-static int ctVictimFind(CtState *p, const char *zTab){
+/* ---- Name lists: the victim marks and the stamping marks. */
+
+static int ctNamesFind(const CtNames *p, const char *zTab){
   int i;
-  for(i=0; i<p->nVictimTab; i++){
-    if( strcmp(p->azVictimTab[i], zTab)==0 ) return i;
+  for(i=0; i<p->n; i++){
+    if( strcmp(p->az[i], zTab)==0 ) return i;
   }
   return -1;
 }
 
+/* Add zTab (once only unless bDup). SQLITE_NOMEM or SQLITE_OK. */
+static int ctNamesAdd(CtNames *p, const char *zTab, int bDup){
+  char **az;
+  char *z;
+  if( zTab==0 || (!bDup && ctNamesFind(p, zTab)>=0) ) return SQLITE_OK;
+  az = sqlite3_realloc64(p->az, sizeof(char*)*(p->n+1));
+  if( az==0 ) return SQLITE_NOMEM;
+  p->az = az;
+  z = sqlite3_mprintf("%s", zTab);
+  if( z==0 ) return SQLITE_NOMEM;
+  p->az[p->n++] = z;
+  return SQLITE_OK;
+}
+
+/* Remove one entry for zTab; whether there was one. */
+static int ctNamesTake(CtNames *p, const char *zTab){
+  int i;
+  if( p->n==0 || zTab==0 ) return 0;
+  i = ctNamesFind(p, zTab);
+  if( i<0 ) return 0;
+  sqlite3_free(p->az[i]);
+  p->az[i] = p->az[--p->n];
+  return 1;
+}
+
+/* The victim marks: a table name is marked when its BEFORE trigger remembers a
+** row in __sysCtReplaceVictims, and unmarked by the AFTER INSERT trigger that
+** sweeps them. */
+
 /* sqlite_ct_victim(TNAME, RK): RK, remembering that TNAME has victims. */
 void ctFuncVictim(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
-  const char *zTab = (const char*)sqlite3_value_text(argv[0]);
   (void)argc;
-  if( zTab && ctVictimFind(p, zTab)<0 ){
-    char **az = sqlite3_realloc64(p->azVictimTab, sizeof(char*)*(p->nVictimTab+1));
-    char *z = sqlite3_mprintf("%s", zTab);
-    if( az ) p->azVictimTab = az;
-    if( az==0 || z==0 ){ sqlite3_free(z); sqlite3_result_error_nomem(ctx); return; }
-    p->azVictimTab[p->nVictimTab++] = z;
+  if( ctNamesAdd(&p->victims, (const char*)sqlite3_value_text(argv[0]), 0) ){
+    sqlite3_result_error_nomem(ctx);
+    return;
   }
   sqlite3_result_value(ctx, argv[1]);
 }
 
-/* Unmark zTab; whether it was marked. */
-static int ctVictimTake(CtState *p, const char *zTab){
-  int i;
-  if( p->nVictimTab==0 || zTab==0 ) return 0;
-  i = ctVictimFind(p, zTab);
-  if( i<0 ) return 0;
-  sqlite3_free(p->azVictimTab[i]);
-  p->azVictimTab[i] = p->azVictimTab[--p->nVictimTab];
-  return 1;
+/*
+** The stamping marks. An application may not write a __sys column; the
+** AFTER UPDATE trigger's WHEN refuses any change of __sysChangeTxBsn or
+** __sysInsertTxBsn (an UPSERT's DO UPDATE copying excluded.* would otherwise
+** pass the DEFAULTs' values off as stamps). sqlite-ct's own stamping UPDATEs
+** change them, and fire that trigger too (the AFTER INSERT body's always, the
+** AFTER UPDATE body's under recursive_triggers). So a WHEN that sends its body
+** to stamp marks the table, the AFTER UPDATE WHEN that sees a __sys column
+** change takes one mark as "this is our write", and the body's last statement,
+** sqlite_ct_stamp_end(TNAME), takes the mark if no trigger did. A body that
+** fails midway leaves its mark until the next change of a __sys column of that
+** table takes it; the mark is dropped with the transaction's BSN.
+*/
+static int ctStampMark(CtState *p, const char *zTab){
+  if( p->iStampBsn!=p->iBsn ){
+    int i;
+    for(i=0; i<p->stamping.n; i++) sqlite3_free(p->stamping.az[i]);
+    p->stamping.n = 0;
+    p->iStampBsn = p->iBsn;
+  }
+  return ctNamesAdd(&p->stamping, zTab, 1);
+}
+
+static int ctStampTake(CtState *p, const char *zTab){
+  if( p->iStampBsn!=p->iBsn ) return 0;
+  return ctNamesTake(&p->stamping, zTab);
+}
+
+/* sqlite_ct_stamp_end(TNAME): the stamping body's last statement. */
+void ctFuncStampEnd(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  (void)argc;
+  ctStampTake(p, (const char*)sqlite3_value_text(argv[0]));
 }
 
 /*
@@ -499,8 +549,8 @@ static int ctVictimTake(CtState *p, const char *zTab){
 void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const int bTrack = sqlite3_value_int(argv[2]);
-  const int bVictims = sqlite3_value_int(argv[3])
-      && ctVictimTake(p, (const char*)sqlite3_value_text(argv[1]));
+  const char *zTab = (const char*)sqlite3_value_text(argv[1]);
+  const int bVictims = sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
   sqlite3_int64 iBsn = 0;
   int bNeed = bVictims;
   (void)argc;
@@ -513,6 +563,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     bNeed = !ctValueIsInt(argv[4], iBsn) || !ctValueIsInt(argv[5], iBsn)
          || !ctValueIsContext(p, argv[6]);
   }
+  if( bNeed && bTrack && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   sqlite3_result_int(ctx, bNeed);
 }
 
@@ -520,7 +571,8 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** sqlite_ct_update_when(MAXCSN, TNAME, KEY_CHANGED, TRACK_UPDATES, NEW.chg,
 **                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx)
 ** The AFTER UPDATE trigger's WHEN. An error (as RAISE(ABORT) would give) when
-** the statement wrote a __sys column with a value tracking would not write.
+** the statement changed __sysChangeTxBsn or __sysInsertTxBsn (see the stamping
+** marks above), or set the context to another than the connection's.
 ** True, with the transaction's BSN handed out and logged, when the row must be
 ** re-stamped: it does not carry this transaction's stamps yet (TRACK_UPDATES),
 ** or its key changed (it counts as inserted now). The body's own stamping
@@ -528,19 +580,30 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 */
 void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
+  const char *zTab = (const char*)sqlite3_value_text(argv[1]);
   sqlite3_int64 iMax = sqlite3_value_int64(argv[0]);
+  const int bChg = !ctValueIs(argv[4], argv[5]);
+  const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
   int bNeed;
   (void)argc;
+  if( (bChg || bIns) && ctStampTake(p, zTab) ){
+    sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
+    return;
+  }
   if( p->bApply ) iPending = 0;
   else if( ctBsnValid(p, iMax) ) iPending = p->iBsn;
   else iPending = iMax + 1;
-  if( (!ctValueIs(argv[6], argv[7]) && !ctValueIsInt(argv[6], iPending))
-   || (!ctValueIs(argv[4], argv[5]) && !ctValueIsInt(argv[4], iPending))
+  /* Any other change is the application's. __sysInsertTxBsn: refused (an
+  ** UPSERT copying excluded.* would make a replica's row look inserted now,
+  ** and its later delete invisible), except the 0 a sync provider writes in
+  ** apply mode. __sysChangeTxBsn: only the value tracking writes itself (then
+  ** logged below, like any stamp). The context: only the connection's own. */
+  if( (bIns && !(p->bApply && ctValueIsInt(argv[6], 0)))
+   || (bChg && !ctValueIsInt(argv[4], iPending))
    || (!ctValueIs(argv[8], argv[9]) && !ctValueIsContext(p, argv[8])) ){
     char *zErr = sqlite3_mprintf("sqlite-ct: the __sys columns of table %s are"
-        " written by change tracking only; leave them out of INSERT and UPDATE",
-        (const char*)sqlite3_value_text(argv[1]));
+        " written by change tracking only; leave them out of INSERT and UPDATE", zTab);
     if( zErr==0 ){ sqlite3_result_error_nomem(ctx); return; }
     sqlite3_result_error(ctx, zErr, -1);
     sqlite3_result_error_code(ctx, SQLITE_CONSTRAINT_TRIGGER);
@@ -550,11 +613,13 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   bNeed = sqlite3_value_int(argv[2])
       || (sqlite3_value_int(argv[3])
           && (!ctValueIsInt(argv[4], iPending) || !ctValueIsContext(p, argv[8])));
-  if( bNeed ){
+  if( bNeed || bChg ){
+    /* bChg alone: the row now carries the BSN, which must be logged. */
     sqlite3_int64 iBsn;
     char *zErr = 0;
     int rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+    if( bNeed && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   }
   sqlite3_result_int(ctx, bNeed);
 }

@@ -70,6 +70,56 @@ def test_update_writing_the_value_tracking_writes_is_accepted(conn):
     assert sys_row(conn, 2)[0] == bsn
 
 
+UPSERT_COPYING_EXCLUDED = (
+    "INSERT INTO t(id, v) VALUES (1, 'new') ON CONFLICT(id) DO UPDATE SET v = excluded.v,"
+    ' "__sysChangeTxBsn" = excluded."__sysChangeTxBsn",'
+    ' "__sysInsertTxBsn" = excluded."__sysInsertTxBsn",'
+    ' "__sysTrackingContext" = excluded."__sysTrackingContext"')
+
+
+@pytest.mark.parametrize("earlier_write", [False, True], ids=["first-write", "mid-transaction"])
+def test_upsert_copying_every_excluded_column_is_rejected(conn, earlier_write):
+    """The ORM pattern "DO UPDATE SET every column = excluded.column". excluded
+    carries the stamp DEFAULTs' values, the transaction's own BSN: accepted,
+    the row would look inserted by this transaction and a later delete of it
+    would never reach a replica that holds it."""
+    anchor = tracked_table(conn)
+    replica = Replica(["id"], table_rows(conn, "t", ["id"]))
+    before = q(conn, "SELECT * FROM t ORDER BY id")
+    run(conn, "BEGIN")
+    if earlier_write:
+        run(conn, "UPDATE t SET v = 'x' WHERE id = 2")
+    with pytest.raises(HOST_ERRORS) as exc:
+        run(conn, UPSERT_COPYING_EXCLUDED)
+    assert str(exc.value) == lie_message("t")
+    run(conn, "COMMIT")
+    assert q(conn, "SELECT * FROM t WHERE id = 1") == before[:1]
+    run(conn, "DELETE FROM t WHERE id = 1")
+    cs = sqlite_ct.enumerate_changes(conn, "t", anchor)
+    assert cs.deletes == [{"id": 1}]
+    replica.apply(cs)
+    assert replica.rows == table_rows(conn, "t", ["id"])
+    assert sqlite_ct.check(conn) == []
+
+
+def test_upsert_copying_only_the_user_columns_is_tracked(conn):
+    anchor = tracked_table(conn)
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'new') ON CONFLICT(id) DO UPDATE SET v = excluded.v")
+    cs = sqlite_ct.enumerate_changes(conn, "t", anchor)
+    assert (cs.inserts, cs.updates, cs.deletes) == ([], [{"id": 1, "v": "new"}], [])
+
+
+def test_change_stamp_set_to_the_pending_bsn_in_a_first_write_is_logged(conn):
+    """__sysChangeTxBsn = the BSN the transaction is about to get is what
+    tracking writes, so it is accepted; the number is then logged."""
+    tracked_table(conn)
+    pending = sqlite_ct.last_committed_csn(conn) + 1
+    q(conn, "UPDATE t SET __sysChangeTxBsn = ? WHERE id = 1", (pending,))
+    assert sys_row(conn, 1)[0] == pending
+    assert sqlite_ct.last_committed_csn(conn) == pending
+    assert sqlite_ct.check(conn) == []
+
+
 def test_error_message_names_the_table_verbatim(conn):
     tracked_table(conn, name="it's")
     with pytest.raises(HOST_ERRORS) as exc:

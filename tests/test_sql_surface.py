@@ -39,6 +39,7 @@ SURFACE = {
     ("sqlite_ct_update_when", 10): INNOCUOUS,
     ("sqlite_ct_default_bsn", 0): INNOCUOUS,
     ("sqlite_ct_victim", 2): INNOCUOUS,
+    ("sqlite_ct_stamp_end", 1): INNOCUOUS,
     ("sqlite_ct_current_bsn", 0): INNOCUOUS,
     ("sqlite_ct_last_committed_csn", 0): INNOCUOUS,
     ("sqlite_ct_tracking_context", 0): INNOCUOUS,
