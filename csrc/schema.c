@@ -123,6 +123,29 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
           "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
           " VALUES('layout_version', %d)", CT_LAYOUT_VERSION);
     }
+    if( rc==SQLITE_OK ){
+      /* The database's identity, written into its triggers: see
+      ** ctFuncInsertWhen, which refuses writes through an ATTACH alias. */
+      sqlite3_int64 iId = 0;
+      sqlite3_randomness(sizeof(iId), &iId);
+      iId = (iId & 0x3fffffffffffffffLL) | 1;
+      rc = ctExecf(db, pzErr,
+          "INSERT OR IGNORE INTO main.__sysCtMeta(key, value)"
+          " VALUES('database_id', %lld)", iId);
+    }
+  }
+  return rc;
+}
+
+/* The identity of the main database (0 when it has none yet). */
+int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr){
+  sqlite3_int64 iMeta = 0;
+  int rc = ctQueryInt64(db, &iMeta, 0, pzErr,
+      "SELECT count(*) FROM main.sqlite_schema WHERE type='table' AND name='__sysCtMeta'");
+  *piId = 0;
+  if( rc==SQLITE_OK && iMeta ){
+    rc = ctQueryInt64(db, piId, 0, pzErr,
+        "SELECT value FROM main.__sysCtMeta WHERE key='database_id'");
   }
   return rc;
 }
@@ -329,7 +352,8 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
   sqlite3_free(zPackNew);
 }
 
-static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
+static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
+                          sqlite3_int64 iDbId){
   const char *zT = p->zName;
   /* Rows deleted by OR REPLACE must reach the tombstones: every table whose
   ** deletes are tracked remembers them (see ctAppendVictimCapture). */
@@ -360,8 +384,8 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" WHEN "
       "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
-      " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\")"
-      " BEGIN ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims);
+      " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\", %lld)"
+      " BEGIN ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId);
   if( bVictims ) ctAppendVictimSweep(s, p, "1", "1");
   if( eOpt & CT_TRACK_INSERT ){
     sqlite3_str_appendf(s,
@@ -389,8 +413,8 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
       "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
       " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
-      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\") BEGIN ",
-      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0);
+      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld) BEGIN ",
+      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, iDbId);
   sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
@@ -420,7 +444,8 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   if( bVictims ){
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF %s ON \"%w\" WHEN %s"
-        " BEGIN SELECT sqlite_ct_write_bsn(" CT_MAXCSN_SQL ");", zT, zCols, zT, zWatched);
+        " BEGIN SELECT sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld);", zT, zCols, zT, zWatched,
+        iDbId);
     ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged, "sqlite_ct_bsn()");
     ctAppendVictimSweep(s, p, zChanged, "1");
     sqlite3_str_appendall(s, " END;");
@@ -428,11 +453,16 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
 
   /* AFTER DELETE: the tombstone. */
   if( eOpt & CT_TRACK_DELETE ){
+    /* The tombstone's BSN hands out (and logs) the transaction's BSN. */
+    char *zBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN ", zT, zT);
-    /* The tombstone's BSN hands out (and logs) the transaction's BSN. */
-    ctAppendTombstone(s, p, zPackOld, zInsOld, "1",
-                      "sqlite_ct_write_bsn(" CT_MAXCSN_SQL ")");
+    if( zBsn==0 ){
+      sqlite3_str_appendall(s, "\x01");   /* poisons the SQL */
+    }else{
+      ctAppendTombstone(s, p, zPackOld, zInsOld, "1", zBsn);
+      sqlite3_free(zBsn);
+    }
     sqlite3_str_appendall(s, " END;");
   }
 
@@ -480,10 +510,12 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr){
   char *zSql;
   int eOpt = (eStored & 0xF0)/16;
+  sqlite3_int64 iDbId = 0;
   int rc = ctDropTriggers(db, p->zName, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDatabaseId(db, &iDbId, pzErr);
   if( rc!=SQLITE_OK ) return rc;
   zSql = (eStored & CT_TRACKOPT_PORTABLE) ? ctPortableTriggerSql(p, eOpt, iEnable)
-                                          : ctTriggerSql(p, eOpt, iEnable);
+                                          : ctTriggerSql(p, eOpt, iEnable, iDbId);
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = ctExecf(db, pzErr, "%s", zSql);
   sqlite3_free(zSql);

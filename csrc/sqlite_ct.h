@@ -84,6 +84,7 @@ struct CtState {
   ** a __sys column (state.c, "stamping marks"). One entry per body. */
   CtNames stamping;
   sqlite3_int64 iStampBsn;     /* the BSN the stamping marks belong to */
+  sqlite3_int64 iMainDbId;     /* __sysCtMeta database_id of main, 0: not read */
   /* Statements prepared once per connection (stmtcache.c), finalized by the
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];
@@ -165,6 +166,7 @@ void ctFuncLayoutVersion(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCheckLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
 int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
+int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr);
 
 /* schema.c, shared with portable.c */
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);

@@ -409,7 +409,29 @@ static int ctBeginLogged(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
   return SQLITE_OK;
 }
 
-/* sqlite_ct_write_bsn(MAXCSN): the transaction's BSN for a trigger about to
+/*
+** The write path's functions take, as their last argument, the identity of
+** the database their trigger was created in (__sysCtMeta 'database_id',
+** written into the trigger text). The BSN, the log and the statements here
+** are the main database's: a trigger of a tracked database that a connection
+** ATTACHed under another name would stamp with main's numbers and log into
+** main. Such a write is refused, before anything is written.
+*/
+static int ctIsMainDatabase(sqlite3_context *ctx, CtState *p, sqlite3_value *pId){
+  sqlite3_int64 iId = sqlite3_value_int64(pId);
+  char *zErr = 0;
+  int rc;
+  if( iId==p->iMainDbId ) return 1;
+  rc = ctDatabaseId(p->db, &p->iMainDbId, &zErr);
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return 0; }
+  if( iId==p->iMainDbId ) return 1;
+  sqlite3_result_error(ctx, "sqlite-ct: this table is tracked in a database attached"
+      " to the connection; sqlite-ct tracks the tables of a connection's main database"
+      " only: open that database file as the main database to write to it", -1);
+  return 0;
+}
+
+/* sqlite_ct_write_bsn(MAXCSN, DBID): the transaction's BSN for a trigger about to
 ** write a tombstone, logging the transaction first when needed. */
 void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
@@ -417,6 +439,7 @@ void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   char *zErr = 0;
   int rc;
   (void)argc;
+  if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
   rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iBsn);
@@ -446,7 +469,13 @@ void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     sqlite3_int64 iMax = 0;
     char *zErr = 0;
     int rc = ctReadMaxCsn(p, &iMax, &zErr);
-    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+    if( rc!=SQLITE_OK ){
+      /* NULL: the AFTER INSERT trigger's WHEN stamps the row, or fails the
+      ** statement with a message that says why (it is not main's table, or
+      ** the error comes back there). */
+      sqlite3_free(zErr);
+      return;
+    }
     ctBegin(p, iMax);
     sqlite3_result_int64(ctx, p->iBsn);
   }
@@ -539,7 +568,7 @@ void ctFuncStampEnd(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 
 /*
 ** sqlite_ct_insert_when(MAXCSN, TNAME, TRACK_INSERT, VICTIMS, NEW.chg, NEW.ins,
-**                       NEW.ctx)
+**                       NEW.ctx, DBID)
 ** The AFTER INSERT trigger's WHEN. Gives the transaction its BSN (and logs it)
 ** when the row is to be stamped or victims swept, and is true when the body
 ** must run: the row does not carry the stamps the DEFAULTs should have given
@@ -550,10 +579,13 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const int bTrack = sqlite3_value_int(argv[2]);
   const char *zTab = (const char*)sqlite3_value_text(argv[1]);
-  const int bVictims = sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
+  int bVictims;
   sqlite3_int64 iBsn = 0;
-  int bNeed = bVictims;
+  int bNeed;
   (void)argc;
+  if( !ctIsMainDatabase(ctx, p, argv[7]) ) return;
+  bVictims = sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
+  bNeed = bVictims;
   if( bTrack || bVictims ){
     char *zErr = 0;
     int rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
@@ -569,7 +601,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 
 /*
 ** sqlite_ct_update_when(MAXCSN, TNAME, KEY_CHANGED, TRACK_UPDATES, NEW.chg,
-**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx)
+**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx, DBID)
 ** The AFTER UPDATE trigger's WHEN. An error (as RAISE(ABORT) would give) when
 ** the statement changed __sysChangeTxBsn or __sysInsertTxBsn (see the stamping
 ** marks above), or set the context to another than the connection's.
@@ -587,6 +619,7 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3_int64 iPending;
   int bNeed;
   (void)argc;
+  if( !ctIsMainDatabase(ctx, p, argv[10]) ) return;
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
     sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
     return;

@@ -82,7 +82,11 @@ def test_creates_the_system_tables_and_registers_the_table(conn):
     enable = sqlite_ct.create_schema(conn, "t")
     after_ms = int(time.time() * 1000)
     assert sys_tables(conn) == SYSTEM_TABLES
-    assert q(conn, "SELECT key, value FROM __sysCtMeta") == [("layout_version", 1)]
+    meta = dict(q(conn, "SELECT key, value FROM __sysCtMeta"))
+    assert meta.keys() == {"layout_version", "database_id"}
+    assert meta["layout_version"] == 1
+    # the database's identity, written into its triggers (see test_attached.py)
+    assert isinstance(meta["database_id"], int) and meta["database_id"] > 0
     assert q(conn, "SELECT * FROM __sysOCSTrackedObjects") == [
         ("t", 7 * 16, 1, None, enable, 0)]
     log = q(conn, "SELECT __sysTxCsn, __sysTxBsn, __sysCommitTime FROM __sysTxCommitSequence")
