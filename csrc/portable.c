@@ -278,27 +278,6 @@ static void ptAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zAlia
   }
 }
 
-/* (OLD."a" IS NOT NEW."a" OR ...) over the key and UNIQUE-index columns. */
-static void ptAppendWatchedChanged(sqlite3_str *s, const CtTable *p){
-  int i, n = 0;
-  sqlite3_str_appendall(s, "(");
-  for(i=0; i<p->nCol; i++){
-    if( ctColumnIsWatched(p, i) ){
-      sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
-                          p->aCol[i].zName, p->aCol[i].zName);
-    }
-  }
-  sqlite3_str_appendall(s, ")");
-}
-
-/* The list of key and UNIQUE-index columns: "a", "b", ... (as schema.c). */
-static void ptAppendWatchedList(sqlite3_str *s, const CtTable *p){
-  int i, n = 0;
-  for(i=0; i<p->nCol; i++){
-    if( ctColumnIsWatched(p, i) ) sqlite3_str_appendf(s, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
-  }
-}
-
 /* Delete the table's scratch rows, when zWhen holds: its victims ("T") and
 ** their key values ("T" || char(0) || ...), one range of the primary key. */
 static void ptAppendVictimClear(sqlite3_str *s, const CtTable *p, const char *zWhen){
@@ -454,7 +433,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   ctAppendKeyChanged(x, p);
   zChanged = sqlite3_str_finish(x);
   x = sqlite3_str_new(0);
-  ptAppendWatchedChanged(x, p);
+  ctAppendWatchedChanged(x, p);
   zWatched = sqlite3_str_finish(x);
   x = sqlite3_str_new(0);
   ptAppendKeyMatch(x, p, PT_ALIAS, "OLD", "IS", 1);
@@ -561,7 +540,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
     ptAppendVictimCapture(s, p, iEnable, 0);
     sqlite3_str_appendall(s, " END;");
     sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF ", zT);
-    ptAppendWatchedList(s, p);
+    ctAppendWatchedList(s, p);
     sqlite3_str_appendf(s, " ON \"%w\" BEGIN ", zT);
     ptAppendVictimCapture(s, p, iEnable, zExclude);
     sqlite3_str_appendall(s, " END;");

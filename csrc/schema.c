@@ -234,13 +234,6 @@ void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
   sqlite3_str_appendall(s, ")");
 }
 
-/* SQL for "the key changed" (OLD."k1" IS NOT NEW."k1" OR ...), owned by caller. */
-static char *ctKeyChangedSql(const CtTable *p){
-  sqlite3_str *x = sqlite3_str_new(0);
-  ctAppendKeyChanged(x, p);
-  return sqlite3_str_finish(x);
-}
-
 /* sqlite_ct_pack_key(REF."k1", ...), owned by caller. */
 static char *ctPackSql(const CtTable *p, const char *zRef){
   sqlite3_str *x = sqlite3_str_new(0);
@@ -249,28 +242,31 @@ static char *ctPackSql(const CtTable *p, const char *zRef){
 }
 
 /* Whether the key or a UNIQUE-index column changed:
-** (OLD."a" IS NOT NEW."a" OR ...), owned by caller. */
-static char *ctWatchedChangedSql(const CtTable *p){
-  sqlite3_str *x = sqlite3_str_new(0);
+** (OLD."a" IS NOT NEW."a" OR ...). */
+void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p){
   int i, n = 0;
-  sqlite3_str_appendall(x, "(");
+  sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nCol; i++){
     if( ctColumnIsWatched(p, i) ){
-      sqlite3_str_appendf(x, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
+      sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
                           p->aCol[i].zName, p->aCol[i].zName);
     }
   }
-  sqlite3_str_appendall(x, ")");
-  return sqlite3_str_finish(x);
+  sqlite3_str_appendall(s, ")");
 }
 
-/* The list of key and UNIQUE-index columns: "a", "b", ... owned by caller. */
-static char *ctUniqueColumnList(const CtTable *p){
-  sqlite3_str *x = sqlite3_str_new(0);
+/* The list of key and UNIQUE-index columns: "a", "b", ... */
+void ctAppendWatchedList(sqlite3_str *s, const CtTable *p){
   int i, n = 0;
   for(i=0; i<p->nCol; i++){
-    if( ctColumnIsWatched(p, i) ) sqlite3_str_appendf(x, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
+    if( ctColumnIsWatched(p, i) ) sqlite3_str_appendf(s, "%s\"%w\"", n++ ? ", " : "", p->aCol[i].zName);
   }
+}
+
+/* An appender's output as a string, owned by the caller. */
+static char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  xAppend(x, p);
   return sqlite3_str_finish(x);
 }
 
@@ -358,11 +354,11 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   /* Rows deleted by OR REPLACE must reach the tombstones: every table whose
   ** deletes are tracked remembers them (see ctAppendVictimCapture). */
   const int bVictims = (eOpt & CT_TRACK_DELETE)!=0;
-  char *zChanged = ctKeyChangedSql(p);
-  char *zWatched = ctWatchedChangedSql(p);
+  char *zChanged = ctAppended(ctAppendKeyChanged, p);
+  char *zWatched = ctAppended(ctAppendWatchedChanged, p);
   char *zPackOld = ctPackSql(p, "OLD");
   char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
-  char *zCols = ctUniqueColumnList(p);
+  char *zCols = ctAppended(ctAppendWatchedList, p);
   sqlite3_str *s;
   char *zOut;
 

@@ -118,7 +118,9 @@ void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
-int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt);
+int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
+                 int *pbOwned);
+int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);
@@ -170,6 +172,8 @@ int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr);
 
 /* schema.c, shared with portable.c */
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);
+void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p);
+void ctAppendWatchedList(sqlite3_str *s, const CtTable *p);
 
 /* portable.c */
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);

@@ -361,19 +361,16 @@ void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 /* Log the BSN the transaction was just handed: a statement nested in the
 ** trigger's, prepared once per connection (stmtcache.c). */
 static int ctWriteLog(CtState *p, char **pzErr){
-  sqlite3_stmt *pStmt = 0;
+  sqlite3_stmt *pStmt;
+  int bOwned;
   int rc = ctCachedStmt(p, CT_STMT_LOG,
       "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
-      " VALUES(?1, ?1, ?2)", &pStmt);
-  if( rc==SQLITE_OK && pStmt ){
+      " VALUES(?1, ?1, ?2)", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
     sqlite3_bind_int64(pStmt, 1, p->iBsn);
     sqlite3_bind_int64(pStmt, 2, ctNowMs());
     sqlite3_step(pStmt);
-    rc = sqlite3_reset(pStmt);
-  }else if( rc==SQLITE_OK ){
-    return ctExecf(p->db, pzErr,
-        "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
-        " VALUES(%lld, %lld, %lld)", p->iBsn, p->iBsn, ctNowMs());
+    rc = ctStmtRelease(pStmt, bOwned);
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
   return rc;
@@ -381,15 +378,13 @@ static int ctWriteLog(CtState *p, char **pzErr){
 
 /* The newest logged CSN (0 when the log is empty), for the DEFAULT. */
 static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
-  sqlite3_stmt *pStmt = 0;
+  sqlite3_stmt *pStmt;
+  int bOwned;
   int rc = ctCachedStmt(p, CT_STMT_MAXCSN,
-      "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence", &pStmt);
-  if( rc==SQLITE_OK && pStmt ){
+      "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
     *piMax = sqlite3_step(pStmt)==SQLITE_ROW ? sqlite3_column_int64(pStmt, 0) : 0;
-    rc = sqlite3_reset(pStmt);
-  }else if( rc==SQLITE_OK ){
-    return ctQueryInt64(p->db, piMax, 0, pzErr,
-        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+    rc = ctStmtRelease(pStmt, bOwned);
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
   return rc;

@@ -172,37 +172,45 @@ int ctStmtCacheRegister(sqlite3 *db, CtState *p){
 }
 
 /*
-** The cached statement iSlot (zSql), reset and ready to bind, in *ppStmt; NULL
-** when it cannot be cached (the caller then prepares its own) or is in use
-** further up the stack (a user trigger on a log table re-entering). Returns an
-** SQLite error code only when preparing zSql failed.
+** A statement for zSql, ready to bind, in *ppStmt: the one cached in slot
+** iSlot, prepared there on first use; or, when it cannot be cached (the cache
+** table cannot be connected) or is in use further up the stack (a user
+** trigger on a log table re-entering), a fresh one that *pbOwned says the
+** caller owns. Hand it back with ctStmtRelease().
 */
-int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt){
+int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
+                 int *pbOwned){
   sqlite3_stmt *pStmt = p->apStmt[iSlot];
+  int rc;
   *ppStmt = 0;
-  if( pStmt ){
-    if( sqlite3_stmt_busy(pStmt) ) return SQLITE_OK;
+  *pbOwned = 0;
+  if( pStmt && !sqlite3_stmt_busy(pStmt) ){
     *ppStmt = pStmt;
     return SQLITE_OK;
   }
-  if( !p->bCacheConnected ){
+  if( pStmt==0 && !p->bCacheConnected ){
     sqlite3_stmt *pConnect = 0;
-    if( sqlite3_prepare_v2(p->db, "SELECT 1 FROM main.sqlite_ct_stmt_cache", -1,
-                           &pConnect, 0)!=SQLITE_OK ){
-      sqlite3_finalize(pConnect);
-      return SQLITE_OK;   /* uncached */
-    }
-    sqlite3_finalize(pConnect);
-    if( !p->bCacheConnected ) return SQLITE_OK;
+    sqlite3_prepare_v2(p->db, "SELECT 1 FROM main.sqlite_ct_stmt_cache", -1, &pConnect, 0);
+    sqlite3_finalize(pConnect);   /* connected, or the statement stays uncached */
   }
-  {
-    int rc = sqlite3_prepare_v3(p->db, zSql, -1, SQLITE_PREPARE_PERSISTENT, &pStmt, 0);
-    if( rc!=SQLITE_OK ){
-      sqlite3_finalize(pStmt);
-      return rc;
-    }
+  if( pStmt==0 && p->bCacheConnected ){
+    rc = sqlite3_prepare_v3(p->db, zSql, -1, SQLITE_PREPARE_PERSISTENT, &pStmt, 0);
+    if( rc==SQLITE_OK ) p->apStmt[iSlot] = pStmt;
+  }else{
+    rc = sqlite3_prepare_v2(p->db, zSql, -1, &pStmt, 0);
+    *pbOwned = 1;
   }
-  p->apStmt[iSlot] = pStmt;
+  if( rc!=SQLITE_OK ){
+    sqlite3_finalize(pStmt);
+    *pbOwned = 0;
+    return rc;
+  }
   *ppStmt = pStmt;
   return SQLITE_OK;
+}
+
+/* Reset (cached) or finalize (owned) a statement from ctCachedStmt(); the
+** error of its last step, if any. */
+int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned){
+  return bOwned ? sqlite3_finalize(pStmt) : sqlite3_reset(pStmt);
 }
