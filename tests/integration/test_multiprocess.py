@@ -9,6 +9,7 @@ every round. A second test kills a writer with SIGKILL inside a big transaction
 and checks that the file's tracking state still matches its committed data.
 """
 import json
+import os
 import random
 import signal
 import subprocess
@@ -26,11 +27,12 @@ COLUMNS = ["id", "u", "v"]
 KEYS = ["id"]
 
 WRITER_SCRIPT = r"""
-import json, random, sys
+import json, random, sys, time
 import sqlite_ct
 
 PATH, HOST, SEED, TXNS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 REPLACE = sys.argv[5] == "with-replace"
+READER_ANCHOR = sys.argv[6]
 rng = random.Random(SEED)
 
 if HOST == "apsw":
@@ -92,8 +94,28 @@ def random_op():
         return 0  # statement rolled back, transaction goes on
 
 
+# Blocks until the reader has enumerated past everything committed so far, so
+# that it sees this writer's work in steps however fast the writers run.
+def wait_for_reader():
+    target = sqlite_ct.last_committed_csn(conn)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with open(READER_ANCHOR) as f:
+                if int(f.read() or 0) >= target:
+                    return
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(f"the reader did not reach CSN {target} in 30 s")
+        time.sleep(0.005)
+
+
+CHECKPOINTS = {TXNS // 4, TXNS // 2, 3 * TXNS // 4}
 committed, rolled_back, failed_first = [], 0, 0
 for txn in range(TXNS):
+    if txn in CHECKPOINTS:
+        wait_for_reader()
     run("BEGIN IMMEDIATE")
     for _ in range(rng.randint(1, 6)):
         if rng.random() < 0.1:
@@ -170,6 +192,13 @@ def new_database(path: str) -> None:
     conn.close()
 
 
+def publish_anchor(path: str, anchor: int) -> None:
+    """Tell the writers how far the reader has enumerated (atomic rename)."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(anchor))
+    os.replace(path + ".tmp", path)
+
+
 def read_round(conn, replica: Replica, streaming: bool) -> None:
     """One enumeration, applied; the replica must equal the table of the same
     snapshot (the enumeration's savepoint nests in this read transaction)."""
@@ -201,8 +230,9 @@ def test_concurrent_writers_and_a_syncing_reader_converge(db_path, apsw_conn, re
     new_database(db_path)
     hosts = ["apsw", "sqlite3", "apsw"]
     txns = 150
+    reader_anchor = db_path + ".reader-anchor"
     writers = [start_python(WRITER_SCRIPT, db_path, host, str(seed), str(txns), replace,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            reader_anchor, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for seed, host in enumerate(hosts, start=1)]
     replica = Replica(KEYS)
     anchors = []
@@ -213,6 +243,7 @@ def test_concurrent_writers_and_a_syncing_reader_converge(db_path, apsw_conn, re
             assert time.monotonic() < deadline, "writers did not finish in 60 s"
             read_round(apsw_conn, replica, streaming=len(anchors) % 2 == 1)
             anchors.append(replica.anchor)
+            publish_anchor(reader_anchor, replica.anchor)
             # Windows of varying size: from one transaction to dozens.
             time.sleep(pace.uniform(0, 0.08))
     finally:
@@ -223,7 +254,9 @@ def test_concurrent_writers_and_a_syncing_reader_converge(db_path, apsw_conn, re
         reports.append(json.loads(stdout.strip().splitlines()[-1]))
     read_round(apsw_conn, replica, streaming=False)
 
-    # The reader saw the writers' work in several partial steps, not just the end.
+    # The reader saw the writers' work in several partial steps, not just the
+    # end: each writer waits at three checkpoints until the reader has caught up
+    # with it, so this holds however the processes are scheduled.
     final = replica.anchor
     assert len({a for a in anchors if 1 < a < final}) >= 3, anchors
 

@@ -27,10 +27,14 @@ CHILD = textwrap.dedent("""
         conn.setbusytimeout(5000)
         return conn
 
+    KILL_AFTER = int(sys.argv[4])
+
     def progress(event):
         if event.stage is SyncStage.DOWNLOADING_CHANGES:
             print("batch", event.batch, event.total_downloaded, flush=True)
             time.sleep(0.002)  # the kill lands anywhere in the next batch
+            if event.batch > KILL_AFTER + 1:
+                time.sleep(60)  # a slow parent still kills this run before its end
 
     client, hub = open_db(sys.argv[1]), open_db(sys.argv[2])
     SyncAgent(ClientSyncProvider(client), ServerSyncProvider(hub), ["t"],
@@ -46,7 +50,8 @@ def test_sigkill_mid_download_then_resume(tmp_path, kill_after):
     hub_conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB)")
     hub_conn.execute(f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                      f"WHERE i < {ROWS}) INSERT INTO t SELECT i, 'v' || i, randomblob(64) FROM n")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, client_path, hub_path, str(BATCH)],
+    child = subprocess.Popen([sys.executable, "-c", CHILD, client_path, hub_path, str(BATCH),
+                              str(kill_after)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = 0
     try:
