@@ -40,6 +40,15 @@ def test_bench_ops_quick(tmp_path, host):
     assert set(record["summary"]) == set(record["variants"])
 
 
+def test_bench_ops_explore_quick(tmp_path):
+    """The ablations build their own schemas from sqlite-ct's SQL functions and
+    trigger names, so they break when those change: run every one."""
+    stdout, record = run_script("bench_ops.py", tmp_path, "--explore")
+    for ablation in ("x1 ", "x2 ", "x3 ", "x4 ", "x5 ", "x6 "):
+        assert f"| {ablation}" in stdout, ablation
+    assert set(record["summary"]) == set(record["variants"])
+
+
 def test_bench_enum_quick(tmp_path):
     stdout, record = run_script("bench_enum.py", tmp_path)
     assert "**Headline (apsw" in stdout
