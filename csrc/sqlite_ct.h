@@ -54,12 +54,15 @@ SQLITE_EXTENSION_INIT3
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
 #define CT_NSTMT       2
 
-/* A small list of table names (state.c): the victim marks and the stamping
-** marks. Usually empty, so a lookup per row costs nothing. */
+/* A small list of table names, each with a count of marks (state.c): the
+** victim marks and the stamping marks. A name stays listed once it has been
+** marked (one entry per tracked table the connection writes), so marking and
+** unmarking a row costs a string compare, no allocation. */
 typedef struct CtNames CtNames;
 struct CtNames {
-  int n;
-  char **az;
+  int n;          /* entries in az and anMark */
+  char **az;      /* table names, each listed once */
+  int *anMark;    /* marks each name holds now */
 };
 
 typedef struct CtState CtState;
@@ -81,7 +84,7 @@ struct CtState {
   CtNames victims;
   /* Tables whose trigger body is writing stamps right now: the AFTER UPDATE
   ** trigger this write fires must not take it for an application's write of
-  ** a __sys column (state.c, "stamping marks"). One entry per body. */
+  ** a __sys column (state.c, "stamping marks"). One mark per body. */
   CtNames stamping;
   sqlite3_int64 iStampBsn;     /* the BSN the stamping marks belong to */
   sqlite3_int64 iMainDbId;     /* __sysCtMeta database_id of main, 0: not read */

@@ -51,6 +51,8 @@
 #include <string.h>
 #include <time.h>
 
+static void ctNamesFree(CtNames *p);
+
 CtState *ctStateNew(sqlite3 *db){
   CtState *p = sqlite3_malloc(sizeof(*p));
   if( p==0 ) return 0;
@@ -65,11 +67,8 @@ void ctStateRef(CtState *p){ p->nRef++; }
 void ctStateUnref(void *pArg){
   CtState *p = (CtState*)pArg;
   if( p && --p->nRef==0 ){
-    int i;
-    for(i=0; i<p->victims.n; i++) sqlite3_free(p->victims.az[i]);
-    sqlite3_free(p->victims.az);
-    for(i=0; i<p->stamping.n; i++) sqlite3_free(p->stamping.az[i]);
-    sqlite3_free(p->stamping.az);
+    ctNamesFree(&p->victims);
+    ctNamesFree(&p->stamping);
     sqlite3_free(p);
   }
 }
@@ -486,29 +485,53 @@ static int ctNamesFind(const CtNames *p, const char *zTab){
   return -1;
 }
 
-/* Add zTab (once only unless bDup). SQLITE_NOMEM or SQLITE_OK. */
-static int ctNamesAdd(CtNames *p, const char *zTab, int bDup){
+/* Mark zTab: one more mark if bCount, else at most one. Allocates only the
+** first time a name is marked. SQLITE_NOMEM or SQLITE_OK. */
+static int ctNamesAdd(CtNames *p, const char *zTab, int bCount){
+  int i;
   char **az;
+  int *an;
   char *z;
-  if( zTab==0 || (!bDup && ctNamesFind(p, zTab)>=0) ) return SQLITE_OK;
+  if( zTab==0 ) return SQLITE_OK;
+  i = ctNamesFind(p, zTab);
+  if( i>=0 ){
+    if( bCount || p->anMark[i]==0 ) p->anMark[i]++;
+    return SQLITE_OK;
+  }
   az = sqlite3_realloc64(p->az, sizeof(char*)*(p->n+1));
   if( az==0 ) return SQLITE_NOMEM;
   p->az = az;
+  an = sqlite3_realloc64(p->anMark, sizeof(int)*(p->n+1));
+  if( an==0 ) return SQLITE_NOMEM;
+  p->anMark = an;
   z = sqlite3_mprintf("%s", zTab);
   if( z==0 ) return SQLITE_NOMEM;
-  p->az[p->n++] = z;
+  p->az[p->n] = z;
+  p->anMark[p->n++] = 1;
   return SQLITE_OK;
 }
 
-/* Remove one entry for zTab; whether there was one. */
+/* Take one mark of zTab; whether there was one. */
 static int ctNamesTake(CtNames *p, const char *zTab){
   int i;
   if( p->n==0 || zTab==0 ) return 0;
   i = ctNamesFind(p, zTab);
-  if( i<0 ) return 0;
-  sqlite3_free(p->az[i]);
-  p->az[i] = p->az[--p->n];
+  if( i<0 || p->anMark[i]==0 ) return 0;
+  p->anMark[i]--;
   return 1;
+}
+
+static void ctNamesClear(CtNames *p){
+  int i;
+  for(i=0; i<p->n; i++) p->anMark[i] = 0;
+}
+
+static void ctNamesFree(CtNames *p){
+  int i;
+  for(i=0; i<p->n; i++) sqlite3_free(p->az[i]);
+  sqlite3_free(p->az);
+  sqlite3_free(p->anMark);
+  memset(p, 0, sizeof(*p));
 }
 
 /* The victim marks: a table name is marked when its BEFORE trigger remembers a
@@ -541,9 +564,7 @@ void ctFuncVictim(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 */
 static int ctStampMark(CtState *p, const char *zTab){
   if( p->iStampBsn!=p->iBsn ){
-    int i;
-    for(i=0; i<p->stamping.n; i++) sqlite3_free(p->stamping.az[i]);
-    p->stamping.n = 0;
+    ctNamesClear(&p->stamping);
     p->iStampBsn = p->iBsn;
   }
   return ctNamesAdd(&p->stamping, zTab, 1);
