@@ -434,7 +434,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "untracked,sqlite-ct,session,floor for apsw, "
                          "untracked,sqlite-ct for sqlite3")
     ap.add_argument("--explore", action="store_true",
-                    help="add the ablations of sqlite-ct's triggers (x1..x5)")
+                    help="add the ablations of sqlite-ct's triggers (x1..x6)")
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke run: small sizes, 2 repetitions; asserts nothing about speed")
     ap.add_argument("--json", metavar="PATH", help="write raw per-repetition results here "

@@ -177,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="autocommit updates (a tenth of --rows)")
     ap.add_argument("--ops", default=",".join(PROFILE_OPS))
     ap.add_argument("--variants", default="untracked,sqlite-ct,floor")
-    ap.add_argument("--explore", action="store_true", help="add the ablations x1..x4 (x5 runs its own operations)")
+    ap.add_argument("--explore", action="store_true", help="add the ablations x1..x4 and x6 (x5 runs its own operations)")
     ap.add_argument("--out-dir", default=None,
                     help="where profiles are kept (benchmarks/results/<tool>/)")
     ap.add_argument("--write-readme", action="store_true")
