@@ -429,12 +429,8 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   sqlite3_str *s, *x;
   char *zChanged, *zWatched, *zExclude, *zCond;
 
-  x = sqlite3_str_new(0);
-  ctAppendKeyChanged(x, p);
-  zChanged = sqlite3_str_finish(x);
-  x = sqlite3_str_new(0);
-  ctAppendWatchedChanged(x, p);
-  zWatched = sqlite3_str_finish(x);
+  zChanged = ctAppended(ctAppendKeyChanged, p);
+  zWatched = ctAppended(ctAppendWatchedChanged, p);
   x = sqlite3_str_new(0);
   ptAppendKeyMatch(x, p, PT_ALIAS, "OLD", "IS", 1);
   zExclude = sqlite3_str_finish(x);

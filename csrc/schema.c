@@ -264,7 +264,7 @@ void ctAppendWatchedList(sqlite3_str *s, const CtTable *p){
 }
 
 /* An appender's output as a string, owned by the caller. */
-static char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p){
+char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p){
   sqlite3_str *x = sqlite3_str_new(0);
   xAppend(x, p);
   return sqlite3_str_finish(x);
@@ -359,12 +359,15 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   char *zPackOld = ctPackSql(p, "OLD");
   char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
   char *zCols = ctAppended(ctAppendWatchedList, p);
+  /* The tombstone's BSN in the AFTER DELETE trigger hands out (and logs) the
+  ** transaction's BSN. */
+  char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
   sqlite3_str *s;
   char *zOut;
 
-  if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 ){
+  if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 || zDelBsn==0 ){
     sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
-    sqlite3_free(zInsOld); sqlite3_free(zCols);
+    sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
     return 0;
   }
   s = sqlite3_str_new(0);
@@ -449,16 +452,9 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
 
   /* AFTER DELETE: the tombstone. */
   if( eOpt & CT_TRACK_DELETE ){
-    /* The tombstone's BSN hands out (and logs) the transaction's BSN. */
-    char *zBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN ", zT, zT);
-    if( zBsn==0 ){
-      sqlite3_str_appendall(s, "\x01");   /* poisons the SQL */
-    }else{
-      ctAppendTombstone(s, p, zPackOld, zInsOld, "1", zBsn);
-      sqlite3_free(zBsn);
-    }
+    ctAppendTombstone(s, p, zPackOld, zInsOld, "1", zDelBsn);
     sqlite3_str_appendall(s, " END;");
   }
 
@@ -485,7 +481,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
     sqlite3_str_appendall(s, " END;");
   }
   sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
-  sqlite3_free(zInsOld); sqlite3_free(zCols);
+  sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
   zOut = sqlite3_str_finish(s);
   return zOut;
 }

@@ -43,12 +43,6 @@ SQLITE_EXTENSION_INIT3
 /* Flag in __sysOCSTrackedObjects.__sysTrackOpt: pure-SQL (portable) triggers. */
 #define CT_TRACKOPT_PORTABLE 0x100
 
-/*
-** Per-connection state. One instance per connection, shared by every SQL
-** function registered on it (pApp) and reference counted: each registration
-** that carries it takes a reference and its destructor drops one, so the last
-** function SQLite destroys (at sqlite3_close) frees it, whichever that is.
-*/
 /* Slots of the per-connection statement cache (stmtcache.c). */
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
@@ -65,6 +59,12 @@ struct CtNames {
   int *anMark;    /* marks each name holds now */
 };
 
+/*
+** Per-connection state. One instance per connection, shared by every SQL
+** function registered on it (pApp) and reference counted: each registration
+** that carries it takes a reference and its destructor drops one, so the last
+** function SQLite destroys (at sqlite3_close) frees it, whichever that is.
+*/
 typedef struct CtState CtState;
 struct CtState {
   sqlite3 *db;
@@ -177,6 +177,7 @@ int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr);
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);
 void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p);
 void ctAppendWatchedList(sqlite3_str *s, const CtTable *p);
+char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p);
 
 /* portable.c */
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);

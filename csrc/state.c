@@ -2,18 +2,20 @@
 ** state.c -- per-connection tracking state and the SQL functions over it.
 **
 ** SQL SURFACE (see docs/sql-reference.md):
-**   sqlite_ct_begin(MAXCSN)         used by the triggers: hands the open write
-**                                   transaction its BSN. Returns the new BSN when
-**                                   the caller must log it in
-**                                   __sysTxCommitSequence, NULL when the
-**                                   transaction already has one (or in apply mode).
-**   sqlite_ct_take_log()            the BSN the preceding sqlite_ct_begin() handed
-**                                   out (the trigger logs it), else NULL.
-**   sqlite_ct_bsn()                 the BSN that sqlite_ct_begin() handed out for
-**                                   this transaction; 0 in apply mode. Only
-**                                   meaningful after sqlite_ct_begin() ran in the
-**                                   same trigger body.
-**   sqlite_ct_needs_stamp(...)      the AFTER UPDATE trigger's WHEN (see below).
+**   The write path, called by the triggers and the stamp columns' DEFAULTs
+**   (schema.c); each hands out the transaction's BSN and logs it from C:
+**   sqlite_ct_insert_when(...)      the AFTER INSERT trigger's WHEN.
+**   sqlite_ct_update_when(...)      the AFTER UPDATE trigger's WHEN, and the
+**                                   guard of the __sys columns.
+**   sqlite_ct_write_bsn(MAXCSN, DBID) the BSN for a tombstone.
+**   sqlite_ct_default_bsn()         the DEFAULT of the stamp columns (no log).
+**   sqlite_ct_victim(T, RK)         marks T as having OR REPLACE victims.
+**   sqlite_ct_stamp_end(T)          ends a stamping body (stamping marks).
+**   sqlite_ct_bsn()                 the BSN handed out for this transaction; 0
+**                                   in apply mode. Only meaningful after one of
+**                                   the functions above ran for the same row.
+**   Kept for the triggers of earlier builds: sqlite_ct_begin(MAXCSN),
+**   sqlite_ct_take_log(), sqlite_ct_needs_stamp(...).
 **   sqlite_ct_current_bsn()         the open transaction's BSN, NULL if it has not
 **                                   written tracked data (SqlCeTransaction.
 **                                   CurrentTransactionBsn).
@@ -27,14 +29,11 @@
 **
 ** HOW IT WORKS: BSN = CSN. SQLite has one writer at a time, so a number handed
 ** out at a transaction's first tracked write (the newest logged CSN plus one) is
-** also in commit order. The triggers start with
-**
-**   SELECT sqlite_ct_begin((SELECT max(__sysTxCsn) FROM __sysTxCommitSequence));
-**   INSERT INTO __sysTxCommitSequence SELECT b, b, sqlite_ct_now()
-**     FROM (SELECT sqlite_ct_take_log() AS b) WHERE b IS NOT NULL;
-**
-** (two statements in the generated SQL, see ctFuncTakeLog) so the log row is
-** written by the same transaction (and undone with it). The
+** also in commit order. Every trigger passes that newest CSN (MAXCSN, a probe
+** of __sysTxCommitSequence) to one function call per row, which hands out the
+** BSN and, the first time, writes the log row as a statement nested in the
+** trigger's, so the log row is written by the same transaction (and undone
+** with it; see "The write path" below). The
 ** cached BSN is trusted only while
 **   (a) the pager's data version (SQLITE_FCNTL_DATA_VERSION) is the one seen
 **       when it was handed out: every commit, ours or another connection's,
