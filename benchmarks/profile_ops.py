@@ -132,7 +132,7 @@ PERF_FUNCS = [
     ("ctFuncUpdateWhen", "sqlite_ct_update_when() (AFTER UPDATE WHEN)"),
     ("ctFuncWriteBsn", "sqlite_ct_write_bsn() (AFTER DELETE)"),
     ("ctFuncDefaultBsn", "sqlite_ct_default_bsn() (the stamp DEFAULTs)"),
-    ("ctExecf|ctQueryInt64", "statements nested from C: log row, first-insert probe"),
+    ("ctWriteLog|ctReadMaxCsn", "statements nested from C: log row, first-insert probe"),
     ("ctFuncPackKey", "sqlite_ct_pack_key()"),
     ("memset", "memset (all callers)"),
     ("malloc|free|_int_malloc|_int_free", "libc malloc/free (all callers)"),
