@@ -132,6 +132,15 @@ def _delete_query(info: _TableInfo) -> str:
             f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
 
 
+def _queries(info: _TableInfo, since: int, new_anchor: int,
+             exclude_context: Optional[uuid.UUID]) -> Tuple[Tuple[str, tuple], Tuple[str, tuple]]:
+    """The deletes' query and the live rows' query, each with its parameters.
+    A live row's last column is its insert BSN: above `since`, an insert."""
+    ctx = None if exclude_context is None else exclude_context.bytes_le
+    return ((_delete_query(info), (since, new_anchor, info.name, ctx)),
+            (_row_query(info), (since, new_anchor, info.enable_bsn, ctx)))
+
+
 def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
                exclude_context: Optional[uuid.UUID] = None) -> Iterator[Tuple[str, Row]]:
     """(kind, row) for every change: deletes first, then inserts and updates.
@@ -139,11 +148,10 @@ def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     of enumerating 10k changed rows."""
     cols = info.columns
     width = len(cols)
-    ctx = None if exclude_context is None else exclude_context.bytes_le
-    for row in _conn.rows(conn, _delete_query(info), (since, new_anchor, info.name, ctx)):
+    deletes, live = _queries(info, since, new_anchor, exclude_context)
+    for row in _conn.rows(conn, *deletes):
         yield "delete", dict(zip(info.keys, row))
-    for row in _conn.rows(conn, _row_query(info),
-                          (since, new_anchor, info.enable_bsn, ctx)):
+    for row in _conn.rows(conn, *live):
         yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
 
 
@@ -165,14 +173,12 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     the trailing insert BSN needs no slice."""
     cols = info.columns
     width = len(cols)
-    ctx = None if exclude_context is None else exclude_context.bytes_le
+    delete_query, live_query = _queries(info, since, new_anchor, exclude_context)
     inserts: List[Row] = []
     updates: List[Row] = []
     with _conn.translated():
-        deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(
-            _delete_query(info), (since, new_anchor, info.name, ctx))]
-        for row in conn.cursor().execute(_row_query(info),
-                                         (since, new_anchor, info.enable_bsn, ctx)):
+        deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(*delete_query)]
+        for row in conn.cursor().execute(*live_query):
             (inserts if row[width] > since else updates).append(dict(zip(cols, row)))
     return ChangeSet(info.name, since, new_anchor, inserts, updates, deletes)
 
