@@ -167,6 +167,20 @@ class build_sqlite_extension(build_ext):
         )
 
 
+# Optional dependencies. A user of the stdlib's sqlite3 needs none of them.
+EXTRAS = {
+    # apsw: its own SQLite, with extension loading on any Python.
+    "apsw": ["apsw"],
+    # The HTTP sync service and its client.
+    "server": ["starlette", "uvicorn", "httpx"],
+    # A PostgreSQL hub.
+    "postgres": ["psycopg[binary]", "psycopg-pool"],
+}
+# Everything the test suite imports or runs.
+EXTRAS["test"] = sorted(set(
+    EXTRAS["apsw"] + ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "mypy", "rich"]))
+
+
 def extension():
     sources = sorted(glob.glob("csrc/*.c"))
     compile_args = []
@@ -191,16 +205,39 @@ if __name__ == "__main__":
         description="SQL Server Compact-style change tracking for SQLite",
         long_description=read_readme(),
         long_description_content_type="text/markdown",
+        license="MIT",
+        license_files=["LICENSE"],
+        keywords=["sqlite", "change tracking", "sync", "offline-first", "replication",
+                  "sql server compact", "sqlite extension"],
+        classifiers=[
+            "Development Status :: 3 - Alpha",
+            "Intended Audience :: Developers",
+            "License :: OSI Approved :: MIT License",
+            "Operating System :: POSIX :: Linux",
+            "Operating System :: MacOS",
+            "Programming Language :: C",
+            "Programming Language :: Python :: 3",
+            "Programming Language :: Python :: 3 :: Only",
+            "Programming Language :: Python :: 3.9",
+            "Programming Language :: Python :: 3.10",
+            "Programming Language :: Python :: 3.11",
+            "Programming Language :: Python :: 3.12",
+            "Topic :: Database",
+            "Topic :: Database :: Database Engines/Servers",
+            "Topic :: Software Development :: Libraries :: Python Modules",
+            "Typing :: Typed",
+        ],
         python_requires=">=3.9",
         packages=find_packages(include=["sqlite_ct", "sqlite_ct.*"]),
+        # py.typed: the package's annotations are for type checkers (PEP 561).
+        package_data={"sqlite_ct": ["py.typed"]},
         # The library is not package_data: build_ext writes it into the
         # package, so a stale copy in the source tree is never shipped instead.
         ext_modules=[extension()],
         cmdclass={"build_ext": build_sqlite_extension},
-        install_requires=["apsw", "cffi"],
-        extras_require={
-            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy"],
-        },
+        # None: the library needs only the standard library (sqlite3, ctypes).
+        install_requires=[],
+        extras_require=EXTRAS,
         entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"]},
         zip_safe=False,
     )

@@ -35,12 +35,13 @@ that protection.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
 import sys
 import tempfile
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ._version import __version__
 from .errors import ExtensionError
@@ -62,7 +63,7 @@ _NO_LOAD_EXTENSION = (
 _lock = threading.RLock()
 _host_paths: Dict[str, str] = {}     # SQLite library ("apsw", "sqlite3") -> file loaded into it
 _copies_dir: Optional[str] = None
-_auto_extension: Optional[tuple] = None  # cffi handles, kept alive for the process
+_auto_extension: Optional[Tuple[ctypes.CDLL, ctypes.CDLL]] = None  # kept for the process
 
 
 def _suffix() -> str:
@@ -77,15 +78,60 @@ def loadable_path() -> str:
     """The absolute path of the compiled extension (…/sqlite_ct/sqlitect.so).
 
     The sqlite3 shell's `.load` accepts it with or without the suffix and needs
-    no entry point. Raises ExtensionError when the library was never built.
+    no entry point. When the imported package has no library (Python imported
+    an unbuilt source tree, e.g. `python3 -m sqlite_ct` run from a clone after
+    `pip install .`), the library of the installed sqlite-ct distribution of
+    the same version is used (see _installed_library). Raises ExtensionError
+    when neither exists.
     """
     here = os.path.dirname(os.path.realpath(__file__))
     path = os.path.join(here, _LIB_NAME + _suffix())
-    if not os.path.isfile(path):
-        raise ExtensionError(
-            f"sqlite-ct: the compiled extension {path} is missing; build it with "
-            f"`pip install .` (or `pip install -e .` in a source checkout)")
-    return path
+    if os.path.isfile(path):
+        return path
+    installed, note = _installed_library()
+    if installed is not None:
+        return installed
+    raise ExtensionError(
+        f"sqlite-ct: the compiled extension {_LIB_NAME + _suffix()} is not in {here}"
+        f"{note}; build it in place with `python3 -m pip install -e .` (needs a C "
+        f"compiler and SQLite's headers: apt-get install gcc libsqlite3-dev), or "
+        f"install sqlite-ct with `python3 -m pip install .` and run Python outside "
+        f"the source tree")
+
+
+def _installed_library() -> Tuple[Optional[str], str]:
+    """(path, "") of the library in an installed sqlite-ct distribution, or
+    (None, why not) as a clause for the error message.
+
+    Python puts the current directory first on sys.path, so a source checkout
+    shadows the installed package; their Python code is the same when their
+    versions are, and then the installed library serves the checkout. Another
+    version's library would fail the version check in load(), so it is not
+    offered. Every distribution named sqlite-ct on sys.path is looked at: the
+    first one found can be the checkout's own build metadata
+    (sqlite_ct.egg-info), which lists no library."""
+    from importlib import metadata
+
+    wanted = f"sqlite_ct/{_LIB_NAME}{_suffix()}"
+    versions = []
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name != "sqlite-ct":
+            continue
+        versions.append(dist.version)
+        if dist.version != __version__:
+            continue
+        for file in dist.files or ():
+            if file.as_posix() == wanted:
+                path = os.path.realpath(str(dist.locate_file(file)))
+                if os.path.isfile(path):
+                    return path, ""
+    if not versions:
+        return None, " (a source tree that was not built), and sqlite-ct is not installed"
+    if __version__ not in versions:
+        return None, (f", and the installed sqlite-ct is version "
+                      f"{', '.join(sorted(set(versions)))}, not {__version__}")
+    return None, ", nor in an installed sqlite-ct distribution"
 
 
 def _host_of(conn: Any) -> str:
@@ -235,11 +281,11 @@ def register_auto_extension() -> None:
 
     For Pythons whose sqlite3 module cannot load extensions (no
     Connection.enable_load_extension). Calls sqlite3_auto_extension() of the
-    SQLite library the stdlib's _sqlite3 module uses, through cffi, with the
+    SQLite library the stdlib's _sqlite3 module uses, through ctypes, with the
     extension's entry point; connections opened earlier are unaffected.
     Idempotent. Checks the version on a private :memory: connection. Raises
-    ExtensionError when cffi is missing, when that SQLite library or the
-    extension lacks the needed symbol, or on a version mismatch.
+    ExtensionError when that SQLite library or the extension lacks the needed
+    symbol, or on a version mismatch.
     """
     global _auto_extension
     with _lock:
@@ -260,20 +306,9 @@ def register_auto_extension() -> None:
     _check_version(version)
 
 
-def _register_auto_extension() -> tuple:
-    try:
-        import cffi
-    except ImportError as exc:
-        raise ExtensionError(
-            "sqlite-ct: register_auto_extension() needs the cffi package; "
-            "pip install cffi") from exc
+def _register_auto_extension() -> Tuple[ctypes.CDLL, ctypes.CDLL]:
     import _sqlite3
 
-    ffi = cffi.FFI()
-    ffi.cdef("""
-        int sqlite3_auto_extension(void (*xEntryPoint)(void));
-        int sqlite3_sqlitect_init(void *db, char **pzErrMsg, const void *pApi);
-    """)
     # Look sqlite3_auto_extension up through the _sqlite3 module's own handle:
     # dlsym() on a handle searches that object and then its dependencies, so
     # this finds the SQLite _sqlite3 actually calls, whether it links
@@ -282,7 +317,7 @@ def _register_auto_extension() -> tuple:
     # Linux-only and could not tell two SQLite copies apart. A _sqlite3 built
     # into the interpreter has no __file__: dlopen(NULL) is the interpreter.
     host_file = getattr(_sqlite3, "__file__", None)
-    host = ffi.dlopen(host_file)
+    host = ctypes.CDLL(host_file)
     try:
         auto_extension = host.sqlite3_auto_extension
     except AttributeError as exc:
@@ -291,22 +326,25 @@ def _register_auto_extension() -> tuple:
             f"in the SQLite library that {host_file or 'this interpreter'} uses; "
             f"use load() on a Python whose sqlite3 can load extensions, or apsw"
         ) from exc
+    auto_extension.argtypes = [ctypes.c_void_p]
+    auto_extension.restype = ctypes.c_int
     path = _path_for_host("sqlite3")
     # RTLD_NODELETE: the library must outlive every connection that registered
     # its functions, including connections closed during interpreter shutdown,
-    # after this module's globals (and so the cffi handle) are gone: closing a
+    # after this module's globals (and so the ctypes handle) are gone: closing a
     # connection calls the functions' destructors, which live in the library.
-    ext = ffi.dlopen(path, ffi.RTLD_NOW | ffi.RTLD_NODELETE)
+    mode = ctypes.RTLD_LOCAL | getattr(os, "RTLD_NOW", 0) | getattr(os, "RTLD_NODELETE", 0)
+    ext = ctypes.CDLL(path, mode=mode)
     try:
         entry_point = getattr(ext, _ENTRY_POINT)
     except AttributeError as exc:
         raise ExtensionError(
             f"sqlite-ct: {path} does not export {_ENTRY_POINT}; reinstall sqlite-ct"
         ) from exc
-    rc = auto_extension(ffi.cast("void (*)(void)", entry_point))
+    rc = auto_extension(ctypes.cast(entry_point, ctypes.c_void_p))
     if rc != 0:
         raise ExtensionError(
             f"sqlite-ct: sqlite3_auto_extension() failed with SQLite result code {rc}")
     # SQLite calls entry_point for every new connection for the rest of the
     # process; the handles are kept as well, so nothing is unloaded early.
-    return (ffi, host, ext)
+    return (host, ext)
