@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import re
 from typing import Any, Iterator, Optional, Sequence, Tuple, Type
 
@@ -120,6 +121,51 @@ def savepoint(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
 def require_loaded(conn: Any) -> None:
     """Raise ExtensionError unless the extension is loaded on conn."""
     value(conn, "SELECT sqlite_ct_version()")
+
+
+def open_database(path: str, *, create: bool = True, busy_timeout_ms: int = 5000) -> Any:
+    """A connection to the file `path` with sqlite-ct loaded, for the package's
+    own tools (the CLI, the demos): an apsw.Connection when apsw is installed,
+    else a stdlib sqlite3.Connection in autocommit mode (isolation_level=None),
+    so a user of the stdlib alone can run them. Without `create`, a missing
+    file is an error of the host (SQLITE_CANTOPEN). The library's API never
+    opens connections; callers pass their own."""
+    try:
+        import apsw
+    except ImportError:
+        return _open_sqlite3(path, create=create, busy_timeout_ms=busy_timeout_ms)
+    from .loader import load
+
+    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    conn = apsw.Connection(path, flags=flags)
+    try:
+        conn.set_busy_timeout(busy_timeout_ms)
+        load(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_sqlite3(path: str, *, create: bool, busy_timeout_ms: int) -> Any:
+    import pathlib
+    import sqlite3
+
+    from .loader import load, register_auto_extension
+
+    if not hasattr(sqlite3.Connection, "enable_load_extension"):
+        # This Python's sqlite3 cannot load extensions; SQLite's auto-extension
+        # list puts sqlite-ct into every connection opened from now on.
+        register_auto_extension()
+    uri = pathlib.Path(os.path.abspath(path)).as_uri() + ("?mode=rwc" if create else "?mode=rw")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                           timeout=busy_timeout_ms / 1000)
+    try:
+        load(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def quote_identifier(name: str) -> str:

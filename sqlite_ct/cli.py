@@ -1,7 +1,8 @@
 """The `sqlite-ct` command: a thin layer over the sqlite_ct library.
 
-Every command parses its arguments, opens the database with apsw, loads the
-extension and calls the library; the library does the work. docs/cli.md
+Every command parses its arguments, opens the database (with apsw when it is
+installed, else with the stdlib's sqlite3), loads the extension and calls the
+library; the library does the work. docs/cli.md
 documents each command, its output formats and its exit codes:
 
     0  success
@@ -30,12 +31,11 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO
-
-import apsw
+from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, TextIO)
 
 import sqlite_ct
-from sqlite_ct import TrackingOptions
+from sqlite_ct import TrackingOptions, _conn
 
 PROG = "sqlite-ct"
 BUSY_TIMEOUT_MS = 5000
@@ -43,6 +43,10 @@ BUSY_TIMEOUT_MS = 5000
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 2
+
+# An apsw.Connection, or a sqlite3.Connection where apsw is not installed
+# (sqlite_ct._conn.open_database).
+Connection = Any
 
 
 class CliError(Exception):
@@ -65,8 +69,8 @@ def _strip_prefix(message: str) -> str:
 
 # --- databases ---------------------------------------------------------------
 
-def open_db(path: str, *, create: bool = False) -> apsw.Connection:
-    """An apsw connection to `path` with sqlite-ct loaded.
+def open_db(path: str, *, create: bool = False) -> Connection:
+    """A connection to `path` with sqlite-ct loaded (apsw, or the stdlib's sqlite3).
 
     Without `create`, a missing file is an error: a typo in a path must not
     leave an empty database behind."""
@@ -74,25 +78,32 @@ def open_db(path: str, *, create: bool = False) -> apsw.Connection:
         raise CliError(f'"{path}" is a directory, not a database file')
     if not create and not os.path.exists(path):
         raise CliError(f'database "{path}" does not exist')
-    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
     try:
-        conn = apsw.Connection(path, flags=flags)
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        conn = _conn.open_database(path, create=create, busy_timeout_ms=BUSY_TIMEOUT_MS)
+    except HOST_ERRORS as exc:
+        raise CliError(f'cannot open database "{path}": {exc}') from exc
+    try:
         # Reading the schema fails here, with the file named, for a file that
         # is not a database.
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-    except apsw.Error as exc:
-        raise CliError(f'cannot open database "{path}": {exc}') from exc
-    try:
-        sqlite_ct.load(conn)
-    except BaseException:
+    except HOST_ERRORS as exc:
         conn.close()
-        raise
+        raise CliError(f'cannot open database "{path}": {exc}') from exc
     return conn
 
 
+# The SQLite errors of both hosts (apsw.Error, sqlite3.Error).
+HOST_ERRORS = _conn._host_errors()
+
+
+def transaction(conn: Connection) -> ContextManager[None]:
+    """One transaction (a SAVEPOINT) around the block, for either host: all or nothing,
+    and one snapshot for what it reads."""
+    return _conn.savepoint(conn, "sqlite_ct_cli")
+
+
 @contextlib.contextmanager
-def database(path: str, *, create: bool = False) -> Iterator[apsw.Connection]:
+def database(path: str, *, create: bool = False) -> Iterator[Connection]:
     conn = open_db(path, create=create)
     try:
         yield conn
@@ -100,18 +111,18 @@ def database(path: str, *, create: bool = False) -> Iterator[apsw.Connection]:
         conn.close()
 
 
-def table_exists(conn: apsw.Connection, table: str) -> bool:
+def table_exists(conn: Connection, table: str) -> bool:
     return conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
         (table,)).fetchone() is not None
 
 
-def system_table_exists(conn: apsw.Connection, name: str) -> bool:
+def system_table_exists(conn: Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
                         (name,)).fetchone() is not None
 
 
-def require_tracked_table(conn: apsw.Connection, db: str, table: str) -> None:
+def require_tracked_table(conn: Connection, db: str, table: str) -> None:
     """CliError naming the table when it is missing or not tracked."""
     if not table_exists(conn, table):
         raise CliError(f'no such table: "{table}"')
@@ -251,7 +262,7 @@ class Progress:
 
 def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
     with database(args.db) as conn:
-        with conn:  # one transaction: every table or none
+        with transaction(conn):  # every table or none
             results = [(t, sqlite_ct.create_schema(conn, t, options=args.options,
                                                    mode=args.mode))
                        for t in args.tables]
@@ -264,7 +275,7 @@ def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_disable(args: argparse.Namespace, out: TextIO) -> int:
     with database(args.db) as conn:
-        with conn:
+        with transaction(conn):
             for table in args.tables:
                 if not sqlite_ct.is_tracked(conn, table):
                     if not table_exists(conn, table):
@@ -276,7 +287,7 @@ def cmd_disable(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _pending(conn: apsw.Connection, table: str, since: int) -> Dict[str, int]:
+def _pending(conn: Connection, table: str, since: int) -> Dict[str, int]:
     counts = {"inserts": 0, "updates": 0, "deletes": 0}
     with sqlite_ct.iter_changes(conn, table, since) as stream:
         for change in stream:
@@ -285,10 +296,10 @@ def _pending(conn: apsw.Connection, table: str, since: int) -> Dict[str, int]:
     return counts
 
 
-def status_document(conn: apsw.Connection, db: str) -> Dict[str, Any]:
+def status_document(conn: Connection, db: str) -> Dict[str, Any]:
     """Everything `status` reports, read in one snapshot; writes nothing (the
     client id is shown only once a sync or client_id() has created it)."""
-    with conn:
+    with transaction(conn):
         client = None
         if system_table_exists(conn, "__sysSyncSubscriptions"):
             row = conn.execute("SELECT ClientId FROM __sysSyncSubscriptions "
@@ -447,7 +458,7 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
             n = _library_call(sqlite_ct.purge_transaction_sequence, conn, **limit)
             out.write(f"purged {n} transaction sequence row(s)\n")
             return EXIT_OK
-        with conn:
+        with transaction(conn):
             results = []
             for table in args.tables:
                 require_tracked_table(conn, args.db, table)
@@ -613,7 +624,7 @@ class Transcript:
     def say(self, text: str) -> None:
         self.out.write(f"{text}\n")
 
-    def sql(self, conn: apsw.Connection, statement: str) -> None:
+    def sql(self, conn: Connection, statement: str) -> None:
         self.out.write(f"sql> {statement}\n")
         conn.execute(statement)
 
@@ -632,9 +643,8 @@ def demo_tracking(workdir: str, t: Transcript) -> None:
     """Part one of the demo: track a table, write, enumerate."""
     path = os.path.join(workdir, "app.db")
     t.heading("1. Track a table")
-    conn = apsw.Connection(path)
+    conn = _conn.open_database(path)
     try:
-        sqlite_ct.load(conn)
         t.say(f"database: {path}")
         t.say(f"extension: {sqlite_ct.loadable_path()} (version {sqlite_ct.__version__})")
         t.sql(conn, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
@@ -694,11 +704,10 @@ def demo_sync(workdir: str, t: Transcript) -> None:
             for line in transcript:
                 t.say(str(line))
         return
-    conns: Dict[str, apsw.Connection] = {}
+    conns: Dict[str, Connection] = {}
     try:
         for name in ("hub", "client-a", "client-b"):
-            conns[name] = apsw.Connection(os.path.join(workdir, f"{name}.db"))
-            sqlite_ct.load(conns[name])
+            conns[name] = _conn.open_database(os.path.join(workdir, f"{name}.db"))
         hub, a, b = conns["hub"], conns["client-a"], conns["client-b"]
         t.say(f"hub: {os.path.join(workdir, 'hub.db')}; clients: client-a.db, "
               f"client-b.db (empty: their first sync creates the table)")
@@ -966,7 +975,7 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
     except sqlite_ct.Error as exc:
         err.write(f"{PROG}: error: {_strip_prefix(str(exc))}\n")
         return EXIT_ERROR
-    except apsw.Error as exc:
+    except HOST_ERRORS as exc:
         err.write(f"{PROG}: error: {exc}\n")
         return EXIT_ERROR
     except BrokenPipeError:

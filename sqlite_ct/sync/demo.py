@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, List
 
-import apsw
-
-from .. import load
+from .._conn import open_database
 from .agent import SyncAgent
 from .client import ClientSyncProvider
 from .enums import ApplyAction, SyncStage
@@ -29,9 +27,7 @@ def _open(path: str) -> Any:
     for suffix in ("", "-journal", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
-    conn = apsw.Connection(path)
-    load(conn)
-    return conn
+    return open_database(path)
 
 
 def _rows(conn: Any) -> List[tuple]:
