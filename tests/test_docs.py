@@ -147,6 +147,11 @@ def test_ci_runs_the_readme_test_command():
     assert TEST_COMMAND in read(".ci", "run")
 
 
+def test_ci_runs_the_readme_demo_command():
+    assert f'DEMO_COMMAND="{DEMO_COMMAND}"' in read(".ci", "run")
+    assert 'run_readme_command "$DEMO_COMMAND"' in read(".ci", "run")
+
+
 def test_readme_shell_quick_start_is_the_tested_one():
     """tests/integration/test_sqlite3_shell.py runs QUICK_START in the sqlite3
     shell and checks its output; the README must show exactly that script."""
