@@ -135,10 +135,11 @@ def require_tracked_table(conn: Connection, db: str, table: str) -> None:
 
 def json_value(value: Any) -> Any:
     """A column value as JSON: numbers, strings and null as themselves; blobs
-    as {"$base64": "..."}; infinite reals as {"$float": "Infinity"} or
+    as {"$base64": true, "encoded": "..."} (sqlite-utils' encoding, so
+    `sqlite-utils insert` stores them as blobs); infinite reals as {"$float": "Infinity"} or
     {"$float": "-Infinity"} (JSON has no literal for them; SQLite stores no NaN)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
+        return {"$base64": True, "encoded": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, float) and not math.isfinite(value):
         return {"$float": "NaN" if math.isnan(value) else
                 ("Infinity" if value > 0 else "-Infinity")}
@@ -258,18 +259,91 @@ class Progress:
             self._shown = 0
 
 
+class RichProgress:
+    """The same interface as Progress, drawn by rich on a terminal: a spinner,
+    the current step and the elapsed time. rich redraws it from its own
+    thread, so it moves while SQLite works."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import Progress as RichBar
+        from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._bar = RichBar(SpinnerColumn(finished_text="-"), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=Console(file=stream),
+                            transient=False)
+        self._task: Optional[Any] = None
+        self.enabled = True
+
+    def update(self, label: str, done: int, total: Optional[int], *,
+               final: bool = False) -> None:
+        self.line(f"{label} {done}/{total}" if total else f"{label}: {done}", final=final)
+
+    def line(self, text: str, *, final: bool = False) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task(text, total=None)
+        else:
+            self._bar.update(self._task, description=text)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, total=1, completed=1)
+            self._bar.stop()
+            self._task = None
+
+
+def progress_display(stream: TextIO, enabled: bool) -> Any:
+    """A RichProgress on a terminal when rich is installed, else a plain Progress
+    (disabled: draws nothing)."""
+    if enabled and stream.isatty():
+        try:
+            return RichProgress(stream)
+        except ImportError:
+            pass
+    return Progress(stream, enabled)
+
+
+@contextlib.contextmanager
+def progress_step(bar: Any, label: str) -> Iterator[None]:
+    """Show `label` while the block runs (one long SQLite call), then how long it took."""
+    start = time.monotonic()
+    bar.line(f"{label} ...")
+    yield
+    bar.line(f"{label}: done in {time.monotonic() - start:.1f} s", final=True)
+
+
+def _row_count(conn: Connection, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {_conn.quote_identifier(table)}").fetchone()[0]
+
+
 # --- commands ----------------------------------------------------------------
 
-def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_enable(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with database(args.db) as conn:
-        with transaction(conn):  # every table or none
-            results = [(t, sqlite_ct.create_schema(conn, t, options=args.options,
-                                                   mode=args.mode))
-                       for t in args.tables]
-        names = ",".join(options_names(int(args.options) << 4))
-        mode = "; portable mode" if args.mode == "portable" else ""
-        for table, bsn in results:
-            out.write(f'tracking "{table}" (options: {names}{mode}; enabled by BSN {bsn})\n')
+        bar = progress_display(err, err.isatty())
+        results = []
+        try:
+            with transaction(conn):  # every table or none
+                for t in args.tables:
+                    label = f'enabling tracking on "{t}"'
+                    if bar.enabled and table_exists(conn, t):
+                        label += f" ({_row_count(conn, t):,} rows)"
+                    with progress_step(bar, label):
+                        results.append((t, sqlite_ct.create_schema(
+                            conn, t, options=args.options, mode=args.mode)))
+        finally:
+            bar.finish()
+    names = options_names(int(args.options) << 4)
+    if args.json:
+        write_json(out, {"database": args.db, "tables": [
+            {"table": table, "options": names, "mode": args.mode, "enable_bsn": bsn}
+            for table, bsn in results]})
+        return EXIT_OK
+    mode = "; portable mode" if args.mode == "portable" else ""
+    for table, bsn in results:
+        out.write(f'tracking "{table}" (options: {",".join(names)}{mode}; '
+                  f'enabled by BSN {bsn})\n')
     return EXIT_OK
 
 
@@ -282,8 +356,11 @@ def cmd_disable(args: argparse.Namespace, out: TextIO) -> int:
                         raise CliError(f'no such table: "{table}"')
                     raise CliError(f'table "{table}" is not tracked')
                 sqlite_ct.disable_tracking(conn, table)
-        for table in args.tables:
-            out.write(f'stopped tracking "{table}"\n')
+    if args.json:
+        write_json(out, {"database": args.db, "disabled": list(args.tables)})
+        return EXIT_OK
+    for table in args.tables:
+        out.write(f'stopped tracking "{table}"\n')
     return EXIT_OK
 
 
@@ -319,20 +396,24 @@ def status_document(conn: Connection, db: str) -> Dict[str, Any]:
             tombstones = conn.execute(
                 "SELECT count(*) FROM __sysOCSDeletedRows WHERE __sysTName = ?",
                 (name,)).fetchone()[0]
-            sent = sqlite_ct.get_sent_anchor(conn, name)
             entry: Dict[str, Any] = {
                 "table": name, "options": options_names(opt),
                 "mode": "portable" if opt & TRACKOPT_PORTABLE else "native",
                 "enable_bsn": enable_bsn,
-                "min_valid_csn": min_valid, "sent_anchor": sent, "pending": None,
+                "min_valid_csn": min_valid, "sent_anchor": None, "pending": None,
                 "tombstones": tombstones, "problem": None}
-            if not table_exists(conn, name):
-                entry["problem"] = f'table "{name}" is registered as tracked but does not exist'
-            else:
-                try:
-                    entry["pending"] = _pending(conn, name, sent or 0)
-                except sqlite_ct.AnchorError as exc:
-                    entry["problem"] = _strip_prefix(str(exc))
+            # One table's trouble (gone, disarmed by a rebuild, an anchor below
+            # its purged tombstones) is reported on that table: status is what
+            # a user runs to find such a table.
+            try:
+                entry["sent_anchor"] = sqlite_ct.get_sent_anchor(conn, name)
+                if not table_exists(conn, name):
+                    entry["problem"] = (f'table "{name}" is registered as tracked but '
+                                        f"does not exist")
+                else:
+                    entry["pending"] = _pending(conn, name, entry["sent_anchor"] or 0)
+            except sqlite_ct.Error as exc:
+                entry["problem"] = _strip_prefix(str(exc))
             tables.append(entry)
         # sqlite_ct_last_committed_csn() fails on a database that never had
         # tracking (no __sysTxCommitSequence); nothing has committed there.
@@ -444,7 +525,7 @@ def cmd_changes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_purge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     limit = ({"older_than_days": args.older_than_days} if args.older_than_days is not None
              else {"up_to_csn": args.up_to_csn})
     if args.transactions and args.tables:
@@ -454,18 +535,33 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError("purge needs a TABLE (tombstones) or --transactions "
                        "(the transaction sequence)", code=2)
     with database(args.db) as conn:
-        if args.transactions:
-            n = _library_call(sqlite_ct.purge_transaction_sequence, conn, **limit)
+        bar = progress_display(err, err.isatty())
+        try:
+            if args.transactions:
+                with progress_step(bar, "purging the transaction sequence"):
+                    n = _library_call(sqlite_ct.purge_transaction_sequence, conn, **limit)
+            else:
+                with transaction(conn):
+                    results = []
+                    for table in args.tables:
+                        require_tracked_table(conn, args.db, table)
+                        with progress_step(bar, f'purging the tombstones of "{table}"'):
+                            results.append((table, _library_call(
+                                sqlite_ct.purge_tombstones, conn, table, **limit)))
+        finally:
+            bar.finish()
+    if args.transactions:
+        if args.json:
+            write_json(out, {"database": args.db, "transactions": n})
+        else:
             out.write(f"purged {n} transaction sequence row(s)\n")
-            return EXIT_OK
-        with transaction(conn):
-            results = []
-            for table in args.tables:
-                require_tracked_table(conn, args.db, table)
-                results.append((table, _library_call(sqlite_ct.purge_tombstones, conn,
-                                                     table, **limit)))
-        for table, n in results:
-            out.write(f'purged {n} tombstone(s) of "{table}"\n')
+        return EXIT_OK
+    if args.json:
+        write_json(out, {"database": args.db,
+                         "tombstones": {table: n for table, n in results}})
+        return EXIT_OK
+    for table, n in results:
+        out.write(f'purged {n} tombstone(s) of "{table}"\n')
     return EXIT_OK
 
 
@@ -571,7 +667,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if not table_exists(hub, table):
                     raise CliError(f'no such table on the hub "{args.hub_db}": "{table}"')
             enabled = args.progress if args.progress is not None else err.isatty()
-            bar = Progress(err, enabled)
+            bar = progress_display(err, enabled)
             agent = sync.SyncAgent(sync.ClientSyncProvider(client),
                                    sync.ServerSyncProvider(hub), tables,
                                    batch_size=args.batch_size,
@@ -819,14 +915,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAIN_EPILOG = """\
+exit codes:
+  0  success (check: no problem found)
+  1  an error, named on stderr as "sqlite-ct: error: ..."; check: problems found
+  2  a usage error (bad option or argument), or the command is not available
+     in this version of sqlite-ct
+
+databases:
+  DB is an existing SQLite database file; no command creates one except sync
+  (its client database) and demo. A locked database is waited for up to 5 s.
+  The commands use apsw when it is installed, else Python's sqlite3.
+  status, changes and check do not change your data.
+
+output:
+  --json prints one JSON object (every command that prints results has it).
+  Progress (enable, purge, sync) is drawn on stderr only when it is a terminal.
+
+Run `sqlite-ct COMMAND --help` for a command's arguments and output."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="SQL Server Compact-style change tracking for SQLite: enable "
-                    "tracking on tables, see what changed since an anchor, purge old "
+        description="SQL Server Compact-style change tracking for SQLite: enable\n"
+                    "tracking on tables, see what changed since an anchor, purge old\n"
                     "tracking data, sync a client database with a hub.",
-        epilog="Run `sqlite-ct COMMAND --help` for a command's options. "
-               "Documentation: docs/cli.md.")
+        epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {sqlite_ct.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -847,6 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native (default): triggers call the extension, so connections "
                         "without it cannot write the table; portable: pure-SQL triggers "
                         "that track writers without the extension too")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"database", "tables": [{"table", '
+                        '"options", "mode", "enable_bsn"}]}')
 
     p = sub.add_parser("disable", help="stop tracking tables",
                        description="Stop tracking each TABLE (sqlite_ct.disable_tracking): "
@@ -855,6 +973,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "One transaction: all or none.")
     _add_db(p)
     p.add_argument("tables", metavar="TABLE", nargs="+", help="tracked table")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"database", "disabled": [TABLE, ...]}')
 
     p = sub.add_parser("status", help="tracked tables, anchors, pending changes",
                        description="Show the tracked tables, the last committed CSN, each "
@@ -871,11 +991,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "columns), and the new anchor. Reads only.")
     _add_db(p)
     p.add_argument("table", metavar="TABLE", help="tracked table")
-    p.add_argument("--since", type=int, default=0, metavar="N",
+    p.add_argument("--since", type=_nonnegative_int, default=0, metavar="N",
                    help="anchor (a CSN); 0, the default, means since tracking began")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="format", action="store_const", const="json",
-                     help="one JSON object (the default; format in docs/cli.md)")
+                     help='one JSON object (the default): {"table", "since", "new_anchor", '
+                          '"inserts": [row], "updates": [row], "deletes": [key]}; rows '
+                          'are objects of the user columns; a blob is {"$base64": true, '
+                          '"encoded": BASE64} (as sqlite-utils writes and reads it), an '
+                          'infinite real {"$float": "Infinity"} or {"$float": "-Infinity"}')
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv",
                      help="CSV: a __change column, then the table's columns")
     fmt.add_argument("--table", dest="format", action="store_const", const="table",
@@ -900,6 +1024,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="purge what is older than DAYS days (may be fractional)")
     limit.add_argument("--up-to-csn", type=_nonnegative_int, metavar="N",
                        help="purge what committed at CSN N or earlier")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"database", "tombstones": {TABLE: count}} '
+                        'or, with --transactions, {"database", "transactions": count}')
 
     p = sub.add_parser("check", help="check tracking metadata for consistency",
                        description="Run sqlite_ct.check(): report tracking metadata that "
@@ -953,7 +1080,7 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
         if args.command == "enable":
-            return cmd_enable(args, out)
+            return cmd_enable(args, out, err)
         if args.command == "disable":
             return cmd_disable(args, out)
         if args.command == "status":
@@ -961,7 +1088,7 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
         if args.command == "changes":
             return cmd_changes(args, out, err)
         if args.command == "purge":
-            return cmd_purge(args, out)
+            return cmd_purge(args, out, err)
         if args.command == "check":
             return cmd_check(args, out)
         if args.command == "sync":
