@@ -11,6 +11,8 @@ since an anchor:
 
 Only public names are exported here; docs/python-api.md documents each.
 """
+import logging
+
 from ._version import __version__
 from .anchors import (client_id, get_received_anchor, get_sent_anchor,
                       set_received_anchor, set_sent_anchor)
@@ -51,3 +53,7 @@ __all__ = [
     "Error", "ExtensionError", "TableError", "NotTrackedError", "KeyFormatError",
     "AnchorError", "AnchorExpiredError", "LayoutError",
 ]
+
+# INFO and DEBUG records of sync and maintenance go to the "sqlite_ct" logger
+# (and its children); an application that configures no logging sees nothing.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -32,11 +32,14 @@ re-arms the table (see csrc/schema.c).
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any, Dict, List, Tuple
 
 from . import _conn
 
 __all__ = ["reconcile"]
+
+log = logging.getLogger(__name__)
 
 _TRIGGER_PREFIX = "__sysct_ai_"
 
@@ -111,4 +114,6 @@ def _reconcile(conn: Any) -> List[str]:
             with _conn.savepoint(conn, "sqlite_ct_reconcile"):
                 _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (name,))
             done.append(f'table "{name}" was dropped; its tracking metadata was removed')
+    for repair in done:
+        log.info("reconcile: %s", repair)
     return done

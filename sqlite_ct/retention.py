@@ -13,6 +13,7 @@ the next transaction's BSN is numbered from it.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Optional, Tuple
 
@@ -21,6 +22,8 @@ from .errors import Error
 from .tracking import require_tracked
 
 __all__ = ["purge_tombstones", "purge_transaction_sequence"]
+
+log = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
 
@@ -57,6 +60,9 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
             _conn.execute(conn, "UPDATE __sysOCSTrackedObjects SET __sysMinValidCsn = "
                                 "max(__sysMinValidCsn, ?) WHERE __sysTName = ?",
                           (newest, name))
+        log.info('purge_tombstones: purged %d tombstone(s) of "%s" (%s)%s', count, name,
+                 _describe(older_than_days, up_to_csn),
+                 f"; the minimum valid anchor is now at least {newest}" if count else "")
         return int(count)
 
 
@@ -80,4 +86,13 @@ def purge_transaction_sequence(conn: Any, *, older_than_days: Optional[float] = 
         _conn.execute(conn, f"DELETE FROM __sysTxCommitSequence WHERE {where} AND "
                             f"__sysTxCsn < (SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)",
                       params)
-        return int(before - _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence"))
+        purged = int(before - _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence"))
+        log.info("purge_transaction_sequence: purged %d transaction record(s) (%s)", purged,
+                 _describe(older_than_days, up_to_csn))
+        return purged
+
+
+def _describe(older_than_days: Optional[float], up_to_csn: Optional[int]) -> str:
+    if older_than_days is not None:
+        return f"older than {older_than_days:g} days"
+    return f"up to CSN {up_to_csn}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import uuid
 from typing import Any, Iterator, List, Optional
 
@@ -26,6 +27,8 @@ __all__ = [
     "current_bsn",
     "applying_server_changes",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class TrackingOptions(enum.IntFlag):
@@ -65,7 +68,10 @@ def create_schema(conn: Any, table: str, *,
         raise ValueError("options must include at least one of INSERT, UPDATE, DELETE")
     if mode not in ("native", "portable"):
         raise ValueError(f"mode must be 'native' or 'portable', got {mode!r}")
-    return _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
+    bsn = _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
+    log.info('create_schema: tracking "%s" (options %s, %s mode), enabled by BSN %s',
+             table, TrackingOptions(opts).name or opts, mode, bsn)
+    return bsn
 
 
 def disable_tracking(conn: Any, table: str) -> None:
@@ -76,6 +82,7 @@ def disable_tracking(conn: Any, table: str) -> None:
     NotTrackedError when the table is not tracked."""
     _table_name(table, "disable_tracking")
     _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
+    log.info('disable_tracking: stopped tracking "%s"', table)
 
 
 def is_tracked(conn: Any, table: str) -> bool:

@@ -19,6 +19,7 @@ leaves a state from which the next synchronize() converges.
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._apply import ApplyResult
@@ -32,6 +33,8 @@ from .server import ServerProvider
 __all__ = ["SyncAgent"]
 
 Progress = Callable[[SyncProgress], None]
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime.datetime:
@@ -82,6 +85,8 @@ class SyncAgent:
     def synchronize(self) -> SyncStatistics:
         """Run one session; returns its SyncStatistics."""
         stats = SyncStatistics(sync_start_time=_now())
+        log.info("sync: client %s, tables %s", self.client.client_id,
+                 ", ".join(t.name for t in self.tables))
         for name, tables in self.groups():
             self._initialize(name, tables, stats)
             uploads = [t for t in tables if t.direction.uploads]
@@ -92,6 +97,11 @@ class SyncAgent:
                 self._download(name, downloads, stats)
             self.client.cleanup(tables)
         stats.sync_complete_time = _now()
+        log.info("sync: done: uploaded %d (applied %d, failed %d), downloaded %d (applied %d, "
+                 "failed %d) in %d batch(es), %d conflict(s)", stats.total_changes_uploaded,
+                 stats.upload_changes_applied, stats.upload_changes_failed,
+                 stats.total_changes_downloaded, stats.download_changes_applied,
+                 stats.download_changes_failed, stats.download_batches, len(stats.conflicts))
         return stats
 
     def _report(self, stage: SyncStage, group: str, tables: Sequence[SyncTable], changes: int,
@@ -110,12 +120,17 @@ class SyncAgent:
         with self.client.transaction():
             for t in new:
                 self.client.create_schema(t, schema)
+        log.info("sync %s: first sync of %s: tables created or prepared (%s)", group,
+                 ", ".join(t.name for t in new),
+                 ", ".join(f"{t.name}: {t.creation_option.name}" for t in new))
         self._report(SyncStage.CREATING_SCHEMA, group, new, 0, stats)
 
     def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics) -> None:
         client = self.client
         changes = client.get_changes(tables)
         total = len(changes)
+        log.info("sync %s: upload up to CSN %s: %s", group, changes.new_anchor,
+                 _counts(changes.tables))
         stats.total_changes_uploaded += total
         corrections = []
         if total:
@@ -133,6 +148,12 @@ class SyncAgent:
             bidirectional = {t.name.lower() for t in tables
                              if t.direction is SyncDirection.BIDIRECTIONAL}
             corrections = [c for c in result.corrections if c.table.lower() in bidirectional]
+            log.info("sync %s: upload: server applied %d, failed %d, sent back %d "
+                     "correction(s)", group, result.applied, result.failed,
+                     sum(len(c) for c in corrections))
+            for c in result.conflicts:
+                log.debug("sync %s: upload conflict %s on %s %r -> %s", group, c.type.value,
+                          c.table, c.key, None if c.action is None else c.action.value)
         applied = client.complete_upload(tables, changes.new_anchor, corrections)
         moved = sum(len(c) for c in corrections)
         stats.total_changes_downloaded += moved
@@ -148,6 +169,8 @@ class SyncAgent:
                                                  if t.direction is SyncDirection.SNAPSHOT}
         session: Optional[bytes] = None
         received = client.received_anchors([t for t in tables if t.name not in snapshots])
+        log.debug("sync %s: download from received anchors %s", group,
+                  {t: _anchor(a) for t, a in received.items()})
         batch_no = 0
         while True:
             request = DownloadRequest(
@@ -169,6 +192,11 @@ class SyncAgent:
                     else:
                         received[t.name] = batch.anchors[t.name]
             batch_no += 1
+            log.info("sync %s: download batch %d: %s; applied %d, failed %d%s", group,
+                     batch_no, _counts(batch.tables), result.applied, result.failed,
+                     ", more to come" if batch.more else "")
+            log.debug("sync %s: download batch %d: received anchors -> %s", group, batch_no,
+                      {t: _anchor(a) for t, a in batch.anchors.items()})
             stats.download_batches += 1
             stats.total_changes_downloaded += len(batch)
             stats.download_changes_applied += result.applied
@@ -179,3 +207,16 @@ class SyncAgent:
             session = batch.session
             if not batch.more:
                 return
+
+
+def _counts(tables: Sequence[Any]) -> str:
+    """Per table: inserts, updates, deletes (TableChanges)."""
+    if not tables:
+        return "no changes"
+    return "; ".join(f"{t.table}: {len(t.inserts)} insert(s), {len(t.updates)} update(s), "
+                     f"{len(t.deletes)} delete(s)" for t in tables)
+
+
+def _anchor(anchor: Optional[bytes]) -> Optional[str]:
+    """A received anchor (opaque bytes from the server) for a log line."""
+    return None if anchor is None else anchor.hex()
