@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import os
 import re
-from typing import Any, Iterator, Optional, Sequence, Tuple, Type
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 from . import errors
 
@@ -41,7 +41,7 @@ NOT_LOADED = ("sqlite-ct: the extension is not loaded on this connection; "
 
 def _host_errors() -> Tuple[Type[BaseException], ...]:
     import sqlite3
-    classes: list = [sqlite3.Error]
+    classes: List[Type[BaseException]] = [sqlite3.Error]
     try:
         import apsw
         classes.append(apsw.Error)
@@ -78,7 +78,7 @@ def translated() -> Iterator[None]:
         raise mapped from exc
 
 
-def rows(conn: Any, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple]:
+def rows(conn: Any, sql: str, params: Sequence[Any] = ()) -> Iterator[Tuple[Any, ...]]:
     """Iterate the rows of one statement (tuples), errors translated."""
     with translated():
         cursor = conn.cursor()

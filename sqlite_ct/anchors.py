@@ -61,7 +61,7 @@ def get_sent_anchor(conn: Any, table: str) -> Optional[int]:
     if len(blob) != _INT64.size:
         raise AnchorError(f'sqlite-ct: the sent anchor of table "{table}" is '
                           f"{len(blob)} bytes, not 8; reset it with set_sent_anchor()")
-    return _INT64.unpack(blob)[0]
+    return int(_INT64.unpack(blob)[0])
 
 
 def set_sent_anchor(conn: Any, table: str, anchor: Optional[int]) -> None:

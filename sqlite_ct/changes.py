@@ -133,7 +133,8 @@ def _delete_query(info: _TableInfo) -> str:
 
 
 def _queries(info: _TableInfo, since: int, new_anchor: int,
-             exclude_context: Optional[uuid.UUID]) -> Tuple[Tuple[str, tuple], Tuple[str, tuple]]:
+             exclude_context: Optional[uuid.UUID]
+             ) -> Tuple[Tuple[str, Tuple[Any, ...]], Tuple[str, Tuple[Any, ...]]]:
     """The deletes' query and the live rows' query, each with its parameters.
     A live row's last column is its insert BSN: above `since`, an insert."""
     ctx = None if exclude_context is None else exclude_context.bytes_le

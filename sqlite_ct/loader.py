@@ -152,7 +152,7 @@ def _extension_version(conn: Any) -> Optional[str]:
         if "no such function" in str(exc):
             return None
         raise
-    return row[0]
+    return str(row[0])
 
 
 def _check_version(version: Optional[str]) -> None:

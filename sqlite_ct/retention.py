@@ -29,7 +29,7 @@ _DAY_MS = 86_400_000
 
 
 def _condition(older_than_days: Optional[float], up_to_csn: Optional[int],
-               time_column: str, csn_column: str, func: str) -> Tuple[str, tuple]:
+               time_column: str, csn_column: str, func: str) -> Tuple[str, Tuple[Any, ...]]:
     if (older_than_days is None) == (up_to_csn is None):
         raise ValueError(f"{func}() takes exactly one of older_than_days= and up_to_csn=")
     if older_than_days is not None:

@@ -71,7 +71,7 @@ def create_schema(conn: Any, table: str, *,
     bsn = _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
     log.info('create_schema: tracking "%s" (options %s, %s mode), enabled by BSN %s',
              table, TrackingOptions(opts).name or opts, mode, bsn)
-    return bsn
+    return int(bsn)
 
 
 def disable_tracking(conn: Any, table: str) -> None:
@@ -130,7 +130,7 @@ def require_tracked(conn: Any, table: str, func: str) -> str:
             f'another tool, such as sqlite-utils transform()?); changes made since were '
             f'not tracked. Call create_schema(conn, "{name}") to re-arm it; replicas '
             f'with older anchors will then be asked to reinitialise')
-    return name
+    return str(name)
 
 
 def set_tracking_context(conn: Any, context: Optional[uuid.UUID]) -> None:
@@ -159,7 +159,8 @@ def last_committed_csn(conn: Any) -> int:
 def current_bsn(conn: Any) -> Optional[int]:
     """BSN of the open transaction if it has written tracked data, else None;
     runs sqlite_ct_current_bsn() (SqlCeTransaction.CurrentTransactionBsn)."""
-    return _conn.value(conn, "SELECT sqlite_ct_current_bsn()")
+    bsn = _conn.value(conn, "SELECT sqlite_ct_current_bsn()")
+    return None if bsn is None else int(bsn)
 
 
 @contextlib.contextmanager
