@@ -176,9 +176,11 @@ EXTRAS = {
     # A PostgreSQL hub.
     "postgres": ["psycopg[binary]", "psycopg-pool"],
 }
-# Everything the test suite imports or runs.
+# Everything the test suite imports or runs (setuptools and wheel: the
+# packaging test builds a wheel without fetching them).
 EXTRAS["test"] = sorted(set(
-    EXTRAS["apsw"] + ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "mypy", "rich"]))
+    EXTRAS["apsw"] + ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "mypy", "rich",
+                      "setuptools>=64", "wheel"]))
 
 
 def extension():

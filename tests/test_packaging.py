@@ -169,3 +169,24 @@ def test_an_unbuilt_checkout_without_an_installed_copy_says_what_to_run(tmp_path
         f"apt-get install gcc libsqlite3-dev), or install sqlite-ct with "
         f"`python3 -m pip install .` and run Python outside the source tree")
 
+
+
+def test_an_installed_copy_of_another_version_is_not_used(tmp_path):
+    """Its library would fail load()'s version check; the error names both versions."""
+    source = copy_source(str(tmp_path / "sqlite-ct"))
+    site = tmp_path / "site"
+    dist_info = site / "sqlite_ct-9.9.9.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: sqlite-ct\nVersion: 9.9.9\n")
+    (dist_info / "RECORD").write_text("sqlite_ct/sqlitect.so,,\n")
+    (site / "sqlite_ct").mkdir()
+    shutil.copy(sqlite_ct.loadable_path(), site / "sqlite_ct" / "sqlitect.so")
+    script = (f"import sys; sys.path.append({str(site)!r}); import sqlite_ct; "
+              f"sqlite_ct.loadable_path()")
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=source, env=clean_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"sqlite_ct.errors.ExtensionError: sqlite-ct: the compiled extension sqlitect.so is "
+        f"not in {os.path.join(source, 'sqlite_ct')}, and the installed sqlite-ct is "
+        f"version 9.9.9, not {__version__}; build it in place with ")
