@@ -69,6 +69,10 @@ def _strip_prefix(message: str) -> str:
 
 # --- databases ---------------------------------------------------------------
 
+# The SQLite errors of both hosts (apsw.Error, sqlite3.Error).
+HOST_ERRORS = _conn._host_errors()
+
+
 def open_db(path: str, *, create: bool = False) -> Connection:
     """A connection to `path` with sqlite-ct loaded (apsw, or the stdlib's sqlite3).
 
@@ -90,10 +94,6 @@ def open_db(path: str, *, create: bool = False) -> Connection:
         conn.close()
         raise CliError(f'cannot open database "{path}": {exc}') from exc
     return conn
-
-
-# The SQLite errors of both hosts (apsw.Error, sqlite3.Error).
-HOST_ERRORS = _conn._host_errors()
 
 
 def transaction(conn: Connection) -> ContextManager[None]:
@@ -136,8 +136,9 @@ def require_tracked_table(conn: Connection, db: str, table: str) -> None:
 def json_value(value: Any) -> Any:
     """A column value as JSON: numbers, strings and null as themselves; blobs
     as {"$base64": true, "encoded": "..."} (sqlite-utils' encoding, so
-    `sqlite-utils insert` stores them as blobs); infinite reals as {"$float": "Infinity"} or
-    {"$float": "-Infinity"} (JSON has no literal for them; SQLite stores no NaN)."""
+    `sqlite-utils insert` stores them as blobs); infinite reals as
+    {"$float": "Infinity"} or {"$float": "-Infinity"} (JSON has no literal for
+    them; SQLite stores no NaN)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$base64": True, "encoded": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, float) and not math.isfinite(value):
