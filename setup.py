@@ -167,22 +167,6 @@ class build_sqlite_extension(build_ext):
         )
 
 
-# Optional dependencies. A user of the stdlib's sqlite3 needs none of them.
-EXTRAS = {
-    # apsw: its own SQLite, with extension loading on any Python.
-    "apsw": ["apsw"],
-    # The HTTP sync service and its client.
-    "server": ["starlette", "uvicorn", "httpx"],
-    # A PostgreSQL hub.
-    "postgres": ["psycopg[binary]", "psycopg-pool"],
-}
-# Everything the test suite imports or runs (setuptools and wheel: the
-# packaging test builds a wheel without fetching them).
-EXTRAS["test"] = sorted(set(
-    EXTRAS["apsw"] + ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "mypy", "rich",
-                      "setuptools>=64", "wheel"]))
-
-
 def extension():
     sources = sorted(glob.glob("csrc/*.c"))
     compile_args = []
@@ -239,7 +223,18 @@ if __name__ == "__main__":
         cmdclass={"build_ext": build_sqlite_extension},
         # None: the library needs only the standard library (sqlite3, ctypes).
         install_requires=[],
-        extras_require=EXTRAS,
+        # Optional dependencies. "test": everything the test suite imports or
+        # runs (setuptools and wheel: the packaging test builds a wheel
+        # offline). "apsw": its own SQLite, with extension loading on any
+        # Python. "server": the HTTP sync service and client. "postgres": a
+        # PostgreSQL hub.
+        extras_require={
+            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "apsw", "mypy",
+                     "rich", "setuptools>=64", "wheel"],
+            "apsw": ["apsw"],
+            "server": ["starlette", "uvicorn", "httpx"],
+            "postgres": ["psycopg[binary]>=3.1", "psycopg-pool"],
+        },
         entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"]},
         zip_safe=False,
     )
