@@ -127,9 +127,11 @@ def open_database(path: str, *, create: bool = True, busy_timeout_ms: int = 5000
     """A connection to the file `path` with sqlite-ct loaded, for the package's
     own tools (the CLI, the demos): an apsw.Connection when apsw is installed,
     else a stdlib sqlite3.Connection in autocommit mode (isolation_level=None),
-    so a user of the stdlib alone can run them. Without `create`, a missing
-    file is an error of the host (SQLITE_CANTOPEN). The library's API never
-    opens connections; callers pass their own."""
+    so a user of the stdlib alone can run them; on a Python whose sqlite3
+    cannot load extensions that means register_auto_extension(), which loads
+    sqlite-ct into every sqlite3 connection the process opens afterwards.
+    Without `create`, a missing file is an error of the host (SQLITE_CANTOPEN).
+    The library's API never opens connections; callers pass their own."""
     try:
         import apsw
     except ImportError:
