@@ -199,8 +199,12 @@ if __name__ == "__main__":
         cmdclass={"build_ext": build_sqlite_extension},
         install_requires=["apsw", "cffi"],
         extras_require={
-            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy"],
+            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "alembic",
+                     "datasette", "pandas"],
         },
-        entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"]},
+        entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"],
+                      # Plugins that load the extension into the tools' connections.
+                      "sqlite_utils": ["sqlite_ct = sqlite_ct.integrations.sqlite_utils"],
+                      "datasette": ["sqlite_ct = sqlite_ct.integrations.datasette"]},
         zip_safe=False,
     )

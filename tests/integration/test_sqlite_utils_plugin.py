@@ -220,3 +220,37 @@ def test_datasette_writes_and_queries_a_tracked_database(db_path, tracked):
         server.terminate()
         server.wait(timeout=30)
     assert body == [{"csn": changes.new_anchor, "version": sqlite_ct.__version__}]
+
+
+# --- the entry points --------------------------------------------------------------
+
+def test_the_packages_entry_points_register_both_plugins(tmp_path, db_path, tracked):
+    """setup.py's entry points, as an installed package has them: the
+    metadata setup.py writes (egg_info) on the path, and the tools' own
+    command lines with no registration by hand."""
+    setup_py = os.path.join(PACKAGE_PARENT, "setup.py")
+    if not os.path.exists(setup_py):
+        pytest.skip("not a source checkout: the installed package has its entry points")
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    subprocess.run([sys.executable, setup_py, "-q", "egg_info", "--egg-base", str(meta)],
+                   cwd=PACKAGE_PARENT, check=True, capture_output=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(meta), PACKAGE_PARENT]))
+
+    def tool(script, *args, stdin=None):
+        proc = subprocess.run([sys.executable, "-c", script, *args], input=stdin, env=env,
+                              capture_output=True, text=True, timeout=120)
+        return ok(proc)
+
+    plugins = json.loads(tool(PLAIN_SQLITE_UTILS, "plugins"))
+    assert {"name": "sqlite-ct", "hooks": ["prepare_connection"],
+            "version": sqlite_ct.__version__} in plugins
+    tool(PLAIN_SQLITE_UTILS, "insert", db_path, "items", "-",
+         stdin=json.dumps([{"id": 1, "name": "one", "qty": 1}]))
+    assert sqlite_ct.enumerate_changes(tracked, "items", since=0).inserts == [
+        {"id": 1, "name": "one", "qty": 1}]
+    pytest.importorskip("datasette", reason="Datasette is not installed")
+    plugins = json.loads(tool("import sys\nfrom datasette.cli import cli\n"
+                              "sys.argv[0] = 'datasette'\ncli()", "plugins"))
+    assert [(p["version"], p["hooks"]) for p in plugins if p["name"] == "sqlite-ct"
+            ] == [(sqlite_ct.__version__, ["prepare_connection"])]
