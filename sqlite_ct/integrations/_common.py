@@ -12,10 +12,9 @@ refuses, with the remedy, a connection that was opened before.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, List
+from typing import Any, Iterable, List, Optional
 
 from .. import _conn, loader
-from ..check import check
 from ..errors import ExtensionError
 
 __all__ = ["can_load_per_connection", "prepare_process", "prepare_connection",
@@ -68,10 +67,11 @@ def is_registered(conn: Any, table: str) -> bool:
                                   "WHERE __sysTName = ? COLLATE NOCASE", (table,)))
 
 
-def rearm_rebuilt_tables(conn: Any) -> List[str]:
-    """Re-arm every tracked table that exists but lost its triggers or __sys
-    columns (a rebuild: a new table copied and renamed into place); returns
-    their names.
+def rearm_rebuilt_tables(conn: Any, tables: Optional[Iterable[str]] = None) -> List[str]:
+    """Re-arm every tracked table (of `tables`, when given) that exists but
+    lost a tracking trigger or its __sys columns: a rebuild (a new table
+    copied and renamed into place) or a drop and re-create. Returns their
+    names.
 
     Runs sqlite_ct_create_schema() with the table's stored options and mode,
     which also raises the table's minimum valid anchor: sqlite-ct cannot tell
@@ -82,9 +82,13 @@ def rearm_rebuilt_tables(conn: Any) -> List[str]:
     """
     if not has_tracked_tables(conn):
         return []
-    rebuilt = sorted({p.table for p in check(conn)
-                      if p.table is not None and p.code in ("trigger-missing",
-                                                             "columns-missing")})
+    wanted = None if tables is None else {t.lower() for t in tables}
+    rebuilt = []
+    for name, armed, needed, stamped in list(_conn.rows(conn, _REBUILT)):
+        if wanted is not None and name.lower() not in wanted:
+            continue
+        if armed < needed or not stamped:
+            rebuilt.append(name)
     for name in rebuilt:
         _conn.value(conn, "SELECT sqlite_ct_create_schema(?1, "
                           "(SELECT (__sysTrackOpt & 240) / 16 FROM __sysOCSTrackedObjects "
@@ -92,3 +96,22 @@ def rearm_rebuilt_tables(conn: Any) -> List[str]:
                           "THEN 'portable' ELSE 'native' END FROM __sysOCSTrackedObjects "
                           "WHERE __sysTName = ?1))", (name,))
     return rebuilt
+
+
+# Each registered table that exists: its name, how many of the AFTER INSERT,
+# UPDATE and DELETE triggers it has, how many its options need (the delete
+# trigger only when deletes are tracked, as tracking.require_tracked() counts
+# them), and whether it has the change column.
+_REBUILT = """
+SELECT o.__sysTName,
+       (SELECT count(*) FROM main.sqlite_schema WHERE type = 'trigger'
+         AND tbl_name = o.__sysTName
+         AND name IN ('__sysct_ai_' || o.__sysTName, '__sysct_au_' || o.__sysTName,
+                      '__sysct_ad_' || o.__sysTName)),
+       2 + (o.__sysTrackOpt / 16 & 4 != 0),
+       EXISTS (SELECT 1 FROM pragma_table_xinfo(o.__sysTName)
+                WHERE name = '__sysChangeTxBsn')
+  FROM main.__sysOCSTrackedObjects AS o
+ WHERE EXISTS (SELECT 1 FROM main.sqlite_schema
+                WHERE type = 'table' AND name = o.__sysTName)
+"""

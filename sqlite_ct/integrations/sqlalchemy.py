@@ -102,16 +102,20 @@ def _rebuilding(connection: Connection) -> Dict[str, None]:
     return connection.connection.info.setdefault(_REBUILDING, {})
 
 
-def _rearm(connection: Connection) -> None:
+def _rearm(connection: Connection, *, final: bool = False) -> None:
     pending = _rebuilding(connection)
     if not pending:
         return
     with translated():
-        _common.rearm_rebuilt_tables(dbapi_connection(connection))
+        _common.rearm_rebuilt_tables(dbapi_connection(connection), pending)
+    if final:
+        pending.clear()
+        return
     existing = {row[0].lower() for row in dbapi_connection(connection).execute(
         "SELECT name FROM main.sqlite_schema WHERE type='table'")}
-    # A table dropped and not (yet) re-created stays pending: a CREATE TABLE
-    # later in the migration puts an untracked table under a tracked name.
+    # A table dropped and not (yet) re-created stays pending until the
+    # commit: a CREATE TABLE later in the transaction would put an untracked
+    # table under a tracked name.
     for name in [n for n in pending if n.lower() in existing]:
         del pending[name]
 
@@ -132,7 +136,7 @@ def _before_execute(connection: Connection, clauseelement: Any, multiparams: Any
 
 
 def _on_commit(connection: Connection) -> None:
-    _rearm(connection)
+    _rearm(connection, final=True)
 
 
 def _before_drop(table: Table, connection: Connection, **kw: Any) -> None:

@@ -397,3 +397,58 @@ def test_batch_migration_without_enable_loses_the_triggers(tmp_path, db_path):
     assert out is None or out["triggers"] == [], describe(proc)
     with sqlite3.connect(db_path) as raw:
         assert trigger_names(raw, "items") == []
+
+
+DROP_MIGRATION = '''
+"""items dropped{recreated}"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    op.drop_table("items")
+    if {recreate}:
+        op.create_table("items", sa.Column("id", sa.Integer, primary_key=True),
+                        sa.Column("name", sa.String, nullable=False))
+        op.execute("INSERT INTO items(id, name) VALUES (5, 'five')")
+
+
+def downgrade():
+    pass
+'''
+
+
+@pytest.mark.parametrize("recreate", [True, False])
+def test_a_tracked_table_dropped_by_a_migration(tmp_path, db_path, recreate, sqlite3_conn):
+    """op.drop_table() is allowed; a table re-created under the tracked name
+    in the same migration is re-armed before the migration writes to it."""
+    project = alembic_project(tmp_path, db_path)
+    (project / "migrations" / "versions" / "0002_drop.py").write_text(
+        DROP_MIGRATION.format(recreated=" and re-created" if recreate else "",
+                              recreate=recreate))
+    alembic_cli(project, "upgrade", "head")
+    if not recreate:
+        assert sqlite_ct.tracked_tables(sqlite3_conn) == []
+        return
+    assert trigger_names(sqlite3_conn, "items") == ARMED
+    min_valid = sqlite3_conn.execute(
+        "SELECT __sysMinValidCsn FROM __sysOCSTrackedObjects").fetchone()[0]
+    # Re-armed before the migration's INSERT: a replica reinitialised at the
+    # re-arming transaction receives the row as an insert.
+    changes = sqlite_ct.enumerate_changes(sqlite3_conn, "items", since=min_valid)
+    assert changes.inserts == [{"id": 5, "name": "five"}]
+    assert sqlite_ct.check(sqlite3_conn) == []
+
+
+def test_importing_sqlite_ct_imports_none_of_the_tools():
+    out = run_python("""
+        import json, sys
+        import sqlite_ct, sqlite_ct.integrations
+        print(json.dumps(sorted(m for m in ("sqlalchemy", "alembic", "sqlite_utils",
+                                             "datasette", "pandas", "pluggy")
+                                if m in sys.modules)))
+    """)
+    assert out == []
