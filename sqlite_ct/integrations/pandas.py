@@ -37,12 +37,17 @@ def to_sql(df: Any, name: str, con: Any, *, if_exists: str = "fail",
     returns (the number of rows written, where it says).
     """
     if if_exists != "replace":
-        return df.to_sql(name, con, if_exists=if_exists, **kwargs)
+        return _pandas(df, name, con, if_exists=if_exists, **kwargs)
     if _is_sqlalchemy(con):
         return _replace_sqlalchemy(df, name, con, kwargs)
     if not _common.is_registered(con, name):
-        return df.to_sql(name, con, if_exists="replace", **kwargs)
+        return _pandas(df, name, con, if_exists="replace", **kwargs)
     return _replace_sqlite3(df, name, con, kwargs)
+
+
+def _pandas(df: Any, name: str, con: Any, **kwargs: Any) -> Optional[int]:
+    written: Optional[int] = df.to_sql(name, con, **kwargs)
+    return written
 
 
 def _is_sqlalchemy(con: Any) -> bool:
@@ -57,10 +62,10 @@ def _replace_sqlalchemy(df: Any, name: str, con: Any, kwargs: Any) -> Optional[i
             return _replace_sqlalchemy(df, name, connection, kwargs)
     dbapi = con.connection.driver_connection
     if not _common.is_registered(dbapi, name):
-        return df.to_sql(name, con, if_exists="replace", **kwargs)
+        return _pandas(df, name, con, if_exists="replace", **kwargs)
     with con.begin_nested() if con.in_transaction() else con.begin():
         con.exec_driver_sql(f"DELETE FROM main.{_conn.quote_identifier(name)}")
-        return df.to_sql(name, con, if_exists="append", **kwargs)
+        return _pandas(df, name, con, if_exists="append", **kwargs)
 
 
 def _replace_sqlite3(df: Any, name: str, con: Any, kwargs: Any) -> Optional[int]:
@@ -70,7 +75,7 @@ def _replace_sqlite3(df: Any, name: str, con: Any, kwargs: Any) -> Optional[int]
         con.execute("BEGIN")
     try:
         con.execute(f"DELETE FROM main.{_conn.quote_identifier(name)}")
-        written = df.to_sql(name, con, if_exists="append", **kwargs)
+        written = _pandas(df, name, con, if_exists="append", **kwargs)
     except BaseException:
         if con.in_transaction:
             con.rollback()

@@ -99,7 +99,8 @@ def _on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
 
 
 def _rebuilding(connection: Connection) -> Dict[str, None]:
-    return connection.connection.info.setdefault(_REBUILDING, {})
+    pending: Dict[str, None] = connection.connection.info.setdefault(_REBUILDING, {})
+    return pending
 
 
 def _rearm(connection: Connection, *, final: bool = False) -> None:
