@@ -50,7 +50,6 @@ __all__ = ["enable", "is_enabled", "dbapi_connection"]
 _LOADED = "sqlite_ct.loaded"          # DBAPI connection record info: extension loaded
 _REBUILDING = "sqlite_ct.rebuilding"  # ... tables dropped by Alembic, not re-armed yet
 _enabled: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-_drop_guard_installed = False
 
 
 def enable(engine: Engine) -> None:
@@ -60,7 +59,6 @@ def enable(engine: Engine) -> None:
     Idempotent. Raises ExtensionError for an engine whose driver is not the
     stdlib's sqlite3 (pysqlite), or when the extension cannot be registered.
     """
-    global _drop_guard_installed
     if not isinstance(engine, Engine):
         raise TypeError(f"sqlite-ct: enable() needs a sqlalchemy Engine, got "
                         f"{type(engine).__module__}.{type(engine).__qualname__}")
@@ -74,9 +72,8 @@ def enable(engine: Engine) -> None:
         event.listen(engine, "checkout", _on_checkout)
         event.listen(engine, "before_execute", _before_execute)
         event.listen(engine, "commit", _on_commit)
-    if not _drop_guard_installed:
+    if not event.contains(Table, "before_drop", _before_drop):
         event.listen(Table, "before_drop", _before_drop)
-        _drop_guard_installed = True
     _enabled.add(engine)
 
 

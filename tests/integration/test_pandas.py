@@ -63,7 +63,8 @@ def engine(db_path):
     engine.dispose()
 
 
-@pytest.mark.parametrize("via", ["engine", "connection", "sqlite3", "sqlite3-legacy"])
+@pytest.mark.parametrize("via", ["engine", "connection", "transaction", "sqlite3",
+                                 "sqlite3-legacy"])
 def test_replace_tombstones_every_old_row_and_tracks_every_new_one(via, db_path, engine,
                                                                     sqlite3_conn):
     create_tracked(sqlite3_conn)
@@ -76,6 +77,10 @@ def test_replace_tombstones_every_old_row_and_tracks_every_new_one(via, db_path,
         with engine.connect() as c:
             written = ct_pandas.to_sql(new, "items", c, if_exists="replace", index=False)
             c.commit()
+    elif via == "transaction":
+        with engine.begin() as c:  # the caller's transaction: a SAVEPOINT inside it
+            c.exec_driver_sql("UPDATE items SET qty = 0 WHERE id = 1")
+            written = ct_pandas.to_sql(new, "items", c, if_exists="replace", index=False)
     elif via == "sqlite3":
         written = ct_pandas.to_sql(new, "items", sqlite3_conn, if_exists="replace", index=False)
     else:
