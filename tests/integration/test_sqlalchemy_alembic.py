@@ -452,3 +452,43 @@ def test_importing_sqlite_ct_imports_none_of_the_tools():
                                 if m in sys.modules)))
     """)
     assert out == []
+
+
+ADD_COLUMN_MIGRATION = '''
+"""items.note, which SQLite's ALTER TABLE adds in place"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    with op.batch_alter_table("items") as batch:
+        batch.add_column(sa.Column("note", sa.Text))
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_a_batch_migration_without_a_rebuild_keeps_the_anchors(tmp_path, db_path):
+    project = alembic_project(tmp_path, db_path)
+    (project / "migrations" / "versions" / "0002_note.py").write_text(ADD_COLUMN_MIGRATION)
+    alembic_cli(project, "upgrade", "0001")
+    before = run_python(BATCH_SCRIPT, db_path, "before")
+    alembic_cli(project, "upgrade", "head")
+    with sqlite3.connect(db_path) as raw:
+        assert trigger_names(raw, "items") == ARMED
+        assert raw.execute("SELECT __sysMinValidCsn FROM __sysOCSTrackedObjects"
+                           ).fetchone()[0] == 0
+        assert "note" in [r[1] for r in raw.execute("PRAGMA table_info(items)")]
+    sqlite_ct.register_auto_extension()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.execute("UPDATE items SET note = 'n' WHERE id = 1")
+        changes = sqlite_ct.enumerate_changes(conn, "items", since=before["anchor"])
+    finally:
+        conn.close()
+    assert changes.updates == [{"id": 1, "name": "one", "note": "n"}]
