@@ -27,7 +27,8 @@ from typing import Any, Mapping, Optional
 
 __all__ = ["include_name", "include_object", "is_sqlite_ct_name"]
 
-_TABLE_PREFIX = "__sys"       # system tables and the stamp columns: __sysOCS..., __sysTx..., __sysCt...
+_TABLE_PREFIX = "__sys"       # the system tables: __sysOCS..., __sysTx..., __sysSync..., __sysCt...
+_COLUMNS = ("__sysChangeTxBsn", "__sysInsertTxBsn", "__sysTrackingContext")
 _OBJECT_PREFIX = "__sysct_"   # indexes and triggers
 
 
@@ -36,8 +37,10 @@ def is_sqlite_ct_name(name: Optional[str], type_: str) -> bool:
     "unique_constraint", "foreign_key_constraint", ...), belongs to sqlite-ct."""
     if not name:
         return False
-    if type_ in ("table", "column"):
+    if type_ == "table":
         return name.startswith(_TABLE_PREFIX)
+    if type_ == "column":
+        return name in _COLUMNS
     return name.startswith(_OBJECT_PREFIX)
 
 

@@ -16,11 +16,11 @@ REBUILDS    a table rebuild through SQLAlchemy's DDL (Alembic's
             rename the copy) drops sqlite-ct's triggers with the old table.
             Dropping a tracked table from Alembic marks the connection; the
             first statement it runs afterwards that is not the rebuild's own
-            DROP, RENAME or CREATE INDEX (or its COMMIT) re-arms every tracked table
-            that lost its triggers. So no statement of the migration, and no
-            statement after it, writes the rebuilt table untracked. Re-arming
-            asks replicas of that table to reinitialise (see
-            _common.rearm_rebuilt_tables).
+            DROP, RENAME or CREATE INDEX, or else its COMMIT, re-arms that
+            table if it exists again without its triggers. So no statement
+            of the migration, and no statement after it, writes the rebuilt
+            table untracked. Re-arming asks replicas of that table to
+            reinitialise (see _common.rearm_rebuilt_tables).
 DROPS       dropping a tracked table through SQLAlchemy's DDL outside Alembic
             (Table.drop(), MetaData.drop_all(), pandas'
             to_sql(if_exists="replace")) raises TableError before anything is

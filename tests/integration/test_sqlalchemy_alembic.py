@@ -345,7 +345,8 @@ elif STEP == "after":
     ).fetchone()[0]
     # A replica reinitialises: the table and the anchor in one snapshot.
     conn.execute("BEGIN")
-    out["snapshot"] = [list(r) for r in conn.execute("SELECT id, name, qty FROM items ORDER BY id")]
+    out["snapshot"] = [list(r) for r in conn.execute(
+        "SELECT id, name, qty FROM items ORDER BY id")]
     anchor = sqlite_ct.last_committed_csn(conn)
     conn.execute("COMMIT")
     # Writes right after the migration are tracked.
@@ -492,3 +493,15 @@ def test_a_batch_migration_without_a_rebuild_keeps_the_anchors(tmp_path, db_path
     finally:
         conn.close()
     assert changes.updates == [{"id": 1, "name": "one", "note": "n"}]
+
+
+@pytest.mark.parametrize("name, type_, ours", [
+    ("__sysOCSTrackedObjects", "table", True), ("__sysCtMeta", "table", True),
+    ("__sysChangeTxBsn", "column", True), ("__sysTrackingContext", "column", True),
+    ("__sysct_chg_items", "index", True),
+    ("items", "table", False), ("__system_notes", "column", False),
+    ("ix_items_name", "index", False), (None, "schema", False)])
+def test_the_filters_name_exactly_sqlite_cts_objects(name, type_, ours):
+    from sqlite_ct.integrations import alembic as ct_alembic
+    assert ct_alembic.include_name(name, type_, {}) is not ours
+    assert ct_alembic.include_object(None, name, type_, True, None) is not ours
