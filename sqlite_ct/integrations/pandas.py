@@ -15,7 +15,7 @@ delete-and-append and is tracked as it stands.
 Without this module: on an engine passed to
 sqlite_ct.integrations.sqlalchemy.enable(), pandas' "replace" of a tracked
 table raises TableError before anything is dropped. On a plain sqlite3
-connection nothing can stop it; the table is then no longer tracked, and the
+connection (or another engine) nothing can stop it; the table is then no longer tracked, and the
 next enumeration (and sqlite-ct check) fails with TableError.
 """
 from __future__ import annotations
