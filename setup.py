@@ -229,12 +229,15 @@ if __name__ == "__main__":
         # Python. "server": the HTTP sync service and client. "postgres": a
         # PostgreSQL hub.
         extras_require={
-            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "apsw", "mypy",
-                     "rich", "setuptools>=64", "wheel"],
+            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "alembic",
+                     "datasette", "pandas", "apsw", "mypy", "rich", "setuptools>=64", "wheel"],
             "apsw": ["apsw"],
             "server": ["starlette", "uvicorn", "httpx"],
             "postgres": ["psycopg[binary]>=3.1", "psycopg-pool"],
         },
-        entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"]},
+        entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"],
+                      # Plugins that load the extension into the tools' connections.
+                      "sqlite_utils": ["sqlite_ct = sqlite_ct.integrations.sqlite_utils"],
+                      "datasette": ["sqlite_ct = sqlite_ct.integrations.datasette"]},
         zip_safe=False,
     )
