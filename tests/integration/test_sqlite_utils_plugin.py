@@ -1,9 +1,12 @@
 """The sqlite-utils and Datasette plugins, with the real tools.
 
-The package is not installed here (its entry points would register the
-plugins by themselves), so each run registers the plugin module with the
-tool's plugin manager (`pm.register`) and then runs the tool's own command
-line, in a fresh interpreter: this one, whose sqlite3 cannot load extensions.
+Each run turns off the tools' loading of installed entry points
+(`sys._called_from_test`, which both tools honour), registers the plugin
+module with the tool's plugin manager (`pm.register`) by hand, and then runs
+the tool's own command line, in a fresh interpreter: this one, whose sqlite3
+cannot load extensions. So the runs are the same whether or not the package
+is installed (an editable install registers the plugins through its entry
+points); the last test checks the entry points themselves.
 """
 import json
 import os
@@ -26,6 +29,7 @@ pytest.importorskip("sqlite_utils", reason="sqlite-utils is not installed")
 # then sqlite-utils' own command line.
 SQLITE_UTILS = """
 import sys
+sys._called_from_test = True
 import sqlite_utils.plugins
 import sqlite_ct.integrations.sqlite_utils as plugin
 sqlite_utils.plugins.pm.register(plugin)
@@ -36,6 +40,7 @@ cli()
 
 PLAIN_SQLITE_UTILS = """
 import sys
+sys._called_from_test = True
 from sqlite_utils.cli import cli
 sys.argv[0] = "sqlite-utils"
 cli()
@@ -106,6 +111,7 @@ def test_without_the_plugin_a_write_to_a_tracked_table_fails(db_path, tracked):
 LIBRARY_SCRIPT = r"""
 import json, sys
 PATH, ORDER = sys.argv[1], sys.argv[2]
+sys._called_from_test = True
 import sqlite_utils
 import sqlite_utils.plugins
 import sqlite_ct
@@ -152,6 +158,7 @@ def test_a_connection_opened_before_the_plugin_is_refused_on_a_tracked_database(
 
 DATASETTE = """
 import sys
+sys._called_from_test = True
 import datasette.plugins
 import sqlite_ct.integrations.datasette as plugin
 datasette.plugins.pm.register(plugin)
@@ -162,6 +169,7 @@ cli()
 
 DATASETTE_WRITE = r"""
 import asyncio, json, sys
+sys._called_from_test = True
 import datasette.plugins
 import sqlite_ct.integrations.datasette as plugin
 datasette.plugins.pm.register(plugin)
@@ -242,10 +250,13 @@ def test_the_packages_entry_points_register_both_plugins(tmp_path, db_path, trac
                               capture_output=True, text=True, timeout=120)
         return ok(proc)
 
-    plugins = json.loads(tool(PLAIN_SQLITE_UTILS, "plugins"))
+    # sqlite-utils' own command line, loading the installed entry points.
+    installed = PLAIN_SQLITE_UTILS.replace("sys._called_from_test = True\n", "")
+    assert installed != PLAIN_SQLITE_UTILS
+    plugins = json.loads(tool(installed, "plugins"))
     assert {"name": "sqlite-ct", "hooks": ["prepare_connection"],
             "version": sqlite_ct.__version__} in plugins
-    tool(PLAIN_SQLITE_UTILS, "insert", db_path, "items", "-",
+    tool(installed, "insert", db_path, "items", "-",
          stdin=json.dumps([{"id": 1, "name": "one", "qty": 1}]))
     assert sqlite_ct.enumerate_changes(tracked, "items", since=0).inserts == [
         {"id": 1, "name": "one", "qty": 1}]
