@@ -15,13 +15,29 @@ those changes), which is what lets it
 A hub row conflicts with an uploaded change when it was changed by someone
 else after what the client has received: its stamp is above the client's
 received anchor, or above the position a batched download stopped at.
+
+Scopes hold on upload too: with a row filter bound by the upload's
+parameters, a change to a key whose hub row is outside the filter, or whose
+new version would be, is refused (an ErrorsOccurred conflict that names the
+scope, counted as failed, never applied); the client is sent the hub's
+in-scope version back, or a delete of a key it may not hold.
+
+Uploads are exactly-once: an upload with a session is applied in one hub
+transaction together with its receipt in __sysSyncUploadReceipts (client,
+session, batch, a digest of the changes, the result). The same upload again,
+after a lost response, returns the stored result and applies nothing. Only
+the client's latest session is kept.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
+import hashlib
+import itertools
+import time
 import uuid
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
 from ..tracking import create_schema as track_table
@@ -30,9 +46,9 @@ from ..anchors import client_id as database_id
 from . import _sql
 from ._anchor import HubAnchor
 from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
-from ._download import read_batch, seen_condition
+from ._download import read_batch, row_filter, seen_condition
 from ._sql import TableInfo, q
-from .enums import ConflictType, ResolveAction, SyncStage
+from .enums import ApplyAction, ConflictType, ResolveAction, SyncStage
 from .errors import SyncError
 from .messages import (DownloadBatch, DownloadRequest, ServerInfo, TableChanges, Upload,
                        UploadResult)
@@ -43,6 +59,13 @@ __all__ = ["ServerProvider", "ServerSyncProvider"]
 # The fingerprint of an anchor that has never downloaded (upload-only tables):
 # it matches no filter, so a first download from it re-reads the whole table.
 _UNSCOPED = b"\xff" * 8
+
+RECEIPTS = "__sysSyncUploadReceipts"
+_RECEIPTS_SQL = (f'CREATE TABLE IF NOT EXISTS main."{RECEIPTS}"(ClientId BLOB NOT NULL, '
+                 f"Session BLOB NOT NULL, Batch INTEGER NOT NULL, Digest BLOB NOT NULL, "
+                 f"Result TEXT NOT NULL, Time INTEGER NOT NULL, "
+                 f"PRIMARY KEY(ClientId, Session, Batch)) WITHOUT ROWID")
+_scope_ids = itertools.count(1)
 
 
 class ServerProvider(abc.ABC):
@@ -79,6 +102,36 @@ class _ServerSide(Side):
         self.client = client
         self.anchors = anchors
         self.corrections: Dict[str, TableChanges] = {}
+        self.refused = 0
+        self.refused_conflicts: List[Conflict] = []
+
+    def refuse(self, info: TableInfo, columns: Sequence[str], key_pos: Sequence[int], op: int,
+               values: tuple, present: bool, old_in_scope: bool) -> None:
+        """A change outside the uploader's scope: never applied. The client
+        gets the hub's version back when it may see it, else a delete."""
+        key = {columns[p]: values[p] for p in key_pos}
+        why = ("the hub's row is outside this client's filter" if present and not old_in_scope
+               else "the new version is outside this client's filter")
+        self.refused += 1
+        self.refused_conflicts.append(Conflict(
+            ConflictType.ERRORS_OCCURRED, self.stage, info.name, key,
+            None if op == 0 else dict(zip(columns, values)), None,
+            f"refused: {why}; a client writes only rows in its scope",
+            action=ApplyAction.CONTINUE))
+        if op == 0:
+            return
+        tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
+                                                                 info.key))
+        keyvals = tuple(values[p] for p in key_pos)
+        if present and old_in_scope:
+            cols = ", ".join(q(c) for c in info.columns)
+            marks = [f":k{i}" for i in range(len(info.key))]
+            for row in _sql.rows(self.conn, f"SELECT {cols} FROM main.{q(info.name)} "
+                                             f"WHERE {info.key_match('', marks)}",
+                                  {f"k{i}": v for i, v in enumerate(keyvals)}):
+                tc.updates.append(tuple(row))
+                return
+        tc.deletes.append(keyvals)
 
     def _present(self, info: TableInfo) -> str:
         return f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
@@ -221,19 +274,119 @@ class ServerSyncProvider(ServerProvider):
                                 f"issued by another server; reinitialise the table")
         side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
                            self._infos, upload.client_id, anchors)
+        digest = None if upload.session is None else _digest(upload)
         with _sql.transaction(conn, "sqlite_ct_sync_upload"):
+            if digest is not None:
+                stored = self._receipt(upload, digest)
+                if stored is not None:
+                    return stored
+            tables = []
             for tc in upload.tables:
                 info = self._infos.get(conn, tc.table)
                 if not info.tracked:
                     track_table(conn, info.name)
+                tables.append(self._in_scope(info, tc, upload.parameters, side))
             previous = tracking_context(conn)
             set_tracking_context(conn, upload.client_id)
             try:
-                result = Applier(side).apply(upload.tables)
+                result = Applier(side).apply(tables)
             finally:
                 set_tracking_context(conn, previous)
-        corrections = [tc for tc in side.corrections.values() if len(tc)]
-        return UploadResult(result.applied, result.failed, result.conflicts, corrections)
+            corrections = [tc for tc in side.corrections.values() if len(tc)]
+            out = UploadResult(result.applied, result.failed + side.refused,
+                               side.refused_conflicts + result.conflicts, corrections)
+            if digest is not None:
+                self._store_receipt(upload, digest, out)
+        return out
+
+    def _receipt(self, upload: Upload, digest: bytes) -> Optional[UploadResult]:
+        from . import wire
+        _sql.execute(self.conn, _RECEIPTS_SQL)
+        for stored_digest, result in _sql.rows(
+                self.conn, f'SELECT Digest, Result FROM main."{RECEIPTS}" WHERE ClientId = ? '
+                           f"AND Session = ? AND Batch = ?",
+                (upload.client_id.bytes, upload.session, upload.batch)):
+            if bytes(stored_digest) == digest:
+                return wire.decode(result, UploadResult)
+        return None
+
+    def _store_receipt(self, upload: Upload, digest: bytes, result: UploadResult) -> None:
+        from . import wire
+        client = upload.client_id.bytes
+        _sql.execute(self.conn, f'DELETE FROM main."{RECEIPTS}" WHERE ClientId = ? '
+                                f"AND Session <> ?", (client, upload.session))
+        _sql.execute(self.conn, f'INSERT OR REPLACE INTO main."{RECEIPTS}"(ClientId, Session, '
+                                f"Batch, Digest, Result, Time) VALUES (?, ?, ?, ?, ?, ?)",
+                     (client, upload.session, upload.batch, digest,
+                      wire.encode(result).decode("ascii"), int(time.time() * 1000)))
+
+    def _in_scope(self, info: TableInfo, tc: TableChanges, parameters: Mapping[str, Any],
+                  side: "_ServerSide") -> TableChanges:
+        """tc without the changes outside the uploader's filter, which are
+        recorded on `side` as refused."""
+        where = self._filters.get(info.name.lower())
+        if not where or not len(tc):
+            return tc
+        flt = row_filter(info.name, where, parameters)
+        _sql.check_columns(info, tc.columns, tc.key_columns, "server")
+        local = {c.lower(): c for c in info.columns}
+        columns = [local[c.lower()] for c in tc.columns]
+        ncol = len(columns)
+        key_pos = [[c.lower() for c in columns].index(k.lower()) for k in info.key]
+        stage = q(f"ct_sync_scope_{next(_scope_ids)}")
+        _sql.execute(self.conn, f"CREATE TEMP TABLE {stage}(_seq INTEGER PRIMARY KEY, "
+                                f"_op INTEGER NOT NULL{''.join(f', c{i}' for i in range(ncol))})")
+        ops: List[Tuple[int, tuple]] = []
+        for k in tc.deletes:
+            values: List[Any] = [None] * ncol
+            for p, v in zip(key_pos, k):
+                values[p] = v
+            ops.append((0, tuple(values)))
+        ops.extend((1, tuple(r)) for r in tc.inserts)
+        ops.extend((2, tuple(r)) for r in tc.updates)
+        t = q(info.name)
+        pos = {c: i for i, c in enumerate(columns)}
+        # The filter's unqualified columns resolve in the derived tables: x
+        # (the hub row) and the outer SELECT (the row as it would be written).
+        new = ", ".join(f"s.c{pos[c]} AS {q(c)}" if c in pos else f"t.{q(c)} AS {q(c)}"
+                        for c in info.columns)
+        present = f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
+        same_row = (" AND ".join(f"x.{q(k)} IS t.{q(k)}" for k in info.key)
+                    if info.without_rowid else f"x.{q(info.rowid)} = t.{q(info.rowid)}")
+        sql = (f"SELECT sqlite_ct_seq, sqlite_ct_present, sqlite_ct_old_in FROM "
+               f"(SELECT s._seq AS sqlite_ct_seq, s._op AS sqlite_ct_op, "
+               f"{present} AS sqlite_ct_present, (SELECT {flt.match} FROM main.{t} AS x "
+               f"WHERE {same_row}) AS sqlite_ct_old_in, {new} "
+               f"FROM {stage} AS s LEFT JOIN main.{t} AS t "
+               f"ON {info.key_match('t', [f's.c{i}' for i in key_pos])}) "
+               f"WHERE (sqlite_ct_present AND NOT sqlite_ct_old_in) "
+               f"OR (sqlite_ct_op <> 0 AND NOT {flt.match})")
+        try:
+            _sql.executemany(self.conn, f"INSERT INTO {stage} VALUES "
+                                        f"({', '.join('?' for _ in range(ncol + 2))})",
+                             ((n, op, *values) for n, (op, values) in enumerate(ops)))
+            refused = {seq: (bool(here), bool(old_in))
+                       for seq, here, old_in in _sql.rows(self.conn, sql, flt.params)}
+        finally:
+            _sql.execute(self.conn, f"DROP TABLE IF EXISTS temp.{stage}")
+        if not refused:
+            return tc
+        kept = TableChanges(tc.table, tc.columns, tc.key_columns, reset=tc.reset)
+        lists = {0: kept.deletes, 1: kept.inserts, 2: kept.updates}
+        for n, (op, values) in enumerate(ops):
+            if n not in refused:
+                lists[op].append(tuple(values[p] for p in key_pos) if op == 0 else values)
+            else:
+                side.refuse(info, columns, key_pos, op, values, *refused[n])
+        return kept
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
         return read_batch(self.conn, self.server_id, request, self._filters, self._infos)
+
+
+def _digest(upload: Upload) -> bytes:
+    """What makes a retried upload the same upload: its changes, anchors and
+    parameters (not the session and batch that name it)."""
+    from . import wire
+    return hashlib.sha256(wire.encode(dataclasses.replace(upload, session=None, batch=0))
+                          ).digest()
