@@ -237,7 +237,9 @@ class _Service:
             return _error(410, "reinitialise", str(exc))
         except SyncError as exc:
             text = str(exc)
-            if "reinitialise" in text:
+            # The anchor errors of the hub provider: the client must start the
+            # table afresh (an expired, foreign or unreadable anchor).
+            if "anchor" in text and "reinitialise" in text:
                 return _error(410, "reinitialise", text)
             return _error(422, "sync_error", text)
         except apsw.BusyError as exc:
