@@ -21,6 +21,7 @@ import dataclasses
 import gzip
 import os
 import random
+import ssl
 import time
 from typing import Any, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -68,6 +69,8 @@ class HttpServerProvider(ServerProvider):
             raise ValueError("retries must be an integer >= 0")
         self.url = url.rstrip("/")
         self.retries = retries
+        if isinstance(verify, (str, os.PathLike)):
+            verify = ssl.create_default_context(cafile=os.fspath(verify))
         self._http = client or httpx.Client(timeout=timeout, verify=verify,
                                             headers={"Accept-Encoding": "gzip"})
         self._http.headers["Authorization"] = f"Bearer {token}"
