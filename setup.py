@@ -199,7 +199,9 @@ if __name__ == "__main__":
         cmdclass={"build_ext": build_sqlite_extension},
         install_requires=["apsw", "cffi"],
         extras_require={
-            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy"],
+            "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy",
+                     "starlette", "uvicorn", "httpx"],
+            "server": ["starlette", "uvicorn", "httpx"],
         },
         entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"]},
         zip_safe=False,
