@@ -12,7 +12,8 @@ lives in the hub database, so it can be restarted or killed at any point.
 Errors are JSON ErrorReply messages with a stable code (docs/server.md):
 400 malformed/unsupported_version, 401 unauthorized/token_expired,
 403 forbidden, 404 not_found, 405 method_not_allowed, 410 reinitialise,
-413 too_large, 422 sync_error, 503 busy, 500 internal.
+413 too_large, 415 unsupported_encoding, 422 sync_error, 503 busy/timeout,
+500 internal.
 """
 from __future__ import annotations
 
@@ -254,7 +255,21 @@ class _Service:
 
     def _locked(self, handler: Any, identity: Identity, message: Any) -> Any:
         with self.hub.provider() as provider:
-            return handler(provider, identity, message)
+            # A watchdog: whatever a request makes the hub do (a forged anchor
+            # that never ends a download, a huge batch on a loaded machine),
+            # the statements it runs after request_timeout_s are aborted (the
+            # progress handler) and the request answered 503, rather than
+            # holding a connection and a thread for ever.
+            deadline = time.monotonic() + self.config.request_timeout_s
+            provider.conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+            try:
+                return handler(provider, identity, message)
+            except apsw.InterruptError:
+                raise ServiceError(503, "timeout", f"the request took longer than "
+                                                   f"{self.config.request_timeout_s:g} s and was "
+                                                   f"stopped", retry=True) from None
+            finally:
+                provider.conn.set_progress_handler(None)
 
     def info(self, provider: ServerSyncProvider, identity: Identity, _: Any) -> Any:
         return provider.get_server_info()

@@ -132,7 +132,8 @@ class Config:
     also once decompressed), max_batch_size (changes per download batch; a
     client asking for more, or for one unbounded batch, gets this many),
     busy_timeout_ms (how long a request waits for the hub's write lock),
-    pool_size (hub connections kept open)."""
+    pool_size (hub connections kept open), request_timeout_s (the hub work
+    of one request is interrupted after this long: 503 "timeout")."""
     hub: str
     tables: Tuple[str, ...]
     filters: Mapping[str, str]
@@ -141,10 +142,11 @@ class Config:
     max_batch_size: int = 5000
     busy_timeout_ms: int = 30_000
     pool_size: int = 4
+    request_timeout_s: float = 120.0
 
 
 _KNOWN = {"hub", "tables", "filters", "tokens", "verifier", "max_request_bytes",
-          "max_batch_size", "busy_timeout_ms", "pool_size"}
+          "max_batch_size", "busy_timeout_ms", "pool_size", "request_timeout_s"}
 
 
 def _positive(doc: Mapping[str, Any], name: str, default: int) -> int:
@@ -152,6 +154,13 @@ def _positive(doc: Mapping[str, Any], name: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f'config "{name}": expected a positive integer, got {value!r}')
     return value
+
+
+def _seconds(doc: Mapping[str, Any], name: str, default: float) -> float:
+    value = doc.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ConfigError(f'config "{name}": expected a number of seconds > 0, got {value!r}')
+    return float(value)
 
 
 def _import_verifier(spec: Any) -> Verifier:
@@ -233,4 +242,5 @@ def load_config(source: Union[str, os.PathLike, Mapping[str, Any], Config], *,
                   _positive(doc, "max_request_bytes", Config.max_request_bytes),
                   _positive(doc, "max_batch_size", Config.max_batch_size),
                   _positive(doc, "busy_timeout_ms", Config.busy_timeout_ms),
-                  _positive(doc, "pool_size", Config.pool_size))
+                  _positive(doc, "pool_size", Config.pool_size),
+                  _seconds(doc, "request_timeout_s", Config.request_timeout_s))

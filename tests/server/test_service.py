@@ -263,3 +263,24 @@ def test_cli_sync_to_an_unreachable_service(tmp_path):
     proc = run_cli("sync", str(tmp_path / "c.db"), "http://127.0.0.1:9", "--token", BOB)
     assert proc.returncode == 1
     assert "failed after" in proc.stderr and "nothing was lost" in proc.stderr
+
+
+def test_a_request_that_never_ends_is_stopped_by_the_watchdog(start_service):
+    """A forged anchor whose window phase the hub never finishes (an endless
+    download loop) is interrupted after request_timeout_s: 503, and the
+    service goes on serving."""
+    from sqlite_ct.sync._anchor import HubAnchor, Window
+    service = start_service(request_timeout_s=1.5)
+    with HttpServerProvider(service.url, token=ALICE, retries=0) as server:
+        server_id = server.get_server_info().server_id
+        forged = HubAnchor(server_id.bytes, b"\0" * 8, 0,
+                           Window(10, 0, False, False, 7, 0, None)).encode()
+        with pytest.raises(RemoteError) as info:
+            server.get_changes(DownloadRequest(uuid.uuid4(), "notes",
+                                               [DownloadTable("notes", forged)]))
+        assert (info.value.status, info.value.code) == (None, "unreachable")
+        assert "503 the request took longer than 1.5 s and was stopped" in str(info.value)
+        assert server.tables() == ("notes",)
+    r = post(service, "/v1/download", wire.encode(DownloadRequest(
+        uuid.uuid4(), "notes", [DownloadTable("notes", forged)])))
+    assert (r.status_code, reply(r)["code"]) == (503, "timeout")
