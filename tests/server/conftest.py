@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -79,7 +80,8 @@ class Service:
                                    + open(os.path.join(self.workdir, "serve.log")).read())
             try:
                 httpx.get(self.url + "/healthz", timeout=1,
-                          verify=self.ssl[0] if self.ssl else True)
+                          verify=ssl.create_default_context(cafile=self.ssl[0])
+                          if self.ssl else True)
                 return self
             except httpx.TransportError:
                 time.sleep(0.05)

@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import sys
 
+import apsw
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from sqlite_ct.server import (AuthenticationError, ConfigError, Identity, TokenTable,
-                              create_app, load_config)
+                              create_app, load_config, running)
 
 from .conftest import ALICE, REPO, make_hub
 
@@ -105,12 +105,12 @@ def test_the_token_table_and_a_custom_verifier(tmp_path):
         raise AuthenticationError("bad signature")
 
     make_hub(str(tmp_path))
-    app = create_app({**GOOD, "hub": str(tmp_path / "hub.db")}, verifier=verifier)
-    with TestClient(app) as http:
-        ok = http.get("/v1/tables", headers={"Authorization": "Bearer signed-by-someone-we-trust"})
+    with running({**GOOD, "hub": str(tmp_path / "hub.db")}, verifier=verifier) as url:
+        ok = httpx.get(url + "/v1/tables",
+                       headers={"Authorization": "Bearer signed-by-someone-we-trust"})
         assert ok.status_code == 200 and ok.json()["tables"] == ["notes"]
         # The token table of the configuration is replaced by the verifier.
-        bad = http.get("/v1/tables", headers={"Authorization": f"Bearer {ALICE}"})
+        bad = httpx.get(url + "/v1/tables", headers={"Authorization": f"Bearer {ALICE}"})
         assert (bad.status_code, bad.json()["message"]) == (401, "bad signature")
 
 
@@ -118,8 +118,10 @@ def test_provisioning_is_idempotent(tmp_path):
     make_hub(str(tmp_path))
     config = {**GOOD, "hub": str(tmp_path / "hub.db")}
     for _ in range(2):
-        with TestClient(create_app(config)) as http:
-            assert http.get("/healthz").json() == {"status": "ok"}
+        with running(config) as url:
+            assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+    hub = apsw.Connection(str(tmp_path / "hub.db"))
+    assert hub.execute("SELECT count(*) FROM __sysOCSTrackedObjects").fetchone()[0] == 1
 
 
 def test_importing_sqlite_ct_does_not_import_the_server_dependencies():
