@@ -22,6 +22,14 @@ new version would be, is refused (an ErrorsOccurred conflict that names the
 scope, counted as failed, never applied); the client is sent the hub's
 in-scope version back, or a delete of a key it may not hold.
 
+Deletes reach only the clients that may hold the row. For a filtered table
+the hub remembers, per client, the keys it sent the client or the client
+wrote itself (__sysSyncClientKeys, a superset of what the client holds), from
+the client's first download of the table on; a tombstone or a move-out of a
+key the client never held is not sent, so other users' keys do not leave the
+hub. (A client whose first download predates this record gets every delete,
+as before.)
+
 Uploads are exactly-once: an upload with a session is applied in one hub
 transaction together with its receipt in __sysSyncUploadReceipts (client,
 session, batch, a digest of the changes, the result). The same upload again,
@@ -67,6 +75,12 @@ _RECEIPTS_SQL = (f'CREATE TABLE IF NOT EXISTS main."{RECEIPTS}"(ClientId BLOB NO
                  f"PRIMARY KEY(ClientId, Session, Batch)) WITHOUT ROWID")
 _scope_ids = itertools.count(1)
 
+HELD = "__sysSyncClientKeys"
+_HELD_SQL = (f'CREATE TABLE IF NOT EXISTS main."{HELD}"(ClientId BLOB NOT NULL, '
+             f"TName TEXT NOT NULL, RK BLOB NOT NULL, PRIMARY KEY(ClientId, TName, RK)) "
+             f"WITHOUT ROWID")
+_COMPLETE = b""  # the RK of the row that says "this client's keys are all recorded"
+
 
 class ServerProvider(abc.ABC):
     """What SyncAgent needs from a server. Implementations keep their own
@@ -104,11 +118,12 @@ class _ServerSide(Side):
         self.corrections: Dict[str, TableChanges] = {}
         self.refused = 0
         self.refused_conflicts: List[Conflict] = []
+        self._refused_rows: List[Tuple[TableInfo, tuple, Any]] = []
 
     def refuse(self, info: TableInfo, columns: Sequence[str], key_pos: Sequence[int], op: int,
-               values: tuple, present: bool, old_in_scope: bool) -> None:
-        """A change outside the uploader's scope: never applied. The client
-        gets the hub's version back when it may see it, else a delete."""
+               values: tuple, present: bool, old_in_scope: bool, flt: Any) -> None:
+        """A change outside the uploader's scope: never applied (see
+        send_back_refused for what the client gets)."""
         key = {columns[p]: values[p] for p in key_pos}
         why = ("the hub's row is outside this client's filter" if present and not old_in_scope
                else "the new version is outside this client's filter")
@@ -118,20 +133,26 @@ class _ServerSide(Side):
             None if op == 0 else dict(zip(columns, values)), None,
             f"refused: {why}; a client writes only rows in its scope",
             action=ApplyAction.CONTINUE))
-        if op == 0:
-            return
-        tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
-                                                                 info.key))
-        keyvals = tuple(values[p] for p in key_pos)
-        if present and old_in_scope:
+        if op != 0:
+            self._refused_rows.append((info, tuple(values[p] for p in key_pos), flt))
+
+    def send_back_refused(self) -> None:
+        """After the upload was applied: for each refused insert or update,
+        the hub's row as it is now if the client may see it, else a delete of
+        the key (the client must not keep a row the hub does not give it)."""
+        for info, keyvals, flt in self._refused_rows:
+            tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
+                                                                     info.key))
             cols = ", ".join(q(c) for c in info.columns)
-            marks = [f":k{i}" for i in range(len(info.key))]
+            marks = [f":sqlite_ct_k{i}" for i in range(len(info.key))]
+            params = {**flt.params, **{f"sqlite_ct_k{i}": v for i, v in enumerate(keyvals)}}
             for row in _sql.rows(self.conn, f"SELECT {cols} FROM main.{q(info.name)} "
-                                             f"WHERE {info.key_match('', marks)}",
-                                  {f"k{i}": v for i, v in enumerate(keyvals)}):
+                                             f"WHERE {info.key_match('', marks)} "
+                                             f"AND {flt.match}", params):
                 tc.updates.append(tuple(row))
-                return
-        tc.deletes.append(keyvals)
+                break
+            else:
+                tc.deletes.append(keyvals)
 
     def _present(self, info: TableInfo) -> str:
         return f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
@@ -292,7 +313,10 @@ class ServerSyncProvider(ServerProvider):
                 result = Applier(side).apply(tables)
             finally:
                 set_tracking_context(conn, previous)
+            side.send_back_refused()
             corrections = [tc for tc in side.corrections.values() if len(tc)]
+            self._hold_uploaded(upload.client_id, tables)
+            self._hold_sent(upload.client_id, corrections, [])
             out = UploadResult(result.applied, result.failed + side.refused,
                                side.refused_conflicts + result.conflicts, corrections)
             if digest is not None:
@@ -377,11 +401,79 @@ class ServerSyncProvider(ServerProvider):
             if n not in refused:
                 lists[op].append(tuple(values[p] for p in key_pos) if op == 0 else values)
             else:
-                side.refuse(info, columns, key_pos, op, values, *refused[n])
+                side.refuse(info, columns, key_pos, op, values, *refused[n], flt)
         return kept
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
-        return read_batch(self.conn, self.server_id, request, self._filters, self._infos)
+        batch = read_batch(self.conn, self.server_id, request, self._filters, self._infos)
+        filtered = {t.table.lower() for t in request.tables
+                    if self._filters.get(t.table.lower()) and not t.snapshot}
+        if not filtered:
+            return batch
+        first = [t.table for t in request.tables if t.table.lower() in filtered
+                 and _first_download(t.anchor, t.table)]
+        with _sql.transaction(self.conn, "sqlite_ct_sync_held"):
+            tables = self._hold_sent(request.client_id, batch.tables, first)
+        return dataclasses.replace(batch, tables=[tc for tc in tables if len(tc) or tc.reset])
+
+    def _filtered(self, table: str) -> bool:
+        return bool(self._filters.get(table.lower()))
+
+    def _hold_uploaded(self, client: uuid.UUID, tables: Sequence[TableChanges]) -> None:
+        """Record the keys of a filtered table whose upload landed on the hub
+        (the hub row carries the client's context), as the hub stores them."""
+        for tc in tables:
+            if not self._filtered(tc.table) or not (tc.inserts or tc.updates):
+                continue
+            info = self._infos.get(self.conn, tc.table)
+            lower = [c.lower() for c in tc.columns]
+            pos = [lower.index(k.lower()) for k in info.key]
+            marks = [f"?{i + 3}" for i in range(len(pos))]
+            keys = ", ".join(f"t.{q(k)}" for k in info.key)
+            _sql.execute(self.conn, _HELD_SQL)
+            _sql.executemany(
+                self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
+                           f"SELECT ?1, ?2, sqlite_ct_pack_key({keys}) FROM main.{q(info.name)} "
+                           f"AS t WHERE {info.key_match('t', marks)} "
+                           f'AND t."__sysTrackingContext" IS ?1',
+                ((client.bytes_le, info.name, *(row[p] for p in pos))
+                 for row in itertools.chain(tc.inserts, tc.updates)))
+
+    def _hold_sent(self, client: uuid.UUID, tables: Sequence[TableChanges],
+                   first: Sequence[str]) -> List[TableChanges]:
+        """Record the keys of rows sent to the client in filtered tables, and
+        keep only the deletes of keys it may hold."""
+        out = []
+        cid = client.bytes_le
+        for tc in tables:
+            if not self._filtered(tc.table):
+                out.append(tc)
+                continue
+            _sql.execute(self.conn, _HELD_SQL)
+            info = self._infos.get(self.conn, tc.table)
+            nk = len(tc.key_columns)
+            pack = f"sqlite_ct_pack_key({', '.join(f'?{i + 3}' for i in range(nk))})"
+            deletes = tc.deletes
+            complete = any(f.lower() == info.name.lower() for f in first) or _sql.value(
+                self.conn, f'SELECT 1 FROM main."{HELD}" WHERE ClientId = ? AND TName = ? '
+                           f"AND RK = ?", (cid, info.name, _COMPLETE))
+            if complete and deletes:
+                deletes = [k for k in deletes if _sql.value(
+                    self.conn, f'SELECT 1 FROM main."{HELD}" WHERE ClientId = ?1 AND TName = ?2 '
+                               f"AND RK = {pack}", (cid, info.name, *k))]
+            lower = [c.lower() for c in tc.columns]
+            pos = [lower.index(k.lower()) for k in tc.key_columns]
+            _sql.executemany(
+                self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
+                           f"VALUES (?1, ?2, {pack})",
+                ((cid, info.name, *(row[p] for p in pos))
+                 for row in itertools.chain(tc.inserts, tc.updates)))
+            if any(f.lower() == info.name.lower() for f in first):
+                _sql.execute(self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, '
+                                        f"RK) VALUES (?, ?, ?)", (cid, info.name, _COMPLETE))
+            out.append(tc if deletes is tc.deletes
+                       else dataclasses.replace(tc, deletes=deletes))
+        return out
 
 
 def _digest(upload: Upload) -> bytes:
@@ -390,3 +482,12 @@ def _digest(upload: Upload) -> bytes:
     from . import wire
     return hashlib.sha256(wire.encode(dataclasses.replace(upload, session=None, batch=0))
                           ).digest()
+
+
+def _first_download(anchor: Optional[bytes], table: str) -> bool:
+    """Whether a download request starts a client's first download of the
+    table (no anchor, or the initial anchor of get_schema())."""
+    if not anchor:
+        return True
+    decoded = HubAnchor.decode(anchor, table)
+    return decoded.complete == 0 and decoded.window is None

@@ -25,7 +25,7 @@ def snapshot(conn):
     return {r[0]: r for r in user_rows(conn, "notes")}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OPS, max_size=30))
 def test_a_user_never_writes_outside_its_scope(ops):
     from sqlite_ct.sync import ServerSyncProvider
