@@ -221,7 +221,7 @@ class _Service:
     async def run(self, request: Request, handler: Any, expect: Optional[type]) -> Response:
         try:
             identity = self.identity(request)
-            message = None
+            message: Any = None
             if expect is not None:
                 message = wire.decode(await self.body(request), expect)
             result = await run_in_threadpool(self._locked, handler, identity, message)
@@ -341,7 +341,8 @@ def create_app(config: Union[str, Mapping[str, Any], Config], *,
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    async def not_found(request: Request, exc: HTTPException) -> Response:
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, f"{request.method} {request.url.path}: "
                                              f"{exc.detail}")

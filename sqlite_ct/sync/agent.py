@@ -127,7 +127,7 @@ class SyncAgent:
         changes = client.get_changes(tables)
         total = len(changes)
         stats.total_changes_uploaded += total
-        corrections = []
+        corrections: List[TableChanges] = []
         if total:
             received = client.received_anchors(tables)
             # The same local changes give the same session, so a sync retried

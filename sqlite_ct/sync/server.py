@@ -397,11 +397,11 @@ class ServerSyncProvider(ServerProvider):
             return tc
         kept = TableChanges(tc.table, tc.columns, tc.key_columns, reset=tc.reset)
         lists = {0: kept.deletes, 1: kept.inserts, 2: kept.updates}
-        for n, (op, values) in enumerate(ops):
+        for n, (op, row) in enumerate(ops):
             if n not in refused:
-                lists[op].append(tuple(values[p] for p in key_pos) if op == 0 else values)
+                lists[op].append(tuple(row[p] for p in key_pos) if op == 0 else row)
             else:
-                side.refuse(info, columns, key_pos, op, values, *refused[n], flt)
+                side.refuse(info, columns, key_pos, op, row, *refused[n], flt)
         return kept
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
