@@ -17,6 +17,7 @@ Errors are JSON ErrorReply messages with a stable code (docs/server.md):
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gzip
@@ -168,13 +169,23 @@ class _Service:
             raise ServiceError(413, "too_large", f"the request body is larger than the "
                                                  f"service's limit of {limit} bytes")
         chunks: List[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ServiceError(413, "too_large", f"the request body is larger than the "
-                                                     f"service's limit of {limit} bytes")
-            chunks.append(chunk)
+
+        async def read() -> None:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(413, "too_large", f"the request body is larger than "
+                                                         f"the service's limit of {limit} bytes")
+                chunks.append(chunk)
+
+        # A client that sends its body slowly, or stops half way, must not
+        # hold a connection for ever.
+        try:
+            await asyncio.wait_for(read(), self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(408, "timeout", f"the request body did not arrive within "
+                                               f"{self.config.request_timeout_s:g} s") from None
         data = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding == "gzip":

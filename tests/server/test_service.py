@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -284,3 +285,19 @@ def test_a_request_that_never_ends_is_stopped_by_the_watchdog(start_service):
     r = post(service, "/v1/download", wire.encode(DownloadRequest(
         uuid.uuid4(), "notes", [DownloadTable("notes", forged)])))
     assert (r.status_code, reply(r)["code"]) == (503, "timeout")
+
+
+def test_a_body_that_never_arrives_gets_408(start_service):
+    service = start_service(request_timeout_s=1)
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as s:
+        s.sendall(b"POST /v1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                  b"Authorization: Bearer " + ALICE.encode() + b"\r\n\r\n{\"v\": 1")
+        answer = b""
+        while b"}" not in answer:
+            data = s.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"timeout"' in answer
+    assert httpx.get(service.url + "/healthz", timeout=5).status_code == 200
