@@ -185,7 +185,8 @@ class _Service:
             await asyncio.wait_for(read(), self.config.request_timeout_s)
         except asyncio.TimeoutError:
             raise ServiceError(408, "timeout", f"the request body did not arrive within "
-                                               f"{self.config.request_timeout_s:g} s") from None
+                                               f"{self.config.request_timeout_s:g} s",
+                               retry=True) from None
         data = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding == "gzip":
