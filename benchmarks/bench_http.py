@@ -190,7 +190,7 @@ def pct(values: List[float], p: float) -> float:
 def run_phase(name: str, **kw: Any) -> Dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", name]
     for k, v in kw.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
+        cmd.append(f"--{k.replace('_', '-')}={v}")  # a token may start with "-"
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"phase {name} failed:\n{proc.stderr}")
