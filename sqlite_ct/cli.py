@@ -607,10 +607,14 @@ def cmd_sync_http(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise CliError("syncing with a service needs a token: --token TOKEN (or the "
                        "SQLITE_CT_TOKEN environment variable)", code=2)
     url = args.hub_db
+    try:
+        provider = http.HttpServerProvider(url, token=token)
+    except ValueError as exc:
+        raise CliError(str(exc), code=2)
     created = not os.path.exists(args.client_db)
     ok = False
     try:
-        with http.HttpServerProvider(url, token=token) as server:
+        with provider as server:
             # The service first: a wrong URL or token must not leave a new client file.
             offered = server.tables()
             tables = args.tables or list(offered)

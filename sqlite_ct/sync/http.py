@@ -63,8 +63,12 @@ class HttpServerProvider(ServerProvider):
 
     def __init__(self, url: str, *, token: str, timeout: float = 30.0, retries: int = 5,
                  verify: Any = True, client: Optional[httpx.Client] = None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError):
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"not an http:// or https:// URL with a host: {url!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError("retries must be an integer >= 0")
         self.url = url.rstrip("/")
@@ -124,6 +128,9 @@ class HttpServerProvider(ServerProvider):
             try:
                 response = self._http.request(method, url, content=body, headers=headers)
                 data = response.content
+            except httpx.UnsupportedProtocol as exc:
+                raise RemoteError(f"sqlite-ct sync: {url}: {exc}", status=None,
+                                  code="unreachable") from None
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc or 'connection failed'}"
             else:

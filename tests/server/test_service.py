@@ -301,3 +301,10 @@ def test_a_body_that_never_arrives_gets_408(start_service):
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b'"code":"timeout"' in answer
     assert httpx.get(service.url + "/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["http://", "ftp://example.com/", "https://:80/x"])
+def test_cli_sync_refuses_a_malformed_url_at_once(tmp_path, url):
+    proc = run_cli("sync", str(tmp_path / "c.db"), url, "--token", BOB)
+    assert proc.returncode == 2
+    assert "not an http:// or https:// URL with a host" in proc.stderr
