@@ -303,7 +303,7 @@ def test_a_body_that_never_arrives_gets_408(start_service):
     assert httpx.get(service.url + "/healthz", timeout=5).status_code == 200
 
 
-@pytest.mark.parametrize("url", ["http://", "ftp://example.com/", "https://:80/x"])
+@pytest.mark.parametrize("url", ["http://", "https://", "https://:80/x"])
 def test_cli_sync_refuses_a_malformed_url_at_once(tmp_path, url):
     proc = run_cli("sync", str(tmp_path / "c.db"), url, "--token", BOB)
     assert proc.returncode == 2
