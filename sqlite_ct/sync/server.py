@@ -287,6 +287,12 @@ class ServerSyncProvider(ServerProvider):
 
     def apply_changes(self, upload: Upload) -> UploadResult:
         conn = self.conn
+        for tc in upload.tables:
+            if tc.reset:
+                # reset means "delete every row first": a download's snapshot
+                # semantics, never a client's to ask of the hub.
+                raise SyncError(f'sqlite-ct sync: the upload of table "{tc.table}" asks to '
+                                f"reset the hub table; uploads cannot reset tables")
         anchors: Dict[str, Optional[HubAnchor]] = {}
         for table, blob in upload.received_anchors.items():
             anchors[table.lower()] = HubAnchor.decode(blob, table) if blob else None

@@ -186,6 +186,14 @@ def test_wrong_tables_paths_and_methods(shared):
                                              inserts=[(1, 2)])], {})))
     assert (r.status_code, reply(r)["code"]) == (422, "sync_error")
     assert "has no column 'nope'" in reply(r)["message"]
+    wipe = Upload(upload.client_id, "g", [TableChanges("notes", ("id", "owner", "body"),
+                                                      ("id",), reset=True)], {})
+    r = post(shared, "/v1/upload", wire.encode(wipe))
+    assert (r.status_code, reply(r)["code"]) == (422, "sync_error")
+    assert "uploads cannot reset tables" in reply(r)["message"]
+    hub = connect(os.path.join(shared.workdir, "hub.db"))
+    assert len(rows(hub)) == 4
+    hub.close()
     r = httpx.get(shared.url + "/v2/nothing", timeout=5)
     assert (r.status_code, reply(r)["code"]) == (404, "not_found")
     r = httpx.get(shared.url + "/v1/upload", timeout=5)
@@ -258,6 +266,14 @@ def test_cli_sync_failures_exit_non_zero_with_a_message(shared, tmp_path, args, 
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not os.path.exists(db)
+
+
+def test_cli_serve_with_a_bad_configuration(tmp_path):
+    (tmp_path / "server.json").write_text('{"hub": "hub.db", "tables": []}')
+    proc = run_cli("serve", "--config", str(tmp_path / "server.json"))
+    assert proc.returncode == 1
+    assert proc.stderr == ('sqlite-ct: error: config "tables": expected a non-empty list of '
+                           "table names\n")
 
 
 def test_cli_sync_to_an_unreachable_service(tmp_path):
