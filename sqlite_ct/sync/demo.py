@@ -16,6 +16,7 @@ httpx), or with run(http=False), the clients open the hub in-process.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 from typing import Any, Iterator, List, Optional
@@ -65,13 +66,8 @@ def _moved(stats: SyncStatistics) -> str:
 
 
 def _http_available() -> bool:
-    try:
-        import httpx  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("httpx", "starlette", "uvicorn"))
 
 
 @contextlib.contextmanager
