@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import gzip
 import logging
+import os
 import queue
 import threading
 import time
@@ -43,7 +44,8 @@ from ..sync.errors import SyncError
 from ..sync.messages import DownloadRequest, Upload
 from ..sync.server import ServerSyncProvider
 from ..sync.wire import ErrorReply, SchemaRequest, TableList, WireError
-from .config import AuthenticationError, Config, Identity, Verifier, load_config
+from .config import (AuthenticationError, Config, ConfigError, Identity, Verifier,
+                     load_config)
 
 __all__ = ["create_app", "ServiceError", "OWNERS"]
 
@@ -71,11 +73,13 @@ class _Hub:
         self.config = config
         self._pool: "queue.LifoQueue[ServerSyncProvider]" = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(config.pool_size)
+        if not os.path.isfile(config.hub):
+            raise ConfigError(f'config "hub": no such database file "{config.hub}"; create the '
+                              f"hub database and its tables first")
         provider = self._open()
         try:
             conn = provider.conn
-            if config.hub != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f'CREATE TABLE IF NOT EXISTS "{OWNERS}"(ClientId BLOB PRIMARY KEY, '
                          f"Owner TEXT NOT NULL, Registered INTEGER NOT NULL) WITHOUT ROWID")
             missing = [t for t in config.tables if not conn.execute(
@@ -92,7 +96,7 @@ class _Hub:
         self._pool.put(provider)
 
     def _open(self) -> ServerSyncProvider:
-        conn = apsw.Connection(self.config.hub)
+        conn = apsw.Connection(self.config.hub, flags=apsw.SQLITE_OPEN_READWRITE)
         sqlite_ct.load(conn)
         conn.setbusytimeout(self.config.busy_timeout_ms)
         return ServerSyncProvider(conn, filters=self.config.filters)

@@ -209,7 +209,10 @@ def load_config(source: Union[str, os.PathLike, Mapping[str, Any], Config], *,
     if hub.startswith(("postgresql://", "postgres://")):
         raise ConfigError('config "hub": this sync service serves SQLite hubs; a '
                           "postgresql:// hub needs the PostgreSQL provider")
-    if hub != ":memory:" and not os.path.isabs(hub):
+    if hub == ":memory:" or hub.startswith("file:"):
+        raise ConfigError('config "hub": expected the path of a database file (an in-memory '
+                          "database cannot be shared by the service's connections)")
+    if not os.path.isabs(hub):
         hub = os.path.join(base, hub)
     tables = doc.get("tables")
     if not isinstance(tables, list) or not tables or not all(

@@ -54,6 +54,7 @@ GOOD = {"hub": "hub.db", "tables": ["notes"], "filters": {"notes": "owner = :use
 @pytest.mark.parametrize("change, message", [
     ({"hub": None}, 'config "hub": expected the path of the hub database'),
     ({"hub": "postgresql://x/y"}, "needs the PostgreSQL provider"),
+    ({"hub": ":memory:"}, "an in-memory database cannot be shared"),
     ({"tables": []}, 'config "tables": expected a non-empty list'),
     ({"tables": ["notes", "NOTES"]}, "a table is listed twice"),
     ({"filters": {"other": "1"}}, 'table "other" is not in "tables"'),
@@ -81,6 +82,12 @@ def test_config_file_errors(tmp_path):
         load_config(str(tmp_path / "bad.json"))
     (tmp_path / "ok.json").write_text('{"hub": "h.db", "tables": ["t"], "tokens": {}}')
     assert load_config(str(tmp_path / "ok.json")).hub == str(tmp_path / "h.db")
+
+
+def test_a_missing_hub_file_is_a_clear_error_and_is_not_created(tmp_path):
+    with pytest.raises(ConfigError, match='config "hub": no such database file'):
+        create_app({**GOOD, "hub": str(tmp_path / "typo.db")})
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_a_missing_hub_table_is_a_clear_error_at_start(tmp_path):
