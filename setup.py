@@ -230,7 +230,8 @@ if __name__ == "__main__":
         # PostgreSQL hub.
         extras_require={
             "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "alembic",
-                     "datasette", "pandas", "apsw", "mypy", "rich", "setuptools>=64", "wheel"],
+                     "datasette", "pandas", "apsw", "mypy", "rich",
+                     "starlette", "uvicorn", "httpx", "setuptools>=64", "wheel"],
             "apsw": ["apsw"],
             "server": ["starlette", "uvicorn", "httpx"],
             "postgres": ["psycopg[binary]>=3.1", "psycopg-pool"],

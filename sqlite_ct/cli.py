@@ -653,6 +653,10 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if sync is None:
         raise CliError("sync is not available: this version of sqlite-ct has no "
                        "sqlite_ct.sync package", code=EXIT_UNAVAILABLE)
+    if args.hub_db.startswith(("http://", "https://")):
+        return cmd_sync_http(args, out, err)
+    if args.token is not None:
+        raise CliError("--token is for a sync service URL; HUB_DB is a database file", code=2)
     if os.path.abspath(args.client_db) == os.path.abspath(args.hub_db):
         raise CliError("the client and the hub must be different databases", code=2)
     created = not os.path.exists(args.client_db)
@@ -695,6 +699,85 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for c in stats.conflicts:
         action = "" if c.action is None else f" -> {c.action.value}"
         out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}\n")
+    return EXIT_OK
+
+
+def cmd_sync_http(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`sync CLIENT_DB URL --token TOKEN`: sync with a sync service."""
+    try:
+        import sqlite_ct.sync.http as http
+    except ImportError as exc:
+        raise CliError(f"syncing over HTTP needs httpx ({exc}); install "
+                       f"sqlite-ct[server]", code=EXIT_UNAVAILABLE)
+    import sqlite_ct.sync as sync
+    token = args.token if args.token is not None else os.environ.get("SQLITE_CT_TOKEN")
+    if not token:
+        raise CliError("syncing with a service needs a token: --token TOKEN (or the "
+                       "SQLITE_CT_TOKEN environment variable)", code=2)
+    url = args.hub_db
+    try:
+        provider = http.HttpServerProvider(url, token=token)
+    except ValueError as exc:
+        raise CliError(str(exc), code=2)
+    created = not os.path.exists(args.client_db)
+    ok = False
+    try:
+        with provider as server:
+            # The service first: a wrong URL or token must not leave a new client file.
+            offered = server.tables()
+            tables = args.tables or list(offered)
+            known = {t.lower() for t in offered}
+            for table in tables:
+                if table.lower() not in known:
+                    raise CliError(f'the service at {url} does not serve table "{table}"; '
+                                   f"it offers: {', '.join(offered)}")
+            with database(args.client_db, create=True) as client:
+                enabled = args.progress if args.progress is not None else err.isatty()
+                bar = Progress(err, enabled)
+                agent = sync.SyncAgent(sync.ClientSyncProvider(client), server, tables,
+                                       batch_size=args.batch_size,
+                                       progress=_progress_callback(bar))
+                try:
+                    stats = agent.synchronize()
+                finally:
+                    bar.finish()
+                client_id = sqlite_ct.client_id(client)
+        ok = True
+    finally:
+        if created and not ok:
+            _remove_database(args.client_db)
+    if args.json:
+        write_json(out, sync_document(stats, args.client_db, url, tables, client_id))
+        return EXIT_OK
+    out.write(f"synced {args.client_db} with {url}: {', '.join(tables)}\n")
+    out.write(f"uploaded {stats.total_changes_uploaded} change(s): "
+              f"{stats.upload_changes_applied} applied, {stats.upload_changes_failed} failed\n")
+    out.write(f"downloaded {stats.total_changes_downloaded} change(s): "
+              f"{stats.download_changes_applied} applied, {stats.download_changes_failed} "
+              f"failed, in {stats.download_batches} batch(es)\n")
+    out.write(f"conflicts: {len(stats.conflicts)}\n")
+    for c in stats.conflicts:
+        action = "" if c.action is None else f" -> {c.action.value}"
+        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}"
+                  + (f" ({c.error})" if c.error else "") + "\n")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`serve --config FILE`: run the sync service (uvicorn) until interrupted."""
+    try:
+        import sqlite_ct.server as server
+    except ImportError as exc:
+        raise CliError(f"the sync service needs starlette and uvicorn ({exc}); install "
+                       f"sqlite-ct[server]", code=EXIT_UNAVAILABLE)
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        raise CliError("TLS needs both --ssl-certfile and --ssl-keyfile", code=2)
+    for path in (args.ssl_certfile, args.ssl_keyfile):
+        if path is not None and not os.path.isfile(path):
+            raise CliError(f'no such file: "{path}"', code=2)
+    config = server.load_config(args.config)
+    server.serve(config, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
+                 ssl_keyfile=args.ssl_keyfile, log_level=args.log_level)
     return EXIT_OK
 
 
@@ -1044,7 +1127,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sync creates its tables from the hub's); HUB_DB "
                                    "must exist.")
     p.add_argument("client_db", metavar="CLIENT_DB", help="the client database")
-    p.add_argument("hub_db", metavar="HUB_DB", help="the hub (server) database")
+    p.add_argument("hub_db", metavar="HUB_DB",
+                   help="the hub (server) database, or the URL of a sync service "
+                        "(http:// or https://, see `serve`)")
     p.add_argument("--table", dest="tables", metavar="T", action="append", default=[],
                    help="table to sync (repeat for several; default: every table "
                         "tracked on the hub)")
@@ -1058,6 +1143,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download at most N changes per transaction (default: all "
                         "in one); an interrupted sync resumes after the last batch")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.add_argument("--token", metavar="TOKEN",
+                   help="bearer token for a sync service URL (default: the SQLITE_CT_TOKEN "
+                        "environment variable)")
+
+    p = sub.add_parser("serve", help="run the HTTP sync service over a hub database",
+                       description="Serve a hub database to sync clients over HTTP "
+                                   "(sqlite_ct.server, docs/server.md): the configuration "
+                                   "names the hub, the tables, their row filters and the "
+                                   "clients' tokens. Runs until interrupted.")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="the service's JSON configuration")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on "
+                                                       "(default: 127.0.0.1)")
+    p.add_argument("--port", type=_nonnegative_int, default=8000,
+                   help="port to listen on (default: 8000)")
+    p.add_argument("--ssl-certfile", metavar="FILE", help="TLS certificate (PEM); serves https")
+    p.add_argument("--ssl-keyfile", metavar="FILE", help="TLS private key (PEM)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default: info)")
 
     p = sub.add_parser("demo", help="run a self-contained demo in a temporary directory",
                        description="Create a database in a temporary directory, track a "
@@ -1096,6 +1201,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
             return cmd_sync(args, out, err)
         if args.command == "demo":
             return cmd_demo(args, out)
+        if args.command == "serve":
+            return cmd_serve(args, out, err)
         raise AssertionError(f"unhandled command {args.command!r}")
     except CliError as exc:
         err.write(f"{PROG}: error: {exc}\n")

@@ -57,3 +57,14 @@ def test_bench_enum_quick(tmp_path):
     assert "#### memory:" in stdout
     rss = record["results"]["rss"]
     assert rss["iter"]["count"] == rss["enumerate"]["count"] == record["args"]["rows"]
+
+
+def test_bench_http_quick(tmp_path):
+    """A real `sqlite-ct serve` and real HTTP clients, on loopback."""
+    stdout, record = run_script("bench_http.py", tmp_path)
+    assert "### Sync over HTTP (loopback, SQLite hub)" in stdout
+    for measure in ("| initial download, 20000 rows", "| peak client RSS",
+                    "| sync with nothing to do", "| 20 concurrent clients x 3 rounds"):
+        assert measure in stdout
+    assert record["download"]["rows"] == 20000
+    assert record["concurrent"]["syncs"] + record["concurrent"]["errors"] == 60

@@ -18,7 +18,7 @@ from sqlite_ct import cli
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(sqlite_ct.__file__)))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["enable", "disable", "status", "changes", "purge", "check", "sync", "demo"]
+COMMANDS = ["enable", "disable", "status", "changes", "purge", "check", "sync", "demo", "serve"]
 
 
 def call(*args):

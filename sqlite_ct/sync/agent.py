@@ -5,7 +5,9 @@ For each group, in the order its first table was given:
   1. first sync of a table: the server describes it, the client creates or
      prepares it (TableCreationOption) and stores its first anchors;
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
-     the sent anchors, applied by the server in one transaction; then, in one
+     the sent anchors, in batches of at most upload_batch_size changes, each
+     applied by the server in one transaction and named by (client, session,
+     batch) so that a batch sent again is not applied twice; then, in one
      client transaction, the sent anchors move and the server's corrections
      (its version of rows it rejected) are applied;
   3. download (DOWNLOAD_ONLY, BIDIRECTIONAL, SNAPSHOT): batches of at most
@@ -19,6 +21,7 @@ leaves a state from which the next synchronize() converges.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -26,7 +29,7 @@ from ._apply import ApplyResult
 from .client import ClientSyncProvider
 from .enums import SyncDirection, SyncStage
 from .errors import SyncError
-from .messages import DownloadRequest, DownloadTable, Upload
+from .messages import DownloadRequest, DownloadTable, TableChanges, Upload
 from .model import SyncProgress, SyncStatistics, SyncTable
 from .server import ServerProvider
 
@@ -47,15 +50,21 @@ class SyncAgent:
 
     batch_size: at most this many changes per download transaction (None: one
       batch). parameters: values for the server's row filters.
+    upload_batch_size: at most this many changes per server upload
+      transaction (None: one), so the hub's write lock is held per batch; the
+      deletes of the group are sent first, then inserts, then updates, in
+      table order, as one transaction would apply them.
     progress: called with a SyncProgress after each committed step."""
 
     def __init__(self, client: ClientSyncProvider, server: ServerProvider,
                  tables: Sequence[Union[SyncTable, str]], *, batch_size: Optional[int] = None,
                  parameters: Optional[Mapping[str, Any]] = None,
-                 progress: Optional[Progress] = None) -> None:
-        if batch_size is not None and (isinstance(batch_size, bool)
-                                       or not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError("batch_size must be a positive integer or None")
+                 progress: Optional[Progress] = None,
+                 upload_batch_size: Optional[int] = 10_000) -> None:
+        for name, size in (("batch_size", batch_size), ("upload_batch_size", upload_batch_size)):
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                     or size < 1):
+                raise ValueError(f"{name} must be a positive integer or None")
         self.client = client
         self.server = server
         self.tables: List[SyncTable] = [t if isinstance(t, SyncTable) else SyncTable(t)
@@ -66,6 +75,7 @@ class SyncAgent:
                 raise ValueError(f'table "{t.name}" is listed twice')
             seen.add(t.name.lower())
         self.batch_size = batch_size
+        self.upload_batch_size = upload_batch_size
         self.parameters = dict(parameters or {})
         self.progress = progress
 
@@ -132,26 +142,39 @@ class SyncAgent:
         log.info("sync %s: upload up to CSN %s: %s", group, changes.new_anchor,
                  _counts(changes.tables))
         stats.total_changes_uploaded += total
-        corrections = []
+        corrections: List[TableChanges] = []
         if total:
             received = client.received_anchors(tables)
-            result = self.server.apply_changes(Upload(
-                client.client_id, group, [tc for tc in changes.tables if len(tc)], received,
-                self.parameters))
-            if result.applied + result.failed != total:
-                raise SyncError(f"sqlite-ct sync: the server accounted for "
-                                f"{result.applied + result.failed} of {total} uploaded changes")
-            stats.upload_changes_applied += result.applied
-            stats.upload_changes_failed += result.failed
-            stats.conflicts.extend(result.conflicts)
-            # Upload-only tables take nothing from the server, corrections neither.
+            # The same local changes give the same session, so a sync retried
+            # after a lost answer sends batches the server recognises.
+            session = hashlib.sha256(b"sqlite-ct upload\0" + client.client_id.bytes
+                                     + group.encode("utf-8", "surrogatepass") + b"\0"
+                                     + str(changes.new_anchor).encode()).digest()[:16]
             bidirectional = {t.name.lower() for t in tables
                              if t.direction is SyncDirection.BIDIRECTIONAL}
-            corrections = [c for c in result.corrections if c.table.lower() in bidirectional]
+            applied_before, failed_before = (stats.upload_changes_applied,
+                                             stats.upload_changes_failed)
+            conflicts_before = len(stats.conflicts)
+            for number, part in enumerate(upload_batches(changes.tables,
+                                                         self.upload_batch_size)):
+                sent = sum(len(tc) for tc in part)
+                result = self.server.apply_changes(Upload(
+                    client.client_id, group, part, received, self.parameters, session, number))
+                if result.applied + result.failed != sent:
+                    raise SyncError(f"sqlite-ct sync: the server accounted for "
+                                    f"{result.applied + result.failed} of {sent} uploaded "
+                                    f"changes")
+                stats.upload_changes_applied += result.applied
+                stats.upload_changes_failed += result.failed
+                stats.conflicts.extend(result.conflicts)
+                # Upload-only tables take nothing from the server, corrections neither.
+                corrections.extend(c for c in result.corrections
+                                   if c.table.lower() in bidirectional)
             log.info("sync %s: upload: server applied %d, failed %d, sent back %d "
-                     "correction(s)", group, result.applied, result.failed,
+                     "correction(s)", group, stats.upload_changes_applied - applied_before,
+                     stats.upload_changes_failed - failed_before,
                      sum(len(c) for c in corrections))
-            for c in result.conflicts:
+            for c in stats.conflicts[conflicts_before:]:
                 log.debug("sync %s: upload conflict %s on %s %r -> %s", group, c.type.value,
                           c.table, c.key, None if c.action is None else c.action.value)
         applied = client.complete_upload(tables, changes.new_anchor, corrections)
@@ -220,3 +243,38 @@ def _counts(tables: Sequence[Any]) -> str:
 def _anchor(anchor: Optional[bytes]) -> Optional[str]:
     """A received anchor (opaque bytes from the server) for a log line."""
     return None if anchor is None else anchor.hex()
+
+
+def upload_batches(tables: Sequence[TableChanges], size: Optional[int]
+                   ) -> List[List[TableChanges]]:
+    """A group's changes cut into batches of at most `size` changes, in the
+    order one transaction applies them (deletes in reverse table order, then
+    inserts, then updates, in table order); each batch lists its tables in
+    table order, so applying the batches one after another is that order."""
+    tables = [tc for tc in tables if len(tc)]
+    if size is None or sum(len(tc) for tc in tables) <= size:
+        return [tables] if tables else []
+    steps = ([(i, "deletes") for i in reversed(range(len(tables)))]
+             + [(i, "inserts") for i in range(len(tables))]
+             + [(i, "updates") for i in range(len(tables))])
+    batches: List[List[TableChanges]] = []
+    current: Dict[int, TableChanges] = {}
+    room = size
+    for i, kind in steps:
+        rows = getattr(tables[i], kind)
+        start = 0
+        while start < len(rows):
+            take = rows[start:start + room]
+            tc = current.get(i)
+            if tc is None:
+                src = tables[i]
+                tc = current[i] = TableChanges(src.table, src.columns, src.key_columns)
+            getattr(tc, kind).extend(take)
+            start += len(take)
+            room -= len(take)
+            if room == 0:
+                batches.append([current[k] for k in sorted(current)])
+                current, room = {}, size
+    if current:
+        batches.append([current[k] for k in sorted(current)])
+    return batches

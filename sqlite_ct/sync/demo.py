@@ -7,11 +7,19 @@ run() creates hub.db, alice.db and bob.db in `workdir` (replacing earlier
 ones), serves a `tasks` table from the hub, and syncs both clients: the first
 sync creates their tables from the hub's schema, then each edits, syncs, meets
 a conflict (the server wins by default), and all three databases end equal.
+
+The hub is served by the sync service (sqlite_ct.server) over HTTP on a free
+loopback port, and each client syncs through HttpServerProvider with its own
+token, as a deployment would. Without the "server" extra (starlette, uvicorn,
+httpx), or with run(http=False), the clients open the hub in-process.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
-from typing import Any, List
+import secrets
+from typing import Any, Iterator, List, Optional
 
 from .._conn import open_database
 from .agent import SyncAgent
@@ -27,7 +35,8 @@ def _open(path: str) -> Any:
     for suffix in ("", "-journal", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
-    return open_database(path)
+    # The hub is written by the service's threads and read here at once.
+    return open_database(path, busy_timeout_ms=10_000)
 
 
 def _rows(conn: Any) -> List[tuple]:
@@ -53,21 +62,51 @@ def _moved(stats: SyncStatistics) -> str:
     return text
 
 
-def run(workdir: str) -> str:
-    """Run the demo in `workdir` and return its transcript."""
+def _http_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("httpx", "starlette", "uvicorn"))
+
+
+@contextlib.contextmanager
+def _servers(hub: Any, hub_path: str, http: bool) -> Iterator[dict]:
+    """A server provider per client: HTTP clients of a service on loopback,
+    or the hub's own provider."""
+    if not http:
+        server = ServerSyncProvider(hub)
+        yield {"alice": server, "bob": server}
+        return
+    from ..server import running
+    from .http import HttpServerProvider
+    tokens = {name: secrets.token_urlsafe(24) for name in ("alice", "bob")}
+    config = {"hub": hub_path, "tables": ["tasks"],
+              "tokens": {token: {"user": name} for name, token in tokens.items()}}
+    with running(config) as url, contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(HttpServerProvider(url, token=token))
+               for name, token in tokens.items()}
+
+
+def run(workdir: str, *, http: Optional[bool] = None) -> str:
+    """Run the demo in `workdir` and return its transcript. http: serve the
+    hub over HTTP (default: when the "server" extra is installed)."""
     os.makedirs(workdir, exist_ok=True)
+    if http is None:
+        http = _http_available()
     out: List[str] = []
     say = out.append
-    hub = _open(os.path.join(workdir, "hub.db"))
+    hub_path = os.path.join(workdir, "hub.db")
+    hub = _open(hub_path)
     alice = _open(os.path.join(workdir, "alice.db"))
     bob = _open(os.path.join(workdir, "bob.db"))
-    try:
+    stack = contextlib.ExitStack()
+    for conn in (bob, alice, hub):
+        stack.callback(conn.close)
+    with stack:
         hub.execute("CREATE TABLE tasks(id TEXT PRIMARY KEY, title TEXT NOT NULL, "
                     "done INTEGER NOT NULL DEFAULT 0)")
         hub.execute("INSERT INTO tasks(id, title) VALUES ('t1', 'Write the spec'), "
                     "('t2', 'Review the spec')")
-        server = ServerSyncProvider(hub)
-        agents = {name: SyncAgent(ClientSyncProvider(conn), server, ["tasks"])
+        servers = stack.enter_context(_servers(hub, hub_path, http))
+        agents = {name: SyncAgent(ClientSyncProvider(conn), servers[name], ["tasks"])
                   for name, conn in (("alice", alice), ("bob", bob))}
         conns = {"hub": hub, "alice": alice, "bob": bob}
 
@@ -75,6 +114,9 @@ def run(workdir: str) -> str:
             say(f"   {name} syncs: {_moved(agents[name].synchronize())}")
 
         say("1. The hub has a tasks table; alice and bob sync for the first time.")
+        if http:
+            say("   The hub is served by the sync service over HTTP on loopback "
+                "(sqlite-ct serve); each client has its own token.")
         say("   Their tables are created from the hub's schema and filled.")
         sync("alice")
         sync("bob")
@@ -100,7 +142,4 @@ def run(workdir: str) -> str:
             say(_table(conn))
         same = _rows(hub) == _rows(alice) == _rows(bob)
         say("    all three databases are equal" if same else "    THE DATABASES DIFFER")
-    finally:
-        for conn in (hub, alice, bob):
-            conn.close()
     return "\n".join(out) + "\n"

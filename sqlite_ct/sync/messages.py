@@ -55,12 +55,19 @@ class ServerInfo:
 class Upload:
     """A group's client changes. received_anchors tell the server what the
     client has seen, which is how it tells a conflict from an edit of a row the
-    client already had."""
+    client already had.
+
+    session and batch identify this upload for exactly-once delivery: a
+    server that has already applied (client_id, session, batch) answers with
+    the stored result and applies nothing (see ServerSyncProvider). session
+    None: no receipt is kept."""
     client_id: uuid.UUID
     group: str
     tables: Sequence[TableChanges]
     received_anchors: Mapping[str, Optional[bytes]]
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    session: Optional[bytes] = None
+    batch: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,13 +15,37 @@ those changes), which is what lets it
 A hub row conflicts with an uploaded change when it was changed by someone
 else after what the client has received: its stamp is above the client's
 received anchor, or above the position a batched download stopped at.
+
+Scopes hold on upload too: with a row filter bound by the upload's
+parameters, a change to a key whose hub row is outside the filter, or whose
+new version would be, is refused (an ErrorsOccurred conflict that names the
+scope, counted as failed, never applied); the client is sent the hub's
+in-scope version back, or a delete of a key it may not hold.
+
+Deletes reach only the clients that may hold the row. For a filtered table
+the hub remembers, per client, the keys it sent the client or the client
+wrote itself (__sysSyncClientKeys, a superset of what the client holds), from
+the client's first download of the table on; a tombstone or a move-out of a
+key the client never held is not sent, so other users' keys do not leave the
+hub. (A client whose first download predates this record gets every delete,
+as before.)
+
+Uploads are exactly-once: an upload with a session is applied in one hub
+transaction together with its receipt in __sysSyncUploadReceipts (client,
+session, batch, a digest of the changes, the result). The same upload again,
+after a lost response, returns the stored result and applies nothing. Only
+the client's latest session is kept.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
+import hashlib
+import itertools
+import time
 import uuid
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
 from ..tracking import create_schema as track_table
@@ -30,9 +54,9 @@ from ..anchors import client_id as database_id
 from . import _sql
 from ._anchor import HubAnchor
 from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
-from ._download import read_batch, seen_condition
+from ._download import read_batch, row_filter, seen_condition
 from ._sql import TableInfo, q
-from .enums import ConflictType, ResolveAction, SyncStage
+from .enums import ApplyAction, ConflictType, ResolveAction, SyncStage
 from .errors import SyncError
 from .messages import (DownloadBatch, DownloadRequest, ServerInfo, TableChanges, Upload,
                        UploadResult)
@@ -43,6 +67,19 @@ __all__ = ["ServerProvider", "ServerSyncProvider"]
 # The fingerprint of an anchor that has never downloaded (upload-only tables):
 # it matches no filter, so a first download from it re-reads the whole table.
 _UNSCOPED = b"\xff" * 8
+
+RECEIPTS = "__sysSyncUploadReceipts"
+_RECEIPTS_SQL = (f'CREATE TABLE IF NOT EXISTS main."{RECEIPTS}"(ClientId BLOB NOT NULL, '
+                 f"Session BLOB NOT NULL, Batch INTEGER NOT NULL, Digest BLOB NOT NULL, "
+                 f"Result TEXT NOT NULL, Time INTEGER NOT NULL, "
+                 f"PRIMARY KEY(ClientId, Session, Batch)) WITHOUT ROWID")
+_scope_ids = itertools.count(1)
+
+HELD = "__sysSyncClientKeys"
+_HELD_SQL = (f'CREATE TABLE IF NOT EXISTS main."{HELD}"(ClientId BLOB NOT NULL, '
+             f"TName TEXT NOT NULL, RK BLOB NOT NULL, PRIMARY KEY(ClientId, TName, RK)) "
+             f"WITHOUT ROWID")
+_COMPLETE = b""  # the RK of the row that says "this client's keys are all recorded"
 
 
 class ServerProvider(abc.ABC):
@@ -79,6 +116,43 @@ class _ServerSide(Side):
         self.client = client
         self.anchors = anchors
         self.corrections: Dict[str, TableChanges] = {}
+        self.refused = 0
+        self.refused_conflicts: List[Conflict] = []
+        self._refused_rows: List[Tuple[TableInfo, tuple, Any]] = []
+
+    def refuse(self, info: TableInfo, columns: Sequence[str], key_pos: Sequence[int], op: int,
+               values: tuple, present: bool, old_in_scope: bool, flt: Any) -> None:
+        """A change outside the uploader's scope: never applied (see
+        send_back_refused for what the client gets)."""
+        key = {columns[p]: values[p] for p in key_pos}
+        why = ("the hub's row is outside this client's filter" if present and not old_in_scope
+               else "the new version is outside this client's filter")
+        self.refused += 1
+        self.refused_conflicts.append(Conflict(
+            ConflictType.ERRORS_OCCURRED, self.stage, info.name, key,
+            None if op == 0 else dict(zip(columns, values)), None,
+            f"refused: {why}; a client writes only rows in its scope",
+            action=ApplyAction.CONTINUE))
+        if op != 0:
+            self._refused_rows.append((info, tuple(values[p] for p in key_pos), flt))
+
+    def send_back_refused(self) -> None:
+        """After the upload was applied: for each refused insert or update,
+        the hub's row as it is now if the client may see it, else a delete of
+        the key (the client must not keep a row the hub does not give it)."""
+        for info, keyvals, flt in self._refused_rows:
+            tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
+                                                                     info.key))
+            cols = ", ".join(q(c) for c in info.columns)
+            marks = [f":sqlite_ct_k{i}" for i in range(len(info.key))]
+            params = {**flt.params, **{f"sqlite_ct_k{i}": v for i, v in enumerate(keyvals)}}
+            for row in _sql.rows(self.conn, f"SELECT {cols} FROM main.{q(info.name)} "
+                                             f"WHERE {info.key_match('', marks)} "
+                                             f"AND {flt.match}", params):
+                tc.updates.append(tuple(row))
+                break
+            else:
+                tc.deletes.append(keyvals)
 
     def _present(self, info: TableInfo) -> str:
         return f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
@@ -213,6 +287,12 @@ class ServerSyncProvider(ServerProvider):
 
     def apply_changes(self, upload: Upload) -> UploadResult:
         conn = self.conn
+        for tc in upload.tables:
+            if tc.reset:
+                # reset means "delete every row first": a download's snapshot
+                # semantics, never a client's to ask of the hub.
+                raise SyncError(f'sqlite-ct sync: the upload of table "{tc.table}" asks to '
+                                f"reset the hub table; uploads cannot reset tables")
         anchors: Dict[str, Optional[HubAnchor]] = {}
         for table, blob in upload.received_anchors.items():
             anchors[table.lower()] = HubAnchor.decode(blob, table) if blob else None
@@ -221,19 +301,199 @@ class ServerSyncProvider(ServerProvider):
                                 f"issued by another server; reinitialise the table")
         side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
                            self._infos, upload.client_id, anchors)
+        digest = None if upload.session is None else _digest(upload)
         with _sql.transaction(conn, "sqlite_ct_sync_upload"):
+            if digest is not None:
+                stored = self._receipt(upload, digest)
+                if stored is not None:
+                    return stored
+            tables = []
             for tc in upload.tables:
                 info = self._infos.get(conn, tc.table)
                 if not info.tracked:
                     track_table(conn, info.name)
+                tables.append(self._in_scope(info, tc, upload.parameters, side))
             previous = tracking_context(conn)
             set_tracking_context(conn, upload.client_id)
             try:
-                result = Applier(side).apply(upload.tables)
+                result = Applier(side).apply(tables)
             finally:
                 set_tracking_context(conn, previous)
-        corrections = [tc for tc in side.corrections.values() if len(tc)]
-        return UploadResult(result.applied, result.failed, result.conflicts, corrections)
+            side.send_back_refused()
+            corrections = [tc for tc in side.corrections.values() if len(tc)]
+            self._hold_uploaded(upload.client_id, tables)
+            self._hold_sent(upload.client_id, corrections, [])
+            out = UploadResult(result.applied, result.failed + side.refused,
+                               side.refused_conflicts + result.conflicts, corrections)
+            if digest is not None:
+                self._store_receipt(upload, digest, out)
+        return out
+
+    def _receipt(self, upload: Upload, digest: bytes) -> Optional[UploadResult]:
+        from . import wire
+        _sql.execute(self.conn, _RECEIPTS_SQL)
+        for stored_digest, result in _sql.rows(
+                self.conn, f'SELECT Digest, Result FROM main."{RECEIPTS}" WHERE ClientId = ? '
+                           f"AND Session = ? AND Batch = ?",
+                (upload.client_id.bytes, upload.session, upload.batch)):
+            if bytes(stored_digest) == digest:
+                return wire.decode(result, UploadResult)
+        return None
+
+    def _store_receipt(self, upload: Upload, digest: bytes, result: UploadResult) -> None:
+        from . import wire
+        client = upload.client_id.bytes
+        _sql.execute(self.conn, f'DELETE FROM main."{RECEIPTS}" WHERE ClientId = ? '
+                                f"AND Session <> ?", (client, upload.session))
+        _sql.execute(self.conn, f'INSERT OR REPLACE INTO main."{RECEIPTS}"(ClientId, Session, '
+                                f"Batch, Digest, Result, Time) VALUES (?, ?, ?, ?, ?, ?)",
+                     (client, upload.session, upload.batch, digest,
+                      wire.encode(result).decode("ascii"), int(time.time() * 1000)))
+
+    def _in_scope(self, info: TableInfo, tc: TableChanges, parameters: Mapping[str, Any],
+                  side: "_ServerSide") -> TableChanges:
+        """tc without the changes outside the uploader's filter, which are
+        recorded on `side` as refused."""
+        where = self._filters.get(info.name.lower())
+        if not where or not len(tc):
+            return tc
+        flt = row_filter(info.name, where, parameters)
+        _sql.check_columns(info, tc.columns, tc.key_columns, "server")
+        local = {c.lower(): c for c in info.columns}
+        columns = [local[c.lower()] for c in tc.columns]
+        ncol = len(columns)
+        key_pos = [[c.lower() for c in columns].index(k.lower()) for k in info.key]
+        stage = q(f"ct_sync_scope_{next(_scope_ids)}")
+        _sql.execute(self.conn, f"CREATE TEMP TABLE {stage}(_seq INTEGER PRIMARY KEY, "
+                                f"_op INTEGER NOT NULL{''.join(f', c{i}' for i in range(ncol))})")
+        ops: List[Tuple[int, tuple]] = []
+        for k in tc.deletes:
+            values: List[Any] = [None] * ncol
+            for p, v in zip(key_pos, k):
+                values[p] = v
+            ops.append((0, tuple(values)))
+        ops.extend((1, tuple(r)) for r in tc.inserts)
+        ops.extend((2, tuple(r)) for r in tc.updates)
+        t = q(info.name)
+        pos = {c: i for i, c in enumerate(columns)}
+        # The filter's unqualified columns resolve in the derived tables: x
+        # (the hub row) and the outer SELECT (the row as it would be written).
+        new = ", ".join(f"s.c{pos[c]} AS {q(c)}" if c in pos else f"t.{q(c)} AS {q(c)}"
+                        for c in info.columns)
+        present = f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
+        same_row = (" AND ".join(f"x.{q(k)} IS t.{q(k)}" for k in info.key)
+                    if info.without_rowid else f"x.{q(info.rowid)} = t.{q(info.rowid)}")
+        sql = (f"SELECT sqlite_ct_seq, sqlite_ct_present, sqlite_ct_old_in FROM "
+               f"(SELECT s._seq AS sqlite_ct_seq, s._op AS sqlite_ct_op, "
+               f"{present} AS sqlite_ct_present, (SELECT {flt.match} FROM main.{t} AS x "
+               f"WHERE {same_row}) AS sqlite_ct_old_in, {new} "
+               f"FROM {stage} AS s LEFT JOIN main.{t} AS t "
+               f"ON {info.key_match('t', [f's.c{i}' for i in key_pos])}) "
+               f"WHERE (sqlite_ct_present AND NOT sqlite_ct_old_in) "
+               f"OR (sqlite_ct_op <> 0 AND NOT {flt.match})")
+        try:
+            _sql.executemany(self.conn, f"INSERT INTO {stage} VALUES "
+                                        f"({', '.join('?' for _ in range(ncol + 2))})",
+                             ((n, op, *values) for n, (op, values) in enumerate(ops)))
+            refused = {seq: (bool(here), bool(old_in))
+                       for seq, here, old_in in _sql.rows(self.conn, sql, flt.params)}
+        finally:
+            _sql.execute(self.conn, f"DROP TABLE IF EXISTS temp.{stage}")
+        if not refused:
+            return tc
+        kept = TableChanges(tc.table, tc.columns, tc.key_columns, reset=tc.reset)
+        lists = {0: kept.deletes, 1: kept.inserts, 2: kept.updates}
+        for n, (op, row) in enumerate(ops):
+            if n not in refused:
+                lists[op].append(tuple(row[p] for p in key_pos) if op == 0 else row)
+            else:
+                side.refuse(info, columns, key_pos, op, row, *refused[n], flt)
+        return kept
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
-        return read_batch(self.conn, self.server_id, request, self._filters, self._infos)
+        batch = read_batch(self.conn, self.server_id, request, self._filters, self._infos)
+        filtered = {t.table.lower() for t in request.tables
+                    if self._filters.get(t.table.lower()) and not t.snapshot}
+        if not filtered:
+            return batch
+        first = [t.table for t in request.tables if t.table.lower() in filtered
+                 and _first_download(t.anchor, t.table)]
+        with _sql.transaction(self.conn, "sqlite_ct_sync_held"):
+            tables = self._hold_sent(request.client_id, batch.tables, first)
+        return dataclasses.replace(batch, tables=[tc for tc in tables if len(tc) or tc.reset])
+
+    def _filtered(self, table: str) -> bool:
+        return bool(self._filters.get(table.lower()))
+
+    def _hold_uploaded(self, client: uuid.UUID, tables: Sequence[TableChanges]) -> None:
+        """Record the keys of a filtered table whose upload landed on the hub
+        (the hub row carries the client's context), as the hub stores them."""
+        for tc in tables:
+            if not self._filtered(tc.table) or not (tc.inserts or tc.updates):
+                continue
+            info = self._infos.get(self.conn, tc.table)
+            lower = [c.lower() for c in tc.columns]
+            pos = [lower.index(k.lower()) for k in info.key]
+            marks = [f"?{i + 3}" for i in range(len(pos))]
+            keys = ", ".join(f"t.{q(k)}" for k in info.key)
+            _sql.execute(self.conn, _HELD_SQL)
+            _sql.executemany(
+                self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
+                           f"SELECT ?1, ?2, sqlite_ct_pack_key({keys}) FROM main.{q(info.name)} "
+                           f"AS t WHERE {info.key_match('t', marks)} "
+                           f'AND t."__sysTrackingContext" IS ?1',
+                ((client.bytes_le, info.name, *(row[p] for p in pos))
+                 for row in itertools.chain(tc.inserts, tc.updates)))
+
+    def _hold_sent(self, client: uuid.UUID, tables: Sequence[TableChanges],
+                   first: Sequence[str]) -> List[TableChanges]:
+        """Record the keys of rows sent to the client in filtered tables, and
+        keep only the deletes of keys it may hold."""
+        out = []
+        cid = client.bytes_le
+        for tc in tables:
+            if not self._filtered(tc.table):
+                out.append(tc)
+                continue
+            _sql.execute(self.conn, _HELD_SQL)
+            info = self._infos.get(self.conn, tc.table)
+            nk = len(tc.key_columns)
+            pack = f"sqlite_ct_pack_key({', '.join(f'?{i + 3}' for i in range(nk))})"
+            deletes = tc.deletes
+            complete = any(f.lower() == info.name.lower() for f in first) or _sql.value(
+                self.conn, f'SELECT 1 FROM main."{HELD}" WHERE ClientId = ? AND TName = ? '
+                           f"AND RK = ?", (cid, info.name, _COMPLETE))
+            if complete and deletes:
+                deletes = [k for k in deletes if _sql.value(
+                    self.conn, f'SELECT 1 FROM main."{HELD}" WHERE ClientId = ?1 AND TName = ?2 '
+                               f"AND RK = {pack}", (cid, info.name, *k))]
+            lower = [c.lower() for c in tc.columns]
+            pos = [lower.index(k.lower()) for k in tc.key_columns]
+            _sql.executemany(
+                self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
+                           f"VALUES (?1, ?2, {pack})",
+                ((cid, info.name, *(row[p] for p in pos))
+                 for row in itertools.chain(tc.inserts, tc.updates)))
+            if any(f.lower() == info.name.lower() for f in first):
+                _sql.execute(self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, '
+                                        f"RK) VALUES (?, ?, ?)", (cid, info.name, _COMPLETE))
+            out.append(tc if deletes is tc.deletes
+                       else dataclasses.replace(tc, deletes=deletes))
+        return out
+
+
+def _digest(upload: Upload) -> bytes:
+    """What makes a retried upload the same upload: its changes, anchors and
+    parameters (not the session and batch that name it)."""
+    from . import wire
+    return hashlib.sha256(wire.encode(dataclasses.replace(upload, session=None, batch=0))
+                          ).digest()
+
+
+def _first_download(anchor: Optional[bytes], table: str) -> bool:
+    """Whether a download request starts a client's first download of the
+    table (no anchor, or the initial anchor of get_schema())."""
+    if not anchor:
+        return True
+    decoded = HubAnchor.decode(anchor, table)
+    return decoded.complete == 0 and decoded.window is None

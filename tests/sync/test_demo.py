@@ -13,6 +13,8 @@ def test_demo_transcript(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["alice.db", "bob.db", "hub.db"]
     lines = text.splitlines()
     assert lines[0] == "1. The hub has a tasks table; alice and bob sync for the first time."
+    assert lines[1] == ("   The hub is served by the sync service over HTTP on loopback "
+                        "(sqlite-ct serve); each client has its own token.")
     assert "   alice syncs: uploaded 1 (applied 1, failed 0), downloaded 0" in lines
     assert "     conflict ClientUpdateServerUpdate on tasks {'id': 't2'}:" in lines
     assert "       -> server wins (Continue)" in lines
@@ -31,3 +33,9 @@ def test_demo_transcript(tmp_path):
 def test_demo_runs_again_in_the_same_directory(tmp_path):
     first = demo.run(str(tmp_path))
     assert demo.run(str(tmp_path)) == first
+
+
+def test_demo_without_http_opens_the_hub_in_process(tmp_path):
+    text = demo.run(str(tmp_path), http=False)
+    assert "over HTTP" not in text
+    assert text.splitlines()[-1] == "    all three databases are equal"

@@ -37,8 +37,10 @@ def test_each_client_gets_its_rows_and_loses_moved_out_ones(conns, hub_with):
     assert (quiet.total_changes_uploaded, quiet.total_changes_downloaded) == (0, 0)
 
 
-def test_a_client_edit_that_leaves_its_filter(conns, hub_with):
-    """Alice gives her note to bob: uploaded, then moved out of alice."""
+def test_a_client_edit_that_leaves_its_filter_is_refused(conns, hub_with):
+    """Alice may not write a row outside her scope, not even by giving hers
+    to bob: the changes are refused (reported, never applied), her note comes
+    back as the hub has it, and the row she made for bob is deleted on her side."""
     hub, server = hub_with(SCHEMA, seed=SEED, filters=FILTER)
     alice = Client(conns(), server, ["notes"], parameters={"user": "alice"})
     bob = Client(conns(), server, ["notes"], parameters={"user": "bob"})
@@ -46,11 +48,17 @@ def test_a_client_edit_that_leaves_its_filter(conns, hub_with):
     bob.sync()
     alice.conn.execute("UPDATE notes SET owner = 'bob' WHERE id = 1")
     alice.conn.execute("INSERT INTO notes(id, owner, body) VALUES (4, 'bob', 'x')")
-    alice.sync()
-    assert user_rows(alice.conn, "notes") == [(3, "alice", "a2")]
+    stats = alice.sync()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (0, 2)
+    assert [(c.type.value, c.key, c.error) for c in stats.conflicts] == [
+        ("ErrorsOccurred", {"id": 4}, "refused: the new version is outside this client's "
+                                      "filter; a client writes only rows in its scope"),
+        ("ErrorsOccurred", {"id": 1}, "refused: the new version is outside this client's "
+                                      "filter; a client writes only rows in its scope")]
+    assert user_rows(alice.conn, "notes") == visible(hub, "alice") == [
+        (1, "alice", "a1"), (3, "alice", "a2")]
     bob.sync()
-    assert user_rows(bob.conn, "notes") == visible(hub, "bob") == [
-        (1, "bob", "a1"), (2, "bob", "b1"), (4, "bob", "x")]
+    assert user_rows(bob.conn, "notes") == visible(hub, "bob") == [(2, "bob", "b1")]
 
 
 def test_changing_the_parameters_rescopes_the_client(conns, hub_with):
