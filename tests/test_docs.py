@@ -16,7 +16,7 @@ from sqlite_ct import cli
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
-DEMO_COMMAND = "python3 -m pip install . && python3 -m sqlite_ct demo"
+DEMO_COMMAND = "python3 -m pip install '.[server]' && python3 -m sqlite_ct demo"
 TEST_COMMAND = "python3 -m pip install -e '.[test]' && python3 -m pytest"
 
 
