@@ -1,0 +1,1 @@
+from pg_fixtures import pg_dsn, pg_server  # noqa: F401

@@ -1,0 +1,38 @@
+"""The throwaway-cluster helper (tests/pg_cluster.py) and the test fixtures."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pg_cluster
+
+
+def test_cluster_runs_a_command_with_the_dsn_and_stops(pg_server):
+    if pg_cluster.find_bin_dir() is None:
+        pytest.skip("the helper needs local server binaries")
+    script = os.path.join(os.path.dirname(pg_cluster.__file__), "pg_cluster.py")
+    code = ("import os, psycopg; c = psycopg.connect(os.environ['SQLITE_CT_TEST_PG_DSN']); "
+            "print(c.execute('select 6*7').fetchone()[0]); "
+            "print(os.environ['SQLITE_CT_TEST_PG_DSN'])")
+    proc = subprocess.run([sys.executable, script, "--", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    answer, dsn = proc.stdout.split()
+    assert answer == "42"
+    import psycopg
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn, connect_timeout=2)
+
+
+def test_fresh_database_per_test(pg_dsn):
+    import psycopg
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                            ).fetchone()[0] == 0
+
+
+def test_cluster_without_binaries_says_what_to_install(tmp_path):
+    with pytest.raises(pg_cluster.ClusterError, match="apt-get install postgresql"):
+        with pg_cluster.cluster(bin_dir=str(tmp_path)):
+            pass

@@ -1,0 +1,64 @@
+"""The PostgreSQL server the PostgreSQL hub tests use (tests/pg, tests/conformance).
+
+SQLITE_CT_TEST_PG_DSN names a server to use (each test gets a fresh database
+on it); otherwise one throwaway cluster (tests/pg_cluster.py) is started for
+the test session. Without a PostgreSQL server the tests skip, saying what to
+install; with SQLITE_CT_REQUIRE_PG=1 (set by CI) that skip is a failure.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import pg_cluster  # noqa: E402
+
+_names = itertools.count(1)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("SQLITE_CT_REQUIRE_PG") == "1":
+        pytest.fail(f"SQLITE_CT_REQUIRE_PG=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The DSN of a PostgreSQL server (its maintenance database)."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg and psycopg-pool are not installed "
+                     "(pip install 'sqlite-ct[postgres]')")
+    dsn = os.environ.get("SQLITE_CT_TEST_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    if pg_cluster.find_bin_dir() is None:
+        _unavailable(f"no PostgreSQL server for the PostgreSQL hub tests: "
+                     f"{pg_cluster.INSTALL_HINT}")
+    try:
+        with pg_cluster.cluster() as dsn:
+            yield dsn
+    except pg_cluster.ClusterError as exc:
+        _unavailable(str(exc))
+
+
+@pytest.fixture
+def pg_dsn(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database on the server; dropped after the test."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    name = f"sqlite_ct_test_{os.getpid()}_{next(_names)}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(pg_server)
+    params["dbname"] = name
+    yield make_conninfo(**params)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
