@@ -62,3 +62,41 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
     yield make_conninfo(**params)
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sqlite_client():
+    """An in-memory SQLite client database with sqlite-ct loaded."""
+    import apsw
+    import sqlite_ct
+    conn = apsw.Connection(":memory:")
+    sqlite_ct.load(conn)
+    return conn
+
+
+@pytest.fixture
+def pg_exec(pg_dsn):
+    """pg_exec(sql, params=()) -> rows: one autocommit statement on the hub
+    (what psql or another application does)."""
+    import psycopg
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+
+    def run(sql, params=()):
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+    yield run
+    conn.close()
+
+
+@pytest.fixture
+def pg_provider(pg_dsn):
+    """pg_provider(**kwargs) -> PostgresServerProvider on the test database."""
+    from sqlite_ct.sync.pg import PostgresServerProvider
+    made = []
+
+    def make(**kwargs):
+        p = PostgresServerProvider(pg_dsn, max_connections=2, **kwargs)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()

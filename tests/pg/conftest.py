@@ -1,1 +1,1 @@
-from pg_fixtures import pg_dsn, pg_server  # noqa: F401
+from pg_fixtures import pg_dsn, pg_exec, pg_provider, pg_server  # noqa: F401
