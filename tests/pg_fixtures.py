@@ -100,3 +100,17 @@ def pg_provider(pg_dsn):
     yield make
     for p in made:
         p.close()
+
+
+
+def _q(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def user_rows(conn, table):
+    """A client table's user columns (no __sys*), ordered by its first columns."""
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({_q(table)})")
+            if not r[1].startswith("__sys")]
+    names = ", ".join(_q(c) for c in cols)
+    return [tuple(r) for r in conn.execute(
+        f"SELECT {names} FROM {_q(table)} ORDER BY 1, 2").fetchall()]
