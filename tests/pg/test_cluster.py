@@ -36,3 +36,19 @@ def test_cluster_without_binaries_says_what_to_install(tmp_path):
     with pytest.raises(pg_cluster.ClusterError, match="apt-get install postgresql"):
         with pg_cluster.cluster(bin_dir=str(tmp_path)):
             pass
+
+
+@pytest.mark.parametrize("require, outcome", [("", "1 skipped"), ("1", "1 error")])
+def test_without_a_server_tests_skip_or_fail_when_required(require, outcome, tmp_path):
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, %r); import pg_cluster; "
+            "pg_cluster.find_bin_dir = lambda: None; import pytest; "
+            "sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', %r]))"
+            % (tests, os.path.join(tests, "pg", "test_cluster.py") + "::test_fresh_database_per_test"))
+    env = {k: v for k, v in os.environ.items() if k != "SQLITE_CT_TEST_PG_DSN"}
+    env["SQLITE_CT_REQUIRE_PG"] = require
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path), timeout=120)
+    assert outcome in proc.stdout, proc.stdout + proc.stderr
+    assert (proc.returncode != 0) == bool(require)
+    assert "apt-get install postgresql" in proc.stdout
