@@ -134,31 +134,43 @@ class Applier:
                          f"_op integer NOT NULL, _ct integer{defs}) ON COMMIT DROP")
         st = Staged(info, tc, stage, columns, key_pos, {}, {})
         seq = itertools.count(1)
-        blank = [None] * len(columns)
+        blank = (None,) * len(columns)
+        staged: List[tuple] = []
+        for k in tc.deletes:
+            values = list(blank)
+            for pos, v in zip(key_pos, k):
+                values[pos] = v
+            staged.append((OP_DELETE, tuple(values)))
+        staged += [(OP_INSERT, tuple(r)) for r in tc.inserts]
+        staged += [(OP_UPDATE, tuple(r)) for r in tc.updates]
+        out: List[tuple] = []
+        for op, values in staged:
+            n = next(seq)
+            st.rows[n] = (op, values)
+            try:
+                out.append((n, op, *self._convert(st, values, op)))
+            except _types.Unfit as exc:
+                st.conflicts[n] = (ConflictType.ERRORS_OCCURRED, str(exc))
         names = "".join(f", c{i}" for i in range(len(columns)))
-        unfit: Dict[int, str] = {}
-        with self.cur.copy(f"COPY {stage} (_seq, _op{names}) FROM STDIN") as copy:
-            def put(op: int, values: tuple) -> None:
-                n = next(seq)
-                st.rows[n] = (op, values)
+        copy_sql = f"COPY {stage} (_seq, _op{names}) FROM STDIN"
+        try:
+            with self.conn.transaction():
+                with self.cur.copy(copy_sql) as copy:
+                    for row in out:
+                        copy.write_row(row)
+        except row_errors():
+            # A value the column type rejects (varchar(n) too long, ...):
+            # stage row by row, and the rows that fail are ErrorsOccurred.
+            marks = ", ".join(["%s"] * (len(columns) + 2))
+            for row in out:
                 try:
-                    converted = self._convert(st, values, op)
-                except _types.Unfit as exc:
-                    unfit[n] = str(exc)
-                    converted = tuple(blank)
-                copy.write_row((n, op, *converted))
-            for k in tc.deletes:
-                values = list(blank)
-                for pos, v in zip(key_pos, k):
-                    values[pos] = v
-                put(OP_DELETE, tuple(values))
-            for op, lst in ((OP_INSERT, tc.inserts), (OP_UPDATE, tc.updates)):
-                for r in lst:
-                    put(op, tuple(r))
+                    with self.conn.transaction():
+                        self.cur.execute(f"INSERT INTO {stage} (_seq, _op{names}) "
+                                         f"VALUES ({marks})", row)
+                except row_errors() as exc:
+                    st.conflicts[row[0]] = (ConflictType.ERRORS_OCCURRED, str(exc).strip())
         st.counts = {OP_DELETE: len(tc.deletes), OP_INSERT: len(tc.inserts),
                      OP_UPDATE: len(tc.updates)}
-        for n, msg in unfit.items():
-            st.conflicts[n] = (ConflictType.ERRORS_OCCURRED, msg)
         return st
 
     # -- detection ----------------------------------------------------------
@@ -227,9 +239,6 @@ class Applier:
         for st in staged:
             self.cur.execute(f"SELECT 1 FROM {st.info.qname} AS t JOIN {st.stage} AS s "
                              f"ON {st.join('t')} ORDER BY s._seq FOR UPDATE OF t")
-            if st.conflicts:
-                self.cur.executemany(f"UPDATE {st.stage} SET _ct = 1 WHERE _seq = %s",
-                                     [(s,) for s in st.conflicts])
             for seq, ctype in self._detect(st).items():
                 st.conflicts[seq] = (ctype, None)
             if st.conflicts:
@@ -354,7 +363,7 @@ class Applier:
                             self._force(st, key, row)
                             done = True
                         else:
-                            done = self._retry(st, seq, op, row)
+                            done = self._retry(st, seq, op, row, key)
                     finally:
                         if merged:
                             self._set_context(self.client)
@@ -400,12 +409,20 @@ class Applier:
         self.cur.execute(f"INSERT INTO {info.qname} ({', '.join(qi(c) for c in cols)}) "
                          f"VALUES ({', '.join(marks)}) ON CONFLICT ({keys}) {action}", params)
 
-    def _retry(self, st: Staged, seq: int, op: int, row: Optional[Row]) -> bool:
-        if row is not None:
-            converted = self._convert(st, tuple(row.get(c) for c in st.columns), op)
-            sets = ", ".join(f"c{i} = %(v{i})s" for i in range(len(st.columns)))
-            self.cur.execute(f"UPDATE {st.stage} SET {sets} WHERE _seq = %(seq)s",
-                             {"seq": seq, **{f"v{i}": v for i, v in enumerate(converted)}})
+    def _retry(self, st: Staged, seq: int, op: int, row: Optional[Row], key: Row) -> bool:
+        """Stage the (possibly edited) change again, detect, and apply it if
+        the conflict is gone; False if it is not."""
+        source = row if row is not None else key
+        values = tuple(source.get(c) for c in st.columns)
+        converted = self._convert(st, values, op if row is not None else OP_DELETE)
+        n = len(st.columns)
+        names = "".join(f", c{i}" for i in range(n))
+        marks = "".join(f", %(v{i})s" for i in range(n))
+        sets = ", ".join(f"c{i} = excluded.c{i}" for i in range(n))
+        self.cur.execute(f"INSERT INTO {st.stage} (_seq, _op, _ct{names}) "
+                         f"VALUES (%(seq)s, %(op)s, 1{marks}) ON CONFLICT (_seq) DO UPDATE "
+                         f"SET {sets}", {"seq": seq, "op": op,
+                                         **{f"v{i}": v for i, v in enumerate(converted)}})
         if self._detect(st, seq):
             return False
         self.cur.execute(self._row_sql(st, OP_DELETE if row is None else op), {"seq": seq})

@@ -46,8 +46,10 @@ class Unfit(Exception):
 _INT_RANGE = {"smallint": 2 ** 15, "integer": 2 ** 31, "bigint": 2 ** 63}
 
 # Declared types the client gets (get_schema), which give the client's
-# column the SQLite affinity that keeps the values above unchanged.
-_SQLITE_TYPE = {"int": "INTEGER", "float": "REAL", "numeric": "NUMERIC", "bool": "BOOLEAN",
+# column the SQLite affinity that keeps the values above unchanged. numeric
+# gets none: NUMERIC affinity would turn "12345678901234567890.5" into a
+# REAL that keeps 15 digits, so the column keeps int, real or text as sent.
+_SQLITE_TYPE = {"int": "INTEGER", "float": "REAL", "numeric": "", "bool": "BOOLEAN",
                 "text": "TEXT", "bytea": "BLOB", "uuid": "TEXT", "json": "TEXT",
                 "date": "TEXT", "ts": "TEXT", "tstz": "TEXT"}
 
