@@ -200,6 +200,7 @@ if __name__ == "__main__":
         install_requires=["apsw", "cffi"],
         extras_require={
             "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy"],
+            "postgres": ["psycopg[binary]>=3.1", "psycopg-pool"],
         },
         entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"]},
         zip_safe=False,
