@@ -237,8 +237,10 @@ class Applier:
         self._set_context(self.client)
         staged = [self._stage(tc) for tc in tables if len(tc)]
         for st in staged:
+            # In key order, so two uploads lock common rows in the same order.
+            keys = ", ".join(f"t.{qi(k)}" for k in st.info.key)
             self.cur.execute(f"SELECT 1 FROM {st.info.qname} AS t JOIN {st.stage} AS s "
-                             f"ON {st.join('t')} ORDER BY s._seq FOR UPDATE OF t")
+                             f"ON {st.join('t')} ORDER BY {keys} FOR UPDATE OF t")
             for seq, ctype in self._detect(st).items():
                 st.conflicts[seq] = (ctype, None)
             if st.conflicts:

@@ -30,6 +30,7 @@ from ._schema import SCHEMA, PgTable, qi
 __all__ = ["PostgresServerProvider"]
 
 _UNSCOPED = b"\xff" * 8
+_ATTEMPTS = 3
 
 
 def _import_psycopg() -> Any:
@@ -167,11 +168,22 @@ class PostgresServerProvider(ServerProvider):
             if blob and anchors[table.lower()].server != server:
                 raise SyncError(f'sqlite-ct sync: the received anchor of table "{table}" was '
                                 f"issued by another server; reinitialise the table")
-        with self._transaction() as conn:
-            infos = self._describe(conn.cursor(), [tc.table for tc in upload.tables], True)
-            applier = Applier(conn, infos, upload.client_id, anchors, self.conflict_resolver,
-                              self.on_apply_change_failed)
-            applier.apply(upload.tables)
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._transaction() as conn:
+                    infos = self._describe(conn.cursor(), [tc.table for tc in upload.tables],
+                                           True)
+                    applier = Applier(conn, infos, upload.client_id, anchors,
+                                      self.conflict_resolver, self.on_apply_change_failed)
+                    applier.apply(upload.tables)
+                break
+            except SyncError as exc:
+                # Two uploads that touch the same rows can deadlock, and
+                # PostgreSQL aborts one of them: run it again.
+                retry = (self._psycopg.errors.DeadlockDetected,
+                         self._psycopg.errors.SerializationFailure)
+                if attempt == _ATTEMPTS or not isinstance(exc.__cause__, retry):
+                    raise
         corrections = [tc for tc in applier.corrections.values() if len(tc)]
         return UploadResult(applier.applied, applier.failed, applier.conflicts, corrections)
 
