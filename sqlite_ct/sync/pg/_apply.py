@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from ..enums import ApplyAction, ConflictType, ResolveAction, SyncStage
 from ..errors import SyncError
@@ -49,7 +49,7 @@ CODES = {CISI: ConflictType.CLIENT_INSERT_SERVER_INSERT,
 _stage_ids = itertools.count(1)
 
 
-def row_errors() -> Tuple[type, ...]:
+def row_errors() -> Tuple[Type[BaseException], ...]:
     """psycopg errors that mean "this row cannot be written": constraints, a
     value the column rejects, RAISE EXCEPTION in a user trigger."""
     import psycopg
@@ -110,7 +110,7 @@ class Applier:
     # -- values -------------------------------------------------------------
     def _convert(self, st: Staged, values: Sequence[Any], op: int) -> tuple:
         info = st.info
-        out = []
+        out: List[Any] = []
         for i, (c, v) in enumerate(zip(st.columns, values)):
             if op == OP_DELETE and i not in st.key_pos:
                 out.append(None)

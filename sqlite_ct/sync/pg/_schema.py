@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Callable, Dict, Optional, Tuple
+import re
+from typing import Any, Callable, Optional, Tuple
 
 from ..errors import SyncError
 from . import _types
@@ -220,7 +221,10 @@ END"""
 
 
 def server_id(cur: Any) -> Any:
-    ensure_base(cur)
+    """The hub's id, created with the sqlite_ct schema on first use (a role
+    without the right to create it can serve a hub provisioned by another)."""
+    if not cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.hub_info",)).fetchone()[0]:
+        ensure_base(cur)
     return cur.execute(f"SELECT server_id FROM {qi(SCHEMA)}.hub_info").fetchone()[0]
 
 
@@ -229,7 +233,6 @@ def sqlite_default(pg_default: Optional[str]) -> Optional[str]:
     string literals; anything else (now(), nextval(...)) is left to the hub."""
     if pg_default is None:
         return None
-    import re
     m = re.fullmatch(r"\(?(-?\d+(?:\.\d+)?)\)?(?:::[\w ]+)?", pg_default.strip())
     if m:
         return m.group(1)
@@ -240,6 +243,3 @@ def sqlite_default(pg_default: Optional[str]) -> Optional[str]:
         return "1" if pg_default.strip() == "true" else "0"
     return None
 
-
-def infos_by_name(items: Dict[str, PgTable]) -> Dict[str, PgTable]:
-    return {k.lower(): v for k, v in items.items()}

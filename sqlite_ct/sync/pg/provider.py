@@ -65,7 +65,7 @@ class PostgresServerProvider(ServerProvider):
         if self._owned:
             pool = psycopg_pool.ConnectionPool(pool, min_size=1, max_size=max_connections,
                                                open=True, name="sqlite-ct-hub")
-        self.pool = pool
+        self.pool: Any = pool
         self.schema = schema
         self.conflict_resolver = conflict_resolver or ConflictResolver()
         self.on_apply_change_failed = on_apply_change_failed
@@ -164,8 +164,9 @@ class PostgresServerProvider(ServerProvider):
         server = self.server_id.bytes
         anchors: Dict[str, Optional[PgAnchor]] = {}
         for table, blob in upload.received_anchors.items():
-            anchors[table.lower()] = PgAnchor.decode(blob, table) if blob else None
-            if blob and anchors[table.lower()].server != server:
+            decoded = PgAnchor.decode(blob, table) if blob else None
+            anchors[table.lower()] = decoded
+            if decoded is not None and decoded.server != server:
                 raise SyncError(f'sqlite-ct sync: the received anchor of table "{table}" was '
                                 f"issued by another server; reinitialise the table")
         for attempt in range(1, _ATTEMPTS + 1):
