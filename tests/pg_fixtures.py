@@ -80,7 +80,7 @@ def pg_exec(pg_dsn):
     import psycopg
     conn = psycopg.connect(pg_dsn, autocommit=True)
 
-    def run(sql, params=()):
+    def run(sql, params=None):
         cur = conn.execute(sql, params)
         return cur.fetchall() if cur.description else []
     yield run
@@ -113,4 +113,5 @@ def user_rows(conn, table):
             if not r[1].startswith("__sys")]
     names = ", ".join(_q(c) for c in cols)
     return [tuple(r) for r in conn.execute(
-        f"SELECT {names} FROM {_q(table)} ORDER BY 1, 2").fetchall()]
+        f"SELECT {names} FROM {_q(table)} ORDER BY "
+        f"{', '.join(str(i + 1) for i in range(min(2, len(cols))))}").fetchall()]

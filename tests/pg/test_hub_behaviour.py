@@ -1,0 +1,89 @@
+"""PostgreSQL-specific behaviour of the hub: filters in PostgreSQL SQL,
+retention by age, anchors from another hub, cascades, added columns."""
+import pytest
+
+from pg_fixtures import sqlite_client, user_rows
+from sqlite_ct.sync import ClientSyncProvider, SyncAgent, SyncError
+from sqlite_ct.sync.pg._anchor import PgAnchor
+
+
+@pytest.fixture
+def orders(pg_exec):
+    pg_exec("CREATE TABLE orders (id integer PRIMARY KEY, owner text, created timestamptz, "
+            "note text)")
+    pg_exec("INSERT INTO orders VALUES (1, 'ann', '2026-01-01T10:00Z', '50%'), "
+            "(2, 'bob', '2026-02-01T10:00Z', 'x'), (3, 'ann', '2025-01-01T10:00Z', 'old')")
+
+
+def test_filter_in_postgresql_sql_with_casts_and_percent(orders, pg_provider):
+    server = pg_provider(filters={
+        "orders": "owner = :user AND created::date >= :since::date AND note NOT LIKE 'z%'"})
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["orders"],
+                      parameters={"user": "ann", "since": "2026-01-01"})
+    agent.synchronize()
+    assert [r[0] for r in user_rows(client, "orders")] == [1]
+
+
+def test_purge_keeps_recent_tombstones(orders, pg_exec, pg_provider):
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["orders"])
+    agent.synchronize()
+    pg_exec("DELETE FROM orders WHERE id = 1")
+    assert server.purge_tombstones("orders", older_than_days=1) == 0
+    agent.synchronize()
+    assert [r[0] for r in user_rows(client, "orders")] == [2, 3]
+    pg_exec("UPDATE sqlite_ct.c_orders SET deleted_at = now() - interval '2 days'")
+    assert server.purge_tombstones("orders", older_than_days=1) == 1
+    assert pg_exec("SELECT min_valid_xid IS NOT NULL FROM sqlite_ct.tracked_tables") == [(True,)]
+    pg_exec("INSERT INTO orders VALUES (4, 'cy', now(), 'new')")
+    agent.synchronize()
+    assert [r[0] for r in user_rows(client, "orders")] == [2, 3, 4]
+
+
+def test_anchor_of_another_hub_or_not_a_pg_anchor_is_refused(orders, pg_provider, pg_dsn,
+                                                            pg_exec):
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["orders"])
+    agent.synchronize()
+    pg_exec("UPDATE sqlite_ct.hub_info SET server_id = gen_random_uuid()")
+    other = pg_provider()       # the same database restored as another hub
+    agent.server = other
+    with pytest.raises(SyncError, match='anchor of table "orders" was issued by another '
+                                        'server; reinitialise the table'):
+        agent.synchronize()
+    with pytest.raises(SyncError, match="not issued by a sqlite-ct PostgreSQL hub"):
+        PgAnchor.decode(b"sqct\x01" + b"\0" * 40, "orders")
+
+
+def test_cascaded_deletes_and_trigger_writes_on_the_hub_are_tracked(pg_exec, pg_provider):
+    pg_exec("CREATE TABLE parent (id integer PRIMARY KEY)")
+    pg_exec("CREATE TABLE child (id integer PRIMARY KEY, "
+            "parent integer REFERENCES parent ON DELETE CASCADE)")
+    pg_exec("INSERT INTO parent VALUES (1), (2)")
+    pg_exec("INSERT INTO child VALUES (10, 1), (20, 2)")
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["parent", "child"])
+    agent.synchronize()
+    pg_exec("DELETE FROM parent WHERE id = 1")
+    agent.synchronize()
+    assert user_rows(client, "child") == [(20, 2)]
+    assert user_rows(client, "parent") == [(2,)]
+
+
+def test_a_column_added_on_the_hub_is_served_to_clients_that_add_it(orders, pg_exec,
+                                                                    pg_provider):
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["orders"])
+    agent.synchronize()
+    pg_exec("ALTER TABLE orders ADD COLUMN qty integer")
+    pg_exec("UPDATE orders SET qty = 5 WHERE id = 2")
+    with pytest.raises(SyncError):
+        agent.synchronize()
+    client.execute("ALTER TABLE orders ADD COLUMN qty INTEGER")
+    agent.synchronize()
+    assert [r[-1] for r in user_rows(client, "orders")] == [None, 5, None]
