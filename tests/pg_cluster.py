@@ -78,7 +78,9 @@ def cluster(bin_dir: Optional[str] = None) -> Iterator[str]:
             raise ClusterError("running as root and there is no 'postgres' user to run the "
                                "server as (PostgreSQL refuses root); " + INSTALL_HINT) from None
         user = pw.pw_name
-    work = tempfile.mkdtemp(prefix="sqlite-ct-pg-")
+    # Under root the server runs as postgres, which must reach the directory:
+    # /tmp rather than a $TMPDIR that may sit under /root.
+    work = tempfile.mkdtemp(prefix="sqlite-ct-pg-", dir="/tmp" if user else None)
     data = os.path.join(work, "data")
     log = os.path.join(work, "server.log")
     if user is not None:
