@@ -117,7 +117,6 @@ class PgAnchor:
                     raise ValueError
                 window = Window(upper, bool(flags & 1), bool(flags & 2), phase, xid,
                                 tuple(key) if n else None)
-                pos = pos
             else:
                 pos += 1
             if pos != len(blob):

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import re
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
@@ -109,7 +109,7 @@ class _TableReader:
     def fetch(self, w: Window, complete: Optional[str], budget: Optional[int]
               ) -> Tuple[int, bool, Window]:
         info = self.info
-        keys_text = ", ".join(f"{a}.{qi(k)}::text" for a in ("s",) for k in info.key)
+        keys_text = ", ".join(f"s.{qi(k)}::text" for k in info.key)
         order_keys = ", ".join(f"s.{qi(k)}" for k in info.key)
         limit = "" if budget is None else f" LIMIT {int(budget)}"
         params: Dict[str, Any] = {}

@@ -16,9 +16,8 @@ import contextlib
 import uuid
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
-from ..enums import ConflictType  # noqa: F401  (re-exported for handlers' convenience)
 from ..errors import SyncError
-from ..messages import (DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult)
+from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider
 from . import _schema, _types
