@@ -87,3 +87,27 @@ def test_a_column_added_on_the_hub_is_served_to_clients_that_add_it(orders, pg_e
     client.execute("ALTER TABLE orders ADD COLUMN qty INTEGER")
     agent.synchronize()
     assert [r[-1] for r in user_rows(client, "orders")] == [None, 5, None]
+
+
+@pytest.mark.parametrize("key_type, keys", [
+    ("text, b bytea", [("a", b"\x00"), ("a", b"\xff"), ("b\u00e9", b"")]),
+    ("uuid, b timestamptz", [("00000000-0000-0000-0000-000000000001", "2026-01-01 00:00:00+00:00"),
+                             ("00000000-0000-0000-0000-000000000001", "2026-01-01 00:00:00.5+00:00"),
+                             ("ffffffff-0000-0000-0000-000000000000", "1999-12-31 23:59:59+00:00")]),
+    ("numeric, b double precision", [(1, 0.1), (1, 0.30000000000000004), (2.5, -0.0)]),
+])
+def test_batches_resume_after_composite_keys_of_every_type(pg_exec, pg_provider, key_type, keys):
+    pg_exec(f"CREATE TABLE k (a {key_type}, v integer, PRIMARY KEY (a, b))")
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["k"], batch_size=1)
+    agent.synchronize()
+    for n, (a, b) in enumerate(keys):
+        pg_exec("INSERT INTO k VALUES (%s, %s, %s)", (a, b, n))
+    pg_exec("UPDATE k SET v = v + 10")           # one transaction: the cursor's key decides
+    stats = agent.synchronize()
+    assert stats.download_batches >= len(keys)
+    assert sorted(r[2] for r in user_rows(client, "k")) == [10 + n for n in range(len(keys))]
+    client.execute("UPDATE k SET v = v + 100")
+    agent.synchronize()
+    assert sorted(r[0] for r in pg_exec("SELECT v FROM k")) == [110 + n for n in range(len(keys))]
