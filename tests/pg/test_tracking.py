@@ -132,3 +132,16 @@ def test_provider_from_url_and_server_id_is_stable(pg_dsn, pg_exec):
     pg_exec("CREATE TABLE items (id integer PRIMARY KEY)")
     with PostgresServerProvider.from_url(pg_dsn) as a, PostgresServerProvider(pg_dsn) as b:
         assert a.server_id == b.server_id == a.get_server_info().server_id
+
+
+def test_writes_in_replica_mode_are_tracked_too(setup, pg_dsn):
+    """Logical replication and bulk loads run with session_replication_role =
+    replica, which skips ordinary triggers; the tracking triggers fire ALWAYS."""
+    hub, client, agent = setup
+    agent.synchronize()
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("INSERT INTO items VALUES (9, 'replicated', 9)")
+        conn.execute("DELETE FROM items WHERE id = 1")
+    agent.synchronize()
+    assert rows(client) == [(2, "two", 2), (9, "replicated", 9)]

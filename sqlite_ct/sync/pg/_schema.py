@@ -16,8 +16,9 @@ tables keep their columns:
                             (a tombstone)
 
 Four statement-level triggers on the table (AFTER INSERT / UPDATE / DELETE
-with transition tables, and BEFORE TRUNCATE) keep the side table current for
-every writer: psql, other applications, migrations. Per statement, one
+with transition tables, and BEFORE TRUNCATE), enabled ALWAYS, keep the side
+table current for every writer: psql, other applications, migrations,
+replication (session_replication_role = replica). Per statement, one
 INSERT ... ON CONFLICT writes every touched key, so a bulk statement costs
 one extra set-based write, not one per row. An UPDATE that changes a key
 leaves a tombstone for the old key. TRUNCATE cannot be tracked row by row
@@ -213,6 +214,12 @@ END"""
     cur.execute(f"DROP TRIGGER IF EXISTS sqlite_ct_truncate ON {t}")
     cur.execute(f"CREATE TRIGGER sqlite_ct_truncate BEFORE TRUNCATE ON {t} "
                 f"FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
+    # ALWAYS: also under session_replication_role = replica (logical
+    # replication into the hub, pg_restore --disable-triggers style loads),
+    # which would otherwise write rows no client ever hears of.
+    for name in ("sqlite_ct_insert", "sqlite_ct_update", "sqlite_ct_delete",
+                 "sqlite_ct_truncate"):
+        cur.execute(f"ALTER TABLE {t} ENABLE ALWAYS TRIGGER {name}")
     cur.execute(f"INSERT INTO {info.qside} ({cols}) SELECT {keys}, pg_current_xact_id(), "
                 f"pg_current_xact_id(), NULL, false, NULL FROM {t} ON CONFLICT DO NOTHING")
     cur.execute(f"INSERT INTO {qi(SCHEMA)}.tracked_tables VALUES (%s, %s, %s, "
