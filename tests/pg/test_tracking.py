@@ -145,3 +145,19 @@ def test_writes_in_replica_mode_are_tracked_too(setup, pg_dsn):
         conn.execute("DELETE FROM items WHERE id = 1")
     agent.synchronize()
     assert rows(client) == [(2, "two", 2), (9, "replicated", 9)]
+
+
+def test_disabled_or_missing_tracking_triggers_are_refused(setup, pg_exec):
+    hub, client, agent = setup
+    agent.synchronize()
+    pg_exec("ALTER TABLE items DISABLE TRIGGER sqlite_ct_update")
+    with pytest.raises(SyncError, match=r'tracking triggers of table "items" are not all '
+                                        r'enabled \(sqlite_ct_update disabled\)'):
+        agent.synchronize()
+    pg_exec("ALTER TABLE items ENABLE ALWAYS TRIGGER sqlite_ct_update")
+    agent.synchronize()
+    pg_exec("DROP TABLE items")
+    pg_exec("CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer)")
+    with pytest.raises(SyncError, match=r"sqlite_ct_delete missing.*if the table was "
+                                        r"recreated, delete its row"):
+        agent.synchronize()

@@ -143,10 +143,31 @@ def describe(cur: Any, schema: str, table: str) -> PgTable:
         reg = cur.execute(f"SELECT side_table, min_valid_xid::text FROM "
                           f"{qi(SCHEMA)}.tracked_tables WHERE table_schema = %s "
                           f"AND table_name = %s", (schema, name)).fetchone()
+    if reg is not None:
+        _check_triggers(cur, oid, name, reg[0])
     return PgTable(schema, name, columns, types, cats, tuple(bool(r[2]) for r in cols),
                    tuple(r[3] for r in cols), tuple(key),
                    reg[0] if reg else side_name(name), reg is not None,
                    int(reg[1]) if reg and reg[1] is not None else None)
+
+
+TRIGGERS = ("sqlite_ct_delete", "sqlite_ct_insert", "sqlite_ct_truncate", "sqlite_ct_update")
+
+
+def _check_triggers(cur: Any, oid: int, table: str, side: str) -> None:
+    """A served table whose tracking triggers are gone or disabled is writing
+    changes no client will hear of: refuse to serve it."""
+    state = dict(cur.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s "
+                             "AND tgname LIKE 'sqlite\\_ct\\_%%'", (oid,)).fetchall())
+    bad = [f"{t} {'missing' if t not in state else 'disabled'}" for t in TRIGGERS
+           if state.get(t) != "A"]
+    if bad:
+        raise SyncError(
+            f'sqlite-ct sync: the tracking triggers of table "{table}" are not all enabled '
+            f"({', '.join(bad)}), so writes to it are not tracked; re-enable them (ALTER TABLE "
+            f"... ENABLE ALWAYS TRIGGER ...), or if the table was recreated, delete its row from "
+            f'sqlite_ct.tracked_tables and drop sqlite_ct."{side}" to provision it again; then '
+            f"reinitialise the clients of the table")
 
 
 def provision(cur: Any, info: PgTable) -> PgTable:
