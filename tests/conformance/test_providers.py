@@ -246,3 +246,30 @@ def test_snapshot_tables_are_reloaded(table, client_of):
     hub.execute("DELETE FROM t WHERE id = 1")
     sync_a.synchronize()
     assert user_rows(a, "t") == hub.rows("t") == [(2, "bob", "two")]
+
+
+def test_upload_after_an_interrupted_batched_download_sees_what_arrived(hub, client_of):
+    hub.execute(SCHEMA)
+    for i in range(1, 11):
+        hub.execute("INSERT INTO t (id, owner, v) VALUES (?, 'o', 'hub')", (i,))
+    server = hub.server()
+    a, sync_a = client_of(server, ["t"], batch_size=3)
+    calls = {"n": 0}
+    real = server.get_changes
+
+    def stop_after_two(request):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionError("network down")
+        return real(request)
+    server.get_changes = stop_after_two
+    with pytest.raises(ConnectionError):
+        sync_a.synchronize()
+    server.get_changes = real
+    received = [r[0] for r in user_rows(a, "t")]
+    assert len(received) == 6
+    a.execute("UPDATE t SET v = 'client' WHERE id = ?", (received[0],))
+    stats = sync_a.synchronize()
+    assert stats.conflicts == []
+    assert (received[0], "o", "client") in hub.rows("t")
+    assert user_rows(a, "t") == hub.rows("t")
