@@ -1,13 +1,12 @@
 """The PostgreSQL server the PostgreSQL hub tests use (tests/pg, tests/conformance).
 
-SQLITE_CT_TEST_PG_DSN names a server to use (each test gets a fresh database
-on it); otherwise one throwaway cluster (tests/pg_cluster.py) is started for
+SQLITE_CT_TEST_PG_DSN names a server to use (the run creates one database
+on it, emptied before each test); otherwise one throwaway cluster (tests/pg_cluster.py) is started for
 the test session. Without a PostgreSQL server the tests skip, saying what to
 install; with SQLITE_CT_REQUIRE_PG=1 (set by CI) that skip is a failure.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from typing import Iterator
@@ -16,9 +15,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import pg_cluster  # noqa: E402
-
-_names = itertools.count(1)
-
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("SQLITE_CT_REQUIRE_PG") == "1":
@@ -49,13 +45,14 @@ def pg_server() -> Iterator[str]:
         _unavailable(str(exc))
 
 
-@pytest.fixture
-def pg_dsn(pg_server: str) -> Iterator[str]:
-    """A fresh, empty database on the server; dropped after the test."""
+@pytest.fixture(scope="session")
+def pg_test_database(pg_server: str) -> Iterator[str]:
+    """A database of this test session on the server; dropped at its end."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    name = f"sqlite_ct_test_{os.getpid()}_{next(_names)}"
+    name = f"sqlite_ct_test_{os.getpid()}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
     params = conninfo_to_dict(pg_server)
     params["dbname"] = name
@@ -63,6 +60,19 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+
+@pytest.fixture
+def pg_dsn(pg_test_database: str) -> str:
+    """The session's database, emptied: no other connection, no tables, no
+    sqlite_ct schema (cheaper than a database per test)."""
+    import psycopg
+    with psycopg.connect(pg_test_database, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        conn.execute("DROP SCHEMA IF EXISTS sqlite_ct CASCADE")
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    return pg_test_database
 
 def sqlite_client():
     """An in-memory SQLite client database with sqlite-ct loaded."""

@@ -16,7 +16,8 @@ import apsw
 import pytest
 
 import sqlite_ct
-from pg_fixtures import pg_dsn, pg_server, sqlite_client, user_rows  # noqa: F401
+from pg_fixtures import (pg_dsn, pg_server, pg_test_database, sqlite_client,  # noqa: F401
+                         user_rows)
 from sqlite_ct.retention import purge_tombstones
 from sqlite_ct.sync import ClientSyncProvider, ServerSyncProvider, SyncAgent
 
