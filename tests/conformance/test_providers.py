@@ -273,3 +273,14 @@ def test_upload_after_an_interrupted_batched_download_sees_what_arrived(hub, cli
     assert stats.conflicts == []
     assert (received[0], "o", "client") in hub.rows("t")
     assert user_rows(a, "t") == hub.rows("t")
+
+
+def test_a_column_the_hub_lacks_is_refused_not_dropped(table, client_of):
+    hub = table
+    server = hub.server()
+    a, sync_a = client_of(server, ["t"])
+    sync_a.synchronize()
+    a.execute("ALTER TABLE t ADD COLUMN extra TEXT")
+    a.execute("UPDATE t SET extra = 'only here' WHERE id = 1")
+    with pytest.raises(SyncError, match="table \"t\" on the server has no column 'extra'"):
+        sync_a.synchronize()

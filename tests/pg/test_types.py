@@ -198,3 +198,13 @@ def test_a_handler_can_fix_a_value_that_does_not_fit(typed, pg_exec):
     assert pg_exec("SELECT id, i2 FROM v") == [(1, 32767)]
     sync_a.synchronize()
     assert user_rows(a, "v")[0][:2] == (1, 32767)    # the edited row travelled back
+
+
+def test_column_defaults_the_client_can_use_are_passed_on(pg_exec, pg_provider):
+    pg_exec("CREATE TABLE d (id serial PRIMARY KEY, n integer NOT NULL DEFAULT 7, "
+            "s text DEFAULT 'it''s', f boolean DEFAULT false, r double precision DEFAULT -1.5, "
+            "at timestamptz DEFAULT now())")
+    schema = pg_provider().get_schema(["d"]).tables["d"]
+    assert {c.name: (c.default, c.not_null) for c in schema.columns} == {
+        "id": (None, True), "n": ("7", True), "s": ("'it''s'", False), "f": ("0", False),
+        "r": ("-1.5", False), "at": (None, False)}

@@ -264,8 +264,12 @@ def sqlite_default(pg_default: Optional[str]) -> Optional[str]:
     m = re.fullmatch(r"\(?(-?\d+(?:\.\d+)?)\)?(?:::[\w ]+)?", pg_default.strip())
     if m:
         return m.group(1)
-    m = re.fullmatch(r"('(?:[^']|'')*')(?:::[\w ]+)?", pg_default.strip())
+    m = re.fullmatch(r"('(?:[^']|'')*')(?:::([\w ]+))?", pg_default.strip())
     if m:
+        number = re.fullmatch(r"'(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)'", m.group(1))
+        if number and m.group(2) in ("smallint", "integer", "bigint", "numeric", "real",
+                                     "double precision"):
+            return number.group(1)
         return m.group(1)
     if pg_default.strip() in ("true", "false"):
         return "1" if pg_default.strip() == "true" else "0"
