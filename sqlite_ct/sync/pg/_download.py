@@ -158,7 +158,7 @@ class _TableReader:
             params.update(cp)
         nkey = len(info.key)
         got, last = 0, None
-        for row in self.cur.execute(sql, params):
+        for row in self.cur.execute(sql, params).fetchall():
             got += 1
             last = row
             if w.phase == PHASE_DELETES:
