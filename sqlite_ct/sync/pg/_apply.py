@@ -67,6 +67,7 @@ class Staged:
     counts: Dict[int, int]
     conflicts: Dict[int, Tuple[ConflictType, Optional[str]]] = dataclasses.field(
         default_factory=dict)
+    convert: Tuple[Any, ...] = ()         # per column: client value -> PostgreSQL value
 
     def key_of(self, values: tuple) -> Row:
         return {self.columns[i]: values[i] for i in self.key_pos}
@@ -109,15 +110,12 @@ class Applier:
 
     # -- values -------------------------------------------------------------
     def _convert(self, st: Staged, values: Sequence[Any], op: int) -> tuple:
-        info = st.info
-        out: List[Any] = []
-        for i, (c, v) in enumerate(zip(st.columns, values)):
-            if op == OP_DELETE and i not in st.key_pos:
-                out.append(None)
-                continue
-            j = info.columns.index(c)
-            out.append(_types.to_pg(v, info.cats[j], info.types[j], info.name, c))
-        return tuple(out)
+        if op == OP_DELETE:
+            out: List[Any] = [None] * len(st.columns)
+            for i in st.key_pos:
+                out[i] = st.convert[i](values[i])
+            return tuple(out)
+        return tuple([f(v) for f, v in zip(st.convert, values)])
 
     def _set_context(self, client: Optional[uuid.UUID]) -> None:
         self.cur.execute("SELECT set_config(%s, %s, true)",
@@ -132,7 +130,9 @@ class Applier:
         defs = "".join(f", c{i} {info.type_of(c)}" for i, c in enumerate(columns))
         self.cur.execute(f"CREATE TEMP TABLE {stage} (_seq integer PRIMARY KEY, "
                          f"_op integer NOT NULL, _ct integer{defs}) ON COMMIT DROP")
-        st = Staged(info, tc, stage, columns, key_pos, {}, {})
+        convert = tuple(_types.column_converter(info.cats[j], info.types[j], info.name, c)
+                        for c, j in ((c, info.columns.index(c)) for c in columns))
+        st = Staged(info, tc, stage, columns, key_pos, {}, {}, convert=convert)
         seq = itertools.count(1)
         blank = (None,) * len(columns)
         staged: List[tuple] = []

@@ -97,7 +97,7 @@ def _describe(value: Any) -> str:
 
 
 def _to_int(value: Any, pg_type: str) -> int:
-    base = re.sub(r"\(.*\)", "", pg_type).strip()
+    base = pg_type if pg_type in _INT_RANGE else re.sub(r"\(.*\)", "", pg_type).strip()
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -241,6 +241,39 @@ _TO_PG: Dict[str, Callable[[Any, str], Any]] = {
     "int": _to_int, "float": _to_float, "numeric": _to_numeric, "bool": _to_bool,
     "text": _to_text, "bytea": _to_bytea, "uuid": _to_uuid, "json": _to_json,
     "date": _to_date, "ts": _to_ts, "tstz": _to_tstz}
+
+
+def column_converter(cat: str, pg_type: str, table: str, column: str
+                     ) -> Callable[[Any], Any]:
+    """to_pg() for one column, with the common exact cases decided first."""
+    slow = _TO_PG[cat]
+    fast: type = type(None)
+    if cat == "int":
+        limit = _INT_RANGE.get(pg_type)
+        if limit is not None:
+            def convert_int(value: Any) -> Any:
+                if value is None or (type(value) is int and -limit <= value < limit):
+                    return value
+                return to_pg(value, cat, pg_type, table, column)
+            return convert_int
+    elif cat == "text":
+        fast = str
+    elif cat == "float" and pg_type == "double precision":
+        fast = float
+    elif cat == "bytea":
+        fast = bytes
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is fast and (fast is not str or "\0" not in value):
+            return value
+        try:
+            return slow(value, pg_type)
+        except Unfit as exc:
+            raise Unfit(f'value {_describe(value)} for column "{column}" ({pg_type}) of table '
+                        f'"{table}" {exc}') from None
+    return convert
 
 
 def to_pg(value: Any, cat: str, pg_type: str, table: str, column: str) -> Any:
