@@ -74,8 +74,17 @@ def test_conflicts_are_detected_and_resolved(table, client_of, hub_change, clien
     a.execute(client_change)
     stats = sync_a.synchronize()
     assert [c.type for c in stats.conflicts] == [expected_type]
-    assert hub.rows("t") == user_rows(a, "t")
+    conflict = stats.conflicts[0]
     key = 9 if expected_type is ConflictType.CLIENT_INSERT_SERVER_INSERT else 1
+    owner = {9: "hub", 1: "ann"}[key]
+    assert conflict.key == {"id": key}
+    assert conflict.server_row == (None if "DELETE" in hub_change else
+                                   {"id": key, "owner": owner, "v": "hub"})
+    assert conflict.client_row == (None if "DELETE" in client_change else
+                                   {"id": key, "owner": "c" if key == 9 else "ann",
+                                    "v": "client"})
+    assert conflict.connection is None and conflict.action is not None
+    assert hub.rows("t") == user_rows(a, "t")
     mine = [r for r in hub.rows("t") if r[0] == key]
     if winner == "client":
         assert [r[2] for r in mine] == ([] if "DELETE" in client_change else ["client"])
