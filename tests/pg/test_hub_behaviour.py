@@ -1,5 +1,7 @@
 """PostgreSQL-specific behaviour of the hub: filters in PostgreSQL SQL,
 retention by age, anchors from another hub, cascades, added columns."""
+import os
+
 import pytest
 
 from pg_fixtures import sqlite_client, user_rows
@@ -111,3 +113,38 @@ def test_batches_resume_after_composite_keys_of_every_type(pg_exec, pg_provider,
     client.execute("UPDATE k SET v = v + 100")
     agent.synchronize()
     assert sorted(r[0] for r in pg_exec("SELECT v FROM k")) == [110 + n for n in range(len(keys))]
+
+
+def test_a_hub_restored_from_an_older_backup_is_refused_not_skipped(pg_dsn, pg_exec,
+                                                                  pg_provider, tmp_path):
+    """pg_dump of the hub restored into another cluster whose transaction ids
+    are behind the client's anchor: its next ids would look already received,
+    so the client is told to reinitialise."""
+    import subprocess
+    import pg_cluster
+    from sqlite_ct.sync.pg import PostgresServerProvider
+    bin_dir = pg_cluster.find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("needs the server binaries (pg_dump, psql) to restore into a new cluster")
+    pg_exec("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    pg_exec("INSERT INTO t VALUES (1, 'backed up')")
+    server = pg_provider()
+    server.provision("t")
+    dump = tmp_path / "hub.sql"
+    subprocess.run([os.path.join(bin_dir, "pg_dump"), "-f", str(dump), pg_dsn], check=True)
+    for _ in range(1500):       # the original hub moves on
+        pg_exec("SELECT pg_current_xact_id()")
+    pg_exec("INSERT INTO t VALUES (2, 'after the backup')")
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["t"])
+    agent.synchronize()
+    assert len(user_rows(client, "t")) == 2
+    with pg_cluster.cluster() as restored:
+        subprocess.run([os.path.join(bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                        "-f", str(dump), restored], check=True, stdout=subprocess.DEVNULL)
+        with PostgresServerProvider(restored) as other:
+            assert other.server_id == server.server_id
+            agent.server = other
+            with pytest.raises(SyncError, match='anchor of table "t" is ahead of the hub.*'
+                                                'reinitialise the table'):
+                agent.synchronize()

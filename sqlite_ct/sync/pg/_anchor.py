@@ -27,6 +27,10 @@ with the next one.
   phase 1  live rows, by (change_xid, key)
   phase 2  snapshot tables: every row, by key
 
+An anchor whose snapshot is ahead of the hub's current one (the hub was
+restored from a backup older than the client's last sync, so the ids it hands
+out next would look already received) is refused.
+
 FORMAT (big-endian):
   "sqpg" u8 version=1, 16-byte server id, 8-byte filter fingerprint,
   text complete (u16 length, 0xFFFF: none), u8 has_window;
@@ -53,6 +57,28 @@ _SNAPSHOT = re.compile(r"\d+:\d+:(\d+(,\d+)*)?")
 
 def snapshot_xmin(snap: str) -> int:
     return int(snap.split(":", 1)[0])
+
+
+def snapshot_xmax(snap: str) -> int:
+    return int(snap.split(":", 2)[1])
+
+
+def check_not_ahead(anchor: Optional["PgAnchor"], session: Optional[str], now: str,
+                    table: str) -> None:
+    """Refuse an anchor that saw transactions the hub has not started yet: the
+    hub was restored from a backup taken before the client's last sync, and
+    the ids it hands out next would look already received."""
+    snaps = [session]
+    if anchor is not None:
+        snaps.append(anchor.complete)
+        if anchor.window is not None:
+            snaps.append(anchor.window.upper)
+    if any(s is not None and snapshot_xmax(s) > snapshot_xmax(now) for s in snaps):
+        raise SyncError(
+            f'sqlite-ct sync: the received anchor of table "{table}" is ahead of the hub '
+            f"(the hub was restored from an older backup, or its database was replaced); "
+            f"reinitialise the table on the client "
+            f"(TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")
 
 
 @dataclasses.dataclass(frozen=True)

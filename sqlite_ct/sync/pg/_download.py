@@ -27,7 +27,7 @@ from ..errors import SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 from . import _types
 from ._anchor import (PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, PgAnchor, Window,
-                      decode_session, encode_session, snapshot_xmin)
+                      check_not_ahead, decode_session, encode_session, snapshot_xmin)
 from ._schema import PgTable, qi
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
@@ -212,11 +212,13 @@ def read_batch(cur: Any, server: bytes, request: DownloadRequest,
     budget = request.batch_size
     if budget is not None and budget < 1:
         raise SyncError("sqlite-ct sync: batch_size must be at least 1 (or None)")
-    upper = decode_session(request.session)
-    if upper is None:
-        upper = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    session = decode_session(request.session)
+    now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    upper = session or now
     states = [_state(cur, server, request.client_id, upper, dt, infos[dt.table.lower()],
                      filters, request.parameters) for dt in request.tables]
+    for st in states:
+        check_not_ahead(st.anchor, session, now, st.info.name)
     for st in reversed(states):
         budget = _advance(st, upper, budget, deletes_only=True)
     for st in states:

@@ -21,7 +21,7 @@ from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, Uploa
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider
 from . import _schema, _types
-from ._anchor import PgAnchor
+from ._anchor import PgAnchor, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch
 from ._schema import SCHEMA, PgTable, qi
@@ -171,8 +171,11 @@ class PostgresServerProvider(ServerProvider):
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._transaction() as conn:
-                    infos = self._describe(conn.cursor(), [tc.table for tc in upload.tables],
-                                           True)
+                    cur = conn.cursor()
+                    now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+                    for table, blob in upload.received_anchors.items():
+                        check_not_ahead(anchors[table.lower()], None, now, table)
+                    infos = self._describe(cur, [tc.table for tc in upload.tables], True)
                     applier = Applier(conn, infos, upload.client_id, anchors,
                                       self.conflict_resolver, self.on_apply_change_failed)
                     applier.apply(upload.tables)
