@@ -159,5 +159,28 @@ def test_disabled_or_missing_tracking_triggers_are_refused(setup, pg_exec):
     pg_exec("DROP TABLE items")
     pg_exec("CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, qty integer)")
     with pytest.raises(SyncError, match=r"sqlite_ct_delete missing.*if the table was "
-                                        r"recreated, delete its row"):
+                                        r'recreated, call PostgresServerProvider.deprovision'
+                                        r'\("items"\)'):
+        agent.synchronize()
+    pg_exec("INSERT INTO items VALUES (5, 'new', 5)")
+    hub.deprovision("items")
+    assert pg_exec("SELECT count(*) FROM sqlite_ct.tracked_tables") == [(0,)]
+    assert pg_exec("SELECT to_regclass('sqlite_ct.c_items')") == [(None,)]
+    with pytest.raises(SyncError, match='table "items" is not provisioned on the hub'):
+        hub.deprovision("items")
+    fresh = sqlite_client()
+    SyncAgent(ClientSyncProvider(fresh), hub, ["items"]).synchronize()
+    assert rows(fresh) == [(5, "new", 5)]
+
+
+def test_deprovision_leaves_the_table_and_stops_tracking(setup, pg_exec):
+    hub, client, agent = setup
+    agent.synchronize()
+    hub.deprovision("items")
+    assert pg_exec("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass "
+                   "AND NOT tgisinternal") == [(0,)]
+    assert pg_exec("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = "
+                   "p.pronamespace WHERE n.nspname = 'sqlite_ct'") == [(0,)]
+    pg_exec("TRUNCATE items")
+    with pytest.raises(SyncError, match='table "items" is not provisioned on the hub'):
         agent.synchronize()

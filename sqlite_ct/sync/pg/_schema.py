@@ -144,7 +144,7 @@ def describe(cur: Any, schema: str, table: str) -> PgTable:
                           f"{qi(SCHEMA)}.tracked_tables WHERE table_schema = %s "
                           f"AND table_name = %s", (schema, name)).fetchone()
     if reg is not None:
-        _check_triggers(cur, oid, name, reg[0])
+        _check_triggers(cur, oid, name)
     return PgTable(schema, name, columns, types, cats, tuple(bool(r[2]) for r in cols),
                    tuple(r[3] for r in cols), tuple(key),
                    reg[0] if reg else side_name(name), reg is not None,
@@ -154,7 +154,7 @@ def describe(cur: Any, schema: str, table: str) -> PgTable:
 TRIGGERS = ("sqlite_ct_delete", "sqlite_ct_insert", "sqlite_ct_truncate", "sqlite_ct_update")
 
 
-def _check_triggers(cur: Any, oid: int, table: str, side: str) -> None:
+def _check_triggers(cur: Any, oid: int, table: str) -> None:
     """A served table whose tracking triggers are gone or disabled is writing
     changes no client will hear of: refuse to serve it."""
     state = dict(cur.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s "
@@ -165,8 +165,8 @@ def _check_triggers(cur: Any, oid: int, table: str, side: str) -> None:
         raise SyncError(
             f'sqlite-ct sync: the tracking triggers of table "{table}" are not all enabled '
             f"({', '.join(bad)}), so writes to it are not tracked; re-enable them (ALTER TABLE "
-            f"... ENABLE ALWAYS TRIGGER ...), or if the table was recreated, delete its row from "
-            f'sqlite_ct.tracked_tables and drop sqlite_ct."{side}" to provision it again; then '
+            f"... ENABLE ALWAYS TRIGGER ...), or if the table was recreated, call "
+            f'PostgresServerProvider.deprovision("{table}") and provision it again; then '
             f"reinitialise the clients of the table")
 
 
@@ -190,7 +190,7 @@ def provision(cur: Any, info: PgTable) -> PgTable:
                 f"PRIMARY KEY ({keys}))")
     index = qi(info.side[:50] + "_change")
     cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {info.qside} (change_xid, {keys})")
-    fn = f"{qi(SCHEMA)}.{qi('t_' + info.side[2:])}"
+    fn = trigger_function(info.side)
     nk = ", ".join(f"n.{qi(k)}" for k in info.key)
     ok = ", ".join(f"o.{qi(k)}" for k in info.key)
     cols = f"{keys}, change_xid, insert_xid, context, deleted, deleted_at"
@@ -246,6 +246,35 @@ END"""
     cur.execute(f"INSERT INTO {qi(SCHEMA)}.tracked_tables VALUES (%s, %s, %s, "
                 "pg_current_xact_id(), NULL)", (info.schema, info.name, info.side))
     return dataclasses.replace(info, tracked=True)
+
+
+def trigger_function(side: str) -> str:
+    return f"{qi(SCHEMA)}.{qi('t_' + side[2:])}"
+
+
+def deprovision(cur: Any, schema: str, table: str) -> bool:
+    """Stop tracking `schema`.`table`: drop its triggers (if the table still
+    exists), trigger function, side table and registry row. False if it was
+    not tracked."""
+    if not cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.tracked_tables",)
+                       ).fetchone()[0]:
+        return False
+    row = cur.execute(f"SELECT table_name, side_table FROM {qi(SCHEMA)}.tracked_tables "
+                      f"WHERE table_schema = %s AND lower(table_name) = lower(%s) "
+                      f"ORDER BY table_name = %s DESC LIMIT 1",
+                      (schema, table, table)).fetchone()
+    if row is None:
+        return False
+    name, side = row
+    qname = f"{qi(schema)}.{qi(name)}"
+    if cur.execute("SELECT to_regclass(%s)", (qname,)).fetchone()[0]:
+        for trigger in TRIGGERS:
+            cur.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {qname}")
+    cur.execute(f"DROP FUNCTION IF EXISTS {trigger_function(side)}()")
+    cur.execute(f"DROP TABLE IF EXISTS {qi(SCHEMA)}.{qi(side)}")
+    cur.execute(f"DELETE FROM {qi(SCHEMA)}.tracked_tables WHERE table_schema = %s "
+                f"AND table_name = %s", (schema, name))
+    return True
 
 
 def server_id(cur: Any) -> Any:

@@ -137,6 +137,17 @@ class PostgresServerProvider(ServerProvider):
         with self._transaction() as conn:
             self._describe(conn.cursor(), tables, True)
 
+    def deprovision(self, *tables: str) -> None:
+        """Stop tracking `tables` on the hub: drop their triggers, side tables
+        and registry rows (the tables themselves are left alone). Clients of
+        a table provisioned again must reinitialise it."""
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            for table in tables:
+                if not _schema.deprovision(cur, self.schema, table):
+                    raise SyncError(f'sqlite-ct sync: table "{table}" is not provisioned on '
+                                    f"the hub")
+
     def get_server_info(self) -> ServerInfo:
         return ServerInfo(self.server_id)
 
