@@ -148,3 +148,12 @@ def test_a_hub_restored_from_an_older_backup_is_refused_not_skipped(pg_dsn, pg_e
             with pytest.raises(SyncError, match='anchor of table "t" is ahead of the hub.*'
                                                 'reinitialise the table'):
                 agent.synchronize()
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "1", None])
+def test_purge_with_a_bad_age_is_refused(orders, pg_provider, bad):
+    server = pg_provider()
+    server.provision("orders")
+    with pytest.raises(SyncError, match=r"purge_tombstones\(\): older_than_days must be a "
+                                        r"number >= 0"):
+        server.purge_tombstones("orders", older_than_days=bad)

@@ -213,8 +213,10 @@ class PostgresServerProvider(ServerProvider):
         """Delete `table`'s tombstones deleted more than `older_than_days` days
         ago. Returns how many were deleted. A client whose anchor predates a
         purged tombstone is told to reinitialise the table."""
-        if older_than_days < 0:
-            raise ValueError("older_than_days must be >= 0")
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, (int, float)) \
+                or not older_than_days >= 0:
+            raise SyncError(f"sqlite-ct sync: purge_tombstones(): older_than_days must be a "
+                            f"number >= 0, not {older_than_days!r}")
         with self._transaction() as conn:
             cur = conn.cursor()
             info = _schema.describe(cur, self.schema, table)
