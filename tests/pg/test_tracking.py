@@ -1,6 +1,10 @@
 """Change tracking on the PostgreSQL hub: every writer is tracked (psql,
 other applications), provisioning is idempotent and leaves the application's
 columns alone, TRUNCATE is refused."""
+import os
+import subprocess
+import sys
+
 import psycopg
 import pytest
 
@@ -184,3 +188,15 @@ def test_deprovision_leaves_the_table_and_stops_tracking(setup, pg_exec):
     pg_exec("TRUNCATE items")
     with pytest.raises(SyncError, match='table "items" is not provisioned on the hub'):
         agent.synchronize()
+
+
+def test_without_psycopg_the_provider_says_what_to_install():
+    code = ("import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"
+            "import sqlite_ct.sync\n"
+            "from sqlite_ct.sync.pg import PostgresServerProvider\n"
+            "try:\n    PostgresServerProvider('postgresql://nowhere/db')\n"
+            "except sqlite_ct.sync.SyncError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.stdout.strip() == ("sqlite-ct sync: the PostgreSQL hub needs psycopg 3 and "
+                                  "psycopg-pool; pip install 'sqlite-ct[postgres]'"), out.stderr
