@@ -16,6 +16,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import pg_cluster  # noqa: E402
 
+if os.environ.get("SQLITE_CT_REQUIRE_PG") == "1":
+    import psycopg  # noqa: F401,E402  (required: fail loudly at collection)
+    import psycopg_pool  # noqa: F401,E402
+
 def _unavailable(reason: str) -> None:
     if os.environ.get("SQLITE_CT_REQUIRE_PG") == "1":
         pytest.fail(f"SQLITE_CT_REQUIRE_PG=1 but {reason}", pytrace=False)

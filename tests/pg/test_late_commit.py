@@ -1,8 +1,10 @@
 """Gap-free anchors on the PostgreSQL hub: a transaction that started first
 and committed after a client synced a later one is never skipped, with two
 real sessions writing to the hub."""
-import psycopg
 import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed "
+                                               "(pip install 'sqlite-ct[postgres]')")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

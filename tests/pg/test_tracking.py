@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
-import psycopg
 import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed "
+                                               "(pip install 'sqlite-ct[postgres]')")
 
 from pg_fixtures import sqlite_client, user_rows
 from sqlite_ct.sync import ClientSyncProvider, SyncAgent, SyncError
