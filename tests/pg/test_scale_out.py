@@ -70,3 +70,44 @@ def test_two_service_processes_serve_one_hub_and_everything_converges(pg_dsn, pg
     assert len(hub) > 0
     for conn, _ in agents:
         assert user_rows(conn, "t") == hub
+
+
+def test_one_provider_serves_clients_from_several_threads(pg_exec, pg_provider):
+    """What an HTTP service does with one provider: concurrent calls, each on
+    a connection of the pool."""
+    import threading
+
+    import apsw
+    import sqlite_ct
+    from sqlite_ct.sync import ClientSyncProvider, SyncAgent
+    pg_exec("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    server = pg_provider()
+    errors = []
+
+    def run(n):
+        try:
+            conn = apsw.Connection(":memory:")
+            sqlite_ct.load(conn)
+            agent = SyncAgent(ClientSyncProvider(conn), server, ["t"], batch_size=4)
+            agent.synchronize()
+            for rnd in range(8):
+                conn.execute("INSERT INTO t (id, v) VALUES (?, ?) ON CONFLICT (id) DO UPDATE "
+                             "SET v = excluded.v", (n * 100 + rnd % 3, f"{n}.{rnd}"))
+                conn.execute("UPDATE t SET v = v || '!' WHERE id = ?", (rnd % 5,))
+                agent.synchronize()
+            results[n] = (conn, agent)
+        except Exception as exc:       # reported below, with the thread's number
+            errors.append((n, exc))
+    results = {}
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    for conn, agent in results.values():
+        agent.synchronize()
+    hub = [tuple(r) for r in pg_exec("SELECT id, v FROM t ORDER BY id")]
+    assert len(hub) == 12
+    for conn, _ in results.values():
+        assert user_rows(conn, "t") == hub

@@ -100,7 +100,10 @@ def side_name(table: str) -> str:
 
 
 def ensure_base(cur: Any) -> None:
-    """The sqlite_ct schema and its registry tables (idempotent)."""
+    """The sqlite_ct schema and its registry tables (idempotent). Serialised:
+    two first uses at once would both try to create them (IF NOT EXISTS does
+    not wait for the other's uncommitted CREATE)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('sqlite_ct:base'))")
     cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(SCHEMA)}")
     cur.execute(f"CREATE TABLE IF NOT EXISTS {qi(SCHEMA)}.hub_info ("
                 "one boolean PRIMARY KEY DEFAULT true CHECK (one), server_id uuid NOT NULL)")
