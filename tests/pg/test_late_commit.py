@@ -122,3 +122,36 @@ def test_any_interleaving_of_sessions_and_syncs_converges(hub, pg_dsn, pg_exec, 
         for conn in sessions:
             conn.rollback()
             conn.close()
+
+
+def test_an_insert_racing_an_uploaded_insert_of_the_same_key_is_a_conflict(hub, pg_dsn,
+                                                                          pg_exec):
+    """Detection cannot see a key another transaction has inserted but not
+    committed; the upload's insert waits for it and must then report
+    ClientInsertServerInsert instead of overwriting the row."""
+    import threading
+    import time
+
+    from sqlite_ct.sync import ConflictType
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), hub, ["t"])
+    agent.synchronize()
+    client.execute("INSERT INTO t (id, v) VALUES (5, 'client')")
+    other = psycopg.connect(pg_dsn)
+    other.execute("INSERT INTO t VALUES (5, 'other app')")
+    result = {}
+    sync = threading.Thread(target=lambda: result.update(stats=agent.synchronize()))
+    sync.start()
+    deadline = time.monotonic() + 20
+    while not pg_exec("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                      "AND datname = current_database()"):
+        assert time.monotonic() < deadline, "the upload never waited for the other insert"
+        time.sleep(0.02)
+    other.commit()
+    other.close()
+    sync.join(30)
+    stats = result["stats"]
+    assert [c.type for c in stats.conflicts] == [ConflictType.CLIENT_INSERT_SERVER_INSERT]
+    assert stats.conflicts[0].server_row == {"id": 5, "v": "other app"}
+    assert pg_exec("SELECT v FROM t WHERE id = 5") == [("other app",)]
+    assert rows(client) == [(5, "other app")]

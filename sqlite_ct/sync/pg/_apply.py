@@ -12,7 +12,9 @@ context) and the client has not received that version (its change_xid is not
 visible in the client's anchor snapshot, nor already read by a batched
 download in progress); an update of a row that is gone is
 ClientUpdateServerDelete. The other rows are applied with one statement per
-table and kind, deletes in reverse table order, then inserts, then updates,
+table and kind (an uploaded insert of a key that was not on the hub is
+inserted without overwriting: a key another transaction inserted meanwhile
+is detected again instead), deletes in reverse table order, then inserts, then updates,
 inserts and updates as INSERT ... ON CONFLICT DO UPDATE. If such a statement
 fails on a row (a constraint, a value the column rejects), it is rolled back
 to a savepoint and that table's rows of that kind are applied one by one,
@@ -256,19 +258,54 @@ class Applier:
         for st in staged:
             self.cur.execute(f"DROP TABLE IF EXISTS pg_temp.{st.stage}")
 
+    def _insert_new(self, st: Staged) -> List[int]:
+        """Insert the uploaded inserts whose key was not on the hub at
+        detection, and nothing else. A key another transaction inserted in
+        the meantime (detection could not see it, the row was not locked)
+        is left alone and its row detected again: a conflict, not a silent
+        overwrite. Returns the rows this statement inserted."""
+        info = st.info
+        cols = ", ".join(qi(c) for c in st.columns)
+        ccols = ", ".join(f"c{i}" for i in range(len(st.columns)))
+        keys = ", ".join(qi(k) for k in info.key)
+        back = " AND ".join(f"i.{qi(k)} = cand.c{st.columns.index(k)}" for k in info.key)
+        rows = self.cur.execute(
+            f"WITH cand AS (SELECT s._seq, {', '.join(f's.c{i}' for i in range(len(st.columns)))} "
+            f"FROM {st.stage} AS s WHERE s._op = {OP_INSERT} AND s._ct IS NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {info.qname} AS t WHERE {st.join('t')})), "
+            f"ins AS (INSERT INTO {info.qname} ({cols}) SELECT {ccols} FROM cand ORDER BY _seq "
+            f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}) "
+            f"SELECT cand._seq, EXISTS (SELECT 1 FROM ins AS i WHERE {back}) FROM cand"
+        ).fetchall()
+        inserted = [seq for seq, done in rows if done]
+        for seq in (seq for seq, done in rows if not done):
+            ctype = self._detect(st, seq).get(seq)
+            if ctype is not None:
+                st.conflicts[seq] = (ctype, None)
+        marks = [(2, s) for s in inserted] + [(1, s) for s, _ in rows if s in st.conflicts]
+        if marks:
+            self.cur.executemany(f"UPDATE {st.stage} SET _ct = %s WHERE _seq = %s", marks)
+        return inserted
+
     def _apply_set(self, st: Staged, op: int) -> None:
         count = st.counts[op] - sum(1 for s in st.conflicts if st.rows[s][0] == op)
         if not count:
             return
         sql = (self._delete_sql if op == OP_DELETE else self._upsert_sql)(
             st, f"s._op = {op} AND s._ct IS NULL")
+        before = dict(st.conflicts)
         try:
             with self.conn.transaction():
+                if op == OP_INSERT:
+                    self._insert_new(st)
+                    count = st.counts[op] - sum(1 for s in st.conflicts
+                                                if st.rows[s][0] == op)
                 self.cur.execute(sql)
             self.applied += count
             return
         except row_errors():
-            pass
+            st.conflicts.clear()           # the savepoint undid what was found in it
+            st.conflicts.update(before)
         row_sql = self._row_sql(st, op)
         pending = [s for s, (o, _) in st.rows.items() if o == op and s not in st.conflicts]
         errors: Dict[int, str] = {}
