@@ -173,6 +173,9 @@ class Applier:
                     st.conflicts[row[0]] = (ConflictType.ERRORS_OCCURRED, str(exc).strip())
         st.counts = {OP_DELETE: len(tc.deletes), OP_INSERT: len(tc.inserts),
                      OP_UPDATE: len(tc.updates)}
+        # A temporary table has no statistics until analysed: the planner
+        # would take it for one row and join it by nested loops.
+        self.cur.execute(f"ANALYZE {stage}")
         return st
 
     # -- detection ----------------------------------------------------------
@@ -245,9 +248,7 @@ class Applier:
                              f"ON {st.join('t')} ORDER BY {keys} FOR UPDATE OF t")
             for seq, ctype in self._detect(st).items():
                 st.conflicts[seq] = (ctype, None)
-            if st.conflicts:
-                self.cur.executemany(f"UPDATE {st.stage} SET _ct = 1 WHERE _seq = %s",
-                                     [(s,) for s in st.conflicts])
+            self._mark_conflicts(st, list(st.conflicts))
         steps = ([(st, OP_DELETE) for st in reversed(staged)]
                  + [(st, OP_INSERT) for st in staged] + [(st, OP_UPDATE) for st in staged])
         for st, op in steps:
@@ -258,34 +259,39 @@ class Applier:
         for st in staged:
             self.cur.execute(f"DROP TABLE IF EXISTS pg_temp.{st.stage}")
 
-    def _insert_new(self, st: Staged) -> List[int]:
+    def _mark_conflicts(self, st: Staged, seqs: Sequence[int]) -> None:
+        if seqs:
+            self.cur.execute(f"UPDATE {st.stage} SET _ct = 1 WHERE _seq = ANY(%s)", (list(seqs),))
+
+    def _insert_new(self, st: Staged) -> None:
         """Insert the uploaded inserts whose key was not on the hub at
         detection, and nothing else. A key another transaction inserted in
         the meantime (detection could not see it, the row was not locked)
         is left alone and its row detected again: a conflict, not a silent
-        overwrite. Returns the rows this statement inserted."""
+        overwrite. The rows inserted are marked done (_ct = 2)."""
         info = st.info
         cols = ", ".join(qi(c) for c in st.columns)
         ccols = ", ".join(f"c{i}" for i in range(len(st.columns)))
         keys = ", ".join(qi(k) for k in info.key)
         back = " AND ".join(f"i.{qi(k)} = cand.c{st.columns.index(k)}" for k in info.key)
+        skey = ", ".join(f"s.c{st.columns.index(k)}" for k in info.key)
         rows = self.cur.execute(
             f"WITH cand AS (SELECT s._seq, {', '.join(f's.c{i}' for i in range(len(st.columns)))} "
             f"FROM {st.stage} AS s WHERE s._op = {OP_INSERT} AND s._ct IS NULL AND NOT EXISTS "
             f"(SELECT 1 FROM {info.qname} AS t WHERE {st.join('t')})), "
             f"ins AS (INSERT INTO {info.qname} ({cols}) SELECT {ccols} FROM cand ORDER BY _seq "
-            f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}) "
-            f"SELECT cand._seq, EXISTS (SELECT 1 FROM ins AS i WHERE {back}) FROM cand"
-        ).fetchall()
-        inserted = [seq for seq, done in rows if done]
-        for seq in (seq for seq, done in rows if not done):
+            f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}), "
+            f"done AS (UPDATE {st.stage} AS s SET _ct = 2 FROM ins AS i "
+            f"WHERE s._op = {OP_INSERT} AND ({skey}) = ({', '.join(f'i.{qi(k)}' for k in info.key)}) "
+            f"RETURNING s._seq) "
+            f"SELECT cand._seq FROM cand LEFT JOIN ins AS i ON {back} "
+            f"WHERE i.{qi(info.key[0])} IS NULL").fetchall()
+        lost = [seq for (seq,) in rows]
+        for seq in lost:
             ctype = self._detect(st, seq).get(seq)
             if ctype is not None:
                 st.conflicts[seq] = (ctype, None)
-        marks = [(2, s) for s in inserted] + [(1, s) for s, _ in rows if s in st.conflicts]
-        if marks:
-            self.cur.executemany(f"UPDATE {st.stage} SET _ct = %s WHERE _seq = %s", marks)
-        return inserted
+        self._mark_conflicts(st, [s for s in lost if s in st.conflicts])
 
     def _apply_set(self, st: Staged, op: int) -> None:
         count = st.counts[op] - sum(1 for s in st.conflicts if st.rows[s][0] == op)
