@@ -202,3 +202,18 @@ def test_without_psycopg_the_provider_says_what_to_install():
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert out.stdout.strip() == ("sqlite-ct sync: the PostgreSQL hub needs psycopg 3 and "
                                   "psycopg-pool; pip install 'sqlite-ct[postgres]'"), out.stderr
+
+
+def test_the_writers_search_path_cannot_change_what_the_triggers_call(setup, pg_dsn,
+                                                                      pg_exec):
+    hub, client, agent = setup
+    agent.synchronize()
+    pg_exec("CREATE SCHEMA evil")
+    pg_exec("CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql "
+            "AS $$ SELECT timestamptz '2000-01-01' $$")
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("SET search_path = evil, pg_catalog, public")
+        assert conn.execute("SELECT now()").fetchone()[0].year == 2000
+        conn.execute("DELETE FROM items WHERE id = 1")
+    assert pg_exec("SELECT extract(year FROM deleted_at) > 2000 FROM sqlite_ct.c_items "
+                   "WHERE id = 1") == [(True,)]

@@ -225,7 +225,9 @@ BEGIN
   END IF;
   RETURN NULL;
 END"""
-    cur.execute(f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
+    # A fixed search_path: the writer's own cannot swap now() or the casts.
+    cur.execute(f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
+                "SET search_path = pg_catalog, pg_temp AS "
                 + "$sqlite_ct$" + body + "$sqlite_ct$")
     t = info.qname
     for name, event, refs in (("sqlite_ct_insert", "AFTER INSERT", "NEW TABLE AS new_rows"),
