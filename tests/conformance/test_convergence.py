@@ -1,7 +1,6 @@
 """Convergence on both hubs: any sequence of client edits, direct hub writes
 and syncs with any batch size ends, after a final round of syncs, with every
 client equal to the hub."""
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -266,7 +266,7 @@ def column_converter(cat: str, pg_type: str, table: str, column: str
     def convert(value: Any) -> Any:
         if value is None:
             return None
-        if type(value) is fast and (fast is not str or "\0" not in value):
+        if type(value) is fast and not (isinstance(value, str) and "\0" in value):
             return value
         try:
             return slow(value, pg_type)
