@@ -157,3 +157,42 @@ def test_purge_with_a_bad_age_is_refused(orders, pg_provider, bad):
     with pytest.raises(SyncError, match=r"purge_tombstones\(\): older_than_days must be a "
                                         r"number >= 0"):
         server.purge_tombstones("orders", older_than_days=bad)
+
+
+def test_tables_in_another_schema(pg_exec, pg_provider):
+    pg_exec('CREATE SCHEMA "App Data"')
+    pg_exec('CREATE TABLE "App Data".notes (id integer PRIMARY KEY, body text)')
+    pg_exec('CREATE TABLE public.notes (id integer PRIMARY KEY, other integer)')
+    pg_exec("""INSERT INTO "App Data".notes VALUES (1, 'in schema')""")
+    server = pg_provider(schema="App Data")
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["notes"])
+    agent.synchronize()
+    client.execute("INSERT INTO notes (id, body) VALUES (2, 'from client')")
+    agent.synchronize()
+    assert pg_exec('SELECT * FROM "App Data".notes ORDER BY id') == [
+        (1, "in schema"), (2, "from client")]
+    assert pg_exec("SELECT count(*) FROM public.notes") == [(0,)]
+
+
+def test_tables_of_one_name_in_two_schemas_and_long_names_get_their_own_side_tables(
+        pg_exec, pg_provider):
+    long = "x" * 62
+    pg_exec('CREATE SCHEMA other')
+    for schema in ("public", "other"):
+        pg_exec(f'CREATE TABLE {schema}.notes (id integer PRIMARY KEY, body text)')
+        pg_exec(f'CREATE TABLE {schema}."{long}1" (id integer PRIMARY KEY)')
+        pg_exec(f'CREATE TABLE {schema}."{long}2" (id integer PRIMARY KEY)')
+    for schema in ("public", "other"):
+        pg_provider(schema=schema).provision("notes", f"{long}1", f"{long}2")
+    sides = pg_exec("SELECT side_table FROM sqlite_ct.tracked_tables")
+    assert len(sides) == len(set(sides)) == 6
+    assert pg_exec("SELECT count(*) FROM pg_indexes WHERE schemaname = 'sqlite_ct' "
+                   "AND indexdef LIKE '%change_xid%'") == [(6,)]
+    pg_exec("INSERT INTO public.notes VALUES (1, 'public')")
+    pg_exec("INSERT INTO other.notes VALUES (2, 'other')")
+    for schema, expected in (("public", [(1, "public")]), ("other", [(2, "other")])):
+        client = sqlite_client()
+        SyncAgent(ClientSyncProvider(client), pg_provider(schema=schema),
+                  ["notes"]).synchronize()
+        assert user_rows(client, "notes") == expected

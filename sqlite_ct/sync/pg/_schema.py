@@ -90,12 +90,16 @@ class PgTable:
         return " AND ".join(f"{a}.{qi(k)} = {b}.{qi(k)}" for k in self.key)
 
 
-def side_name(table: str) -> str:
-    name = "c_" + table
-    if len(name.encode()) <= 63:
+def side_name(schema: str, table: str, *, hashed: bool = False) -> str:
+    """c_<table> for a table in public, c_<schema>.<table> elsewhere; a
+    shortened name with a digest of both when that is too long for an
+    identifier or already taken."""
+    full = table if schema == "public" else f"{schema}.{table}"
+    name = "c_" + full
+    if len(name.encode()) <= 63 and not hashed:
         return name
-    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
-    cut = table.encode()[:40].decode(errors="ignore")
+    digest = hashlib.sha256(f"{schema}\0{table}".encode()).hexdigest()[:12]
+    cut = full.encode()[:40].decode(errors="ignore")
     return f"c_{cut}_{digest}"
 
 
@@ -150,7 +154,7 @@ def describe(cur: Any, schema: str, table: str) -> PgTable:
         _check_triggers(cur, oid, name)
     return PgTable(schema, name, columns, types, cats, tuple(bool(r[2]) for r in cols),
                    tuple(r[3] for r in cols), tuple(key),
-                   reg[0] if reg else side_name(name), reg is not None,
+                   reg[0] if reg else side_name(schema, name), reg is not None,
                    int(reg[1]) if reg and reg[1] is not None else None)
 
 
@@ -185,14 +189,22 @@ def provision(cur: Any, info: PgTable) -> PgTable:
     # Writers wait from here to the commit, so the backfill below sees every
     # row committed before the triggers existed and none is stamped twice.
     cur.execute(f"LOCK TABLE {info.qname} IN SHARE ROW EXCLUSIVE MODE")
+    for hashed in (False, True):
+        side = side_name(info.schema, info.name, hashed=hashed)
+        if not cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.{qi(side)}",)
+                           ).fetchone()[0]:
+            break
+    else:
+        raise SyncError(f'sqlite-ct sync: cannot name the side table of table "{info.name}": '
+                        f'sqlite_ct."{side}" exists already; drop it if nothing uses it')
+    info = dataclasses.replace(info, side=side)
     keys = ", ".join(qi(k) for k in info.key)
     keydefs = ", ".join(f"{qi(k)} {info.type_of(k)} NOT NULL" for k in info.key)
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {info.qside} ({keydefs}, "
+    cur.execute(f"CREATE TABLE {info.qside} ({keydefs}, "
                 "change_xid xid8 NOT NULL, insert_xid xid8 NOT NULL, context uuid, "
                 "deleted boolean NOT NULL DEFAULT false, deleted_at timestamptz, "
                 f"PRIMARY KEY ({keys}))")
-    index = qi(info.side[:50] + "_change")
-    cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {info.qside} (change_xid, {keys})")
+    cur.execute(f"CREATE INDEX ON {info.qside} (change_xid, {keys})")
     fn = trigger_function(info.side)
     nk = ", ".join(f"n.{qi(k)}" for k in info.key)
     ok = ", ".join(f"o.{qi(k)}" for k in info.key)
