@@ -208,3 +208,22 @@ def test_column_defaults_the_client_can_use_are_passed_on(pg_exec, pg_provider):
     assert {c.name: (c.default, c.not_null) for c in schema.columns} == {
         "id": (None, True), "n": ("7", True), "s": ("'it''s'", False), "f": ("0", False),
         "r": ("-1.5", False), "at": (None, False)}
+
+
+def test_values_are_exact_whatever_the_sessions_defaults(pg_dsn, pg_exec, pg_provider):
+    pg_exec("CREATE TABLE s (id double precision PRIMARY KEY, at timestamptz, d date)")
+    db = pg_exec("SELECT current_database()")[0][0]
+    pg_exec(f'ALTER DATABASE "{db}" SET extra_float_digits = -3')
+    pg_exec(f'ALTER DATABASE "{db}" SET DateStyle = \'SQL, DMY\'')
+    pg_exec(f'ALTER DATABASE "{db}" SET TimeZone = \'America/New_York\'')
+    try:
+        pg_exec("INSERT INTO s VALUES (0.1::float8 + 0.2::float8, '2026-12-07 04:40:00+00', "
+                "'2026-12-07'), (0.3, NULL, NULL)")
+        server = pg_provider()
+        client = sqlite_client()
+        agent = SyncAgent(ClientSyncProvider(client), server, ["s"], batch_size=1)
+        agent.synchronize()
+        assert user_rows(client, "s") == [(0.3, None, None), (0.30000000000000004,
+                                          "2026-12-07 04:40:00+00:00", "2026-12-07")]
+    finally:
+        pg_exec(f'ALTER DATABASE "{db}" RESET ALL')

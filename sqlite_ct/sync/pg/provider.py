@@ -103,7 +103,11 @@ class PostgresServerProvider(ServerProvider):
                     cur = conn.cursor()
                     if read_only:
                         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    cur.execute("SET LOCAL TimeZone = 'UTC'")
+                    # Exact, stable text forms whatever the role's defaults:
+                    # floats in full, timestamps in ISO and UTC.
+                    cur.execute("SELECT set_config('TimeZone', 'UTC', true), "
+                                "set_config('DateStyle', 'ISO, YMD', true), "
+                                "set_config('extra_float_digits', '1', true)")
                     yield conn
         except SyncError:
             raise
