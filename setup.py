@@ -231,7 +231,8 @@ if __name__ == "__main__":
         extras_require={
             "test": ["pytest", "hypothesis", "sqlite-utils", "SQLAlchemy", "alembic",
                      "datasette", "pandas", "apsw", "mypy", "rich",
-                     "starlette", "uvicorn", "httpx", "setuptools>=64", "wheel"],
+                     "starlette", "uvicorn", "httpx", "psycopg[binary]>=3.1", "psycopg-pool",
+                     "setuptools>=64", "wheel"],
             "apsw": ["apsw"],
             "server": ["starlette", "uvicorn", "httpx"],
             "postgres": ["psycopg[binary]>=3.1", "psycopg-pool"],

@@ -1,0 +1,495 @@
+"""Applying a client's upload on the PostgreSQL hub, with conflict detection:
+the same steps and rules as sqlite_ct/sync/_apply.py and server.py.
+
+HOW IT WORKS. Each table's incoming rows are converted to the columns' types
+(_types.py; a value that does not fit makes its row an ErrorsOccurred
+conflict) and COPYed into a temporary staging table with the target's column
+types. The target rows with those keys are locked (FOR UPDATE), so a
+concurrent writer cannot slip between detection and write. One set-based
+query per table finds the conflicts: a hub row conflicts with an uploaded
+change when someone other than this client wrote it (the side table's
+context) and the client has not received that version (its change_xid is not
+visible in the client's anchor snapshot, nor already read by a batched
+download in progress); an update of a row that is gone is
+ClientUpdateServerDelete. The other rows are applied with one statement per
+table and kind (an uploaded insert of a key that was not on the hub is
+inserted without overwriting: a key another transaction inserted meanwhile
+is detected again instead), deletes in reverse table order, then inserts, then updates,
+inserts and updates as INSERT ... ON CONFLICT DO UPDATE. If such a statement
+fails on a row (a constraint, a value the column rejects), it is rolled back
+to a savepoint and that table's rows of that kind are applied one by one,
+retrying failures while others succeed; the rest become ErrorsOccurred
+conflicts. Conflicts are resolved last by the provider's ConflictResolver or
+its on_apply_change_failed callback.
+
+All of it runs in the caller's transaction, with the tracking context set to
+the client's id (a resolution that writes an edited row clears it, so the row
+travels back to the client).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+
+from ..enums import ApplyAction, ConflictType, ResolveAction, SyncStage
+from ..errors import SyncError
+from ..messages import TableChanges
+from ..model import Conflict, ConflictResolver, Row
+from . import _types
+from ._anchor import PHASE_ROWS, PgAnchor
+from ._schema import CONTEXT_SETTING, PgTable, qi
+
+OP_DELETE, OP_INSERT, OP_UPDATE = 0, 1, 2
+MAX_ATTEMPTS = 5
+CISI, CUSU, CUSD, CDSU = 1, 2, 3, 4
+CODES = {CISI: ConflictType.CLIENT_INSERT_SERVER_INSERT,
+         CUSU: ConflictType.CLIENT_UPDATE_SERVER_UPDATE,
+         CUSD: ConflictType.CLIENT_UPDATE_SERVER_DELETE,
+         CDSU: ConflictType.CLIENT_DELETE_SERVER_UPDATE}
+_stage_ids = itertools.count(1)
+
+
+def row_errors() -> Tuple[Type[BaseException], ...]:
+    """psycopg errors that mean "this row cannot be written": constraints, a
+    value the column rejects, RAISE EXCEPTION in a user trigger."""
+    import psycopg
+    return (psycopg.IntegrityError, psycopg.DataError, psycopg.errors.RaiseException)
+
+
+@dataclasses.dataclass
+class Staged:
+    info: PgTable
+    changes: TableChanges
+    stage: str
+    columns: Tuple[str, ...]              # incoming columns, hub spelling
+    key_pos: Tuple[int, ...]
+    rows: Dict[int, Tuple[int, tuple]]    # seq -> (op, incoming values)
+    counts: Dict[int, int]
+    conflicts: Dict[int, Tuple[ConflictType, Optional[str]]] = dataclasses.field(
+        default_factory=dict)
+    convert: Tuple[Any, ...] = ()         # per column: client value -> PostgreSQL value
+
+    def key_of(self, values: tuple) -> Row:
+        return {self.columns[i]: values[i] for i in self.key_pos}
+
+    def join(self, alias: str) -> str:
+        return " AND ".join(f"{alias}.{qi(k)} = s.c{self.columns.index(k)}"
+                            for k in self.info.key)
+
+
+def check_columns(info: PgTable, tc: TableChanges) -> Tuple[str, ...]:
+    local = {c.lower(): c for c in info.columns}
+    missing = [c for c in tc.columns if c.lower() not in local]
+    if missing:
+        raise SyncError(
+            f'sqlite-ct sync: table "{info.name}" on the server has no column '
+            f"{', '.join(repr(c) for c in missing)}; add it (ALTER TABLE ... ADD COLUMN) "
+            f"or reinitialise the table")
+    if [k.lower() for k in tc.key_columns] != [k.lower() for k in info.key]:
+        raise SyncError(
+            f'sqlite-ct sync: table "{info.name}" has primary key ({", ".join(info.key)}) on '
+            f'the server but ({", ".join(tc.key_columns)}) on the other side')
+    return tuple(local[c.lower()] for c in tc.columns)
+
+
+class Applier:
+    def __init__(self, conn: Any, infos: Mapping[str, PgTable], client: uuid.UUID,
+                 anchors: Mapping[str, Optional[PgAnchor]], resolver: ConflictResolver,
+                 handler: Any) -> None:
+        self.conn = conn
+        self.cur = conn.cursor()
+        self.infos = infos
+        self.client = client
+        self.anchors = anchors
+        self.resolver = resolver
+        self.handler = handler
+        self.applied = 0
+        self.failed = 0
+        self.conflicts: List[Conflict] = []
+        self.corrections: Dict[str, TableChanges] = {}
+
+    # -- values -------------------------------------------------------------
+    def _convert(self, st: Staged, values: Sequence[Any], op: int) -> tuple:
+        if op == OP_DELETE:
+            out: List[Any] = [None] * len(st.columns)
+            for i in st.key_pos:
+                out[i] = st.convert[i](values[i])
+            return tuple(out)
+        return tuple([f(v) for f, v in zip(st.convert, values)])
+
+    def _set_context(self, client: Optional[uuid.UUID]) -> None:
+        self.cur.execute("SELECT set_config(%s, %s, true)",
+                         (CONTEXT_SETTING, str(client) if client else ""))
+
+    # -- staging ------------------------------------------------------------
+    def _stage(self, tc: TableChanges) -> Staged:
+        info = self.infos[tc.table.lower()]
+        columns = check_columns(info, tc)
+        key_pos = tuple(columns.index(k) for k in info.key)
+        stage = qi(f"sqlite_ct_stage_{next(_stage_ids)}")
+        defs = "".join(f", c{i} {info.type_of(c)}" for i, c in enumerate(columns))
+        self.cur.execute(f"CREATE TEMP TABLE {stage} (_seq integer PRIMARY KEY, "
+                         f"_op integer NOT NULL, _ct integer{defs}) ON COMMIT DROP")
+        convert = tuple(_types.column_converter(info.cats[j], info.types[j], info.name, c)
+                        for c, j in ((c, info.columns.index(c)) for c in columns))
+        st = Staged(info, tc, stage, columns, key_pos, {}, {}, convert=convert)
+        seq = itertools.count(1)
+        blank = (None,) * len(columns)
+        staged: List[tuple] = []
+        for k in tc.deletes:
+            values = list(blank)
+            for pos, v in zip(key_pos, k):
+                values[pos] = v
+            staged.append((OP_DELETE, tuple(values)))
+        staged += [(OP_INSERT, tuple(r)) for r in tc.inserts]
+        staged += [(OP_UPDATE, tuple(r)) for r in tc.updates]
+        out: List[tuple] = []
+        for op, values in staged:
+            n = next(seq)
+            st.rows[n] = (op, values)
+            try:
+                out.append((n, op, *self._convert(st, values, op)))
+            except _types.Unfit as exc:
+                st.conflicts[n] = (ConflictType.ERRORS_OCCURRED, str(exc))
+        names = "".join(f", c{i}" for i in range(len(columns)))
+        copy_sql = f"COPY {stage} (_seq, _op{names}) FROM STDIN"
+        try:
+            with self.conn.transaction():
+                with self.cur.copy(copy_sql) as copy:
+                    for row in out:
+                        copy.write_row(row)
+        except row_errors():
+            # A value the column type rejects (varchar(n) too long, ...):
+            # stage row by row, and the rows that fail are ErrorsOccurred.
+            marks = ", ".join(["%s"] * (len(columns) + 2))
+            for row in out:
+                try:
+                    with self.conn.transaction():
+                        self.cur.execute(f"INSERT INTO {stage} (_seq, _op{names}) "
+                                         f"VALUES ({marks})", row)
+                except row_errors() as exc:
+                    st.conflicts[row[0]] = (ConflictType.ERRORS_OCCURRED, str(exc).strip())
+        st.counts = {OP_DELETE: len(tc.deletes), OP_INSERT: len(tc.inserts),
+                     OP_UPDATE: len(tc.updates)}
+        # A temporary table has no statistics until analysed: the planner
+        # would take it for one row and join it by nested loops.
+        self.cur.execute(f"ANALYZE {stage}")
+        return st
+
+    # -- detection ----------------------------------------------------------
+    def _seen(self, info: PgTable) -> Tuple[str, Dict[str, Any]]:
+        """SQL true for a side row `c` whose version the client has received."""
+        anchor = self.anchors.get(info.name.lower())
+        if anchor is None:
+            return "false", {}
+        parts, params = [], {}
+        if anchor.complete is not None:
+            parts.append("coalesce(pg_visible_in_snapshot(c.change_xid, "
+                         "%(sq_complete)s::pg_snapshot), false)")
+            params["sq_complete"] = anchor.complete
+        w = anchor.window
+        if w is not None and not w.snapshot and w.phase == PHASE_ROWS and w.cursor_key:
+            cols = ["c.change_xid"] + [f"c.{qi(k)}" for k in info.key]
+            vals = ["%(sq_cx)s::text::xid8"] + [f"%(sq_ck{i})s::{info.type_of(k)}"
+                                               for i, k in enumerate(info.key)]
+            parts.append("coalesce(pg_visible_in_snapshot(c.change_xid, %(sq_up)s::pg_snapshot)"
+                         f" AND ({', '.join(cols)}) <= ({', '.join(vals)}), false)")
+            params.update(sq_cx=str(w.cursor_xid), sq_up=w.upper,
+                          **{f"sq_ck{i}": v for i, v in enumerate(w.cursor_key)})
+        return (" OR ".join(parts) or "false"), params
+
+    def _detect(self, st: Staged, only: Optional[int] = None) -> Dict[int, ConflictType]:
+        info = st.info
+        seen, params = self._seen(info)
+        k0 = qi(info.key[0])
+        sql = (f"SELECT s._seq, CASE WHEN t.{k0} IS NOT NULL THEN (CASE s._op WHEN 0 THEN {CDSU} "
+               f"WHEN 1 THEN {CISI} ELSE {CUSU} END) ELSE {CUSD} END "
+               f"FROM {st.stage} AS s LEFT JOIN {info.qname} AS t ON {st.join('t')} "
+               f"LEFT JOIN {info.qside} AS c ON {st.join('c')} "
+               f"WHERE ((t.{k0} IS NOT NULL AND c.context IS DISTINCT FROM %(sq_x)s::uuid "
+               f"AND NOT ({seen})) OR (t.{k0} IS NULL AND s._op = 2))")
+        params["sq_x"] = str(self.client)
+        if only is not None:
+            sql += " AND s._seq = %(sq_seq)s"
+            params["sq_seq"] = only
+        else:
+            sql += " AND s._ct IS NULL"
+        return {seq: CODES[code] for seq, code in self.cur.execute(sql, params)}
+
+    # -- statements -----------------------------------------------------------
+    def _delete_sql(self, st: Staged, where: str) -> str:
+        return (f"DELETE FROM {st.info.qname} AS t USING {st.stage} AS s "
+                f"WHERE {st.join('t')} AND {where}")
+
+    def _upsert_sql(self, st: Staged, where: str) -> str:
+        cols = ", ".join(qi(c) for c in st.columns)
+        scols = ", ".join(f"s.c{i}" for i in range(len(st.columns)))
+        keys = ", ".join(qi(k) for k in st.info.key)
+        sets = [f"{qi(c)} = excluded.{qi(c)}" for i, c in enumerate(st.columns)
+                if i not in st.key_pos]
+        action = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
+        return (f"INSERT INTO {st.info.qname} AS t ({cols}) SELECT {scols} FROM {st.stage} AS s "
+                f"WHERE {where} ORDER BY s._seq ON CONFLICT ({keys}) {action}")
+
+    def _row_sql(self, st: Staged, op: int) -> str:
+        where = "s._seq = %(seq)s"
+        return self._delete_sql(st, where) if op == OP_DELETE else self._upsert_sql(st, where)
+
+    # -- the group ------------------------------------------------------------
+    def apply(self, tables: Sequence[TableChanges]) -> None:
+        self._set_context(self.client)
+        staged = [self._stage(tc) for tc in tables if len(tc)]
+        for st in staged:
+            # In key order, so two uploads lock common rows in the same order.
+            keys = ", ".join(f"t.{qi(k)}" for k in st.info.key)
+            self.cur.execute(f"SELECT 1 FROM {st.info.qname} AS t JOIN {st.stage} AS s "
+                             f"ON {st.join('t')} ORDER BY {keys} FOR UPDATE OF t")
+            for seq, ctype in self._detect(st).items():
+                st.conflicts[seq] = (ctype, None)
+            self._mark_conflicts(st, list(st.conflicts))
+        steps = ([(st, OP_DELETE) for st in reversed(staged)]
+                 + [(st, OP_INSERT) for st in staged] + [(st, OP_UPDATE) for st in staged])
+        for st, op in steps:
+            self._apply_set(st, op)
+        for st, op in steps:
+            for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
+                self._resolve(st, seq)
+        for st in staged:
+            self.cur.execute(f"DROP TABLE IF EXISTS pg_temp.{st.stage}")
+
+    def _mark_conflicts(self, st: Staged, seqs: Sequence[int]) -> None:
+        if seqs:
+            self.cur.execute(f"UPDATE {st.stage} SET _ct = 1 WHERE _seq = ANY(%s)", (list(seqs),))
+
+    def _insert_new(self, st: Staged) -> None:
+        """Insert the uploaded inserts whose key was not on the hub at
+        detection, and nothing else. A key another transaction inserted in
+        the meantime (detection could not see it, the row was not locked)
+        is left alone and its row detected again: a conflict, not a silent
+        overwrite. The rows inserted are marked done (_ct = 2)."""
+        info = st.info
+        cols = ", ".join(qi(c) for c in st.columns)
+        ccols = ", ".join(f"c{i}" for i in range(len(st.columns)))
+        keys = ", ".join(qi(k) for k in info.key)
+        back = " AND ".join(f"i.{qi(k)} = cand.c{st.columns.index(k)}" for k in info.key)
+        skey = ", ".join(f"s.c{st.columns.index(k)}" for k in info.key)
+        rows = self.cur.execute(
+            f"WITH cand AS (SELECT s._seq, {', '.join(f's.c{i}' for i in range(len(st.columns)))} "
+            f"FROM {st.stage} AS s WHERE s._op = {OP_INSERT} AND s._ct IS NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {info.qname} AS t WHERE {st.join('t')})), "
+            f"ins AS (INSERT INTO {info.qname} ({cols}) SELECT {ccols} FROM cand ORDER BY _seq "
+            f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}), "
+            f"done AS (UPDATE {st.stage} AS s SET _ct = 2 FROM ins AS i "
+            f"WHERE s._op = {OP_INSERT} AND ({skey}) = ({', '.join(f'i.{qi(k)}' for k in info.key)}) "
+            f"RETURNING s._seq) "
+            f"SELECT cand._seq FROM cand LEFT JOIN ins AS i ON {back} "
+            f"WHERE i.{qi(info.key[0])} IS NULL").fetchall()
+        lost = [seq for (seq,) in rows]
+        for seq in lost:
+            ctype = self._detect(st, seq).get(seq)
+            if ctype is not None:
+                st.conflicts[seq] = (ctype, None)
+        self._mark_conflicts(st, [s for s in lost if s in st.conflicts])
+
+    def _apply_set(self, st: Staged, op: int) -> None:
+        count = st.counts[op] - sum(1 for s in st.conflicts if st.rows[s][0] == op)
+        if not count:
+            return
+        sql = (self._delete_sql if op == OP_DELETE else self._upsert_sql)(
+            st, f"s._op = {op} AND s._ct IS NULL")
+        before = dict(st.conflicts)
+        try:
+            with self.conn.transaction():
+                if op == OP_INSERT:
+                    self._insert_new(st)
+                    count = st.counts[op] - sum(1 for s in st.conflicts
+                                                if st.rows[s][0] == op)
+                self.cur.execute(sql)
+            self.applied += count
+            return
+        except row_errors():
+            st.conflicts.clear()           # the savepoint undid what was found in it
+            st.conflicts.update(before)
+        row_sql = self._row_sql(st, op)
+        pending = [s for s, (o, _) in st.rows.items() if o == op and s not in st.conflicts]
+        errors: Dict[int, str] = {}
+        while pending:
+            failed = []
+            for seq in pending:
+                try:
+                    with self.conn.transaction():
+                        self.cur.execute(row_sql, {"seq": seq})
+                    self.applied += 1
+                except row_errors() as exc:
+                    failed.append(seq)
+                    errors[seq] = str(exc).strip()
+            if len(failed) == len(pending):
+                break
+            pending = failed
+        for seq in pending:
+            st.conflicts[seq] = (ConflictType.ERRORS_OCCURRED, errors[seq])
+
+    # -- conflicts ------------------------------------------------------------
+    def _local_row(self, st: Staged, key: Row) -> Optional[Row]:
+        info = st.info
+        cols = ", ".join(_types.select_expr(cat, qi(c)) for c, cat in zip(info.columns,
+                                                                          info.cats))
+        where, params = self._key_where(st, key)
+        row = self.cur.execute(f"SELECT {cols} FROM {info.qname} WHERE {where}",
+                               params).fetchone()
+        if row is None:
+            return None
+        return dict(zip(info.columns, _types.row_to_sqlite(row, info.to_sqlite())))
+
+    def _key_where(self, st: Staged, key: Row, alias: str = "") -> Tuple[str, Dict[str, Any]]:
+        info = st.info
+        parts, params = [], {}
+        for i, k in enumerate(info.key):
+            j = info.columns.index(k)
+            try:
+                params[f"k{i}"] = _types.to_pg(key[k], info.cats[j], info.types[j], info.name, k)
+            except _types.Unfit:
+                return "false", {}
+            parts.append(f"{alias}{qi(k)} = %(k{i})s::{info.types[j]}")
+        return " AND ".join(parts), params
+
+    def _decide(self, conflict: Conflict) -> ApplyAction:
+        choice = self.resolver.action_for(conflict.type)
+        if choice is ResolveAction.FIRE_EVENT:
+            if self.handler is None:
+                raise SyncError(
+                    f'sqlite-ct sync: {conflict.type.value} conflict on table "{conflict.table}" '
+                    f"key {conflict.key!r} on the server"
+                    + (f" ({conflict.error})" if conflict.error else "")
+                    + "; the conflict resolver says FIRE_EVENT but the provider has no "
+                      "on_apply_change_failed handler")
+            action = self.handler(conflict)
+            if not isinstance(action, ApplyAction):
+                raise SyncError(f"sqlite-ct sync: on_apply_change_failed returned {action!r}, "
+                                f"not an ApplyAction")
+            return action
+        if choice is ResolveAction.CLIENT_WINS:
+            return ApplyAction.RETRY_WITH_FORCE_WRITE
+        return ApplyAction.CONTINUE
+
+    def _conflict(self, st: Staged, ctype: ConflictType, key: Row, incoming: Optional[Row],
+                  error: Optional[str]) -> Conflict:
+        c = Conflict(ctype, SyncStage.UPLOADING_CHANGES, st.info.name, key,
+                     None if incoming is None else dict(incoming), self._local_row(st, key),
+                     error)
+        c.connection = self.conn
+        return c
+
+    def _resolve(self, st: Staged, seq: int) -> None:
+        op, values = st.rows[seq]
+        ctype, error = st.conflicts[seq]
+        key = st.key_of(values)
+        incoming = None if op == OP_DELETE else dict(zip(st.columns, values))
+        conflict = self._conflict(st, ctype, key, incoming, error)
+        action = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            conflict.attempts = attempt
+            action = self._decide(conflict)
+            conflict.action = action
+            if action is ApplyAction.CONTINUE:
+                self.failed += 1
+                self._skipped(st, key)
+                break
+            row = conflict.client_row
+            merged = row != incoming
+            try:
+                with self.conn.transaction():
+                    if merged:
+                        self._set_context(None)
+                    try:
+                        if action is ApplyAction.RETRY_WITH_FORCE_WRITE:
+                            self._force(st, key, row)
+                            done = True
+                        else:
+                            done = self._retry(st, seq, op, row, key)
+                    finally:
+                        if merged:
+                            self._set_context(self.client)
+            except _types.Unfit as exc:
+                conflict = self._conflict(st, ConflictType.ERRORS_OCCURRED, key, row, str(exc))
+                continue
+            except row_errors() as exc:
+                conflict = self._conflict(st, ConflictType.ERRORS_OCCURRED, key, row,
+                                          str(exc).strip())
+                continue
+            if done:
+                self.applied += 1
+                break
+            new_type = self._detect(st, seq).get(seq)
+            conflict = self._conflict(st, new_type or ctype, key, row, None)
+        else:
+            raise SyncError(
+                f'sqlite-ct sync: the {conflict.type.value} conflict on table "{st.info.name}" '
+                f"key {key!r} on the server is still unresolved after {MAX_ATTEMPTS} "
+                f"attempts (last action {action.value if action else None})"
+                + (f"; last error: {conflict.error}" if conflict.error else ""))
+        conflict.connection = None
+        self.conflicts.append(conflict)
+
+    def _force(self, st: Staged, key: Row, row: Optional[Row]) -> None:
+        info = st.info
+        if row is None:
+            where, params = self._key_where(st, key)
+            self.cur.execute(f"DELETE FROM {info.qname} WHERE {where}", params)
+            return
+        local = {c.lower(): c for c in info.columns}
+        cols = [local[c.lower()] for c in row if c.lower() in local]
+        params = {}
+        marks = []
+        for i, c in enumerate(cols):
+            j = info.columns.index(c)
+            params[f"v{i}"] = _types.to_pg(row[next(k for k in row if k.lower() == c.lower())],
+                                           info.cats[j], info.types[j], info.name, c)
+            marks.append(f"%(v{i})s::{info.types[j]}")
+        keys = ", ".join(qi(k) for k in info.key)
+        sets = [f"{qi(c)} = excluded.{qi(c)}" for c in cols if c not in info.key]
+        action = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
+        self.cur.execute(f"INSERT INTO {info.qname} ({', '.join(qi(c) for c in cols)}) "
+                         f"VALUES ({', '.join(marks)}) ON CONFLICT ({keys}) {action}", params)
+
+    def _retry(self, st: Staged, seq: int, op: int, row: Optional[Row], key: Row) -> bool:
+        """Stage the (possibly edited) change again, detect, and apply it if
+        the conflict is gone; False if it is not."""
+        source = row if row is not None else key
+        values = tuple(source.get(c) for c in st.columns)
+        converted = self._convert(st, values, op if row is not None else OP_DELETE)
+        n = len(st.columns)
+        names = "".join(f", c{i}" for i in range(n))
+        marks = "".join(f", %(v{i})s" for i in range(n))
+        sets = ", ".join(f"c{i} = excluded.c{i}" for i in range(n))
+        self.cur.execute(f"INSERT INTO {st.stage} (_seq, _op, _ct{names}) "
+                         f"VALUES (%(seq)s, %(op)s, 1{marks}) ON CONFLICT (_seq) DO UPDATE "
+                         f"SET {sets}", {"seq": seq, "op": op,
+                                         **{f"v{i}": v for i, v in enumerate(converted)}})
+        if self._detect(st, seq):
+            return False
+        self.cur.execute(self._row_sql(st, OP_DELETE if row is None else op), {"seq": seq})
+        return True
+
+    def _skipped(self, st: Staged, key: Row) -> None:
+        """The hub kept its version. The client gets it with its next download
+        if the row is unseen and someone else's; otherwise send it back now."""
+        info = st.info
+        seen, params = self._seen(info)
+        where, kp = self._key_where(st, key, "t.")
+        cols = ", ".join(_types.select_expr(cat, f"t.{qi(c)}")
+                         for c, cat in zip(info.columns, info.cats))
+        tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
+                                                                 info.key))
+        found = self.cur.execute(
+            f"SELECT {cols}, c.context IS NOT DISTINCT FROM %(sq_x)s::uuid, ({seen}) "
+            f"FROM {info.qname} AS t LEFT JOIN {info.qside} AS c ON {info.key_join('c', 't')} "
+            f"WHERE {where}",
+            {**params, **kp, "sq_x": str(self.client)}).fetchone()
+        if found is None:
+            tc.deletes.append(tuple(key[st.columns[p]] for p in st.key_pos))
+        elif found[-2] or found[-1]:
+            tc.updates.append(_types.row_to_sqlite(found[:-2], info.to_sqlite()))
+

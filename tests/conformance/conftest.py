@@ -1,0 +1,133 @@
+"""The provider conformance suite: every scenario runs against the SQLite hub
+(ServerSyncProvider) and the PostgreSQL hub (PostgresServerProvider), with
+real clients, through the same `hub` fixture.
+
+A HubUnderTest offers what the scenarios need and nothing hub-specific:
+make the server provider, run SQL on the hub the way another application
+would (`?` placeholders), open a second session that keeps a transaction
+open, read a table's rows, purge tombstones.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List
+
+import apsw
+import pytest
+
+import sqlite_ct
+from pg_fixtures import (pg_dsn, pg_server, pg_test_database, sqlite_client,  # noqa: F401
+                         user_rows)
+from sqlite_ct.retention import purge_tombstones
+from sqlite_ct.sync import ClientSyncProvider, ServerSyncProvider, SyncAgent
+
+
+class SqliteHub:
+    kind = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn = self.session()
+        self.providers: List[Any] = []
+
+    def session(self) -> apsw.Connection:
+        conn = apsw.Connection(self.path)
+        sqlite_ct.load(conn)
+        conn.setbusytimeout(5000)
+        return conn
+
+    def server(self, **kwargs: Any) -> ServerSyncProvider:
+        return ServerSyncProvider(self.conn, **kwargs)
+
+    def execute(self, sql: str, params: tuple = ()) -> List[tuple]:
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def begin(self) -> "Session":
+        return Session(self.session(), "?")
+
+    def rows(self, table: str) -> List[tuple]:
+        return user_rows(self.conn, table)
+
+    def purge(self, server: Any, table: str) -> int:
+        return purge_tombstones(self.conn, table, older_than_days=0)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresHub:
+    kind = "postgres"
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+        self.dsn = dsn
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.providers: List[Any] = []
+
+    def server(self, **kwargs: Any) -> Any:
+        from sqlite_ct.sync.pg import PostgresServerProvider
+        p = PostgresServerProvider(self.dsn, max_connections=2, **kwargs)
+        self.providers.append(p)
+        return p
+
+    def execute(self, sql: str, params: tuple = ()) -> List[tuple]:
+        cur = self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+    def begin(self) -> "Session":
+        import psycopg
+        return Session(psycopg.connect(self.dsn), "%s")
+
+    def rows(self, table: str) -> List[tuple]:
+        cols = [r[0] for r in self.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND table_name = ? ORDER BY ordinal_position", (table,))]
+        names = ", ".join(f'"{c}"' for c in cols)
+        return [tuple(int(v) if isinstance(v, bool) else v for v in r)
+                for r in self.execute(f'SELECT {names} FROM "{table}" ORDER BY 1, 2')]
+
+    def purge(self, server: Any, table: str) -> int:
+        return server.purge_tombstones(table, older_than_days=0)
+
+    def close(self) -> None:
+        for p in self.providers:
+            p.close()
+        self.conn.close()
+
+
+class Session:
+    """A second connection to the hub with an open write transaction."""
+
+    def __init__(self, conn: Any, mark: str) -> None:
+        self.conn = conn
+        self.mark = mark
+        if mark == "?":
+            conn.execute("BEGIN IMMEDIATE")
+
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        if self.mark != "?":
+            sql = sql.replace("%", "%%").replace("?", self.mark)
+        self.conn.execute(sql, params)
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT") if self.mark == "?" else self.conn.commit()
+        self.conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hub(request, tmp_path):
+    if request.param == "sqlite":
+        h: Any = SqliteHub(os.path.join(tmp_path, "hub.db"))
+    else:
+        h = PostgresHub(request.getfixturevalue("pg_dsn"))
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def client_of():
+    """client_of(server, tables, **agent_kwargs) -> (client conn, SyncAgent)."""
+    def make(server: Any, tables: Any, **kwargs: Any):
+        conn = sqlite_client()
+        return conn, SyncAgent(ClientSyncProvider(conn), server, tables, **kwargs)
+    return make
