@@ -1149,9 +1149,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the HTTP sync service over a hub database",
                        description="Serve a hub database to sync clients over HTTP "
-                                   "(sqlite_ct.server, docs/server.md): the configuration "
+                                   "(sqlite_ct.server.create_app). The JSON configuration "
                                    "names the hub, the tables, their row filters and the "
-                                   "clients' tokens. Runs until interrupted.")
+                                   "clients' tokens, for example "
+                                   '{"hub": "hub.db", "tables": ["notes"], '
+                                   '"filters": {"notes": "owner = :user"}, '
+                                   '"tokens": {"<token>": {"user": "alice"}}}: '
+                                   "a client presenting <token> syncs as user alice and "
+                                   "reads and writes only the notes rows where owner = "
+                                   "'alice'. The hub's tables are set up at start. Runs "
+                                   "until interrupted.")
     p.add_argument("--config", required=True, metavar="FILE",
                    help="the service's JSON configuration")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on "
