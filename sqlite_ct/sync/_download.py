@@ -19,15 +19,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
 from . import _sql
 from ._anchor import (PHASE_DELETES, PHASE_SNAPSHOT, PHASE_STAMPED, PHASE_UNSTAMPED,
-                      HubAnchor, Window, decode_session, encode_session)
+                      HubAnchor, HubGuard, Window)
 from ._sql import TableInfo, q
-from .errors import SyncError
+from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 
 _PARAM = re.compile(r"[:@$]([A-Za-z_][A-Za-z0-9_]*)")
@@ -260,7 +259,7 @@ class _TableState:
         return bool(a.complete) and a.fingerprint != self.flt.fingerprint
 
 
-def read_batch(conn: Any, server_id: uuid.UUID, request: DownloadRequest,
+def read_batch(conn: Any, guard: HubGuard, request: DownloadRequest,
                filters: Mapping[str, Optional[str]], infos: _sql.TableInfoCache
                ) -> DownloadBatch:
     """One batch for `request`, read in one snapshot of the hub.
@@ -268,38 +267,42 @@ def read_batch(conn: Any, server_id: uuid.UUID, request: DownloadRequest,
     Deletes are read for the tables in reverse order before any rows, and
     rows in table order, so that across batches a child row is deleted before
     its parent and inserted after it, as within one batch."""
-    server = server_id.bytes
+    server = guard.server
     client = request.client_id.bytes_le
     budget = request.batch_size
     if budget is not None and budget < 1:
         raise SyncError("sqlite-ct sync: batch_size must be at least 1 (or None)")
     with _conn.savepoint(conn, "sqlite_ct_sync_read"):
-        upper = decode_session(request.session)
+        upper = guard.decode_session(request.session)
         if upper is None:
             upper = int(_sql.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
-        states = [_state(conn, infos, server, client, upper, dt, filters, request.parameters)
+        states = [_state(conn, infos, guard, client, upper, dt, filters, request.parameters)
                   for dt in request.tables]
         for st in reversed(states):
             budget = _advance(st, upper, budget, deletes_only=True)
         for st in states:
             budget = _advance(st, upper, budget, deletes_only=False)
+        anchors = {st.info.name: guard.encode(st.anchor, st.info.name) for st in states}
+        session = guard.encode_session(upper)
     out = [dataclasses.replace(st.reader.changes, reset=st.reset) for st in states
            if len(st.reader.changes) or st.reset]
-    anchors = {st.info.name: st.anchor.encode() for st in states}
     more = any(st.pending(upper) for st in states)
-    return DownloadBatch(out, anchors, encode_session(upper), more)
+    return DownloadBatch(out, anchors, session, more)
 
 
-def _state(conn: Any, infos: _sql.TableInfoCache, server: bytes, client: bytes, upper: int,
+def _state(conn: Any, infos: _sql.TableInfoCache, guard: HubGuard, client: bytes, upper: int,
            dt: DownloadTable, filters: Mapping[str, Optional[str]],
            parameters: Mapping[str, Any]) -> _TableState:
     info = infos.get(conn, dt.table)
     flt = row_filter(info.name, filters.get(info.name.lower()), parameters)
-    anchor = (HubAnchor.decode(dt.anchor, info.name) if dt.anchor
+    server = guard.server
+    anchor = (guard.decode(dt.anchor, info.name) if dt.anchor
               else HubAnchor(server, flt.fingerprint, 0))
-    if anchor.server != server:
-        raise SyncError(f'sqlite-ct sync: the received anchor of table "{info.name}" '
-                        f"was issued by another server; reinitialise the table")
+    w = anchor.window
+    if w is not None and (w.upper > upper or w.snapshot != dt.snapshot):
+        raise ReinitialiseRequired(
+            info.name, f'sqlite-ct sync: the received anchor of table "{info.name}" does not '
+                       f"belong to this download session; reinitialise the table")
     if not dt.snapshot and not info.tracked:
         raise SyncError(f'sqlite-ct sync: table "{info.name}" is not provisioned on the hub; '
                         f'call ServerSyncProvider.provision("{info.name}")')
@@ -335,7 +338,8 @@ def _advance(st: _TableState, upper: int, budget: Optional[int],
 def _open_window(info: TableInfo, flt: RowFilter, anchor: HubAnchor, upper: int) -> Window:
     complete = anchor.complete
     if complete and complete < info.min_valid:
-        raise SyncError(
+        raise ReinitialiseRequired(
+            info.name,
             f'sqlite-ct sync: the hub purged tombstones of table "{info.name}" newer than '
             f"this client's anchor (CSN {complete} < {info.min_valid}); reinitialise the "
             f"table on the client (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")

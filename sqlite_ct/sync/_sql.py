@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import uuid
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .. import _conn
+from ..anchors import client_id
 from ..keys import key_columns
 from .errors import SyncError
 
@@ -81,6 +83,19 @@ def savepoint(conn: Any) -> Iterator[None]:
         _conn.execute(conn, f'RELEASE "{label}"')
         raise
     _conn.execute(conn, f'RELEASE "{label}"')
+
+
+def database_id(conn: Any) -> "uuid.UUID":
+    """sqlite_ct.client_id(), but without a read transaction that turns into
+    a write one: an id that exists is read, a missing one is created in a
+    transaction whose write lock is taken up front, so a busy timeout is
+    honoured (an upgraded read transaction fails at once with SQLITE_BUSY)."""
+    if table_exists(conn, "__sysSyncSubscriptions") is not None:
+        blob = value(conn, "SELECT ClientId FROM __sysSyncSubscriptions ORDER BY rowid LIMIT 1")
+        if blob is not None:
+            return uuid.UUID(bytes_le=bytes(blob))
+    with transaction(conn, "sqlite_ct_sync_id"):
+        return client_id(conn)
 
 
 def executemany(conn: Any, sql: str, seq: Iterable[Sequence[Any]]) -> None:

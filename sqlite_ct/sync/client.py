@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .. import _conn
-from ..anchors import (client_id, get_received_anchor, get_sent_anchor, set_received_anchor,
+from ..anchors import (get_received_anchor, get_sent_anchor, set_received_anchor,
                        set_sent_anchor)
 from ..changes import enumerate_group_changes
 from ..retention import purge_tombstones
@@ -154,7 +154,7 @@ class ClientSyncProvider:
     def client_id(self) -> uuid.UUID:
         """This database's id, created on first use (__sysSyncSubscriptions)."""
         if self._client_id is None:
-            self._client_id = client_id(self.conn)
+            self._client_id = _sql.database_id(self.conn)
         return self._client_id
 
     def transaction(self):

@@ -26,9 +26,8 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 from .. import _conn
 from ..tracking import create_schema as track_table
 from ..tracking import is_tracked, set_tracking_context, tracking_context
-from ..anchors import client_id as database_id
 from . import _sql
-from ._anchor import HubAnchor
+from ._anchor import HubAnchor, HubGuard, hub_secret
 from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
 from ._download import read_batch, seen_condition
 from ._sql import TableInfo, q
@@ -160,6 +159,7 @@ class ServerSyncProvider(ServerProvider):
         for table, where in (filters or {}).items():
             self.set_filter(table, where)
         self._server_id: Optional[uuid.UUID] = None
+        self._guard: Optional[HubGuard] = None
         self._infos = _sql.TableInfoCache()
 
     @property
@@ -167,8 +167,15 @@ class ServerSyncProvider(ServerProvider):
         """The hub database's id (its __sysSyncSubscriptions row), which every
         anchor it issues carries."""
         if self._server_id is None:
-            self._server_id = database_id(self.conn)
+            self._server_id = _sql.database_id(self.conn)
         return self._server_id
+
+    @property
+    def guard(self) -> HubGuard:
+        """Issues and checks this hub's anchors (see _anchor.py)."""
+        if self._guard is None:
+            self._guard = HubGuard(self.conn, self.server_id.bytes, hub_secret(self.conn))
+        return self._guard
 
     def set_filter(self, table: str, where: Optional[str]) -> None:
         """Filter the rows of `table` sent to each client (None: no filter)."""
@@ -191,14 +198,15 @@ class ServerSyncProvider(ServerProvider):
         result: Dict[str, TableSchema] = {}
         initial: Dict[str, bytes] = {}
         current: Dict[str, bytes] = {}
-        server = self.server_id.bytes
+        guard = self.guard
+        server = guard.server
         with _conn.savepoint(self.conn, "sqlite_ct_sync_schema"):
             now = int(_sql.value(self.conn, "SELECT sqlite_ct_last_committed_csn()"))
             for table in tables:
                 info = self._infos.get(self.conn, table)
                 result[table] = self._table_schema(info)
-                initial[table] = HubAnchor(server, b"\0" * 8, 0).encode()
-                current[table] = HubAnchor(server, _UNSCOPED, now).encode()
+                initial[table] = guard.encode(HubAnchor(server, b"\0" * 8, 0), table)
+                current[table] = guard.encode(HubAnchor(server, _UNSCOPED, now), table)
         return SyncSchema(result, initial, current)
 
     def _table_schema(self, info: TableInfo) -> TableSchema:
@@ -213,12 +221,11 @@ class ServerSyncProvider(ServerProvider):
 
     def apply_changes(self, upload: Upload) -> UploadResult:
         conn = self.conn
+        guard = self.guard
         anchors: Dict[str, Optional[HubAnchor]] = {}
-        for table, blob in upload.received_anchors.items():
-            anchors[table.lower()] = HubAnchor.decode(blob, table) if blob else None
-            if blob and anchors[table.lower()].server != self.server_id.bytes:
-                raise SyncError(f'sqlite-ct sync: the received anchor of table "{table}" was '
-                                f"issued by another server; reinitialise the table")
+        with _conn.savepoint(conn, "sqlite_ct_sync_anchors"):
+            for table, blob in upload.received_anchors.items():
+                anchors[table.lower()] = guard.decode(blob, table) if blob else None
         side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
                            self._infos, upload.client_id, anchors)
         with _sql.transaction(conn, "sqlite_ct_sync_upload"):
@@ -236,4 +243,4 @@ class ServerSyncProvider(ServerProvider):
         return UploadResult(result.applied, result.failed, result.conflicts, corrections)
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
-        return read_batch(self.conn, self.server_id, request, self._filters, self._infos)
+        return read_batch(self.conn, self.guard, request, self._filters, self._infos)
