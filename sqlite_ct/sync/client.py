@@ -388,7 +388,7 @@ class ClientSyncProvider:
         cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
         names = [_name(t) for t in tables]
         sent = self._sent_anchors(names)
-        purged = 0
+        due = {}
         for n in names:
             if not sent[n.lower()]:
                 continue
@@ -397,7 +397,14 @@ class ClientSyncProvider:
                              "WHERE __sysTName = ? COLLATE NOCASE AND __sysDeleteTxBsn <= ? "
                              "AND __sysDeletedTime < ?", (n, sent[n.lower()], cutoff))
             if csn:
-                purged += purge_tombstones(self.conn, n, up_to_csn=int(csn))
+                due[n] = int(csn)
+        if not due:
+            return 0
+        purged = 0
+        # The write lock is taken up front (a purge is a read, then a write).
+        with _sql.transaction(self.conn, "sqlite_ct_sync_cleanup"):
+            for n, csn in due.items():
+                purged += purge_tombstones(self.conn, n, up_to_csn=csn)
         return purged
 
 

@@ -239,8 +239,26 @@ class ServerSyncProvider(ServerProvider):
                 result = Applier(side).apply(upload.tables)
             finally:
                 set_tracking_context(conn, previous)
+            _hub_time_floor(conn)
         corrections = [tc for tc in side.corrections.values() if len(tc)]
         return UploadResult(result.applied, result.failed, result.conflicts, corrections)
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
         return read_batch(self.conn, self.guard, request, self._filters, self._infos)
+
+
+def _hub_time_floor(conn: Any) -> None:
+    """Give the upload's tombstones a time no earlier than the hub's newest
+    earlier commit. An embedded hub writes them with the clock of the process
+    that syncs, and a client whose clock is months behind would otherwise leave
+    tombstones that a routine purge by age (purge_tombstones(older_than_days=))
+    removes at once, forcing every other client to reinitialise. The hub's
+    commit log is the hub's clock: times only move forward in it."""
+    bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
+    if bsn is None:
+        return
+    _sql.execute(conn, "UPDATE __sysOCSDeletedRows SET __sysDeletedTime = :floor "
+                       "WHERE __sysDeleteTxBsn = :bsn AND __sysDeletedTime < :floor",
+                 {"bsn": bsn, "floor": _sql.value(
+                     conn, "SELECT coalesce(max(__sysCommitTime), 0) FROM __sysTxCommitSequence "
+                           "WHERE __sysTxCsn < ?", (bsn,))})

@@ -163,3 +163,4 @@ def test_an_anchor_from_before_a_hub_restore_is_refused(conns, tmp_path, writes)
         x.sync()
     assert "the hub was restored from an older backup or replaced" in str(info.value)
     hub.close()
+
