@@ -110,6 +110,18 @@ class HubGuard:
         # (min_valid) still refuses anchors that are too old to serve.
         return now == issued_time or now == -1 or issued_time == -1
 
+    def _fork_point(self, csn: int, issued_time: int) -> int:
+        """The newest CSN that the timeline which issued an anchor (CSN `csn`
+        committed at `issued_time`) shares with this hub: a restored hub's log
+        holds the backup's transactions, all committed before the anchor was
+        issued, and then its own, committed after the restore. (Assumes the
+        hub's clock did not go back across the restore.)"""
+        if issued_time < 0:
+            return 0
+        return min(csn, int(_sql.value(
+            self.conn, "SELECT coalesce(max(__sysTxCsn), 0) FROM __sysTxCommitSequence "
+                       "WHERE __sysCommitTime <= ?", (issued_time,))))
+
     # -- anchors -------------------------------------------------------------
     def encode(self, anchor: HubAnchor, table: str) -> bytes:
         out = _HEAD.pack(MAGIC, VERSION, anchor.server, anchor.fingerprint, anchor.complete,
@@ -123,9 +135,12 @@ class HubGuard:
                                 len(key)) + key
         return out + _mac(self.secret, table, out)
 
-    def decode(self, blob: bytes, table: str) -> HubAnchor:
+    def decode(self, blob: bytes, table: str, *, common_history: bool = False) -> HubAnchor:
         """The anchor `blob` of `table`, once its MAC, its structure, its
-        bounds and its generation check out."""
+        bounds and its generation check out. With `common_history`, an anchor
+        of a lost timeline is not refused but cut back to the history the
+        client and the restored hub share (see _fork_point): what an upload's
+        conflict detection needs to know what the client has seen."""
         blob = bytes(blob)
         body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
         try:
@@ -174,6 +189,8 @@ class HubGuard:
         current = self._same_timeline(complete, complete_time, last)
         if window is not None:
             current = current and self._same_timeline(window.upper, upper_time, last)
+        if not current and common_history:
+            return HubAnchor(server, fp, self._fork_point(complete, complete_time), None)
         if not current:
             raise ReinitialiseRequired(
                 table, f'sqlite-ct sync: the received anchor of table "{table}" names hub '

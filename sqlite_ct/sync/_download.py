@@ -6,7 +6,9 @@ What a client is sent for the window (complete, upper] of a table:
   more and that the client did not write itself (tracking context), except
   on a first download (complete = 0), when the client holds no hub rows;
 - every row changed in the window that matches the client's filter and whose
-  latest change is not the client's own (no echo);
+  latest change is not the client's own (no echo); on a first download and
+  a rescope, the client's own rows too: it may not hold them any more (it was
+  reinitialised, restored, or its scope moved away from them and back);
 - a delete ("move-out") for each row changed in the window that does not match
   the filter, because the client may hold an older version that did. On a
   first download (complete = 0) the client holds no hub rows, so only rows it
@@ -126,7 +128,11 @@ class _TableReader:
             kind = (f"CASE WHEN NOT {m} THEN {_KIND_DELETE} "
                     f'WHEN coalesce("__sysInsertTxBsn", :@e) > :@row_since THEN {_KIND_INSERT} '
                     f"ELSE {_KIND_UPDATE} END")
-            emit = (f'({m} AND "__sysTrackingContext" IS NOT :@x) OR (NOT {m} AND '
+            # A client's own latest writes are left out only when it is known
+            # to hold them: not on a first download or a rescope (row_since 0),
+            # which a reinitialised, restored or rescoped client starts with.
+            emit = (f'({m} AND ("__sysTrackingContext" IS NOT :@x OR :@row_since = 0)) '
+                    f'OR (NOT {m} AND '
                     f'(:@row_since > 0 OR :@move_all OR "__sysTrackingContext" IS :@x))')
         params = {**_bind(e=info.enable_bsn, row_since=w.row_since, move_all=int(w.move_all),
                           x=self.client), **self.flt.params}

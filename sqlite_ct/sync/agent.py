@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ._apply import ApplyResult
 from .client import ClientSyncProvider
 from .enums import SyncDirection, SyncStage
-from .errors import SyncError
+from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadRequest, DownloadTable, Upload
 from .model import SyncProgress, SyncStatistics, SyncTable
 from .server import ServerProvider
@@ -94,6 +94,56 @@ class SyncAgent:
         stats.sync_complete_time = _now()
         return stats
 
+    def reinitialise(self, *names: str) -> SyncStatistics:
+        """Bring tables back in line with the hub without losing local work:
+        the answer to ReinitialiseRequired (a hub restored from a backup, a
+        purge, a corrupt anchor), to a client restored from a backup, and after
+        anything that removed rows from a client table behind sync's back.
+
+        `names` are table or group names (none: every table). For each group
+        concerned: upload its unsent changes (if the hub refuses the stored
+        anchors, they are uploaded as from a client that has seen nothing, so
+        every hub row another client changed is a conflict, resolved as
+        usual), then remove every other row of the chosen tables on the
+        client, and download everything now in the client's scope, its own
+        uploads included. Returns the session's SyncStatistics."""
+        chosen = self._select(names)
+        stats = SyncStatistics(sync_start_time=_now())
+        for group, tables in self.groups():
+            picked = [t for t in tables if t.name.lower() in chosen]
+            if not picked:
+                continue
+            self._initialize(group, tables, stats)
+            uploads = [t for t in tables if t.direction.uploads]
+            if uploads:
+                try:
+                    self._upload(group, uploads, stats)
+                except ReinitialiseRequired:
+                    self._upload(group, uploads, stats, trust_anchors=False)
+            reset = [t for t in picked if t.direction.downloads
+                     and t.direction is not SyncDirection.SNAPSHOT]
+            if reset:
+                self.client.reinitialise(reset, self.server.get_schema([t.name for t in reset]))
+            downloads = [t for t in tables if t.direction.downloads]
+            if downloads:
+                self._download(group, downloads, stats)
+            self.client.cleanup(tables)
+        stats.sync_complete_time = _now()
+        return stats
+
+    def _select(self, names: Sequence[str]) -> set:
+        if not names:
+            return {t.name.lower() for t in self.tables}
+        out = set()
+        for n in names:
+            hit = [t for t in self.tables if t.name.lower() == n.lower()
+                   or (t.group is not None and t.group.name == n)]
+            if not hit:
+                raise SyncError(f'sqlite-ct sync: "{n}" is neither a table nor a group of '
+                                f"this SyncAgent")
+            out.update(t.name.lower() for t in hit)
+        return out
+
     def _report(self, stage: SyncStage, group: str, tables: Sequence[SyncTable], changes: int,
                 stats: SyncStatistics, batch: int = 0, more: bool = False) -> None:
         if self.progress is not None:
@@ -112,14 +162,16 @@ class SyncAgent:
                 self.client.create_schema(t, schema)
         self._report(SyncStage.CREATING_SCHEMA, group, new, 0, stats)
 
-    def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics) -> None:
+    def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics,
+                trust_anchors: bool = True) -> None:
         client = self.client
         changes = client.get_changes(tables)
         total = len(changes)
         stats.total_changes_uploaded += total
         corrections = []
         if total:
-            received = client.received_anchors(tables)
+            received = (client.received_anchors(tables) if trust_anchors
+                        else {t.name: None for t in tables})
             result = self.server.apply_changes(Upload(
                 client.client_id, group, [tc for tc in changes.tables if len(tc)], received,
                 self.parameters))

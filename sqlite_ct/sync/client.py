@@ -283,7 +283,12 @@ class ClientSyncProvider:
             # Nothing here is a local change: not the new rows (none), not
             # the truncated ones, not older tombstones.
             set_sent_anchor(self.conn, name, max(enable, last_committed_csn(self.conn)))
-        elif sent is None:
+        elif sent is not None:
+            # Synchronised before, and now starting again from the hub's
+            # initial anchor: what the client holds from earlier syncs may be
+            # gone from the hub; keep only what was never uploaded.
+            self._drop_received(name, sent)
+        else:
             upload_existing = (table.creation_option
                                is TableCreationOption.UPLOAD_EXISTING_OR_CREATE_NEW_TABLE
                                and table.direction.uploads)
@@ -295,6 +300,39 @@ class ClientSyncProvider:
         if anchor is None:
             raise SyncError(f'sqlite-ct sync: the server sent no anchor for table "{table.name}"')
         set_received_anchor(self.conn, name, anchor)
+
+    def reinitialise(self, tables: Sequence[TableLike], schema: SyncSchema) -> int:
+        """Start `tables` over from the server's initial anchors (in `schema`,
+        from ServerProvider.get_schema), keeping the client's unsent changes:
+        rows changed after the sent anchor and pending tombstones stay, every
+        other row is removed (without tombstones) and comes back with the next
+        download if it is still on the server and in this client's scope,
+        the client's own uploads included. Upload the pending changes first
+        (SyncAgent.reinitialise does): a download that finds a pending row
+        treats it as a conflict. Returns how many rows were removed."""
+        removed = 0
+        with _sql.transaction(self.conn, "sqlite_ct_sync_reinitialise"):
+            for t in tables:
+                name = _sql.table_exists(self.conn, _name(t))
+                if name is None or not is_tracked(self.conn, name):
+                    continue  # created by the next sync, or a snapshot table
+                anchor = _lookup(schema.initial_anchors, _name(t))
+                if anchor is None:
+                    raise SyncError(f'sqlite-ct sync: the server sent no anchor for table '
+                                    f'"{_name(t)}"')
+                removed += self._drop_received(name, get_sent_anchor(self.conn, name) or 0)
+                set_received_anchor(self.conn, name, anchor)
+        return removed
+
+    def _drop_received(self, name: str, sent: int) -> int:
+        """Delete, in apply mode, the rows of `name` with no change after the
+        sent anchor `sent`: what came from the server or was already uploaded."""
+        enable = self._infos.get(self.conn, name).enable_bsn
+        with applying_server_changes(self.conn):
+            _sql.execute(self.conn, f'DELETE FROM main.{q(name)} '
+                                    f'WHERE coalesce("__sysChangeTxBsn", :e) <= :s',
+                         {"e": enable, "s": sent})
+            return int(_sql.value(self.conn, "SELECT changes()"))
 
     def _refuse_unsent(self, name: str, opt: TableCreationOption) -> None:
         sent = get_sent_anchor(self.conn, name)

@@ -225,7 +225,10 @@ class ServerSyncProvider(ServerProvider):
         anchors: Dict[str, Optional[HubAnchor]] = {}
         with _conn.savepoint(conn, "sqlite_ct_sync_anchors"):
             for table, blob in upload.received_anchors.items():
-                anchors[table.lower()] = guard.decode(blob, table) if blob else None
+                # After a hub restore an upload still goes through: only
+                # what the client saw of the shared history counts as seen.
+                anchors[table.lower()] = (guard.decode(blob, table, common_history=True)
+                                          if blob else None)
         side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
                            self._infos, upload.client_id, anchors)
         with _sql.transaction(conn, "sqlite_ct_sync_upload"):
