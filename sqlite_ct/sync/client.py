@@ -237,6 +237,9 @@ class ClientSyncProvider:
         schema_table = _lookup(schema.tables, table.name)
         if schema_table is None:
             raise SyncError(f'sqlite-ct sync: the server sent no schema for table "{table.name}"')
+        # The schema is a message from the server: checked before anything
+        # of it reaches the application's callback or SQL.
+        schema_table.validate(table.name)
         if self.creating_schema is not None:
             schema_table = self.creating_schema(table, schema_table) or schema_table
         opt = table.creation_option

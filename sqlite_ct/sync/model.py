@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from .._conn import quote_identifier
+from .errors import SyncError
 from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, SyncStage,
                     TableCreationOption)
 
@@ -152,16 +154,50 @@ class TableSchema:
     without_rowid: bool = False
     constraints: Tuple[str, ...] = ()
 
+    def validate(self, expected_name: Optional[str] = None) -> None:
+        """Check a schema that came in a message; SyncError if anything in it
+        is not what create_table_sql() can render safely. A server sends no
+        `constraints` (those are the client application's own SQL)."""
+        where = f'table "{expected_name or self.name}" in the server\'s schema'
+        if not isinstance(self.name, str) or (
+                expected_name is not None and self.name.lower() != expected_name.lower()):
+            raise SyncError(f"sqlite-ct sync: {where} is named {self.name!r}")
+        if self.constraints:
+            raise SyncError(f"sqlite-ct sync: {where} carries table constraints; a server "
+                            f"sends none (add them in ClientSyncProvider(creating_schema=...))")
+        if not isinstance(self.without_rowid, bool) or not self.columns:
+            raise SyncError(f"sqlite-ct sync: {where} is malformed")
+        names = set()
+        for col in self.columns:
+            if not isinstance(col, ColumnSchema) or not _is_name(col.name) \
+                    or not isinstance(col.not_null, bool) or col.name.lower() in names \
+                    or col.name.lower().startswith("__sys"):
+                raise SyncError(f"sqlite-ct sync: {where} has a malformed column "
+                                f"{getattr(col, 'name', col)!r}")
+            names.add(col.name.lower())
+            _column_type(col, self.name)
+            _literal_default(col, self.name)
+        if not self.primary_key or any(not isinstance(k, str) or k.lower() not in names
+                                       for k in self.primary_key):
+            raise SyncError(f"sqlite-ct sync: {where} has a primary key "
+                            f"{self.primary_key!r} that is not among its columns")
+
     def create_table_sql(self) -> str:
+        """CREATE TABLE for this schema. Names are quoted, the type must be a
+        type name and a default a literal, re-rendered from its parsed value:
+        nothing of a message is pasted into SQL. `constraints` are appended as
+        given: they are the client application's own SQL."""
         parts = []
         for col in self.columns:
             text = quote_identifier(col.name)
-            if col.type:
-                text += f" {col.type}"
+            ctype = _column_type(col, self.name)
+            if ctype:
+                text += f" {ctype}"
             if col.not_null:
                 text += " NOT NULL"
-            if col.default is not None:
-                text += f" DEFAULT ({col.default})"
+            default = _literal_default(col, self.name)
+            if default is not None:
+                text += f" DEFAULT {default}"
             parts.append(text)
         parts.append("PRIMARY KEY(" + ", ".join(quote_identifier(k) for k in self.primary_key)
                      + ")")
@@ -179,3 +215,59 @@ class SyncSchema:
     tables: Dict[str, TableSchema]
     initial_anchors: Dict[str, bytes]
     current_anchors: Dict[str, bytes]
+
+
+# A declared type: one or more words, optionally (n) or (n, m). SQLite takes
+# any text here, which is why it may not come from a message unchecked.
+_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?: +[A-Za-z_][A-Za-z0-9_]*)*"
+                   r"(?: *\( *[+-]?[0-9]+ *(?:, *[+-]?[0-9]+ *)?\))?")
+# Words that would end the type and start a column constraint.
+_CONSTRAINT_WORDS = {"constraint", "primary", "not", "null", "unique", "check", "default",
+                     "collate", "references", "generated", "as", "on", "autoincrement"}
+_LITERAL = re.compile(r"""(?P<null>NULL)|(?P<bool>TRUE|FALSE)
+    |(?P<now>CURRENT_TIMESTAMP|CURRENT_DATE|CURRENT_TIME)
+    |(?P<num>[+-]?(?:0X[0-9A-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:E[+-]?[0-9]+)?))
+    |'(?P<str>(?:[^']|'')*)'
+    |X'(?P<blob>(?:[0-9A-F][0-9A-F])*)'""", re.X | re.I | re.S)
+
+
+def _is_name(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 1000 and "\0" not in name
+
+
+def _column_type(col: "ColumnSchema", table: str) -> str:
+    ctype = col.type
+    if ctype is None or ctype == "":
+        return ""
+    if not isinstance(ctype, str) or len(ctype) > 200 or not _TYPE.fullmatch(ctype.strip()) \
+            or _CONSTRAINT_WORDS & set(re.findall(r"[a-z_]+", ctype.lower())):
+        raise SyncError(f'sqlite-ct sync: column "{col.name}" of table "{table}" has type '
+                        f"{ctype!r}, which is not a type name; the client creates only "
+                        f"declared types like TEXT, INTEGER or VARCHAR(20)")
+    return ctype.strip()
+
+
+def _literal_default(col: "ColumnSchema", table: str) -> Optional[str]:
+    """The column's DEFAULT re-rendered from the literal it holds (a number,
+    a string, a blob, NULL, TRUE/FALSE, CURRENT_TIME/DATE/TIMESTAMP, possibly
+    in parentheses), or None; SyncError for anything else."""
+    text = col.default
+    if text is None:
+        return None
+    if isinstance(text, str):
+        text = text.strip()
+        while text.startswith("(") and text.endswith(")"):
+            text = text[1:-1].strip()
+        m = _LITERAL.fullmatch(text)
+    else:
+        m = None
+    if m is None:
+        raise SyncError(
+            f'sqlite-ct sync: column "{col.name}" of table "{table}" has DEFAULT {col.default!r}, '
+            f"which is not a literal; the client creates literal defaults only: create the "
+            f"table on the client yourself (TableCreationOption.USE_EXISTING_TABLE_OR_FAIL)")
+    if m.group("str") is not None:
+        return "'" + m.group("str").replace("''", "'").replace("'", "''") + "'"
+    if m.group("blob") is not None:
+        return "X'" + m.group("blob").upper() + "'"
+    return m.group(0).upper()
