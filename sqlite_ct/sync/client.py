@@ -372,11 +372,13 @@ class ClientSyncProvider:
             cs = group[n]
             info = self._infos.get(self.conn, n)
             cols = info.columns
-            out.append(TableChanges(
-                info.name, cols, info.key,
-                deletes=[tuple(r[k] for k in info.key) for r in cs.deletes],
-                inserts=[tuple(r[c] for c in cols) for r in cs.inserts],
-                updates=[tuple(r[c] for c in cols) for r in cs.updates]))
+            deletes = [tuple(r[k] for k in info.key) for r in cs.deletes]
+            inserts = [tuple(r[c] for c in cols) for r in cs.inserts]
+            updates = [tuple(r[c] for c in cols) for r in cs.updates]
+            if deletes and inserts:
+                deletes = _replaces_as_upserts(info.key, cols, deletes, inserts)
+            out.append(TableChanges(info.name, cols, info.key, deletes=deletes,
+                                    inserts=inserts, updates=updates))
         return ClientChanges(out, group.new_anchor)
 
     def complete_upload(self, tables: Sequence[TableLike], new_anchor: int,
@@ -447,6 +449,24 @@ class ClientSyncProvider:
             for n, csn in due.items():
                 purged += purge_tombstones(self.conn, n, up_to_csn=csn)
         return purged
+
+
+def _replaces_as_upserts(key: Sequence[str], cols: Sequence[str], deletes: List[tuple],
+                         inserts: List[tuple]) -> List[tuple]:
+    """The deletes without the keys that are inserted again. A key both
+    deleted (a row the server has) and inserted since the sent anchor is an
+    INSERT OR REPLACE of an existing key, or a delete and a re-insert: the
+    insert alone, applied as an upsert, updates the server's row in place (and
+    inserts it if the server deleted it meanwhile). As a delete and an insert
+    it would fire the hub's delete actions (ON DELETE CASCADE) for a row that
+    stays."""
+    pos = [list(cols).index(k) for k in key]
+
+    def strict(values: Sequence[Any]) -> tuple:
+        return tuple((type(v).__name__, v) for v in values)
+
+    back = {strict([r[i] for i in pos]) for r in inserts}
+    return [k for k in deletes if strict(k) not in back]
 
 
 def _blob(value: Any) -> Optional[bytes]:

@@ -240,6 +240,8 @@ class ServerSyncProvider(ServerProvider):
             set_tracking_context(conn, upload.client_id)
             try:
                 result = Applier(side).apply(upload.tables)
+                set_tracking_context(conn, None)
+                _release_side_effects(conn, upload, self._infos)
             finally:
                 set_tracking_context(conn, previous)
             _hub_time_floor(conn)
@@ -265,3 +267,70 @@ def _hub_time_floor(conn: Any) -> None:
                  {"bsn": bsn, "floor": _sql.value(
                      conn, "SELECT coalesce(max(__sysCommitTime), 0) FROM __sysTxCommitSequence "
                            "WHERE __sysTxCsn < ?", (bsn,))})
+
+
+def _strict(values: Sequence[Any]) -> tuple:
+    """Values compared as SQLite stores them (1, 1.0 and '1' differ)."""
+    return tuple((type(v).__name__, v) for v in values)
+
+
+def _release_side_effects(conn: Any, upload: Upload, infos: _sql.TableInfoCache) -> None:
+    """Hand the hub's own changes made during an upload to the uploader too.
+
+    The upload runs with the client's id as tracking context, so everything
+    the hub's triggers, ON DELETE CASCADE / SET NULL actions and type
+    affinities changed carries that id, and downloads would leave it out for
+    that client, which never had it. Every row and tombstone of this
+    transaction that carries the client's id but is not exactly what the
+    client sent is written again under no context (a no-op UPDATE re-stamps a
+    row; a tombstone's context is cleared): the client downloads the hub's
+    version with the same sync."""
+    bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
+    if bsn is None:
+        return
+    ctx = upload.client_id.bytes_le
+    sent: Dict[str, Dict[tuple, Dict[str, Any]]] = {}
+    deleted: Dict[str, set] = {}
+    for tc in upload.tables:
+        info = infos.get(conn, tc.table)
+        lower = [c.lower() for c in tc.columns]
+        kpos = [lower.index(k.lower()) for k in info.key]
+        rows = sent.setdefault(info.name.lower(), {})
+        for row in list(tc.inserts) + list(tc.updates):
+            rows[_strict([row[i] for i in kpos])] = dict(zip(lower, row))
+        deleted.setdefault(info.name.lower(), set()).update(_strict(k) for k in tc.deletes)
+    for (name,) in list(_sql.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")):
+        info = infos.get(conn, name)
+        _release_rows(conn, info, bsn, ctx, sent.get(info.name.lower(), {}))
+        gone = deleted.get(info.name.lower(), set())
+        keys = ", ".join(f"sqlite_ct_unpack_key(__sysRK, {i})" for i in range(len(info.key)))
+        stray = [rk for rk, *key in _sql.rows(
+            conn, f"SELECT __sysRK, {keys} FROM __sysOCSDeletedRows WHERE __sysTName = ? "
+                  f"AND __sysDeleteTxBsn = ? AND __sysTrackingContext IS ?",
+            (info.name, bsn, ctx)) if _strict(key) not in gone]
+        _sql.executemany(conn, "UPDATE __sysOCSDeletedRows SET __sysTrackingContext = NULL "
+                               "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? AND __sysRK = ?",
+                         [(info.name, bsn, rk) for rk in stray])
+
+
+def _release_rows(conn: Any, info: TableInfo, bsn: int, ctx: bytes,
+                  sent: Mapping[tuple, Mapping[str, Any]]) -> None:
+    cols = info.columns
+    cursor = ", ".join(q(c) for c in info.cursor)
+    names = ", ".join(q(c) for c in cols)
+    kpos = [cols.index(k) for k in info.key]
+    stray = []
+    for row in _sql.rows(conn, f"SELECT {cursor}, {names} FROM main.{q(info.name)} "
+                               f'WHERE "__sysChangeTxBsn" = ? AND "__sysTrackingContext" IS ?',
+                         (bsn, ctx)):
+        position, values = row[:len(info.cursor)], row[len(info.cursor):]
+        mine = sent.get(_strict([values[i] for i in kpos]))
+        if mine is None or any(_strict([mine[c.lower()]]) != _strict([v])
+                               for c, v in zip(cols, values) if c.lower() in mine):
+            stray.append(tuple(position))
+    if not stray:
+        return
+    first = q(cols[0])
+    where = " AND ".join(f"{q(c)} IS ?" for c in info.cursor)
+    _sql.executemany(conn, f"UPDATE main.{q(info.name)} SET {first} = {first} WHERE {where}",
+                     stray)
