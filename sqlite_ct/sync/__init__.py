@@ -14,7 +14,7 @@ from .agent import SyncAgent
 from .client import ClientSyncProvider
 from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, SyncStage,
                     TableCreationOption)
-from .errors import ReinitialiseRequired, SyncError
+from .errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from .messages import (ClientChanges, DownloadBatch, DownloadRequest, DownloadTable,
                        ServerInfo, TableChanges, Upload, UploadResult)
 from .model import (ColumnSchema, Conflict, ConflictResolver, SyncGroup, SyncProgress,
@@ -34,5 +34,5 @@ __all__ = [
     "ServerInfo", "Upload", "UploadResult", "DownloadRequest", "DownloadTable",
     "DownloadBatch",
     # errors
-    "SyncError", "ReinitialiseRequired",
+    "SyncError", "ReinitialiseRequired", "ReplicaCopied",
 ]

@@ -19,6 +19,7 @@ leaves a state from which the next synchronize() converges.
 from __future__ import annotations
 
 import datetime
+import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._apply import ApplyResult
@@ -65,6 +66,7 @@ class SyncAgent:
         self.batch_size = batch_size
         self.parameters = dict(parameters or {})
         self.progress = progress
+        self._server_id: Optional[uuid.UUID] = None
 
     def groups(self) -> List[Tuple[str, List[SyncTable]]]:
         """(group name, tables) in the order each group's first table was given;
@@ -82,6 +84,7 @@ class SyncAgent:
     def synchronize(self) -> SyncStatistics:
         """Run one session; returns its SyncStatistics."""
         stats = SyncStatistics(sync_start_time=_now())
+        self._claim_replica()
         for name, tables in self.groups():
             self._initialize(name, tables, stats)
             uploads = [t for t in tables if t.direction.uploads]
@@ -109,6 +112,7 @@ class SyncAgent:
         uploads included. Returns the session's SyncStatistics."""
         chosen = self._select(names)
         stats = SyncStatistics(sync_start_time=_now())
+        self._claim_replica()
         for group, tables in self.groups():
             picked = [t for t in tables if t.name.lower() in chosen]
             if not picked:
@@ -130,6 +134,28 @@ class SyncAgent:
             self.client.cleanup(tables)
         stats.sync_complete_time = _now()
         return stats
+
+    def reidentify(self) -> SyncStatistics:
+        """The answer to ReplicaCopied: give the client database a new client
+        id (ClientSyncProvider.reidentify) and reinitialise every table, so
+        the copy and the original become two clients that see each other's
+        changes. Unsent changes are kept and uploaded under the new id."""
+        self.client.reidentify()
+        return self.reinitialise()
+
+    def _claim_replica(self) -> None:
+        """Move the client database to its next replica generation with the
+        server (ServerProvider.claim_replica): a copied or restored database
+        is refused with ReplicaCopied before anything is exchanged. Not inside
+        the caller's transaction on the client: a rollback there would undo
+        the client's step after the server recorded it."""
+        if self.client.in_transaction():
+            return
+        if self._server_id is None:
+            self._server_id = self.server.get_server_info().server_id
+        current, pending = self.client.replica_generation(self._server_id)
+        self.server.claim_replica(self.client.client_id, current, pending)
+        self.client.store_replica_generation(self._server_id, pending)
 
     def _select(self, names: Sequence[str]) -> set:
         if not names:

@@ -16,6 +16,7 @@ changed since) is overwritten without a conflict.
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import time
 import uuid
@@ -156,6 +157,60 @@ class ClientSyncProvider:
         if self._client_id is None:
             self._client_id = _sql.database_id(self.conn)
         return self._client_id
+
+    # -- replica generations --------------------------------------------------
+    def replica_generation(self, server_id: uuid.UUID) -> Tuple[Optional[bytes], bytes]:
+        """(current, next) replica generation of this database with the server
+        `server_id` (__sysSyncReplica). `next` is drawn once and kept until
+        store_replica_generation() makes it current, so a session that died
+        after the server accepted it claims the same one again; a copy of the
+        file at rest has none and draws its own, which the server refuses."""
+        sid = server_id.bytes_le
+        with _sql.transaction(self.conn, "sqlite_ct_sync_replica"):
+            _sql.execute(self.conn, "CREATE TABLE IF NOT EXISTS main.__sysSyncReplica("
+                                    "ServerId BLOB PRIMARY KEY NOT NULL, Generation BLOB, "
+                                    "Pending BLOB)")
+            row = next(iter(_sql.rows(self.conn, "SELECT Generation, Pending FROM "
+                                                 "__sysSyncReplica WHERE ServerId = ?", (sid,))),
+                       (None, None))
+            current, pending = _blob(row[0]), _blob(row[1])
+            if pending is None:
+                count = 0 if current is None else int.from_bytes(current[:8], "big")
+                pending = (count + 1).to_bytes(8, "big") + os.urandom(16)
+                _sql.execute(self.conn, "INSERT INTO __sysSyncReplica(ServerId, Generation, "
+                                        "Pending) VALUES (?, ?, ?) ON CONFLICT(ServerId) DO "
+                                        "UPDATE SET Pending = excluded.Pending",
+                             (sid, current, pending))
+        return current, pending
+
+    def store_replica_generation(self, server_id: uuid.UUID, generation: bytes) -> None:
+        """The server accepted `generation`: it is current now."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_replica"):
+            _sql.execute(self.conn, "UPDATE __sysSyncReplica SET Generation = ?, Pending = NULL "
+                                    "WHERE ServerId = ? AND Pending IS ?",
+                         (generation, server_id.bytes_le, generation))
+
+    def reidentify(self) -> uuid.UUID:
+        """Give this database a new client id and forget its replica
+        generations: for a database that is a copy of another client's, or was
+        restored from a backup (ReplicaCopied). Its tables then need
+        reinitialising (SyncAgent.reidentify() does both). Returns the new id."""
+        new = uuid.uuid4()
+        with _sql.transaction(self.conn, "sqlite_ct_sync_reidentify"):
+            old = _sql.database_id(self.conn)
+            _sql.execute(self.conn, "UPDATE __sysSyncSubscriptions SET ClientId = ? "
+                                    "WHERE ClientId = ?", (new.bytes_le, old.bytes_le))
+            if _sql.table_exists(self.conn, "__sysSyncArticles"):
+                _sql.execute(self.conn, "UPDATE __sysSyncArticles SET ClientId = ?",
+                             (new.bytes_le,))
+            if _sql.table_exists(self.conn, "__sysSyncReplica"):
+                _sql.execute(self.conn, "DELETE FROM __sysSyncReplica")
+        self._client_id = new
+        return new
+
+    def in_transaction(self) -> bool:
+        """Whether the connection is inside a transaction (the caller's)."""
+        return _sql.in_transaction(self.conn)
 
     def transaction(self):
         """A write transaction (a savepoint inside the caller's)."""

@@ -6,7 +6,7 @@ NotTrackedError, ...) propagate unchanged.
 """
 from ..errors import Error
 
-__all__ = ["SyncError", "ReinitialiseRequired"]
+__all__ = ["SyncError", "ReinitialiseRequired", "ReplicaCopied"]
 
 
 class SyncError(Error):
@@ -27,3 +27,13 @@ class ReinitialiseRequired(SyncError):
     def __init__(self, table: str, message: str) -> None:
         super().__init__(message)
         self.table = table
+
+
+class ReplicaCopied(SyncError):
+    """The hub has seen this client id with a later replica generation than
+    the one this database holds: the database is a copy of another client's
+    (a file copy, VACUUM INTO, a device provisioned from a synced template) or
+    was restored from a backup. Two databases under one client id would never
+    see each other's changes, so nothing is synchronised; call
+    SyncAgent.reidentify() to give this database its own client id and
+    reinitialise its tables (its unsent changes are kept)."""

@@ -32,7 +32,7 @@ from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
 from ._download import read_batch, seen_condition
 from ._sql import TableInfo, q
 from .enums import ConflictType, ResolveAction, SyncStage
-from .errors import SyncError
+from .errors import ReplicaCopied, SyncError
 from .messages import (DownloadBatch, DownloadRequest, ServerInfo, TableChanges, Upload,
                        UploadResult)
 from .model import ColumnSchema, Conflict, ConflictResolver, Row, SyncSchema, TableSchema
@@ -64,6 +64,16 @@ class ServerProvider(abc.ABC):
     @abc.abstractmethod
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
         """The next download batch for a client."""
+
+    def claim_replica(self, client_id: uuid.UUID, generation: Optional[bytes],
+                      next_generation: bytes) -> None:
+        """Called before each session: the client database holding
+        `generation` (None the first time) moves to `next_generation`.
+        Generations are 24 bytes: a big-endian 8-byte counter, then random
+        bytes. A server that tracks replicas raises ReplicaCopied when the
+        client id's current generation is another one with a counter not
+        below the client's (a copied or restored database); a retry of an
+        accepted claim is accepted. The default tracks nothing."""
 
 
 class _ServerSide(Side):
@@ -247,6 +257,42 @@ class ServerSyncProvider(ServerProvider):
             _hub_time_floor(conn)
         corrections = [tc for tc in side.corrections.values() if len(tc)]
         return UploadResult(result.applied, result.failed, result.conflicts, corrections)
+
+    def claim_replica(self, client_id: uuid.UUID, generation: Optional[bytes],
+                      next_generation: bytes) -> None:
+        """Replica generations per client id live in the hub's
+        __sysSyncClients (Generation: the current one; Previous: the one it
+        replaced, so that a client that died before storing its new
+        generation can claim it again)."""
+        cid = client_id.bytes_le
+        with _sql.transaction(self.conn, "sqlite_ct_sync_replica"):
+            _sql.execute(self.conn, "CREATE TABLE IF NOT EXISTS main.__sysSyncClients("
+                                    "ClientId BLOB PRIMARY KEY NOT NULL, Generation BLOB NOT NULL, "
+                                    "Previous BLOB, LastSeen INTEGER NOT NULL)")
+            row = next(iter(_sql.rows(self.conn, "SELECT Generation, Previous FROM "
+                                                 "__sysSyncClients WHERE ClientId = ?", (cid,))),
+                       None)
+            if row is not None:
+                current, previous = bytes(row[0]), None if row[1] is None else bytes(row[1])
+                if current == next_generation and previous == generation:
+                    return  # the same claim again
+                # Generations count up (8-byte big-endian prefix): a hub
+                # behind the client was restored from a backup (its anchors
+                # tell the client to reinitialise), a client behind the hub,
+                # or beside it, is a copy or restored.
+                if current != generation and (generation is None
+                                              or current[:8] >= generation[:8]):
+                    raise ReplicaCopied(
+                        f"sqlite-ct sync: client {client_id} was last synchronised from a later "
+                        f"state of its database: this database is a copy of another client "
+                        f"database, or was restored from a backup; call SyncAgent.reidentify() "
+                        f"to give it its own client id and reinitialise its tables")
+            _sql.execute(self.conn, "INSERT INTO __sysSyncClients(ClientId, Generation, Previous, "
+                                    "LastSeen) VALUES (?, ?, ?, sqlite_ct_now()) "
+                                    "ON CONFLICT(ClientId) DO UPDATE SET Generation = "
+                                    "excluded.Generation, Previous = excluded.Previous, "
+                                    "LastSeen = excluded.LastSeen",
+                         (cid, next_generation, generation))
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
         return read_batch(self.conn, self.guard, request, self._filters, self._infos)

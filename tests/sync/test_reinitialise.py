@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from sqlite_ct.sync import (ReinitialiseRequired, ServerSyncProvider, SyncError, SyncGroup,
+from sqlite_ct.sync import (ReinitialiseRequired, ReplicaCopied, ServerSyncProvider, SyncError, SyncGroup,
                             SyncTable, TableCreationOption as T)
 
 from .conftest import Client, connect, user_rows
@@ -123,7 +123,10 @@ def test_a_client_restored_from_a_backup_gets_back_its_later_uploads(conns, hub_
     os.replace(path + ".bak", path)
     x = Client(connect(path), server, ["t"])
     x.conn.execute("UPDATE t SET v = 'unsent' WHERE id = 1")
-    x.agent.reinitialise()
+    # The hub has seen a later replica generation of this client id.
+    with pytest.raises(ReplicaCopied):
+        x.sync()
+    x.agent.reidentify()
     assert user_rows(x.conn, "t") == user_rows(hub, "t") == [
         (1, "unsent"), (2, "b"), (3, "after the backup")]
     x.conn.close()
