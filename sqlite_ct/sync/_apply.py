@@ -130,6 +130,10 @@ class Side(abc.ABC):
         """Extra SET term for a forced upsert's DO UPDATE, or ""."""
         return ""
 
+    def finish(self, staged: Sequence[Staged]) -> None:
+        """After every change and conflict of the group, with the staging
+        tables still there."""
+
 
 class Applier:
     """Applies a group's TableChanges on one side, inside the caller's transaction."""
@@ -234,6 +238,7 @@ class Applier:
             for st, op in steps:
                 for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
                     self._resolve(st, seq)
+            self.side.finish(staged)
         finally:
             for st in staged:
                 _sql.execute(self.conn, f"DROP TABLE IF EXISTS temp.{st.stage}")

@@ -126,6 +126,32 @@ class _ServerSide(Side):
         finally:
             set_tracking_context(self.conn, self.client)
 
+    def finish(self, staged: Sequence[Staged]) -> None:
+        """Hand the hub's own changes made during the upload to the uploader.
+
+        The upload runs with the client's id as tracking context, so whatever
+        the hub's triggers, ON DELETE CASCADE / SET NULL actions and column
+        affinities changed carries that id too, and downloads would leave it
+        out for the one client that never had it. Every row and tombstone of
+        this transaction that carries the client's id but is not exactly
+        what the client sent is written again under no context (a no-op
+        UPDATE re-stamps a row; a tombstone's context is cleared): the client
+        downloads the hub's version with the same sync. One set-based
+        statement per table and kind, joined with the staging tables."""
+        conn = self.conn
+        bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
+        if bsn is None:
+            return
+        by_table = {st.info.name.lower(): st for st in staged}
+        x = self.client.bytes_le
+        set_tracking_context(conn, None)
+        try:
+            for (name,) in list(_sql.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")):
+                info = self.infos.get(conn, name)
+                _release(conn, info, by_table.get(info.name.lower()), bsn, x)
+        finally:
+            set_tracking_context(conn, self.client)
+
     def skipped(self, st: Staged, op: int, key: Row, result: Any) -> None:
         """The hub kept its version. The client gets it with its next download
         if the row is unseen and someone else's; otherwise send it back now."""
@@ -250,8 +276,6 @@ class ServerSyncProvider(ServerProvider):
             set_tracking_context(conn, upload.client_id)
             try:
                 result = Applier(side).apply(upload.tables)
-                set_tracking_context(conn, None)
-                _release_side_effects(conn, upload, self._infos)
             finally:
                 set_tracking_context(conn, previous)
             _hub_time_floor(conn)
@@ -308,11 +332,34 @@ def _hub_time_floor(conn: Any) -> None:
     bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
     if bsn is None:
         return
-    _sql.execute(conn, "UPDATE __sysOCSDeletedRows SET __sysDeletedTime = :floor "
-                       "WHERE __sysDeleteTxBsn = :bsn AND __sysDeletedTime < :floor",
-                 {"bsn": bsn, "floor": _sql.value(
-                     conn, "SELECT coalesce(max(__sysCommitTime), 0) FROM __sysTxCommitSequence "
-                           "WHERE __sysTxCsn < ?", (bsn,))})
+    floor = _sql.value(conn, "SELECT coalesce(max(__sysCommitTime), 0) "
+                             "FROM __sysTxCommitSequence WHERE __sysTxCsn < ?", (bsn,))
+    # Per table: the tombstones' primary key starts with the table name.
+    _sql.executemany(conn, "UPDATE __sysOCSDeletedRows SET __sysDeletedTime = ? "
+                           "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
+                           "AND __sysDeletedTime < ?",
+                     [(floor, name, bsn, floor) for (name,) in list(_sql.rows(
+                         conn, "SELECT __sysTName FROM __sysOCSTrackedObjects"))])
+
+
+def _hub_time_floor(conn: Any) -> None:
+    """Give the upload's tombstones a time no earlier than the hub's newest
+    earlier commit. An embedded hub writes them with the clock of the process
+    that syncs, and a client whose clock is months behind would otherwise leave
+    tombstones that a routine purge by age (purge_tombstones(older_than_days=))
+    removes at once, forcing every other client to reinitialise. The hub's
+    commit log is the hub's clock: times only move forward in it."""
+    bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
+    if bsn is None:
+        return
+    floor = _sql.value(conn, "SELECT coalesce(max(__sysCommitTime), 0) "
+                             "FROM __sysTxCommitSequence WHERE __sysTxCsn < ?", (bsn,))
+    # Per table: the tombstones' primary key starts with the table name.
+    _sql.executemany(conn, "UPDATE __sysOCSDeletedRows SET __sysDeletedTime = ? "
+                           "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
+                           "AND __sysDeletedTime < ?",
+                     [(floor, name, bsn, floor) for (name,) in list(_sql.rows(
+                         conn, "SELECT __sysTName FROM __sysOCSTrackedObjects"))])
 
 
 def _strict(values: Sequence[Any]) -> tuple:
@@ -380,3 +427,27 @@ def _release_rows(conn: Any, info: TableInfo, bsn: int, ctx: bytes,
     where = " AND ".join(f"{q(c)} IS ?" for c in info.cursor)
     _sql.executemany(conn, f"UPDATE main.{q(info.name)} SET {first} = {first} WHERE {where}",
                      stray)
+
+
+def _release(conn: Any, info: TableInfo, st: Optional[Staged], bsn: int, x: bytes) -> None:
+    """_ServerSide.finish() for one table (`st`: its staged upload, if any)."""
+    t = q(info.name)
+    cursor = ", ".join(q(c) for c in info.cursor)
+    sent_rows = sent_keys = ""
+    if st is not None:
+        same = " AND ".join(f"u.{q(c)} IS {st.scol(i)} AND typeof(u.{q(c)}) = typeof({st.scol(i)})"
+                            for i, c in enumerate(st.columns))
+        inner = ", ".join(f"u.{q(c)}" for c in info.cursor)
+        sent_rows = (f" AND ({cursor}) NOT IN (SELECT {inner} FROM {st.stage} AS s "
+                     f"JOIN main.{t} AS u ON {info.key_match('u', st.skey())} "
+                     f"WHERE s._op > 0 AND {same})")
+        sent_keys = (f" AND __sysRK NOT IN (SELECT sqlite_ct_pack_key({', '.join(st.skey())}) "
+                     f"FROM {st.stage} AS s WHERE s._op = 0)")
+    first = q(info.columns[0])
+    _sql.execute(conn, f"UPDATE main.{t} SET {first} = {first} "
+                       f'WHERE "__sysChangeTxBsn" = :b AND "__sysTrackingContext" IS :x'
+                       + sent_rows, {"b": bsn, "x": x})
+    _sql.execute(conn, "UPDATE __sysOCSDeletedRows SET __sysTrackingContext = NULL "
+                       "WHERE __sysTName = :t AND __sysDeleteTxBsn = :b "
+                       "AND __sysTrackingContext IS :x" + sent_keys,
+                 {"t": info.name, "b": bsn, "x": x})
