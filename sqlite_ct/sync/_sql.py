@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 from .. import _conn
 from ..anchors import client_id
 from ..keys import key_columns
+from ..tracking import require_tracked
 from .errors import SyncError
 
 q = _conn.quote_identifier
@@ -200,6 +201,11 @@ def table_info(conn: Any, table: str) -> TableInfo:
                 conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn FROM __sysOCSTrackedObjects "
                       "WHERE __sysTName = ?", (name,)):
             tracked, enable_bsn, min_valid = True, int(enable), int(valid)
+    if tracked:
+        # Read once per schema version (TableInfoCache): a table rebuilt by
+        # another tool keeps its registry row but lost its triggers, and
+        # serving or applying it would report no changes, silently.
+        require_tracked(conn, name, "sync")
     return TableInfo(name, tuple(columns), key, without_rowid, rowid, tracked,
                      enable_bsn, min_valid)
 
