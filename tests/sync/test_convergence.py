@@ -165,6 +165,7 @@ def test_restores_copies_rescopes_and_hub_triggers_converge(events, batch_size):
     clients = {i: Client(connect(paths[i]), server, SCOPED, batch_size=batch_size,
                          parameters={"r": regions[i]}) for i in (1, 2, 3)}
     backups = {}
+    taken = 0
     for c in clients.values():
         c.sync()
 
@@ -205,8 +206,9 @@ def test_restores_copies_rescopes_and_hub_triggers_converge(events, batch_size):
             regions[ev[1]] = ev[2]
             clients[ev[1]].agent.parameters = {"r": ev[2]}
         elif kind == "backup":
-            node(ev[1]).execute("VACUUM INTO ?", (paths[ev[1]] + f".bak{len(backups)}",))
-            backups[ev[1]] = paths[ev[1]] + f".bak{len(backups)}"
+            taken += 1
+            backups[ev[1]] = paths[ev[1]] + f".bak{taken}"
+            node(ev[1]).execute("VACUUM INTO ?", (backups[ev[1]],))
         elif kind == "restore" and ev[1] in backups:
             node(ev[1]).close()
             for suffix in ("-wal", "-shm"):
