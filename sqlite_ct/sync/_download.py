@@ -108,11 +108,15 @@ def _bind(**params: Any) -> Dict[str, Any]:
 class _TableReader:
     """One table's part of a batch."""
 
-    def __init__(self, conn: Any, info: TableInfo, flt: RowFilter, client: bytes) -> None:
+    def __init__(self, conn: Any, info: TableInfo, flt: RowFilter, client: bytes,
+                 upload_floor: Optional[int]) -> None:
         self.conn = conn
         self.info = info
         self.flt = flt
         self.client = client
+        # Rows inserted at or after this hub CSN may be the client's own
+        # uploads (see upload_floor()); None: no upload of this table known.
+        self.upload_floor = upload_floor
         self.changes = TableChanges(info.name, info.columns, info.key)
         self._sent_deletes: set = set()
         self._key_pos = [info.columns.index(k) for k in info.key]
@@ -131,11 +135,19 @@ class _TableReader:
             # A client's own latest writes are left out only when it is known
             # to hold them: not on a first download or a rescope (row_since 0),
             # which a reinitialised, restored or rescoped client starts with.
+            # A move-out only for a row the client may hold: one it had before
+            # the window (inserted at or before row_since), one it may have
+            # uploaded itself (inserted at or after its upload floor, or its
+            # latest change is its own), or any, on a rescope. A row inserted
+            # in the window by others and outside the filter never reached
+            # the client: no delete, and its key does not leave the hub.
             emit = (f'({m} AND ("__sysTrackingContext" IS NOT :@x OR :@row_since = 0)) '
-                    f'OR (NOT {m} AND '
-                    f'(:@row_since > 0 OR :@move_all OR "__sysTrackingContext" IS :@x))')
+                    f'OR (NOT {m} AND (:@move_all OR "__sysTrackingContext" IS :@x '
+                    f'OR (:@row_since > 0 AND (coalesce("__sysInsertTxBsn", 0) <= :@row_since '
+                    f'OR coalesce("__sysInsertTxBsn", 0) >= :@floor))))')
+        floor = self.upload_floor if self.upload_floor is not None else 2**63 - 1
         params = {**_bind(e=info.enable_bsn, row_since=w.row_since, move_all=int(w.move_all),
-                          x=self.client), **self.flt.params}
+                          x=self.client, floor=floor), **self.flt.params}
         return _p(f"SELECT {lead}, {self._cursor}, {kind}, {cols} "
                   f"FROM main.{q(info.name)} WHERE ({emit})"), params
 
@@ -185,10 +197,15 @@ class _TableReader:
         keys = ", ".join(f"sqlite_ct_unpack_key(d.__sysRK, {i})" for i in range(len(info.key)))
         gone = " AND ".join(f"t.{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
                             for i, k in enumerate(info.key))
+        # Not sent when the key is back on the hub in the client's scope (the
+        # row itself is sent; it may be the client's own re-insert). A key
+        # back outside the scope is a delete for a client that may hold the
+        # old row: the new row, inserted in the window, gets no move-out.
         base = _p(f"SELECT d.__sysDeleteTxBsn, d.__sysRK, {keys} FROM __sysOCSDeletedRows AS d "
                   f"WHERE d.__sysTName = :@tname AND d.__sysTrackingContext IS NOT :@x "
-                  f"AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t WHERE {gone})")
-        params = _bind(tname=info.name, x=self.client, cb=w.cursor_bsn)
+                  f"AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t WHERE {gone} "
+                  f"AND {self.flt.match})")
+        params = {**_bind(tname=info.name, x=self.client, cb=w.cursor_bsn), **self.flt.params}
         queries = []
         if w.cursor_key is not None:
             queries.append((base + _p(" AND d.__sysDeleteTxBsn = :@cb AND d.__sysRK > :@ck "
@@ -316,7 +333,8 @@ def _state(conn: Any, infos: _sql.TableInfoCache, guard: HubGuard, client: bytes
     if reset:
         anchor = HubAnchor(server, flt.fingerprint, 0,
                            Window(upper, 0, False, True, PHASE_SNAPSHOT, 0, None))
-    return _TableState(dt.snapshot, info, flt, anchor, _TableReader(conn, info, flt, client),
+    reader = _TableReader(conn, info, flt, client, upload_floor(conn, client, info.name))
+    return _TableState(dt.snapshot, info, flt, anchor, reader,
                        reset)
 
 
@@ -357,3 +375,30 @@ def _open_window(info: TableInfo, flt: RowFilter, anchor: HubAnchor, upper: int)
         # send (Sync Services skipped them too, @sync_initialized = 0).
         window = _next_phase(window)
     return window
+
+
+UPLOADS_TABLE = "__sysSyncUploads"
+
+
+def upload_floor(conn: Any, client: bytes, table: str) -> Optional[int]:
+    """The hub CSN of the client's earliest upload of `table` that its
+    downloads may not have covered yet (__sysSyncUploads), or None."""
+    if _sql.table_exists(conn, UPLOADS_TABLE) is None:
+        return None
+    value = _sql.value(conn, f"SELECT Floor FROM main.{UPLOADS_TABLE} "
+                             f"WHERE ClientId = ? AND TName = ?", (client, table))
+    return None if value is None else int(value)
+
+
+def record_upload(conn: Any, client: bytes, table: str, bsn: int, complete: int) -> None:
+    """In the upload's transaction: an upload of `table` at hub CSN `bsn` from
+    a client whose anchor had `complete`. The floor moves up to `bsn` only
+    once that anchor covers the previous floor (its download got past it);
+    until then every upload since the floor may be the client's own."""
+    _sql.execute(conn, f"CREATE TABLE IF NOT EXISTS main.{UPLOADS_TABLE}("
+                       f"ClientId BLOB NOT NULL, TName TEXT NOT NULL, Floor INTEGER NOT NULL, "
+                       f"PRIMARY KEY(ClientId, TName)) WITHOUT ROWID")
+    _sql.execute(conn, f"INSERT INTO main.{UPLOADS_TABLE}(ClientId, TName, Floor) "
+                       f"VALUES (:c, :t, :b) ON CONFLICT(ClientId, TName) DO UPDATE SET "
+                       f"Floor = :b WHERE Floor <= :complete",
+                 {"c": client, "t": table, "b": bsn, "complete": complete})

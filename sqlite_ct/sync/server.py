@@ -29,7 +29,7 @@ from ..tracking import is_tracked, set_tracking_context, tracking_context
 from . import _sql
 from ._anchor import HubAnchor, HubGuard, hub_secret
 from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
-from ._download import read_batch, seen_condition
+from ._download import read_batch, record_upload, seen_condition
 from ._sql import TableInfo, q
 from .enums import ConflictType, ResolveAction, SyncStage
 from .errors import ReplicaCopied, SyncError
@@ -279,6 +279,14 @@ class ServerSyncProvider(ServerProvider):
             finally:
                 set_tracking_context(conn, previous)
             _hub_time_floor(conn)
+            bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
+            if bsn is not None:
+                for tc in upload.tables:
+                    if len(tc):
+                        info = self._infos.get(conn, tc.table)
+                        anchor = anchors.get(info.name.lower())
+                        record_upload(conn, upload.client_id.bytes_le, info.name, int(bsn),
+                                      anchor.complete if anchor else 0)
         corrections = [tc for tc in side.corrections.values() if len(tc)]
         return UploadResult(result.applied, result.failed, result.conflicts, corrections)
 

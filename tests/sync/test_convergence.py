@@ -9,7 +9,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqlite_ct.sync import ConflictResolver, ResolveAction, SyncDirection, SyncGroup, SyncTable
+from sqlite_ct.sync import (ConflictResolver, ResolveAction, SyncDirection, SyncGroup,
+                            SyncStage, SyncTable)
 
 from .conftest import Client, Hub, connect, user_rows
 
@@ -119,6 +120,9 @@ event_ = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, 3), st.lists(regional_edit, min_size=1,
                                                            max_size=3)),
     st.tuples(st.just("sync"), st.integers(1, 3)),
+    # the hub is written between a sync's upload and its download
+    st.tuples(st.just("sync_race"), st.integers(1, 3), st.lists(regional_edit, min_size=1,
+                                                                max_size=2)),
     st.tuples(st.just("rescope"), st.integers(1, 3), st.sampled_from(REGIONS)),
     st.tuples(st.just("backup"), st.integers(0, 3)),
     st.tuples(st.just("restore"), st.integers(0, 3)),
@@ -202,6 +206,18 @@ def test_restores_copies_rescopes_and_hub_triggers_converge(events, batch_size):
                     apply_regional(conn, e)
         elif kind == "sync":
             sync(clients[ev[1]])
+        elif kind == "sync_race":
+            def interfere(progress, edits=ev[2], done=[]):
+                if progress.stage is SyncStage.UPLOADING_CHANGES and not done:
+                    done.append(1)
+                    with hub_conn:
+                        for e in edits:
+                            apply_regional(hub_conn, e)
+            clients[ev[1]].agent.progress = interfere
+            try:
+                sync(clients[ev[1]])
+            finally:
+                clients[ev[1]].agent.progress = None
         elif kind == "rescope":
             regions[ev[1]] = ev[2]
             clients[ev[1]].agent.parameters = {"r": ev[2]}
