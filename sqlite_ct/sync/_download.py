@@ -3,16 +3,19 @@ client, through its row filter, at most batch_size at a time.
 
 What a client is sent for the window (complete, upper] of a table:
 - a delete for each tombstone in the window whose key is not on the hub any
-  more and that the client did not write itself (tracking context), except
+  more inside the client's filter and that the client did not write itself
+  (tracking context), except
   on a first download (complete = 0), when the client holds no hub rows;
 - every row changed in the window that matches the client's filter and whose
   latest change is not the client's own (no echo); on a first download and
   a rescope, the client's own rows too: it may not hold them any more (it was
   reinitialised, restored, or its scope moved away from them and back);
 - a delete ("move-out") for each row changed in the window that does not match
-  the filter, because the client may hold an older version that did. On a
-  first download (complete = 0) the client holds no hub rows, so only rows it
-  uploaded itself can be out of scope.
+  the filter and that the client may hold: inserted before the window (an
+  older version may have matched), its own latest change, or inserted at or
+  after the client's upload floor (record_upload); a row others inserted in
+  the window never reached it. On a first download (complete = 0) the client
+  holds no hub rows, so only rows it uploaded itself can be out of scope.
 Every query is index-backed (the change index, the tombstone primary key, the
 key/rowid of the table) and resumes from the anchor's cursor: see _anchor.py.
 """

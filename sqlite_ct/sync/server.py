@@ -29,7 +29,7 @@ from ..tracking import is_tracked, set_tracking_context, tracking_context
 from . import _sql
 from ._anchor import HubAnchor, HubGuard, hub_secret
 from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
-from ._download import read_batch, record_upload, seen_condition
+from ._download import read_batch, record_upload, row_filter, seen_condition
 from ._sql import TableInfo, q
 from .enums import ConflictType, ResolveAction, SyncStage
 from .errors import ReplicaCopied, SyncError
@@ -83,10 +83,14 @@ class _ServerSide(Side):
 
     def __init__(self, conn: Any, resolver: ConflictResolver, handler: Optional[Handler],
                  infos: _sql.TableInfoCache, client: uuid.UUID,
-                 anchors: Mapping[str, Optional[HubAnchor]]) -> None:
+                 anchors: Mapping[str, Optional[HubAnchor]],
+                 filters: Optional[Mapping[str, Optional[str]]] = None,
+                 parameters: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__(conn, resolver, handler, infos)
         self.client = client
         self.anchors = anchors
+        self.filters = filters or {}
+        self.parameters = parameters or {}
         self.corrections: Dict[str, TableChanges] = {}
 
     def _present(self, info: TableInfo) -> str:
@@ -154,21 +158,28 @@ class _ServerSide(Side):
 
     def skipped(self, st: Staged, op: int, key: Row, result: Any) -> None:
         """The hub kept its version. The client gets it with its next download
-        if the row is unseen and someone else's; otherwise send it back now."""
+        if the row is unseen, someone else's and in the client's scope;
+        otherwise send it back now, as a delete when it is out of scope (a
+        download sends no move-out for a row others inserted since the
+        client's last download: the client's losing insert would stay)."""
         info = st.info
         seen, params = seen_condition(info, self.anchors.get(info.name.lower()), "t")
+        flt = row_filter(info.name, self.filters.get(info.name.lower()), self.parameters)
         cols = ", ".join(f"t.{q(c)}" for c in info.columns)
-        marks = [f":k{i}" for i in range(len(info.key))]
-        params.update({f"k{i}": key[st.columns[p]] for i, p in enumerate(st.key_pos)},
-                      sq_x=self.client.bytes_le)
+        marks = [f":sqlite_ct_k{i}" for i in range(len(info.key))]
+        params.update({f"sqlite_ct_k{i}": key[st.columns[p]]
+                       for i, p in enumerate(st.key_pos)},
+                      sqlite_ct_x=self.client.bytes_le, **flt.params)
         tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
                                                                  info.key))
         for row in _sql.rows(self.conn,
-                              f'SELECT {cols}, t."__sysTrackingContext" IS :sq_x, {seen} '
-                              f"FROM main.{q(info.name)} AS t "
+                              f'SELECT {cols}, t."__sysTrackingContext" IS :sqlite_ct_x, '
+                              f"{seen}, {flt.match} FROM main.{q(info.name)} AS t "
                               f"WHERE {info.key_match('t', marks)}", params):
-            if row[-2] or row[-1]:
-                tc.updates.append(tuple(row[:-2]))
+            if not row[-1]:
+                break
+            if row[-3] or row[-2]:
+                tc.updates.append(tuple(row[:-3]))
             return
         tc.deletes.append(tuple(key[st.columns[p]] for p in st.key_pos))
 
@@ -266,7 +277,8 @@ class ServerSyncProvider(ServerProvider):
                 anchors[table.lower()] = (guard.decode(blob, table, common_history=True)
                                           if blob else None)
         side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
-                           self._infos, upload.client_id, anchors)
+                           self._infos, upload.client_id, anchors, self._filters,
+                           upload.parameters)
         with _sql.transaction(conn, "sqlite_ct_sync_upload"):
             for tc in upload.tables:
                 info = self._infos.get(conn, tc.table)

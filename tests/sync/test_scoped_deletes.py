@@ -68,3 +68,15 @@ def test_own_upload_moved_out_between_upload_and_download(conns, hub_with):
     north.sync()
     assert user_rows(hub, "notes") == [(5, "s", "mine")]
     assert user_rows(north.conn, "notes") == []
+
+
+def test_a_losing_insert_of_a_key_the_hub_has_outside_the_scope(conns, hub_with):
+    """South inserts key 10 for the north region; the hub got key 10 from
+    someone else first and wins: south must not keep its copy."""
+    hub, server, north, south = setup(conns, hub_with)
+    hub.execute("INSERT INTO notes(id, region, body) VALUES (10, 'n', 'hub')")
+    south.conn.execute("INSERT INTO notes(id, region, body) VALUES (10, 'n', 'south')")
+    stats = south.sync()
+    assert [c.type.value for c in stats.conflicts] == ["ClientInsertServerInsert"]
+    assert user_rows(south.conn, "notes") == [(2, "s", "old s")]
+    assert user_rows(hub, "notes")[-1] == (10, "n", "hub")
