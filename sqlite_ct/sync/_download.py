@@ -293,7 +293,6 @@ def read_batch(conn: Any, guard: HubGuard, request: DownloadRequest,
     Deletes are read for the tables in reverse order before any rows, and
     rows in table order, so that across batches a child row is deleted before
     its parent and inserted after it, as within one batch."""
-    server = guard.server
     client = request.client_id.bytes_le
     budget = request.batch_size
     if budget is not None and budget < 1:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ._apply import ApplyResult
 from .client import ClientSyncProvider
@@ -157,10 +157,10 @@ class SyncAgent:
         self.server.claim_replica(self.client.client_id, current, pending)
         self.client.store_replica_generation(self._server_id, pending)
 
-    def _select(self, names: Sequence[str]) -> set:
+    def _select(self, names: Sequence[str]) -> Set[str]:
         if not names:
             return {t.name.lower() for t in self.tables}
-        out = set()
+        out: Set[str] = set()
         for n in names:
             hit = [t for t in self.tables if t.name.lower() == n.lower()
                    or (t.group is not None and t.group.name == n)]

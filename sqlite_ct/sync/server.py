@@ -32,7 +32,7 @@ from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
 from ._download import read_batch, record_upload, row_filter, seen_condition
 from ._sql import TableInfo, q
 from .enums import ConflictType, ResolveAction, SyncStage
-from .errors import ReplicaCopied, SyncError
+from .errors import ReplicaCopied
 from .messages import (DownloadBatch, DownloadRequest, ServerInfo, TableChanges, Upload,
                        UploadResult)
 from .model import ColumnSchema, Conflict, ConflictResolver, Row, SyncSchema, TableSchema
@@ -360,93 +360,6 @@ def _hub_time_floor(conn: Any) -> None:
                            "AND __sysDeletedTime < ?",
                      [(floor, name, bsn, floor) for (name,) in list(_sql.rows(
                          conn, "SELECT __sysTName FROM __sysOCSTrackedObjects"))])
-
-
-def _hub_time_floor(conn: Any) -> None:
-    """Give the upload's tombstones a time no earlier than the hub's newest
-    earlier commit. An embedded hub writes them with the clock of the process
-    that syncs, and a client whose clock is months behind would otherwise leave
-    tombstones that a routine purge by age (purge_tombstones(older_than_days=))
-    removes at once, forcing every other client to reinitialise. The hub's
-    commit log is the hub's clock: times only move forward in it."""
-    bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
-    if bsn is None:
-        return
-    floor = _sql.value(conn, "SELECT coalesce(max(__sysCommitTime), 0) "
-                             "FROM __sysTxCommitSequence WHERE __sysTxCsn < ?", (bsn,))
-    # Per table: the tombstones' primary key starts with the table name.
-    _sql.executemany(conn, "UPDATE __sysOCSDeletedRows SET __sysDeletedTime = ? "
-                           "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
-                           "AND __sysDeletedTime < ?",
-                     [(floor, name, bsn, floor) for (name,) in list(_sql.rows(
-                         conn, "SELECT __sysTName FROM __sysOCSTrackedObjects"))])
-
-
-def _strict(values: Sequence[Any]) -> tuple:
-    """Values compared as SQLite stores them (1, 1.0 and '1' differ)."""
-    return tuple((type(v).__name__, v) for v in values)
-
-
-def _release_side_effects(conn: Any, upload: Upload, infos: _sql.TableInfoCache) -> None:
-    """Hand the hub's own changes made during an upload to the uploader too.
-
-    The upload runs with the client's id as tracking context, so everything
-    the hub's triggers, ON DELETE CASCADE / SET NULL actions and type
-    affinities changed carries that id, and downloads would leave it out for
-    that client, which never had it. Every row and tombstone of this
-    transaction that carries the client's id but is not exactly what the
-    client sent is written again under no context (a no-op UPDATE re-stamps a
-    row; a tombstone's context is cleared): the client downloads the hub's
-    version with the same sync."""
-    bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
-    if bsn is None:
-        return
-    ctx = upload.client_id.bytes_le
-    sent: Dict[str, Dict[tuple, Dict[str, Any]]] = {}
-    deleted: Dict[str, set] = {}
-    for tc in upload.tables:
-        info = infos.get(conn, tc.table)
-        lower = [c.lower() for c in tc.columns]
-        kpos = [lower.index(k.lower()) for k in info.key]
-        rows = sent.setdefault(info.name.lower(), {})
-        for row in list(tc.inserts) + list(tc.updates):
-            rows[_strict([row[i] for i in kpos])] = dict(zip(lower, row))
-        deleted.setdefault(info.name.lower(), set()).update(_strict(k) for k in tc.deletes)
-    for (name,) in list(_sql.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")):
-        info = infos.get(conn, name)
-        _release_rows(conn, info, bsn, ctx, sent.get(info.name.lower(), {}))
-        gone = deleted.get(info.name.lower(), set())
-        keys = ", ".join(f"sqlite_ct_unpack_key(__sysRK, {i})" for i in range(len(info.key)))
-        stray = [rk for rk, *key in _sql.rows(
-            conn, f"SELECT __sysRK, {keys} FROM __sysOCSDeletedRows WHERE __sysTName = ? "
-                  f"AND __sysDeleteTxBsn = ? AND __sysTrackingContext IS ?",
-            (info.name, bsn, ctx)) if _strict(key) not in gone]
-        _sql.executemany(conn, "UPDATE __sysOCSDeletedRows SET __sysTrackingContext = NULL "
-                               "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? AND __sysRK = ?",
-                         [(info.name, bsn, rk) for rk in stray])
-
-
-def _release_rows(conn: Any, info: TableInfo, bsn: int, ctx: bytes,
-                  sent: Mapping[tuple, Mapping[str, Any]]) -> None:
-    cols = info.columns
-    cursor = ", ".join(q(c) for c in info.cursor)
-    names = ", ".join(q(c) for c in cols)
-    kpos = [cols.index(k) for k in info.key]
-    stray = []
-    for row in _sql.rows(conn, f"SELECT {cursor}, {names} FROM main.{q(info.name)} "
-                               f'WHERE "__sysChangeTxBsn" = ? AND "__sysTrackingContext" IS ?',
-                         (bsn, ctx)):
-        position, values = row[:len(info.cursor)], row[len(info.cursor):]
-        mine = sent.get(_strict([values[i] for i in kpos]))
-        if mine is None or any(_strict([mine[c.lower()]]) != _strict([v])
-                               for c, v in zip(cols, values) if c.lower() in mine):
-            stray.append(tuple(position))
-    if not stray:
-        return
-    first = q(cols[0])
-    where = " AND ".join(f"{q(c)} IS ?" for c in info.cursor)
-    _sql.executemany(conn, f"UPDATE main.{q(info.name)} SET {first} = {first} WHERE {where}",
-                     stray)
 
 
 def _release(conn: Any, info: TableInfo, st: Optional[Staged], bsn: int, x: bytes) -> None:
