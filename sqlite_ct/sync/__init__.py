@@ -17,8 +17,8 @@ from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, Syn
 from .errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from .messages import (ClientChanges, DownloadBatch, DownloadRequest, DownloadTable,
                        ServerInfo, TableChanges, Upload, UploadResult)
-from .model import (ColumnSchema, Conflict, ConflictResolver, SyncGroup, SyncProgress,
-                    SyncSchema, SyncStatistics, SyncTable, TableSchema)
+from .model import (ColumnSchema, Conflict, ConflictResolver, StoredConflict, SyncGroup,
+                    SyncProgress, SyncSchema, SyncStatistics, SyncTable, TableSchema)
 from .server import ServerProvider, ServerSyncProvider
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ConflictResolver", "ResolveAction", "ApplyAction",
     # results and events
     "SyncStatistics", "SyncProgress", "SyncStage", "Conflict", "ConflictType",
+    "StoredConflict",
     # schema and messages (for ServerProvider implementations)
     "SyncSchema", "TableSchema", "ColumnSchema", "TableChanges", "ClientChanges",
     "ServerInfo", "Upload", "UploadResult", "DownloadRequest", "DownloadTable",

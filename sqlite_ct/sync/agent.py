@@ -195,6 +195,7 @@ class SyncAgent:
         total = len(changes)
         stats.total_changes_uploaded += total
         corrections = []
+        result = None
         if total:
             received = (client.received_anchors(tables) if trust_anchors
                         else {t.name: None for t in tables})
@@ -211,12 +212,15 @@ class SyncAgent:
             bidirectional = {t.name.lower() for t in tables
                              if t.direction is SyncDirection.BIDIRECTIONAL}
             corrections = [c for c in result.corrections if c.table.lower() in bidirectional]
-        applied = client.complete_upload(tables, changes.new_anchor, corrections)
+        deferred = [c for c in result.conflicts if c.deferred] if result is not None else []
+        stats.conflicts_deferred += len(deferred)
+        applied = client.complete_upload(tables, changes.new_anchor, corrections, deferred)
         moved = sum(len(c) for c in corrections)
         stats.total_changes_downloaded += moved
         stats.download_changes_applied += applied.applied
         stats.download_changes_failed += applied.failed
         stats.conflicts.extend(applied.conflicts)
+        stats.conflicts_deferred += sum(1 for c in applied.conflicts if c.deferred)
         self._report(SyncStage.UPLOADING_CHANGES, group, tables, total, stats)
 
     def _download(self, group: str, tables: Sequence[SyncTable],
@@ -252,6 +256,7 @@ class SyncAgent:
             stats.download_changes_applied += result.applied
             stats.download_changes_failed += result.failed
             stats.conflicts.extend(result.conflicts)
+            stats.conflicts_deferred += sum(1 for c in result.conflicts if c.deferred)
             self._report(SyncStage.DOWNLOADING_CHANGES, group, tables, len(batch), stats,
                          batch_no, batch.more)
             session = batch.session

@@ -16,6 +16,8 @@ changed since) is overwritten without a conflict.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import struct
 import time
@@ -35,7 +37,8 @@ from ._sql import q
 from .enums import ConflictType, ResolveAction, SyncDirection, SyncStage, TableCreationOption
 from .errors import SyncError
 from .messages import ClientChanges, DownloadBatch, TableChanges
-from .model import Conflict, ConflictResolver, Row, SyncSchema, SyncTable, TableSchema
+from .model import (Conflict, ConflictResolver, Row, StoredConflict, SyncSchema, SyncTable,
+                    TableSchema)
 
 __all__ = ["ClientSyncProvider"]
 
@@ -112,6 +115,9 @@ class _ClientSide(Side):
                                  f"AND __sysDeleteTxBsn > ?",
                       (st.info.name, *values, self._sent(st)))
 
+    def defer(self, conflict: Conflict) -> None:
+        store_conflicts(self.conn, [conflict])
+
     def force_upsert_set(self, st: Staged, merged: bool) -> str:
         # In apply mode the tracker writes 0, so resetting the insert stamp of
         # an overwritten pending insert is allowed; without it a later local
@@ -130,7 +136,9 @@ class ClientSyncProvider:
     creating_schema(sync_table, table_schema) -> TableSchema or None: may
       return an edited schema before a client table is created.
     schema_created(conn, sync_table, table_schema): runs in the same
-      transaction after a table was created or prepared."""
+      transaction after a table was created or prepared.
+    Deferred conflicts (ResolveAction.DEFER; store errors without a handler)
+    are kept in the conflict inbox: conflicts(), resolve_conflict()."""
 
     def __init__(self, conn: Any, *, conflict_resolver: Optional[ConflictResolver] = None,
                  on_apply_change_failed: Optional[Handler] = None, retention_days: int = 10,
@@ -437,12 +445,15 @@ class ClientSyncProvider:
         return ClientChanges(out, group.new_anchor)
 
     def complete_upload(self, tables: Sequence[TableLike], new_anchor: int,
-                        corrections: Sequence[TableChanges] = ()) -> ApplyResult:
+                        corrections: Sequence[TableChanges] = (),
+                        deferred: Sequence[Conflict] = ()) -> ApplyResult:
         """After the server committed an upload: move the sent anchors to
-        `new_anchor` and apply the server's corrections, in one transaction."""
+        `new_anchor`, keep the changes the server deferred in the conflict
+        inbox and apply the server's corrections, in one transaction."""
         with _sql.transaction(self.conn, "sqlite_ct_sync_sent"):
             for t in tables:
                 self._store_sent(_name(t), new_anchor)
+            store_conflicts(self.conn, deferred)
             if not any(len(c) for c in corrections):
                 return ApplyResult()
             return self._apply(corrections)
@@ -476,6 +487,57 @@ class ClientSyncProvider:
                            self._infos, sent)
         with applying_server_changes(self.conn):
             return Applier(side).apply(tables)
+
+    # -- conflict inbox ------------------------------------------------------------
+    def conflicts(self, table: Optional[str] = None) -> List[StoredConflict]:
+        """The deferred conflicts in this database's inbox (__sysSyncConflicts),
+        oldest first; only `table`'s when given."""
+        if _sql.table_exists(self.conn, _INBOX) is None:
+            return []
+        sql = (f"SELECT Id, Type, Stage, TableName, KeyJson, ClientJson, ServerJson, Error, "
+               f"Time FROM main.{_INBOX}")
+        params: Tuple[Any, ...] = ()
+        if table is not None:
+            sql += " WHERE TableName = ? COLLATE NOCASE"
+            params = (table,)
+        return [StoredConflict(int(i), ConflictType(ctype), SyncStage(stage), name,
+                               _loads(key), _loads(crow), _loads(srow), error,
+                               datetime.datetime.fromtimestamp(ms / 1000,
+                                                               datetime.timezone.utc))
+                for i, ctype, stage, name, key, crow, srow, error, ms in
+                _sql.rows(self.conn, sql + " ORDER BY Id", params)]
+
+    def resolve_conflict(self, conflict_id: int, row: Optional[Row] = None, *,
+                         delete: bool = False) -> None:
+        """Settle a deferred conflict and remove it from the inbox, in one
+        transaction. With `row` (a full row: the stored client_row or
+        server_row, possibly edited), it is written to the table as a local
+        change; with delete=True the key is deleted as a local change; the
+        next sync uploads either. With neither, the table stays as it is."""
+        found = [c for c in self.conflicts() if c.id == conflict_id]
+        if not found:
+            raise SyncError(f"sqlite-ct sync: no deferred conflict {conflict_id} in the inbox")
+        c = found[0]
+        with _sql.transaction(self.conn, "sqlite_ct_sync_resolve"):
+            info = self._infos.get(self.conn, c.table)
+            t = q(info.name)
+            if delete:
+                marks = [f":k{i}" for i in range(len(info.key))]
+                _sql.execute(self.conn, f"DELETE FROM main.{t} WHERE "
+                                        f"{info.key_match('', marks)}",
+                             {f"k{i}": c.key[k] for i, k in enumerate(info.key)})
+            elif row is not None:
+                cols = [col for col in info.columns if col in row]
+                names = ", ".join(q(col) for col in cols)
+                marks = ", ".join(f":v{i}" for i in range(len(cols)))
+                keys = ", ".join(q(k) for k in info.key)
+                sets = ", ".join(f"{q(col)} = excluded.{q(col)}" for col in cols
+                                 if col not in info.key)
+                action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
+                _sql.execute(self.conn, f"INSERT INTO main.{t} ({names}) VALUES ({marks}) "
+                                        f"ON CONFLICT ({keys}) {action}",
+                             {f"v{i}": row[col] for i, col in enumerate(cols)})
+            _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (conflict_id,))
 
     # -- retention ---------------------------------------------------------------
     def cleanup(self, tables: Sequence[TableLike]) -> int:
@@ -522,6 +584,43 @@ def _replaces_as_upserts(key: Sequence[str], cols: Sequence[str], deletes: List[
 
     back = {strict([r[i] for i in pos]) for r in inserts}
     return [k for k in deletes if strict(k) not in back]
+
+
+_INBOX = "__sysSyncConflicts"
+
+
+def store_conflicts(conn: Any, conflicts: Sequence[Conflict]) -> None:
+    """Add deferred conflicts to the inbox, inside the caller's transaction
+    (the one that moves the anchors past them)."""
+    if not conflicts:
+        return
+    _sql.execute(conn, f"CREATE TABLE IF NOT EXISTS main.{_INBOX}("
+                       f"Id INTEGER PRIMARY KEY, Type TEXT NOT NULL, Stage TEXT NOT NULL, "
+                       f"TableName TEXT NOT NULL, KeyJson TEXT NOT NULL, ClientJson TEXT, "
+                       f"ServerJson TEXT, Error TEXT, Time INTEGER NOT NULL)")
+    _sql.executemany(conn, f"INSERT INTO main.{_INBOX}(Type, Stage, TableName, KeyJson, "
+                           f"ClientJson, ServerJson, Error, Time) "
+                           f"VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(c.type.value, c.stage.value, c.table, _dumps(c.key),
+                       _dumps(c.client_row), _dumps(c.server_row), c.error,
+                       int(time.time() * 1000)) for c in conflicts])
+
+
+def _dumps(row: Optional[Row]) -> Optional[str]:
+    """A row as JSON; blobs as {"$blob": hex} (SQLite values are NULL,
+    integers, reals, text and blobs)."""
+    if row is None:
+        return None
+    return json.dumps({k: {"$blob": bytes(v).hex()} if isinstance(v, (bytes, bytearray,
+                                                                      memoryview)) else v
+                       for k, v in row.items()})
+
+
+def _loads(text: Optional[str]) -> Optional[Row]:
+    if text is None:
+        return None
+    return {k: bytes.fromhex(v["$blob"]) if isinstance(v, dict) else v
+            for k, v in json.loads(text).items()}
 
 
 def _blob(value: Any) -> Optional[bytes]:

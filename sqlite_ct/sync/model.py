@@ -14,7 +14,8 @@ from .errors import SyncError
 from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, SyncStage,
                     TableCreationOption)
 
-__all__ = ["SyncGroup", "SyncTable", "ConflictResolver", "Conflict", "SyncStatistics",
+__all__ = ["SyncGroup", "SyncTable", "ConflictResolver", "Conflict", "StoredConflict",
+           "SyncStatistics",
            "SyncProgress", "ColumnSchema", "TableSchema", "SyncSchema"]
 
 Row = Dict[str, Any]
@@ -58,8 +59,11 @@ class ConflictResolver:
     with no handler its rows were skipped (ApplyAction.Continue) and counted as
     failed while the anchors moved on: the replicas disagreed until the row
     changed again. A store error (a constraint the row violates) has no winner
-    to pick: by default it fires the event, and without a handler the sync
-    stops with SyncError and rolls back, so nothing is lost silently. For
+    to pick: by default it fires the event, and without a handler it is
+    deferred (as ResolveAction.DEFER): the row is skipped, counted as failed
+    and kept with both images and the reason in the client's durable conflict
+    inbox, and the rest of the sync goes on, so one failing row neither
+    blocks the client nor is lost silently. For
     store_error, the local side winning skips the row (counted as failed); the
     incoming side winning retries it with a forced write, and a row that keeps
     failing stops the sync after 5 attempts."""
@@ -96,6 +100,7 @@ class Conflict:
     connection: Any = None
     action: Optional[ApplyAction] = None
     attempts: int = 0
+    deferred: bool = False  # kept in the client's conflict inbox (ResolveAction.DEFER)
 
 
 @dataclasses.dataclass
@@ -115,6 +120,7 @@ class SyncStatistics:
     download_changes_failed: int = 0
     download_batches: int = 0
     conflicts: List[Conflict] = dataclasses.field(default_factory=list)
+    conflicts_deferred: int = 0  # of `conflicts`, those stored in the conflict inbox
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +137,24 @@ class SyncProgress:
     total_uploaded: int
     total_downloaded: int
     more: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredConflict:
+    """A deferred conflict in the client's inbox (ClientSyncProvider.conflicts):
+    the change that could not be applied, both sides' images as they were,
+    and why. `stage` says which side failed: UPLOADING_CHANGES (the server
+    kept its version; client_row is the client's lost change) or
+    DOWNLOADING_CHANGES (the client could not apply server_row)."""
+    id: int
+    type: ConflictType
+    stage: SyncStage
+    table: str
+    key: Row
+    client_row: Optional[Row]
+    server_row: Optional[Row]
+    error: Optional[str]
+    time: datetime.datetime
 
 
 @dataclasses.dataclass(frozen=True)
