@@ -598,6 +598,10 @@ def store_conflicts(conn: Any, conflicts: Sequence[Conflict]) -> None:
                        f"Id INTEGER PRIMARY KEY, Type TEXT NOT NULL, Stage TEXT NOT NULL, "
                        f"TableName TEXT NOT NULL, KeyJson TEXT NOT NULL, ClientJson TEXT, "
                        f"ServerJson TEXT, Error TEXT, Time INTEGER NOT NULL)")
+    # A newer conflict of the same row and side replaces the older one.
+    _sql.executemany(conn, f"DELETE FROM main.{_INBOX} WHERE TableName = ? AND KeyJson = ? "
+                           f"AND Stage = ?",
+                     [(c.table, _dumps(c.key), c.stage.value) for c in conflicts])
     _sql.executemany(conn, f"INSERT INTO main.{_INBOX}(Type, Stage, TableName, KeyJson, "
                            f"ClientJson, ServerJson, Error, Time) "
                            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

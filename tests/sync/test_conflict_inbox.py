@@ -95,3 +95,15 @@ def test_blobs_survive_the_inbox(conns, hub_with):
     x.sync()
     (c,) = x.provider.conflicts()
     assert c.server_row == {"id": 1, "v": b"\x00\xff\x00\xff"}
+
+
+def test_a_newer_conflict_of_the_same_row_replaces_the_older(conns, hub_with):
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, ["t"], creating_schema=strict)
+    x.sync()
+    hub.execute("UPDATE t SET v = 'bad' WHERE id = 1")
+    x.sync()
+    hub.execute("UPDATE t SET v = 'bad' WHERE id = 1")  # changed again, fails again
+    x.sync()
+    (c,) = x.provider.conflicts()
+    assert c.server_row == {"id": 1, "v": "bad"}
