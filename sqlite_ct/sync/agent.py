@@ -94,8 +94,15 @@ class SyncAgent:
             if downloads:
                 self._download(name, downloads, stats)
             self.client.cleanup(tables)
+        self._retry_deferred(stats)
         stats.sync_complete_time = _now()
         return stats
+
+    def _retry_deferred(self, stats: SyncStatistics) -> None:
+        """After every group: deferred downloads that apply now (a parent
+        arrived with a later group) leave the conflict inbox."""
+        stats.download_changes_applied += self.client.retry_deferred(
+            [t for t in self.tables if t.direction.downloads])
 
     def reinitialise(self, *names: str) -> SyncStatistics:
         """Bring tables back in line with the hub without losing local work:
@@ -132,6 +139,7 @@ class SyncAgent:
             if downloads:
                 self._download(group, downloads, stats)
             self.client.cleanup(tables)
+        self._retry_deferred(stats)
         stats.sync_complete_time = _now()
         return stats
 

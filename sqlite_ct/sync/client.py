@@ -60,6 +60,7 @@ class _ClientSide(Side):
                  infos: _sql.TableInfoCache, sent: Dict[str, int]) -> None:
         super().__init__(conn, resolver, handler, infos)
         self.sent = sent
+        self.deferred: set = set()
 
     def _sent(self, st: Staged) -> int:
         return self.sent.get(st.info.name.lower(), 0)
@@ -117,6 +118,22 @@ class _ClientSide(Side):
 
     def defer(self, conflict: Conflict) -> None:
         store_conflicts(self.conn, [conflict])
+        self.deferred.add((conflict.table.lower(), _dumps(conflict.key)))
+
+    def finish(self, staged: Sequence[Staged]) -> None:
+        # A server change of a key that applied makes an older deferred
+        # download of that key stale: the inbox entry goes.
+        if not _inbox_has(self.conn, SyncStage.DOWNLOADING_CHANGES):
+            return
+        stale = []
+        for st in staged:
+            for op, values in st.rows.values():
+                key = _dumps(st.key_of(values))
+                if (st.info.name.lower(), key) not in self.deferred:
+                    stale.append((st.info.name, key))
+        _sql.executemany(self.conn, f"DELETE FROM main.{_INBOX} WHERE TableName = ? "
+                                    f"COLLATE NOCASE AND KeyJson = ? AND Stage = "
+                                    f"'{SyncStage.DOWNLOADING_CHANGES.value}'", stale)
 
     def force_upsert_set(self, st: Staged, merged: bool) -> str:
         # In apply mode the tracker writes 0, so resetting the insert stamp of
@@ -507,6 +524,61 @@ class ClientSyncProvider:
                 for i, ctype, stage, name, key, crow, srow, error, ms in
                 _sql.rows(self.conn, sql + " ORDER BY Id", params)]
 
+    def retry_deferred(self, tables: Sequence[TableLike]) -> int:
+        """Apply again the server rows of `tables` whose download was
+        deferred (a child that came before its parent, a constraint fixed
+        since), each as the download would have: in apply mode, unless the
+        row has a pending local change. Entries that apply leave the inbox;
+        the others stay. The stored row is the newest server version the
+        client has received (a later download of the key replaces or removes
+        the entry). Returns how many applied."""
+        if not _inbox_has(self.conn, SyncStage.DOWNLOADING_CHANGES):
+            return 0
+        wanted = {_name(t).lower() for t in tables}
+        entries = [c for c in self.conflicts() if c.stage is SyncStage.DOWNLOADING_CHANGES
+                   and c.table.lower() in wanted]
+        applied = 0
+        with _sql.transaction(self.conn, "sqlite_ct_sync_retry"):
+            sent = self._sent_anchors([c.table for c in entries])
+            for c in entries:
+                info = self._infos.get(self.conn, c.table)
+                marks = [f":k{i}" for i in range(len(info.key))]
+                keys = {f"k{i}": c.key.get(k) for i, k in enumerate(info.key)}
+                if info.tracked and _sql.value(
+                        self.conn, f'SELECT coalesce("__sysChangeTxBsn", :e) > :s '
+                                   f"FROM main.{q(info.name)} WHERE "
+                                   f"{info.key_match('', marks)}",
+                        {**keys, "e": info.enable_bsn, "s": sent[info.name.lower()]}):
+                    continue  # a local change since: the user decides
+                try:
+                    with _sql.savepoint(self.conn), applying_server_changes(self.conn):
+                        self._write_row(info, c.key, c.server_row)
+                except _sql.host_errors() as exc:
+                    if not _sql.is_row_error(exc):
+                        raise
+                    continue
+                _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (c.id,))
+                applied += 1
+        return applied
+
+    def _write_row(self, info: _sql.TableInfo, key: Row, row: Optional[Row]) -> None:
+        """Upsert `row` into `info`'s table, or delete `key` when row is None."""
+        t = q(info.name)
+        if row is None:
+            marks = [f":k{i}" for i in range(len(info.key))]
+            _sql.execute(self.conn, f"DELETE FROM main.{t} WHERE {info.key_match('', marks)}",
+                         {f"k{i}": key[k] for i, k in enumerate(info.key)})
+            return
+        cols = [col for col in info.columns if col in row]
+        names = ", ".join(q(col) for col in cols)
+        marks_v = ", ".join(f":v{i}" for i in range(len(cols)))
+        keys = ", ".join(q(k) for k in info.key)
+        sets = ", ".join(f"{q(col)} = excluded.{q(col)}" for col in cols if col not in info.key)
+        action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
+        _sql.execute(self.conn, f"INSERT INTO main.{t} ({names}) VALUES ({marks_v}) "
+                                f"ON CONFLICT ({keys}) {action}",
+                     {f"v{i}": row[col] for i, col in enumerate(cols)})
+
     def resolve_conflict(self, conflict_id: int, row: Optional[Row] = None, *,
                          delete: bool = False) -> None:
         """Settle a deferred conflict and remove it from the inbox, in one
@@ -520,23 +592,8 @@ class ClientSyncProvider:
         c = found[0]
         with _sql.transaction(self.conn, "sqlite_ct_sync_resolve"):
             info = self._infos.get(self.conn, c.table)
-            t = q(info.name)
-            if delete:
-                marks = [f":k{i}" for i in range(len(info.key))]
-                _sql.execute(self.conn, f"DELETE FROM main.{t} WHERE "
-                                        f"{info.key_match('', marks)}",
-                             {f"k{i}": c.key[k] for i, k in enumerate(info.key)})
-            elif row is not None:
-                cols = [col for col in info.columns if col in row]
-                names = ", ".join(q(col) for col in cols)
-                marks = ", ".join(f":v{i}" for i in range(len(cols)))
-                keys = ", ".join(q(k) for k in info.key)
-                sets = ", ".join(f"{q(col)} = excluded.{q(col)}" for col in cols
-                                 if col not in info.key)
-                action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
-                _sql.execute(self.conn, f"INSERT INTO main.{t} ({names}) VALUES ({marks}) "
-                                        f"ON CONFLICT ({keys}) {action}",
-                             {f"v{i}": row[col] for i, col in enumerate(cols)})
+            if delete or row is not None:
+                self._write_row(info, c.key, None if delete else row)
             _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (conflict_id,))
 
     # -- retention ---------------------------------------------------------------
@@ -608,6 +665,12 @@ def store_conflicts(conn: Any, conflicts: Sequence[Conflict]) -> None:
                      [(c.type.value, c.stage.value, c.table, _dumps(c.key),
                        _dumps(c.client_row), _dumps(c.server_row), c.error,
                        int(time.time() * 1000)) for c in conflicts])
+
+
+def _inbox_has(conn: Any, stage: SyncStage) -> bool:
+    return (_sql.table_exists(conn, _INBOX) is not None
+            and bool(_sql.value(conn, f"SELECT EXISTS (SELECT 1 FROM main.{_INBOX} "
+                                      f"WHERE Stage = ?)", (stage.value,))))
 
 
 def _dumps(row: Optional[Row]) -> Optional[str]:

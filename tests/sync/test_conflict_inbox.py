@@ -107,3 +107,54 @@ def test_a_newer_conflict_of_the_same_row_replaces_the_older(conns, hub_with):
     x.sync()
     (c,) = x.provider.conflicts()
     assert c.server_row == {"id": 1, "v": "bad"}
+
+
+def test_a_child_before_its_parent_is_applied_once_the_parent_arrives(conns, hub_with):
+    """Client-side foreign keys, parent and child in separate groups, the
+    child's group first: the child is deferred, then retried after the
+    parent's group, in the same sync."""
+    from sqlite_ct.sync import SyncTable
+    hub, server = hub_with("CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER, "
+                           "v TEXT)", seed=())
+    hub.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT)")
+
+    def fk(table, schema):
+        if schema.name == "child":
+            return TableSchema(schema.name, schema.columns, schema.primary_key,
+                               constraints=("FOREIGN KEY(parent_id) REFERENCES parent(id)",))
+        return schema
+
+    conn = conns()
+    conn.execute("PRAGMA foreign_keys = ON")
+    x = Client(conn, server, [SyncTable("child"), SyncTable("parent")], creating_schema=fk)
+    x.sync()
+    hub.execute("INSERT INTO parent(id, name) VALUES (1, 'p')")
+    hub.execute("INSERT INTO child(id, parent_id, v) VALUES (10, 1, 'c')")
+    stats = x.sync()
+    assert stats.conflicts_deferred == 1
+    assert x.provider.conflicts() == []
+    assert user_rows(x.conn, "child") == [(10, 1, "c")]
+
+
+def test_a_later_server_version_that_applies_clears_the_entry(conns, hub_with):
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, ["t"], creating_schema=strict)
+    x.sync()
+    hub.execute("UPDATE t SET v = 'bad' WHERE id = 1")
+    x.sync()
+    assert len(x.provider.conflicts()) == 1
+    hub.execute("UPDATE t SET v = 'good' WHERE id = 1")
+    x.sync()
+    assert x.provider.conflicts() == []
+    assert user_rows(x.conn, "t") == [(1, "good"), (2, "b")]
+
+
+def test_a_deferred_row_with_a_local_change_waits_for_the_user(conns, hub_with):
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, ["t"], creating_schema=strict)
+    x.sync()
+    hub.execute("UPDATE t SET v = 'bad' WHERE id = 1")
+    x.sync()
+    x.conn.execute("UPDATE t SET v = 'local' WHERE id = 1")
+    assert x.provider.retry_deferred(["t"]) == 0
+    assert len(x.provider.conflicts()) == 1
