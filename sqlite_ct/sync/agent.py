@@ -100,9 +100,10 @@ class SyncAgent:
 
     def _retry_deferred(self, stats: SyncStatistics) -> None:
         """After every group: deferred downloads that apply now (a parent
-        arrived with a later group) leave the conflict inbox."""
-        stats.download_changes_applied += self.client.retry_deferred(
-            [t for t in self.tables if t.direction.downloads])
+        arrived with a later group) leave the conflict inbox. (They were
+        counted when deferred; SyncStatistics.conflicts_deferred counts the
+        session's deferrals, the inbox what is still open.)"""
+        self.client.retry_deferred([t for t in self.tables if t.direction.downloads])
 
     def reinitialise(self, *names: str) -> SyncStatistics:
         """Bring tables back in line with the hub without losing local work:
