@@ -94,11 +94,11 @@ class SyncAgent:
             if downloads:
                 self._download(name, downloads, stats)
             self.client.cleanup(tables)
-        self._retry_deferred(stats)
+        self._retry_deferred()
         stats.sync_complete_time = _now()
         return stats
 
-    def _retry_deferred(self, stats: SyncStatistics) -> None:
+    def _retry_deferred(self) -> None:
         """After every group: deferred downloads that apply now (a parent
         arrived with a later group) leave the conflict inbox. (They were
         counted when deferred; SyncStatistics.conflicts_deferred counts the
@@ -140,7 +140,7 @@ class SyncAgent:
             if downloads:
                 self._download(group, downloads, stats)
             self.client.cleanup(tables)
-        self._retry_deferred(stats)
+        self._retry_deferred()
         stats.sync_complete_time = _now()
         return stats
 
