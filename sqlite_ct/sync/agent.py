@@ -1,7 +1,9 @@
 """SyncAgent: drives one synchronisation session between a client provider and
 a server provider (Sync Services' SyncAgent).
 
-For each group, in the order its first table was given:
+First the client database claims its next replica generation with the
+server (a copied or restored database is refused: ReplicaCopied). Then, for
+each group, in the order its first table was given:
   1. first sync of a table: the server describes it, the client creates or
      prepares it (TableCreationOption) and stores its first anchors;
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
@@ -13,6 +15,7 @@ For each group, in the order its first table was given:
      transaction, until the server says there is no more. An interrupted
      session resumes from the last applied batch;
   4. retention: the client purges old, already uploaded tombstones.
+Last, deferred downloads in the conflict inbox are retried.
 Anchors move only after the step that needs them committed, so any failure
 leaves a state from which the next synchronize() converges.
 """
