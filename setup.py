@@ -234,7 +234,7 @@ if __name__ == "__main__":
                      "starlette", "uvicorn", "httpx", "psycopg[binary]>=3.1", "psycopg-pool",
                      "setuptools>=64", "wheel"],
             "apsw": ["apsw"],
-            "server": ["starlette", "uvicorn", "httpx"],
+            "server": ["starlette", "uvicorn", "httpx", "apsw"],
             "postgres": ["psycopg[binary]>=3.1", "psycopg-pool"],
         },
         entry_points={"console_scripts": ["sqlite-ct = sqlite_ct.cli:main"],

@@ -40,10 +40,10 @@ from starlette.routing import Route
 import sqlite_ct
 from ..errors import AnchorExpiredError, Error
 from ..sync import wire
-from ..sync.errors import SyncError
+from ..sync.errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from ..sync.messages import DownloadRequest, Upload
 from ..sync.server import ServerSyncProvider
-from ..sync.wire import ErrorReply, SchemaRequest, TableList, WireError
+from ..sync.wire import ErrorReply, ReplicaClaim, SchemaRequest, TableList, WireError
 from .config import (AuthenticationError, Config, ConfigError, Identity, Verifier,
                      load_config)
 
@@ -252,6 +252,10 @@ class _Service:
             return _error(400, code, str(exc))
         except AnchorExpiredError as exc:
             return _error(410, "reinitialise", str(exc))
+        except ReinitialiseRequired as exc:
+            return _error(410, "reinitialise", str(exc))
+        except ReplicaCopied as exc:
+            return _error(409, "replica_copied", str(exc))
         except SyncError as exc:
             text = str(exc)
             # The anchor errors of the hub provider: the client must start the
@@ -297,6 +301,12 @@ class _Service:
                message: SchemaRequest) -> Any:
         self.check_tables(message.tables)
         return provider.get_schema([self.served[t.lower()] for t in message.tables])
+
+    def replica(self, provider: ServerSyncProvider, identity: Identity,
+                message: ReplicaClaim) -> Any:
+        self.own_client(provider, identity, message.client_id)
+        provider.claim_replica(message.client_id, message.generation, message.next_generation)
+        return provider.get_server_info()
 
     def upload(self, provider: ServerSyncProvider, identity: Identity, message: Upload) -> Any:
         self.check_tables([tc.table for tc in message.tables])
@@ -373,6 +383,7 @@ def create_app(config: Union[str, Mapping[str, Any], Config], *,
         Route("/v1/info", endpoint(service.info, None), methods=["GET"]),
         Route("/v1/tables", endpoint(service.tables, None), methods=["GET"]),
         Route("/v1/schema", endpoint(service.schema, SchemaRequest), methods=["POST"]),
+        Route("/v1/replica", endpoint(service.replica, ReplicaClaim), methods=["POST"]),
         Route("/v1/upload", endpoint(service.upload, Upload), methods=["POST"]),
         Route("/v1/download", endpoint(service.download, DownloadRequest), methods=["POST"]),
     ]

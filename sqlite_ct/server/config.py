@@ -173,10 +173,11 @@ def _import_verifier(spec: Any) -> Verifier:
         raise ConfigError(f'config "verifier": cannot import {spec!r}: {exc}') from None
     if not callable(found):
         raise ConfigError(f'config "verifier": {spec!r} is not callable')
-    return found
+    verifier: Verifier = found
+    return verifier
 
 
-def load_config(source: Union[str, os.PathLike, Mapping[str, Any], Config], *,
+def load_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any], Config], *,
                 verifier: Optional[Verifier] = None) -> Config:
     """A Config from a JSON file path, a dict of the same shape, or a Config.
     `verifier` replaces the configuration's token table or "verifier"."""

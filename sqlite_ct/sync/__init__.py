@@ -14,11 +14,11 @@ from .agent import SyncAgent
 from .client import ClientSyncProvider
 from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, SyncStage,
                     TableCreationOption)
-from .errors import SyncError
+from .errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from .messages import (ClientChanges, DownloadBatch, DownloadRequest, DownloadTable,
                        ServerInfo, TableChanges, Upload, UploadResult)
-from .model import (ColumnSchema, Conflict, ConflictResolver, SyncGroup, SyncProgress,
-                    SyncSchema, SyncStatistics, SyncTable, TableSchema)
+from .model import (ColumnSchema, Conflict, ConflictResolver, StoredConflict, SyncGroup,
+                    SyncProgress, SyncSchema, SyncStatistics, SyncTable, TableSchema)
 from .server import ServerProvider, ServerSyncProvider
 
 __all__ = [
@@ -29,10 +29,11 @@ __all__ = [
     "ConflictResolver", "ResolveAction", "ApplyAction",
     # results and events
     "SyncStatistics", "SyncProgress", "SyncStage", "Conflict", "ConflictType",
+    "StoredConflict",
     # schema and messages (for ServerProvider implementations)
     "SyncSchema", "TableSchema", "ColumnSchema", "TableChanges", "ClientChanges",
     "ServerInfo", "Upload", "UploadResult", "DownloadRequest", "DownloadTable",
     "DownloadBatch",
     # errors
-    "SyncError",
+    "SyncError", "ReinitialiseRequired", "ReplicaCopied",
 ]

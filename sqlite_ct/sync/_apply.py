@@ -130,6 +130,13 @@ class Side(abc.ABC):
         """Extra SET term for a forced upsert's DO UPDATE, or ""."""
         return ""
 
+    def defer(self, conflict: Conflict) -> None:
+        """Keep a conflict the resolver deferred (ResolveAction.DEFER)."""
+
+    def finish(self, staged: Sequence[Staged]) -> None:
+        """After every change and conflict of the group, with the staging
+        tables still there."""
+
 
 class Applier:
     """Applies a group's TableChanges on one side, inside the caller's transaction."""
@@ -234,6 +241,7 @@ class Applier:
             for st, op in steps:
                 for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
                     self._resolve(st, seq)
+            self.side.finish(staged)
         finally:
             for st in staged:
                 _sql.execute(self.conn, f"DROP TABLE IF EXISTS temp.{st.stage}")
@@ -290,6 +298,12 @@ class Applier:
     def _decide(self, conflict: Conflict) -> ApplyAction:
         side = self.side
         choice = side.resolver.action_for(conflict.type)
+        if choice is ResolveAction.FIRE_EVENT and side.handler is None \
+                and conflict.type in (ConflictType.ERRORS_OCCURRED, ConflictType.UNKNOWN):
+            # A store error has no winner to pick: kept in the inbox, the rest
+            # of the sync goes on (a row that cannot be applied must not block
+            # every later sync).
+            choice = ResolveAction.DEFER
         if choice is ResolveAction.FIRE_EVENT:
             if side.handler is None:
                 raise SyncError(
@@ -303,6 +317,9 @@ class Applier:
                 raise SyncError(f"sqlite-ct sync: on_apply_change_failed returned {action!r}, "
                                 f"not an ApplyAction")
             return action
+        if choice is ResolveAction.DEFER:
+            conflict.deferred = True
+            return ApplyAction.CONTINUE
         if choice is side.incoming_wins:
             return ApplyAction.RETRY_WITH_FORCE_WRITE
         return ApplyAction.CONTINUE
@@ -324,6 +341,8 @@ class Applier:
             if action is ApplyAction.CONTINUE:
                 self.result.failed += 1
                 side.skipped(st, op, key, self.result)
+                if conflict.deferred:
+                    side.defer(conflict)
                 break
             row = side.incoming_row(conflict)
             merged = row != incoming

@@ -3,14 +3,19 @@ client, through its row filter, at most batch_size at a time.
 
 What a client is sent for the window (complete, upper] of a table:
 - a delete for each tombstone in the window whose key is not on the hub any
-  more and that the client did not write itself (tracking context), except
+  more inside the client's filter and that the client did not write itself
+  (tracking context), except
   on a first download (complete = 0), when the client holds no hub rows;
 - every row changed in the window that matches the client's filter and whose
-  latest change is not the client's own (no echo);
+  latest change is not the client's own (no echo); on a first download and
+  a rescope, the client's own rows too: it may not hold them any more (it was
+  reinitialised, restored, or its scope moved away from them and back);
 - a delete ("move-out") for each row changed in the window that does not match
-  the filter, because the client may hold an older version that did. On a
-  first download (complete = 0) the client holds no hub rows, so only rows it
-  uploaded itself can be out of scope.
+  the filter and that the client may hold: inserted before the window (an
+  older version may have matched), its own latest change, or inserted at or
+  after the client's upload floor (record_upload); a row others inserted in
+  the window never reached it. On a first download (complete = 0) the client
+  holds no hub rows, so only rows it uploaded itself can be out of scope.
 Every query is index-backed (the change index, the tombstone primary key, the
 key/rowid of the table) and resumes from the anchor's cursor: see _anchor.py.
 """
@@ -19,15 +24,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
 from . import _sql
 from ._anchor import (PHASE_DELETES, PHASE_SNAPSHOT, PHASE_STAMPED, PHASE_UNSTAMPED,
-                      HubAnchor, Window, decode_session, encode_session)
+                      HubAnchor, HubGuard, Window)
 from ._sql import TableInfo, q
-from .errors import SyncError
+from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 
 _PARAM = re.compile(r"[:@$]([A-Za-z_][A-Za-z0-9_]*)")
@@ -107,11 +111,15 @@ def _bind(**params: Any) -> Dict[str, Any]:
 class _TableReader:
     """One table's part of a batch."""
 
-    def __init__(self, conn: Any, info: TableInfo, flt: RowFilter, client: bytes) -> None:
+    def __init__(self, conn: Any, info: TableInfo, flt: RowFilter, client: bytes,
+                 upload_floor: Optional[int]) -> None:
         self.conn = conn
         self.info = info
         self.flt = flt
         self.client = client
+        # Rows inserted at or after this hub CSN may be the client's own
+        # uploads (see upload_floor()); None: no upload of this table known.
+        self.upload_floor = upload_floor
         self.changes = TableChanges(info.name, info.columns, info.key)
         self._sent_deletes: set = set()
         self._key_pos = [info.columns.index(k) for k in info.key]
@@ -127,10 +135,22 @@ class _TableReader:
             kind = (f"CASE WHEN NOT {m} THEN {_KIND_DELETE} "
                     f'WHEN coalesce("__sysInsertTxBsn", :@e) > :@row_since THEN {_KIND_INSERT} '
                     f"ELSE {_KIND_UPDATE} END")
-            emit = (f'({m} AND "__sysTrackingContext" IS NOT :@x) OR (NOT {m} AND '
-                    f'(:@row_since > 0 OR :@move_all OR "__sysTrackingContext" IS :@x))')
+            # A client's own latest writes are left out only when it is known
+            # to hold them: not on a first download or a rescope (row_since 0),
+            # which a reinitialised, restored or rescoped client starts with.
+            # A move-out only for a row the client may hold: one it had before
+            # the window (inserted at or before row_since), one it may have
+            # uploaded itself (inserted at or after its upload floor, or its
+            # latest change is its own), or any, on a rescope. A row inserted
+            # in the window by others and outside the filter never reached
+            # the client: no delete, and its key does not leave the hub.
+            emit = (f'({m} AND ("__sysTrackingContext" IS NOT :@x OR :@row_since = 0)) '
+                    f'OR (NOT {m} AND (:@move_all OR "__sysTrackingContext" IS :@x '
+                    f'OR (:@row_since > 0 AND (coalesce("__sysInsertTxBsn", 0) <= :@row_since '
+                    f'OR coalesce("__sysInsertTxBsn", 0) >= :@floor))))')
+        floor = self.upload_floor if self.upload_floor is not None else 2**63 - 1
         params = {**_bind(e=info.enable_bsn, row_since=w.row_since, move_all=int(w.move_all),
-                          x=self.client), **self.flt.params}
+                          x=self.client, floor=floor), **self.flt.params}
         return _p(f"SELECT {lead}, {self._cursor}, {kind}, {cols} "
                   f"FROM main.{q(info.name)} WHERE ({emit})"), params
 
@@ -180,10 +200,15 @@ class _TableReader:
         keys = ", ".join(f"sqlite_ct_unpack_key(d.__sysRK, {i})" for i in range(len(info.key)))
         gone = " AND ".join(f"t.{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
                             for i, k in enumerate(info.key))
+        # Not sent when the key is back on the hub in the client's scope (the
+        # row itself is sent; it may be the client's own re-insert). A key
+        # back outside the scope is a delete for a client that may hold the
+        # old row: the new row, inserted in the window, gets no move-out.
         base = _p(f"SELECT d.__sysDeleteTxBsn, d.__sysRK, {keys} FROM __sysOCSDeletedRows AS d "
                   f"WHERE d.__sysTName = :@tname AND d.__sysTrackingContext IS NOT :@x "
-                  f"AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t WHERE {gone})")
-        params = _bind(tname=info.name, x=self.client, cb=w.cursor_bsn)
+                  f"AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t WHERE {gone} "
+                  f"AND {self.flt.match})")
+        params = {**_bind(tname=info.name, x=self.client, cb=w.cursor_bsn), **self.flt.params}
         queries = []
         if w.cursor_key is not None:
             queries.append((base + _p(" AND d.__sysDeleteTxBsn = :@cb AND d.__sysRK > :@ck "
@@ -260,7 +285,7 @@ class _TableState:
         return bool(a.complete) and a.fingerprint != self.flt.fingerprint
 
 
-def read_batch(conn: Any, server_id: uuid.UUID, request: DownloadRequest,
+def read_batch(conn: Any, guard: HubGuard, request: DownloadRequest,
                filters: Mapping[str, Optional[str]], infos: _sql.TableInfoCache
                ) -> DownloadBatch:
     """One batch for `request`, read in one snapshot of the hub.
@@ -268,38 +293,41 @@ def read_batch(conn: Any, server_id: uuid.UUID, request: DownloadRequest,
     Deletes are read for the tables in reverse order before any rows, and
     rows in table order, so that across batches a child row is deleted before
     its parent and inserted after it, as within one batch."""
-    server = server_id.bytes
     client = request.client_id.bytes_le
     budget = request.batch_size
     if budget is not None and budget < 1:
         raise SyncError("sqlite-ct sync: batch_size must be at least 1 (or None)")
     with _conn.savepoint(conn, "sqlite_ct_sync_read"):
-        upper = decode_session(request.session)
+        upper = guard.decode_session(request.session)
         if upper is None:
             upper = int(_sql.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
-        states = [_state(conn, infos, server, client, upper, dt, filters, request.parameters)
+        states = [_state(conn, infos, guard, client, upper, dt, filters, request.parameters)
                   for dt in request.tables]
         for st in reversed(states):
             budget = _advance(st, upper, budget, deletes_only=True)
         for st in states:
             budget = _advance(st, upper, budget, deletes_only=False)
+        anchors = {st.info.name: guard.encode(st.anchor, st.info.name) for st in states}
+        session = guard.encode_session(upper)
     out = [dataclasses.replace(st.reader.changes, reset=st.reset) for st in states
            if len(st.reader.changes) or st.reset]
-    anchors = {st.info.name: st.anchor.encode() for st in states}
     more = any(st.pending(upper) for st in states)
-    return DownloadBatch(out, anchors, encode_session(upper), more)
+    return DownloadBatch(out, anchors, session, more)
 
 
-def _state(conn: Any, infos: _sql.TableInfoCache, server: bytes, client: bytes, upper: int,
+def _state(conn: Any, infos: _sql.TableInfoCache, guard: HubGuard, client: bytes, upper: int,
            dt: DownloadTable, filters: Mapping[str, Optional[str]],
            parameters: Mapping[str, Any]) -> _TableState:
     info = infos.get(conn, dt.table)
     flt = row_filter(info.name, filters.get(info.name.lower()), parameters)
-    anchor = (HubAnchor.decode(dt.anchor, info.name) if dt.anchor
+    server = guard.server
+    anchor = (guard.decode(dt.anchor, info.name) if dt.anchor
               else HubAnchor(server, flt.fingerprint, 0))
-    if anchor.server != server:
-        raise SyncError(f'sqlite-ct sync: the received anchor of table "{info.name}" '
-                        f"was issued by another server; reinitialise the table")
+    w = anchor.window
+    if w is not None and (w.upper > upper or w.snapshot != dt.snapshot):
+        raise ReinitialiseRequired(
+            info.name, f'sqlite-ct sync: the received anchor of table "{info.name}" does not '
+                       f"belong to this download session; reinitialise the table")
     if not dt.snapshot and not info.tracked:
         raise SyncError(f'sqlite-ct sync: table "{info.name}" is not provisioned on the hub; '
                         f'call ServerSyncProvider.provision("{info.name}")')
@@ -307,7 +335,8 @@ def _state(conn: Any, infos: _sql.TableInfoCache, server: bytes, client: bytes, 
     if reset:
         anchor = HubAnchor(server, flt.fingerprint, 0,
                            Window(upper, 0, False, True, PHASE_SNAPSHOT, 0, None))
-    return _TableState(dt.snapshot, info, flt, anchor, _TableReader(conn, info, flt, client),
+    reader = _TableReader(conn, info, flt, client, upload_floor(conn, client, info.name))
+    return _TableState(dt.snapshot, info, flt, anchor, reader,
                        reset)
 
 
@@ -335,7 +364,8 @@ def _advance(st: _TableState, upper: int, budget: Optional[int],
 def _open_window(info: TableInfo, flt: RowFilter, anchor: HubAnchor, upper: int) -> Window:
     complete = anchor.complete
     if complete and complete < info.min_valid:
-        raise SyncError(
+        raise ReinitialiseRequired(
+            info.name,
             f'sqlite-ct sync: the hub purged tombstones of table "{info.name}" newer than '
             f"this client's anchor (CSN {complete} < {info.min_valid}); reinitialise the "
             f"table on the client (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")
@@ -347,3 +377,30 @@ def _open_window(info: TableInfo, flt: RowFilter, anchor: HubAnchor, upper: int)
         # send (Sync Services skipped them too, @sync_initialized = 0).
         window = _next_phase(window)
     return window
+
+
+UPLOADS_TABLE = "__sysSyncUploads"
+
+
+def upload_floor(conn: Any, client: bytes, table: str) -> Optional[int]:
+    """The hub CSN of the client's earliest upload of `table` that its
+    downloads may not have covered yet (__sysSyncUploads), or None."""
+    if _sql.table_exists(conn, UPLOADS_TABLE) is None:
+        return None
+    value = _sql.value(conn, f"SELECT Floor FROM main.{UPLOADS_TABLE} "
+                             f"WHERE ClientId = ? AND TName = ?", (client, table))
+    return None if value is None else int(value)
+
+
+def record_upload(conn: Any, client: bytes, table: str, bsn: int, complete: int) -> None:
+    """In the upload's transaction: an upload of `table` at hub CSN `bsn` from
+    a client whose anchor had `complete`. The floor moves up to `bsn` only
+    once that anchor covers the previous floor (its download got past it);
+    until then every upload since the floor may be the client's own."""
+    _sql.execute(conn, f"CREATE TABLE IF NOT EXISTS main.{UPLOADS_TABLE}("
+                       f"ClientId BLOB NOT NULL, TName TEXT NOT NULL, Floor INTEGER NOT NULL, "
+                       f"PRIMARY KEY(ClientId, TName)) WITHOUT ROWID")
+    _sql.execute(conn, f"INSERT INTO main.{UPLOADS_TABLE}(ClientId, TName, Floor) "
+                       f"VALUES (:c, :t, :b) ON CONFLICT(ClientId, TName) DO UPDATE SET "
+                       f"Floor = :b WHERE Floor <= :complete",
+                 {"c": client, "t": table, "b": bsn, "complete": complete})

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import uuid
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .. import _conn
+from ..anchors import client_id
 from ..keys import key_columns
+from ..tracking import require_tracked
 from .errors import SyncError
 
 q = _conn.quote_identifier
@@ -81,6 +84,19 @@ def savepoint(conn: Any) -> Iterator[None]:
         _conn.execute(conn, f'RELEASE "{label}"')
         raise
     _conn.execute(conn, f'RELEASE "{label}"')
+
+
+def database_id(conn: Any) -> "uuid.UUID":
+    """sqlite_ct.client_id(), but without a read transaction that turns into
+    a write one: an id that exists is read, a missing one is created in a
+    transaction whose write lock is taken up front, so a busy timeout is
+    honoured (an upgraded read transaction fails at once with SQLITE_BUSY)."""
+    if table_exists(conn, "__sysSyncSubscriptions") is not None:
+        blob = value(conn, "SELECT ClientId FROM __sysSyncSubscriptions ORDER BY rowid LIMIT 1")
+        if blob is not None:
+            return uuid.UUID(bytes_le=bytes(blob))
+    with transaction(conn, "sqlite_ct_sync_id"):
+        return client_id(conn)
 
 
 def executemany(conn: Any, sql: str, seq: Iterable[Sequence[Any]]) -> None:
@@ -185,6 +201,11 @@ def table_info(conn: Any, table: str) -> TableInfo:
                 conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn FROM __sysOCSTrackedObjects "
                       "WHERE __sysTName = ?", (name,)):
             tracked, enable_bsn, min_valid = True, int(enable), int(valid)
+    if tracked:
+        # Read once per schema version (TableInfoCache): a table rebuilt by
+        # another tool keeps its registry row but lost its triggers, and
+        # serving or applying it would report no changes, silently.
+        require_tracked(conn, name, "sync")
     return TableInfo(name, tuple(columns), key, without_rowid, rowid, tracked,
                      enable_bsn, min_valid)
 

@@ -1,7 +1,9 @@
 """SyncAgent: drives one synchronisation session between a client provider and
 a server provider (Sync Services' SyncAgent).
 
-For each group, in the order its first table was given:
+First the client database claims its next replica generation with the
+server (a copied or restored database is refused: ReplicaCopied). Then, for
+each group, in the order its first table was given:
   1. first sync of a table: the server describes it, the client creates or
      prepares it (TableCreationOption) and stores its first anchors;
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
@@ -15,6 +17,7 @@ For each group, in the order its first table was given:
      transaction, until the server says there is no more. An interrupted
      session resumes from the last applied batch;
   4. retention: the client purges old, already uploaded tombstones.
+Last, deferred downloads in the conflict inbox are retried.
 Anchors move only after the step that needs them committed, so any failure
 leaves a state from which the next synchronize() converges.
 """
@@ -23,12 +26,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ._apply import ApplyResult
 from .client import ClientSyncProvider
 from .enums import SyncDirection, SyncStage
-from .errors import SyncError
+from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadRequest, DownloadTable, TableChanges, Upload
 from .model import SyncProgress, SyncStatistics, SyncTable
 from .server import ServerProvider
@@ -78,6 +82,7 @@ class SyncAgent:
         self.upload_batch_size = upload_batch_size
         self.parameters = dict(parameters or {})
         self.progress = progress
+        self._server_id: Optional[uuid.UUID] = None
 
     def groups(self) -> List[Tuple[str, List[SyncTable]]]:
         """(group name, tables) in the order each group's first table was given;
@@ -97,6 +102,7 @@ class SyncAgent:
         stats = SyncStatistics(sync_start_time=_now())
         log.info("sync: client %s, tables %s", self.client.client_id,
                  ", ".join(t.name for t in self.tables))
+        self._claim_replica()
         for name, tables in self.groups():
             self._initialize(name, tables, stats)
             uploads = [t for t in tables if t.direction.uploads]
@@ -106,6 +112,7 @@ class SyncAgent:
             if downloads:
                 self._download(name, downloads, stats)
             self.client.cleanup(tables)
+        self._retry_deferred()
         stats.sync_complete_time = _now()
         log.info("sync: done: uploaded %d (applied %d, failed %d), downloaded %d (applied %d, "
                  "failed %d) in %d batch(es), %d conflict(s)", stats.total_changes_uploaded,
@@ -113,6 +120,87 @@ class SyncAgent:
                  stats.total_changes_downloaded, stats.download_changes_applied,
                  stats.download_changes_failed, stats.download_batches, len(stats.conflicts))
         return stats
+
+    def _retry_deferred(self) -> None:
+        """After every group: deferred downloads that apply now (a parent
+        arrived with a later group) leave the conflict inbox. (They were
+        counted when deferred; SyncStatistics.conflicts_deferred counts the
+        session's deferrals, the inbox what is still open.)"""
+        self.client.retry_deferred([t for t in self.tables if t.direction.downloads])
+
+    def reinitialise(self, *names: str) -> SyncStatistics:
+        """Bring tables back in line with the hub without losing local work:
+        the answer to ReinitialiseRequired (a hub restored from a backup, a
+        purge, a corrupt anchor), to a client restored from a backup, and after
+        anything that removed rows from a client table behind sync's back.
+
+        `names` are table or group names (none: every table). For each group
+        concerned: upload its unsent changes (if the hub refuses the stored
+        anchors, they are uploaded as from a client that has seen nothing, so
+        every hub row another client changed is a conflict, resolved as
+        usual), then remove every other row of the chosen tables on the
+        client, and download everything now in the client's scope, its own
+        uploads included. Returns the session's SyncStatistics."""
+        chosen = self._select(names)
+        stats = SyncStatistics(sync_start_time=_now())
+        self._claim_replica()
+        for group, tables in self.groups():
+            picked = [t for t in tables if t.name.lower() in chosen]
+            if not picked:
+                continue
+            self._initialize(group, tables, stats)
+            uploads = [t for t in tables if t.direction.uploads]
+            if uploads:
+                try:
+                    self._upload(group, uploads, stats)
+                except ReinitialiseRequired:
+                    self._upload(group, uploads, stats, trust_anchors=False)
+            reset = [t for t in picked if t.direction.downloads
+                     and t.direction is not SyncDirection.SNAPSHOT]
+            if reset:
+                self.client.reinitialise(reset, self.server.get_schema([t.name for t in reset]))
+            downloads = [t for t in tables if t.direction.downloads]
+            if downloads:
+                self._download(group, downloads, stats)
+            self.client.cleanup(tables)
+        self._retry_deferred()
+        stats.sync_complete_time = _now()
+        return stats
+
+    def reidentify(self) -> SyncStatistics:
+        """The answer to ReplicaCopied: give the client database a new client
+        id (ClientSyncProvider.reidentify) and reinitialise every table, so
+        the copy and the original become two clients that see each other's
+        changes. Unsent changes are kept and uploaded under the new id."""
+        self.client.reidentify()
+        return self.reinitialise()
+
+    def _claim_replica(self) -> None:
+        """Move the client database to its next replica generation with the
+        server (ServerProvider.claim_replica): a copied or restored database
+        is refused with ReplicaCopied before anything is exchanged. Not inside
+        the caller's transaction on the client: a rollback there would undo
+        the client's step after the server recorded it."""
+        if self.client.in_transaction():
+            return
+        if self._server_id is None:
+            self._server_id = self.server.get_server_info().server_id
+        current, pending = self.client.replica_generation(self._server_id)
+        self.server.claim_replica(self.client.client_id, current, pending)
+        self.client.store_replica_generation(self._server_id, pending)
+
+    def _select(self, names: Sequence[str]) -> Set[str]:
+        if not names:
+            return {t.name.lower() for t in self.tables}
+        out: Set[str] = set()
+        for n in names:
+            hit = [t for t in self.tables if t.name.lower() == n.lower()
+                   or (t.group is not None and t.group.name == n)]
+            if not hit:
+                raise SyncError(f'sqlite-ct sync: "{n}" is neither a table nor a group of '
+                                f"this SyncAgent")
+            out.update(t.name.lower() for t in hit)
+        return out
 
     def _report(self, stage: SyncStage, group: str, tables: Sequence[SyncTable], changes: int,
                 stats: SyncStatistics, batch: int = 0, more: bool = False) -> None:
@@ -135,7 +223,8 @@ class SyncAgent:
                  ", ".join(f"{t.name}: {t.creation_option.name}" for t in new))
         self._report(SyncStage.CREATING_SCHEMA, group, new, 0, stats)
 
-    def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics) -> None:
+    def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics,
+                trust_anchors: bool = True) -> None:
         client = self.client
         changes = client.get_changes(tables)
         total = len(changes)
@@ -143,8 +232,10 @@ class SyncAgent:
                  _counts(changes.tables))
         stats.total_changes_uploaded += total
         corrections: List[TableChanges] = []
+        deferred: List[Any] = []
         if total:
-            received = client.received_anchors(tables)
+            received = (client.received_anchors(tables) if trust_anchors
+                        else {t.name: None for t in tables})
             # The same local changes give the same session, so a sync retried
             # after a lost answer sends batches the server recognises.
             session = hashlib.sha256(b"sqlite-ct upload\0" + client.client_id.bytes
@@ -167,6 +258,7 @@ class SyncAgent:
                 stats.upload_changes_applied += result.applied
                 stats.upload_changes_failed += result.failed
                 stats.conflicts.extend(result.conflicts)
+                deferred.extend(c for c in result.conflicts if c.deferred)
                 # Upload-only tables take nothing from the server, corrections neither.
                 corrections.extend(c for c in result.corrections
                                    if c.table.lower() in bidirectional)
@@ -177,12 +269,14 @@ class SyncAgent:
             for c in stats.conflicts[conflicts_before:]:
                 log.debug("sync %s: upload conflict %s on %s %r -> %s", group, c.type.value,
                           c.table, c.key, None if c.action is None else c.action.value)
-        applied = client.complete_upload(tables, changes.new_anchor, corrections)
+        stats.conflicts_deferred += len(deferred)
+        applied = client.complete_upload(tables, changes.new_anchor, corrections, deferred)
         moved = sum(len(c) for c in corrections)
         stats.total_changes_downloaded += moved
         stats.download_changes_applied += applied.applied
         stats.download_changes_failed += applied.failed
         stats.conflicts.extend(applied.conflicts)
+        stats.conflicts_deferred += sum(1 for c in applied.conflicts if c.deferred)
         self._report(SyncStage.UPLOADING_CHANGES, group, tables, total, stats)
 
     def _download(self, group: str, tables: Sequence[SyncTable],
@@ -225,6 +319,7 @@ class SyncAgent:
             stats.download_changes_applied += result.applied
             stats.download_changes_failed += result.failed
             stats.conflicts.extend(result.conflicts)
+            stats.conflicts_deferred += sum(1 for c in result.conflicts if c.deferred)
             self._report(SyncStage.DOWNLOADING_CHANGES, group, tables, len(batch), stats,
                          batch_no, batch.more)
             session = batch.session

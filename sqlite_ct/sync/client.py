@@ -16,13 +16,16 @@ changed since) is overwritten without a conflict.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
+import os
 import struct
 import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .. import _conn
-from ..anchors import (client_id, get_received_anchor, get_sent_anchor, set_received_anchor,
+from ..anchors import (get_received_anchor, get_sent_anchor, set_received_anchor,
                        set_sent_anchor)
 from ..changes import enumerate_group_changes
 from ..retention import purge_tombstones
@@ -34,7 +37,8 @@ from ._sql import q
 from .enums import ConflictType, ResolveAction, SyncDirection, SyncStage, TableCreationOption
 from .errors import SyncError
 from .messages import ClientChanges, DownloadBatch, TableChanges
-from .model import Conflict, ConflictResolver, Row, SyncSchema, SyncTable, TableSchema
+from .model import (Conflict, ConflictResolver, Row, StoredConflict, SyncSchema, SyncTable,
+                    TableSchema)
 
 __all__ = ["ClientSyncProvider"]
 
@@ -56,6 +60,7 @@ class _ClientSide(Side):
                  infos: _sql.TableInfoCache, sent: Dict[str, int]) -> None:
         super().__init__(conn, resolver, handler, infos)
         self.sent = sent
+        self.deferred: set = set()
 
     def _sent(self, st: Staged) -> int:
         return self.sent.get(st.info.name.lower(), 0)
@@ -111,6 +116,25 @@ class _ClientSide(Side):
                                  f"AND __sysDeleteTxBsn > ?",
                       (st.info.name, *values, self._sent(st)))
 
+    def defer(self, conflict: Conflict) -> None:
+        store_conflicts(self.conn, [conflict])
+        self.deferred.add((conflict.table.lower(), _dumps(conflict.key)))
+
+    def finish(self, staged: Sequence[Staged]) -> None:
+        # A server change of a key that applied makes an older deferred
+        # download of that key stale: the inbox entry goes.
+        if not _inbox_has(self.conn, SyncStage.DOWNLOADING_CHANGES):
+            return
+        stale = []
+        for st in staged:
+            for op, values in st.rows.values():
+                key = _dumps(st.key_of(values))
+                if (st.info.name.lower(), key) not in self.deferred:
+                    stale.append((st.info.name, key))
+        _sql.executemany(self.conn, f"DELETE FROM main.{_INBOX} WHERE TableName = ? "
+                                    f"COLLATE NOCASE AND KeyJson = ? AND Stage = "
+                                    f"'{SyncStage.DOWNLOADING_CHANGES.value}'", stale)
+
     def force_upsert_set(self, st: Staged, merged: bool) -> str:
         # In apply mode the tracker writes 0, so resetting the insert stamp of
         # an overwritten pending insert is allowed; without it a later local
@@ -129,7 +153,9 @@ class ClientSyncProvider:
     creating_schema(sync_table, table_schema) -> TableSchema or None: may
       return an edited schema before a client table is created.
     schema_created(conn, sync_table, table_schema): runs in the same
-      transaction after a table was created or prepared."""
+      transaction after a table was created or prepared.
+    Deferred conflicts (ResolveAction.DEFER; store errors without a handler)
+    are kept in the conflict inbox: conflicts(), resolve_conflict()."""
 
     def __init__(self, conn: Any, *, conflict_resolver: Optional[ConflictResolver] = None,
                  on_apply_change_failed: Optional[Handler] = None, retention_days: int = 10,
@@ -154,8 +180,62 @@ class ClientSyncProvider:
     def client_id(self) -> uuid.UUID:
         """This database's id, created on first use (__sysSyncSubscriptions)."""
         if self._client_id is None:
-            self._client_id = client_id(self.conn)
+            self._client_id = _sql.database_id(self.conn)
         return self._client_id
+
+    # -- replica generations --------------------------------------------------
+    def replica_generation(self, server_id: uuid.UUID) -> Tuple[Optional[bytes], bytes]:
+        """(current, next) replica generation of this database with the server
+        `server_id` (__sysSyncReplica). `next` is drawn once and kept until
+        store_replica_generation() makes it current, so a session that died
+        after the server accepted it claims the same one again; a copy of the
+        file at rest has none and draws its own, which the server refuses."""
+        sid = server_id.bytes_le
+        with _sql.transaction(self.conn, "sqlite_ct_sync_replica"):
+            _sql.execute(self.conn, "CREATE TABLE IF NOT EXISTS main.__sysSyncReplica("
+                                    "ServerId BLOB PRIMARY KEY NOT NULL, Generation BLOB, "
+                                    "Pending BLOB)")
+            row = next(iter(_sql.rows(self.conn, "SELECT Generation, Pending FROM "
+                                                 "__sysSyncReplica WHERE ServerId = ?", (sid,))),
+                       (None, None))
+            current, pending = _blob(row[0]), _blob(row[1])
+            if pending is None:
+                count = 0 if current is None else int.from_bytes(current[:8], "big")
+                pending = (count + 1).to_bytes(8, "big") + os.urandom(16)
+                _sql.execute(self.conn, "INSERT INTO __sysSyncReplica(ServerId, Generation, "
+                                        "Pending) VALUES (?, ?, ?) ON CONFLICT(ServerId) DO "
+                                        "UPDATE SET Pending = excluded.Pending",
+                             (sid, current, pending))
+        return current, pending
+
+    def store_replica_generation(self, server_id: uuid.UUID, generation: bytes) -> None:
+        """The server accepted `generation`: it is current now."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_replica"):
+            _sql.execute(self.conn, "UPDATE __sysSyncReplica SET Generation = ?, Pending = NULL "
+                                    "WHERE ServerId = ? AND Pending IS ?",
+                         (generation, server_id.bytes_le, generation))
+
+    def reidentify(self) -> uuid.UUID:
+        """Give this database a new client id and forget its replica
+        generations: for a database that is a copy of another client's, or was
+        restored from a backup (ReplicaCopied). Its tables then need
+        reinitialising (SyncAgent.reidentify() does both). Returns the new id."""
+        new = uuid.uuid4()
+        with _sql.transaction(self.conn, "sqlite_ct_sync_reidentify"):
+            old = _sql.database_id(self.conn)
+            _sql.execute(self.conn, "UPDATE __sysSyncSubscriptions SET ClientId = ? "
+                                    "WHERE ClientId = ?", (new.bytes_le, old.bytes_le))
+            if _sql.table_exists(self.conn, "__sysSyncArticles"):
+                _sql.execute(self.conn, "UPDATE __sysSyncArticles SET ClientId = ?",
+                             (new.bytes_le,))
+            if _sql.table_exists(self.conn, "__sysSyncReplica"):
+                _sql.execute(self.conn, "DELETE FROM __sysSyncReplica")
+        self._client_id = new
+        return new
+
+    def in_transaction(self) -> bool:
+        """Whether the connection is inside a transaction (the caller's)."""
+        return _sql.in_transaction(self.conn)
 
     def transaction(self):
         """A write transaction (a savepoint inside the caller's)."""
@@ -237,6 +317,9 @@ class ClientSyncProvider:
         schema_table = _lookup(schema.tables, table.name)
         if schema_table is None:
             raise SyncError(f'sqlite-ct sync: the server sent no schema for table "{table.name}"')
+        # The schema is a message from the server: checked before anything
+        # of it reaches the application's callback or SQL.
+        schema_table.validate(table.name)
         if self.creating_schema is not None:
             schema_table = self.creating_schema(table, schema_table) or schema_table
         opt = table.creation_option
@@ -283,7 +366,12 @@ class ClientSyncProvider:
             # Nothing here is a local change: not the new rows (none), not
             # the truncated ones, not older tombstones.
             set_sent_anchor(self.conn, name, max(enable, last_committed_csn(self.conn)))
-        elif sent is None:
+        elif sent is not None:
+            # Synchronised before, and now starting again from the hub's
+            # initial anchor: what the client holds from earlier syncs may be
+            # gone from the hub; keep only what was never uploaded.
+            self._drop_received(name, sent)
+        else:
             upload_existing = (table.creation_option
                                is TableCreationOption.UPLOAD_EXISTING_OR_CREATE_NEW_TABLE
                                and table.direction.uploads)
@@ -295,6 +383,39 @@ class ClientSyncProvider:
         if anchor is None:
             raise SyncError(f'sqlite-ct sync: the server sent no anchor for table "{table.name}"')
         set_received_anchor(self.conn, name, anchor)
+
+    def reinitialise(self, tables: Sequence[TableLike], schema: SyncSchema) -> int:
+        """Start `tables` over from the server's initial anchors (in `schema`,
+        from ServerProvider.get_schema), keeping the client's unsent changes:
+        rows changed after the sent anchor and pending tombstones stay, every
+        other row is removed (without tombstones) and comes back with the next
+        download if it is still on the server and in this client's scope,
+        the client's own uploads included. Upload the pending changes first
+        (SyncAgent.reinitialise does): a download that finds a pending row
+        treats it as a conflict. Returns how many rows were removed."""
+        removed = 0
+        with _sql.transaction(self.conn, "sqlite_ct_sync_reinitialise"):
+            for t in tables:
+                name = _sql.table_exists(self.conn, _name(t))
+                if name is None or not is_tracked(self.conn, name):
+                    continue  # created by the next sync, or a snapshot table
+                anchor = _lookup(schema.initial_anchors, _name(t))
+                if anchor is None:
+                    raise SyncError(f'sqlite-ct sync: the server sent no anchor for table '
+                                    f'"{_name(t)}"')
+                removed += self._drop_received(name, get_sent_anchor(self.conn, name) or 0)
+                set_received_anchor(self.conn, name, anchor)
+        return removed
+
+    def _drop_received(self, name: str, sent: int) -> int:
+        """Delete, in apply mode, the rows of `name` with no change after the
+        sent anchor `sent`: what came from the server or was already uploaded."""
+        enable = self._infos.get(self.conn, name).enable_bsn
+        with applying_server_changes(self.conn):
+            _sql.execute(self.conn, f'DELETE FROM main.{q(name)} '
+                                    f'WHERE coalesce("__sysChangeTxBsn", :e) <= :s',
+                         {"e": enable, "s": sent})
+            return int(_sql.value(self.conn, "SELECT changes()"))
 
     def _refuse_unsent(self, name: str, opt: TableCreationOption) -> None:
         sent = get_sent_anchor(self.conn, name)
@@ -331,20 +452,25 @@ class ClientSyncProvider:
             cs = group[n]
             info = self._infos.get(self.conn, n)
             cols = info.columns
-            out.append(TableChanges(
-                info.name, cols, info.key,
-                deletes=[tuple(r[k] for k in info.key) for r in cs.deletes],
-                inserts=[tuple(r[c] for c in cols) for r in cs.inserts],
-                updates=[tuple(r[c] for c in cols) for r in cs.updates]))
+            deletes = [tuple(r[k] for k in info.key) for r in cs.deletes]
+            inserts = [tuple(r[c] for c in cols) for r in cs.inserts]
+            updates = [tuple(r[c] for c in cols) for r in cs.updates]
+            if deletes and inserts:
+                deletes = _replaces_as_upserts(info.key, cols, deletes, inserts)
+            out.append(TableChanges(info.name, cols, info.key, deletes=deletes,
+                                    inserts=inserts, updates=updates))
         return ClientChanges(out, group.new_anchor)
 
     def complete_upload(self, tables: Sequence[TableLike], new_anchor: int,
-                        corrections: Sequence[TableChanges] = ()) -> ApplyResult:
+                        corrections: Sequence[TableChanges] = (),
+                        deferred: Sequence[Conflict] = ()) -> ApplyResult:
         """After the server committed an upload: move the sent anchors to
-        `new_anchor` and apply the server's corrections, in one transaction."""
+        `new_anchor`, keep the changes the server deferred in the conflict
+        inbox and apply the server's corrections, in one transaction."""
         with _sql.transaction(self.conn, "sqlite_ct_sync_sent"):
             for t in tables:
                 self._store_sent(_name(t), new_anchor)
+            store_conflicts(self.conn, deferred)
             if not any(len(c) for c in corrections):
                 return ApplyResult()
             return self._apply(corrections)
@@ -379,6 +505,97 @@ class ClientSyncProvider:
         with applying_server_changes(self.conn):
             return Applier(side).apply(tables)
 
+    # -- conflict inbox ------------------------------------------------------------
+    def conflicts(self, table: Optional[str] = None) -> List[StoredConflict]:
+        """The deferred conflicts in this database's inbox (__sysSyncConflicts),
+        oldest first; only `table`'s when given."""
+        if _sql.table_exists(self.conn, _INBOX) is None:
+            return []
+        sql = (f"SELECT Id, Type, Stage, TableName, KeyJson, ClientJson, ServerJson, Error, "
+               f"Time FROM main.{_INBOX}")
+        params: Tuple[Any, ...] = ()
+        if table is not None:
+            sql += " WHERE TableName = ? COLLATE NOCASE"
+            params = (table,)
+        return [StoredConflict(int(i), ConflictType(ctype), SyncStage(stage), name,
+                               _loads(key), _loads(crow), _loads(srow), error,
+                               datetime.datetime.fromtimestamp(ms / 1000,
+                                                               datetime.timezone.utc))
+                for i, ctype, stage, name, key, crow, srow, error, ms in
+                _sql.rows(self.conn, sql + " ORDER BY Id", params)]
+
+    def retry_deferred(self, tables: Sequence[TableLike]) -> int:
+        """Apply again the server rows of `tables` whose download was
+        deferred (a child that came before its parent, a constraint fixed
+        since), each as the download would have: in apply mode, unless the
+        row has a pending local change. Entries that apply leave the inbox;
+        the others stay. The stored row is the newest server version the
+        client has received (a later download of the key replaces or removes
+        the entry). Returns how many applied."""
+        if not _inbox_has(self.conn, SyncStage.DOWNLOADING_CHANGES):
+            return 0
+        wanted = {_name(t).lower() for t in tables}
+        entries = [c for c in self.conflicts() if c.stage is SyncStage.DOWNLOADING_CHANGES
+                   and c.table.lower() in wanted]
+        applied = 0
+        with _sql.transaction(self.conn, "sqlite_ct_sync_retry"):
+            sent = self._sent_anchors([c.table for c in entries])
+            for c in entries:
+                info = self._infos.get(self.conn, c.table)
+                marks = [f":k{i}" for i in range(len(info.key))]
+                keys = {f"k{i}": c.key.get(k) for i, k in enumerate(info.key)}
+                if info.tracked and _sql.value(
+                        self.conn, f'SELECT coalesce("__sysChangeTxBsn", :e) > :s '
+                                   f"FROM main.{q(info.name)} WHERE "
+                                   f"{info.key_match('', marks)}",
+                        {**keys, "e": info.enable_bsn, "s": sent[info.name.lower()]}):
+                    continue  # a local change since: the user decides
+                try:
+                    with _sql.savepoint(self.conn), applying_server_changes(self.conn):
+                        self._write_row(info, c.key, c.server_row)
+                except _sql.host_errors() as exc:
+                    if not _sql.is_row_error(exc):
+                        raise
+                    continue
+                _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (c.id,))
+                applied += 1
+        return applied
+
+    def _write_row(self, info: _sql.TableInfo, key: Row, row: Optional[Row]) -> None:
+        """Upsert `row` into `info`'s table, or delete `key` when row is None."""
+        t = q(info.name)
+        if row is None:
+            marks = [f":k{i}" for i in range(len(info.key))]
+            _sql.execute(self.conn, f"DELETE FROM main.{t} WHERE {info.key_match('', marks)}",
+                         {f"k{i}": key[k] for i, k in enumerate(info.key)})
+            return
+        cols = [col for col in info.columns if col in row]
+        names = ", ".join(q(col) for col in cols)
+        marks_v = ", ".join(f":v{i}" for i in range(len(cols)))
+        keys = ", ".join(q(k) for k in info.key)
+        sets = ", ".join(f"{q(col)} = excluded.{q(col)}" for col in cols if col not in info.key)
+        action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
+        _sql.execute(self.conn, f"INSERT INTO main.{t} ({names}) VALUES ({marks_v}) "
+                                f"ON CONFLICT ({keys}) {action}",
+                     {f"v{i}": row[col] for i, col in enumerate(cols)})
+
+    def resolve_conflict(self, conflict_id: int, row: Optional[Row] = None, *,
+                         delete: bool = False) -> None:
+        """Settle a deferred conflict and remove it from the inbox, in one
+        transaction. With `row` (a full row: the stored client_row or
+        server_row, possibly edited), it is written to the table as a local
+        change; with delete=True the key is deleted as a local change; the
+        next sync uploads either. With neither, the table stays as it is."""
+        found = [c for c in self.conflicts() if c.id == conflict_id]
+        if not found:
+            raise SyncError(f"sqlite-ct sync: no deferred conflict {conflict_id} in the inbox")
+        c = found[0]
+        with _sql.transaction(self.conn, "sqlite_ct_sync_resolve"):
+            info = self._infos.get(self.conn, c.table)
+            if delete or row is not None:
+                self._write_row(info, c.key, None if delete else row)
+            _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (conflict_id,))
+
     # -- retention ---------------------------------------------------------------
     def cleanup(self, tables: Sequence[TableLike]) -> int:
         """Purge tombstones of `tables` older than retention_days that were
@@ -388,7 +605,7 @@ class ClientSyncProvider:
         cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
         names = [_name(t) for t in tables]
         sent = self._sent_anchors(names)
-        purged = 0
+        due = {}
         for n in names:
             if not sent[n.lower()]:
                 continue
@@ -397,8 +614,80 @@ class ClientSyncProvider:
                              "WHERE __sysTName = ? COLLATE NOCASE AND __sysDeleteTxBsn <= ? "
                              "AND __sysDeletedTime < ?", (n, sent[n.lower()], cutoff))
             if csn:
-                purged += purge_tombstones(self.conn, n, up_to_csn=int(csn))
+                due[n] = int(csn)
+        if not due:
+            return 0
+        purged = 0
+        # The write lock is taken up front (a purge is a read, then a write).
+        with _sql.transaction(self.conn, "sqlite_ct_sync_cleanup"):
+            for n, csn in due.items():
+                purged += purge_tombstones(self.conn, n, up_to_csn=csn)
         return purged
+
+
+def _replaces_as_upserts(key: Sequence[str], cols: Sequence[str], deletes: List[tuple],
+                         inserts: List[tuple]) -> List[tuple]:
+    """The deletes without the keys that are inserted again. A key both
+    deleted (a row the server has) and inserted since the sent anchor is an
+    INSERT OR REPLACE of an existing key, or a delete and a re-insert: the
+    insert alone, applied as an upsert, updates the server's row in place (and
+    inserts it if the server deleted it meanwhile). As a delete and an insert
+    it would fire the hub's delete actions (ON DELETE CASCADE) for a row that
+    stays."""
+    pos = [list(cols).index(k) for k in key]
+
+    def strict(values: Sequence[Any]) -> tuple:
+        return tuple((type(v).__name__, v) for v in values)
+
+    back = {strict([r[i] for i in pos]) for r in inserts}
+    return [k for k in deletes if strict(k) not in back]
+
+
+_INBOX = "__sysSyncConflicts"
+
+
+def store_conflicts(conn: Any, conflicts: Sequence[Conflict]) -> None:
+    """Add deferred conflicts to the inbox, inside the caller's transaction
+    (the one that moves the anchors past them)."""
+    if not conflicts:
+        return
+    _sql.execute(conn, f"CREATE TABLE IF NOT EXISTS main.{_INBOX}("
+                       f"Id INTEGER PRIMARY KEY, Type TEXT NOT NULL, Stage TEXT NOT NULL, "
+                       f"TableName TEXT NOT NULL, KeyJson TEXT NOT NULL, ClientJson TEXT, "
+                       f"ServerJson TEXT, Error TEXT, Time INTEGER NOT NULL)")
+    # A newer conflict of the same row and side replaces the older one.
+    _sql.executemany(conn, f"DELETE FROM main.{_INBOX} WHERE TableName = ? AND KeyJson = ? "
+                           f"AND Stage = ?",
+                     [(c.table, _dumps(c.key), c.stage.value) for c in conflicts])
+    _sql.executemany(conn, f"INSERT INTO main.{_INBOX}(Type, Stage, TableName, KeyJson, "
+                           f"ClientJson, ServerJson, Error, Time) "
+                           f"VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(c.type.value, c.stage.value, c.table, _dumps(c.key),
+                       _dumps(c.client_row), _dumps(c.server_row), c.error,
+                       int(time.time() * 1000)) for c in conflicts])
+
+
+def _inbox_has(conn: Any, stage: SyncStage) -> bool:
+    return (_sql.table_exists(conn, _INBOX) is not None
+            and bool(_sql.value(conn, f"SELECT EXISTS (SELECT 1 FROM main.{_INBOX} "
+                                      f"WHERE Stage = ?)", (stage.value,))))
+
+
+def _dumps(row: Optional[Row]) -> Optional[str]:
+    """A row as JSON; blobs as {"$blob": hex} (SQLite values are NULL,
+    integers, reals, text and blobs)."""
+    if row is None:
+        return None
+    return json.dumps({k: {"$blob": bytes(v).hex()} if isinstance(v, (bytes, bytearray,
+                                                                      memoryview)) else v
+                       for k, v in row.items()})
+
+
+def _loads(text: Optional[str]) -> Optional[Row]:
+    if text is None:
+        return None
+    return {k: bytes.fromhex(v["$blob"]) if isinstance(v, dict) else v
+            for k, v in json.loads(text).items()}
 
 
 def _blob(value: Any) -> Optional[bytes]:

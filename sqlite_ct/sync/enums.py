@@ -65,10 +65,13 @@ class ResolveAction(enum.Enum):
     """A ConflictResolver's answer for one conflict type. On the client,
     CLIENT_WINS is ApplyAction.CONTINUE and SERVER_WINS is
     RETRY_WITH_FORCE_WRITE; on the server the other way round. FIRE_EVENT calls
-    the provider's on_apply_change_failed callback."""
+    the provider's on_apply_change_failed callback. DEFER skips the change
+    without stopping the sync and keeps it in the client's durable conflict
+    inbox (ClientSyncProvider.conflicts()), to be resolved later."""
     CLIENT_WINS = "ClientWins"
     SERVER_WINS = "ServerWins"
     FIRE_EVENT = "FireEvent"
+    DEFER = "Defer"
 
 
 class SyncStage(enum.Enum):

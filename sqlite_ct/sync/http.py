@@ -28,13 +28,14 @@ from typing import Any, Optional, Sequence, Tuple, Type, TypeVar
 import httpx
 
 from . import wire
-from .errors import SyncError
+from .errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from .messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from .model import SyncSchema
 from .server import ServerProvider
-from .wire import ErrorReply, SchemaRequest, TableList, WireError
+from .wire import ErrorReply, ReplicaClaim, SchemaRequest, TableList, WireError
 
-__all__ = ["HttpServerProvider", "RemoteError"]
+__all__ = ["HttpServerProvider", "RemoteError", "RemoteReinitialiseRequired",
+           "RemoteReplicaCopied"]
 
 T = TypeVar("T")
 _GZIP_MIN = 1024
@@ -50,6 +51,25 @@ class RemoteError(SyncError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class RemoteReinitialiseRequired(RemoteError, ReinitialiseRequired):
+    """The service answered 410 "reinitialise" (an expired, corrupt, forged
+    or pre-restore anchor): a ReinitialiseRequired, so SyncAgent handles it
+    as it does with an in-process hub; `table` is None (the message names it)."""
+
+    def __init__(self, message: str, *, status: Optional[int], code: str) -> None:
+        SyncError.__init__(self, message)
+        self.status, self.code, self.table = status, code, None
+
+
+class RemoteReplicaCopied(RemoteError, ReplicaCopied):
+    """The service answered 409 "replica_copied": this client database is a
+    copy of another, or restored from a backup; call SyncAgent.reidentify()."""
+
+
+_REMOTE_ERRORS = {"reinitialise": RemoteReinitialiseRequired,
+                  "replica_copied": RemoteReplicaCopied}
 
 
 class HttpServerProvider(ServerProvider):
@@ -102,6 +122,11 @@ class HttpServerProvider(ServerProvider):
     def get_schema(self, tables: Sequence[str]) -> SyncSchema:
         return self._call("POST", "/v1/schema", SchemaRequest(tuple(tables)), SyncSchema)
 
+    def claim_replica(self, client_id: Any, generation: Optional[bytes],
+                      next_generation: bytes) -> None:
+        self._call("POST", "/v1/replica", ReplicaClaim(client_id, generation, next_generation),
+                   ServerInfo)
+
     def apply_changes(self, upload: Upload) -> UploadResult:
         if upload.session is None:
             # Retries below must be recognisable as the same upload.
@@ -139,7 +164,8 @@ class HttpServerProvider(ServerProvider):
                 reply = _error_reply(data)
                 retry = response.status_code >= 500 or (reply is not None and reply.retry)
                 if not retry:
-                    raise RemoteError(
+                    cls = _REMOTE_ERRORS.get(reply.code, RemoteError) if reply else RemoteError
+                    raise cls(
                         f"sqlite-ct sync: {url} answered {response.status_code} "
                         + (f"{reply.code}: {reply.message}" if reply
                            else response.reason_phrase),

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from .._conn import quote_identifier
+from .errors import SyncError
 from .enums import (ApplyAction, ConflictType, ResolveAction, SyncDirection, SyncStage,
                     TableCreationOption)
 
-__all__ = ["SyncGroup", "SyncTable", "ConflictResolver", "Conflict", "SyncStatistics",
+__all__ = ["SyncGroup", "SyncTable", "ConflictResolver", "Conflict", "StoredConflict",
+           "SyncStatistics",
            "SyncProgress", "ColumnSchema", "TableSchema", "SyncSchema"]
 
 Row = Dict[str, Any]
@@ -56,8 +59,11 @@ class ConflictResolver:
     with no handler its rows were skipped (ApplyAction.Continue) and counted as
     failed while the anchors moved on: the replicas disagreed until the row
     changed again. A store error (a constraint the row violates) has no winner
-    to pick: by default it fires the event, and without a handler the sync
-    stops with SyncError and rolls back, so nothing is lost silently. For
+    to pick: by default it fires the event, and without a handler it is
+    deferred (as ResolveAction.DEFER): the row is skipped, counted as failed
+    and kept with both images and the reason in the client's durable conflict
+    inbox, and the rest of the sync goes on, so one failing row neither
+    blocks the client nor is lost silently. For
     store_error, the local side winning skips the row (counted as failed); the
     incoming side winning retries it with a forced write, and a row that keeps
     failing stops the sync after 5 attempts."""
@@ -94,6 +100,7 @@ class Conflict:
     connection: Any = None
     action: Optional[ApplyAction] = None
     attempts: int = 0
+    deferred: bool = False  # kept in the client's conflict inbox (ResolveAction.DEFER)
 
 
 @dataclasses.dataclass
@@ -113,6 +120,7 @@ class SyncStatistics:
     download_changes_failed: int = 0
     download_batches: int = 0
     conflicts: List[Conflict] = dataclasses.field(default_factory=list)
+    conflicts_deferred: int = 0  # of `conflicts`, those stored in the conflict inbox
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +137,24 @@ class SyncProgress:
     total_uploaded: int
     total_downloaded: int
     more: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredConflict:
+    """A deferred conflict in the client's inbox (ClientSyncProvider.conflicts):
+    the change that could not be applied, both sides' images as they were,
+    and why. `stage` says which side failed: UPLOADING_CHANGES (the server
+    kept its version; client_row is the client's lost change) or
+    DOWNLOADING_CHANGES (the client could not apply server_row)."""
+    id: int
+    type: ConflictType
+    stage: SyncStage
+    table: str
+    key: Row
+    client_row: Optional[Row]
+    server_row: Optional[Row]
+    error: Optional[str]
+    time: datetime.datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,16 +178,50 @@ class TableSchema:
     without_rowid: bool = False
     constraints: Tuple[str, ...] = ()
 
+    def validate(self, expected_name: Optional[str] = None) -> None:
+        """Check a schema that came in a message; SyncError if anything in it
+        is not what create_table_sql() can render safely. A server sends no
+        `constraints` (those are the client application's own SQL)."""
+        where = f'table "{expected_name or self.name}" in the server\'s schema'
+        if not isinstance(self.name, str) or (
+                expected_name is not None and self.name.lower() != expected_name.lower()):
+            raise SyncError(f"sqlite-ct sync: {where} is named {self.name!r}")
+        if self.constraints:
+            raise SyncError(f"sqlite-ct sync: {where} carries table constraints; a server "
+                            f"sends none (add them in ClientSyncProvider(creating_schema=...))")
+        if not isinstance(self.without_rowid, bool) or not self.columns:
+            raise SyncError(f"sqlite-ct sync: {where} is malformed")
+        names = set()
+        for col in self.columns:
+            if not isinstance(col, ColumnSchema) or not _is_name(col.name) \
+                    or not isinstance(col.not_null, bool) or col.name.lower() in names \
+                    or col.name.lower().startswith("__sys"):
+                raise SyncError(f"sqlite-ct sync: {where} has a malformed column "
+                                f"{getattr(col, 'name', col)!r}")
+            names.add(col.name.lower())
+            _column_type(col, self.name)
+            _literal_default(col, self.name)
+        if not self.primary_key or any(not isinstance(k, str) or k.lower() not in names
+                                       for k in self.primary_key):
+            raise SyncError(f"sqlite-ct sync: {where} has a primary key "
+                            f"{self.primary_key!r} that is not among its columns")
+
     def create_table_sql(self) -> str:
+        """CREATE TABLE for this schema. Names are quoted, the type must be a
+        type name and a default a literal, re-rendered from its parsed value:
+        nothing of a message is pasted into SQL. `constraints` are appended as
+        given: they are the client application's own SQL."""
         parts = []
         for col in self.columns:
             text = quote_identifier(col.name)
-            if col.type:
-                text += f" {col.type}"
+            ctype = _column_type(col, self.name)
+            if ctype:
+                text += f" {ctype}"
             if col.not_null:
                 text += " NOT NULL"
-            if col.default is not None:
-                text += f" DEFAULT ({col.default})"
+            default = _literal_default(col, self.name)
+            if default is not None:
+                text += f" DEFAULT {default}"
             parts.append(text)
         parts.append("PRIMARY KEY(" + ", ".join(quote_identifier(k) for k in self.primary_key)
                      + ")")
@@ -179,3 +239,59 @@ class SyncSchema:
     tables: Dict[str, TableSchema]
     initial_anchors: Dict[str, bytes]
     current_anchors: Dict[str, bytes]
+
+
+# A declared type: one or more words, optionally (n) or (n, m). SQLite takes
+# any text here, which is why it may not come from a message unchecked.
+_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?: +[A-Za-z_][A-Za-z0-9_]*)*"
+                   r"(?: *\( *[+-]?[0-9]+ *(?:, *[+-]?[0-9]+ *)?\))?")
+# Words that would end the type and start a column constraint.
+_CONSTRAINT_WORDS = {"constraint", "primary", "not", "null", "unique", "check", "default",
+                     "collate", "references", "generated", "as", "on", "autoincrement"}
+_LITERAL = re.compile(r"""(?P<null>NULL)|(?P<bool>TRUE|FALSE)
+    |(?P<now>CURRENT_TIMESTAMP|CURRENT_DATE|CURRENT_TIME)
+    |(?P<num>[+-]?(?:0X[0-9A-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:E[+-]?[0-9]+)?))
+    |'(?P<str>(?:[^']|'')*)'
+    |X'(?P<blob>(?:[0-9A-F][0-9A-F])*)'""", re.X | re.I | re.S)
+
+
+def _is_name(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 1000 and "\0" not in name
+
+
+def _column_type(col: "ColumnSchema", table: str) -> str:
+    ctype = col.type
+    if ctype is None or ctype == "":
+        return ""
+    if not isinstance(ctype, str) or len(ctype) > 200 or not _TYPE.fullmatch(ctype.strip()) \
+            or _CONSTRAINT_WORDS & set(re.findall(r"[a-z_]+", ctype.lower())):
+        raise SyncError(f'sqlite-ct sync: column "{col.name}" of table "{table}" has type '
+                        f"{ctype!r}, which is not a type name; the client creates only "
+                        f"declared types like TEXT, INTEGER or VARCHAR(20)")
+    return ctype.strip()
+
+
+def _literal_default(col: "ColumnSchema", table: str) -> Optional[str]:
+    """The column's DEFAULT re-rendered from the literal it holds (a number,
+    a string, a blob, NULL, TRUE/FALSE, CURRENT_TIME/DATE/TIMESTAMP, possibly
+    in parentheses), or None; SyncError for anything else."""
+    text = col.default
+    if text is None:
+        return None
+    if isinstance(text, str):
+        text = text.strip()
+        while text.startswith("(") and text.endswith(")"):
+            text = text[1:-1].strip()
+        m = _LITERAL.fullmatch(text)
+    else:
+        m = None
+    if m is None:
+        raise SyncError(
+            f'sqlite-ct sync: column "{col.name}" of table "{table}" has DEFAULT {col.default!r}, '
+            f"which is not a literal; the client creates literal defaults only: create the "
+            f"table on the client yourself (TableCreationOption.USE_EXISTING_TABLE_OR_FAIL)")
+    if m.group("str") is not None:
+        return "'" + m.group("str").replace("''", "'").replace("'", "''") + "'"
+    if m.group("blob") is not None:
+        return "X'" + m.group("blob").upper() + "'"
+    return m.group(0).upper()

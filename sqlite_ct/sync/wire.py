@@ -49,7 +49,7 @@ from .messages import (DownloadBatch, DownloadRequest, DownloadTable, ServerInfo
                        Upload, UploadResult)
 from .model import ColumnSchema, Conflict, SyncSchema, TableSchema
 
-__all__ = ["WIRE_VERSION", "WireError", "SchemaRequest", "TableList", "ErrorReply",
+__all__ = ["WIRE_VERSION", "WireError", "SchemaRequest", "TableList", "ReplicaClaim", "ErrorReply",
            "encode", "decode", "to_json", "from_json", "MESSAGE_TYPES"]
 
 WIRE_VERSION = 1
@@ -77,6 +77,16 @@ class SchemaRequest:
 class TableList:
     """The tables a sync service offers."""
     tables: Tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaClaim:
+    """ServerProvider.claim_replica() as a message: the client database that
+    holds replica generation `generation` (None the first time) moves to
+    `next_generation`. Answered with the service's ServerInfo."""
+    client_id: uuid.UUID
+    generation: Optional[bytes]
+    next_generation: bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,24 +365,25 @@ def _e_conflict(c: Conflict) -> Dict[str, Any]:
             "client_row": None if c.client_row is None else _enc_values(c.client_row),
             "server_row": None if c.server_row is None else _enc_values(c.server_row),
             "error": c.error, "action": None if c.action is None else c.action.value,
-            "attempts": c.attempts}
+            "attempts": c.attempts, "deferred": c.deferred}
 
 
 _CONFLICT = ("type", "stage", "table", "key", "client_row", "server_row", "error", "action",
-             "attempts")
+             "attempts", "deferred")
 
 
 def _d_conflict(v: Any, path: _Path) -> Conflict:
-    o = _obj(v, path, _CONFLICT)
+    o = _obj(v, path, _CONFLICT, optional=("deferred",))
     action = o["action"]
-    return Conflict(_enum(ConflictType, o["type"], path / "type"),
+    deferred = _bool(o.get("deferred", False), path / "deferred")
+    return dataclasses.replace(Conflict(_enum(ConflictType, o["type"], path / "type"),
                     _enum(SyncStage, o["stage"], path / "stage"),
                     _name(o["table"], path / "table"), _values(o["key"], path / "key"),
                     _opt_row(o["client_row"], path / "client_row"),
                     _opt_row(o["server_row"], path / "server_row"),
                     _opt_str(o["error"], path / "error"), None,
                     None if action is None else _enum(ApplyAction, action, path / "action"),
-                    _int(o["attempts"], path / "attempts"))
+                    _int(o["attempts"], path / "attempts")), deferred=deferred)
 
 
 def _e_column(c: ColumnSchema) -> Dict[str, Any]:
@@ -448,6 +459,13 @@ _message(SchemaRequest, ("tables",))((
 _message(TableList, ("tables",))((
     lambda m: {"tables": list(m.tables)},
     lambda o, p: TableList(_names(o["tables"], p / "tables"))))
+
+_message(ReplicaClaim, ("client_id", "generation", "next_generation"))((
+    lambda m: {"client_id": str(m.client_id), "generation": _b64(m.generation),
+               "next_generation": _b64(m.next_generation)},
+    lambda o, p: ReplicaClaim(_uuid(o["client_id"], p / "client_id"),
+                              _opt_bytes(o["generation"], p / "generation"),
+                              _bytes(o["next_generation"], p / "next_generation"))))
 
 _message(ErrorReply, ("code", "message", "retry"))((
     lambda m: {"code": m.code, "message": m.message, "retry": m.retry},

@@ -62,3 +62,41 @@ def test_inside_the_callers_transaction(conns, hub_with):
     assert user_rows(conn, "t") == [(1, "a")]
     agent.synchronize()
     assert user_rows(conn, "t") == [(1, "b")]
+
+
+@pytest.mark.parametrize("host", ["sqlite3", "apsw"])
+def test_copies_reinitialise_and_the_inbox_on_every_host(tmp_path, host):
+    """The replica claim, reidentify/reinitialise and the conflict inbox use
+    named parameters and their own transactions: the same on both hosts."""
+    from sqlite_ct.sync import ReplicaCopied, TableSchema
+    make = {"sqlite3": stdlib, "apsw": connect}[host]
+    hub = make(str(tmp_path / "hub.db"))
+    hub.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    hub.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    server = ServerSyncProvider(hub)
+
+    def strict(table, schema):
+        return TableSchema(schema.name, schema.columns, schema.primary_key,
+                           constraints=("CHECK (v IS NOT 'bad')",))
+
+    a = make(str(tmp_path / "a.db"))
+    agent = SyncAgent(ClientSyncProvider(a, creating_schema=strict), server, ["t"])
+    agent.synchronize()
+    a.execute("VACUUM INTO ?", (str(tmp_path / "copy.db"),))
+    copy = make(str(tmp_path / "copy.db"))
+    copy_agent = SyncAgent(ClientSyncProvider(copy), server, ["t"])
+    agent.synchronize()
+    with pytest.raises(ReplicaCopied):
+        copy_agent.synchronize()
+    copy.execute("INSERT INTO t(id, v) VALUES (3, 'copy')")
+    copy_agent.reidentify()
+    hub.execute("UPDATE t SET v = 'bad' WHERE id = 1")
+    stats = agent.synchronize()
+    assert stats.conflicts_deferred == 1
+    (c,) = agent.client.conflicts()
+    agent.client.resolve_conflict(c.id, dict(c.server_row, v="good"))
+    agent.reinitialise("t")
+    copy_agent.synchronize()
+    assert rows(hub) == rows(a) == rows(copy) == [(1, "good"), (2, "b"), (3, "copy")]
+    for conn in (hub, a, copy):
+        conn.close()

@@ -15,7 +15,7 @@ from sqlite_ct.sync import (ApplyAction, ColumnSchema, Conflict, ConflictType, D
                             DownloadRequest, DownloadTable, ServerInfo, SyncError, SyncSchema,
                             SyncStage, TableChanges, TableSchema, Upload, UploadResult)
 from sqlite_ct.sync import wire
-from sqlite_ct.sync.wire import ErrorReply, SchemaRequest, TableList, WireError
+from sqlite_ct.sync.wire import ErrorReply, ReplicaClaim, SchemaRequest, TableList, WireError
 
 INT64 = st.integers(-2 ** 63, 2 ** 63 - 1)
 # Text as SQLite can hold it: any code point but lone surrogates.
@@ -57,7 +57,7 @@ ROWS = st.dictionaries(NAMES, VALUES, max_size=3)
 CONFLICTS = st.builds(Conflict, st.sampled_from(ConflictType), st.sampled_from(SyncStage), NAMES,
                       ROWS, st.none() | ROWS, st.none() | ROWS, st.none() | TEXT,
                       st.none(), st.none() | st.sampled_from(ApplyAction),
-                      st.integers(0, 10))
+                      st.integers(0, 10), st.booleans())
 COLUMNS = st.builds(ColumnSchema, NAMES, TEXT, st.booleans(), st.none() | TEXT)
 
 
@@ -74,6 +74,7 @@ MESSAGES = st.one_of(
     st.builds(SchemaRequest, st.lists(NAMES, max_size=3, unique_by=str.lower).map(tuple)),
     st.builds(TableList, st.lists(NAMES, max_size=3, unique_by=str.lower).map(tuple)),
     st.builds(ErrorReply, NAMES, TEXT, st.booleans()),
+    st.builds(ReplicaClaim, st.uuids(), st.none() | BLOBS, BLOBS),
     st.builds(SyncSchema, st.dictionaries(NAMES, table_schemas(), max_size=2),
               st.dictionaries(NAMES, BLOBS, max_size=2),
               st.dictionaries(NAMES, BLOBS, max_size=2)),

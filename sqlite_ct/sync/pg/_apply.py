@@ -357,6 +357,14 @@ class Applier:
 
     def _decide(self, conflict: Conflict) -> ApplyAction:
         choice = self.resolver.action_for(conflict.type)
+        if choice is ResolveAction.FIRE_EVENT and self.handler is None \
+                and conflict.type in (ConflictType.ERRORS_OCCURRED, ConflictType.UNKNOWN):
+            # As on the SQLite hub: a store error has no winner to pick; it goes
+            # to the client's conflict inbox and the rest of the upload goes on.
+            choice = ResolveAction.DEFER
+        if choice is ResolveAction.DEFER:
+            conflict.deferred = True
+            return ApplyAction.CONTINUE
         if choice is ResolveAction.FIRE_EVENT:
             if self.handler is None:
                 raise SyncError(
