@@ -223,13 +223,16 @@ static void ctAppendPack(sqlite3_str *s, const CtTable *p, const char *zRef){
   sqlite3_str_appendall(s, ")");
 }
 
-/* (OLD."k1" IS NOT NEW."k1" OR ...) */
+/* (OLD."k1" IS NOT NEW."k1" COLLATE BINARY OR ...). BINARY whatever the
+** column's collation: under a NOCASE key, 'abc' becoming 'ABC' is a new key
+** to a replica (a delete of the old spelling plus an insert), not an update. */
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
   int i;
   sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nPk; i++){
     const char *zCol = p->aCol[p->aiPk[i]].zName;
-    sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", i ? " OR " : "", zCol, zCol);
+    sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\" COLLATE BINARY",
+                        i ? " OR " : "", zCol, zCol);
   }
   sqlite3_str_appendall(s, ")");
 }
@@ -242,14 +245,14 @@ static char *ctPackSql(const CtTable *p, const char *zRef){
 }
 
 /* Whether the key or a UNIQUE-index column changed:
-** (OLD."a" IS NOT NEW."a" OR ...). */
+** (OLD."a" IS NOT NEW."a" COLLATE BINARY OR ...). */
 void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p){
   int i, n = 0;
   sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nCol; i++){
     if( ctColumnIsWatched(p, i) ){
-      sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
-                          p->aCol[i].zName, p->aCol[i].zName);
+      sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\" COLLATE BINARY",
+                          n++ ? " OR " : "", p->aCol[i].zName, p->aCol[i].zName);
     }
   }
   sqlite3_str_appendall(s, ")");
@@ -338,9 +341,15 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
       " WHERE v.__sysTName=%Q AND sqlite_ct_bsn()>0 AND (%s)"
       " AND ((v.__sysRK=%s AND (%s)) OR NOT EXISTS(SELECT 1 FROM \"%w\" WHERE ",
       p->zName, p->zName, zWhen, zPackNew, zSameKeyGone, p->zName);
+  /* Gone means no row holds the key spelled as remembered: under a NOCASE
+  ** (or other non-BINARY) key, OR REPLACE with another spelling deletes the
+  ** row and inserts one that the key's own collation calls equal. The first
+  ** comparison finds the row through the key's index, the second is exact. */
   for(i=0; i<p->nPk; i++){
-    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)",
-                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i);
+    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)"
+                        " AND \"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d) COLLATE BINARY",
+                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i,
+                        p->aCol[p->aiPk[i]].zName, i);
   }
   sqlite3_str_appendf(s,
       "));DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
