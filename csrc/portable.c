@@ -422,6 +422,20 @@ static void ptAppendLie(sqlite3_str *s, int eOpt){
       " AND NEW." PT_COL_CONTEXT " IS NOT NULL))");
 }
 
+/* A composite key that accepts NULL (ctKeyAcceptsNull) refuses a row whose
+** key holds one, as the native WHENs do: a replica cannot match it by key. */
+static void ptAppendKeyNullGuard(sqlite3_str *s, const CtTable *p){
+  int i;
+  if( !ctKeyAcceptsNull(p) ) return;
+  sqlite3_str_appendf(s, "SELECT RAISE(ABORT, 'sqlite-ct: NULL in the PRIMARY KEY of"
+      " tracked table \"%q\"; a replica cannot match such a row by key: give every"
+      " key column a value') WHERE ", p->zName);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(s, "%sNEW.\"%w\" IS NULL", i ? " OR " : "", p->aCol[p->aiPk[i]].zName);
+  }
+  sqlite3_str_appendall(s, ";");
+}
+
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   const char *zT = p->zName;
   /* Rows deleted by OR REPLACE must reach the tombstones (as schema.c). */
@@ -447,6 +461,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   ** tracking the row keeps NULL stamps, as native (schema.c). */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN ", zT, zT);
+  ptAppendKeyNullGuard(s, p);
   if( bVictims ) ptAppendVictimSweep(s, p, "1", "1");
   if( eOpt & CT_TRACK_INSERT ){
     sqlite3_str_appendf(s,
@@ -479,6 +494,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
       zT);
   ptAppendLie(s, eOpt);
   sqlite3_str_appendall(s, ";");
+  ptAppendKeyNullGuard(s, p);
   if( eOpt & CT_TRACK_DELETE ){
     /* A key change is a delete of the old key plus an insert of the new. */
     ptAppendTombstone(s, p, iEnable, zChanged);

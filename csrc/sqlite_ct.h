@@ -32,8 +32,14 @@ SQLITE_EXTENSION_INIT3
 #endif
 
 /* On-disk layout version stored in __sysCtMeta; bump it (and add a migration
-** in schema.c) whenever a system table or the trigger shape changes. */
-#define CT_LAYOUT_VERSION 1
+** in schema.c) whenever a system table or the trigger shape changes.
+** Layout 2: the WHENs of the native triggers check the table's UNIQUE indexes
+** and NULL in composite keys, OR REPLACE victims include the row holding
+** NEW's rowid, key changes compare with BINARY, the commit log's newest row
+** is guarded, and __sysCtMeta keeps retired_table: and anchor0_expired: keys.
+** Opening a layout-1 database for writing tracking metadata
+** (ctCheckLayout with bCreate) upgrades it in place (schema.c, ctMigrate). */
+#define CT_LAYOUT_VERSION 2
 
 /* TrackingOptions, as SQL CE's public enum. */
 #define CT_TRACK_INSERT 1
@@ -46,7 +52,8 @@ SQLITE_EXTENSION_INIT3
 /* Slots of the per-connection statement cache (stmtcache.c). */
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
-#define CT_NSTMT       2
+#define CT_STMT_SCHEMA 2       /* PRAGMA main.schema_version */
+#define CT_NSTMT       3
 
 /* A small list of table names, each with a count of marks (state.c): the
 ** victim marks and the stamping marks. A name stays listed once it has been
@@ -88,6 +95,11 @@ struct CtState {
   CtNames stamping;
   sqlite3_int64 iStampBsn;     /* the BSN the stamping marks belong to */
   sqlite3_int64 iMainDbId;     /* __sysCtMeta database_id of main, 0: not read */
+  /* Tables whose UNIQUE indexes were checked against the ones their triggers
+  ** know (state.c, "UNIQUE indexes"), valid while main's schema_version is
+  ** iUniqueSchema. */
+  CtNames uniquesOk;
+  sqlite3_int64 iUniqueSchema;
   /* Statements prepared once per connection (stmtcache.c), finalized by the
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];
@@ -136,9 +148,11 @@ struct CtColumn {
   char *zName;
   int iPk;          /* 1-based position in the PRIMARY KEY, 0 if not a key column */
   int bHidden;      /* generated or hidden column: never written by us */
+  int bNotNull;     /* declared NOT NULL */
 };
 typedef struct CtUnique CtUnique;
 struct CtUnique {
+  char *zName;      /* the index's name */
   int nCol;
   int *aiCol;       /* indexes into CtTable.aCol */
   char **azColl;    /* the index's collation of each column: what "equal" means
@@ -160,6 +174,7 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr);
 void ctTableFree(CtTable *p);
 int ctTableHasColumn(const CtTable *p, const char *zCol);
 int ctColumnIsWatched(const CtTable *p, int iCol);
+int ctKeyAcceptsNull(const CtTable *p);
 int ctIsSystemName(const char *zName);
 
 /* schema.c */

@@ -47,6 +47,7 @@
 */
 #include "sqlite_ct.h"
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,6 +69,7 @@ void ctStateUnref(void *pArg){
   if( p && --p->nRef==0 ){
     ctNamesFree(&p->victims);
     ctNamesFree(&p->stamping);
+    ctNamesFree(&p->uniquesOk);
     sqlite3_free(p);
   }
 }
@@ -581,9 +583,101 @@ void ctFuncStampEnd(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   ctStampTake(p, (const char*)sqlite3_value_text(argv[0]));
 }
 
+/* ---- UNIQUE indexes. The BEFORE triggers remember the rows an OR REPLACE
+** could delete through the UNIQUE indexes the table had when its triggers were
+** installed. An index created later (by any connection, with or without the
+** extension, even inside the writing transaction) would let OR REPLACE delete
+** rows nobody remembers. So the WHENs pass the indexes their triggers know
+** (schema.c, ctUniquesSql: each name as <length>:<name>), and a write to a
+** table with a UNIQUE index they do not know is refused until create_schema()
+** re-installs the triggers. A dropped index is harmless (its columns are
+** still compared; nothing is deleted through it). The check runs once per
+** table and schema change: main's schema_version (read through a statement
+** kept per connection) moves with every CREATE INDEX, committed or not. */
+
+/* Whether index zIdx is listed in zKnown. */
+static int ctUniqueKnown(const char *zKnown, const char *zIdx){
+  size_t nIdx = strlen(zIdx);
+  const char *z = zKnown;
+  while( *z ){
+    char *zEnd = 0;
+    long n = strtol(z, &zEnd, 10);
+    if( zEnd==z || *zEnd!=':' || n<0 || (size_t)n>strlen(zEnd+1) ) return 0;
+    if( (size_t)n==nIdx && memcmp(zEnd+1, zIdx, nIdx)==0 ) return 1;
+    z = zEnd + 1 + n;
+  }
+  return 0;
+}
+
+/* SQLITE_OK when every UNIQUE index of zTab is in zKnown; otherwise an error
+** that says which one is not and what to do. */
+static int ctCheckUniques(CtState *p, const char *zTab, const char *zKnown, char **pzErr){
+  sqlite3_stmt *pStmt;
+  sqlite3_int64 iSchema = 0;
+  int bOwned;
+  int rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
+  }
+  if( rc!=SQLITE_OK ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+    return rc;
+  }
+  if( iSchema!=p->iUniqueSchema ){
+    ctNamesClear(&p->uniquesOk);
+    p->iUniqueSchema = iSchema;
+  }else{
+    int i = ctNamesFind(&p->uniquesOk, zTab);
+    if( i>=0 && p->uniquesOk.anMark[i] ) return SQLITE_OK;
+  }
+  pStmt = 0;
+  rc = sqlite3_prepare_v2(p->db, "SELECT name FROM pragma_index_list(?1, 'main')"
+                          " WHERE \"unique\" AND origin<>'pk'", -1, &pStmt, 0);
+  if( rc==SQLITE_OK ) rc = sqlite3_bind_text(pStmt, 1, zTab, -1, SQLITE_STATIC);
+  while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    const char *zIdx = (const char*)sqlite3_column_text(pStmt, 0);
+    if( zIdx==0 ){ rc = SQLITE_NOMEM; break; }
+    if( !ctUniqueKnown(zKnown, zIdx) ){
+      *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" has a UNIQUE index created after"
+          " tracking began (\"%s\"); call create_schema() (sqlite_ct_create_schema(%Q))"
+          " again so that OR REPLACE through it is tracked", zTab, zIdx, zTab);
+      rc = *pzErr ? SQLITE_CONSTRAINT_TRIGGER : SQLITE_NOMEM;
+      break;
+    }
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc==SQLITE_OK ) rc = ctNamesAdd(&p->uniquesOk, zTab, 0);
+  else if( *pzErr==0 && rc!=SQLITE_NOMEM ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  return rc;
+}
+
+/* The checks of the last two arguments the WHENs of layout 2 pass (argv[iArg]
+** the UNIQUE indexes the triggers know or NULL, argv[iArg+1] whether NEW's
+** composite key holds a NULL). 1 when the write may go on; else the error is
+** set on ctx. */
+static int ctWriteAllowed(sqlite3_context *ctx, CtState *p, const char *zTab,
+                          sqlite3_value **argv, int iArg){
+  char *zErr = 0;
+  int rc;
+  if( sqlite3_value_int(argv[iArg+1]) ){
+    zErr = sqlite3_mprintf("sqlite-ct: NULL in the PRIMARY KEY of tracked table \"%s\";"
+        " a replica cannot match such a row by key: give every key column a value", zTab);
+    ctResultError(ctx, zErr ? SQLITE_CONSTRAINT_TRIGGER : SQLITE_NOMEM, zErr);
+    return 0;
+  }
+  if( sqlite3_value_type(argv[iArg])!=SQLITE_TEXT || zTab==0 ) return 1;
+  rc = ctCheckUniques(p, zTab, (const char*)sqlite3_value_text(argv[iArg]), &zErr);
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return 0; }
+  return 1;
+}
+
 /*
 ** sqlite_ct_insert_when(MAXCSN, TNAME, TRACK_INSERT, VICTIMS, NEW.chg, NEW.ins,
-**                       NEW.ctx, DBID)
+**                       NEW.ctx, DBID [, UNIQUES, KEY_NULL])
 ** The AFTER INSERT trigger's WHEN. Gives the transaction its BSN (and logs it)
 ** when the row is to be stamped or victims swept, and is true when the body
 ** must run: the row does not carry the stamps the DEFAULTs should have given
@@ -597,8 +691,8 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   int bVictims;
   sqlite3_int64 iBsn = 0;
   int bNeed;
-  (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[7]) ) return;
+  if( argc>=10 && !ctWriteAllowed(ctx, p, zTab, argv, 8) ) return;
   bVictims = sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
   bNeed = bVictims;
   if( bTrack || bVictims ){
@@ -616,7 +710,8 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 
 /*
 ** sqlite_ct_update_when(MAXCSN, TNAME, KEY_CHANGED, TRACK_UPDATES, NEW.chg,
-**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx, DBID)
+**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx, DBID
+**                       [, UNIQUES, KEY_NULL])
 ** The AFTER UPDATE trigger's WHEN. An error (as RAISE(ABORT) would give) when
 ** the statement changed __sysChangeTxBsn or __sysInsertTxBsn (see the stamping
 ** marks above), or set the context to another than the connection's.
@@ -633,8 +728,8 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
   int bNeed;
-  (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[10]) ) return;
+  if( argc>=13 && !ctWriteAllowed(ctx, p, zTab, argv, 11) ) return;
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
     sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
     return;

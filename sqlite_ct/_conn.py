@@ -27,6 +27,7 @@ _MESSAGE_CLASSES: Tuple[Tuple[str, Type[errors.Error]], ...] = (
     ("written by a newer sqlite-ct", errors.LayoutError),
     ("no such table", errors.TableError),
     ("has no PRIMARY KEY", errors.TableError),
+    ("has rows with NULL in its PRIMARY KEY", errors.TableError),
     ("not a table", errors.TableError),
     ("is a virtual table", errors.TableError),
     ("is a system table", errors.TableError),

@@ -76,15 +76,21 @@ class _TableInfo:
     keys: List[str]
     enable_bsn: int
     min_valid: int
+    zero_expired: bool = False
+
+
+# __sysCtMeta key prefix (+ table name): anchor 0 of the table is expired too.
+ANCHOR0_EXPIRED = "anchor0_expired:"
 
 
 def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
     name = require_tracked(conn, table, func)
-    enable_bsn, min_valid = next(_conn.rows(
-        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn FROM __sysOCSTrackedObjects "
-              "WHERE __sysTName = ?", (name,)))
+    enable_bsn, min_valid, zero_expired = next(_conn.rows(
+        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, EXISTS(SELECT 1 FROM __sysCtMeta "
+              "WHERE key = ?2 || ?1) FROM __sysOCSTrackedObjects WHERE __sysTName = ?1",
+        (name, ANCHOR0_EXPIRED)))
     return _TableInfo(name, user_columns(conn, name), key_columns(conn, name),
-                      int(enable_bsn), int(min_valid))
+                      int(enable_bsn), int(min_valid), bool(zero_expired))
 
 
 def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
@@ -95,7 +101,10 @@ def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
             f"sqlite-ct: anchor {since} is newer than the last committed CSN "
             f"{new_anchor} of this database (was it restored from an older copy?); "
             f'reinitialise the replica of "{info.name}"')
-    if since < info.min_valid:
+    # Anchor 0 (a replica that holds nothing) needs no tombstone but those of
+    # rows applied from a server (stamp 0), whose deletes a client uploads;
+    # it expires only when those were lost (csrc/schema.c, CT_META_ANCHOR0_EXPIRED).
+    if since < info.min_valid and (since > 0 or info.zero_expired):
         raise AnchorExpiredError(
             f'sqlite-ct: anchor {since} of table "{info.name}" is older than its '
             f"oldest kept change (CSN {info.min_valid}): tombstones it needs were "

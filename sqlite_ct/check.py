@@ -90,11 +90,12 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
 def check(conn: Any) -> List[Problem]:
     """Problems with sqlite-ct's metadata: registered tables that are gone,
     missing columns, triggers or index, rows stamped above the last committed
-    CSN, tombstones for keys whose current row is older than the delete, and a
-    database written by a newer sqlite-ct. Empty when healthy."""
+    CSN, tombstones for keys whose current row is older than the delete, a
+    database written by a newer sqlite-ct, and one of an older layout not
+    upgraded yet. Empty when healthy."""
     _conn.require_loaded(conn)
     try:
-        _conn.value(conn, "SELECT sqlite_ct_check_layout()")
+        have = int(_conn.value(conn, "SELECT sqlite_ct_check_layout()"))
     except LayoutError as exc:
         return [Problem(None, "layout", str(exc))]
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
@@ -103,6 +104,13 @@ def check(conn: Any) -> List[Problem]:
     with _conn.savepoint(conn, "sqlite_ct_check"):
         last_csn = int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
         problems: List[Problem] = []
+        current = int(_conn.value(conn, "SELECT sqlite_ct_layout_version()"))
+        if 0 < have < current:
+            problems.append(Problem(
+                None, "layout-outdated",
+                f"sqlite-ct: this database has layout {have}, whose triggers miss writes "
+                f"that layout {current} tracks or refuses; create_schema() or SELECT "
+                f"sqlite_ct_create_system_tables() upgrades it in place"))
         for name, opt, enable_bsn in list(_conn.rows(
                 conn, "SELECT __sysTName, __sysTrackOpt, __sysEnableTxBsn "
                       "FROM __sysOCSTrackedObjects ORDER BY __sysTName")):

@@ -17,6 +17,7 @@ import time
 from typing import Any, Optional, Tuple
 
 from . import _conn
+from .changes import ANCHOR0_EXPIRED
 from .errors import Error
 from .tracking import require_tracked
 
@@ -48,9 +49,15 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
                                "__sysDeleteTxBsn", "purge_tombstones")
     with _conn.savepoint(conn, "sqlite_ct_purge"):
         name = require_tracked(conn, table, "purge_tombstones")
-        newest, count = next(_conn.rows(
-            conn, f"SELECT max(__sysDeleteTxBsn), count(*) FROM __sysOCSDeletedRows "
-                  f"WHERE __sysTName = ? AND {where}", (name, *params)))
+        newest, count, applied = next(_conn.rows(
+            conn, f"SELECT max(__sysDeleteTxBsn), count(*), "
+                  f"coalesce(sum(coalesce(__sysInsertTxCsn, 0) <= 0), 0) "
+                  f"FROM __sysOCSDeletedRows WHERE __sysTName = ? AND {where}",
+            (name, *params)))
+        if applied:
+            # deletes of rows applied from a server: anchor 0 needed them
+            _conn.execute(conn, "INSERT OR REPLACE INTO __sysCtMeta(key, value) "
+                                "VALUES (? || ?, 1)", (ANCHOR0_EXPIRED, name))
         if count:
             _conn.execute(conn, f"DELETE FROM __sysOCSDeletedRows "
                                 f"WHERE __sysTName = ? AND {where}", (name, *params))

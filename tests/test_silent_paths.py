@@ -13,6 +13,107 @@ from sqlhelpers import HOST_ERRORS, q, run, val
 from test_traps import Tracked, recursive  # noqa: F401  (fixture)
 
 
+# ------------------------------------------- UNIQUE index created afterwards
+
+ADDED_INDEX = ('sqlite-ct: table "t" has a UNIQUE index created after tracking began'
+               ' ("t_u"); call create_schema() (sqlite_ct_create_schema(\'t\')) again'
+               ' so that OR REPLACE through it is tracked')
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')",
+    "UPDATE OR REPLACE t SET u = 'a' WHERE id = 2",
+    "INSERT INTO t(id, u, v) VALUES (3, 'c', 'z')",
+    "UPDATE t SET v = 'w' WHERE id = 2",
+])
+def test_unique_index_created_after_tracking_refuses_writes_until_rearmed(
+        conn, recursive, statement):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT, v TEXT)", "t", ["id"],
+                [{"id": 1, "u": "a", "v": "x"}, {"id": 2, "u": "b", "v": "y"}])
+    run(conn, "CREATE UNIQUE INDEX t_u ON t(u)")
+    with pytest.raises(HOST_ERRORS) as err:
+        run(conn, statement)
+    assert ADDED_INDEX in str(err.value)
+    assert val(conn, "SELECT count(*) FROM t") == 2
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, statement)
+    t.changes()
+
+
+def test_unique_index_created_in_the_writing_transaction(conn, recursive):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT, v TEXT)", "t", ["id"],
+                [{"id": 1, "u": "a", "v": "x"}])
+    run(conn, "BEGIN", "INSERT INTO t(id, u, v) VALUES (2, 'b', 'y')",
+        "CREATE UNIQUE INDEX t_u ON t(u)")
+    with pytest.raises(HOST_ERRORS) as err:
+        run(conn, "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')")
+    assert ADDED_INDEX in str(err.value)
+    run(conn, "COMMIT")
+    t.changes()
+
+
+def test_dropped_and_plain_indexes_do_not_refuse_writes(conn):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)", "t",
+                ["id"], [{"id": 1, "u": "a", "v": "x"}])
+    run(conn, "CREATE INDEX t_v ON t(v)", "INSERT INTO t(id, u, v) VALUES (2, 'b', 'y')")
+    t.changes()
+
+
+def test_unique_index_created_by_a_connection_without_the_extension(apsw_conn, db_path):
+    conn = apsw_conn
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT, v TEXT)", "t", ["id"],
+                [{"id": 1, "u": "a", "v": "x"}])
+    other = apsw.Connection(db_path)
+    other.execute("CREATE UNIQUE INDEX t_u ON t(u)")
+    other.close()
+    with pytest.raises(apsw.Error) as err:
+        run(conn, "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')")
+    assert ADDED_INDEX in str(err.value)
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')")
+    assert t.changes().deletes == [{"id": 1}]
+
+
+# ------------------------------------------------ OR REPLACE through the rowid
+
+ROWID_SHAPES = {
+    "text-key": "CREATE TABLE t(k TEXT PRIMARY KEY, v TEXT)",
+    "integer-key-desc": "CREATE TABLE t(k INTEGER PRIMARY KEY DESC, v TEXT)",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(ROWID_SHAPES))
+@pytest.mark.parametrize("statement", [
+    "INSERT OR REPLACE INTO t(rowid, k, v) VALUES ({rowid}, {new}, 'z')",
+    "REPLACE INTO t(_rowid_, k, v) VALUES ({rowid}, {new}, 'z')",
+    "UPDATE OR REPLACE t SET rowid = {rowid} WHERE k = {other}",
+    "UPDATE OR REPLACE t SET oid = {rowid}, v = 'z' WHERE k = {other}",
+])
+def test_or_replace_through_the_rowid_of_a_table_keyed_otherwise(conn, recursive, shape,
+                                                                  statement):
+    text = shape == "text-key"
+    a, b, new = ("'a'", "'b'", "'c'") if text else ("10", "20", "30")
+    t = Tracked(conn, ROWID_SHAPES[shape], "t", ["k"],
+                [{"k": "a" if text else 10, "v": "x"}, {"k": "b" if text else 20, "v": "y"}])
+    rowid = val(conn, f"SELECT rowid FROM t WHERE k = {a}")
+    run(conn, statement.format(rowid=rowid, new=new, other=b))
+    assert val(conn, f"SELECT count(*) FROM t WHERE k = {a}") == 0
+    cs = t.changes()
+    assert cs.deletes == [{"k": "a" if text else 10}]
+
+
+def test_update_of_rowid_matches_the_name_written_in_set():
+    """SQLite matches an UPDATE OF list by the names the SET clause writes, so
+    the rowid's three names are each listed (pins undocumented behaviour)."""
+    c = apsw.Connection(":memory:")
+    run(c, "CREATE TABLE t(k TEXT PRIMARY KEY)", "CREATE TABLE log(x)",
+        "CREATE TRIGGER r AFTER UPDATE OF rowid ON t BEGIN INSERT INTO log VALUES (1); END",
+        "INSERT INTO t VALUES ('a')", "UPDATE t SET _rowid_ = 5", "UPDATE t SET oid = 6")
+    assert val(c, "SELECT count(*) FROM log") == 0
+    run(c, "UPDATE t SET rowid = 7")
+    assert val(c, "SELECT count(*) FROM log") == 1
+
+
 # ----------------------------------------------------- NOCASE primary keys
 
 NOCASE_SHAPES = {
@@ -37,3 +138,131 @@ def test_case_only_key_change_of_a_nocase_key(conn, recursive, shape, statement)
     cs = t.changes()
     assert [r["k"] for r in cs.deletes] == ["abc"]
     assert len(cs.inserts) == 1 and cs.inserts[0]["k"] != "abc"
+
+
+# ----------------------------------------------- NULL in a composite key
+
+def test_null_in_a_composite_key_is_refused_at_create_schema(conn):
+    run(conn, "CREATE TABLE t(a TEXT, b INTEGER, v TEXT, PRIMARY KEY(a, b))",
+        "INSERT INTO t(a, b, v) VALUES ('x', NULL, 'v')")
+    with pytest.raises(sqlite_ct.TableError) as err:
+        sqlite_ct.create_schema(conn, "t")
+    assert str(err.value) == (
+        'sqlite-ct: table "t" has rows with NULL in its PRIMARY KEY column "b"; SQLite'
+        " allows NULL there in rowid tables, but a replica cannot match such rows by"
+        " key: fill in the key or delete those rows, and declare the key columns NOT"
+        " NULL")
+    assert not sqlite_ct.is_tracked(conn, "t")
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO t(a, b, v) VALUES ('x', NULL, 'v')",
+    "UPDATE t SET b = NULL WHERE a = 'y'",
+    "INSERT OR REPLACE INTO t(a, b, v) VALUES (NULL, 2, 'v')",
+])
+def test_null_written_into_a_composite_key_is_refused(conn, statement):
+    Tracked(conn, "CREATE TABLE t(a TEXT, b INTEGER, v TEXT, PRIMARY KEY(a, b))", "t",
+            ["a", "b"], [{"a": "y", "b": 1, "v": "w"}])
+    with pytest.raises(HOST_ERRORS) as err:
+        run(conn, statement)
+    assert ('sqlite-ct: NULL in the PRIMARY KEY of tracked table "t"; a replica cannot'
+            ' match such a row by key: give every key column a value') in str(err.value)
+    assert q(conn, "SELECT a, b, v FROM t") == [("y", 1, "w")]
+
+
+# ----------------------------------------- foreign __sys stamps are not adopted
+
+def test_create_schema_does_not_adopt_copied_stamps(conn):
+    t = Tracked(conn, "CREATE TABLE src(id INTEGER PRIMARY KEY, v TEXT)", "src", ["id"],
+                [{"id": 1, "v": "a"}])
+    run(conn, "INSERT INTO src(id, v) VALUES (2, 'b')")
+    t.changes()
+    high = sqlite_ct.last_committed_csn(conn)
+    run(conn, "CREATE TABLE dst(id INTEGER PRIMARY KEY, v TEXT, __sysChangeTxBsn INTEGER,"
+              " __sysInsertTxBsn INTEGER, __sysTrackingContext BLOB)",
+        "INSERT INTO dst SELECT * FROM src")
+    assert val(conn, "SELECT max(__sysChangeTxBsn) FROM dst") == high
+    since = sqlite_ct.last_committed_csn(conn)
+    sqlite_ct.create_schema(conn, "dst")
+    # a replica that started from an anchor before tracking: gets every row
+    cs = sqlite_ct.enumerate_changes(conn, "dst", since)
+    assert sorted(r["id"] for r in cs.inserts) == [1, 2]
+    assert val(conn, "SELECT count(*) FROM dst WHERE __sysChangeTxBsn IS NOT NULL") == 0
+
+
+# -------------------------------------------------- the commit log by hand
+
+LOG_GUARD = ("sqlite-ct: the newest row of __sysTxCommitSequence numbers the next"
+             " transaction; it cannot be deleted or changed (purge_transaction_sequence()"
+             " keeps it)")
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM __sysTxCommitSequence",
+    "DELETE FROM __sysTxCommitSequence WHERE __sysTxCsn = (SELECT max(__sysTxCsn)"
+    " FROM __sysTxCommitSequence)",
+    "UPDATE __sysTxCommitSequence SET __sysTxCsn = 0",
+    "UPDATE __sysTxCommitSequence SET __sysCommitTime = 0",
+])
+def test_commit_log_cannot_lose_its_newest_row(conn, statement):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])
+    newest = sqlite_ct.last_committed_csn(conn)
+    with pytest.raises(HOST_ERRORS) as err:
+        run(conn, statement)
+    assert LOG_GUARD in str(err.value)
+    assert sqlite_ct.last_committed_csn(conn) == newest
+    run(conn, "UPDATE t SET v = 'c' WHERE id = 1")
+    assert t.changes().updates == [{"id": 1, "v": "c"}]
+
+
+def test_purging_the_commit_log_still_works(conn):
+    Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+            [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])
+    newest = sqlite_ct.last_committed_csn(conn)
+    assert sqlite_ct.purge_transaction_sequence(conn, up_to_csn=newest) >= 1
+    assert q(conn, "SELECT __sysTxCsn FROM __sysTxCommitSequence") == [(newest,)]
+
+
+# ---------------------------------------------- disable, then enable again
+
+def test_anchors_from_before_a_disable_expire(conn):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])
+    old = t.anchor
+    sqlite_ct.disable_tracking(conn, "t")
+    run(conn, "DELETE FROM t WHERE id = 1")
+    sqlite_ct.create_schema(conn, "t")
+    with pytest.raises(sqlite_ct.AnchorExpiredError):
+        sqlite_ct.enumerate_changes(conn, "t", old)
+    fresh = Replica(["id"])
+    fresh.apply(sqlite_ct.enumerate_changes(conn, "t", 0))
+    assert fresh.rows == table_rows(conn, "t", ["id"])
+
+
+# ------------------------------------------- anchor 0 after a purge
+
+def test_a_new_replica_can_start_from_anchor_0_after_a_purge(conn):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}])
+    run(conn, "DELETE FROM t WHERE id = 1")
+    old = t.anchor
+    assert sqlite_ct.purge_tombstones(conn, "t", up_to_csn=sqlite_ct.last_committed_csn(conn))
+    with pytest.raises(sqlite_ct.AnchorExpiredError):
+        sqlite_ct.enumerate_changes(conn, "t", old)
+    fresh = Replica(["id"])
+    fresh.apply(sqlite_ct.enumerate_changes(conn, "t", 0))
+    assert fresh.rows == table_rows(conn, "t", ["id"])
+
+
+def test_anchor_0_expires_when_deletes_of_applied_rows_are_purged(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    with sqlite_ct.applying_server_changes(conn):
+        run(conn, "INSERT INTO t(id, v) VALUES (1, 'from the server')")
+    run(conn, "DELETE FROM t WHERE id = 1")
+    # a client uploads that delete from anchor 0
+    assert sqlite_ct.enumerate_changes(conn, "t", 0).deletes == [{"id": 1}]
+    sqlite_ct.purge_tombstones(conn, "t", up_to_csn=sqlite_ct.last_committed_csn(conn))
+    with pytest.raises(sqlite_ct.AnchorExpiredError):
+        sqlite_ct.enumerate_changes(conn, "t", 0)

@@ -35,8 +35,10 @@ SURFACE = {
     ("sqlite_ct_bsn", 0): INNOCUOUS,
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_write_bsn", 2): INNOCUOUS,
-    ("sqlite_ct_insert_when", 8): INNOCUOUS,
-    ("sqlite_ct_update_when", 11): INNOCUOUS,
+    ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
+    ("sqlite_ct_insert_when", 10): INNOCUOUS,
+    ("sqlite_ct_update_when", 11): INNOCUOUS,    # layout-1 triggers
+    ("sqlite_ct_update_when", 13): INNOCUOUS,
     ("sqlite_ct_default_bsn", 0): INNOCUOUS,
     ("sqlite_ct_victim", 2): INNOCUOUS,
     ("sqlite_ct_stamp_end", 1): INNOCUOUS,
@@ -159,12 +161,12 @@ def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_of
 
 def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
-    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(1,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(2,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
-    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(1,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(2,)]
     debug = dict(line.split("=", 1) for line in
                  q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
     assert debug["version"] == sqlite_ct.__version__
-    assert debug["layout"] == "1"
+    assert debug["layout"] == "2"
     assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
