@@ -218,8 +218,16 @@ class Scenario:
         first.execute(f"CREATE TABLE {OTHER}(id INTEGER PRIMARY KEY, v)")
         sqlite_ct.create_schema(first.conn, OTHER, mode=mode)
         self.enable_bsn = sqlite_ct.create_schema(first.conn, self.table, mode=mode)
+        if shape.later_ddl:
+            first.execute(shape.later_ddl)
+            assert sqlite_ct.create_schema(first.conn, self.table, mode=mode) == self.enable_bsn
         if not open_before_schema:
             others = [opener(kind) for kind in hosts[1:]]
+        elif shape.later_ddl:
+            # SQLite resolves ON CONFLICT(u) against the schema a connection
+            # has loaded, before it notices another connection's change
+            for h in others:
+                h.execute("SELECT count(*) FROM sqlite_schema")
         self.conns = [Conn(h) for h in [first] + others]
         for c, on in zip(self.conns, recursive_triggers):
             self.op_recursive_triggers(c, on)
