@@ -161,7 +161,7 @@ static void ptAppendPow2(sqlite3_str *s, const char *zN){
   char *zQ = sqlite3_mprintf("(%s)/62", zN);
   char *zNegQ = sqlite3_mprintf("(-(%s))/62", zN);
   if( zQ==0 || zNegQ==0 ){
-    sqlite3_str_appendall(s, "\x01");   /* out of memory: poisons the SQL */
+    ctStrOom(s);
   }else{
     sqlite3_str_appendf(s, "(CASE WHEN (%s)>=0 THEN (1<<((%s)%%62))*", zN, zN);
     ptAppendPow62(s, zQ);
@@ -243,7 +243,7 @@ static void ptAppendEncodeKey(sqlite3_str *s, const CtTable *p, const char *zRef
   if( p->nPk>1 ) sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nPk; i++){
     char *zX = sqlite3_mprintf("%s.\"%w\"", zRef, p->aCol[p->aiPk[i]].zName);
-    if( zX==0 ){ sqlite3_str_appendall(s, "\x01"); return; }
+    if( zX==0 ){ ctStrOom(s); return; }
     if( i ) sqlite3_str_appendall(s, "||");
     ptAppendEncodeValue(s, zX, p->bRowidAlias);
     sqlite3_free(zX);
@@ -523,7 +523,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   }else if( eOpt & CT_TRACK_INSERT ){
     char *z = sqlite3_mprintf("%s OR %s", zChanged, zCond);
     if( z ) ptAppendLogWhen(s, z);
-    else sqlite3_str_appendall(s, "\x01");
+    else ctStrOom(s);
     sqlite3_free(z);
   }else{
     ptAppendLogWhen(s, zCond);

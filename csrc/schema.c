@@ -489,7 +489,7 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
                                 const char *zSameKeyGone, const char *zWhen){
   char *zPackNew = ctPackSql(p, "NEW");
   int i;
-  if( zPackNew==0 ){ sqlite3_str_appendall(s, "\x01"); return; }  /* poisons the SQL */
+  if( zPackNew==0 ){ ctStrOom(s); return; }
   /* A victim this transaction has tombstoned already (the DELETE trigger with
   ** recursive_triggers on, or an earlier incarnation of the key deleted in
   ** this transaction, whose insert BSN is the older one) keeps that tombstone.
@@ -660,7 +660,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
         "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF %s ON \"%w\" BEGIN ",
         zT, zCols, zT);
     if( zExclude ) ctAppendVictimCapture(s, p, iEnable, zExclude);
-    else sqlite3_str_appendall(s, "\x01");
+    else ctStrOom(s);
     sqlite3_free(zExclude);
     sqlite3_str_appendall(s, " END;");
   }
@@ -990,7 +990,14 @@ static const char *ctTableArg(sqlite3_context *ctx, sqlite3_value *v, const char
   const char *z = sqlite3_value_type(v)==SQLITE_TEXT ? (const char*)sqlite3_value_text(v) : 0;
   if( z==0 || z[0]==0 ){
     char *zErr = sqlite3_mprintf("sqlite-ct: %s() needs a table name", zFunc);
-    ctResultErr(ctx, SQLITE_MISUSE, zErr);
+    ctResultErr(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
+    return 0;
+  }
+  /* The C string ends at the first NUL: "t\0x" would name table "t". */
+  if( (int)strlen(z)!=sqlite3_value_bytes(v) ){
+    char *zErr = sqlite3_mprintf("sqlite-ct: %s(): a table name cannot contain a NUL"
+                                 " character", zFunc);
+    ctResultErr(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
     return 0;
   }
   return z;
@@ -1009,7 +1016,7 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( argc>1 ){
     if( sqlite3_value_type(argv[1])!=SQLITE_INTEGER
      || sqlite3_value_int64(argv[1])<1 || sqlite3_value_int64(argv[1])>CT_TRACK_ALL ){
-      ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+      ctResultErr(ctx, SQLITE_ERROR, sqlite3_mprintf(
           "sqlite-ct: tracking options must be an integer from 1 to 7"
           " (1 insert, 2 update, 4 delete, 7 all)"));
       return;
@@ -1020,13 +1027,13 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     const char *zMode = (const char*)sqlite3_value_text(argv[2]);
     if( zMode && sqlite3_stricmp(zMode, "portable")==0 ) bPortable = 1;
     else if( zMode==0 || sqlite3_stricmp(zMode, "native")!=0 ){
-      ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+      ctResultErr(ctx, SQLITE_ERROR, sqlite3_mprintf(
           "sqlite-ct: tracking mode must be 'native' or 'portable'"));
       return;
     }
   }
   if( pState->bApply ){
-    ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+    ctResultErr(ctx, SQLITE_ERROR, sqlite3_mprintf(
         "sqlite-ct: cannot enable tracking while the connection is in apply mode"));
     return;
   }

@@ -198,6 +198,7 @@ char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);
 
 /* Shared helpers (state.c) */
+void ctStrOom(sqlite3_str *s);
 int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...);
 int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
                  const char *zFmt, ...);

@@ -102,6 +102,18 @@ static sqlite3_int64 ctBegin(CtState *p, sqlite3_int64 iMaxCsn){
 }
 
 /*
+** Put s into its error state because an allocation its text needed failed:
+** later appends are no-ops and sqlite3_str_finish() returns NULL, which every
+** builder's caller reports as SQLITE_NOMEM (never half-built SQL). The
+** sqlite3_str interface has no call that sets an error; growing a string past
+** SQLITE_MAX_LENGTH is its documented SQLITE_TOOBIG error, and allocates
+** nothing.
+*/
+void ctStrOom(sqlite3_str *s){
+  sqlite3_str_appendchar(s, 0x7fffffff, ' ');
+}
+
+/*
 ** Run printf-formatted SQL (one or more statements). The sticky-error idiom:
 ** callers chain calls with "if( rc==SQLITE_OK ) rc = ...".
 */

@@ -19,21 +19,29 @@ from . import errors
 
 _savepoint_ids = itertools.count(1)
 
-# Message fragments of the C extension (csrc/) -> error class. The first match
-# wins; anything else the extension reports becomes the base Error.
-_MESSAGE_CLASSES: Tuple[Tuple[str, Type[errors.Error]], ...] = (
-    ("is not tracked", errors.NotTrackedError),
-    ("malformed tombstone key", errors.KeyFormatError),
-    ("written by a newer sqlite-ct", errors.LayoutError),
-    ("no such table", errors.TableError),
-    ("has no PRIMARY KEY", errors.TableError),
-    ("has rows with NULL in its PRIMARY KEY", errors.TableError),
-    ("not a table", errors.TableError),
-    ("is a virtual table", errors.TableError),
-    ("is a system table", errors.TableError),
-    ("UNIQUE index on an expression", errors.TableError),
-    ("needs a table name", errors.TableError),
-)
+# The C extension's messages (csrc/) -> error class. Each pattern is the
+# message's template, anchored at "sqlite-ct: ", with ".*" where the extension
+# prints a name: a table named "malformed tombstone key" must not turn "no such
+# table" into a KeyFormatError. The first match wins; anything else the
+# extension reports becomes the base Error.
+_NAME = r'".*"'
+_MESSAGE_CLASSES: Tuple[Tuple["re.Pattern[str]", Type[errors.Error]], ...] = tuple(
+    (re.compile(r"sqlite-ct: " + pattern, re.DOTALL), cls) for pattern, cls in (
+        (r"malformed tombstone key: ", errors.KeyFormatError),
+        (r"this database was written by a newer sqlite-ct \(layout ", errors.LayoutError),
+        (r"no such table: " + _NAME + r"$", errors.TableError),
+        (r"table " + _NAME + r" is not tracked$", errors.NotTrackedError),
+        (r"table " + _NAME + r" has no PRIMARY KEY; ", errors.TableError),
+        (r"table " + _NAME + r" has rows with NULL in its PRIMARY KEY column ",
+         errors.TableError),
+        (r"table " + _NAME + r" has a UNIQUE index on an expression ", errors.TableError),
+        (_NAME + r" is a (view, not a table|virtual table|shadow table of a virtual table"
+         r"|[a-z]+); only ordinary tables can be tracked$", errors.TableError),
+        (_NAME + r" is a system table; only user tables can be tracked$", errors.TableError),
+        (r"sqlite_ct_[a-z_]+\(\) needs a table name$", errors.TableError),
+        (r"sqlite_ct_[a-z_]+\(\): a table name cannot contain a NUL character$",
+         errors.TableError),
+    ))
 
 NOT_LOADED = ("sqlite-ct: the extension is not loaded on this connection; "
               "call sqlite_ct.load(conn) first")
@@ -60,8 +68,8 @@ def translate(exc: BaseException) -> Optional[errors.Error]:
     if start < 0:
         return None
     message = message[start:]
-    for fragment, cls in _MESSAGE_CLASSES:
-        if fragment in message:
+    for pattern, cls in _MESSAGE_CLASSES:
+        if pattern.match(message):
             return cls(message)
     return errors.Error(message)
 
