@@ -58,6 +58,11 @@ def _host_errors() -> Tuple[Type[BaseException], ...]:
     return tuple(classes)
 
 
+def host_errors() -> Tuple[Type[BaseException], ...]:
+    """The exception base classes of the hosts (apsw, stdlib sqlite3)."""
+    return _host_errors()
+
+
 def translate(exc: BaseException) -> Optional[errors.Error]:
     """The sqlite_ct.Error for a host exception raised by the extension, or None
     when the exception is not sqlite-ct's (a locked database, a full disk)."""

@@ -150,6 +150,44 @@ def _queries(info: _TableInfo, since: int, new_anchor: int,
             (_row_query(info), (since, new_anchor, info.enable_bsn, ctx)))
 
 
+def _quoted(column: str) -> str:
+    """SQL for the literal of a key value; TEXT as a BLOB literal, which
+    decodes whatever its bytes."""
+    return (f"CASE typeof({column}) WHEN 'text' THEN quote(CAST({column} AS BLOB))"
+            f" ELSE quote({column}) END")
+
+
+def _bad_text(conn: Any, info: _TableInfo, exc: BaseException) -> Error:
+    """The Error for TEXT that is not valid UTF-8, which the host cannot turn
+    into str (apsw: UnicodeDecodeError; stdlib sqlite3: OperationalError
+    "Could not decode to UTF-8 column ..."). Names the first such value of the
+    table's rows (the error path only: a scan in Python of its TEXT values)."""
+    q = _conn.quote_identifier
+    where = ""
+    with _conn.translated():
+        keys = " || ', ' || ".join(_quoted(q(k)) for k in info.keys)
+        for column in info.columns:
+            for key, raw in conn.cursor().execute(
+                    f"SELECT {keys},"
+                    f" CAST({q(column)} AS BLOB) FROM {q(info.name)}"
+                    f" WHERE typeof({q(column)}) = 'text'"):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    where = f" (column \"{column}\" of the row whose key is {key})"
+                    break
+            if where:
+                break
+    return Error(f'sqlite-ct: table "{info.name}" holds TEXT that is not valid UTF-8'
+                 f"{where}, which Python cannot decode; store such values as BLOB"
+                 f" (CAST(x AS BLOB)) or re-encode them as UTF-8")
+
+
+def _undecodable(exc: BaseException) -> bool:
+    return isinstance(exc, UnicodeDecodeError) or (
+        isinstance(exc, _conn.host_errors()) and "Could not decode to UTF-8" in str(exc))
+
+
 def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
                exclude_context: Optional[uuid.UUID] = None) -> Iterator[Tuple[str, Row]]:
     """(kind, row) for every change: deletes first, then inserts and updates.
@@ -158,10 +196,15 @@ def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     cols = info.columns
     width = len(cols)
     deletes, live = _queries(info, since, new_anchor, exclude_context)
-    for row in _conn.rows(conn, *deletes):
-        yield "delete", dict(zip(info.keys, row))
-    for row in _conn.rows(conn, *live):
-        yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
+    try:
+        for row in _conn.rows(conn, *deletes):
+            yield "delete", dict(zip(info.keys, row))
+        for row in _conn.rows(conn, *live):
+            yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
+    except Exception as exc:
+        if _undecodable(exc):
+            raise _bad_text(conn, info, exc) from exc
+        raise
 
 
 def _new_anchor(conn: Any) -> int:
@@ -185,10 +228,15 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     delete_query, live_query = _queries(info, since, new_anchor, exclude_context)
     inserts: List[Row] = []
     updates: List[Row] = []
-    with _conn.translated():
-        deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(*delete_query)]
-        for row in conn.cursor().execute(*live_query):
-            (inserts if row[width] > since else updates).append(dict(zip(cols, row)))
+    try:
+        with _conn.translated():
+            deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(*delete_query)]
+            for row in conn.cursor().execute(*live_query):
+                (inserts if row[width] > since else updates).append(dict(zip(cols, row)))
+    except Exception as exc:
+        if _undecodable(exc):
+            raise _bad_text(conn, info, exc) from exc
+        raise
     return ChangeSet(info.name, since, new_anchor, inserts, updates, deletes)
 
 

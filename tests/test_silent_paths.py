@@ -266,3 +266,24 @@ def test_anchor_0_expires_when_deletes_of_applied_rows_are_purged(conn):
     sqlite_ct.purge_tombstones(conn, "t", up_to_csn=sqlite_ct.last_committed_csn(conn))
     with pytest.raises(sqlite_ct.AnchorExpiredError):
         sqlite_ct.enumerate_changes(conn, "t", 0)
+
+
+# ----------------------------------------------- TEXT that is not UTF-8
+
+def test_text_that_is_not_utf8_is_a_clear_error(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    since = sqlite_ct.last_committed_csn(conn)
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'fine'), (2, CAST(x'61ff62' AS TEXT))")
+    message = ('sqlite-ct: table "t" holds TEXT that is not valid UTF-8 (column "v" of the'
+               " row whose key is 2), which Python cannot decode; store such"
+               " values as BLOB (CAST(x AS BLOB)) or re-encode them as UTF-8")
+    with pytest.raises(sqlite_ct.Error) as err:
+        sqlite_ct.enumerate_changes(conn, "t", since)
+    assert str(err.value) == message
+    with pytest.raises(sqlite_ct.Error) as err:
+        with sqlite_ct.iter_changes(conn, "t", since) as stream:
+            list(stream)
+    assert str(err.value) == message
+    run(conn, "UPDATE t SET v = CAST(v AS BLOB) WHERE id = 2")
+    assert len(sqlite_ct.enumerate_changes(conn, "t", since).inserts) == 2
