@@ -131,6 +131,35 @@ def savepoint(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
     execute(conn, f'RELEASE "{label}"')
 
 
+def in_transaction(conn: Any) -> bool:
+    """Whether conn has an open transaction (apsw or stdlib sqlite3)."""
+    get_autocommit = getattr(conn, "get_autocommit", None)
+    if get_autocommit is not None:
+        return not get_autocommit()
+    return bool(conn.in_transaction)
+
+
+@contextlib.contextmanager
+def writing(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
+    """savepoint() for a block that writes. Outside a transaction it starts
+    one with BEGIN IMMEDIATE: a transaction that reads first and then writes
+    asks for the write lock as an upgrade, which SQLite never retries through
+    the busy handler, so the caller's busy timeout would not apply. Inside the
+    caller's transaction, a savepoint (the caller chose how it began)."""
+    if in_transaction(conn):
+        with savepoint(conn, name):
+            yield
+        return
+    execute(conn, "BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(*_host_errors()):
+            execute(conn, "ROLLBACK")
+        raise
+    execute(conn, "COMMIT")
+
+
 def require_loaded(conn: Any) -> None:
     """Raise ExtensionError unless the extension is loaded on conn."""
     value(conn, "SELECT sqlite_ct_version()")

@@ -23,7 +23,7 @@ _INT64 = struct.Struct("<q")
 def client_id(conn: Any) -> uuid.UUID:
     """This database's client id (a GUID), created on first use; stored in
     __sysSyncSubscriptions.ClientId in .NET byte order."""
-    with _conn.savepoint(conn, "sqlite_ct_client_id"):
+    with _conn.writing(conn, "sqlite_ct_client_id"):
         _conn.value(conn, "SELECT sqlite_ct_create_system_tables()")
         blob = _conn.value(conn, "SELECT ClientId FROM __sysSyncSubscriptions "
                                  "ORDER BY rowid LIMIT 1")
@@ -36,7 +36,7 @@ def client_id(conn: Any) -> uuid.UUID:
 
 
 def _store(conn: Any, table: str, column: str, blob: Optional[bytes], func: str) -> None:
-    with _conn.savepoint(conn, "sqlite_ct_anchor"):
+    with _conn.writing(conn, "sqlite_ct_anchor"):
         name = require_tracked(conn, table, func)
         cid = client_id(conn).bytes_le
         _conn.execute(

@@ -47,7 +47,7 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
     and raises the table's minimum valid anchor to the newest purged delete."""
     where, params = _condition(older_than_days, up_to_csn, "__sysDeletedTime",
                                "__sysDeleteTxBsn", "purge_tombstones")
-    with _conn.savepoint(conn, "sqlite_ct_purge"):
+    with _conn.writing(conn, "sqlite_ct_purge"):
         name = require_tracked(conn, table, "purge_tombstones")
         newest, count, applied = next(_conn.rows(
             conn, f"SELECT max(__sysDeleteTxBsn), count(*), "
@@ -74,7 +74,7 @@ def purge_transaction_sequence(conn: Any, *, older_than_days: Optional[float] = 
     tombstones of those transactions still exist: purge them first."""
     where, params = _condition(older_than_days, up_to_csn, "__sysCommitTime",
                                "__sysTxCsn", "purge_transaction_sequence")
-    with _conn.savepoint(conn, "sqlite_ct_purge"):
+    with _conn.writing(conn, "sqlite_ct_purge"):
         _conn.value(conn, "SELECT sqlite_ct_create_system_tables()")
         blocking = _conn.value(
             conn, f"SELECT count(*) FROM __sysOCSDeletedRows WHERE __sysDeleteTxBsn IN "

@@ -65,7 +65,9 @@ def create_schema(conn: Any, table: str, *,
         raise ValueError("options must include at least one of INSERT, UPDATE, DELETE")
     if mode not in ("native", "portable"):
         raise ValueError(f"mode must be 'native' or 'portable', got {mode!r}")
-    return _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
+    with _conn.writing(conn, "sqlite_ct_create_schema"):
+        return _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)",
+                           (table, opts, mode))
 
 
 def disable_tracking(conn: Any, table: str) -> None:
@@ -75,7 +77,8 @@ def disable_tracking(conn: Any, table: str) -> None:
     deletes the table's tombstones and its sync article (anchors). Raises
     NotTrackedError when the table is not tracked."""
     _table_name(table, "disable_tracking")
-    _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
+    with _conn.writing(conn, "sqlite_ct_disable_tracking"):
+        _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
 
 
 def is_tracked(conn: Any, table: str) -> bool:

@@ -287,3 +287,44 @@ def test_text_that_is_not_utf8_is_a_clear_error(conn):
     assert str(err.value) == message
     run(conn, "UPDATE t SET v = CAST(v AS BLOB) WHERE id = 2")
     assert len(sqlite_ct.enumerate_changes(conn, "t", since).inserts) == 2
+
+
+# -------------------------------------------- the caller's busy timeout
+
+@pytest.mark.parametrize("call", ["create_schema", "disable_tracking", "purge_tombstones",
+                                  "purge_transaction_sequence", "client_id",
+                                  "set_sent_anchor", "set_received_anchor"])
+def test_writes_wait_for_the_busy_timeout(db_path, call):
+    """While another connection writes, these wait (busy timeout) instead of
+    failing at once: a read-then-write transaction never calls the busy
+    handler, so they begin with BEGIN IMMEDIATE."""
+    import threading
+    import time
+    a = apsw.Connection(db_path)
+    sqlite_ct.load(a)
+    a.execute("PRAGMA journal_mode=WAL")
+    run(a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "CREATE TABLE other(x)")
+    sqlite_ct.create_schema(a, "t")
+    run(a, "INSERT INTO t(id, v) VALUES (1, 'a')", "DELETE FROM t WHERE id = 1")
+    b = apsw.Connection(db_path)
+    b.execute("BEGIN IMMEDIATE")
+    b.execute("INSERT INTO other VALUES (1)")
+    a.set_busy_timeout(10_000)
+    released = threading.Timer(0.3, lambda: b.execute("COMMIT"))
+    released.start()
+    start = time.monotonic()
+    try:
+        {"create_schema": lambda: sqlite_ct.create_schema(a, "t"),
+         "disable_tracking": lambda: sqlite_ct.disable_tracking(a, "t"),
+         "purge_tombstones": lambda: sqlite_ct.purge_tombstones(a, "t", up_to_csn=10**6),
+         "purge_transaction_sequence":
+             lambda: sqlite_ct.purge_transaction_sequence(a, up_to_csn=1),
+         "client_id": lambda: sqlite_ct.client_id(a),
+         "set_sent_anchor": lambda: sqlite_ct.set_sent_anchor(a, "t", 1),
+         "set_received_anchor": lambda: sqlite_ct.set_received_anchor(a, "t", b"1"),
+         }[call]()
+    finally:
+        released.join()
+        b.close()
+        a.close()
+    assert time.monotonic() - start >= 0.2
