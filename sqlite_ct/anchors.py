@@ -37,7 +37,7 @@ def client_id(conn: Any) -> uuid.UUID:
 
 def _store(conn: Any, table: str, column: str, blob: Optional[bytes], func: str) -> None:
     with _conn.writing(conn, "sqlite_ct_anchor"):
-        name = require_tracked(conn, table, func)
+        name = require_tracked(conn, table, func, writing=True)
         cid = client_id(conn).bytes_le
         _conn.execute(
             conn,

@@ -17,12 +17,15 @@ DROP TABLE  the registry names a table that no longer exists and whose trigger
 TRIGGER ORDER  SQLite fires a table's most recently created trigger first. A
             user's AFTER trigger created after sqlite-ct's runs before them, and
             a RAISE(IGNORE) or RAISE(FAIL) in it abandons the rest, ours
-            included: that row change would go unstamped. reconcile()
+            included: that row change would go unstamped. reconcile() called
+            by a function that writes tracking metadata (anchors, purges)
             re-creates sqlite-ct's triggers whenever a newer trigger exists on
             a tracked table, which puts them first again; create_schema() does
-            the same. Writes between the user's CREATE TRIGGER and the next
-            sqlite-ct call are exposed, so call create_schema() after adding
-            triggers to a tracked table.
+            the same. Reads (enumeration, listing, getting anchors, packing
+            keys) do not: they must work on a read-only connection and leave
+            the schema alone, and check() reports the order. Writes between
+            the user's CREATE TRIGGER and the next such call are exposed, so
+            call create_schema() after adding triggers to a tracked table.
 
 A table rebuilt by another tool (a new table copied and renamed into place,
 as sqlite-utils transform() does) has no trigger of ours at all; that is not
@@ -61,26 +64,27 @@ def outranked(conn: Any, table: str) -> bool:
 # connection made it, and the repairs live in the file: a file seen at the
 # same version needs nothing. In-memory and temporary databases have no path
 # and are always checked.
-_reconciled: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()
+_reconciled: "collections.OrderedDict[Tuple[str, int, bool], None]" = collections.OrderedDict()
 _REMEMBERED = 256
 
 
-def reconcile(conn: Any) -> List[str]:
-    """Apply the rules above; returns a description of each repair made."""
+def reconcile(conn: Any, *, order: bool = True) -> List[str]:
+    """Apply the rules above; returns a description of each repair made.
+    order=False (reads) leaves the trigger order alone."""
     path = next((row[2] for row in _conn.rows(conn, "PRAGMA database_list")
                  if row[1] == "main"), "")
-    key = (path, _conn.value(conn, "PRAGMA schema_version"))
-    if path and key in _reconciled:
+    key = (path, _conn.value(conn, "PRAGMA schema_version"), order)
+    if path and (key in _reconciled or key[:2] + (True,) in _reconciled):
         return []
-    done = _reconcile(conn)
+    done = _reconcile(conn, order)
     if path:
-        _reconciled[(path, _conn.value(conn, "PRAGMA schema_version"))] = None
+        _reconciled[(path, _conn.value(conn, "PRAGMA schema_version"), order)] = None
         while len(_reconciled) > _REMEMBERED:
             _reconciled.popitem(last=False)
     return done
 
 
-def _reconcile(conn: Any) -> List[str]:
+def _reconcile(conn: Any, order: bool) -> List[str]:
     if not _registry_exists(conn):
         return []
     registered = [r[0] for r in _conn.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")]
@@ -93,7 +97,7 @@ def _reconcile(conn: Any) -> List[str]:
     for name in registered:
         owner = owners.get(name)
         if owner == name:
-            if outranked(conn, name):
+            if order and outranked(conn, name):
                 with _conn.savepoint(conn, "sqlite_ct_reconcile"):
                     _conn.value(conn, "SELECT sqlite_ct_create_schema(?, "
                                       "(SELECT (__sysTrackOpt & 240) / 16 FROM __sysOCSTrackedObjects "

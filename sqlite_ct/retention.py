@@ -48,7 +48,7 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
     where, params = _condition(older_than_days, up_to_csn, "__sysDeletedTime",
                                "__sysDeleteTxBsn", "purge_tombstones")
     with _conn.writing(conn, "sqlite_ct_purge"):
-        name = require_tracked(conn, table, "purge_tombstones")
+        name = require_tracked(conn, table, "purge_tombstones", writing=True)
         newest, count, applied = next(_conn.rows(
             conn, f"SELECT max(__sysDeleteTxBsn), count(*), "
                   f"coalesce(sum(coalesce(__sysInsertTxCsn, 0) <= 0), 0) "

@@ -90,7 +90,7 @@ def is_tracked(conn: Any, table: str) -> bool:
 def tracked_tables(conn: Any) -> List[str]:
     """Names of the tracked tables, sorted; reads __sysOCSTrackedObjects."""
     _conn.require_loaded(conn)
-    reconcile(conn)
+    reconcile(conn, order=False)
     exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
                                "AND name='__sysOCSTrackedObjects'")
     if not exists:
@@ -99,13 +99,14 @@ def tracked_tables(conn: Any) -> List[str]:
         conn, "SELECT __sysTName FROM __sysOCSTrackedObjects ORDER BY __sysTName")]
 
 
-def require_tracked(conn: Any, table: str, func: str) -> str:
-    """The table's stored name, after reconcile(); NotTrackedError when it is
-    not tracked, TableError when a rebuild removed its triggers."""
+def require_tracked(conn: Any, table: str, func: str, *, writing: bool = False) -> str:
+    """The table's stored name, after reconcile() (which repairs the trigger
+    order only for a caller that is `writing` metadata anyway); NotTrackedError
+    when it is not tracked, TableError when a rebuild removed its triggers."""
     _table_name(table, func)
     _conn.require_loaded(conn)
     _conn.value(conn, "SELECT sqlite_ct_check_layout()")
-    reconcile(conn)
+    reconcile(conn, order=writing)
     exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
                                "AND name='__sysOCSTrackedObjects'")
     name = None

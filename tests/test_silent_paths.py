@@ -328,3 +328,33 @@ def test_writes_wait_for_the_busy_timeout(db_path, call):
         b.close()
         a.close()
     assert time.monotonic() - start >= 0.2
+
+
+# ----------------------------------------------------------- reads do not write
+
+def test_reads_work_on_a_read_only_connection_and_write_nothing(db_path):
+    import hashlib
+    import subprocess
+    import sys
+    rw = apsw.Connection(db_path)
+    sqlite_ct.load(rw)
+    run(rw, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(rw, "t")
+    run(rw, "INSERT INTO t(id, v) VALUES (1, 'a')",
+        # a user trigger newer than sqlite-ct's: a write would re-create ours
+        "CREATE TRIGGER mine AFTER INSERT ON t BEGIN SELECT 1; END")
+    rw.close()
+    digest = hashlib.sha256(open(db_path, "rb").read()).hexdigest()
+    ro = apsw.Connection(f"file:{db_path}?mode=ro",
+                         flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    sqlite_ct.load(ro)
+    assert sqlite_ct.enumerate_changes(ro, "t", 0).inserts == [{"id": 1, "v": "a"}]
+    with sqlite_ct.iter_changes(ro, "t", 0) as stream:
+        assert len(list(stream)) == 1
+    assert sqlite_ct.tracked_tables(ro) == ["t"]
+    assert sqlite_ct.get_sent_anchor(ro, "t") is None
+    assert [p.code for p in sqlite_ct.check(ro)] == ["trigger-order"]
+    ro.close()
+    subprocess.run([sys.executable, "-m", "sqlite_ct", "status", db_path], check=True,
+                   capture_output=True)
+    assert hashlib.sha256(open(db_path, "rb").read()).hexdigest() == digest
