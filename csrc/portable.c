@@ -251,11 +251,14 @@ static void ptAppendEncodeKey(sqlite3_str *s, const CtTable *p, const char *zRef
   if( p->nPk>1 ) sqlite3_str_appendall(s, ")");
 }
 
-/* The name under which the rowid of p can be referenced (as schema.c). */
+/* The name under which the rowid of p can be referenced, or NULL when user
+** columns shadow all three (as schema.c): then "oid" would be a user column
+** that many rows can share. */
 static const char *ptRowidName(const CtTable *p){
   if( !ctTableHasColumn(p, "rowid") ) return "rowid";
   if( !ctTableHasColumn(p, "_rowid_") ) return "_rowid_";
-  return "oid";
+  if( !ctTableHasColumn(p, "oid") ) return "oid";
+  return 0;
 }
 
 /* Match the row REF (NEW or OLD) by rowid when the table has one and bRowid
@@ -265,9 +268,9 @@ static void ptAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zAlia
                              const char *zRef, const char *zOp, int bRowid){
   const char *zA = zAlias ? zAlias : "";
   const char *zDot = zAlias ? "." : "";
+  const char *zRowid = !p->bWithoutRowid && bRowid ? ptRowidName(p) : 0;
   int i;
-  if( !p->bWithoutRowid && bRowid ){
-    const char *zRowid = ptRowidName(p);
+  if( zRowid ){
     sqlite3_str_appendf(s, "%s%s%s %s %s.%s", zA, zDot, zRowid, zOp, zRef, zRowid);
     return;
   }

@@ -505,13 +505,15 @@ def test_identifiers_that_need_quoting(conn, recursive, names):
     assert sqlite_ct.unpack_key(conn, table, sqlite_ct.pack_key(conn, table, [k(7)])) == (k(7),)
 
 
-def test_columns_shadowing_rowid_oid_and__rowid_(conn):
+@pytest.mark.parametrize("mode", ["native", "portable"])
+def test_columns_shadowing_rowid_oid_and__rowid_(conn, mode):
     """Every alias of the rowid is a user column: the triggers must still find
-    the row they stamp."""
+    the row they stamp, and only that row (all rows share the oid value)."""
     t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, rowid TEXT, _rowid_ TEXT, "
                       "oid TEXT, u TEXT UNIQUE)", "t", ["id"],
                 [{"id": 1, "rowid": "r", "_rowid_": "s", "oid": "o", "u": "a"},
-                 {"id": 2, "rowid": "r", "_rowid_": "s", "oid": "o", "u": "b"}])
+                 {"id": 2, "rowid": "r", "_rowid_": "s", "oid": "o", "u": "b"},
+                 {"id": 5, "rowid": "r", "_rowid_": "s", "oid": "o", "u": "e"}], mode=mode)
     run(conn, "INSERT INTO t(id, rowid, _rowid_, oid, u) VALUES (3, 'r', 's', 'o', 'c')",
         "UPDATE t SET oid = 'p' WHERE id = 1",
         "INSERT OR REPLACE INTO t(id, rowid, _rowid_, oid, u) VALUES (4, 'r', 's', 'o', 'b')")
