@@ -84,6 +84,8 @@ struct CtState {
   unsigned int uDataVersion;
   sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */
   int bApply;                  /* applying server changes: no stamps, no tombstones */
+  int bApplyWrote;             /* a tracked row was written in apply mode ... */
+  unsigned int uApplyDv;       /* ... while the pager's data version was this */
   int bHasContext;             /* aContext holds a tracking context */
   unsigned char aContext[16];  /* GUID, .NET byte order, as SQL CE stored it */
   /* Tables whose BEFORE trigger remembered rows an OR REPLACE may delete and
@@ -118,6 +120,7 @@ void ctFuncTakeLog(sqlite3_context*, int, sqlite3_value**);
 void ctFuncBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNeedsStamp(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCurrentBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncUncommittedWrites(sqlite3_context*, int, sqlite3_value**);
 void ctFuncLastCommittedCsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncContext(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSetContext(sqlite3_context*, int, sqlite3_value**);

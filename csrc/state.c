@@ -19,6 +19,8 @@
 **   sqlite_ct_current_bsn()         the open transaction's BSN, NULL if it has not
 **                                   written tracked data (SqlCeTransaction.
 **                                   CurrentTransactionBsn).
+**   sqlite_ct_uncommitted_writes()  1 when the open transaction wrote tracked
+**                                   data an enumeration inside it would miss.
 **   sqlite_ct_last_committed_csn()  CSN of the newest committed transaction that
 **                                   touched tracked data, 0 if none.
 **   sqlite_ct_tracking_context()    the connection's tracking context (16-byte
@@ -310,6 +312,46 @@ void ctFuncCurrentBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( ctBsnValid(p, iMax) ) sqlite3_result_int64(ctx, p->iBsn);
 }
 
+/*
+** sqlite_ct_uncommitted_writes(): 1 when the open transaction has written
+** tracked data whose stamps would hide committed changes from an enumeration
+** run inside it (and, after a ROLLBACK, leave a replica's anchor past them):
+** a native write (it holds a BSN), a write in apply mode (stamps 0), or, as
+** pure-SQL triggers leave no trace in this connection, any write transaction
+** while a table is tracked in portable mode. Else 0.
+*/
+void ctFuncUncommittedWrites(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iMax = 0, nPortable = 0;
+  char *zErr = 0;
+  int rc = SQLITE_OK;
+  int bWrote = 0;
+  (void)argc; (void)argv;
+  if( sqlite3_get_autocommit(p->db) || sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ){
+    sqlite3_result_int(ctx, 0);
+    return;
+  }
+  if( p->bApplyWrote && p->uApplyDv==ctDataVersion(p->db) ) bWrote = 1;
+  if( !bWrote && p->iBsn ){
+    rc = ctQueryInt64(p->db, &iMax, 0, &zErr,
+        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+    if( rc==SQLITE_OK && ctBsnValid(p, iMax) ) bWrote = 1;
+  }
+  if( rc==SQLITE_OK && !bWrote ){
+    rc = ctQueryInt64(p->db, &nPortable, 0, &zErr,
+        "SELECT count(*) FROM main.sqlite_schema WHERE type='table'"
+        " AND name='__sysOCSTrackedObjects'");
+    if( rc==SQLITE_OK && nPortable ){
+      rc = ctQueryInt64(p->db, &nPortable, 0, &zErr,
+          "SELECT EXISTS(SELECT 1 FROM main.__sysOCSTrackedObjects"
+          " WHERE __sysTrackOpt & %d)", CT_TRACKOPT_PORTABLE);
+      bWrote = nPortable!=0;
+    }
+  }
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  sqlite3_result_int(ctx, bWrote);
+}
+
 void ctFuncLastCommittedCsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   sqlite3_int64 iCsn = 0;
@@ -407,7 +449,13 @@ static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
 static int ctBeginLogged(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
                          char **pzErr){
   *piBsn = 0;
-  if( p->bApply ) return SQLITE_OK;
+  if( p->bApply ){
+    /* Remembered for sqlite_ct_uncommitted_writes(): rows stamped 0 hide
+    ** their committed changes from an enumeration in this transaction. */
+    p->bApplyWrote = 1;
+    p->uApplyDv = ctDataVersion(p->db);
+    return SQLITE_OK;
+  }
   if( ctBegin(p, iMax) ){
     int rc = ctWriteLog(p, pzErr);
     if( rc!=SQLITE_OK ){ p->iBsn = 0; return rc; }

@@ -207,13 +207,19 @@ def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
         raise
 
 
-def _new_anchor(conn: Any) -> int:
-    """The last committed CSN, refusing to run inside a transaction that has
-    written tracked data: its uncommitted stamps hide the committed changes
-    of the rows it touched, which would be lost if it then rolled back."""
-    if _conn.value(conn, "SELECT sqlite_ct_current_bsn()") is not None:
+def _refuse_in_own_write(conn: Any) -> None:
+    """Refuse to enumerate inside a transaction that has written tracked data
+    (sqlite_ct_uncommitted_writes()): its uncommitted stamps hide the
+    committed changes of the rows it touched, which would be lost if it then
+    rolled back. Asked before the enumeration's own savepoint, whose metadata
+    writes (following a RENAME TO) are not the caller's."""
+    if _conn.value(conn, "SELECT sqlite_ct_uncommitted_writes()"):
         raise Error("sqlite-ct: cannot enumerate changes inside a transaction that has "
                     "written to tracked tables; commit or roll it back first")
+
+
+def _new_anchor(conn: Any) -> int:
+    """The last committed CSN, read in the enumeration's snapshot."""
     return int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
 
 
@@ -253,6 +259,8 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
+    _conn.require_loaded(conn)
+    _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         info = _table_info(conn, table, "enumerate_changes")
         new_anchor = _new_anchor(conn)
@@ -268,6 +276,8 @@ def enumerate_group_changes(conn: Any, tables: Sequence[str],
 
     `since` is one anchor for all tables or a mapping table -> anchor (a table
     missing from the mapping starts at 0)."""
+    _conn.require_loaded(conn)
+    _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         new_anchor = _new_anchor(conn)
         result: Dict[str, ChangeSet] = {}
@@ -302,6 +312,8 @@ class ChangeStream:
         self.new_anchor: Optional[int] = None
 
     def __enter__(self) -> "ChangeStream":
+        _conn.require_loaded(self._conn)
+        _refuse_in_own_write(self._conn)
         self._savepoint = _conn.savepoint(self._conn, "sqlite_ct_stream")
         self._savepoint.__enter__()
         try:

@@ -358,3 +358,40 @@ def test_reads_work_on_a_read_only_connection_and_write_nothing(db_path):
     subprocess.run([sys.executable, "-m", "sqlite_ct", "status", db_path], check=True,
                    capture_output=True)
     assert hashlib.sha256(open(db_path, "rb").read()).hexdigest() == digest
+
+
+# ------------------- enumerating inside one's own write transaction
+
+REFUSED_IN_WRITE = ("sqlite-ct: cannot enumerate changes inside a transaction that has "
+                    "written to tracked tables; commit or roll it back first")
+
+
+@pytest.mark.parametrize("how", ["native", "apply-mode", "portable"])
+def test_enumeration_refused_after_own_tracked_writes(conn, how):
+    """The open transaction's writes hide committed changes of the rows they
+    touch (apply mode stamps 0, portable stamps numbers the log will only
+    have if it commits); after a ROLLBACK the replica's anchor would be past
+    a committed change."""
+    mode = "portable" if how == "portable" else "native"
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}], mode=mode)
+    run(conn, "UPDATE t SET v = 'committed' WHERE id = 1")
+    run(conn, "BEGIN")
+    if how == "apply-mode":
+        with sqlite_ct.applying_server_changes(conn):
+            run(conn, "UPDATE t SET v = 'from the server' WHERE id = 1")
+    else:
+        run(conn, "UPDATE t SET v = 'uncommitted' WHERE id = 1")
+    with pytest.raises(sqlite_ct.Error) as err:
+        sqlite_ct.enumerate_changes(conn, "t", t.anchor)
+    assert str(err.value) == REFUSED_IN_WRITE
+    run(conn, "ROLLBACK")
+    assert t.changes().updates == [{"id": 1, "v": "committed"}]
+
+
+def test_enumeration_inside_a_read_transaction_is_allowed(conn):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}], mode="portable")
+    run(conn, "CREATE TABLE other(x)", "BEGIN", "SELECT count(*) FROM t")
+    assert sqlite_ct.enumerate_changes(conn, "t", t.anchor).updates == []
+    run(conn, "COMMIT")

@@ -35,6 +35,7 @@ SURFACE = {
     ("sqlite_ct_bsn", 0): INNOCUOUS,
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_write_bsn", 2): INNOCUOUS,
+    ("sqlite_ct_uncommitted_writes", 0): INNOCUOUS,
     ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
     ("sqlite_ct_insert_when", 10): INNOCUOUS,
     ("sqlite_ct_update_when", 11): INNOCUOUS,    # layout-1 triggers
