@@ -86,8 +86,8 @@ ANCHOR0_EXPIRED = "anchor0_expired:"
 def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
     name = require_tracked(conn, table, func)
     enable_bsn, min_valid, zero_expired = next(_conn.rows(
-        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, EXISTS(SELECT 1 FROM __sysCtMeta "
-              "WHERE key = ?2 || ?1) FROM __sysOCSTrackedObjects WHERE __sysTName = ?1",
+        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, EXISTS(SELECT 1 FROM main.__sysCtMeta "
+              "WHERE key = ?2 || ?1) FROM main.__sysOCSTrackedObjects WHERE __sysTName = ?1",
         (name, ANCHOR0_EXPIRED)))
     return _TableInfo(name, user_columns(conn, name), key_columns(conn, name),
                       int(enable_bsn), int(min_valid), bool(zero_expired))
@@ -122,11 +122,11 @@ def _row_query(info: _TableInfo) -> str:
     table = _conn.quote_identifier(info.name)
     # Two index-backed branches: rows stamped inside the window, and rows that
     # predate tracking (NULL stamps, inserted by the enabling transaction ?3).
-    return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM {table} '
+    return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM main.{table} '
             f'WHERE "__sysChangeTxBsn" > ?1 AND "__sysChangeTxBsn" <= ?2 '
             f"AND {_NOT_EXCLUDED} "
             f"UNION ALL "
-            f'SELECT {cols}, ?3 FROM {table} '
+            f'SELECT {cols}, ?3 FROM main.{table} '
             f'WHERE "__sysChangeTxBsn" IS NULL AND ?3 > ?1 AND ?3 <= ?2')
 
 
@@ -135,7 +135,7 @@ def _delete_query(info: _TableInfo) -> str:
     # A key may carry several tombstones in the window (deleted, re-inserted,
     # deleted again); it was on the replica iff one of them is for a row
     # inserted at or before `since`. ?3 is the table name.
-    return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM __sysOCSDeletedRows "
+    return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM main.__sysOCSDeletedRows "
             f"WHERE __sysTName = ?3 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2 "
             f"AND {_NOT_EXCLUDED} "
             f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
@@ -169,7 +169,7 @@ def _bad_text(conn: Any, info: _TableInfo, exc: BaseException) -> Error:
         for column in info.columns:
             for key, raw in conn.cursor().execute(
                     f"SELECT {keys},"
-                    f" CAST({q(column)} AS BLOB) FROM {q(info.name)}"
+                    f" CAST({q(column)} AS BLOB) FROM main.{q(info.name)}"
                     f" WHERE typeof({q(column)}) = 'text'"):
                 try:
                     raw.decode("utf-8")

@@ -37,7 +37,8 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
         return [Problem(name, "table-missing",
                         f'sqlite-ct: tracked table "{name}" does not exist; '
                         f'disable_tracking(conn, "{name}") removes its metadata')]
-    columns = {r[0] for r in _conn.rows(conn, "SELECT name FROM pragma_table_xinfo(?)", (name,))}
+    columns = {r[0] for r in _conn.rows(
+        conn, "SELECT name FROM pragma_table_xinfo(?, 'main')", (name,))}
     missing = [c for c in _SYS_COLUMNS if c not in columns]
     if missing:
         found.append(Problem(name, "columns-missing",
@@ -67,7 +68,7 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
     if missing:
         return found
     above = _conn.value(
-        conn, f'SELECT count(*) FROM {q(name)} WHERE "__sysChangeTxBsn" > ? '
+        conn, f'SELECT count(*) FROM main.{q(name)} WHERE "__sysChangeTxBsn" > ? '
               f'OR "__sysInsertTxBsn" > ?', (last_csn, last_csn))
     if above:
         found.append(Problem(name, "stamp-above-csn",
@@ -77,8 +78,8 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
     match = " AND ".join(f"{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
                          for i, k in enumerate(keys))
     stale = _conn.value(
-        conn, f"SELECT count(*) FROM __sysOCSDeletedRows AS d WHERE d.__sysTName = ? AND "
-              f"EXISTS(SELECT 1 FROM {q(name)} WHERE {match} AND "
+        conn, f"SELECT count(*) FROM main.__sysOCSDeletedRows AS d WHERE d.__sysTName = ? AND "
+              f"EXISTS(SELECT 1 FROM main.{q(name)} WHERE {match} AND "
               f'coalesce("__sysInsertTxBsn", ?) < d.__sysDeleteTxBsn)', (name, enable_bsn))
     if stale:
         found.append(Problem(name, "tombstone-for-live-row",
@@ -113,6 +114,6 @@ def check(conn: Any) -> List[Problem]:
                 f"sqlite_ct_create_system_tables() upgrades it in place"))
         for name, opt, enable_bsn in list(_conn.rows(
                 conn, "SELECT __sysTName, __sysTrackOpt, __sysEnableTxBsn "
-                      "FROM __sysOCSTrackedObjects ORDER BY __sysTName")):
+                      "FROM main.__sysOCSTrackedObjects ORDER BY __sysTName")):
             problems += _table_problems(conn, name, int(opt) // 16, int(enable_bsn), last_csn)
         return problems

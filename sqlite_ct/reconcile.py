@@ -87,7 +87,8 @@ def reconcile(conn: Any, *, order: bool = True) -> List[str]:
 def _reconcile(conn: Any, order: bool) -> List[str]:
     if not _registry_exists(conn):
         return []
-    registered = [r[0] for r in _conn.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")]
+    registered = [r[0] for r in _conn.rows(
+        conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects")]
     owners: Dict[str, str] = {
         name[len(_TRIGGER_PREFIX):]: table for name, table in _conn.rows(
             conn, "SELECT name, tbl_name FROM sqlite_schema WHERE type='trigger' "
@@ -100,9 +101,9 @@ def _reconcile(conn: Any, order: bool) -> List[str]:
             if order and outranked(conn, name):
                 with _conn.savepoint(conn, "sqlite_ct_reconcile"):
                     _conn.value(conn, "SELECT sqlite_ct_create_schema(?, "
-                                      "(SELECT (__sysTrackOpt & 240) / 16 FROM __sysOCSTrackedObjects "
+                                      "(SELECT (__sysTrackOpt & 240) / 16 FROM main.__sysOCSTrackedObjects "
                                       "WHERE __sysTName = ?1), (SELECT CASE WHEN __sysTrackOpt & 256 "
-                                      "THEN 'portable' ELSE 'native' END FROM __sysOCSTrackedObjects "
+                                      "THEN 'portable' ELSE 'native' END FROM main.__sysOCSTrackedObjects "
                                       "WHERE __sysTName = ?1))", (name,))
                 done.append(f'table "{name}" has a trigger newer than sqlite-ct\'s; '
                             f"sqlite-ct's triggers were re-created to fire first")

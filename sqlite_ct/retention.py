@@ -52,16 +52,16 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
         newest, count, applied = next(_conn.rows(
             conn, f"SELECT max(__sysDeleteTxBsn), count(*), "
                   f"coalesce(sum(coalesce(__sysInsertTxCsn, 0) <= 0), 0) "
-                  f"FROM __sysOCSDeletedRows WHERE __sysTName = ? AND {where}",
+                  f"FROM main.__sysOCSDeletedRows WHERE __sysTName = ? AND {where}",
             (name, *params)))
         if applied:
             # deletes of rows applied from a server: anchor 0 needed them
-            _conn.execute(conn, "INSERT OR REPLACE INTO __sysCtMeta(key, value) "
+            _conn.execute(conn, "INSERT OR REPLACE INTO main.__sysCtMeta(key, value) "
                                 "VALUES (? || ?, 1)", (ANCHOR0_EXPIRED, name))
         if count:
-            _conn.execute(conn, f"DELETE FROM __sysOCSDeletedRows "
+            _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows "
                                 f"WHERE __sysTName = ? AND {where}", (name, *params))
-            _conn.execute(conn, "UPDATE __sysOCSTrackedObjects SET __sysMinValidCsn = "
+            _conn.execute(conn, "UPDATE main.__sysOCSTrackedObjects SET __sysMinValidCsn = "
                                 "max(__sysMinValidCsn, ?) WHERE __sysTName = ?",
                           (newest, name))
         return int(count)
@@ -77,14 +77,15 @@ def purge_transaction_sequence(conn: Any, *, older_than_days: Optional[float] = 
     with _conn.writing(conn, "sqlite_ct_purge"):
         _conn.value(conn, "SELECT sqlite_ct_create_system_tables()")
         blocking = _conn.value(
-            conn, f"SELECT count(*) FROM __sysOCSDeletedRows WHERE __sysDeleteTxBsn IN "
-                  f"(SELECT __sysTxCsn FROM __sysTxCommitSequence WHERE {where})", params)
+            conn, f"SELECT count(*) FROM main.__sysOCSDeletedRows WHERE __sysDeleteTxBsn IN "
+                  f"(SELECT __sysTxCsn FROM main.__sysTxCommitSequence WHERE {where})", params)
         if blocking:
             raise Error(f"sqlite-ct: {blocking} tombstone(s) belong to the transactions "
                         f"being purged; purge tombstones first (purge_tombstones), then "
                         f"the transaction sequence")
-        before = _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence")
-        _conn.execute(conn, f"DELETE FROM __sysTxCommitSequence WHERE {where} AND "
-                            f"__sysTxCsn < (SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)",
+        before = _conn.value(conn, "SELECT count(*) FROM main.__sysTxCommitSequence")
+        _conn.execute(conn, f"DELETE FROM main.__sysTxCommitSequence WHERE {where} AND "
+                            f"__sysTxCsn < (SELECT max(__sysTxCsn) "
+                            f"FROM main.__sysTxCommitSequence)",
                       params)
-        return int(before - _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence"))
+        return int(before - _conn.value(conn, "SELECT count(*) FROM main.__sysTxCommitSequence"))

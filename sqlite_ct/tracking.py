@@ -96,7 +96,7 @@ def tracked_tables(conn: Any) -> List[str]:
     if not exists:
         return []
     return [r[0] for r in _conn.rows(
-        conn, "SELECT __sysTName FROM __sysOCSTrackedObjects ORDER BY __sysTName")]
+        conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects ORDER BY __sysTName")]
 
 
 def require_tracked(conn: Any, table: str, func: str, *, writing: bool = False) -> str:
@@ -111,7 +111,7 @@ def require_tracked(conn: Any, table: str, func: str, *, writing: bool = False) 
                                "AND name='__sysOCSTrackedObjects'")
     name = None
     if exists:
-        name = _conn.value(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects "
+        name = _conn.value(conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects "
                                  "WHERE __sysTName = ? COLLATE NOCASE", (table,))
     if name is None:
         raise NotTrackedError(f'sqlite-ct: table "{table}" is not tracked; '
@@ -119,7 +119,7 @@ def require_tracked(conn: Any, table: str, func: str, *, writing: bool = False) 
     armed, needed = next(_conn.rows(
         conn, "SELECT (SELECT count(*) FROM sqlite_schema WHERE type='trigger' AND tbl_name=?1 "
               "AND name IN ('__sysct_ai_' || ?1, '__sysct_au_' || ?1, '__sysct_ad_' || ?1)), "
-              "2 + ((SELECT __sysTrackOpt FROM __sysOCSTrackedObjects WHERE __sysTName=?1) "
+              "2 + ((SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=?1) "
               "/ 16 & 4 != 0)", (name,)))
     if armed < needed:
         raise TableError(

@@ -395,3 +395,22 @@ def test_enumeration_inside_a_read_transaction_is_allowed(conn):
     run(conn, "CREATE TABLE other(x)", "BEGIN", "SELECT count(*) FROM t")
     assert sqlite_ct.enumerate_changes(conn, "t", t.anchor).updates == []
     run(conn, "COMMIT")
+
+
+# ---------------------------------- a TEMP table named like a tracked one
+
+@pytest.mark.parametrize("temp_ddl", [
+    "CREATE TEMP TABLE t(x)",
+    "CREATE TEMP TABLE t(id INTEGER PRIMARY KEY, v TEXT, __sysChangeTxBsn INTEGER,"
+    " __sysInsertTxBsn INTEGER, __sysTrackingContext BLOB)",
+])
+def test_a_temp_table_named_like_a_tracked_table_is_not_read(conn, temp_ddl):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}])
+    run(conn, "INSERT INTO t(id, v) VALUES (2, 'b')", "DELETE FROM t WHERE id = 1", temp_ddl)
+    if "__sys" in temp_ddl:
+        run(conn, "INSERT INTO temp.t VALUES (7, 'temp', 999, 999, NULL)")
+    cs = sqlite_ct.enumerate_changes(conn, "t", t.anchor)
+    assert (cs.inserts, cs.deletes) == ([{"id": 2, "v": "b"}], [{"id": 1}])
+    assert sqlite_ct.unpack_key(conn, "t", sqlite_ct.pack_key(conn, "t", [2])) == (2,)
+    assert [p.code for p in sqlite_ct.check(conn)] == []
