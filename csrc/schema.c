@@ -206,6 +206,18 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
   }
   if( bCreate ){
     rc = ctExecf(db, pzErr, "%s", azCtSystemDdl);
+    if( rc==SQLITE_OK ){
+      /* The database's identity, written into its triggers: see
+      ** ctFuncInsertWhen, which refuses writes through an ATTACH alias. A
+      ** database of a layout that had none gets it before the migration
+      ** re-installs its triggers. */
+      sqlite3_int64 iId = 0;
+      sqlite3_randomness(sizeof(iId), &iId);
+      iId = (iId & 0x3fffffffffffffffLL) | 1;
+      rc = ctExecf(db, pzErr,
+          "INSERT OR IGNORE INTO main.__sysCtMeta(key, value)"
+          " VALUES('database_id', %lld)", iId);
+    }
     if( rc==SQLITE_OK && !bNull && iHave<CT_LAYOUT_VERSION ){
       rc = ctMigrate(db, pzErr);
     }
@@ -213,16 +225,6 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
       rc = ctExecf(db, pzErr,
           "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
           " VALUES('layout_version', %d)", CT_LAYOUT_VERSION);
-    }
-    if( rc==SQLITE_OK ){
-      /* The database's identity, written into its triggers: see
-      ** ctFuncInsertWhen, which refuses writes through an ATTACH alias. */
-      sqlite3_int64 iId = 0;
-      sqlite3_randomness(sizeof(iId), &iId);
-      iId = (iId & 0x3fffffffffffffffLL) | 1;
-      rc = ctExecf(db, pzErr,
-          "INSERT OR IGNORE INTO main.__sysCtMeta(key, value)"
-          " VALUES('database_id', %lld)", iId);
     }
   }
   return rc;

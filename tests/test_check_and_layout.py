@@ -116,3 +116,24 @@ def test_fixture_script_reproduces_the_fixtures(tmp_path):
     assert os.listdir(tmp_path) == [f"layout{LAYOUT}.db"]
     assert sorted(f for f in os.listdir(FIXTURES) if f.endswith(".db")) == [
         f"layout{v}.db" for v in range(1, LAYOUT + 1)]
+
+
+def test_upgraded_layout1_refuses_writes_through_an_attach_alias(tmp_path):
+    """Layout-1 triggers accepted a write through an ATTACH alias (numbered and
+    logged with the other database's numbers); check() says the layout is
+    outdated, and the upgrade installs triggers that refuse it."""
+    path = tmp_path / "layout1.db"
+    shutil.copy(os.path.join(FIXTURES, "layout1.db"), path)
+    main = apsw.Connection(str(tmp_path / "main.db"))
+    sqlite_ct.load(main)
+    main.execute(f"ATTACH '{path}' AS other")
+    main.execute("UPDATE other.orders SET qty = 99 WHERE id = 1")   # accepted: layout 1
+    own = apsw.Connection(str(path))
+    sqlite_ct.load(own)
+    assert [p.code for p in sqlite_ct.check(own)] == ["layout-outdated"]
+    own.execute("SELECT sqlite_ct_create_system_tables()")
+    assert sqlite_ct.check(own) == []
+    own.close()
+    with pytest.raises(apsw.SQLError, match="tracked in a database attached to the connection"):
+        main.execute("UPDATE other.orders SET qty = 98 WHERE id = 1")
+    main.close()
