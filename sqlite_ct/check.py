@@ -77,9 +77,16 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
     keys = key_columns(conn, name)
     match = " AND ".join(f"{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
                          for i, k in enumerate(keys))
+    # A live row whose insert is older than a tombstone of its key. Rows that
+    # say nothing of when they were inserted are no evidence: stamp 0 (applied
+    # from a server after a local delete) and, when inserts are not tracked,
+    # NULL (a key re-inserted after its delete keeps NULL stamps).
+    unknown = '"__sysInsertTxBsn" IS NOT 0'
+    if not options & 1:
+        unknown += ' AND "__sysInsertTxBsn" IS NOT NULL'
     stale = _conn.value(
         conn, f"SELECT count(*) FROM main.__sysOCSDeletedRows AS d WHERE d.__sysTName = ? AND "
-              f"EXISTS(SELECT 1 FROM main.{q(name)} WHERE {match} AND "
+              f"EXISTS(SELECT 1 FROM main.{q(name)} WHERE {match} AND {unknown} AND "
               f'coalesce("__sysInsertTxBsn", ?) < d.__sysDeleteTxBsn)', (name, enable_bsn))
     if stale:
         found.append(Problem(name, "tombstone-for-live-row",

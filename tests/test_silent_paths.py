@@ -414,3 +414,32 @@ def test_a_temp_table_named_like_a_tracked_table_is_not_read(conn, temp_ddl):
     assert (cs.inserts, cs.deletes) == ([{"id": 2, "v": "b"}], [{"id": 1}])
     assert sqlite_ct.unpack_key(conn, "t", sqlite_ct.pack_key(conn, "t", [2])) == (2,)
     assert [p.code for p in sqlite_ct.check(conn)] == []
+
+
+# --------------------------------------------- check() on healthy databases
+
+def test_check_accepts_a_key_deleted_locally_then_applied_from_the_server(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')", "DELETE FROM t WHERE id = 1")
+    with sqlite_ct.applying_server_changes(conn):
+        run(conn, "INSERT INTO t(id, v) VALUES (1, 'from the server')")
+    assert sqlite_ct.check(conn) == []
+
+
+def test_check_accepts_a_reinserted_key_when_inserts_are_not_tracked(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t", options=sqlite_ct.TrackingOptions.DELETE
+                            | sqlite_ct.TrackingOptions.UPDATE)
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')", "DELETE FROM t WHERE id = 1",
+        "INSERT INTO t(id, v) VALUES (1, 'again')")
+    assert sqlite_ct.check(conn) == []
+
+
+def test_check_still_reports_a_tombstone_for_a_live_row(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
+    rk = sqlite_ct.pack_key(conn, "t", [1])
+    run(conn, "INSERT INTO __sysOCSDeletedRows VALUES ('t', x'%s', 99, 1, 0, NULL)" % rk.hex())
+    assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
