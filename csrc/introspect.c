@@ -32,6 +32,8 @@ void ctTableFree(CtTable *p){
     sqlite3_free(p->aUnique[i].azColl);
     sqlite3_free(p->aUnique[i].aiCol);
   }
+  for(i=0; i<p->nIndex; i++) sqlite3_free(p->azIndex[i]);
+  sqlite3_free(p->azIndex);
   sqlite3_free(p->aCol);
   sqlite3_free(p->aiPk);
   sqlite3_free(p->aUnique);
@@ -244,6 +246,23 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr){
     p->bRowidAlias = !p->bWithoutRowid && p->nPk==1 && !bHasPkIndex;
   }
   if( rc==SQLITE_OK ) rc = ctLoadUniques(db, p, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctPrepare(db, &pStmt, pzErr,
+        "SELECT name FROM pragma_index_list(%Q, 'main') ORDER BY name", p->zName);
+    while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+      char **azNew = sqlite3_realloc64(p->azIndex, sizeof(char*)*(p->nIndex+1));
+      if( azNew==0 ){ rc = SQLITE_NOMEM; break; }
+      p->azIndex = azNew;
+      p->azIndex[p->nIndex] = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+      if( p->azIndex[p->nIndex]==0 ){ rc = SQLITE_NOMEM; break; }
+      p->nIndex++;
+    }
+    if( pStmt ){
+      int rc2 = sqlite3_finalize(pStmt);
+      if( rc==SQLITE_OK ) rc = rc2;
+      pStmt = 0;
+    }
+  }
 
   if( rc!=SQLITE_OK ){
     ctTableFree(p);

@@ -439,6 +439,33 @@ static void ptAppendKeyNullGuard(sqlite3_str *s, const CtTable *p){
   sqlite3_str_appendall(s, ";");
 }
 
+/*
+** Refuse the write when the table has a UNIQUE index its victim capture does
+** not know (created after the triggers): OR REPLACE through it would delete
+** rows no tombstone records. The native WHENs ask C (state.c); pure SQL under
+** trusted_schema=OFF cannot read pragma_index_list in a trigger, so this
+** reads sqlite_schema: an index that is not one of those the table had when
+** the triggers were installed, and whose SQL is missing (a UNIQUE constraint
+** of a rebuilt table) or starts with CREATE UNIQUE (SQLite stores the first
+** two keywords of a CREATE statement separated by a single space).
+*/
+static void ptAppendUniqueGuard(sqlite3_str *s, const CtTable *p){
+  int i;
+  sqlite3_str_appendf(s, "SELECT RAISE(ABORT, 'sqlite-ct: table \"%q\" has a UNIQUE index"
+      " created after tracking began; run create_schema on it again so that OR REPLACE"
+      " through it is tracked') WHERE EXISTS(SELECT 1 FROM"
+      " sqlite_schema WHERE type='index' AND tbl_name=%Q AND (sql IS NULL OR sql LIKE"
+      " 'create unique %%') AND name NOT GLOB '__sysct_*'", p->zName, p->zName);
+  if( p->nIndex ){
+    sqlite3_str_appendall(s, " AND name NOT IN (");
+    for(i=0; i<p->nIndex; i++){
+      sqlite3_str_appendf(s, "%s%Q", i ? ", " : "", p->azIndex[i]);
+    }
+    sqlite3_str_appendall(s, ")");
+  }
+  sqlite3_str_appendall(s, ");");
+}
+
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   const char *zT = p->zName;
   /* Rows deleted by OR REPLACE must reach the tombstones (as schema.c). */
@@ -465,6 +492,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN ", zT, zT);
   ptAppendKeyNullGuard(s, p);
+  if( bVictims ) ptAppendUniqueGuard(s, p);
   if( bVictims ) ptAppendVictimSweep(s, p, "1", "1");
   if( eOpt & CT_TRACK_INSERT ){
     sqlite3_str_appendf(s,
@@ -498,6 +526,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   ptAppendLie(s, eOpt);
   sqlite3_str_appendall(s, ";");
   ptAppendKeyNullGuard(s, p);
+  if( bVictims ) ptAppendUniqueGuard(s, p);
   if( eOpt & CT_TRACK_DELETE ){
     /* A key change is a delete of the old key plus an insert of the new. */
     ptAppendTombstone(s, p, iEnable, zChanged);

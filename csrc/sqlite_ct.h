@@ -172,6 +172,8 @@ struct CtTable {
   int bRowidAlias;  /* the key is a single INTEGER PRIMARY KEY (the rowid) */
   int nUnique;      /* UNIQUE indexes other than the primary key */
   CtUnique *aUnique;
+  int nIndex;       /* every index of the table, by name (portable.c) */
+  char **azIndex;
 };
 int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr);
 void ctTableFree(CtTable *p);

@@ -59,6 +59,33 @@ def test_dropped_and_plain_indexes_do_not_refuse_writes(conn):
     t.changes()
 
 
+@pytest.mark.parametrize("statement", [
+    "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')",
+    "UPDATE OR REPLACE t SET u = 'a' WHERE id = 2",
+])
+def test_unique_index_created_after_tracking_portable_mode(apsw_conn, db_path, statement):
+    """Portable triggers refuse it too, for writers without the extension."""
+    t = Tracked(apsw_conn, "CREATE TABLE unique_t(id INTEGER PRIMARY KEY, u TEXT, v TEXT)",
+                "unique_t", ["id"], [{"id": 1, "u": "a", "v": "x"}, {"id": 2, "u": "b", "v": "y"}],
+                mode="portable")
+    plain = apsw.Connection(db_path)
+    run(plain, "CREATE INDEX unique_t_v ON unique_t(v)",        # plain: no refusal
+        "UPDATE unique_t SET v = 'w' WHERE id = 1",
+        "CREATE UNIQUE INDEX unique_t_u ON unique_t(u)")
+    statement = statement.replace(" t", " unique_t").replace(" t(", " unique_t(")
+    with pytest.raises(apsw.ConstraintError) as err:
+        run(plain, statement)
+    assert str(err.value) == (
+        'sqlite-ct: table "unique_t" has a UNIQUE index created after'
+        " tracking began; run create_schema on it again so that OR REPLACE through it is"
+        " tracked")
+    assert val(apsw_conn, "SELECT count(*) FROM unique_t") == 2
+    sqlite_ct.create_schema(apsw_conn, "unique_t", mode="portable")
+    run(plain, statement)
+    plain.close()
+    t.changes()
+
+
 def test_unique_index_created_by_a_connection_without_the_extension(apsw_conn, db_path):
     conn = apsw_conn
     t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT, v TEXT)", "t", ["id"],
