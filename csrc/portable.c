@@ -344,6 +344,10 @@ static void ptAppendVictimCapture(sqlite3_str *s, const CtTable *p,
     }
     sqlite3_str_appendall(s, ")");
   }
+  if( ctReplaceRowid(p) ){
+    /* OR REPLACE through the rowid of a table keyed otherwise (schema.c) */
+    sqlite3_str_appendf(s, " OR " PT_ALIAS ".%s=NEW.%s", ctReplaceRowid(p), ctReplaceRowid(p));
+  }
   sqlite3_str_appendall(s, ")");
   if( zExclude ) sqlite3_str_appendf(s, " AND NOT (%s)", zExclude);
   if( bNullKeys ) sqlite3_str_appendall(s, ") GROUP BY rk");
@@ -474,7 +478,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   char *zChanged, *zWatched, *zExclude, *zCond;
 
   zChanged = ctAppended(ctAppendKeyChanged, p);
-  zWatched = ctAppended(ctAppendWatchedChanged, p);
+  zWatched = ctWatchedChangedSql(p);
   x = sqlite3_str_new(0);
   ptAppendKeyMatch(x, p, PT_ALIAS, "OLD", "IS", 1);
   zExclude = sqlite3_str_finish(x);
@@ -583,9 +587,11 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
         "CREATE TRIGGER main.\"__sysct_bi_%w\" BEFORE INSERT ON \"%w\" BEGIN ", zT, zT);
     ptAppendVictimCapture(s, p, iEnable, 0);
     sqlite3_str_appendall(s, " END;");
-    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF ", zT);
-    ctAppendWatchedList(s, p);
-    sqlite3_str_appendf(s, " ON \"%w\" BEGIN ", zT);
+    char *zCols = ctWatchedListSql(p);
+    if( zCols==0 ) ctStrOom(s);
+    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF %s"
+                        " ON \"%w\" BEGIN ", zT, zCols ? zCols : "", zT);
+    sqlite3_free(zCols);
     ptAppendVictimCapture(s, p, iEnable, zExclude);
     sqlite3_str_appendall(s, " END;");
   }

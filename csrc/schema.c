@@ -373,7 +373,7 @@ char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p
 ** REPLACE INTO t(rowid, ...) and UPDATE OR REPLACE t SET rowid=... delete
 ** the row that holds that rowid, whatever its key.
 */
-static const char *ctReplaceRowid(const CtTable *p){
+const char *ctReplaceRowid(const CtTable *p){
   if( p->bWithoutRowid || p->bRowidAlias ) return 0;
   return ctRowidName(p);
 }
@@ -382,7 +382,7 @@ static const char *ctReplaceRowid(const CtTable *p){
 ** when OR REPLACE can delete through the rowid: SQLite matches the column
 ** list of an UPDATE OF trigger against the names the SET clause writes, so
 ** "rowid" alone would miss SET oid=... (tests/test_silent_paths.py pins it). */
-static char *ctWatchedListSql(const CtTable *p){
+char *ctWatchedListSql(const CtTable *p){
   static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
   sqlite3_str *x = sqlite3_str_new(0);
   size_t i;
@@ -396,7 +396,7 @@ static char *ctWatchedListSql(const CtTable *p){
 }
 
 /* Whether a key, UNIQUE or (see ctReplaceRowid) rowid value changed. */
-static char *ctWatchedChangedSql(const CtTable *p){
+char *ctWatchedChangedSql(const CtTable *p){
   const char *zRowid = ctReplaceRowid(p);
   sqlite3_str *x = sqlite3_str_new(0);
   if( zRowid ) sqlite3_str_appendall(x, "(");

@@ -198,6 +198,9 @@ void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);
 void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p);
 void ctAppendWatchedList(sqlite3_str *s, const CtTable *p);
 char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p);
+const char *ctReplaceRowid(const CtTable *p);
+char *ctWatchedListSql(const CtTable *p);
+char *ctWatchedChangedSql(const CtTable *p);
 
 /* portable.c */
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);

@@ -116,12 +116,14 @@ ROWID_SHAPES = {
     "UPDATE OR REPLACE t SET rowid = {rowid} WHERE k = {other}",
     "UPDATE OR REPLACE t SET oid = {rowid}, v = 'z' WHERE k = {other}",
 ])
+@pytest.mark.parametrize("mode", ["native", "portable"])
 def test_or_replace_through_the_rowid_of_a_table_keyed_otherwise(conn, recursive, shape,
-                                                                  statement):
+                                                                  statement, mode):
     text = shape == "text-key"
     a, b, new = ("'a'", "'b'", "'c'") if text else ("10", "20", "30")
     t = Tracked(conn, ROWID_SHAPES[shape], "t", ["k"],
-                [{"k": "a" if text else 10, "v": "x"}, {"k": "b" if text else 20, "v": "y"}])
+                [{"k": "a" if text else 10, "v": "x"}, {"k": "b" if text else 20, "v": "y"}],
+                mode=mode)
     rowid = val(conn, f"SELECT rowid FROM t WHERE k = {a}")
     run(conn, statement.format(rowid=rowid, new=new, other=b))
     assert val(conn, f"SELECT count(*) FROM t WHERE k = {a}") == 0
