@@ -88,6 +88,10 @@ static const struct CtFuncDef {
   { "sqlite_ct_insert_when",         10, CT_INNOCUOUS, 1, ctFuncInsertWhen },
   { "sqlite_ct_update_when",         11, CT_INNOCUOUS, 1, ctFuncUpdateWhen },
   { "sqlite_ct_update_when",         13, CT_INNOCUOUS, 1, ctFuncUpdateWhen },
+  /* any other argument count: triggers of a newer layout (LayoutError) */
+  { "sqlite_ct_insert_when",         -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
+  { "sqlite_ct_update_when",         -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
+  { "sqlite_ct_write_bsn",           -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
   { "sqlite_ct_default_bsn",          0, CT_INNOCUOUS, 1, ctFuncDefaultBsn },
   { "sqlite_ct_victim",               2, CT_INNOCUOUS, 1, ctFuncVictim },
   { "sqlite_ct_stamp_end",            1, CT_INNOCUOUS, 1, ctFuncStampEnd },

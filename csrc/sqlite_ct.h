@@ -129,6 +129,7 @@ void ctFuncSetApplyMode(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNow(sqlite3_context*, int, sqlite3_value**);
 void ctFuncWriteBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncInsertWhen(sqlite3_context*, int, sqlite3_value**);
+void ctFuncNewerLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);

@@ -736,6 +736,21 @@ static int ctWriteAllowed(sqlite3_context *ctx, CtState *p, const char *zTab,
 }
 
 /*
+** The write path's functions with an argument count this build does not
+** know: triggers installed by a newer sqlite-ct (a newer layout passes more
+** arguments). Refused with the message of a newer layout, so that the write
+** fails as LayoutError says, not with "wrong number of arguments".
+*/
+void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  char *zErr;
+  (void)argv;
+  zErr = sqlite3_mprintf("sqlite-ct: this database was written by a newer sqlite-ct (layout"
+      " above %d: its triggers pass %d arguments to a function of this build);"
+      " upgrade sqlite-ct", CT_LAYOUT_VERSION, argc);
+  ctResultError(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
+}
+
+/*
 ** sqlite_ct_insert_when(MAXCSN, TNAME, TRACK_INSERT, VICTIMS, NEW.chg, NEW.ins,
 **                       NEW.ctx, DBID [, UNIQUES, KEY_NULL])
 ** The AFTER INSERT trigger's WHEN. Gives the transaction its BSN (and logs it)

@@ -36,6 +36,9 @@ SURFACE = {
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_write_bsn", 2): INNOCUOUS,
     ("sqlite_ct_uncommitted_writes", 0): INNOCUOUS,
+    ("sqlite_ct_insert_when", -1): INNOCUOUS,    # newer layouts: LayoutError
+    ("sqlite_ct_update_when", -1): INNOCUOUS,
+    ("sqlite_ct_write_bsn", -1): INNOCUOUS,
     ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
     ("sqlite_ct_insert_when", 10): INNOCUOUS,
     ("sqlite_ct_update_when", 11): INNOCUOUS,    # layout-1 triggers
@@ -211,3 +214,18 @@ def test_error_classes_do_not_depend_on_names_in_messages(conn, name):
         sqlite_ct.create_schema(conn, name)
     assert type(exc.value) is sqlite_ct.TableError
     assert str(exc.value) == f'sqlite-ct: no such table: "{name}"'
+
+
+@pytest.mark.parametrize("call", ["sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)",
+                                  "sqlite_ct_update_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+                                  " 13, 14)",
+                                  "sqlite_ct_write_bsn(1, 2, 3)"])
+def test_triggers_of_a_newer_layout_fail_with_a_layout_error(conn, call):
+    """A newer layout's triggers pass more arguments; this build refuses them
+    with the newer-layout message (LayoutError), not "wrong number of
+    arguments"."""
+    from sqlite_ct import _conn
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, f"SELECT {call}")
+    assert isinstance(_conn.translate(exc.value), sqlite_ct.LayoutError)
+    assert "upgrade sqlite-ct" in str(exc.value)
