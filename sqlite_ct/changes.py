@@ -28,7 +28,7 @@ from .keys import key_columns, user_columns
 from .tracking import require_tracked
 
 __all__ = ["Change", "ChangeSet", "GroupChangeSet", "enumerate_changes",
-           "enumerate_group_changes", "iter_changes"]
+           "enumerate_group_changes", "iter_changes", "enumerate_all"]
 
 Row = Dict[str, Any]
 
@@ -266,6 +266,32 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         new_anchor = _new_anchor(conn)
         return _collect(conn, info, _check_since(info, since, new_anchor), new_anchor,
                         exclude_context)
+
+
+def enumerate_all(conn: Any, table: str) -> ChangeSet:
+    """Every live row of tracked `table`, as inserts: what a replica that
+    starts (or reinitialises after AnchorExpiredError) loads before it
+    enumerates changes since the returned new_anchor.
+
+    Unlike enumerate_changes(since=0) it returns every row whatever its
+    stamps (rows applied from a server included) and never raises
+    AnchorExpiredError: it needs no tombstone. Rows and new_anchor come from
+    one read snapshot; .since is 0 and .deletes is empty."""
+    _conn.require_loaded(conn)
+    _refuse_in_own_write(conn)
+    with _conn.savepoint(conn, "sqlite_ct_enum"):
+        info = _table_info(conn, table, "enumerate_all")
+        new_anchor = _new_anchor(conn)
+        cols = ", ".join(_conn.quote_identifier(c) for c in info.columns)
+        try:
+            with _conn.translated():
+                rows = [dict(zip(info.columns, row)) for row in conn.cursor().execute(
+                    f"SELECT {cols} FROM main.{_conn.quote_identifier(info.name)}")]
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(conn, info, exc) from exc
+            raise
+        return ChangeSet(info.name, 0, new_anchor, rows, [], [])
 
 
 def enumerate_group_changes(conn: Any, tables: Sequence[str],

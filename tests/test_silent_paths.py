@@ -490,3 +490,45 @@ def test_triggers_off_without_the_extension_is_a_documented_limit(db_path):
         plain.execute("INSERT INTO t(id, v) VALUES (2, 'b')")
     plain.execute("UPDATE t SET v = 'untracked' WHERE id = 1")
     plain.close()
+
+
+@pytest.mark.parametrize("between", ["nothing", "tracked_tables"])
+def test_anchors_from_before_a_drop_and_recreate_expire(conn, between):
+    t = Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", "t", ["id"],
+                [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])
+    run(conn, "DROP TABLE t")
+    if between == "tracked_tables":
+        assert sqlite_ct.tracked_tables(conn) == []       # follows the DROP
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+        "INSERT INTO t(id, v) VALUES (2, 'b')")
+    sqlite_ct.create_schema(conn, "t")
+    with pytest.raises(sqlite_ct.AnchorExpiredError):
+        sqlite_ct.enumerate_changes(conn, "t", t.anchor)
+    if between == "nothing":
+        # create_schema() re-arms the registered table: writes went untracked
+        # (the drop), so even anchor 0 is expired
+        with pytest.raises(sqlite_ct.AnchorExpiredError):
+            sqlite_ct.enumerate_changes(conn, "t", 0)
+    else:
+        # the drop was followed: tracking of "t" starts afresh
+        assert [r["id"] for r in sqlite_ct.enumerate_changes(conn, "t", 0).inserts] == [2]
+
+
+def test_enumerate_all_reinitialises_a_replica_whatever_expired(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    with sqlite_ct.applying_server_changes(conn):
+        run(conn, "INSERT INTO t(id, v) VALUES (1, 'from the server'), (2, 'too')")
+    run(conn, "INSERT INTO t(id, v) VALUES (3, 'local')", "DELETE FROM t WHERE id = 2")
+    sqlite_ct.purge_tombstones(conn, "t", up_to_csn=sqlite_ct.last_committed_csn(conn))
+    with pytest.raises(sqlite_ct.AnchorExpiredError):
+        sqlite_ct.enumerate_changes(conn, "t", 0)
+    everything = sqlite_ct.enumerate_all(conn, "t")
+    assert (everything.since, everything.deletes) == (0, [])
+    assert everything.new_anchor == sqlite_ct.last_committed_csn(conn)
+    replica = Replica(["id"])
+    replica.apply(everything)
+    assert replica.rows == table_rows(conn, "t", ["id"])
+    run(conn, "UPDATE t SET v = 'later' WHERE id = 1")
+    replica.apply(sqlite_ct.enumerate_changes(conn, "t", everything.new_anchor))
+    assert replica.rows == table_rows(conn, "t", ["id"])
