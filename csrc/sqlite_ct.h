@@ -102,6 +102,7 @@ struct CtState {
   ** iUniqueSchema. */
   CtNames uniquesOk;
   sqlite3_int64 iUniqueSchema;
+  int nUniqueReprepare;         /* re-preparations of the schema_version statement */
   /* Statements prepared once per connection (stmtcache.c), finalized by the
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];

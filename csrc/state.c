@@ -675,18 +675,26 @@ static int ctCheckUniques(CtState *p, const char *zTab, const char *zKnown, char
   sqlite3_stmt *pStmt;
   sqlite3_int64 iSchema = 0;
   int bOwned;
+  int nReprepare = -1;
   int rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
   if( rc==SQLITE_OK ){
     if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+    if( !bOwned ) nReprepare = sqlite3_stmt_status(pStmt, SQLITE_STMTSTATUS_REPREPARE, 0);
     rc = ctStmtRelease(pStmt, bOwned);
   }
   if( rc!=SQLITE_OK ){
     *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
     return rc;
   }
-  if( iSchema!=p->iUniqueSchema ){
+  /* The schema_version alone could come back with another schema: a ROLLBACK
+  ** undoes a CREATE INDEX and the next one gets the same number. But every
+  ** schema change, and the ROLLBACK of one, makes SQLite re-prepare the kept
+  ** statement before it runs again: its re-preparation count moves too. A
+  ** statement prepared for this call alone (bOwned) has none to offer. */
+  if( iSchema!=p->iUniqueSchema || nReprepare<0 || nReprepare!=p->nUniqueReprepare ){
     ctNamesClear(&p->uniquesOk);
     p->iUniqueSchema = iSchema;
+    p->nUniqueReprepare = nReprepare;
   }else{
     int i = ctNamesFind(&p->uniquesOk, zTab);
     if( i>=0 && p->uniquesOk.anMark[i] ) return SQLITE_OK;

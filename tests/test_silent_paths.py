@@ -532,3 +532,16 @@ def test_enumerate_all_reinitialises_a_replica_whatever_expired(conn):
     run(conn, "UPDATE t SET v = 'later' WHERE id = 1")
     replica.apply(sqlite_ct.enumerate_changes(conn, "t", everything.new_anchor))
     assert replica.rows == table_rows(conn, "t", ["id"])
+
+
+def test_unique_index_created_after_a_rolled_back_schema_change(conn):
+    """The second CREATE INDEX gets the schema_version the rolled-back one had:
+    the check must not trust what it saw inside the rolled-back transaction."""
+    Tracked(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT, v TEXT)", "t", ["id"],
+            [{"id": 1, "u": "a", "v": "x"}])
+    run(conn, "BEGIN", "CREATE INDEX t_v ON t(v)", "INSERT INTO t(id, u, v) VALUES (2, 'b', 'y')",
+        "ROLLBACK", "BEGIN", "CREATE UNIQUE INDEX t_u ON t(u)")
+    with pytest.raises(HOST_ERRORS) as err:
+        run(conn, "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')")
+    assert ADDED_INDEX in str(err.value)
+    run(conn, "ROLLBACK")
