@@ -38,6 +38,7 @@ import collections
 from typing import Any, Dict, List, Tuple
 
 from . import _conn
+from .errors import Error
 
 __all__ = ["reconcile"]
 
@@ -109,11 +110,25 @@ def _reconcile(conn: Any, order: bool) -> List[str]:
                             f"sqlite-ct's triggers were re-created to fire first")
             continue
         if owner is not None and owner not in registered:
-            with _conn.savepoint(conn, "sqlite_ct_reconcile"):
-                _conn.value(conn, "SELECT sqlite_ct_rename_tracking(?, ?)", (name, owner))
+            _follow(conn, f'table "{name}" was renamed to "{owner}"',
+                    "SELECT sqlite_ct_rename_tracking(?, ?)", (name, owner))
             done.append(f'table "{name}" was renamed to "{owner}"; tracking follows it')
         elif owner is None and name not in tables:
-            with _conn.savepoint(conn, "sqlite_ct_reconcile"):
-                _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (name,))
+            _follow(conn, f'table "{name}" was dropped',
+                    "SELECT sqlite_ct_disable_tracking(?)", (name,))
             done.append(f'table "{name}" was dropped; its tracking metadata was removed')
     return done
+
+
+def _follow(conn: Any, what: str, sql: str, params: Tuple[Any, ...]) -> None:
+    """Move tracking metadata after a schema change; a read-only connection
+    cannot, and says so instead of SQLite's bare "readonly database"."""
+    try:
+        with _conn.savepoint(conn, "sqlite_ct_reconcile"):
+            _conn.value(conn, sql, params)
+    except _conn.host_errors() as exc:
+        if "readonly database" not in str(exc):
+            raise
+        raise Error(f"sqlite-ct: {what} and sqlite-ct must update its tracking metadata, "
+                    f"which this read-only connection cannot write; run any sqlite-ct call "
+                    f"(tracked_tables(), say) once on a connection that can write") from exc

@@ -545,3 +545,24 @@ def test_unique_index_created_after_a_rolled_back_schema_change(conn):
         run(conn, "INSERT OR REPLACE INTO t(id, u, v) VALUES (3, 'a', 'z')")
     assert ADDED_INDEX in str(err.value)
     run(conn, "ROLLBACK")
+
+
+def test_a_rename_seen_by_a_read_only_connection_is_a_clear_error(db_path):
+    rw = apsw.Connection(db_path)
+    sqlite_ct.load(rw)
+    run(rw, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(rw, "t")
+    run(rw, "ALTER TABLE t RENAME TO u")
+    ro = apsw.Connection(f"file:{db_path}?mode=ro",
+                         flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    sqlite_ct.load(ro)
+    with pytest.raises(sqlite_ct.Error) as err:
+        sqlite_ct.enumerate_changes(ro, "u", 0)
+    assert str(err.value) == (
+        'sqlite-ct: table "t" was renamed to "u" and sqlite-ct must update its tracking'
+        " metadata, which this read-only connection cannot write; run any sqlite-ct call"
+        " (tracked_tables(), say) once on a connection that can write")
+    assert sqlite_ct.tracked_tables(rw) == ["u"]
+    assert sqlite_ct.enumerate_changes(ro, "u", 0).inserts == []
+    ro.close()
+    rw.close()
