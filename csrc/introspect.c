@@ -28,9 +28,12 @@ void ctTableFree(CtTable *p){
   for(i=0; i<p->nUnique; i++){
     int j;
     for(j=0; j<p->aUnique[i].nCol; j++) sqlite3_free(p->aUnique[i].azColl[j]);
+    sqlite3_free(p->aUnique[i].zName);
     sqlite3_free(p->aUnique[i].azColl);
     sqlite3_free(p->aUnique[i].aiCol);
   }
+  for(i=0; i<p->nIndex; i++) sqlite3_free(p->azIndex[i]);
+  sqlite3_free(p->azIndex);
   sqlite3_free(p->aCol);
   sqlite3_free(p->aiPk);
   sqlite3_free(p->aUnique);
@@ -47,6 +50,19 @@ int ctColumnIsWatched(const CtTable *p, int iCol){
     for(k=0; k<p->aUnique[j].nCol; k++){
       if( p->aUnique[j].aiCol[k]==iCol ) return 1;
     }
+  }
+  return 0;
+}
+
+/* Whether a key column of p can hold NULL: SQLite allows NULL in the PRIMARY
+** KEY of a rowid table (other than an INTEGER PRIMARY KEY) unless the column
+** is declared NOT NULL. Only composite keys count here: a replica matches
+** them with ON CONFLICT(a, b), which NULL never matches. */
+int ctKeyAcceptsNull(const CtTable *p){
+  int i;
+  if( p->bWithoutRowid || p->bRowidAlias || p->nPk<2 ) return 0;
+  for(i=0; i<p->nPk; i++){
+    if( !p->aCol[p->aiPk[i]].bNotNull ) return 1;
   }
   return 0;
 }
@@ -88,6 +104,8 @@ static int ctLoadUniques(sqlite3 *db, CtTable *p, char **pzErr){
     p->aUnique = aNew;
     pU = &p->aUnique[p->nUnique++];
     memset(pU, 0, sizeof(*pU));
+    pU->zName = sqlite3_mprintf("%s", zIdx);
+    if( pU->zName==0 ){ rc = SQLITE_NOMEM; break; }
     rc = ctPrepare(db, &pInfo, pzErr,
         "SELECT cid, coll FROM pragma_index_xinfo(%Q, 'main') WHERE key ORDER BY seqno", zIdx);
     while( rc==SQLITE_OK && sqlite3_step(pInfo)==SQLITE_ROW ){
@@ -174,7 +192,7 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr){
   /* Columns and primary key. */
   if( rc==SQLITE_OK ){
     rc = ctPrepare(db, &pStmt, pzErr,
-        "SELECT name, pk, hidden FROM pragma_table_xinfo(%Q, 'main') ORDER BY cid",
+        "SELECT name, pk, hidden, \"notnull\" FROM pragma_table_xinfo(%Q, 'main') ORDER BY cid",
         p->zName);
   }
   while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
@@ -185,6 +203,7 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr){
     p->aCol[p->nCol].zName = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
     p->aCol[p->nCol].iPk = sqlite3_column_int(pStmt, 1);
     p->aCol[p->nCol].bHidden = sqlite3_column_int(pStmt, 2)!=0;
+    p->aCol[p->nCol].bNotNull = sqlite3_column_int(pStmt, 3)!=0;
     if( p->aCol[p->nCol].zName==0 ){ rc = SQLITE_NOMEM; break; }
     if( p->aCol[p->nCol].iPk>p->nPk ) p->nPk = p->aCol[p->nCol].iPk;
     p->nCol++;
@@ -227,6 +246,23 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr){
     p->bRowidAlias = !p->bWithoutRowid && p->nPk==1 && !bHasPkIndex;
   }
   if( rc==SQLITE_OK ) rc = ctLoadUniques(db, p, pzErr);
+  if( rc==SQLITE_OK ){
+    rc = ctPrepare(db, &pStmt, pzErr,
+        "SELECT name FROM pragma_index_list(%Q, 'main') ORDER BY name", p->zName);
+    while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+      char **azNew = sqlite3_realloc64(p->azIndex, sizeof(char*)*(p->nIndex+1));
+      if( azNew==0 ){ rc = SQLITE_NOMEM; break; }
+      p->azIndex = azNew;
+      p->azIndex[p->nIndex] = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+      if( p->azIndex[p->nIndex]==0 ){ rc = SQLITE_NOMEM; break; }
+      p->nIndex++;
+    }
+    if( pStmt ){
+      int rc2 = sqlite3_finalize(pStmt);
+      if( rc==SQLITE_OK ) rc = rc2;
+      pStmt = 0;
+    }
+  }
 
   if( rc!=SQLITE_OK ){
     ctTableFree(p);

@@ -13,8 +13,10 @@
 ** key_count accept both and return identical values, with one exception: the
 ** text form cannot tell -0.0 from 0.0 (pure SQL cannot see the sign of a
 ** zero), so a -0.0 key comes back as 0.0, the same key for SQLite.
-** unpack_key and key_count raise an error (SQLITE_CORRUPT) on a malformed
-** key: for the binary form short buffers, lengths running past the end,
+** unpack_key and key_count raise an error (SQLITE_ERROR, not SQLITE_CORRUPT:
+** the key is a value a user can pass, and SQLITE_CORRUPT from a function
+** makes SQLite roll back the caller's whole transaction) on a malformed key:
+** for the binary form short buffers, lengths running past the end,
 ** unknown type tags, wrong payload sizes for fixed-size types, trailing bytes;
 ** for the text form an empty key, unknown tags (any byte that is not part of
 ** the form), integers not written exactly as SQLite prints them or outside
@@ -347,14 +349,12 @@ static int ctKeyArg(sqlite3_context *ctx, sqlite3_value *v, sqlite3_int64 iWant,
     }
     default:
       sqlite3_result_error(ctx, "sqlite-ct: malformed tombstone key: not a BLOB or TEXT", -1);
-      sqlite3_result_error_code(ctx, SQLITE_CORRUPT);
       return SQLITE_CORRUPT;
   }
   if( rc!=SQLITE_OK ){
     char *z = sqlite3_mprintf("sqlite-ct: malformed tombstone key: it %s", zWhy);
     if( z==0 ){ sqlite3_result_error_nomem(ctx); return SQLITE_NOMEM; }
     sqlite3_result_error(ctx, z, -1);
-    sqlite3_result_error_code(ctx, SQLITE_CORRUPT);
     sqlite3_free(z);
   }
   return rc;

@@ -161,7 +161,7 @@ static void ptAppendPow2(sqlite3_str *s, const char *zN){
   char *zQ = sqlite3_mprintf("(%s)/62", zN);
   char *zNegQ = sqlite3_mprintf("(-(%s))/62", zN);
   if( zQ==0 || zNegQ==0 ){
-    sqlite3_str_appendall(s, "\x01");   /* out of memory: poisons the SQL */
+    ctStrOom(s);
   }else{
     sqlite3_str_appendf(s, "(CASE WHEN (%s)>=0 THEN (1<<((%s)%%62))*", zN, zN);
     ptAppendPow62(s, zQ);
@@ -243,7 +243,7 @@ static void ptAppendEncodeKey(sqlite3_str *s, const CtTable *p, const char *zRef
   if( p->nPk>1 ) sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nPk; i++){
     char *zX = sqlite3_mprintf("%s.\"%w\"", zRef, p->aCol[p->aiPk[i]].zName);
-    if( zX==0 ){ sqlite3_str_appendall(s, "\x01"); return; }
+    if( zX==0 ){ ctStrOom(s); return; }
     if( i ) sqlite3_str_appendall(s, "||");
     ptAppendEncodeValue(s, zX, p->bRowidAlias);
     sqlite3_free(zX);
@@ -251,11 +251,14 @@ static void ptAppendEncodeKey(sqlite3_str *s, const CtTable *p, const char *zRef
   if( p->nPk>1 ) sqlite3_str_appendall(s, ")");
 }
 
-/* The name under which the rowid of p can be referenced (as schema.c). */
+/* The name under which the rowid of p can be referenced, or NULL when user
+** columns shadow all three (as schema.c): then "oid" would be a user column
+** that many rows can share. */
 static const char *ptRowidName(const CtTable *p){
   if( !ctTableHasColumn(p, "rowid") ) return "rowid";
   if( !ctTableHasColumn(p, "_rowid_") ) return "_rowid_";
-  return "oid";
+  if( !ctTableHasColumn(p, "oid") ) return "oid";
+  return 0;
 }
 
 /* Match the row REF (NEW or OLD) by rowid when the table has one and bRowid
@@ -265,9 +268,9 @@ static void ptAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zAlia
                              const char *zRef, const char *zOp, int bRowid){
   const char *zA = zAlias ? zAlias : "";
   const char *zDot = zAlias ? "." : "";
+  const char *zRowid = !p->bWithoutRowid && bRowid ? ptRowidName(p) : 0;
   int i;
-  if( !p->bWithoutRowid && bRowid ){
-    const char *zRowid = ptRowidName(p);
+  if( zRowid ){
     sqlite3_str_appendf(s, "%s%s%s %s %s.%s", zA, zDot, zRowid, zOp, zRef, zRowid);
     return;
   }
@@ -340,6 +343,10 @@ static void ptAppendVictimCapture(sqlite3_str *s, const CtTable *p,
                           j ? " AND " : "", zCol, zCol, u->azColl[j]);
     }
     sqlite3_str_appendall(s, ")");
+  }
+  if( ctReplaceRowid(p) ){
+    /* OR REPLACE through the rowid of a table keyed otherwise (schema.c) */
+    sqlite3_str_appendf(s, " OR " PT_ALIAS ".%s=NEW.%s", ctReplaceRowid(p), ctReplaceRowid(p));
   }
   sqlite3_str_appendall(s, ")");
   if( zExclude ) sqlite3_str_appendf(s, " AND NOT (%s)", zExclude);
@@ -422,6 +429,47 @@ static void ptAppendLie(sqlite3_str *s, int eOpt){
       " AND NEW." PT_COL_CONTEXT " IS NOT NULL))");
 }
 
+/* A composite key that accepts NULL (ctKeyAcceptsNull) refuses a row whose
+** key holds one, as the native WHENs do: a replica cannot match it by key. */
+static void ptAppendKeyNullGuard(sqlite3_str *s, const CtTable *p){
+  int i;
+  if( !ctKeyAcceptsNull(p) ) return;
+  sqlite3_str_appendf(s, "SELECT RAISE(ABORT, 'sqlite-ct: NULL in the PRIMARY KEY of"
+      " tracked table \"%q\"; a replica cannot match such a row by key: give every"
+      " key column a value') WHERE ", p->zName);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(s, "%sNEW.\"%w\" IS NULL", i ? " OR " : "", p->aCol[p->aiPk[i]].zName);
+  }
+  sqlite3_str_appendall(s, ";");
+}
+
+/*
+** Refuse the write when the table has a UNIQUE index its victim capture does
+** not know (created after the triggers): OR REPLACE through it would delete
+** rows no tombstone records. The native WHENs ask C (state.c); pure SQL under
+** trusted_schema=OFF cannot read pragma_index_list in a trigger, so this
+** reads sqlite_schema: an index that is not one of those the table had when
+** the triggers were installed, and whose SQL is missing (a UNIQUE constraint
+** of a rebuilt table) or starts with CREATE UNIQUE (SQLite stores the first
+** two keywords of a CREATE statement separated by a single space).
+*/
+static void ptAppendUniqueGuard(sqlite3_str *s, const CtTable *p){
+  int i;
+  sqlite3_str_appendf(s, "SELECT RAISE(ABORT, 'sqlite-ct: table \"%q\" has a UNIQUE index"
+      " created after tracking began; run create_schema on it again so that OR REPLACE"
+      " through it is tracked') WHERE EXISTS(SELECT 1 FROM"
+      " sqlite_schema WHERE type='index' AND tbl_name=%Q AND (sql IS NULL OR sql LIKE"
+      " 'create unique %%') AND name NOT GLOB '__sysct_*'", p->zName, p->zName);
+  if( p->nIndex ){
+    sqlite3_str_appendall(s, " AND name NOT IN (");
+    for(i=0; i<p->nIndex; i++){
+      sqlite3_str_appendf(s, "%s%Q", i ? ", " : "", p->azIndex[i]);
+    }
+    sqlite3_str_appendall(s, ")");
+  }
+  sqlite3_str_appendall(s, ");");
+}
+
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   const char *zT = p->zName;
   /* Rows deleted by OR REPLACE must reach the tombstones (as schema.c). */
@@ -430,7 +478,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   char *zChanged, *zWatched, *zExclude, *zCond;
 
   zChanged = ctAppended(ctAppendKeyChanged, p);
-  zWatched = ctAppended(ctAppendWatchedChanged, p);
+  zWatched = ctWatchedChangedSql(p);
   x = sqlite3_str_new(0);
   ptAppendKeyMatch(x, p, PT_ALIAS, "OLD", "IS", 1);
   zExclude = sqlite3_str_finish(x);
@@ -447,6 +495,8 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   ** tracking the row keeps NULL stamps, as native (schema.c). */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" BEGIN ", zT, zT);
+  ptAppendKeyNullGuard(s, p);
+  if( bVictims ) ptAppendUniqueGuard(s, p);
   if( bVictims ) ptAppendVictimSweep(s, p, "1", "1");
   if( eOpt & CT_TRACK_INSERT ){
     sqlite3_str_appendf(s,
@@ -479,6 +529,8 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
       zT);
   ptAppendLie(s, eOpt);
   sqlite3_str_appendall(s, ";");
+  ptAppendKeyNullGuard(s, p);
+  if( bVictims ) ptAppendUniqueGuard(s, p);
   if( eOpt & CT_TRACK_DELETE ){
     /* A key change is a delete of the old key plus an insert of the new. */
     ptAppendTombstone(s, p, iEnable, zChanged);
@@ -507,7 +559,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   }else if( eOpt & CT_TRACK_INSERT ){
     char *z = sqlite3_mprintf("%s OR %s", zChanged, zCond);
     if( z ) ptAppendLogWhen(s, z);
-    else sqlite3_str_appendall(s, "\x01");
+    else ctStrOom(s);
     sqlite3_free(z);
   }else{
     ptAppendLogWhen(s, zCond);
@@ -535,9 +587,11 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
         "CREATE TRIGGER main.\"__sysct_bi_%w\" BEFORE INSERT ON \"%w\" BEGIN ", zT, zT);
     ptAppendVictimCapture(s, p, iEnable, 0);
     sqlite3_str_appendall(s, " END;");
-    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF ", zT);
-    ctAppendWatchedList(s, p);
-    sqlite3_str_appendf(s, " ON \"%w\" BEGIN ", zT);
+    char *zCols = ctWatchedListSql(p);
+    if( zCols==0 ) ctStrOom(s);
+    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF %s"
+                        " ON \"%w\" BEGIN ", zT, zCols ? zCols : "", zT);
+    sqlite3_free(zCols);
     ptAppendVictimCapture(s, p, iEnable, zExclude);
     sqlite3_str_appendall(s, " END;");
   }

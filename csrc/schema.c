@@ -62,6 +62,19 @@
 #define CT_COL_INSERT  "__sysInsertTxBsn"
 #define CT_COL_CONTEXT "__sysTrackingContext"
 
+/* __sysCtMeta key prefix, followed by a table name: anchor 0 of that table is
+** expired too. Anchor 0 means "the replica holds nothing", and so needs no
+** tombstone, except those of rows a sync provider applied (stamped 0): a
+** client uploads their deletes from anchor 0. A re-arm after untracked writes
+** (here) and a purge of such tombstones (sqlite_ct/retention.py) set it;
+** otherwise anchor 0 stays valid whatever __sysMinValidCsn says, so a new
+** replica can always start. (Layout 2.) */
+#define CT_META_ANCHOR0_EXPIRED "anchor0_expired:"
+
+#define CT_LOG_GUARD_MSG "'sqlite-ct: the newest row of __sysTxCommitSequence" \
+  " numbers the next transaction; it cannot be deleted or changed" \
+  " (purge_transaction_sequence() keeps it)'"
+
 static const char *azCtSystemDdl =
   "CREATE TABLE IF NOT EXISTS main.__sysCtMeta("
     "key TEXT PRIMARY KEY NOT NULL, value);"
@@ -91,12 +104,87 @@ static const char *azCtSystemDdl =
     " ClientId BLOB);"
   "CREATE TABLE IF NOT EXISTS main.__sysCtReplaceVictims("
     "__sysTName TEXT NOT NULL, __sysRK BLOB NOT NULL, __sysInsertTxCsn INTEGER,"
-    "PRIMARY KEY(__sysTName, __sysRK)) WITHOUT ROWID;";
+    "PRIMARY KEY(__sysTName, __sysRK)) WITHOUT ROWID;"
+  /* The newest log row numbers the next transaction (BSN = newest CSN + 1):
+  ** deleting or lowering it would hand a number out twice, and a replica
+  ** holding that anchor would miss a change. Pure SQL, so connections
+  ** without the extension are held to it too; purge_transaction_sequence()
+  ** deletes older rows only. (Layout 2.) */
+  "CREATE TRIGGER IF NOT EXISTS main.__sysct_log_guard_delete"
+    " BEFORE DELETE ON __sysTxCommitSequence"
+    " WHEN OLD.__sysTxCsn>=(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)"
+    " BEGIN SELECT RAISE(ABORT, " CT_LOG_GUARD_MSG "); END;"
+  "CREATE TRIGGER IF NOT EXISTS main.__sysct_log_guard_update"
+    " BEFORE UPDATE ON __sysTxCommitSequence"
+    " BEGIN SELECT RAISE(ABORT, " CT_LOG_GUARD_MSG "); END;";
+
+static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
+                             sqlite3_int64 iEnable, char **pzErr);
+
+/*
+** Upgrade an older layout in place (the caller's savepoint makes it all or
+** nothing). The system DDL has created what is new (the commit log's guard
+** triggers); here every armed tracked table gets the triggers of this
+** layout, with its options and enabling BSN, so nothing it recorded changes:
+** stamps, tombstones, the log and the anchors stay as they are. A table whose
+** triggers are gone stays as it is: create_schema() re-arms it (and expires
+** older anchors), as it would have on the older layout.
+*/
+static int ctMigrate(sqlite3 *db, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  char **azTab = 0;
+  int *aOpt = 0;
+  sqlite3_int64 *aEnable = 0;
+  int i, n = 0;
+  /* Read the list first: re-installing triggers writes sqlite_schema, which
+  ** the query reads. */
+  int rc = sqlite3_prepare_v2(db,
+      "SELECT o.__sysTName, o.__sysTrackOpt, o.__sysEnableTxBsn"
+      " FROM main.__sysOCSTrackedObjects AS o WHERE EXISTS(SELECT 1 FROM main.sqlite_schema"
+      " WHERE type='trigger' AND name='__sysct_ai_' || o.__sysTName"
+      " AND tbl_name=o.__sysTName)", -1, &pStmt, 0);
+  while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    char **azNew = sqlite3_realloc64(azTab, sizeof(char*)*(n+1));
+    int *aNewOpt;
+    sqlite3_int64 *aNewEnable;
+    if( azNew==0 ){ rc = SQLITE_NOMEM; break; }
+    azTab = azNew;
+    aNewOpt = sqlite3_realloc64(aOpt, sizeof(int)*(n+1));
+    if( aNewOpt==0 ){ rc = SQLITE_NOMEM; break; }
+    aOpt = aNewOpt;
+    aNewEnable = sqlite3_realloc64(aEnable, sizeof(sqlite3_int64)*(n+1));
+    if( aNewEnable==0 ){ rc = SQLITE_NOMEM; break; }
+    aEnable = aNewEnable;
+    azTab[n] = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+    if( azTab[n]==0 ){ rc = SQLITE_NOMEM; break; }
+    aOpt[n] = sqlite3_column_int(pStmt, 1);
+    aEnable[n] = sqlite3_column_int64(pStmt, 2);
+    n++;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc!=SQLITE_OK && rc!=SQLITE_NOMEM && *pzErr==0 ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }
+  for(i=0; rc==SQLITE_OK && i<n; i++){
+    CtTable *p = 0;
+    rc = ctTableLoad(db, azTab[i], &p, pzErr);
+    if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, aOpt[i], aEnable[i], pzErr);
+    ctTableFree(p);
+  }
+  for(i=0; i<n; i++) sqlite3_free(azTab[i]);
+  sqlite3_free(azTab);
+  sqlite3_free(aOpt);
+  sqlite3_free(aEnable);
+  return rc;
+}
 
 /*
 ** Check the layout version recorded in the database. A database written by a
 ** newer sqlite-ct is refused. With bCreate, create the system tables when they
-** are missing and record this build's layout.
+** are missing, upgrade an older layout, and record this build's layout.
 */
 int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
   sqlite3_int64 iHave = 0, iMeta = 0;
@@ -118,20 +206,25 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
   }
   if( bCreate ){
     rc = ctExecf(db, pzErr, "%s", azCtSystemDdl);
-    if( rc==SQLITE_OK && bNull ){
-      rc = ctExecf(db, pzErr,
-          "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
-          " VALUES('layout_version', %d)", CT_LAYOUT_VERSION);
-    }
     if( rc==SQLITE_OK ){
       /* The database's identity, written into its triggers: see
-      ** ctFuncInsertWhen, which refuses writes through an ATTACH alias. */
+      ** ctFuncInsertWhen, which refuses writes through an ATTACH alias. A
+      ** database of a layout that had none gets it before the migration
+      ** re-installs its triggers. */
       sqlite3_int64 iId = 0;
       sqlite3_randomness(sizeof(iId), &iId);
       iId = (iId & 0x3fffffffffffffffLL) | 1;
       rc = ctExecf(db, pzErr,
           "INSERT OR IGNORE INTO main.__sysCtMeta(key, value)"
           " VALUES('database_id', %lld)", iId);
+    }
+    if( rc==SQLITE_OK && !bNull && iHave<CT_LAYOUT_VERSION ){
+      rc = ctMigrate(db, pzErr);
+    }
+    if( rc==SQLITE_OK && (bNull || iHave<CT_LAYOUT_VERSION) ){
+      rc = ctExecf(db, pzErr,
+          "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
+          " VALUES('layout_version', %d)", CT_LAYOUT_VERSION);
     }
   }
   return rc;
@@ -223,13 +316,16 @@ static void ctAppendPack(sqlite3_str *s, const CtTable *p, const char *zRef){
   sqlite3_str_appendall(s, ")");
 }
 
-/* (OLD."k1" IS NOT NEW."k1" OR ...) */
+/* (OLD."k1" IS NOT NEW."k1" COLLATE BINARY OR ...). BINARY whatever the
+** column's collation: under a NOCASE key, 'abc' becoming 'ABC' is a new key
+** to a replica (a delete of the old spelling plus an insert), not an update. */
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p){
   int i;
   sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nPk; i++){
     const char *zCol = p->aCol[p->aiPk[i]].zName;
-    sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", i ? " OR " : "", zCol, zCol);
+    sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\" COLLATE BINARY",
+                        i ? " OR " : "", zCol, zCol);
   }
   sqlite3_str_appendall(s, ")");
 }
@@ -242,14 +338,14 @@ static char *ctPackSql(const CtTable *p, const char *zRef){
 }
 
 /* Whether the key or a UNIQUE-index column changed:
-** (OLD."a" IS NOT NEW."a" OR ...). */
+** (OLD."a" IS NOT NEW."a" COLLATE BINARY OR ...). */
 void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p){
   int i, n = 0;
   sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nCol; i++){
     if( ctColumnIsWatched(p, i) ){
-      sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\"", n++ ? " OR " : "",
-                          p->aCol[i].zName, p->aCol[i].zName);
+      sqlite3_str_appendf(s, "%sOLD.\"%w\" IS NOT NEW.\"%w\" COLLATE BINARY",
+                          n++ ? " OR " : "", p->aCol[i].zName, p->aCol[i].zName);
     }
   }
   sqlite3_str_appendall(s, ")");
@@ -271,6 +367,80 @@ char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p
 }
 
 /*
+** The rowid name through which an OR REPLACE can delete a row of p that its
+** key does not find, or NULL. In a rowid table whose key is not the rowid
+** (a TEXT key, an INTEGER PRIMARY KEY DESC, a composite key), INSERT OR
+** REPLACE INTO t(rowid, ...) and UPDATE OR REPLACE t SET rowid=... delete
+** the row that holds that rowid, whatever its key.
+*/
+const char *ctReplaceRowid(const CtTable *p){
+  if( p->bWithoutRowid || p->bRowidAlias ) return 0;
+  return ctRowidName(p);
+}
+
+/* The key and UNIQUE columns, plus the rowid's names a SET clause can write
+** when OR REPLACE can delete through the rowid: SQLite matches the column
+** list of an UPDATE OF trigger against the names the SET clause writes, so
+** "rowid" alone would miss SET oid=... (tests/test_silent_paths.py pins it). */
+char *ctWatchedListSql(const CtTable *p){
+  static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
+  sqlite3_str *x = sqlite3_str_new(0);
+  size_t i;
+  ctAppendWatchedList(x, p);
+  if( ctReplaceRowid(p) ){
+    for(i=0; i<sizeof(azRowid)/sizeof(azRowid[0]); i++){
+      if( !ctTableHasColumn(p, azRowid[i]) ) sqlite3_str_appendf(x, ", %s", azRowid[i]);
+    }
+  }
+  return sqlite3_str_finish(x);
+}
+
+/* Whether a key, UNIQUE or (see ctReplaceRowid) rowid value changed. */
+char *ctWatchedChangedSql(const CtTable *p){
+  const char *zRowid = ctReplaceRowid(p);
+  sqlite3_str *x = sqlite3_str_new(0);
+  if( zRowid ) sqlite3_str_appendall(x, "(");
+  ctAppendWatchedChanged(x, p);
+  if( zRowid ) sqlite3_str_appendf(x, " OR OLD.%s IS NOT NEW.%s)", zRowid, zRowid);
+  return sqlite3_str_finish(x);
+}
+
+/*
+** The names of p's UNIQUE indexes (other than the primary key's), as the
+** SQL literal the write path's functions compare with the indexes the table
+** has when it is written (state.c, "UNIQUE indexes"): each name as
+** <length>:<name>. NULL when out of memory.
+*/
+static char *ctUniquesSql(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  char *zList, *zOut;
+  int i;
+  for(i=0; i<p->nUnique; i++){
+    sqlite3_str_appendf(x, "%d:%s", (int)strlen(p->aUnique[i].zName), p->aUnique[i].zName);
+  }
+  zList = sqlite3_str_finish(x);
+  if( zList==0 && p->nUnique ) return 0;
+  zOut = sqlite3_mprintf("%Q", zList ? zList : "");
+  sqlite3_free(zList);
+  return zOut;
+}
+
+/* (NEW."a" IS NULL OR ...) for a composite key that accepts NULL
+** (ctKeyAcceptsNull), else 0. */
+static char *ctKeyNullSql(const CtTable *p){
+  sqlite3_str *x;
+  int i;
+  if( !ctKeyAcceptsNull(p) ) return sqlite3_mprintf("0");
+  x = sqlite3_str_new(0);
+  sqlite3_str_appendall(x, "(");
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(x, "%sNEW.\"%w\" IS NULL", i ? " OR " : "", p->aCol[p->aiPk[i]].zName);
+  }
+  sqlite3_str_appendall(x, ")");
+  return sqlite3_str_finish(x);
+}
+
+/*
 ** Remember the rows an OR REPLACE of NEW could delete: the row holding NEW's
 ** key, and the rows holding NEW's values of a UNIQUE index. SQLite deletes
 ** them without firing DELETE triggers unless recursive_triggers is on.
@@ -278,6 +448,7 @@ char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p
 */
 static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
                                   sqlite3_int64 iEnable, const char *zExclude){
+  const char *zRowid = ctReplaceRowid(p);
   int i, j;
   sqlite3_str_appendf(s,
       "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
@@ -302,6 +473,7 @@ static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
     }
     sqlite3_str_appendall(s, ")");
   }
+  if( zRowid ) sqlite3_str_appendf(s, " OR %s=NEW.%s", zRowid, zRowid);
   if( zExclude ) sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
   else sqlite3_str_appendall(s, ");");
 }
@@ -319,7 +491,7 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
                                 const char *zSameKeyGone, const char *zWhen){
   char *zPackNew = ctPackSql(p, "NEW");
   int i;
-  if( zPackNew==0 ){ sqlite3_str_appendall(s, "\x01"); return; }  /* poisons the SQL */
+  if( zPackNew==0 ){ ctStrOom(s); return; }
   /* A victim this transaction has tombstoned already (the DELETE trigger with
   ** recursive_triggers on, or an earlier incarnation of the key deleted in
   ** this transaction, whose insert BSN is the older one) keeps that tombstone.
@@ -338,9 +510,15 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
       " WHERE v.__sysTName=%Q AND sqlite_ct_bsn()>0 AND (%s)"
       " AND ((v.__sysRK=%s AND (%s)) OR NOT EXISTS(SELECT 1 FROM \"%w\" WHERE ",
       p->zName, p->zName, zWhen, zPackNew, zSameKeyGone, p->zName);
+  /* Gone means no row holds the key spelled as remembered: under a NOCASE
+  ** (or other non-BINARY) key, OR REPLACE with another spelling deletes the
+  ** row and inserts one that the key's own collation calls equal. The first
+  ** comparison finds the row through the key's index, the second is exact. */
   for(i=0; i<p->nPk; i++){
-    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)",
-                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i);
+    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d)"
+                        " AND \"%w\" IS sqlite_ct_unpack_key(v.__sysRK, %d) COLLATE BINARY",
+                        i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i,
+                        p->aCol[p->aiPk[i]].zName, i);
   }
   sqlite3_str_appendf(s,
       "));DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
@@ -355,19 +533,26 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   ** deletes are tracked remembers them (see ctAppendVictimCapture). */
   const int bVictims = (eOpt & CT_TRACK_DELETE)!=0;
   char *zChanged = ctAppended(ctAppendKeyChanged, p);
-  char *zWatched = ctAppended(ctAppendWatchedChanged, p);
+  char *zWatched = ctWatchedChangedSql(p);
   char *zPackOld = ctPackSql(p, "OLD");
   char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
-  char *zCols = ctAppended(ctAppendWatchedList, p);
+  char *zCols = ctWatchedListSql(p);
+  /* The last two arguments of the WHENs: the UNIQUE indexes the victim
+  ** capture knows (NULL: nothing to check, deletes are not tracked), and
+  ** whether NEW's composite key holds a NULL. */
+  char *zUniques = bVictims ? ctUniquesSql(p) : sqlite3_mprintf("NULL");
+  char *zKeyNull = ctKeyNullSql(p);
   /* The tombstone's BSN in the AFTER DELETE trigger hands out (and logs) the
   ** transaction's BSN. */
   char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
   sqlite3_str *s;
   char *zOut;
 
-  if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 || zDelBsn==0 ){
+  if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 || zDelBsn==0
+   || zUniques==0 || zKeyNull==0 ){
     sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
     sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
+    sqlite3_free(zUniques); sqlite3_free(zKeyNull);
     return 0;
   }
   s = sqlite3_str_new(0);
@@ -383,8 +568,9 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" WHEN "
       "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
-      " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\", %lld)"
-      " BEGIN ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId);
+      " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\","
+      " %lld, %s, %s) BEGIN ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId,
+      zUniques, zKeyNull);
   if( bVictims ) ctAppendVictimSweep(s, p, "1", "1");
   if( eOpt & CT_TRACK_INSERT ){
     sqlite3_str_appendf(s,
@@ -412,8 +598,8 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
       "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
       " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
-      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld) BEGIN ",
-      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, iDbId);
+      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld, %s, %s) BEGIN ",
+      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, iDbId, zUniques, zKeyNull);
   sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
@@ -476,12 +662,13 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
         "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF %s ON \"%w\" BEGIN ",
         zT, zCols, zT);
     if( zExclude ) ctAppendVictimCapture(s, p, iEnable, zExclude);
-    else sqlite3_str_appendall(s, "\x01");
+    else ctStrOom(s);
     sqlite3_free(zExclude);
     sqlite3_str_appendall(s, " END;");
   }
   sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
   sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
+  sqlite3_free(zUniques); sqlite3_free(zKeyNull);
   zOut = sqlite3_str_finish(s);
   return zOut;
 }
@@ -634,6 +821,41 @@ static int ctSetStampDefaults(sqlite3 *db, const char *zTab, int bOn, char **pzE
   return rc;
 }
 
+/* Refuse a table with rows whose composite key holds NULL (see
+** ctKeyAcceptsNull): a replica cannot match them by key. */
+static int ctRefuseNullKeys(sqlite3 *db, const CtTable *p, char **pzErr){
+  int i, rc = SQLITE_OK;
+  if( !ctKeyAcceptsNull(p) ) return SQLITE_OK;
+  for(i=0; rc==SQLITE_OK && i<p->nPk; i++){
+    const char *zCol = p->aCol[p->aiPk[i]].zName;
+    sqlite3_int64 n = 0;
+    rc = ctQueryInt64(db, &n, 0, pzErr,
+        "SELECT EXISTS(SELECT 1 FROM main.\"%w\" WHERE \"%w\" IS NULL)", p->zName, zCol);
+    if( rc==SQLITE_OK && n ){
+      *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" has rows with NULL in its PRIMARY"
+          " KEY column \"%s\"; SQLite allows NULL there in rowid tables, but a replica"
+          " cannot match such rows by key: fill in the key or delete those rows, and"
+          " declare the key columns NOT NULL", p->zName, zCol);
+      rc = *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+    }
+  }
+  return rc;
+}
+
+/* Set the __sys columns p has to NULL, in every row that has a value. */
+static int ctClearStamps(sqlite3 *db, const CtTable *p, char **pzErr){
+  static const char *azCol[] = { CT_COL_CHANGE, CT_COL_INSERT, CT_COL_CONTEXT };
+  int rc = SQLITE_OK;
+  size_t i;
+  for(i=0; rc==SQLITE_OK && i<sizeof(azCol)/sizeof(azCol[0]); i++){
+    if( ctTableHasColumn(p, azCol[i]) ){
+      rc = ctExecf(db, pzErr, "UPDATE main.\"%w\" SET \"%w\"=NULL WHERE \"%w\" IS NOT NULL",
+                   p->zName, azCol[i], azCol[i]);
+    }
+  }
+  return rc;
+}
+
 /*
 ** Turn tracking on for zTab, or refresh it when it is on already: re-install
 ** the triggers (new options take effect) and recreate what is missing.
@@ -654,6 +876,7 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
   int bTracked = 0, bNull = 1;
   int rc = ctCheckLayout(db, 1, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(db, zTab, &p, pzErr);
+  if( rc==SQLITE_OK ) rc = ctRefuseNullKeys(db, p, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctQueryInt64(db, &iOpt, &bNull, pzErr,
         "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q",
@@ -674,10 +897,15 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
      && (iArmed<2+(((iOpt & 0xF0)/16 & CT_TRACK_DELETE)!=0)
          || !ctTableHasColumn(p, CT_COL_CHANGE)) ){
       rc = ctAllocateBsn(pState, &iNow, pzErr);
+      /* Writes went untracked, deletes of rows a sync provider applied (stamp
+      ** 0) included: even anchor 0 cannot list them (see
+      ** CT_META_ANCHOR0_EXPIRED). */
       if( rc==SQLITE_OK ){
         rc = ctExecf(db, pzErr,
             "UPDATE main.__sysOCSTrackedObjects SET __sysMinValidCsn=%lld"
-            " WHERE __sysTName=%Q", iNow, p->zName);
+            " WHERE __sysTName=%Q;"
+            "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
+            " VALUES('" CT_META_ANCHOR0_EXPIRED "' || %Q, 1);", iNow, p->zName, p->zName);
       }
     }
     if( rc==SQLITE_OK && iOpt!=eStored ){
@@ -686,13 +914,30 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
           eStored, p->zName);
     }
   }else if( rc==SQLITE_OK ){
+    sqlite3_int64 iRetired = 0;
     rc = ctAllocateBsn(pState, &iEnable, pzErr);
+    /* Tracked before under this name (disable_tracking(), or a DROP TABLE
+    ** followed): changes since then went unrecorded, so an anchor from that
+    ** time must not be taken for a valid one. */
+    if( rc==SQLITE_OK ){
+      rc = ctQueryInt64(db, &iRetired, 0, pzErr,
+          "SELECT count(*) FROM main.__sysCtMeta WHERE key='retired_table:' || %Q",
+          p->zName);
+    }
     if( rc==SQLITE_OK ){
       rc = ctExecf(db, pzErr,
           "INSERT INTO main.__sysOCSTrackedObjects(__sysTName, __sysTrackOpt,"
           " __sysTrackType, __sysTrackColOrd, __sysEnableTxBsn, __sysMinValidCsn)"
-          " VALUES(%Q, %d, 1, NULL, %lld, 0)", p->zName, eStored, iEnable);
+          " VALUES(%Q, %d, 1, NULL, %lld, %lld);"
+          "DELETE FROM main.__sysCtMeta WHERE key='retired_table:' || %Q;",
+          p->zName, eStored, iEnable, iRetired ? iEnable : 0, p->zName);
     }
+    /* Stamps the table carries already are not this database's: columns
+    ** copied from a tracked table (CREATE TABLE AS, INSERT ... SELECT *), or
+    ** left by a tool. Adopting them could hide rows from every enumeration;
+    ** without them the rows count as inserted by the enabling transaction. */
+    if( rc==SQLITE_OK ) rc = ctDropTriggers(db, p->zName, pzErr);
+    if( rc==SQLITE_OK ) rc = ctClearStamps(db, p, pzErr);
   }
   if( rc==SQLITE_OK && !ctTableHasColumn(p, CT_COL_CHANGE) ){
     rc = ctExecf(db, pzErr, "ALTER TABLE main.\"%w\" ADD COLUMN \"" CT_COL_CHANGE
@@ -747,7 +992,14 @@ static const char *ctTableArg(sqlite3_context *ctx, sqlite3_value *v, const char
   const char *z = sqlite3_value_type(v)==SQLITE_TEXT ? (const char*)sqlite3_value_text(v) : 0;
   if( z==0 || z[0]==0 ){
     char *zErr = sqlite3_mprintf("sqlite-ct: %s() needs a table name", zFunc);
-    ctResultErr(ctx, SQLITE_MISUSE, zErr);
+    ctResultErr(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
+    return 0;
+  }
+  /* The C string ends at the first NUL: "t\0x" would name table "t". */
+  if( (int)strlen(z)!=sqlite3_value_bytes(v) ){
+    char *zErr = sqlite3_mprintf("sqlite-ct: %s(): a table name cannot contain a NUL"
+                                 " character", zFunc);
+    ctResultErr(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
     return 0;
   }
   return z;
@@ -766,7 +1018,7 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( argc>1 ){
     if( sqlite3_value_type(argv[1])!=SQLITE_INTEGER
      || sqlite3_value_int64(argv[1])<1 || sqlite3_value_int64(argv[1])>CT_TRACK_ALL ){
-      ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+      ctResultErr(ctx, SQLITE_ERROR, sqlite3_mprintf(
           "sqlite-ct: tracking options must be an integer from 1 to 7"
           " (1 insert, 2 update, 4 delete, 7 all)"));
       return;
@@ -777,13 +1029,13 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     const char *zMode = (const char*)sqlite3_value_text(argv[2]);
     if( zMode && sqlite3_stricmp(zMode, "portable")==0 ) bPortable = 1;
     else if( zMode==0 || sqlite3_stricmp(zMode, "native")!=0 ){
-      ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+      ctResultErr(ctx, SQLITE_ERROR, sqlite3_mprintf(
           "sqlite-ct: tracking mode must be 'native' or 'portable'"));
       return;
     }
   }
   if( pState->bApply ){
-    ctResultErr(ctx, SQLITE_MISUSE, sqlite3_mprintf(
+    ctResultErr(ctx, SQLITE_ERROR, sqlite3_mprintf(
         "sqlite-ct: cannot enable tracking while the connection is in apply mode"));
     return;
   }
@@ -854,8 +1106,11 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
         "DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName=%Q;"
         "DELETE FROM main.__sysCtReplaceVictims WHERE __sysTName=%Q;"
         "DELETE FROM main.__sysSyncArticles WHERE TableName=%Q;"
-        "DELETE FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q;",
-        zName, zName, zName, zName);
+        "DELETE FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q;"
+        "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
+        " VALUES('retired_table:' || %Q, 1);"
+        "DELETE FROM main.__sysCtMeta WHERE key='" CT_META_ANCHOR0_EXPIRED "' || %Q;",
+        zName, zName, zName, zName, zName, zName);
   }
   sqlite3_free(zName);
   return rc;
@@ -932,8 +1187,11 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
         "UPDATE main.__sysOCSDeletedRows SET __sysTName=%Q WHERE __sysTName=%Q;"
         "UPDATE main.__sysSyncArticles SET TableName=%Q WHERE TableName=%Q;"
         "DELETE FROM main.__sysCtReplaceVictims WHERE __sysTName=%Q;"
+        "UPDATE main.__sysCtMeta SET key='" CT_META_ANCHOR0_EXPIRED "' || %Q"
+        " WHERE key='" CT_META_ANCHOR0_EXPIRED "' || %Q;"
         "CREATE INDEX IF NOT EXISTS main.\"__sysct_chg_%w\" ON \"%w\"(\"" CT_COL_CHANGE "\");",
-        zOld, p->zName, zOld, p->zName, zOld, p->zName, zOld, zOld, p->zName, p->zName);
+        zOld, p->zName, zOld, p->zName, zOld, p->zName, zOld, zOld, p->zName, zOld,
+        p->zName, p->zName);
   }
   if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, (int)iOpt, iEnable, pzErr);
   ctTableFree(p);

@@ -32,8 +32,14 @@ SQLITE_EXTENSION_INIT3
 #endif
 
 /* On-disk layout version stored in __sysCtMeta; bump it (and add a migration
-** in schema.c) whenever a system table or the trigger shape changes. */
-#define CT_LAYOUT_VERSION 1
+** in schema.c) whenever a system table or the trigger shape changes.
+** Layout 2: the WHENs of the native triggers check the table's UNIQUE indexes
+** and NULL in composite keys, OR REPLACE victims include the row holding
+** NEW's rowid, key changes compare with BINARY, the commit log's newest row
+** is guarded, and __sysCtMeta keeps retired_table: and anchor0_expired: keys.
+** Opening a layout-1 database for writing tracking metadata
+** (ctCheckLayout with bCreate) upgrades it in place (schema.c, ctMigrate). */
+#define CT_LAYOUT_VERSION 2
 
 /* TrackingOptions, as SQL CE's public enum. */
 #define CT_TRACK_INSERT 1
@@ -46,7 +52,8 @@ SQLITE_EXTENSION_INIT3
 /* Slots of the per-connection statement cache (stmtcache.c). */
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
-#define CT_NSTMT       2
+#define CT_STMT_SCHEMA 2       /* PRAGMA main.schema_version */
+#define CT_NSTMT       3
 
 /* A small list of table names, each with a count of marks (state.c): the
 ** victim marks and the stamping marks. A name stays listed once it has been
@@ -77,6 +84,8 @@ struct CtState {
   unsigned int uDataVersion;
   sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */
   int bApply;                  /* applying server changes: no stamps, no tombstones */
+  int bApplyWrote;             /* a tracked row was written in apply mode ... */
+  unsigned int uApplyDv;       /* ... while the pager's data version was this */
   int bHasContext;             /* aContext holds a tracking context */
   unsigned char aContext[16];  /* GUID, .NET byte order, as SQL CE stored it */
   /* Tables whose BEFORE trigger remembered rows an OR REPLACE may delete and
@@ -88,6 +97,12 @@ struct CtState {
   CtNames stamping;
   sqlite3_int64 iStampBsn;     /* the BSN the stamping marks belong to */
   sqlite3_int64 iMainDbId;     /* __sysCtMeta database_id of main, 0: not read */
+  /* Tables whose UNIQUE indexes were checked against the ones their triggers
+  ** know (state.c, "UNIQUE indexes"), valid while main's schema_version is
+  ** iUniqueSchema. */
+  CtNames uniquesOk;
+  sqlite3_int64 iUniqueSchema;
+  int nUniqueReprepare;         /* re-preparations of the schema_version statement */
   /* Statements prepared once per connection (stmtcache.c), finalized by the
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];
@@ -106,6 +121,7 @@ void ctFuncTakeLog(sqlite3_context*, int, sqlite3_value**);
 void ctFuncBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNeedsStamp(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCurrentBsn(sqlite3_context*, int, sqlite3_value**);
+void ctFuncUncommittedWrites(sqlite3_context*, int, sqlite3_value**);
 void ctFuncLastCommittedCsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncContext(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSetContext(sqlite3_context*, int, sqlite3_value**);
@@ -114,6 +130,7 @@ void ctFuncSetApplyMode(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNow(sqlite3_context*, int, sqlite3_value**);
 void ctFuncWriteBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncInsertWhen(sqlite3_context*, int, sqlite3_value**);
+void ctFuncNewerLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
@@ -136,9 +153,11 @@ struct CtColumn {
   char *zName;
   int iPk;          /* 1-based position in the PRIMARY KEY, 0 if not a key column */
   int bHidden;      /* generated or hidden column: never written by us */
+  int bNotNull;     /* declared NOT NULL */
 };
 typedef struct CtUnique CtUnique;
 struct CtUnique {
+  char *zName;      /* the index's name */
   int nCol;
   int *aiCol;       /* indexes into CtTable.aCol */
   char **azColl;    /* the index's collation of each column: what "equal" means
@@ -155,11 +174,14 @@ struct CtTable {
   int bRowidAlias;  /* the key is a single INTEGER PRIMARY KEY (the rowid) */
   int nUnique;      /* UNIQUE indexes other than the primary key */
   CtUnique *aUnique;
+  int nIndex;       /* every index of the table, by name (portable.c) */
+  char **azIndex;
 };
 int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr);
 void ctTableFree(CtTable *p);
 int ctTableHasColumn(const CtTable *p, const char *zCol);
 int ctColumnIsWatched(const CtTable *p, int iCol);
+int ctKeyAcceptsNull(const CtTable *p);
 int ctIsSystemName(const char *zName);
 
 /* schema.c */
@@ -178,11 +200,15 @@ void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);
 void ctAppendWatchedChanged(sqlite3_str *s, const CtTable *p);
 void ctAppendWatchedList(sqlite3_str *s, const CtTable *p);
 char *ctAppended(void (*xAppend)(sqlite3_str*, const CtTable*), const CtTable *p);
+const char *ctReplaceRowid(const CtTable *p);
+char *ctWatchedListSql(const CtTable *p);
+char *ctWatchedChangedSql(const CtTable *p);
 
 /* portable.c */
 char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);
 
 /* Shared helpers (state.c) */
+void ctStrOom(sqlite3_str *s);
 int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...);
 int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
                  const char *zFmt, ...);

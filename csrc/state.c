@@ -19,6 +19,8 @@
 **   sqlite_ct_current_bsn()         the open transaction's BSN, NULL if it has not
 **                                   written tracked data (SqlCeTransaction.
 **                                   CurrentTransactionBsn).
+**   sqlite_ct_uncommitted_writes()  1 when the open transaction wrote tracked
+**                                   data an enumeration inside it would miss.
 **   sqlite_ct_last_committed_csn()  CSN of the newest committed transaction that
 **                                   touched tracked data, 0 if none.
 **   sqlite_ct_tracking_context()    the connection's tracking context (16-byte
@@ -47,6 +49,7 @@
 */
 #include "sqlite_ct.h"
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,6 +71,7 @@ void ctStateUnref(void *pArg){
   if( p && --p->nRef==0 ){
     ctNamesFree(&p->victims);
     ctNamesFree(&p->stamping);
+    ctNamesFree(&p->uniquesOk);
     sqlite3_free(p);
   }
 }
@@ -97,6 +101,18 @@ static sqlite3_int64 ctBegin(CtState *p, sqlite3_int64 iMaxCsn){
   p->iBsn = iMaxCsn + 1;
   p->uDataVersion = ctDataVersion(p->db);
   return p->iBsn;
+}
+
+/*
+** Put s into its error state because an allocation its text needed failed:
+** later appends are no-ops and sqlite3_str_finish() returns NULL, which every
+** builder's caller reports as SQLITE_NOMEM (never half-built SQL). The
+** sqlite3_str interface has no call that sets an error; growing a string past
+** SQLITE_MAX_LENGTH is its documented SQLITE_TOOBIG error, and allocates
+** nothing.
+*/
+void ctStrOom(sqlite3_str *s){
+  sqlite3_str_appendchar(s, 0x7fffffff, ' ');
 }
 
 /*
@@ -296,6 +312,46 @@ void ctFuncCurrentBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( ctBsnValid(p, iMax) ) sqlite3_result_int64(ctx, p->iBsn);
 }
 
+/*
+** sqlite_ct_uncommitted_writes(): 1 when the open transaction has written
+** tracked data whose stamps would hide committed changes from an enumeration
+** run inside it (and, after a ROLLBACK, leave a replica's anchor past them):
+** a native write (it holds a BSN), a write in apply mode (stamps 0), or, as
+** pure-SQL triggers leave no trace in this connection, any write transaction
+** while a table is tracked in portable mode. Else 0.
+*/
+void ctFuncUncommittedWrites(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_int64 iMax = 0, nPortable = 0;
+  char *zErr = 0;
+  int rc = SQLITE_OK;
+  int bWrote = 0;
+  (void)argc; (void)argv;
+  if( sqlite3_get_autocommit(p->db) || sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ){
+    sqlite3_result_int(ctx, 0);
+    return;
+  }
+  if( p->bApplyWrote && p->uApplyDv==ctDataVersion(p->db) ) bWrote = 1;
+  if( !bWrote && p->iBsn ){
+    rc = ctQueryInt64(p->db, &iMax, 0, &zErr,
+        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+    if( rc==SQLITE_OK && ctBsnValid(p, iMax) ) bWrote = 1;
+  }
+  if( rc==SQLITE_OK && !bWrote ){
+    rc = ctQueryInt64(p->db, &nPortable, 0, &zErr,
+        "SELECT count(*) FROM main.sqlite_schema WHERE type='table'"
+        " AND name='__sysOCSTrackedObjects'");
+    if( rc==SQLITE_OK && nPortable ){
+      rc = ctQueryInt64(p->db, &nPortable, 0, &zErr,
+          "SELECT EXISTS(SELECT 1 FROM main.__sysOCSTrackedObjects"
+          " WHERE __sysTrackOpt & %d)", CT_TRACKOPT_PORTABLE);
+      bWrote = nPortable!=0;
+    }
+  }
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  sqlite3_result_int(ctx, bWrote);
+}
+
 void ctFuncLastCommittedCsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   sqlite3_int64 iCsn = 0;
@@ -393,7 +449,13 @@ static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
 static int ctBeginLogged(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
                          char **pzErr){
   *piBsn = 0;
-  if( p->bApply ) return SQLITE_OK;
+  if( p->bApply ){
+    /* Remembered for sqlite_ct_uncommitted_writes(): rows stamped 0 hide
+    ** their committed changes from an enumeration in this transaction. */
+    p->bApplyWrote = 1;
+    p->uApplyDv = ctDataVersion(p->db);
+    return SQLITE_OK;
+  }
   if( ctBegin(p, iMax) ){
     int rc = ctWriteLog(p, pzErr);
     if( rc!=SQLITE_OK ){ p->iBsn = 0; return rc; }
@@ -581,9 +643,124 @@ void ctFuncStampEnd(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   ctStampTake(p, (const char*)sqlite3_value_text(argv[0]));
 }
 
+/* ---- UNIQUE indexes. The BEFORE triggers remember the rows an OR REPLACE
+** could delete through the UNIQUE indexes the table had when its triggers were
+** installed. An index created later (by any connection, with or without the
+** extension, even inside the writing transaction) would let OR REPLACE delete
+** rows nobody remembers. So the WHENs pass the indexes their triggers know
+** (schema.c, ctUniquesSql: each name as <length>:<name>), and a write to a
+** table with a UNIQUE index they do not know is refused until create_schema()
+** re-installs the triggers. A dropped index is harmless (its columns are
+** still compared; nothing is deleted through it). The check runs once per
+** table and schema change: main's schema_version (read through a statement
+** kept per connection) moves with every CREATE INDEX, committed or not. */
+
+/* Whether index zIdx is listed in zKnown. */
+static int ctUniqueKnown(const char *zKnown, const char *zIdx){
+  size_t nIdx = strlen(zIdx);
+  const char *z = zKnown;
+  while( *z ){
+    char *zEnd = 0;
+    long n = strtol(z, &zEnd, 10);
+    if( zEnd==z || *zEnd!=':' || n<0 || (size_t)n>strlen(zEnd+1) ) return 0;
+    if( (size_t)n==nIdx && memcmp(zEnd+1, zIdx, nIdx)==0 ) return 1;
+    z = zEnd + 1 + n;
+  }
+  return 0;
+}
+
+/* SQLITE_OK when every UNIQUE index of zTab is in zKnown; otherwise an error
+** that says which one is not and what to do. */
+static int ctCheckUniques(CtState *p, const char *zTab, const char *zKnown, char **pzErr){
+  sqlite3_stmt *pStmt;
+  sqlite3_int64 iSchema = 0;
+  int bOwned;
+  int nReprepare = -1;
+  int rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+    if( !bOwned ) nReprepare = sqlite3_stmt_status(pStmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
+  }
+  if( rc!=SQLITE_OK ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+    return rc;
+  }
+  /* The schema_version alone could come back with another schema: a ROLLBACK
+  ** undoes a CREATE INDEX and the next one gets the same number. But every
+  ** schema change, and the ROLLBACK of one, makes SQLite re-prepare the kept
+  ** statement before it runs again: its re-preparation count moves too. A
+  ** statement prepared for this call alone (bOwned) has none to offer. */
+  if( iSchema!=p->iUniqueSchema || nReprepare<0 || nReprepare!=p->nUniqueReprepare ){
+    ctNamesClear(&p->uniquesOk);
+    p->iUniqueSchema = iSchema;
+    p->nUniqueReprepare = nReprepare;
+  }else{
+    int i = ctNamesFind(&p->uniquesOk, zTab);
+    if( i>=0 && p->uniquesOk.anMark[i] ) return SQLITE_OK;
+  }
+  pStmt = 0;
+  rc = sqlite3_prepare_v2(p->db, "SELECT name FROM pragma_index_list(?1, 'main')"
+                          " WHERE \"unique\" AND origin<>'pk'", -1, &pStmt, 0);
+  if( rc==SQLITE_OK ) rc = sqlite3_bind_text(pStmt, 1, zTab, -1, SQLITE_STATIC);
+  while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    const char *zIdx = (const char*)sqlite3_column_text(pStmt, 0);
+    if( zIdx==0 ){ rc = SQLITE_NOMEM; break; }
+    if( !ctUniqueKnown(zKnown, zIdx) ){
+      *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" has a UNIQUE index created after"
+          " tracking began (\"%s\"); call create_schema() (sqlite_ct_create_schema(%Q))"
+          " again so that OR REPLACE through it is tracked", zTab, zIdx, zTab);
+      rc = *pzErr ? SQLITE_CONSTRAINT_TRIGGER : SQLITE_NOMEM;
+      break;
+    }
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc==SQLITE_OK ) rc = ctNamesAdd(&p->uniquesOk, zTab, 0);
+  else if( *pzErr==0 && rc!=SQLITE_NOMEM ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  return rc;
+}
+
+/* The checks of the last two arguments the WHENs of layout 2 pass (argv[iArg]
+** the UNIQUE indexes the triggers know or NULL, argv[iArg+1] whether NEW's
+** composite key holds a NULL). 1 when the write may go on; else the error is
+** set on ctx. */
+static int ctWriteAllowed(sqlite3_context *ctx, CtState *p, const char *zTab,
+                          sqlite3_value **argv, int iArg){
+  char *zErr = 0;
+  int rc;
+  if( sqlite3_value_int(argv[iArg+1]) ){
+    zErr = sqlite3_mprintf("sqlite-ct: NULL in the PRIMARY KEY of tracked table \"%s\";"
+        " a replica cannot match such a row by key: give every key column a value", zTab);
+    ctResultError(ctx, zErr ? SQLITE_CONSTRAINT_TRIGGER : SQLITE_NOMEM, zErr);
+    return 0;
+  }
+  if( sqlite3_value_type(argv[iArg])!=SQLITE_TEXT || zTab==0 ) return 1;
+  rc = ctCheckUniques(p, zTab, (const char*)sqlite3_value_text(argv[iArg]), &zErr);
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return 0; }
+  return 1;
+}
+
+/*
+** The write path's functions with an argument count this build does not
+** know: triggers installed by a newer sqlite-ct (a newer layout passes more
+** arguments). Refused with the message of a newer layout, so that the write
+** fails as LayoutError says, not with "wrong number of arguments".
+*/
+void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  char *zErr;
+  (void)argv;
+  zErr = sqlite3_mprintf("sqlite-ct: this database was written by a newer sqlite-ct (layout"
+      " above %d: its triggers pass %d arguments to a function of this build);"
+      " upgrade sqlite-ct", CT_LAYOUT_VERSION, argc);
+  ctResultError(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
+}
+
 /*
 ** sqlite_ct_insert_when(MAXCSN, TNAME, TRACK_INSERT, VICTIMS, NEW.chg, NEW.ins,
-**                       NEW.ctx, DBID)
+**                       NEW.ctx, DBID [, UNIQUES, KEY_NULL])
 ** The AFTER INSERT trigger's WHEN. Gives the transaction its BSN (and logs it)
 ** when the row is to be stamped or victims swept, and is true when the body
 ** must run: the row does not carry the stamps the DEFAULTs should have given
@@ -597,8 +774,8 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   int bVictims;
   sqlite3_int64 iBsn = 0;
   int bNeed;
-  (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[7]) ) return;
+  if( argc>=10 && !ctWriteAllowed(ctx, p, zTab, argv, 8) ) return;
   bVictims = sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
   bNeed = bVictims;
   if( bTrack || bVictims ){
@@ -616,7 +793,8 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 
 /*
 ** sqlite_ct_update_when(MAXCSN, TNAME, KEY_CHANGED, TRACK_UPDATES, NEW.chg,
-**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx, DBID)
+**                       OLD.chg, NEW.ins, OLD.ins, NEW.ctx, OLD.ctx, DBID
+**                       [, UNIQUES, KEY_NULL])
 ** The AFTER UPDATE trigger's WHEN. An error (as RAISE(ABORT) would give) when
 ** the statement changed __sysChangeTxBsn or __sysInsertTxBsn (see the stamping
 ** marks above), or set the context to another than the connection's.
@@ -633,8 +811,8 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
   int bNeed;
-  (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[10]) ) return;
+  if( argc>=13 && !ctWriteAllowed(ctx, p, zTab, argv, 11) ) return;
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
     sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
     return;

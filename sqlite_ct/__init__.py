@@ -18,7 +18,8 @@ from .anchors import (client_id, get_received_anchor, get_sent_anchor,
                       set_received_anchor, set_sent_anchor)
 from .check import Problem, check
 from .changes import (Change, ChangeSet, ChangeStream, GroupChangeSet,
-                      enumerate_changes, enumerate_group_changes, iter_changes)
+                      enumerate_all, enumerate_changes, enumerate_group_changes,
+                      iter_changes)
 from .errors import (AnchorError, AnchorExpiredError, Error, ExtensionError, KeyFormatError,
                      LayoutError, NotTrackedError, TableError)
 from .keys import pack_key, unpack_key
@@ -41,7 +42,7 @@ __all__ = [
     "pack_key", "unpack_key",
     # enumeration
     "Change", "ChangeSet", "GroupChangeSet", "ChangeStream",
-    "enumerate_changes", "enumerate_group_changes", "iter_changes",
+    "enumerate_changes", "enumerate_group_changes", "iter_changes", "enumerate_all",
     # health
     "check", "Problem",
     # retention

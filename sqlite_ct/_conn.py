@@ -20,20 +20,29 @@ from . import errors
 
 _savepoint_ids = itertools.count(1)
 
-# Message fragments of the C extension (csrc/) -> error class. The first match
-# wins; anything else the extension reports becomes the base Error.
-_MESSAGE_CLASSES: Tuple[Tuple[str, Type[errors.Error]], ...] = (
-    ("is not tracked", errors.NotTrackedError),
-    ("malformed tombstone key", errors.KeyFormatError),
-    ("written by a newer sqlite-ct", errors.LayoutError),
-    ("no such table", errors.TableError),
-    ("has no PRIMARY KEY", errors.TableError),
-    ("not a table", errors.TableError),
-    ("is a virtual table", errors.TableError),
-    ("is a system table", errors.TableError),
-    ("UNIQUE index on an expression", errors.TableError),
-    ("needs a table name", errors.TableError),
-)
+# The C extension's messages (csrc/) -> error class. Each pattern is the
+# message's template, anchored at "sqlite-ct: ", with ".*" where the extension
+# prints a name: a table named "malformed tombstone key" must not turn "no such
+# table" into a KeyFormatError. The first match wins; anything else the
+# extension reports becomes the base Error.
+_NAME = r'".*"'
+_MESSAGE_CLASSES: Tuple[Tuple["re.Pattern[str]", Type[errors.Error]], ...] = tuple(
+    (re.compile(r"sqlite-ct: " + pattern, re.DOTALL), cls) for pattern, cls in (
+        (r"malformed tombstone key: ", errors.KeyFormatError),
+        (r"this database was written by a newer sqlite-ct \(layout ", errors.LayoutError),
+        (r"no such table: " + _NAME + r"$", errors.TableError),
+        (r"table " + _NAME + r" is not tracked$", errors.NotTrackedError),
+        (r"table " + _NAME + r" has no PRIMARY KEY; ", errors.TableError),
+        (r"table " + _NAME + r" has rows with NULL in its PRIMARY KEY column ",
+         errors.TableError),
+        (r"table " + _NAME + r" has a UNIQUE index on an expression ", errors.TableError),
+        (_NAME + r" is a (view, not a table|virtual table|shadow table of a virtual table"
+         r"|[a-z]+); only ordinary tables can be tracked$", errors.TableError),
+        (_NAME + r" is a system table; only user tables can be tracked$", errors.TableError),
+        (r"sqlite_ct_[a-z_]+\(\) needs a table name$", errors.TableError),
+        (r"sqlite_ct_[a-z_]+\(\): a table name cannot contain a NUL character$",
+         errors.TableError),
+    ))
 
 NOT_LOADED = ("sqlite-ct: the extension is not loaded on this connection; "
               "call sqlite_ct.load(conn) first")
@@ -50,6 +59,11 @@ def _host_errors() -> Tuple[Type[BaseException], ...]:
     return tuple(classes)
 
 
+def host_errors() -> Tuple[Type[BaseException], ...]:
+    """The exception base classes of the hosts (apsw, stdlib sqlite3)."""
+    return _host_errors()
+
+
 def translate(exc: BaseException) -> Optional[errors.Error]:
     """The sqlite_ct.Error for a host exception raised by the extension, or None
     when the exception is not sqlite-ct's (a locked database, a full disk)."""
@@ -60,8 +74,8 @@ def translate(exc: BaseException) -> Optional[errors.Error]:
     if start < 0:
         return None
     message = message[start:]
-    for fragment, cls in _MESSAGE_CLASSES:
-        if fragment in message:
+    for pattern, cls in _MESSAGE_CLASSES:
+        if pattern.match(message):
             return cls(message)
     return errors.Error(message)
 
@@ -116,6 +130,35 @@ def savepoint(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
             execute(conn, f'RELEASE "{label}"')
         raise
     execute(conn, f'RELEASE "{label}"')
+
+
+def in_transaction(conn: Any) -> bool:
+    """Whether conn has an open transaction (apsw or stdlib sqlite3)."""
+    get_autocommit = getattr(conn, "get_autocommit", None)
+    if get_autocommit is not None:
+        return not get_autocommit()
+    return bool(conn.in_transaction)
+
+
+@contextlib.contextmanager
+def writing(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
+    """savepoint() for a block that writes. Outside a transaction it starts
+    one with BEGIN IMMEDIATE: a transaction that reads first and then writes
+    asks for the write lock as an upgrade, which SQLite never retries through
+    the busy handler, so the caller's busy timeout would not apply. Inside the
+    caller's transaction, a savepoint (the caller chose how it began)."""
+    if in_transaction(conn):
+        with savepoint(conn, name):
+            yield
+        return
+    execute(conn, "BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(*_host_errors()):
+            execute(conn, "ROLLBACK")
+        raise
+    execute(conn, "COMMIT")
 
 
 def require_loaded(conn: Any) -> None:

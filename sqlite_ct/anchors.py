@@ -23,32 +23,32 @@ _INT64 = struct.Struct("<q")
 def client_id(conn: Any) -> uuid.UUID:
     """This database's client id (a GUID), created on first use; stored in
     __sysSyncSubscriptions.ClientId in .NET byte order."""
-    with _conn.savepoint(conn, "sqlite_ct_client_id"):
+    with _conn.writing(conn, "sqlite_ct_client_id"):
         _conn.value(conn, "SELECT sqlite_ct_create_system_tables()")
-        blob = _conn.value(conn, "SELECT ClientId FROM __sysSyncSubscriptions "
+        blob = _conn.value(conn, "SELECT ClientId FROM main.__sysSyncSubscriptions "
                                  "ORDER BY rowid LIMIT 1")
         if blob is None:
             new = uuid.uuid4()
-            _conn.execute(conn, "INSERT INTO __sysSyncSubscriptions(ClientId) VALUES (?)",
+            _conn.execute(conn, "INSERT INTO main.__sysSyncSubscriptions(ClientId) VALUES (?)",
                           (new.bytes_le,))
             return new
         return uuid.UUID(bytes_le=bytes(blob))
 
 
 def _store(conn: Any, table: str, column: str, blob: Optional[bytes], func: str) -> None:
-    with _conn.savepoint(conn, "sqlite_ct_anchor"):
-        name = require_tracked(conn, table, func)
+    with _conn.writing(conn, "sqlite_ct_anchor"):
+        name = require_tracked(conn, table, func, writing=True)
         cid = client_id(conn).bytes_le
         _conn.execute(
             conn,
-            f"INSERT INTO __sysSyncArticles(TableName, {column}, ClientId) VALUES (?, ?, ?) "
+            f"INSERT INTO main.__sysSyncArticles(TableName, {column}, ClientId) VALUES (?, ?, ?) "
             f"ON CONFLICT(TableName) DO UPDATE SET {column} = excluded.{column}",
             (name, blob, cid))
 
 
 def _load(conn: Any, table: str, column: str, func: str) -> Optional[bytes]:
     name = require_tracked(conn, table, func)
-    blob = _conn.value(conn, f"SELECT {column} FROM __sysSyncArticles WHERE TableName = ?",
+    blob = _conn.value(conn, f"SELECT {column} FROM main.__sysSyncArticles WHERE TableName = ?",
                        (name,))
     return None if blob is None else bytes(blob)
 

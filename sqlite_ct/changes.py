@@ -28,7 +28,7 @@ from .keys import key_columns, user_columns
 from .tracking import require_tracked
 
 __all__ = ["Change", "ChangeSet", "GroupChangeSet", "enumerate_changes",
-           "enumerate_group_changes", "iter_changes"]
+           "enumerate_group_changes", "iter_changes", "enumerate_all"]
 
 Row = Dict[str, Any]
 
@@ -76,15 +76,21 @@ class _TableInfo:
     keys: List[str]
     enable_bsn: int
     min_valid: int
+    zero_expired: bool = False
+
+
+# __sysCtMeta key prefix (+ table name): anchor 0 of the table is expired too.
+ANCHOR0_EXPIRED = "anchor0_expired:"
 
 
 def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
     name = require_tracked(conn, table, func)
-    enable_bsn, min_valid = next(_conn.rows(
-        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn FROM __sysOCSTrackedObjects "
-              "WHERE __sysTName = ?", (name,)))
+    enable_bsn, min_valid, zero_expired = next(_conn.rows(
+        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, EXISTS(SELECT 1 FROM main.__sysCtMeta "
+              "WHERE key = ?2 || ?1) FROM main.__sysOCSTrackedObjects WHERE __sysTName = ?1",
+        (name, ANCHOR0_EXPIRED)))
     return _TableInfo(name, user_columns(conn, name), key_columns(conn, name),
-                      int(enable_bsn), int(min_valid))
+                      int(enable_bsn), int(min_valid), bool(zero_expired))
 
 
 def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
@@ -95,7 +101,10 @@ def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
             f"sqlite-ct: anchor {since} is newer than the last committed CSN "
             f"{new_anchor} of this database (was it restored from an older copy?); "
             f'reinitialise the replica of "{info.name}"')
-    if since < info.min_valid:
+    # Anchor 0 (a replica that holds nothing) needs no tombstone but those of
+    # rows applied from a server (stamp 0), whose deletes a client uploads;
+    # it expires only when those were lost (csrc/schema.c, CT_META_ANCHOR0_EXPIRED).
+    if since < info.min_valid and (since > 0 or info.zero_expired):
         raise AnchorExpiredError(
             f'sqlite-ct: anchor {since} of table "{info.name}" is older than its '
             f"oldest kept change (CSN {info.min_valid}): tombstones it needs were "
@@ -113,11 +122,11 @@ def _row_query(info: _TableInfo) -> str:
     table = _conn.quote_identifier(info.name)
     # Two index-backed branches: rows stamped inside the window, and rows that
     # predate tracking (NULL stamps, inserted by the enabling transaction ?3).
-    return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM {table} '
+    return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM main.{table} '
             f'WHERE "__sysChangeTxBsn" > ?1 AND "__sysChangeTxBsn" <= ?2 '
             f"AND {_NOT_EXCLUDED} "
             f"UNION ALL "
-            f'SELECT {cols}, ?3 FROM {table} '
+            f'SELECT {cols}, ?3 FROM main.{table} '
             f'WHERE "__sysChangeTxBsn" IS NULL AND ?3 > ?1 AND ?3 <= ?2')
 
 
@@ -126,7 +135,7 @@ def _delete_query(info: _TableInfo) -> str:
     # A key may carry several tombstones in the window (deleted, re-inserted,
     # deleted again); it was on the replica iff one of them is for a row
     # inserted at or before `since`. ?3 is the table name.
-    return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM __sysOCSDeletedRows "
+    return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM main.__sysOCSDeletedRows "
             f"WHERE __sysTName = ?3 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2 "
             f"AND {_NOT_EXCLUDED} "
             f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
@@ -142,6 +151,44 @@ def _queries(info: _TableInfo, since: int, new_anchor: int,
             (_row_query(info), (since, new_anchor, info.enable_bsn, ctx)))
 
 
+def _quoted(column: str) -> str:
+    """SQL for the literal of a key value; TEXT as a BLOB literal, which
+    decodes whatever its bytes."""
+    return (f"CASE typeof({column}) WHEN 'text' THEN quote(CAST({column} AS BLOB))"
+            f" ELSE quote({column}) END")
+
+
+def _bad_text(conn: Any, info: _TableInfo, exc: BaseException) -> Error:
+    """The Error for TEXT that is not valid UTF-8, which the host cannot turn
+    into str (apsw: UnicodeDecodeError; stdlib sqlite3: OperationalError
+    "Could not decode to UTF-8 column ..."). Names the first such value of the
+    table's rows (the error path only: a scan in Python of its TEXT values)."""
+    q = _conn.quote_identifier
+    where = ""
+    with _conn.translated():
+        keys = " || ', ' || ".join(_quoted(q(k)) for k in info.keys)
+        for column in info.columns:
+            for key, raw in conn.cursor().execute(
+                    f"SELECT {keys},"
+                    f" CAST({q(column)} AS BLOB) FROM main.{q(info.name)}"
+                    f" WHERE typeof({q(column)}) = 'text'"):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    where = f" (column \"{column}\" of the row whose key is {key})"
+                    break
+            if where:
+                break
+    return Error(f'sqlite-ct: table "{info.name}" holds TEXT that is not valid UTF-8'
+                 f"{where}, which Python cannot decode; store such values as BLOB"
+                 f" (CAST(x AS BLOB)) or re-encode them as UTF-8")
+
+
+def _undecodable(exc: BaseException) -> bool:
+    return isinstance(exc, UnicodeDecodeError) or (
+        isinstance(exc, _conn.host_errors()) and "Could not decode to UTF-8" in str(exc))
+
+
 def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
                exclude_context: Optional[uuid.UUID] = None) -> Iterator[Tuple[str, Row]]:
     """(kind, row) for every change: deletes first, then inserts and updates.
@@ -150,19 +197,30 @@ def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     cols = info.columns
     width = len(cols)
     deletes, live = _queries(info, since, new_anchor, exclude_context)
-    for row in _conn.rows(conn, *deletes):
-        yield "delete", dict(zip(info.keys, row))
-    for row in _conn.rows(conn, *live):
-        yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
+    try:
+        for row in _conn.rows(conn, *deletes):
+            yield "delete", dict(zip(info.keys, row))
+        for row in _conn.rows(conn, *live):
+            yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
+    except Exception as exc:
+        if _undecodable(exc):
+            raise _bad_text(conn, info, exc) from exc
+        raise
+
+
+def _refuse_in_own_write(conn: Any) -> None:
+    """Refuse to enumerate inside a transaction that has written tracked data
+    (sqlite_ct_uncommitted_writes()): its uncommitted stamps hide the
+    committed changes of the rows it touched, which would be lost if it then
+    rolled back. Asked before the enumeration's own savepoint, whose metadata
+    writes (following a RENAME TO) are not the caller's."""
+    if _conn.value(conn, "SELECT sqlite_ct_uncommitted_writes()"):
+        raise Error("sqlite-ct: cannot enumerate changes inside a transaction that has "
+                    "written to tracked tables; commit or roll it back first")
 
 
 def _new_anchor(conn: Any) -> int:
-    """The last committed CSN, refusing to run inside a transaction that has
-    written tracked data: its uncommitted stamps hide the committed changes
-    of the rows it touched, which would be lost if it then rolled back."""
-    if _conn.value(conn, "SELECT sqlite_ct_current_bsn()") is not None:
-        raise Error("sqlite-ct: cannot enumerate changes inside a transaction that has "
-                    "written to tracked tables; commit or roll it back first")
+    """The last committed CSN, read in the enumeration's snapshot."""
     return int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
 
 
@@ -177,10 +235,15 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     delete_query, live_query = _queries(info, since, new_anchor, exclude_context)
     inserts: List[Row] = []
     updates: List[Row] = []
-    with _conn.translated():
-        deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(*delete_query)]
-        for row in conn.cursor().execute(*live_query):
-            (inserts if row[width] > since else updates).append(dict(zip(cols, row)))
+    try:
+        with _conn.translated():
+            deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(*delete_query)]
+            for row in conn.cursor().execute(*live_query):
+                (inserts if row[width] > since else updates).append(dict(zip(cols, row)))
+    except Exception as exc:
+        if _undecodable(exc):
+            raise _bad_text(conn, info, exc) from exc
+        raise
     return ChangeSet(info.name, since, new_anchor, inserts, updates, deletes)
 
 
@@ -197,11 +260,39 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
+    _conn.require_loaded(conn)
+    _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         info = _table_info(conn, table, "enumerate_changes")
         new_anchor = _new_anchor(conn)
         return _collect(conn, info, _check_since(info, since, new_anchor), new_anchor,
                         exclude_context)
+
+
+def enumerate_all(conn: Any, table: str) -> ChangeSet:
+    """Every live row of tracked `table`, as inserts: what a replica that
+    starts (or reinitialises after AnchorExpiredError) loads before it
+    enumerates changes since the returned new_anchor.
+
+    Unlike enumerate_changes(since=0) it returns every row whatever its
+    stamps (rows applied from a server included) and never raises
+    AnchorExpiredError: it needs no tombstone. Rows and new_anchor come from
+    one read snapshot; .since is 0 and .deletes is empty."""
+    _conn.require_loaded(conn)
+    _refuse_in_own_write(conn)
+    with _conn.savepoint(conn, "sqlite_ct_enum"):
+        info = _table_info(conn, table, "enumerate_all")
+        new_anchor = _new_anchor(conn)
+        cols = ", ".join(_conn.quote_identifier(c) for c in info.columns)
+        try:
+            with _conn.translated():
+                rows = [dict(zip(info.columns, row)) for row in conn.cursor().execute(
+                    f"SELECT {cols} FROM main.{_conn.quote_identifier(info.name)}")]
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(conn, info, exc) from exc
+            raise
+        return ChangeSet(info.name, 0, new_anchor, rows, [], [])
 
 
 def enumerate_group_changes(conn: Any, tables: Sequence[str],
@@ -212,6 +303,8 @@ def enumerate_group_changes(conn: Any, tables: Sequence[str],
 
     `since` is one anchor for all tables or a mapping table -> anchor (a table
     missing from the mapping starts at 0)."""
+    _conn.require_loaded(conn)
+    _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         new_anchor = _new_anchor(conn)
         result: Dict[str, ChangeSet] = {}
@@ -246,6 +339,8 @@ class ChangeStream:
         self.new_anchor: Optional[int] = None
 
     def __enter__(self) -> "ChangeStream":
+        _conn.require_loaded(self._conn)
+        _refuse_in_own_write(self._conn)
         self._savepoint = _conn.savepoint(self._conn, "sqlite_ct_stream")
         self._savepoint.__enter__()
         try:

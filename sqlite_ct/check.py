@@ -37,7 +37,8 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
         return [Problem(name, "table-missing",
                         f'sqlite-ct: tracked table "{name}" does not exist; '
                         f'disable_tracking(conn, "{name}") removes its metadata')]
-    columns = {r[0] for r in _conn.rows(conn, "SELECT name FROM pragma_table_xinfo(?)", (name,))}
+    columns = {r[0] for r in _conn.rows(
+        conn, "SELECT name FROM pragma_table_xinfo(?, 'main')", (name,))}
     missing = [c for c in _SYS_COLUMNS if c not in columns]
     if missing:
         found.append(Problem(name, "columns-missing",
@@ -67,7 +68,7 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
     if missing:
         return found
     above = _conn.value(
-        conn, f'SELECT count(*) FROM {q(name)} WHERE "__sysChangeTxBsn" > ? '
+        conn, f'SELECT count(*) FROM main.{q(name)} WHERE "__sysChangeTxBsn" > ? '
               f'OR "__sysInsertTxBsn" > ?', (last_csn, last_csn))
     if above:
         found.append(Problem(name, "stamp-above-csn",
@@ -76,9 +77,16 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
     keys = key_columns(conn, name)
     match = " AND ".join(f"{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
                          for i, k in enumerate(keys))
+    # A live row whose insert is older than a tombstone of its key. Rows that
+    # say nothing of when they were inserted are no evidence: stamp 0 (applied
+    # from a server after a local delete) and, when inserts are not tracked,
+    # NULL (a key re-inserted after its delete keeps NULL stamps).
+    unknown = '"__sysInsertTxBsn" IS NOT 0'
+    if not options & 1:
+        unknown += ' AND "__sysInsertTxBsn" IS NOT NULL'
     stale = _conn.value(
-        conn, f"SELECT count(*) FROM __sysOCSDeletedRows AS d WHERE d.__sysTName = ? AND "
-              f"EXISTS(SELECT 1 FROM {q(name)} WHERE {match} AND "
+        conn, f"SELECT count(*) FROM main.__sysOCSDeletedRows AS d WHERE d.__sysTName = ? AND "
+              f"EXISTS(SELECT 1 FROM main.{q(name)} WHERE {match} AND {unknown} AND "
               f'coalesce("__sysInsertTxBsn", ?) < d.__sysDeleteTxBsn)', (name, enable_bsn))
     if stale:
         found.append(Problem(name, "tombstone-for-live-row",
@@ -90,11 +98,12 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
 def check(conn: Any) -> List[Problem]:
     """Problems with sqlite-ct's metadata: registered tables that are gone,
     missing columns, triggers or index, rows stamped above the last committed
-    CSN, tombstones for keys whose current row is older than the delete, and a
-    database written by a newer sqlite-ct. Empty when healthy."""
+    CSN, tombstones for keys whose current row is older than the delete, a
+    database written by a newer sqlite-ct, and one of an older layout not
+    upgraded yet. Empty when healthy."""
     _conn.require_loaded(conn)
     try:
-        _conn.value(conn, "SELECT sqlite_ct_check_layout()")
+        have = int(_conn.value(conn, "SELECT sqlite_ct_check_layout()"))
     except LayoutError as exc:
         return [Problem(None, "layout", str(exc))]
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
@@ -103,8 +112,15 @@ def check(conn: Any) -> List[Problem]:
     with _conn.savepoint(conn, "sqlite_ct_check"):
         last_csn = int(_conn.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
         problems: List[Problem] = []
+        current = int(_conn.value(conn, "SELECT sqlite_ct_layout_version()"))
+        if 0 < have < current:
+            problems.append(Problem(
+                None, "layout-outdated",
+                f"sqlite-ct: this database has layout {have}, whose triggers miss writes "
+                f"that layout {current} tracks or refuses; create_schema() or SELECT "
+                f"sqlite_ct_create_system_tables() upgrades it in place"))
         for name, opt, enable_bsn in list(_conn.rows(
                 conn, "SELECT __sysTName, __sysTrackOpt, __sysEnableTxBsn "
-                      "FROM __sysOCSTrackedObjects ORDER BY __sysTName")):
+                      "FROM main.__sysOCSTrackedObjects ORDER BY __sysTName")):
             problems += _table_problems(conn, name, int(opt) // 16, int(enable_bsn), last_csn)
         return problems

@@ -19,14 +19,14 @@ SYSTEM_PREFIX = "__sys"
 def key_columns(conn: Any, table: str) -> List[str]:
     """The table's PRIMARY KEY columns in key order."""
     cols = [(pk, name) for name, pk in _conn.rows(
-        conn, "SELECT name, pk FROM pragma_table_xinfo(?) WHERE pk > 0", (table,))]
+        conn, "SELECT name, pk FROM pragma_table_xinfo(?, 'main') WHERE pk > 0", (table,))]
     return [name for _, name in sorted(cols)]
 
 
 def user_columns(conn: Any, table: str) -> List[str]:
     """The table's columns without sqlite-ct's __sys* columns, in table order."""
     return [name for (name,) in _conn.rows(
-        conn, "SELECT name FROM pragma_table_xinfo(?) ORDER BY cid", (table,))
+        conn, "SELECT name FROM pragma_table_xinfo(?, 'main') ORDER BY cid", (table,))
         if not name.lower().startswith(SYSTEM_PREFIX.lower())]
 
 

@@ -17,12 +17,15 @@ DROP TABLE  the registry names a table that no longer exists and whose trigger
 TRIGGER ORDER  SQLite fires a table's most recently created trigger first. A
             user's AFTER trigger created after sqlite-ct's runs before them, and
             a RAISE(IGNORE) or RAISE(FAIL) in it abandons the rest, ours
-            included: that row change would go unstamped. reconcile()
+            included: that row change would go unstamped. reconcile() called
+            by a function that writes tracking metadata (anchors, purges)
             re-creates sqlite-ct's triggers whenever a newer trigger exists on
             a tracked table, which puts them first again; create_schema() does
-            the same. Writes between the user's CREATE TRIGGER and the next
-            sqlite-ct call are exposed, so call create_schema() after adding
-            triggers to a tracked table.
+            the same. Reads (enumeration, listing, getting anchors, packing
+            keys) do not: they must work on a read-only connection and leave
+            the schema alone, and check() reports the order. Writes between
+            the user's CREATE TRIGGER and the next such call are exposed, so
+            call create_schema() after adding triggers to a tracked table.
 
 A table rebuilt by another tool (a new table copied and renamed into place,
 as sqlite-utils transform() does) has no trigger of ours at all; that is not
@@ -36,6 +39,7 @@ import logging
 from typing import Any, Dict, List, Tuple
 
 from . import _conn
+from .errors import Error
 
 __all__ = ["reconcile"]
 
@@ -64,29 +68,31 @@ def outranked(conn: Any, table: str) -> bool:
 # connection made it, and the repairs live in the file: a file seen at the
 # same version needs nothing. In-memory and temporary databases have no path
 # and are always checked.
-_reconciled: "collections.OrderedDict[Tuple[str, int], None]" = collections.OrderedDict()
+_reconciled: "collections.OrderedDict[Tuple[str, int, bool], None]" = collections.OrderedDict()
 _REMEMBERED = 256
 
 
-def reconcile(conn: Any) -> List[str]:
-    """Apply the rules above; returns a description of each repair made."""
+def reconcile(conn: Any, *, order: bool = True) -> List[str]:
+    """Apply the rules above; returns a description of each repair made.
+    order=False (reads) leaves the trigger order alone."""
     path = next((row[2] for row in _conn.rows(conn, "PRAGMA database_list")
                  if row[1] == "main"), "")
-    key = (path, _conn.value(conn, "PRAGMA schema_version"))
-    if path and key in _reconciled:
+    key = (path, _conn.value(conn, "PRAGMA schema_version"), order)
+    if path and (key in _reconciled or key[:2] + (True,) in _reconciled):
         return []
-    done = _reconcile(conn)
+    done = _reconcile(conn, order)
     if path:
-        _reconciled[(path, _conn.value(conn, "PRAGMA schema_version"))] = None
+        _reconciled[(path, _conn.value(conn, "PRAGMA schema_version"), order)] = None
         while len(_reconciled) > _REMEMBERED:
             _reconciled.popitem(last=False)
     return done
 
 
-def _reconcile(conn: Any) -> List[str]:
+def _reconcile(conn: Any, order: bool) -> List[str]:
     if not _registry_exists(conn):
         return []
-    registered = [r[0] for r in _conn.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")]
+    registered = [r[0] for r in _conn.rows(
+        conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects")]
     owners: Dict[str, str] = {
         name[len(_TRIGGER_PREFIX):]: table for name, table in _conn.rows(
             conn, "SELECT name, tbl_name FROM sqlite_schema WHERE type='trigger' "
@@ -96,24 +102,38 @@ def _reconcile(conn: Any) -> List[str]:
     for name in registered:
         owner = owners.get(name)
         if owner == name:
-            if outranked(conn, name):
+            if order and outranked(conn, name):
                 with _conn.savepoint(conn, "sqlite_ct_reconcile"):
                     _conn.value(conn, "SELECT sqlite_ct_create_schema(?, "
-                                      "(SELECT (__sysTrackOpt & 240) / 16 FROM __sysOCSTrackedObjects "
+                                      "(SELECT (__sysTrackOpt & 240) / 16 FROM main.__sysOCSTrackedObjects "
                                       "WHERE __sysTName = ?1), (SELECT CASE WHEN __sysTrackOpt & 256 "
-                                      "THEN 'portable' ELSE 'native' END FROM __sysOCSTrackedObjects "
+                                      "THEN 'portable' ELSE 'native' END FROM main.__sysOCSTrackedObjects "
                                       "WHERE __sysTName = ?1))", (name,))
                 done.append(f'table "{name}" has a trigger newer than sqlite-ct\'s; '
                             f"sqlite-ct's triggers were re-created to fire first")
             continue
         if owner is not None and owner not in registered:
-            with _conn.savepoint(conn, "sqlite_ct_reconcile"):
-                _conn.value(conn, "SELECT sqlite_ct_rename_tracking(?, ?)", (name, owner))
+            _follow(conn, f'table "{name}" was renamed to "{owner}"',
+                    "SELECT sqlite_ct_rename_tracking(?, ?)", (name, owner))
             done.append(f'table "{name}" was renamed to "{owner}"; tracking follows it')
         elif owner is None and name not in tables:
-            with _conn.savepoint(conn, "sqlite_ct_reconcile"):
-                _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (name,))
+            _follow(conn, f'table "{name}" was dropped',
+                    "SELECT sqlite_ct_disable_tracking(?)", (name,))
             done.append(f'table "{name}" was dropped; its tracking metadata was removed')
     for repair in done:
         log.info("reconcile: %s", repair)
     return done
+
+
+def _follow(conn: Any, what: str, sql: str, params: Tuple[Any, ...]) -> None:
+    """Move tracking metadata after a schema change; a read-only connection
+    cannot, and says so instead of SQLite's bare "readonly database"."""
+    try:
+        with _conn.savepoint(conn, "sqlite_ct_reconcile"):
+            _conn.value(conn, sql, params)
+    except _conn.host_errors() as exc:
+        if "readonly database" not in str(exc):
+            raise
+        raise Error(f"sqlite-ct: {what} and sqlite-ct must update its tracking metadata, "
+                    f"which this read-only connection cannot write; run any sqlite-ct call "
+                    f"(tracked_tables(), say) once on a connection that can write") from exc

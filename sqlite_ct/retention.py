@@ -18,6 +18,7 @@ import time
 from typing import Any, Optional, Tuple
 
 from . import _conn
+from .changes import ANCHOR0_EXPIRED
 from .errors import Error
 from .tracking import require_tracked
 
@@ -49,15 +50,21 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
     and raises the table's minimum valid anchor to the newest purged delete."""
     where, params = _condition(older_than_days, up_to_csn, "__sysDeletedTime",
                                "__sysDeleteTxBsn", "purge_tombstones")
-    with _conn.savepoint(conn, "sqlite_ct_purge"):
-        name = require_tracked(conn, table, "purge_tombstones")
-        newest, count = next(_conn.rows(
-            conn, f"SELECT max(__sysDeleteTxBsn), count(*) FROM __sysOCSDeletedRows "
-                  f"WHERE __sysTName = ? AND {where}", (name, *params)))
+    with _conn.writing(conn, "sqlite_ct_purge"):
+        name = require_tracked(conn, table, "purge_tombstones", writing=True)
+        newest, count, applied = next(_conn.rows(
+            conn, f"SELECT max(__sysDeleteTxBsn), count(*), "
+                  f"coalesce(sum(coalesce(__sysInsertTxCsn, 0) <= 0), 0) "
+                  f"FROM main.__sysOCSDeletedRows WHERE __sysTName = ? AND {where}",
+            (name, *params)))
+        if applied:
+            # deletes of rows applied from a server: anchor 0 needed them
+            _conn.execute(conn, "INSERT OR REPLACE INTO main.__sysCtMeta(key, value) "
+                                "VALUES (? || ?, 1)", (ANCHOR0_EXPIRED, name))
         if count:
-            _conn.execute(conn, f"DELETE FROM __sysOCSDeletedRows "
+            _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows "
                                 f"WHERE __sysTName = ? AND {where}", (name, *params))
-            _conn.execute(conn, "UPDATE __sysOCSTrackedObjects SET __sysMinValidCsn = "
+            _conn.execute(conn, "UPDATE main.__sysOCSTrackedObjects SET __sysMinValidCsn = "
                                 "max(__sysMinValidCsn, ?) WHERE __sysTName = ?",
                           (newest, name))
         log.info('purge_tombstones: purged %d tombstone(s) of "%s" (%s)%s', count, name,
@@ -73,20 +80,21 @@ def purge_transaction_sequence(conn: Any, *, older_than_days: Optional[float] = 
     tombstones of those transactions still exist: purge them first."""
     where, params = _condition(older_than_days, up_to_csn, "__sysCommitTime",
                                "__sysTxCsn", "purge_transaction_sequence")
-    with _conn.savepoint(conn, "sqlite_ct_purge"):
+    with _conn.writing(conn, "sqlite_ct_purge"):
         _conn.value(conn, "SELECT sqlite_ct_create_system_tables()")
         blocking = _conn.value(
-            conn, f"SELECT count(*) FROM __sysOCSDeletedRows WHERE __sysDeleteTxBsn IN "
-                  f"(SELECT __sysTxCsn FROM __sysTxCommitSequence WHERE {where})", params)
+            conn, f"SELECT count(*) FROM main.__sysOCSDeletedRows WHERE __sysDeleteTxBsn IN "
+                  f"(SELECT __sysTxCsn FROM main.__sysTxCommitSequence WHERE {where})", params)
         if blocking:
             raise Error(f"sqlite-ct: {blocking} tombstone(s) belong to the transactions "
                         f"being purged; purge tombstones first (purge_tombstones), then "
                         f"the transaction sequence")
-        before = _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence")
-        _conn.execute(conn, f"DELETE FROM __sysTxCommitSequence WHERE {where} AND "
-                            f"__sysTxCsn < (SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)",
+        before = _conn.value(conn, "SELECT count(*) FROM main.__sysTxCommitSequence")
+        _conn.execute(conn, f"DELETE FROM main.__sysTxCommitSequence WHERE {where} AND "
+                            f"__sysTxCsn < (SELECT max(__sysTxCsn) "
+                            f"FROM main.__sysTxCommitSequence)",
                       params)
-        purged = int(before - _conn.value(conn, "SELECT count(*) FROM __sysTxCommitSequence"))
+        purged = int(before - _conn.value(conn, "SELECT count(*) FROM main.__sysTxCommitSequence"))
         log.info("purge_transaction_sequence: purged %d transaction record(s) (%s)", purged,
                  _describe(older_than_days, up_to_csn))
         return purged

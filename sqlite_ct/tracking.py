@@ -68,7 +68,8 @@ def create_schema(conn: Any, table: str, *,
         raise ValueError("options must include at least one of INSERT, UPDATE, DELETE")
     if mode not in ("native", "portable"):
         raise ValueError(f"mode must be 'native' or 'portable', got {mode!r}")
-    bsn = _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
+    with _conn.writing(conn, "sqlite_ct_create_schema"):
+        bsn = _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
     log.info('create_schema: tracking "%s" (options %s, %s mode), enabled by BSN %s',
              table, TrackingOptions(opts).name or opts, mode, bsn)
     return int(bsn)
@@ -81,7 +82,8 @@ def disable_tracking(conn: Any, table: str) -> None:
     deletes the table's tombstones and its sync article (anchors). Raises
     NotTrackedError when the table is not tracked."""
     _table_name(table, "disable_tracking")
-    _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
+    with _conn.writing(conn, "sqlite_ct_disable_tracking"):
+        _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
     log.info('disable_tracking: stopped tracking "%s"', table)
 
 
@@ -94,27 +96,28 @@ def is_tracked(conn: Any, table: str) -> bool:
 def tracked_tables(conn: Any) -> List[str]:
     """Names of the tracked tables, sorted; reads __sysOCSTrackedObjects."""
     _conn.require_loaded(conn)
-    reconcile(conn)
+    reconcile(conn, order=False)
     exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
                                "AND name='__sysOCSTrackedObjects'")
     if not exists:
         return []
     return [r[0] for r in _conn.rows(
-        conn, "SELECT __sysTName FROM __sysOCSTrackedObjects ORDER BY __sysTName")]
+        conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects ORDER BY __sysTName")]
 
 
-def require_tracked(conn: Any, table: str, func: str) -> str:
-    """The table's stored name, after reconcile(); NotTrackedError when it is
-    not tracked, TableError when a rebuild removed its triggers."""
+def require_tracked(conn: Any, table: str, func: str, *, writing: bool = False) -> str:
+    """The table's stored name, after reconcile() (which repairs the trigger
+    order only for a caller that is `writing` metadata anyway); NotTrackedError
+    when it is not tracked, TableError when a rebuild removed its triggers."""
     _table_name(table, func)
     _conn.require_loaded(conn)
     _conn.value(conn, "SELECT sqlite_ct_check_layout()")
-    reconcile(conn)
+    reconcile(conn, order=writing)
     exists = _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' "
                                "AND name='__sysOCSTrackedObjects'")
     name = None
     if exists:
-        name = _conn.value(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects "
+        name = _conn.value(conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects "
                                  "WHERE __sysTName = ? COLLATE NOCASE", (table,))
     if name is None:
         raise NotTrackedError(f'sqlite-ct: table "{table}" is not tracked; '
@@ -122,7 +125,7 @@ def require_tracked(conn: Any, table: str, func: str) -> str:
     armed, needed = next(_conn.rows(
         conn, "SELECT (SELECT count(*) FROM sqlite_schema WHERE type='trigger' AND tbl_name=?1 "
               "AND name IN ('__sysct_ai_' || ?1, '__sysct_au_' || ?1, '__sysct_ad_' || ?1)), "
-              "2 + ((SELECT __sysTrackOpt FROM __sysOCSTrackedObjects WHERE __sysTName=?1) "
+              "2 + ((SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=?1) "
               "/ 16 & 4 != 0)", (name,)))
     if armed < needed:
         raise TableError(

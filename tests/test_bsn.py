@@ -330,11 +330,17 @@ def test_raise_in_a_user_trigger(conn, action, timing, mode):
     assert_consistent(conn, ["t"])
 
 
-def test_enumeration_puts_sqlite_ct_triggers_first_again(conn):
+def test_metadata_writes_put_sqlite_ct_triggers_first_again_and_reads_do_not(conn):
     make_tables(conn, "t")
     run(conn, "CREATE TRIGGER guard AFTER INSERT ON t WHEN NEW.v = 'bad' "
               "BEGIN SELECT RAISE(IGNORE); END")
-    since = sqlite_ct.enumerate_changes(conn, "t", 0).new_anchor   # repairs the order
+    version = val(conn, "PRAGMA schema_version")
+    since = sqlite_ct.enumerate_changes(conn, "t", 0).new_anchor   # reads: no repair
+    sqlite_ct.get_sent_anchor(conn, "t")
+    sqlite_ct.tracked_tables(conn)
+    assert val(conn, "PRAGMA schema_version") == version
+    assert [p.code for p in sqlite_ct.check(conn)] == ["trigger-order"]
+    sqlite_ct.set_sent_anchor(conn, "t", since)                      # repairs the order
     assert sqlite_ct.check(conn) == []
     run(conn, "INSERT INTO t(id, v) VALUES (1, 'bad')")
     assert sqlite_ct.enumerate_changes(conn, "t", since).inserts == [{"id": 1, "v": "bad"}]

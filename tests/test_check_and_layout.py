@@ -48,12 +48,12 @@ def test_tombstone_for_live_row_is_reported(conn):
     assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
 
 
-NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 2; this "
-         "build reads layouts up to 1); upgrade sqlite-ct")
+NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 3; this "
+         "build reads layouts up to 2); upgrade sqlite-ct")
 
 
 def test_newer_layout_is_refused_everywhere(conn):
-    conn.execute("UPDATE __sysCtMeta SET value = 2 WHERE key = 'layout_version'")
+    conn.execute("UPDATE __sysCtMeta SET value = 3 WHERE key = 'layout_version'")
     for call in (lambda: sqlite_ct.create_schema(conn, "t"),
                  lambda: sqlite_ct.enumerate_changes(conn, "t", 0),
                  lambda: sqlite_ct.disable_tracking(conn, "t")):
@@ -65,20 +65,47 @@ def test_newer_layout_is_refused_everywhere(conn):
     assert sqlite_ct.tracked_tables(conn) == ["t"]
 
 
+LAYOUT = 2
+
+
+def layout_of(conn):
+    return conn.execute("SELECT value FROM __sysCtMeta WHERE key='layout_version'").get
+
+
+def pending(conn, since):
+    cs = sqlite_ct.enumerate_changes(conn, "orders", since)
+    return (sorted(r["id"] for r in cs.inserts), sorted(r["id"] for r in cs.updates),
+            sorted(r["id"] for r in cs.deletes))
+
+
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(FIXTURES) if f.endswith(".db")))
-def test_released_layouts_open(tmp_path, name):
+def test_released_layouts_open_and_upgrade(tmp_path, name):
+    """A database of every released layout works as it is, check() says when
+    it is older, and an upgrade keeps every unsynced change."""
     path = tmp_path / name
     shutil.copy(os.path.join(FIXTURES, name), path)
+    version = int(name.split("layout")[1].split(".")[0])
     conn = apsw.Connection(str(path))
     try:
         sqlite_ct.load(conn)
-        assert sqlite_ct.check(conn) == []
+        assert [p.code for p in sqlite_ct.check(conn)] == (
+            ["layout-outdated"] if version < LAYOUT else [])
         since = sqlite_ct.get_sent_anchor(conn, "orders")
         conn.execute("UPDATE orders SET qty = qty + 1 WHERE id = 1")
-        changes = sqlite_ct.enumerate_changes(conn, "orders", since)
-        assert [r["id"] for r in changes.updates] == [1]
-        assert conn.execute("SELECT value FROM __sysCtMeta WHERE key='layout_version'").get \
-            == int(name.split("layout")[1].split(".")[0])
+        before = pending(conn, since)
+        assert before == ([3], [1], [2])
+        assert layout_of(conn) == version
+        assert conn.execute("SELECT sqlite_ct_create_system_tables()").get == LAYOUT
+        assert layout_of(conn) == LAYOUT
+        assert sqlite_ct.check(conn) == []
+        assert pending(conn, since) == before
+        # the upgraded triggers: OR REPLACE through a UNIQUE index added now is refused
+        conn.execute("CREATE UNIQUE INDEX orders_item ON orders(item)")
+        with pytest.raises(apsw.ConstraintError, match="created after tracking began"):
+            conn.execute("INSERT OR REPLACE INTO orders(id, item, qty) VALUES (9, 'apple', 1)")
+        sqlite_ct.create_schema(conn, "orders")
+        conn.execute("INSERT OR REPLACE INTO orders(id, item, qty) VALUES (9, 'apple', 1)")
+        assert pending(conn, since) == ([3, 9], [], [1, 2])
     finally:
         conn.close()
 
@@ -86,5 +113,27 @@ def test_released_layouts_open(tmp_path, name):
 def test_fixture_script_reproduces_the_fixtures(tmp_path):
     subprocess.run([sys.executable, os.path.join(FIXTURES, "make_fixtures.py"), str(tmp_path)],
                    check=True)
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        f for f in os.listdir(FIXTURES) if f.endswith(".db"))
+    assert os.listdir(tmp_path) == [f"layout{LAYOUT}.db"]
+    assert sorted(f for f in os.listdir(FIXTURES) if f.endswith(".db")) == [
+        f"layout{v}.db" for v in range(1, LAYOUT + 1)]
+
+
+def test_upgraded_layout1_refuses_writes_through_an_attach_alias(tmp_path):
+    """Layout-1 triggers accepted a write through an ATTACH alias (numbered and
+    logged with the other database's numbers); check() says the layout is
+    outdated, and the upgrade installs triggers that refuse it."""
+    path = tmp_path / "layout1.db"
+    shutil.copy(os.path.join(FIXTURES, "layout1.db"), path)
+    main = apsw.Connection(str(tmp_path / "main.db"))
+    sqlite_ct.load(main)
+    main.execute(f"ATTACH '{path}' AS other")
+    main.execute("UPDATE other.orders SET qty = 99 WHERE id = 1")   # accepted: layout 1
+    own = apsw.Connection(str(path))
+    sqlite_ct.load(own)
+    assert [p.code for p in sqlite_ct.check(own)] == ["layout-outdated"]
+    own.execute("SELECT sqlite_ct_create_system_tables()")
+    assert sqlite_ct.check(own) == []
+    own.close()
+    with pytest.raises(apsw.SQLError, match="tracked in a database attached to the connection"):
+        main.execute("UPDATE other.orders SET qty = 98 WHERE id = 1")
+    main.close()

@@ -247,7 +247,7 @@ def test_status_json(db):
     code, out, err = call("status", db, "--json")
     assert (code, err) == (0, "")
     assert json.loads(out) == {
-        "database": db, "client_id": None, "layout_version": 1, "last_committed_csn": 5,
+        "database": db, "client_id": None, "layout_version": 2, "last_committed_csn": 5,
         "tables": [{
             "table": "items", "options": ["insert", "update", "delete"], "mode": "native",
             "enable_bsn": 1,
@@ -304,12 +304,15 @@ def test_status_and_changes_do_not_write(db):
 
 
 def test_status_reports_an_anchor_below_the_purged_tombstones(db):
+    conn = connect(db)
+    sqlite_ct.set_sent_anchor(conn, "items", 2)
+    conn.close()
     assert call("purge", db, "items", "--up-to-csn", "5")[0] == 0
     doc = json.loads(call("status", db, "--json")[1])
     table = doc["tables"][0]
     assert table["pending"] is None and table["min_valid_csn"] == 5
     assert table["problem"] == (
-        'anchor 0 of table "items" is older than its oldest kept change (CSN 5): '
+        'anchor 2 of table "items" is older than its oldest kept change (CSN 5): '
         "tombstones it needs were purged; reinitialise the replica")
 
 

@@ -84,7 +84,7 @@ def test_creates_the_system_tables_and_registers_the_table(conn):
     assert sys_tables(conn) == SYSTEM_TABLES
     meta = dict(q(conn, "SELECT key, value FROM __sysCtMeta"))
     assert meta.keys() == {"layout_version", "database_id"}
-    assert meta["layout_version"] == 1
+    assert meta["layout_version"] == 2
     # the database's identity, written into its triggers (see test_attached.py)
     assert isinstance(meta["database_id"], int) and meta["database_id"] > 0
     assert q(conn, "SELECT * FROM __sysOCSTrackedObjects") == [
@@ -104,7 +104,8 @@ def test_second_call_is_idempotent(conn):
 
     assert sqlite_ct.create_schema(conn, "t") == enable
     assert (columns(conn, "t"), triggers(conn, "t"), indexes(conn, "t")) == shape
-    assert val(conn, "SELECT count(*) FROM sqlite_schema WHERE type='trigger'") == len(ALL_TRIGGERS)
+    assert val(conn, "SELECT count(*) FROM sqlite_schema WHERE type='trigger' "
+                     "AND tbl_name='t'") == len(ALL_TRIGGERS)
     assert q(conn, "SELECT * FROM __sysTxCommitSequence") == log
     assert q(conn, "SELECT __sysTName, __sysEnableTxBsn FROM __sysOCSTrackedObjects") == [
         ("t", enable)]

@@ -162,10 +162,11 @@ def test_malformed_key_sql(conn, sql, packed, message):
     with pytest.raises(HOST_ERRORS) as exc:
         q(conn, sql, (packed,))
     assert str(exc.value) == message
+    # SQLITE_ERROR: SQLITE_CORRUPT would roll back the caller's transaction
     if isinstance(conn, apsw.Connection):
-        assert isinstance(exc.value, apsw.CorruptError)
+        assert isinstance(exc.value, apsw.SQLError)
     else:
-        assert exc.value.sqlite_errorcode == sqlite3.SQLITE_CORRUPT
+        assert exc.value.sqlite_errorcode == sqlite3.SQLITE_ERROR
     assert val(conn, "SELECT 1") == 1
 
 
@@ -263,3 +264,21 @@ def test_pack_and_unpack_need_a_tracked_table(keyed):
             call()
         assert str(exc.value) == ('sqlite-ct: table "plain" is not tracked; '
                                   'call create_schema(conn, "plain") first')
+
+
+@pytest.mark.parametrize("sql", ["SELECT sqlite_ct_unpack_key(x'0100', 0)",
+                                 "SELECT sqlite_ct_key_count('zz')",
+                                 "SELECT sqlite_ct_key_count(5)"])
+def test_malformed_key_inside_a_write_transaction_keeps_the_transaction(conn, sql):
+    """A bad user-supplied key is an error of that statement only: not
+    SQLITE_CORRUPT, which makes SQLite roll back the caller's transaction and
+    fail every later statement with "database disk image is malformed"."""
+    q(conn, "CREATE TABLE mine(id INTEGER PRIMARY KEY)")
+    q(conn, "BEGIN")
+    q(conn, "INSERT INTO mine(id) VALUES (1)")
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, sql)
+    assert "sqlite-ct: malformed tombstone key" in str(exc.value)
+    q(conn, "INSERT INTO mine(id) VALUES (2)")
+    q(conn, "COMMIT")
+    assert q(conn, "SELECT id FROM mine") == [(1,), (2,)]

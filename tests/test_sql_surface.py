@@ -35,8 +35,14 @@ SURFACE = {
     ("sqlite_ct_bsn", 0): INNOCUOUS,
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_write_bsn", 2): INNOCUOUS,
-    ("sqlite_ct_insert_when", 8): INNOCUOUS,
-    ("sqlite_ct_update_when", 11): INNOCUOUS,
+    ("sqlite_ct_uncommitted_writes", 0): INNOCUOUS,
+    ("sqlite_ct_insert_when", -1): INNOCUOUS,    # newer layouts: LayoutError
+    ("sqlite_ct_update_when", -1): INNOCUOUS,
+    ("sqlite_ct_write_bsn", -1): INNOCUOUS,
+    ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
+    ("sqlite_ct_insert_when", 10): INNOCUOUS,
+    ("sqlite_ct_update_when", 11): INNOCUOUS,    # layout-1 triggers
+    ("sqlite_ct_update_when", 13): INNOCUOUS,
     ("sqlite_ct_default_bsn", 0): INNOCUOUS,
     ("sqlite_ct_victim", 2): INNOCUOUS,
     ("sqlite_ct_stamp_end", 1): INNOCUOUS,
@@ -159,12 +165,67 @@ def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_of
 
 def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
-    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(1,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(2,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
-    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(1,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(2,)]
     debug = dict(line.split("=", 1) for line in
                  q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
     assert debug["version"] == sqlite_ct.__version__
-    assert debug["layout"] == "1"
+    assert debug["layout"] == "2"
     assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("SELECT sqlite_ct_create_schema(NULL)", "sqlite-ct: sqlite_ct_create_schema() needs a table name"),
+    ("SELECT sqlite_ct_create_schema('t', 9)", "sqlite-ct: tracking options must be an integer"
+     " from 1 to 7 (1 insert, 2 update, 4 delete, 7 all)"),
+    ("SELECT sqlite_ct_create_schema('t', 7, 'x')",
+     "sqlite-ct: tracking mode must be 'native' or 'portable'"),
+    ("SELECT sqlite_ct_disable_tracking(1)", "sqlite-ct: sqlite_ct_disable_tracking() needs a table name"),
+])
+def test_bad_arguments_are_ordinary_sql_errors(conn, sql, message):
+    """SQLITE_ERROR, not SQLITE_MISUSE: Python's sqlite3 turns MISUSE into an
+    InterfaceError ("bad parameter or other API misuse") and drops the message."""
+    import sqlite3
+    q(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, sql)
+    assert str(exc.value) == message
+    assert not isinstance(exc.value, sqlite3.InterfaceError)
+
+
+def test_a_table_name_with_a_nul_character_is_refused(conn):
+    q(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, "SELECT sqlite_ct_create_schema(?)", ("t\x00x",))
+    assert str(exc.value) == ("sqlite-ct: sqlite_ct_create_schema(): a table name cannot"
+                              " contain a NUL character")
+    with pytest.raises(sqlite_ct.TableError):
+        sqlite_ct.create_schema(conn, "t\x00x")
+    assert not sqlite_ct.is_tracked(conn, "t")
+
+
+@pytest.mark.parametrize("name", ["malformed tombstone key", "written by a newer sqlite-ct",
+                                  'x" is not tracked'])
+def test_error_classes_do_not_depend_on_names_in_messages(conn, name):
+    """A missing table whose name reads like another message is a TableError."""
+    with pytest.raises(sqlite_ct.TableError) as exc:
+        sqlite_ct.create_schema(conn, name)
+    assert type(exc.value) is sqlite_ct.TableError
+    assert str(exc.value) == f'sqlite-ct: no such table: "{name}"'
+
+
+@pytest.mark.parametrize("call", ["sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)",
+                                  "sqlite_ct_update_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+                                  " 13, 14)",
+                                  "sqlite_ct_write_bsn(1, 2, 3)"])
+def test_triggers_of_a_newer_layout_fail_with_a_layout_error(conn, call):
+    """A newer layout's triggers pass more arguments; this build refuses them
+    with the newer-layout message (LayoutError), not "wrong number of
+    arguments"."""
+    from sqlite_ct import _conn
+    with pytest.raises(HOST_ERRORS) as exc:
+        q(conn, f"SELECT {call}")
+    assert isinstance(_conn.translate(exc.value), sqlite_ct.LayoutError)
+    assert "upgrade sqlite-ct" in str(exc.value)

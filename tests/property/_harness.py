@@ -80,11 +80,15 @@ class Shape:
     keys: Tuple[str, ...]
     has_unique: bool
     range_column: str        # integer key column for BETWEEN and key shifts
+    # the text key part of composite keys, by index parity
+    key_texts: Tuple[str, str] = ("x", "y")
+    # run after create_schema(), which then runs again (an index created later)
+    later_ddl: str = ""
 
     def key(self, i: int) -> Key:
         if len(self.keys) == 1:
             return (i,)
-        return (("x", "y")[i % 2], i // 2)
+        return (self.key_texts[i % 2], i // 2)
 
     @property
     def columns(self) -> Tuple[str, ...]:
@@ -123,6 +127,23 @@ SHAPES = {
         f"CREATE TABLE pairs(k1 TEXT NOT NULL, k2 INTEGER NOT NULL, u TEXT UNIQUE, v,"
         f" {_CHECK}, PRIMARY KEY(k1, k2)) WITHOUT ROWID",
         ("k1", "k2"), True, "k2"),
+    # A NOCASE key in a rowid table: keys 'x' and 'X' are one key to SQLite,
+    # so writes change a key's spelling (a delete plus an insert to a replica)
+    # and OR REPLACE displaces the other spelling.
+    "composite_nocase_key": Shape(
+        "composite_nocase_key", "spellings",
+        f"CREATE TABLE spellings(k1 TEXT COLLATE NOCASE NOT NULL, k2 INTEGER NOT NULL,"
+        f" u TEXT UNIQUE, v, {_CHECK}, PRIMARY KEY(k1, k2))",
+        ("k1", "k2"), True, "k2", key_texts=("x", "X")),
+    # The UNIQUE index is created after tracking began (create_schema() runs
+    # again, as the refusal of writes asks).
+    "unique_added_later": Shape(
+        "unique_added_later", "later",
+        f"CREATE TABLE later(id INTEGER PRIMARY KEY, u TEXT, v, {_CHECK})",
+        ("id",), True, "id",
+        later_ddl="UPDATE later SET u = NULL WHERE rowid NOT IN"
+                  " (SELECT min(rowid) FROM later GROUP BY u);"
+                  " CREATE UNIQUE INDEX later_u ON later(u)"),
 }
 
 

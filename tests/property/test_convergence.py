@@ -78,6 +78,9 @@ WRITE_OPS = [
     _op("update_key", st.sampled_from(UPDATE_VERBS), KEY, KEY),
     _op("shift", st.sampled_from(UPDATE_VERBS), KEY, KEY, st.sampled_from([-1, 1, 2])),
     _op("update_range", KEY, KEY, VALUE),
+    # OR REPLACE through the rowid of a rowid table keyed otherwise
+    _op("replace_rowid", st.integers(1, 8), ROW),
+    _op("update_rowid", st.integers(1, 8), KEY),
     _op("delete", KEY),
     _op("delete_range", KEY, KEY),
     _op("other_table", KEY, VALUE),
@@ -218,8 +221,16 @@ class Scenario:
         first.execute(f"CREATE TABLE {OTHER}(id INTEGER PRIMARY KEY, v)")
         sqlite_ct.create_schema(first.conn, OTHER, mode=mode)
         self.enable_bsn = sqlite_ct.create_schema(first.conn, self.table, mode=mode)
+        if shape.later_ddl:
+            first.execute(shape.later_ddl)
+            assert sqlite_ct.create_schema(first.conn, self.table, mode=mode) == self.enable_bsn
         if not open_before_schema:
             others = [opener(kind) for kind in hosts[1:]]
+        elif shape.later_ddl:
+            # SQLite resolves ON CONFLICT(u) against the schema a connection
+            # has loaded, before it notices another connection's change
+            for h in others:
+                h.execute("SELECT count(*) FROM sqlite_schema")
         self.conns = [Conn(h) for h in [first] + others]
         for c, on in zip(self.conns, recursive_triggers):
             self.op_recursive_triggers(c, on)
@@ -367,6 +378,24 @@ class Scenario:
     def sql_other_table(self, i: int, v: Any):
         # A second tracked table: a transaction writing both still logs one BSN.
         return f"INSERT OR REPLACE INTO {OTHER}(id, v) VALUES (?, ?)", [i, v]
+
+    def keyed_otherwise(self) -> bool:
+        """A rowid table whose key is not the rowid."""
+        return "WITHOUT ROWID" not in self.shape.ddl and len(self.shape.keys) > 1
+
+    def sql_replace_rowid(self, rowid: int, row: tuple):
+        marks, params = self.values([row])
+        if not self.keyed_otherwise():
+            return f"INSERT OR REPLACE INTO {q(self.table)}({self.cols()}) VALUES {marks}", params
+        return (f"INSERT OR REPLACE INTO {q(self.table)}(rowid, {self.cols()})"
+                f" VALUES (?, {marks[1:]}", [rowid] + params)
+
+    def sql_update_rowid(self, rowid: int, i: int):
+        if not self.keyed_otherwise():
+            return f"UPDATE OR REPLACE {q(self.table)} SET v = v WHERE {self.shape.key_match()}", \
+                list(self.shape.key(i))
+        return (f"UPDATE OR REPLACE {q(self.table)} SET rowid = ? WHERE {self.shape.key_match()}",
+                [rowid] + list(self.shape.key(i)))
 
     def sql_delete(self, i: int):
         return f"DELETE FROM {q(self.table)} WHERE {self.shape.key_match()}", list(self.shape.key(i))
