@@ -138,6 +138,40 @@ class Side(abc.ABC):
         tables still there."""
 
 
+def decide(resolver: ConflictResolver, handler: Optional[Handler], conflict: Conflict,
+           where: str, incoming_wins: ResolveAction) -> ApplyAction:
+    """What to do with a conflict, for every hub and the client: the
+    resolver's choice for its type, asking `handler` on FIRE_EVENT.
+    `where` ("client"/"server") names the side in errors; `incoming_wins` is
+    the choice by which the incoming change wins there."""
+    choice = resolver.action_for(conflict.type)
+    if choice is ResolveAction.FIRE_EVENT and handler is None \
+            and conflict.type in (ConflictType.ERRORS_OCCURRED, ConflictType.UNKNOWN):
+        # A store error has no winner to pick: kept in the inbox, the rest of
+        # the sync goes on (a row that cannot be applied must not block every
+        # later sync).
+        choice = ResolveAction.DEFER
+    if choice is ResolveAction.FIRE_EVENT:
+        if handler is None:
+            raise SyncError(
+                f'sqlite-ct sync: {conflict.type.value} conflict on table "{conflict.table}" '
+                f"key {conflict.key!r} on the {where}"
+                + (f" ({conflict.error})" if conflict.error else "")
+                + "; the conflict resolver says FIRE_EVENT but the provider has no "
+                  "on_apply_change_failed handler")
+        action = handler(conflict)
+        if not isinstance(action, ApplyAction):
+            raise SyncError(f"sqlite-ct sync: on_apply_change_failed returned {action!r}, "
+                            f"not an ApplyAction")
+        return action
+    if choice is ResolveAction.DEFER:
+        conflict.deferred = True
+        return ApplyAction.CONTINUE
+    if choice is incoming_wins:
+        return ApplyAction.RETRY_WITH_FORCE_WRITE
+    return ApplyAction.CONTINUE
+
+
 class Applier:
     """Applies a group's TableChanges on one side, inside the caller's transaction."""
 
@@ -297,32 +331,7 @@ class Applier:
 
     def _decide(self, conflict: Conflict) -> ApplyAction:
         side = self.side
-        choice = side.resolver.action_for(conflict.type)
-        if choice is ResolveAction.FIRE_EVENT and side.handler is None \
-                and conflict.type in (ConflictType.ERRORS_OCCURRED, ConflictType.UNKNOWN):
-            # A store error has no winner to pick: kept in the inbox, the rest
-            # of the sync goes on (a row that cannot be applied must not block
-            # every later sync).
-            choice = ResolveAction.DEFER
-        if choice is ResolveAction.FIRE_EVENT:
-            if side.handler is None:
-                raise SyncError(
-                    f'sqlite-ct sync: {conflict.type.value} conflict on table "{conflict.table}" '
-                    f"key {conflict.key!r} on the {side.where}"
-                    + (f" ({conflict.error})" if conflict.error else "")
-                    + "; the conflict resolver says FIRE_EVENT but the provider has no "
-                      "on_apply_change_failed handler")
-            action = side.handler(conflict)
-            if not isinstance(action, ApplyAction):
-                raise SyncError(f"sqlite-ct sync: on_apply_change_failed returned {action!r}, "
-                                f"not an ApplyAction")
-            return action
-        if choice is ResolveAction.DEFER:
-            conflict.deferred = True
-            return ApplyAction.CONTINUE
-        if choice is side.incoming_wins:
-            return ApplyAction.RETRY_WITH_FORCE_WRITE
-        return ApplyAction.CONTINUE
+        return decide(side.resolver, side.handler, conflict, side.where, side.incoming_wins)
 
     def _resolve(self, st: Staged, seq: int) -> None:
         side = self.side

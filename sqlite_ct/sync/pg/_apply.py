@@ -33,6 +33,7 @@ import itertools
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
+from .._apply import decide
 from ..enums import ApplyAction, ConflictType, ResolveAction, SyncStage
 from ..errors import SyncError
 from ..messages import TableChanges
@@ -356,31 +357,8 @@ class Applier:
         return " AND ".join(parts), params
 
     def _decide(self, conflict: Conflict) -> ApplyAction:
-        choice = self.resolver.action_for(conflict.type)
-        if choice is ResolveAction.FIRE_EVENT and self.handler is None \
-                and conflict.type in (ConflictType.ERRORS_OCCURRED, ConflictType.UNKNOWN):
-            # As on the SQLite hub: a store error has no winner to pick; it goes
-            # to the client's conflict inbox and the rest of the upload goes on.
-            choice = ResolveAction.DEFER
-        if choice is ResolveAction.DEFER:
-            conflict.deferred = True
-            return ApplyAction.CONTINUE
-        if choice is ResolveAction.FIRE_EVENT:
-            if self.handler is None:
-                raise SyncError(
-                    f'sqlite-ct sync: {conflict.type.value} conflict on table "{conflict.table}" '
-                    f"key {conflict.key!r} on the server"
-                    + (f" ({conflict.error})" if conflict.error else "")
-                    + "; the conflict resolver says FIRE_EVENT but the provider has no "
-                      "on_apply_change_failed handler")
-            action = self.handler(conflict)
-            if not isinstance(action, ApplyAction):
-                raise SyncError(f"sqlite-ct sync: on_apply_change_failed returned {action!r}, "
-                                f"not an ApplyAction")
-            return action
-        if choice is ResolveAction.CLIENT_WINS:
-            return ApplyAction.RETRY_WITH_FORCE_WRITE
-        return ApplyAction.CONTINUE
+        return decide(self.resolver, self.handler, conflict, "server",
+                      ResolveAction.CLIENT_WINS)
 
     def _conflict(self, st: Staged, ctype: ConflictType, key: Row, incoming: Optional[Row],
                   error: Optional[str]) -> Conflict:
