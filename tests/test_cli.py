@@ -18,7 +18,8 @@ from sqlite_ct import cli
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(sqlite_ct.__file__)))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["enable", "disable", "status", "changes", "purge", "check", "sync", "demo", "serve"]
+COMMANDS = ["enable", "disable", "status", "changes", "purge", "check", "sync", "reinitialise",
+            "reidentify", "conflicts", "resolve", "demo", "serve"]
 
 
 def call(*args):
