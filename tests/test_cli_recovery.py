@@ -317,3 +317,29 @@ def test_exit_codes_are_in_the_help():
     text = cli.build_parser().format_help()
     assert "  3  sync, reinitialise: the hub cannot serve the client" in text
     assert "  4  sync, reinitialise: the client database is a copy" in text
+
+
+def test_resolve_refuses_a_delete_that_would_leave_the_hubs_row(tmp_path, hub):
+    # The hub's new row cannot be applied on the client: the client has no
+    # row of that key, so deleting it would change nothing and the replicas
+    # would differ for good.
+    a = str(tmp_path / "a.db")
+    write(a, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT CHECK (name IS NOT "
+             "'evil'), data BLOB)")
+    assert call("sync", a, hub, "--table", "items")[0] == 0
+    write(hub, "INSERT INTO items(id, name) VALUES (5, 'evil')")
+    assert call("sync", a, hub)[0] == 0
+    (c,) = json.loads(call("conflicts", a, "--json")[1])["conflicts"]
+    assert (c["key"], c["client_row"]) == ({"id": 5}, None)
+    message = (f'sqlite-ct: error: conflict {c["id"]}: items {{"id": 5}} is not on the client, '
+               f"so deleting it is no change to upload and the hub would keep its row; to "
+               f"apply the hub's row use --take-server (then sync and delete it to remove it "
+               f"from the hub too), or write a row with --row\n")
+    for option in ("--keep-local", "--delete"):
+        assert call("resolve", a, str(c["id"]), option) == (1, "", message)
+    assert len(json.loads(call("conflicts", a, "--json")[1])["conflicts"]) == 1
+    assert call("resolve", a, str(c["id"]), "--row",
+                '{"id": 5, "name": "good", "data": null}')[0] == 0
+    assert call("sync", a, hub)[0] == 0
+    assert rows(a) == rows(hub)
+    assert rows(hub)[-1] == (5, "good", None)
