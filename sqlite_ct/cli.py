@@ -934,6 +934,15 @@ def cmd_reinitialise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_reidentify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reidentify CLIENT_DB HUB_DB|URL`: SyncAgent.reidentify()."""
     with recovery_agent(args, err) as agent:
+        named = {t.name.lower() for t in agent.tables}
+        left = [t for t in synced_tables(agent.client.conn) if t.lower() not in named]
+        if left:
+            # A table synced under the old id and not reinitialised would
+            # download its own earlier uploads as another client's changes.
+            raise CliError(f"reidentify gives all of {args.client_db} a new client id, so "
+                           f"every table it has synced is reinitialised; add "
+                           f"{' '.join('--table ' + shlex.quote(t) for t in left)}, or "
+                           f"leave out --table")
         previous = agent.client.client_id
         stats = agent.reidentify()
         tables = [t.name for t in agent.tables]
@@ -1471,7 +1480,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the hub database, or the URL of a sync service")
         p.add_argument("--table", dest="tables", metavar="T", action="append", default=[],
                        help="table to reinitialise (repeat for several; default: every "
-                            "table the client has synced)")
+                            "table the client has synced"
+                            + (", which reidentify needs all of)" if name == "reidentify"
+                               else ")"))
         p.add_argument("--token", metavar="TOKEN",
                        help="bearer token for a sync service URL (default: the "
                             "SQLITE_CT_TOKEN environment variable)")

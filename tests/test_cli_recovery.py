@@ -343,3 +343,18 @@ def test_resolve_refuses_a_delete_that_would_leave_the_hubs_row(tmp_path, hub):
     assert call("sync", a, hub)[0] == 0
     assert rows(a) == rows(hub)
     assert rows(hub)[-1] == (5, "good", None)
+
+
+def test_reidentify_reinitialises_every_synced_table_or_refuses(tmp_path, hub):
+    write(hub, "CREATE TABLE other(id INTEGER PRIMARY KEY, v TEXT)")
+    a = str(tmp_path / "a.db")
+    assert call("sync", a, hub, "--table", "items", "--table", "other")[0] == 0
+    before = sqlite_ct.client_id(connect(a))
+    assert call("reidentify", a, hub, "--table", "items") == (
+        1, "", f"sqlite-ct: error: reidentify gives all of {a} a new client id, so every "
+               f"table it has synced is reinitialised; add --table other, or leave out "
+               f"--table\n")
+    assert sqlite_ct.client_id(connect(a)) == before
+    code, out, err = call("reidentify", a, hub, "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["tables"] == ["items", "other"]
