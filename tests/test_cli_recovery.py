@@ -358,3 +358,9 @@ def test_reidentify_reinitialises_every_synced_table_or_refuses(tmp_path, hub):
     code, out, err = call("reidentify", a, hub, "--json")
     assert (code, err) == (0, "")
     assert json.loads(out)["tables"] == ["items", "other"]
+
+
+def test_resolve_row_reads_the_json_value_encoding_of_changes(rejected):
+    assert call("resolve", rejected, "1", "--row",
+                '{"id": 1, "name": "x", "data": {"$float": "-Infinity"}}')[0] == 0
+    assert rows(rejected)[0] == (1, "x", float("-inf"))
