@@ -9,6 +9,8 @@ documents each command, its output formats and its exit codes:
     1  an error (named on stderr), or `check` found problems
     2  a usage error (argparse), or the command is not available in this
        version of sqlite-ct
+    3  sync: the hub refuses the client's anchors; run `sqlite-ct reinitialise`
+    4  sync: the client database is a copy; run `sqlite-ct reidentify`
 
 Errors go to stderr as "sqlite-ct: error: <what is wrong>". Commands that read
 (status, changes, check) never create a database file; neither do enable,
@@ -790,6 +792,312 @@ def _sync_module() -> Optional[Any]:
     return sync if hasattr(sync, "SyncAgent") else None
 
 
+# --- recovery: reinitialise, reidentify -----------------------------------------
+
+# `sync`, `reinitialise` and `reidentify` exit with these when the hub refuses
+# the client's state; stderr names the command that recovers.
+EXIT_REINITIALISE = 3
+EXIT_REIDENTIFY = 4
+
+
+def recovery_command(command: str, args: argparse.Namespace,
+                     tables: Sequence[str] = ()) -> str:
+    """The `sqlite-ct reinitialise|reidentify ...` line that answers a refused
+    sync of `args`. A token given on the command line is not repeated (it
+    would end up in logs); the line says where it goes."""
+    words = [PROG, command, args.client_db, args.hub_db]
+    for table in tables or args.tables:
+        words += ["--table", table]
+    line = " ".join(shlex.quote(w) for w in words)
+    return line + (" --token TOKEN" if args.token is not None else "")
+
+
+def with_recovery_hint(command: Callable[..., int], args: argparse.Namespace,
+                       out: TextIO, err: TextIO) -> int:
+    """Run a sync command; a hub that refuses the client's anchors
+    (ReinitialiseRequired) or replica (ReplicaCopied) becomes an error that
+    names the command to run, with exit code 3 or 4."""
+    sync = _sync_module()
+    if sync is None:
+        return command(args, out, err)
+    try:
+        return command(args, out, err)
+    except sync.ReplicaCopied as exc:
+        raise CliError(f"{_strip_prefix(str(exc))}\n{PROG}: run: "
+                       f"{recovery_command('reidentify', args)} (gives {args.client_db} its "
+                       f"own client id; unsent changes are kept)", code=EXIT_REIDENTIFY) from exc
+    except sync.ReinitialiseRequired as exc:
+        table = getattr(exc, "table", None)
+        raise CliError(f"{_strip_prefix(str(exc))}\n{PROG}: run: "
+                       f"{recovery_command('reinitialise', args, [table] if table else [])} "
+                       f"(brings the client back in line with the hub; unsent changes are "
+                       f"kept)", code=EXIT_REINITIALISE) from exc
+
+
+def synced_tables(conn: Connection) -> List[str]:
+    """The tables this client database has synced (a received anchor in
+    __sysSyncArticles), in the order they were first synced."""
+    if not system_table_exists(conn, "__sysSyncArticles"):
+        return []
+    return [r[0] for r in conn.execute(
+        "SELECT TableName FROM __sysSyncArticles WHERE ReceivedAnchor IS NOT NULL "
+        "ORDER BY rowid").fetchall()]
+
+
+@contextlib.contextmanager
+def recovery_agent(args: argparse.Namespace, err: TextIO) -> Iterator[Any]:
+    """A SyncAgent between the existing CLIENT_DB and HUB_DB (a hub file or
+    a sync service URL) over --table, or every table the client has synced;
+    its client connection is agent.client.conn."""
+    sync = _sync_module()
+    if sync is None:
+        raise CliError(f"{args.command} is not available: this version of sqlite-ct has no "
+                       f"sqlite_ct.sync package", code=EXIT_UNAVAILABLE)
+    url = args.hub_db.startswith(("http://", "https://"))
+    if not url:
+        if args.token is not None:
+            raise CliError("--token is for a sync service URL; HUB_DB is a database file",
+                           code=2)
+        if os.path.abspath(args.client_db) == os.path.abspath(args.hub_db):
+            raise CliError("the client and the hub must be different databases", code=2)
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(database(args.client_db))
+        tables = list(args.tables) or synced_tables(client)
+        if not tables:
+            raise CliError(f'the client "{args.client_db}" has not synced any table yet; '
+                           f"run: {PROG} sync {shlex.quote(args.client_db)} "
+                           f"{shlex.quote(args.hub_db)}")
+        if url:
+            server = stack.enter_context(_http_provider(args))
+            offered = server.tables()
+            known = {t.lower() for t in offered}
+            for table in tables:
+                if table.lower() not in known:
+                    raise CliError(f'the service at {args.hub_db} does not serve table '
+                                   f'"{table}"; it offers: {", ".join(offered)}')
+        else:
+            hub = stack.enter_context(database(args.hub_db))
+            for table in tables:
+                if not table_exists(hub, table):
+                    raise CliError(f'no such table on the hub "{args.hub_db}": "{table}"')
+            server = sync.ServerSyncProvider(hub)
+        bar = progress_display(err, err.isatty())
+        stack.callback(bar.finish)
+        yield sync.SyncAgent(sync.ClientSyncProvider(client), server, tables,
+                             progress=_progress_callback(bar))
+
+
+def _http_provider(args: argparse.Namespace) -> Any:
+    try:
+        import sqlite_ct.sync.http as http
+    except ImportError as exc:
+        raise CliError(f"syncing over HTTP needs httpx ({exc}); install "
+                       f"sqlite-ct[server]", code=EXIT_UNAVAILABLE)
+    token = args.token if args.token is not None else os.environ.get("SQLITE_CT_TOKEN")
+    if not token:
+        raise CliError("syncing with a service needs a token: --token TOKEN (or the "
+                       "SQLITE_CT_TOKEN environment variable)", code=2)
+    try:
+        return http.HttpServerProvider(args.hub_db, token=token)
+    except ValueError as exc:
+        raise CliError(str(exc), code=2)
+
+
+def write_session(out: TextIO, stats: Any) -> None:
+    """A session's SyncStatistics as `sync` prints them."""
+    out.write(f"uploaded {stats.total_changes_uploaded} change(s): "
+              f"{stats.upload_changes_applied} applied, {stats.upload_changes_failed} failed\n")
+    out.write(f"downloaded {stats.total_changes_downloaded} change(s): "
+              f"{stats.download_changes_applied} applied, {stats.download_changes_failed} "
+              f"failed, in {stats.download_batches} batch(es)\n")
+    out.write(f"conflicts: {len(stats.conflicts)}\n")
+    for c in stats.conflicts:
+        action = "" if c.action is None else f" -> {c.action.value}"
+        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}"
+                  + (f" ({c.error})" if getattr(c, "error", None) else "") + "\n")
+
+
+def cmd_reinitialise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reinitialise CLIENT_DB HUB_DB|URL`: SyncAgent.reinitialise()."""
+    with recovery_agent(args, err) as agent:
+        stats = agent.reinitialise()
+        tables = [t.name for t in agent.tables]
+        client_id = agent.client.client_id
+    if args.json:
+        write_json(out, sync_document(stats, args.client_db, args.hub_db, tables, client_id))
+        return EXIT_OK
+    out.write(f"reinitialised {args.client_db} from {args.hub_db}: {', '.join(tables)}\n")
+    write_session(out, stats)
+    return EXIT_OK
+
+
+def cmd_reidentify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reidentify CLIENT_DB HUB_DB|URL`: SyncAgent.reidentify()."""
+    with recovery_agent(args, err) as agent:
+        named = {t.name.lower() for t in agent.tables}
+        left = [t for t in synced_tables(agent.client.conn) if t.lower() not in named]
+        if left:
+            # A table synced under the old id and not reinitialised would
+            # download its own earlier uploads as another client's changes.
+            raise CliError(f"reidentify gives all of {args.client_db} a new client id, so "
+                           f"every table it has synced is reinitialised; add "
+                           f"{' '.join('--table ' + shlex.quote(t) for t in left)}, or "
+                           f"leave out --table")
+        previous = agent.client.client_id
+        stats = agent.reidentify()
+        tables = [t.name for t in agent.tables]
+        client_id = agent.client.client_id
+    if args.json:
+        document = sync_document(stats, args.client_db, args.hub_db, tables, client_id)
+        document["previous_client_id"] = str(previous)
+        write_json(out, document)
+        return EXIT_OK
+    out.write(f"{args.client_db} has a new client id: {client_id} (was {previous})\n")
+    out.write(f"reinitialised {args.client_db} from {args.hub_db}: {', '.join(tables)}\n")
+    write_session(out, stats)
+    return EXIT_OK
+
+
+# --- the conflict inbox ------------------------------------------------------------
+
+def _inbox_provider(conn: Connection) -> Any:
+    sync = _sync_module()
+    if sync is None or not hasattr(sync.ClientSyncProvider, "conflicts"):
+        raise CliError("the conflict inbox is not available: this version of sqlite-ct has "
+                       "no sqlite_ct.sync conflict inbox", code=EXIT_UNAVAILABLE)
+    return sync.ClientSyncProvider(conn)
+
+
+def conflict_document(c: Any) -> Dict[str, Any]:
+    """One StoredConflict as JSON (docs/cli.md, `conflicts --json`)."""
+    return {"id": c.id, "table": c.table, "key": json_row(c.key), "stage": c.stage.value,
+            "type": c.type.value, "error": c.error, "time": c.time.isoformat(),
+            "client_row": None if c.client_row is None else json_row(c.client_row),
+            "server_row": None if c.server_row is None else json_row(c.server_row)}
+
+
+def cmd_conflicts(args: argparse.Namespace, out: TextIO) -> int:
+    """`conflicts CLIENT_DB`: ClientSyncProvider.conflicts()."""
+    with database(args.db) as conn:
+        if args.table is not None and not table_exists(conn, args.table):
+            raise CliError(f'no such table: "{args.table}"')
+        stored = _inbox_provider(conn).conflicts(args.table)
+    if args.json:
+        write_json(out, {"database": args.db,
+                         "conflicts": [conflict_document(c) for c in stored]})
+        return EXIT_OK
+    if not stored:
+        out.write("no deferred conflicts\n")
+        return EXIT_OK
+    out.write(render_table(
+        ["id", "table", "key", "stage", "type", "time", "error"],
+        [[str(c.id), c.table, json.dumps(json_row(c.key), ensure_ascii=False), c.stage.value,
+          c.type.value, c.time.isoformat(timespec="seconds"), c.error or ""]
+         for c in stored]) + "\n")
+    return EXIT_OK
+
+
+def value_from_json(column: str, value: Any) -> Any:
+    """A column value of --row: the encoding of json_value() read back."""
+    if isinstance(value, dict):
+        if value.get("$base64") is True and isinstance(value.get("encoded"), str) \
+                and len(value) == 2:
+            try:
+                return base64.b64decode(value["encoded"], validate=True)
+            except ValueError:
+                raise CliError(f'--row: column "{column}": "encoded" is not base64')
+        if set(value) == {"$float"} and value["$float"] in ("Infinity", "-Infinity"):
+            return float(value["$float"])
+        raise CliError(f'--row: column "{column}": an object value must be '
+                       f'{{"$base64": true, "encoded": BASE64}} or '
+                       f'{{"$float": "Infinity"|"-Infinity"}}')
+    if isinstance(value, list):
+        raise CliError(f'--row: column "{column}": a value is a number, a string, null, '
+                       f'or a blob as {{"$base64": true, "encoded": BASE64}}')
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def row_from_json(conn: Connection, text: str, conflict: Any) -> Dict[str, Any]:
+    """--row: a full row of the conflict's table, whose key is the conflict's."""
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"--row is not valid JSON: {exc}")
+    if not isinstance(document, dict):
+        raise CliError('--row must be a JSON object of the row\'s columns, e.g. '
+                       '{"id": 1, "name": "x"}')
+    columns = {name.lower(): (name, pk) for name, pk in conn.execute(
+        "SELECT name, pk FROM pragma_table_info(?)", (conflict.table,)).fetchall()
+        if not name.startswith("__sys")}
+    row: Dict[str, Any] = {}
+    for given, value in document.items():
+        if given.lower() not in columns:
+            raise CliError(f'--row: table "{conflict.table}" has no column "{given}"')
+        row[columns[given.lower()][0]] = value_from_json(given, value)
+    missing = [name for name, _ in columns.values() if name not in row]
+    if missing:
+        raise CliError(f"--row must be a full row; it lacks: {', '.join(missing)}")
+    key = {k.lower(): v for k, v in conflict.key.items()}
+    for name, pk in columns.values():
+        if pk and name.lower() in key and (row[name] != key[name.lower()]
+                                           or type(row[name]) is not type(key[name.lower()])):
+            raise CliError(f"--row: the key {json.dumps(json_row(conflict.key))} of "
+                           f"conflict {conflict.id} cannot change; the row has "
+                           f"{name} = {json.dumps(json_value(row[name]))}")
+    return row
+
+
+def _key_exists(conn: Connection, conflict: Any) -> bool:
+    """Whether the conflict's table has a row with the conflict's key."""
+    names = list(conflict.key)
+    where = " AND ".join(f"{_conn.quote_identifier(k)} IS ?" for k in names)
+    return conn.execute(f"SELECT 1 FROM main.{_conn.quote_identifier(conflict.table)} "
+                        f"WHERE {where}", tuple(conflict.key[k] for k in names)
+                        ).fetchone() is not None
+
+
+def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
+    """`resolve CLIENT_DB ID`: ClientSyncProvider.resolve_conflict()."""
+    with database(args.db) as conn:
+        provider = _inbox_provider(conn)
+        with transaction(conn):
+            found = [c for c in provider.conflicts() if c.id == args.id]
+            if not found:
+                raise CliError(f"no deferred conflict {args.id} in {args.db}; list them "
+                               f"with: {PROG} conflicts {shlex.quote(args.db)}")
+            c = found[0]
+            if args.resolution == "keep-local":
+                row = c.client_row
+            elif args.resolution == "take-server":
+                row = c.server_row
+            elif args.resolution == "delete":
+                row = None
+            else:
+                args.resolution = "row"
+                row = row_from_json(conn, args.row, c)
+            # A missing image is that side's delete: keeping it deletes the key.
+            if row is None and c.server_row is not None and not _key_exists(conn, c):
+                raise CliError(
+                    f"conflict {c.id}: {c.table} {json.dumps(json_row(c.key))} is not on the "
+                    f"client, so deleting it is no change to upload and the hub would keep "
+                    f"its row; to apply the hub's row use --take-server (then sync and "
+                    f"delete it to remove it from the hub too), or write a row with --row")
+            provider.resolve_conflict(c.id, row, delete=row is None)
+    if args.json:
+        write_json(out, {"database": args.db, "id": c.id, "table": c.table,
+                         "key": json_row(c.key), "resolution": args.resolution,
+                         "row": None if row is None else json_row(row),
+                         "deleted": row is None})
+        return EXIT_OK
+    what = (f"deleted {c.table} {json.dumps(json_row(c.key))}" if row is None
+            else f"wrote {c.table} {json.dumps(json_row(row))}")
+    out.write(f"resolved conflict {c.id} ({args.resolution}): {what} as a local change; "
+              f"the next sync uploads it\n")
+    return EXIT_OK
+
+
 # --- demo ----------------------------------------------------------------------
 
 class Transcript:
@@ -1005,12 +1313,17 @@ exit codes:
   1  an error, named on stderr as "sqlite-ct: error: ..."; check: problems found
   2  a usage error (bad option or argument), or the command is not available
      in this version of sqlite-ct
+  3  sync, reinitialise: the hub cannot serve the client from its anchors
+     (restored hub, purged tombstones); stderr names the `sqlite-ct
+     reinitialise` command to run
+  4  sync, reinitialise: the client database is a copy of another client's or
+     a restored backup; stderr names the `sqlite-ct reidentify` command to run
 
 databases:
   DB is an existing SQLite database file; no command creates one except sync
   (its client database) and demo. A locked database is waited for up to 5 s.
   The commands use apsw when it is installed, else Python's sqlite3.
-  status, changes and check do not change your data.
+  status, changes, check and conflicts do not change your data.
 
 output:
   --json prints one JSON object (every command that prints results has it).
@@ -1147,6 +1460,77 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bearer token for a sync service URL (default: the SQLITE_CT_TOKEN "
                         "environment variable)")
 
+    for name, summary, description in (
+            ("reinitialise", "bring a client's tables back in line with the hub",
+             "Reinitialise CLIENT_DB's tables from HUB_DB (SyncAgent.reinitialise): "
+             "upload the client's unsent changes, remove every other row of the tables "
+             "on the client, and download everything now in the client's scope. The "
+             "answer when sync exits 3 (the hub restored from a backup, tombstones "
+             "purged, an anchor it refuses). Unsent local changes are kept."),
+            ("reidentify", "give a copied or restored client database its own client id",
+             "Give CLIENT_DB a new client id and reinitialise its tables from HUB_DB "
+             "(SyncAgent.reidentify): the answer when sync exits 4 because the database "
+             "is a copy of another client's (a file copy, a device provisioned from a "
+             "synced template) or was restored from a backup. The copy and the original "
+             "become two clients that see each other's changes; unsent local changes "
+             "are kept and uploaded under the new id.")):
+        p = sub.add_parser(name, help=summary, description=description)
+        p.add_argument("client_db", metavar="CLIENT_DB", help="the existing client database")
+        p.add_argument("hub_db", metavar="HUB_DB",
+                       help="the hub database, or the URL of a sync service")
+        p.add_argument("--table", dest="tables", metavar="T", action="append", default=[],
+                       help="table to reinitialise (repeat for several; default: every "
+                            "table the client has synced"
+                            + (", which reidentify needs all of)" if name == "reidentify"
+                               else ")"))
+        p.add_argument("--token", metavar="TOKEN",
+                       help="bearer token for a sync service URL (default: the "
+                            "SQLITE_CT_TOKEN environment variable)")
+        p.add_argument("--json", action="store_true",
+                       help="print the session's statistics as JSON (as sync --json"
+                            + (', with "previous_client_id")' if name == "reidentify"
+                               else ")"))
+
+    p = sub.add_parser("conflicts", help="list the client's deferred conflicts",
+                       description="List the conflict inbox of CLIENT_DB "
+                                   "(ClientSyncProvider.conflicts): the changes a sync "
+                                   "could not apply and deferred, oldest first, with "
+                                   "their id (for `resolve`), table, key, stage (which "
+                                   "side failed), conflict type, time and error. Reads "
+                                   "only.")
+    p.add_argument("db", metavar="CLIENT_DB", help="the client database")
+    p.add_argument("--table", metavar="T", help="only the conflicts of table T")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"database", "conflicts": [{"id", "table", '
+                        '"key", "stage", "type", "error", "time", "client_row", '
+                        '"server_row"}]}; values as in changes --json')
+
+    p = sub.add_parser("resolve", help="settle one deferred conflict",
+                       description="Settle conflict ID of CLIENT_DB's inbox "
+                                   "(ClientSyncProvider.resolve_conflict) and remove it, "
+                                   "in one transaction. The row written or deleted is a "
+                                   "local change: the next sync uploads it.")
+    p.add_argument("db", metavar="CLIENT_DB", help="the client database")
+    p.add_argument("id", metavar="ID", type=_nonnegative_int,
+                   help="the conflict's id, as `conflicts` lists it")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--keep-local", dest="resolution", action="store_const",
+                     const="keep-local",
+                     help="write the client's row as it was stored with the conflict "
+                          "(delete the key if the client had deleted it)")
+    how.add_argument("--take-server", dest="resolution", action="store_const",
+                     const="take-server",
+                     help="write the server's row (delete the key if the server had "
+                          "deleted it)")
+    how.add_argument("--delete", dest="resolution", action="store_const", const="delete",
+                     help="delete the row with the conflict's key")
+    how.add_argument("--row", metavar="JSON",
+                     help='write this full row, a JSON object of every column with the '
+                          'conflict\'s key; a blob is {"$base64": true, "encoded": BASE64}')
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"database", "id", "table", "key", '
+                        '"resolution", "row", "deleted"}')
+
     p = sub.add_parser("serve", help="run the HTTP sync service over a hub database",
                        description="Serve a hub database to sync clients over HTTP "
                                    "(sqlite_ct.server.create_app). The JSON configuration "
@@ -1205,7 +1589,15 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
         if args.command == "check":
             return cmd_check(args, out)
         if args.command == "sync":
-            return cmd_sync(args, out, err)
+            return with_recovery_hint(cmd_sync, args, out, err)
+        if args.command == "reinitialise":
+            return with_recovery_hint(cmd_reinitialise, args, out, err)
+        if args.command == "reidentify":
+            return cmd_reidentify(args, out, err)
+        if args.command == "conflicts":
+            return cmd_conflicts(args, out)
+        if args.command == "resolve":
+            return cmd_resolve(args, out)
         if args.command == "demo":
             return cmd_demo(args, out)
         if args.command == "serve":
