@@ -368,7 +368,8 @@ def _open_window(info: TableInfo, flt: RowFilter, anchor: HubAnchor, upper: int)
             info.name,
             f'sqlite-ct sync: the hub purged tombstones of table "{info.name}" newer than '
             f"this client's anchor (CSN {complete} < {info.min_valid}); reinitialise the "
-            f"table on the client (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")
+            f"table on the client (SyncAgent.reinitialise() or `sqlite-ct reinitialise`; "
+            f"it keeps unsent local changes)")
     rescope = bool(complete) and anchor.fingerprint != flt.fingerprint
     window = Window(upper, 0 if rescope else complete, rescope, False, PHASE_DELETES,
                     complete, None)

@@ -46,7 +46,7 @@ import re
 import struct
 from typing import List, Optional, Tuple
 
-from ..errors import SyncError
+from ..errors import ReinitialiseRequired, SyncError
 
 MAGIC, SESSION_MAGIC, VERSION = b"sqpg", b"sqps", 1
 PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT = 0, 1, 2
@@ -74,11 +74,13 @@ def check_not_ahead(anchor: Optional["PgAnchor"], session: Optional[str], now: s
         if anchor.window is not None:
             snaps.append(anchor.window.upper)
     if any(s is not None and snapshot_xmax(s) > snapshot_xmax(now) for s in snaps):
-        raise SyncError(
+        raise ReinitialiseRequired(
+            table,
             f'sqlite-ct sync: the received anchor of table "{table}" is ahead of the hub '
             f"(the hub was restored from an older backup, or its database was replaced); "
             f"reinitialise the table on the client "
-            f"(TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")
+            f"(SyncAgent.reinitialise() or `sqlite-ct reinitialise`; it keeps unsent "
+            f"local changes)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +150,9 @@ class PgAnchor:
             if pos != len(blob):
                 raise ValueError
         except (struct.error, ValueError, IndexError, UnicodeDecodeError):
-            raise SyncError(f'sqlite-ct sync: the received anchor of table "{table}" was not '
-                            f"issued by a sqlite-ct PostgreSQL hub; reinitialise the table"
-                            ) from None
+            raise ReinitialiseRequired(
+                table, f'sqlite-ct sync: the received anchor of table "{table}" was not '
+                       f"issued by a sqlite-ct PostgreSQL hub; reinitialise the table") from None
         return cls(server, fp, complete, window)
 
 

@@ -23,7 +23,7 @@ import re
 import uuid
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..errors import SyncError
+from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 from . import _types
 from ._anchor import (PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, PgAnchor, Window,
@@ -237,8 +237,9 @@ def _state(cur: Any, server: bytes, client: uuid.UUID, upper: str, dt: DownloadT
     anchor = (PgAnchor.decode(dt.anchor, info.name) if dt.anchor
               else PgAnchor(server, flt.fingerprint, None))
     if anchor.server != server:
-        raise SyncError(f'sqlite-ct sync: the received anchor of table "{info.name}" '
-                        f"was issued by another server; reinitialise the table")
+        raise ReinitialiseRequired(
+            info.name, f'sqlite-ct sync: the received anchor of table "{info.name}" '
+                       f"was issued by another server; reinitialise the table")
     if not dt.snapshot and not info.tracked:
         raise SyncError(f'sqlite-ct sync: table "{info.name}" is not provisioned on the hub; '
                         f'call PostgresServerProvider.provision("{info.name}")')
@@ -278,10 +279,12 @@ def _open_window(st: _TableState, upper: str) -> Window:
     info, complete = st.info, st.anchor.complete
     if complete is not None and info.min_valid is not None \
             and snapshot_xmin(complete) <= info.min_valid:
-        raise SyncError(
+        raise ReinitialiseRequired(
+            info.name,
             f'sqlite-ct sync: the hub purged tombstones of table "{info.name}" newer than '
             f"this client's anchor (transaction {snapshot_xmin(complete)} <= "
             f"{info.min_valid}); reinitialise the table on the client "
-            f"(TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE)")
+            f"(SyncAgent.reinitialise() or `sqlite-ct reinitialise`; it keeps unsent "
+            f"local changes)")
     phase = PHASE_ROWS if complete is None else PHASE_DELETES
     return Window(upper, st.rescope, False, phase, 0, None)

@@ -16,7 +16,7 @@ import contextlib
 import uuid
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import SyncError
+from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider
@@ -181,8 +181,9 @@ class PostgresServerProvider(ServerProvider):
             decoded = PgAnchor.decode(blob, table) if blob else None
             anchors[table.lower()] = decoded
             if decoded is not None and decoded.server != server:
-                raise SyncError(f'sqlite-ct sync: the received anchor of table "{table}" was '
-                                f"issued by another server; reinitialise the table")
+                raise ReinitialiseRequired(
+                    table, f'sqlite-ct sync: the received anchor of table "{table}" was '
+                           f"issued by another server; reinitialise the table")
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._transaction() as conn:
