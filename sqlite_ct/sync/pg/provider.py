@@ -39,7 +39,7 @@ from . import _schema, _types
 from ._anchor import PgAnchor, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch, row_filter
-from ._schema import RECEIPTS, SCHEMA, PgTable, ensure_service_table, qi
+from ._schema import OWNERS, RECEIPTS, SCHEMA, PgTable, ensure_service_table, qi
 
 __all__ = ["PostgresServerProvider", "HubTimeoutError", "HubBusyError"]
 
@@ -322,6 +322,27 @@ class PostgresServerProvider(ServerProvider):
             cur = conn.cursor()
             infos = self._describe(cur, [dt.table for dt in request.tables], False)
             return read_batch(cur, server, request, infos, self._filters)
+
+    # -- the sync service ---------------------------------------------------
+    def claim_client(self, client_id: uuid.UUID, user: str) -> str:
+        """Register `client_id` to `user` unless it is registered already
+        (sqlite_ct.client_owners); returns the user it is registered to. The
+        sync service refuses a client id registered to another user."""
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            table = ensure_service_table(cur, OWNERS)
+            cur.execute(f"INSERT INTO {table} (client_id, owner) VALUES (%s, %s) "
+                        f"ON CONFLICT (client_id) DO NOTHING", (client_id, user))
+            return cur.execute(f"SELECT owner FROM {table} WHERE client_id = %s",
+                               (client_id,)).fetchone()[0]
+
+    def prepare_service(self) -> None:
+        """Create the tables the sync service keeps in the hub (client
+        owners, upload receipts) now rather than on first use."""
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            for name in (OWNERS, RECEIPTS):
+                ensure_service_table(cur, name)
 
     # -- retention --------------------------------------------------------
     def purge_tombstones(self, table: str, *, older_than_days: float) -> int:
