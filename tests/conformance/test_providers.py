@@ -138,10 +138,13 @@ def test_filters_scope_rows_and_move_rows_out(table, client_of):
     hub.execute("UPDATE t SET owner = 'bob' WHERE id = 1")
     sync_a.synchronize()
     assert user_rows(a, "t") == [(2, "ann", "two")]
+    # A row written outside the client's scope is refused, never applied,
+    # and deleted on the client (test_upload_guarantees.py has the rest).
     a.execute("INSERT INTO t (id, owner, v) VALUES (5, 'bob', 'given away')")
-    sync_a.synchronize()
+    stats = sync_a.synchronize()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (0, 1)
     assert user_rows(a, "t") == [(2, "ann", "two")]
-    assert (5, "bob", "given away") in hub.rows("t")
+    assert hub.rows("t") == [(1, "bob", "one"), (2, "ann", "two")]
 
 
 def test_changed_filter_parameters_rescope_the_client(table, client_of):

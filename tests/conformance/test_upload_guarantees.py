@@ -147,15 +147,8 @@ class Counting:
         return batch
 
 
-def test_deletes_and_move_outs_reach_only_clients_that_may_hold_the_key(request, notes,
-                                                                        client_of):
+def test_deletes_and_move_outs_reach_only_clients_that_may_hold_the_key(notes, client_of):
     hub = notes
-    if hub.kind == "postgres":
-        # A known difference (docs/postgres.md): the PostgreSQL hub keeps no
-        # record of the keys each client holds, so a filtered client is sent
-        # the keys (never the values) of every delete and move-out in the
-        # table. Strict: this fails once the PostgreSQL hub keeps it too.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="known difference"))
     server = hub.server(filters=FILTER)
     counted = {u: Counting(server) for u in ("alice", "bob")}
     clients = {u: client_of(counted[u], ["notes"], parameters={"user": u})
@@ -172,3 +165,36 @@ def test_deletes_and_move_outs_reach_only_clients_that_may_hold_the_key(request,
     assert user_rows(clients["bob"][0], "notes") == []
     assert counted["bob"].deletes == [(2,)]
     assert counted["alice"].deletes == [(3,)]
+
+
+def test_a_row_a_client_wrote_itself_is_deleted_when_it_moves_out(notes, client_of):
+    hub = notes
+    server = hub.server(filters=FILTER)
+    counted = Counting(server)
+    alice, sync = client_of(counted, ["notes"], parameters={"user": "alice"})
+    sync.synchronize()
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (7, 'alice', 'mine')")
+    sync.synchronize()
+    hub.execute("UPDATE notes SET owner = 'bob' WHERE id = 7")
+    hub.execute("DELETE FROM notes WHERE id = 1")
+    counted.deletes.clear()
+    sync.synchronize()
+    assert sorted(counted.deletes) == [(1,), (7,)]
+    assert user_rows(alice, "notes") == [(3, "alice", "a2")]
+
+
+def test_a_client_that_inserted_a_key_the_hub_kept_gets_its_delete(notes, client_of):
+    """Alice's insert of a key that bob's row took in the meantime (in her
+    scope, the hub wins): she holds her own version, so the hub's later
+    delete of that key reaches her."""
+    hub = notes
+    server = hub.server(filters=FILTER)
+    alice, sync = client_of(server, ["notes"], parameters={"user": "alice"})
+    sync.synchronize()
+    hub.execute("INSERT INTO notes (id, owner, body) VALUES (8, 'alice', 'hub')")
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (8, 'alice', 'client')")
+    sync.synchronize()
+    hub.execute("DELETE FROM notes WHERE id = 8")
+    sync.synchronize()
+    assert user_rows(alice, "notes") == hub.rows("notes")[:1] + [(3, "alice", "a2")] == [
+        (1, "alice", "a1"), (3, "alice", "a2")]

@@ -101,6 +101,7 @@ class Applier:
         self.conn = conn
         self.scopes = scopes or {}      # table (lower case) -> the uploader's RowFilter
         self.refused: List[Conflict] = []
+        self.held: Dict[str, List[tuple]] = {}     # filtered table -> uploaded keys
         self._refused_rows: List[Tuple[PgTable, tuple, Any]] = []
         self.cur = conn.cursor()
         self.infos = infos
@@ -261,6 +262,8 @@ class Applier:
             for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
                 self._resolve(st, seq)
         for st in staged:
+            if st.info.name.lower() in self.scopes:
+                self._held_uploaded(st)
             self.cur.execute(f"DROP TABLE IF EXISTS pg_temp.{st.stage}")
         self._send_back_refused()
 
@@ -310,6 +313,19 @@ class Applier:
                 action=ApplyAction.CONTINUE))
             if op != OP_DELETE:
                 self._refused_rows.append((info, st.key_of(values), flt))
+
+    def _held_uploaded(self, st: Staged) -> None:
+        """The keys of the uploaded inserts and updates (not the refused ones)
+        that the hub holds, as a download sends them: the client holds them
+        (its own version, or the hub's once a conflict is resolved)."""
+        info = st.info
+        cols = ", ".join(_types.select_expr(info.cats[j], f"t.{qi(info.columns[j])}")
+                         for j in info.key_pos)
+        convs = tuple(info.to_sqlite()[j] for j in info.key_pos)
+        self.held.setdefault(info.name.lower(), []).extend(
+            _types.row_to_sqlite(tuple(r), convs) for r in self.cur.execute(
+                f"SELECT {cols} FROM {st.stage} AS s JOIN {info.qname} AS t "
+                f"ON {st.join('t')} WHERE s._op <> {OP_DELETE}"))
 
     def _send_back_refused(self) -> None:
         """For each refused insert or update, the hub's row as it is now if

@@ -12,6 +12,8 @@ tables keep their columns:
                             latest session (exactly-once uploads)
   sqlite_ct.client_owners   the sync service's record of which user owns
                             each client id
+  sqlite_ct.client_keys     the keys of filtered tables each client may
+                            hold (_held.py)
   sqlite_ct."c_<table>"     the side table: one row per key the table ever
                             held: the key columns, change_xid (the xid8 of
                             the last transaction that wrote the row),
@@ -125,6 +127,7 @@ def ensure_base(cur: Any) -> None:
 
 RECEIPTS = "upload_receipts"
 OWNERS = "client_owners"
+HELD = "client_keys"
 _SERVICE_TABLES = {
     # Exactly-once uploads: one row per applied upload batch of a client's
     # latest session, with the result it was answered with.
@@ -135,11 +138,14 @@ _SERVICE_TABLES = {
     # The sync service: which user a client id is registered to.
     OWNERS: "client_id uuid PRIMARY KEY, owner text NOT NULL, "
             "registered_at timestamptz NOT NULL DEFAULT now()",
+    # The keys of a filtered table each client may hold (_held.py).
+    HELD: "client_id uuid NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, "
+          "rk bytea NOT NULL, PRIMARY KEY (client_id, table_schema, table_name, rk)",
 }
 
 
 def ensure_service_table(cur: Any, name: str) -> str:
-    """The qualified name of sqlite_ct.<name> (RECEIPTS or OWNERS), created
+    """The qualified name of sqlite_ct.<name> (RECEIPTS, OWNERS or HELD), created
     on first use; serialised like ensure_base()."""
     qname = f"{qi(SCHEMA)}.{qi(name)}"
     if not cur.execute("SELECT to_regclass(%s)", (qname,)).fetchone()[0]:
@@ -320,6 +326,9 @@ def deprovision(cur: Any, schema: str, table: str) -> bool:
     cur.execute(f"DROP TABLE IF EXISTS {qi(SCHEMA)}.{qi(side)}")
     cur.execute(f"DELETE FROM {qi(SCHEMA)}.tracked_tables WHERE table_schema = %s "
                 f"AND table_name = %s", (schema, name))
+    if cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.{qi(HELD)}",)).fetchone()[0]:
+        cur.execute(f"DELETE FROM {qi(SCHEMA)}.{qi(HELD)} WHERE table_schema = %s "
+                    f"AND table_name = %s", (schema, name))
     return True
 
 

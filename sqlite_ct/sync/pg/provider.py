@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import threading
 import time
 import uuid
@@ -35,7 +36,7 @@ from ..errors import SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider
-from . import _schema, _types
+from . import _held, _schema, _types
 from ._anchor import PgAnchor, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch, row_filter
@@ -274,6 +275,13 @@ class PostgresServerProvider(ServerProvider):
                                       scopes)
                     applier.apply(upload.tables)
                     corrections = [tc for tc in applier.corrections.values() if len(tc)]
+                    for tc in corrections:
+                        if tc.table.lower() in scopes and tc.updates:
+                            applier.held.setdefault(tc.table.lower(), []).extend(
+                                tuple(row[i] for i in infos[tc.table.lower()].key_pos)
+                                for row in tc.updates)
+                    for name, keys in applier.held.items():
+                        _held.hold(cur, upload.client_id, infos[name], keys)
                     out = UploadResult(applier.applied, applier.failed,
                                        applier.refused + applier.conflicts, corrections)
                     if digest is not None:
@@ -321,7 +329,30 @@ class PostgresServerProvider(ServerProvider):
         with self._transaction(read_only=True) as conn:
             cur = conn.cursor()
             infos = self._describe(cur, [dt.table for dt in request.tables], False)
-            return read_batch(cur, server, request, infos, self._filters)
+            batch = read_batch(cur, server, request, infos, self._filters)
+        # Deletes reach only the clients that may hold the key (_held.py).
+        filtered = {t.table.lower(): t for t in request.tables
+                    if self._filters.get(t.table.lower()) and not t.snapshot}
+        if not filtered:
+            return batch
+        tables = []
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            for tc in batch.tables:
+                asked = filtered.get(tc.table.lower())
+                if asked is None:
+                    tables.append(tc)
+                    continue
+                info = infos[tc.table.lower()]
+                deletes = _held.held_deletes(cur, request.client_id, info, tc.deletes,
+                                             _first_download(asked.anchor, asked.table))
+                _held.hold(cur, request.client_id, info,
+                           (tuple(row[i] for i in info.key_pos)
+                            for row in itertools.chain(tc.inserts, tc.updates)))
+                tc = tc if deletes is tc.deletes else dataclasses.replace(tc, deletes=deletes)
+                if len(tc) or tc.reset:
+                    tables.append(tc)
+        return dataclasses.replace(batch, tables=tables)
 
     # -- the sync service ---------------------------------------------------
     def claim_client(self, client_id: uuid.UUID, user: str) -> str:
@@ -370,6 +401,15 @@ class PostgresServerProvider(ServerProvider):
                             f"greatest(min_valid_xid, %s::xid8) WHERE table_schema = %s "
                             f"AND table_name = %s", (newest, info.schema, info.name))
             return int(count)
+
+
+def _first_download(anchor: Optional[bytes], table: str) -> bool:
+    """Whether a download request starts a client's first download of the
+    table (no anchor, or the initial anchor of get_schema())."""
+    if not anchor:
+        return True
+    decoded = PgAnchor.decode(anchor, table)
+    return decoded.complete is None and decoded.window is None
 
 
 def _digest(upload: Upload) -> bytes:
