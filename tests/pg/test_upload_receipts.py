@@ -85,3 +85,14 @@ def test_lock_timeout_answers_busy(audited, pg_provider, pg_dsn):
             provider.apply_changes(upload)
         locker.rollback()
     assert audited("SELECT count(*) FROM notes") == [(0,)]
+
+
+def test_time_limit_bounds_the_wait_for_a_pooled_connection(audited, pg_provider):
+    provider = pg_provider()
+    provider.provision("notes")
+    with provider.pool.connection(), provider.pool.connection():   # the whole pool
+        started = time.monotonic()
+        with provider.time_limit(0.5):
+            with pytest.raises(HubTimeoutError):
+                provider.provision("notes")
+        assert time.monotonic() - started < 5

@@ -141,8 +141,9 @@ class PostgresServerProvider(ServerProvider):
         psycopg = self._psycopg
         deadline = getattr(self._limits, "deadline", None)
         watchdog = None
+        wait = {} if deadline is None else {"timeout": max(0.001, deadline - time.monotonic())}
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(**wait) as conn:
                 if deadline is not None:
                     watchdog = _Watchdog(conn, deadline)
                 try:
@@ -173,6 +174,9 @@ class PostgresServerProvider(ServerProvider):
                 raise HubTimeoutError(
                     f"sqlite-ct sync: the hub work took longer than "
                     f"{self._limits.seconds:g} s and was stopped (rolled back)") from exc
+            if type(exc).__name__ == "PoolTimeout":
+                raise HubBusyError("sqlite-ct sync: the hub is busy: every connection of the "
+                                   "provider's pool is in use; retry later") from exc
             if isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise HubBusyError(f"sqlite-ct sync: the hub is busy: a row or table stayed "
                                    f"locked by another transaction for more than "
