@@ -1,9 +1,12 @@
 """The upload guarantees every hub keeps (see conftest.py): a client writes
 only rows in its scope, an upload sent again is applied once, and deletes of
 a filtered table reach only the clients that may hold the key."""
+import itertools
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pg_fixtures import user_rows
 from sqlite_ct.sync import ConflictType, TableChanges, Upload
@@ -137,14 +140,25 @@ class Counting:
     def __init__(self, server):
         self.server = server
         self.deletes = []
+        self.sent = set()       # the keys of every row sent, in downloads or corrections
 
     def __getattr__(self, name):
         return getattr(self.server, name)
 
+    def _saw(self, tables):
+        for tc in tables:
+            self.sent |= {row[0] for row in tc.inserts + tc.updates}
+
     def get_changes(self, request):
         batch = self.server.get_changes(request)
         self.deletes.extend(k for tc in batch.tables for k in tc.deletes)
+        self._saw(batch.tables)
         return batch
+
+    def apply_changes(self, upload):
+        result = self.server.apply_changes(upload)
+        self._saw(result.corrections)
+        return result
 
 
 def test_deletes_and_move_outs_reach_only_clients_that_may_hold_the_key(notes, client_of):
@@ -198,3 +212,82 @@ def test_a_client_that_inserted_a_key_the_hub_kept_gets_its_delete(notes, client
     sync.synchronize()
     assert user_rows(alice, "notes") == hub.rows("notes")[:1] + [(3, "alice", "a2")] == [
         (1, "alice", "a1"), (3, "alice", "a2")]
+
+
+_tables = itertools.count(1)
+USERS = ("alice", "bob")
+KEYS = st.integers(1, 6)
+SCOPE_OPS = st.lists(st.one_of(
+    st.tuples(st.just("insert"), st.sampled_from(USERS), KEYS, st.sampled_from(USERS)),
+    st.tuples(st.just("update"), st.sampled_from(USERS), KEYS, st.sampled_from(USERS)),
+    st.tuples(st.just("delete"), st.sampled_from(USERS), KEYS, st.just("")),
+    st.tuples(st.just("sync"), st.sampled_from(USERS), st.just(0), st.just("")),
+    st.tuples(st.just("hub"), st.sampled_from(USERS), KEYS, st.sampled_from(USERS)),
+    st.tuples(st.just("hub-delete"), st.sampled_from(USERS), KEYS, st.just("")),
+), max_size=25)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=SCOPE_OPS)
+def test_scopes_hold_for_any_interleaving(hub, client_of, ops):
+    """Whatever two filtered users do: a sync of user U changes only hub rows
+    that were U's before (or absent) and are U's after (or absent), leaves
+    U's client equal to the hub restricted to U's rows, and sends U deletes
+    only of keys U's client held at some point."""
+    table = f"s{next(_tables)}"
+    hub.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, owner text, body text)")
+    hub.execute(f"INSERT INTO {table} (id, owner, body) VALUES (1, 'alice', 'seed'), "
+                f"(2, 'bob', 'seed')")
+    server = hub.server(filters={table: "owner = :user"})
+    try:
+        check_scopes(hub, server, table, client_of, ops)
+    finally:
+        if hasattr(server, "close"):        # one pool per example, not per test
+            server.close()
+
+
+def check_scopes(hub, server, table, client_of, ops):
+    counted = {u: Counting(server) for u in USERS}
+    clients = {u: client_of(counted[u], [table], parameters={"user": u}) for u in USERS}
+    ever = {u: set() for u in USERS}
+
+    def sync(user):
+        conn, agent = clients[user]
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchall():
+            ever[user] |= {r[0] for r in user_rows(conn, table)}
+        counted[user].deletes.clear()
+        agent.synchronize()
+        # The keys the client held during the sync: before, after, and
+        # whatever a download brought in between.
+        ever[user] |= {r[0] for r in user_rows(conn, table)}
+        for (k,) in counted[user].deletes:
+            assert k in ever[user] | counted[user].sent, (user, k)
+
+    for user in USERS:
+        sync(user)
+    for n, (op, user, key, owner) in enumerate(ops):
+        conn = clients[user][0]
+        if op == "insert":
+            conn.execute(f"INSERT OR REPLACE INTO {table} (id, owner, body) VALUES (?, ?, ?)",
+                         (key, owner, f"{user} {n}"))
+        elif op == "update":
+            conn.execute(f"UPDATE {table} SET owner = ?, body = ? WHERE id = ?",
+                         (owner, f"{user} {n}", key))
+        elif op == "delete":
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (key,))
+        elif op == "hub":
+            hub.execute(f"INSERT INTO {table} (id, owner, body) VALUES (?, ?, ?) ON CONFLICT "
+                        f"(id) DO UPDATE SET owner = excluded.owner, body = excluded.body",
+                        (key, owner, f"hub {n}"))
+        elif op == "hub-delete":
+            hub.execute(f"DELETE FROM {table} WHERE id = ?", (key,))
+        else:
+            before = {r[0]: r for r in hub.rows(table)}
+            sync(user)
+            after = {r[0]: r for r in hub.rows(table)}
+            for k in set(before) | set(after):
+                if before.get(k) != after.get(k):
+                    assert before.get(k) is None or before[k][1] == user, (k, before, after)
+                    assert after.get(k) is None or after[k][1] == user, (k, before, after)
+            assert user_rows(conn, table) == [r for r in hub.rows(table) if r[1] == user]
