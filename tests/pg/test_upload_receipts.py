@@ -96,3 +96,27 @@ def test_time_limit_bounds_the_wait_for_a_pooled_connection(audited, pg_provider
             with pytest.raises(HubTimeoutError):
                 provider.provision("notes")
         assert time.monotonic() - started < 5
+
+
+def test_time_limit_cancels_a_call_whose_statements_are_each_short(pg_exec, pg_provider):
+    """Four statements of 0.4 s each in one upload: none reaches the
+    statement_timeout of 1 s, the call as a whole does; the cancel at the
+    deadline stops it and nothing is applied."""
+    pg_exec("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM pg_sleep(0.4); RETURN NULL; END$$")
+    tables = [f"s{i}" for i in range(4)]
+    for t in tables:
+        pg_exec(f"CREATE TABLE {t} (id integer PRIMARY KEY)")
+        pg_exec(f"CREATE TRIGGER slow AFTER INSERT ON {t} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION slow()")
+    provider = pg_provider()
+    provider.provision(*tables)
+    upload = Upload(uuid.uuid4(), "g", [TableChanges(t, ("id",), ("id",), inserts=[(1,)])
+                                        for t in tables], {t: None for t in tables})
+    started = time.monotonic()
+    with provider.time_limit(1.0):
+        with pytest.raises(HubTimeoutError):
+            provider.apply_changes(upload)
+    assert 0.9 < time.monotonic() - started < 1.5
+    assert [pg_exec(f"SELECT count(*) FROM {t}")[0][0] for t in tables] == [0, 0, 0, 0]
+    assert provider.apply_changes(upload).applied == 4

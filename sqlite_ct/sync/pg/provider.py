@@ -453,8 +453,11 @@ class _Watchdog:
         with self._lock:
             if self._active:
                 try:
-                    self.conn.cancel_safe(timeout=5.0)
-                except Exception:       # the deadline check after the call still holds
+                    if hasattr(self.conn, "cancel_safe"):      # psycopg 3.2+
+                        self.conn.cancel_safe(timeout=5.0)
+                    else:
+                        self.conn.cancel()
+                except Exception:       # statement_timeout still holds
                     pass
 
     def stop(self) -> None:
