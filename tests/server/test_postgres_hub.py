@@ -302,3 +302,17 @@ def test_the_clients_remote_errors_stay_the_same(pg_service):
         with pytest.raises(RemoteError) as info:
             server.tables()
     assert info.value.status == 401
+
+
+def test_an_expired_anchor_says_reinitialise(pg_hub, pg_dsn, pg_service, clients):
+    from sqlite_ct.sync.pg import PostgresServerProvider
+    service = pg_service()
+    alice = clients("alice", service.url, ALICE)
+    alice.sync()
+    pg_hub.execute("DELETE FROM notes WHERE id = 3")
+    with PostgresServerProvider(pg_dsn, max_connections=1) as hub:
+        assert hub.purge_tombstones("notes", older_than_days=0) == 1
+    with pytest.raises(RemoteError) as info:
+        alice.sync()
+    assert (info.value.status, info.value.code) == (410, "reinitialise")
+    assert "reinitialise the table on the client" in str(info.value)
