@@ -1541,8 +1541,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    '"tokens": {"<token>": {"user": "alice"}}}: '
                                    "a client presenting <token> syncs as user alice and "
                                    "reads and writes only the notes rows where owner = "
-                                   "'alice'. The hub's tables are set up at start. Runs "
-                                   "until interrupted.")
+                                   "'alice'. The hub is a SQLite file or a PostgreSQL "
+                                   "URL (postgresql://...). The hub's tables are set up "
+                                   "at start. Runs until interrupted.")
     p.add_argument("--config", required=True, metavar="FILE",
                    help="the service's JSON configuration")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on "

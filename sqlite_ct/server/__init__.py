@@ -7,7 +7,7 @@ or `sqlite-ct serve --config server.json`. Clients use
 sqlite_ct.sync.http.HttpServerProvider with SyncAgent, or `sqlite-ct sync
 CLIENT.db URL --token TOKEN`. docs/server.md describes the configuration,
 authentication, TLS, deployment and the protocol. Needs the "server" extra
-(starlette, uvicorn, httpx).
+(starlette, uvicorn, httpx), and the "postgres" extra for a PostgreSQL hub.
 """
 import contextlib
 import socket
@@ -27,7 +27,8 @@ def serve(config: "str | Config", *, host: str = "127.0.0.1", port: int = 8000,
           ssl_certfile: "str | None" = None, ssl_keyfile: "str | None" = None,
           log_level: str = "info") -> None:
     """Run the service with uvicorn until interrupted (one process: SQLite
-    serialises the hub's writers anyway)."""
+    serialises the hub's writers anyway; a PostgreSQL hub can be served by
+    several such processes)."""
     import uvicorn
     app = create_app(config)
     uvicorn.run(app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,

@@ -1,13 +1,17 @@
-"""The sync service: an ASGI application (Starlette) over a SQLite hub.
+"""The sync service: an ASGI application (Starlette) over a SQLite hub or a
+PostgreSQL hub.
 
 HOW IT WORKS. Each endpoint authenticates the bearer token (Config.verifier),
 reads the body within the size limit (gzip accepted), decodes it with the
 wire format (sqlite_ct.sync.wire), checks what the identity may do, and runs
-ServerSyncProvider in a worker thread on a pooled hub connection. The
-identity, not the client, supplies the filter parameters; a client id is
-registered to the first user that uses it (__sysSyncClientOwners in the hub),
-and any other user presenting it is refused. Everything the service knows
-lives in the hub database, so it can be restarted or killed at any point.
+the hub's provider in a worker thread: ServerSyncProvider on a pooled hub
+connection (_Hub), or the one PostgresServerProvider over its connection
+pool (_PgHub). The identity, not the client, supplies the filter parameters;
+a client id is registered to the first user that uses it
+(__sysSyncClientOwners in a SQLite hub, sqlite_ct.client_owners in a
+PostgreSQL one), and any other user presenting it is refused. Everything the
+service knows lives in the hub database, so it can be restarted or killed at
+any point, and several processes can serve one PostgreSQL hub.
 
 Errors are JSON ErrorReply messages with a stable code (docs/server.md):
 400 malformed/unsupported_version, 401 unauthorized/token_expired,
@@ -42,7 +46,7 @@ from ..errors import AnchorExpiredError, Error
 from ..sync import wire
 from ..sync.errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from ..sync.messages import DownloadRequest, Upload
-from ..sync.server import ServerSyncProvider
+from ..sync.server import ServerProvider, ServerSyncProvider
 from ..sync.wire import ErrorReply, ReplicaClaim, SchemaRequest, TableList, WireError
 from .config import (AuthenticationError, Config, ConfigError, Identity, Verifier,
                      load_config)
@@ -120,6 +124,78 @@ class _Hub:
             except queue.Empty:
                 return
 
+    def own_client(self, provider: ServerSyncProvider, user: str, client: Any) -> str:
+        """Register `client` to `user` unless registered; the owner's name."""
+        conn = provider.conn
+        key = client.bytes
+        row = conn.execute(f'SELECT Owner FROM "{OWNERS}" WHERE ClientId = ?', (key,)).fetchone()
+        if row is None:
+            conn.execute(f'INSERT OR IGNORE INTO "{OWNERS}"(ClientId, Owner, Registered) '
+                         f"VALUES (?, ?, ?)", (key, user, int(time.time() * 1000)))
+            row = conn.execute(f'SELECT Owner FROM "{OWNERS}" WHERE ClientId = ?',
+                               (key,)).fetchone()
+        return str(row[0])
+
+    @contextlib.contextmanager
+    def time_limit(self, provider: ServerSyncProvider, seconds: float) -> Iterator[None]:
+        # A watchdog: whatever a request makes the hub do (a forged anchor
+        # that never ends a download, a huge batch on a loaded machine), the
+        # statements it runs after `seconds` are aborted (the progress
+        # handler) and the request answered 503, rather than holding a
+        # connection and a thread for ever.
+        deadline = time.monotonic() + seconds
+        provider.conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        try:
+            yield
+        except apsw.InterruptError:
+            raise ServiceError(503, "timeout", f"the request took longer than {seconds:g} s "
+                                               f"and was stopped", retry=True) from None
+        finally:
+            provider.conn.set_progress_handler(None)
+
+
+class _PgHub:
+    """A PostgreSQL hub: provisioning at start, then one PostgresServerProvider
+    (thread-safe, its own pool of pool_size connections) for every request.
+    Client owners and upload receipts live in the hub's sqlite_ct schema, so
+    any number of service processes can serve it."""
+
+    def __init__(self, config: Config) -> None:
+        from ..sync.pg import PostgresServerProvider
+        self.config = config
+        self._provider = PostgresServerProvider(
+            config.hub, schema=config.hub_schema, filters=config.filters,
+            max_connections=config.pool_size, lock_timeout_ms=config.busy_timeout_ms)
+        try:
+            self._provider.provision(*config.tables)
+            self._provider.prepare_service()
+            self.server_id = self._provider.server_id
+        except BaseException:
+            self._provider.close()
+            raise
+
+    @contextlib.contextmanager
+    def provider(self) -> Iterator[Any]:
+        yield self._provider
+
+    def close(self) -> None:
+        self._provider.close()
+
+    def own_client(self, provider: Any, user: str, client: Any) -> str:
+        return str(provider.claim_client(client, user))
+
+    @contextlib.contextmanager
+    def time_limit(self, provider: Any, seconds: float) -> Iterator[None]:
+        # PostgreSQL's own means (statement_timeout, a cancel at the
+        # deadline: PostgresServerProvider.time_limit) stop the hub work.
+        from ..sync.pg import HubTimeoutError
+        try:
+            with provider.time_limit(seconds):
+                yield
+        except HubTimeoutError:
+            raise ServiceError(503, "timeout", f"the request took longer than {seconds:g} s "
+                                               f"and was stopped", retry=True) from None
+
 
 def _reply(status: int, message: Any, request: Optional[Request] = None) -> Response:
     body = wire.encode(message)
@@ -143,7 +219,7 @@ def _error(status: int, code: str, message: str, *, retry: bool = False,
 class _Service:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.hub = _Hub(config)
+        self.hub: Any = _PgHub(config) if config.postgres else _Hub(config)
         self.served = {t.lower(): t for t in config.tables}
 
     # -- request plumbing ---------------------------------------------------------
@@ -219,16 +295,8 @@ class _Service:
                                                      f"send it (or send the same value)")
         return own
 
-    def own_client(self, provider: ServerSyncProvider, identity: Identity, client: Any) -> None:
-        conn = provider.conn
-        key = client.bytes
-        row = conn.execute(f'SELECT Owner FROM "{OWNERS}" WHERE ClientId = ?', (key,)).fetchone()
-        if row is None:
-            conn.execute(f'INSERT OR IGNORE INTO "{OWNERS}"(ClientId, Owner, Registered) '
-                         f"VALUES (?, ?, ?)", (key, identity.user, int(time.time() * 1000)))
-            row = conn.execute(f'SELECT Owner FROM "{OWNERS}" WHERE ClientId = ?',
-                               (key,)).fetchone()
-        if row[0] != identity.user:
+    def own_client(self, provider: Any, identity: Identity, client: Any) -> None:
+        if self.hub.own_client(provider, identity.user, client) != identity.user:
             raise ServiceError(403, "forbidden", f"client id {client} is registered to another "
                                                  f"user; a copied client database must be "
                                                  f"reinitialised under its own id")
@@ -256,6 +324,8 @@ class _Service:
             return _error(410, "reinitialise", str(exc))
         except ReplicaCopied as exc:
             return _error(409, "replica_copied", str(exc))
+        except _pg_busy() as exc:
+            return _error(503, "busy", str(exc), retry=True, headers={"Retry-After": "1"})
         except SyncError as exc:
             text = str(exc)
             # The anchor errors of the hub provider: the client must start the
@@ -275,47 +345,34 @@ class _Service:
 
     def _locked(self, handler: Any, identity: Identity, message: Any) -> Any:
         with self.hub.provider() as provider:
-            # A watchdog: whatever a request makes the hub do (a forged anchor
-            # that never ends a download, a huge batch on a loaded machine),
-            # the statements it runs after request_timeout_s are aborted (the
-            # progress handler) and the request answered 503, rather than
-            # holding a connection and a thread for ever.
-            deadline = time.monotonic() + self.config.request_timeout_s
-            provider.conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
-            try:
+            with self.hub.time_limit(provider, self.config.request_timeout_s):
                 return handler(provider, identity, message)
-            except apsw.InterruptError:
-                raise ServiceError(503, "timeout", f"the request took longer than "
-                                                   f"{self.config.request_timeout_s:g} s and was "
-                                                   f"stopped", retry=True) from None
-            finally:
-                provider.conn.set_progress_handler(None)
 
-    def info(self, provider: ServerSyncProvider, identity: Identity, _: Any) -> Any:
+    def info(self, provider: ServerProvider, identity: Identity, _: Any) -> Any:
         return provider.get_server_info()
 
-    def tables(self, provider: ServerSyncProvider, identity: Identity, _: Any) -> Any:
+    def tables(self, provider: ServerProvider, identity: Identity, _: Any) -> Any:
         return TableList(tuple(self.config.tables))
 
-    def schema(self, provider: ServerSyncProvider, identity: Identity,
+    def schema(self, provider: ServerProvider, identity: Identity,
                message: SchemaRequest) -> Any:
         self.check_tables(message.tables)
         return provider.get_schema([self.served[t.lower()] for t in message.tables])
 
-    def replica(self, provider: ServerSyncProvider, identity: Identity,
+    def replica(self, provider: ServerProvider, identity: Identity,
                 message: ReplicaClaim) -> Any:
         self.own_client(provider, identity, message.client_id)
         provider.claim_replica(message.client_id, message.generation, message.next_generation)
         return provider.get_server_info()
 
-    def upload(self, provider: ServerSyncProvider, identity: Identity, message: Upload) -> Any:
+    def upload(self, provider: ServerProvider, identity: Identity, message: Upload) -> Any:
         self.check_tables([tc.table for tc in message.tables])
         self.check_tables(list(message.received_anchors))
         params = self.parameters(identity, message.parameters)
         self.own_client(provider, identity, message.client_id)
         return provider.apply_changes(dataclasses.replace(message, parameters=params))
 
-    def download(self, provider: ServerSyncProvider, identity: Identity,
+    def download(self, provider: ServerProvider, identity: Identity,
                  message: DownloadRequest) -> Any:
         self.check_tables([t.table for t in message.tables])
         params = self.parameters(identity, message.parameters)
@@ -325,6 +382,12 @@ class _Service:
             else limit
         return provider.get_changes(dataclasses.replace(message, parameters=params,
                                                         batch_size=size))
+
+
+def _pg_busy() -> Any:
+    """The PostgreSQL hub's "locked too long" error (no psycopg needed)."""
+    from ..sync.pg import HubBusyError
+    return HubBusyError
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:

@@ -6,7 +6,9 @@ A configuration is JSON (docs/server.md):
      "tokens": {"<token>": {"user": "alice"}}}
 
 load_config() checks every member and says what is wrong with which one; a
-hub path is relative to the configuration file's directory.
+hub path is relative to the configuration file's directory. A hub that is a
+PostgreSQL URL ("postgresql://user@host/db") is served by the PostgreSQL hub
+(sqlite_ct.sync.pg), its tables in "hub_schema" (default "public").
 
 Authentication: a verifier maps the bearer token of a request to an Identity
 (the user, and the values of the filter parameters), returns None for an
@@ -131,7 +133,8 @@ class Config:
     """A checked configuration. Limits: max_request_bytes (a request body,
     also once decompressed), max_batch_size (changes per download batch; a
     client asking for more, or for one unbounded batch, gets this many),
-    busy_timeout_ms (how long a request waits for the hub's write lock),
+    busy_timeout_ms (how long a request waits for the hub's write lock; on
+    PostgreSQL for a row or table lock, as lock_timeout),
     pool_size (hub connections kept open), request_timeout_s (the hub work
     of one request is interrupted after this long: 503 "timeout")."""
     hub: str
@@ -143,10 +146,17 @@ class Config:
     busy_timeout_ms: int = 30_000
     pool_size: int = 4
     request_timeout_s: float = 120.0
+    hub_schema: str = "public"
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the hub is a PostgreSQL database (a postgresql:// URL)."""
+        return self.hub.startswith(_PG_SCHEMES)
 
 
+_PG_SCHEMES = ("postgresql://", "postgres://")
 _KNOWN = {"hub", "tables", "filters", "tokens", "verifier", "max_request_bytes",
-          "max_batch_size", "busy_timeout_ms", "pool_size", "request_timeout_s"}
+          "max_batch_size", "busy_timeout_ms", "pool_size", "request_timeout_s", "hub_schema"}
 
 
 def _positive(doc: Mapping[str, Any], name: str, default: int) -> int:
@@ -206,14 +216,20 @@ def load_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any], Config
     hub = doc.get("hub")
     if not isinstance(hub, str) or not hub:
         raise ConfigError('config "hub": expected the path of the hub database (a SQLite '
-                          'file), e.g. "hub.db"')
-    if hub.startswith(("postgresql://", "postgres://")):
-        raise ConfigError('config "hub": this sync service serves SQLite hubs; a '
-                          "postgresql:// hub needs the PostgreSQL provider")
-    if hub == ":memory:" or hub.startswith("file:"):
+                          'file), e.g. "hub.db", or a PostgreSQL URL, e.g. '
+                          '"postgresql://sync@db.example/hub"')
+    postgres = hub.startswith(_PG_SCHEMES)
+    hub_schema = doc.get("hub_schema", "public")
+    if not postgres and "hub_schema" in doc:
+        raise ConfigError('config "hub_schema": only a PostgreSQL hub (a postgresql:// URL) '
+                          "has schemas; remove it for a SQLite hub")
+    if not isinstance(hub_schema, str) or not hub_schema:
+        raise ConfigError(f'config "hub_schema": expected the name of a schema, got '
+                          f"{hub_schema!r}")
+    if not postgres and (hub == ":memory:" or hub.startswith("file:")):
         raise ConfigError('config "hub": expected the path of a database file (an in-memory '
                           "database cannot be shared by the service's connections)")
-    if not os.path.isabs(hub):
+    if not postgres and not os.path.isabs(hub):
         hub = os.path.join(base, hub)
     tables = doc.get("tables")
     if not isinstance(tables, list) or not tables or not all(
@@ -247,4 +263,5 @@ def load_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any], Config
                   _positive(doc, "max_batch_size", Config.max_batch_size),
                   _positive(doc, "busy_timeout_ms", Config.busy_timeout_ms),
                   _positive(doc, "pool_size", Config.pool_size),
-                  _seconds(doc, "request_timeout_s", Config.request_timeout_s))
+                  _seconds(doc, "request_timeout_s", Config.request_timeout_s),
+                  hub_schema=hub_schema)

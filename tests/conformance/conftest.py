@@ -51,6 +51,12 @@ class SqliteHub:
     def purge(self, server: Any, table: str) -> int:
         return purge_tombstones(self.conn, table, older_than_days=0)
 
+    def receipt_sessions(self) -> List[bytes]:
+        """The sessions the hub keeps upload receipts of."""
+        from sqlite_ct.sync.server import RECEIPTS
+        return [bytes(r[0]) for r in self.conn.execute(
+            f'SELECT DISTINCT Session FROM "{RECEIPTS}" ORDER BY 1').fetchall()]
+
     def close(self) -> None:
         self.conn.close()
 
@@ -88,6 +94,10 @@ class PostgresHub:
 
     def purge(self, server: Any, table: str) -> int:
         return server.purge_tombstones(table, older_than_days=0)
+
+    def receipt_sessions(self) -> List[bytes]:
+        return [bytes(r[0]) for r in self.execute(
+            "SELECT DISTINCT session FROM sqlite_ct.upload_receipts ORDER BY 1")]
 
     def close(self) -> None:
         for p in self.providers:

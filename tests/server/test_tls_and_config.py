@@ -53,7 +53,8 @@ GOOD = {"hub": "hub.db", "tables": ["notes"], "filters": {"notes": "owner = :use
 
 @pytest.mark.parametrize("change, message", [
     ({"hub": None}, 'config "hub": expected the path of the hub database'),
-    ({"hub": "postgresql://x/y"}, "needs the PostgreSQL provider"),
+    ({"hub_schema": "app"}, 'config "hub_schema": only a PostgreSQL hub'),
+    ({"hub": "postgresql://x/y", "hub_schema": ""}, 'config "hub_schema": expected the name'),
     ({"hub": ":memory:"}, "an in-memory database cannot be shared"),
     ({"tables": []}, 'config "tables": expected a non-empty list'),
     ({"tables": ["notes", "NOTES"]}, "a table is listed twice"),

@@ -8,6 +8,6 @@ database, with the same behaviour as the SQLite hub (ServerSyncProvider).
 Needs psycopg 3 and psycopg-pool (pip install 'sqlite-ct[postgres]').
 docs/postgres.md describes the setup, the anchors and the type mapping.
 """
-from .provider import PostgresServerProvider
+from .provider import HubBusyError, HubTimeoutError, PostgresServerProvider
 
-__all__ = ["PostgresServerProvider"]
+__all__ = ["PostgresServerProvider", "HubTimeoutError", "HubBusyError"]

@@ -98,8 +98,12 @@ def check_columns(info: PgTable, tc: TableChanges) -> Tuple[str, ...]:
 class Applier:
     def __init__(self, conn: Any, infos: Mapping[str, PgTable], client: uuid.UUID,
                  anchors: Mapping[str, Optional[PgAnchor]], resolver: ConflictResolver,
-                 handler: Any) -> None:
+                 handler: Any, scopes: Optional[Mapping[str, Any]] = None) -> None:
         self.conn = conn
+        self.scopes = scopes or {}      # table (lower case) -> the uploader's RowFilter
+        self.refused: List[Conflict] = []
+        self.held: Dict[str, List[tuple]] = {}     # filtered table -> uploaded keys
+        self._refused_rows: List[Tuple[PgTable, tuple, Any]] = []
         self.cur = conn.cursor()
         self.infos = infos
         self.client = client
@@ -247,6 +251,7 @@ class Applier:
             keys = ", ".join(f"t.{qi(k)}" for k in st.info.key)
             self.cur.execute(f"SELECT 1 FROM {st.info.qname} AS t JOIN {st.stage} AS s "
                              f"ON {st.join('t')} ORDER BY {keys} FOR UPDATE OF t")
+            self._refuse_out_of_scope(st)
             for seq, ctype in self._detect(st).items():
                 st.conflicts[seq] = (ctype, None)
             self._mark_conflicts(st, list(st.conflicts))
@@ -258,7 +263,94 @@ class Applier:
             for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
                 self._resolve(st, seq)
         for st in staged:
+            if st.info.name.lower() in self.scopes:
+                self._held_uploaded(st)
             self.cur.execute(f"DROP TABLE IF EXISTS pg_temp.{st.stage}")
+        self._send_back_refused()
+
+    # -- scope --------------------------------------------------------------------
+    def _refuse_out_of_scope(self, st: Staged) -> None:
+        """With a row filter bound by the uploader's parameters, a change to a
+        key whose hub row is outside the filter, or whose new version would
+        be, is refused: taken out of the stage (never applied, never
+        resolved), counted as failed and reported as an ErrorsOccurred
+        conflict that names the scope. Runs after the rows are locked, so the
+        hub rows it judges are the ones the upload would write."""
+        info = st.info
+        flt = self.scopes.get(info.name.lower())
+        if flt is None:
+            return
+        k0 = qi(info.key[0])
+        pos = {c: i for i, c in enumerate(st.columns)}
+        # The filter's unqualified columns resolve in x (the hub row) and in
+        # the derived table n (the row as the upload would leave it).
+        new = ", ".join(f"s.c{pos[c]} AS {qi(c)}" if c in pos else f"t.{qi(c)} AS {qi(c)}"
+                        for c in info.columns)
+        match = f"coalesce(({flt.sql}), false)"
+        rows = self.cur.execute(
+            f"SELECT sqlite_ct_seq, sqlite_ct_present, sqlite_ct_old_in FROM "
+            f"(SELECT s._seq AS sqlite_ct_seq, s._op AS sqlite_ct_op, "
+            f"t.{k0} IS NOT NULL AS sqlite_ct_present, "
+            f"(SELECT {match} FROM {info.qname} AS x WHERE {info.key_join('x', 't')}) "
+            f"AS sqlite_ct_old_in, {new} "
+            f"FROM {st.stage} AS s LEFT JOIN {info.qname} AS t ON {st.join('t')}) AS n "
+            f"WHERE (sqlite_ct_present AND NOT sqlite_ct_old_in) "
+            f"OR (sqlite_ct_op <> {OP_DELETE} AND NOT {match})", flt.params).fetchall()
+        if not rows:
+            return
+        self.cur.execute(f"DELETE FROM {st.stage} WHERE _seq = ANY(%s)",
+                         ([seq for seq, _, _ in rows],))
+        for seq, present, old_in in rows:
+            op, values = st.rows.pop(seq)
+            st.counts[op] -= 1
+            key = st.key_of(values)
+            why = ("the hub's row is outside this client's filter" if present and not old_in
+                   else "the new version is outside this client's filter")
+            self.failed += 1
+            self.refused.append(Conflict(
+                ConflictType.ERRORS_OCCURRED, SyncStage.UPLOADING_CHANGES, info.name, key,
+                None if op == OP_DELETE else dict(zip(st.columns, values)), None,
+                f"refused: {why}; a client writes only rows in its scope",
+                action=ApplyAction.CONTINUE))
+            if op != OP_DELETE:
+                self._refused_rows.append((info, st.key_of(values), flt))
+
+    def _held_uploaded(self, st: Staged) -> None:
+        """The keys of the uploaded inserts and updates (not the refused ones)
+        that the hub holds, as a download sends them: the client holds them
+        (its own version, or the hub's once a conflict is resolved)."""
+        info = st.info
+        cols = ", ".join(_types.select_expr(info.cats[j], f"t.{qi(info.columns[j])}")
+                         for j in info.key_pos)
+        convs = tuple(info.to_sqlite()[j] for j in info.key_pos)
+        self.held.setdefault(info.name.lower(), []).extend(
+            _types.row_to_sqlite(tuple(r), convs) for r in self.cur.execute(
+                f"SELECT {cols} FROM {st.stage} AS s JOIN {info.qname} AS t "
+                f"ON {st.join('t')} WHERE s._op <> {OP_DELETE}"))
+
+    def _send_back_refused(self) -> None:
+        """For each refused insert or update, the hub's row as it is now if
+        the client may see it, else a delete of the key (the client must not
+        keep a row the hub does not give it)."""
+        for info, key, flt in self._refused_rows:
+            tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
+                                                                     info.key))
+            parts, kp = [], {}
+            for i, k in enumerate(info.key):
+                j = info.columns.index(k)
+                kp[f"sqlite_ct_k{i}"] = _types.to_pg(key[k], info.cats[j], info.types[j],
+                                                     info.name, k)
+                parts.append(f"{qi(k)} = %(sqlite_ct_k{i})s::{info.types[j]}")
+            where = " AND ".join(parts)
+            cols = ", ".join(_types.select_expr(cat, qi(c))
+                             for c, cat in zip(info.columns, info.cats))
+            found = self.cur.execute(
+                f"SELECT {cols} FROM {info.qname} WHERE {where} "
+                f"AND coalesce(({flt.sql}), false)", {**flt.params, **kp}).fetchone()
+            if found is None:
+                tc.deletes.append(tuple(key[k] for k in info.key))
+            else:
+                tc.updates.append(_types.row_to_sqlite(found, info.to_sqlite()))
 
     def _mark_conflicts(self, st: Staged, seqs: Sequence[int]) -> None:
         if seqs:

@@ -8,6 +8,12 @@ tables keep their columns:
   sqlite_ct.tracked_tables  one row per served table: its side table, the
                             transaction that provisioned it, and the newest
                             purged tombstone (the minimum valid anchor)
+  sqlite_ct.upload_receipts the result of each upload batch of a client's
+                            latest session (exactly-once uploads)
+  sqlite_ct.client_owners   the sync service's record of which user owns
+                            each client id
+  sqlite_ct.client_keys     the keys of filtered tables each client may
+                            hold (_held.py)
   sqlite_ct."c_<table>"     the side table: one row per key the table ever
                             held: the key columns, change_xid (the xid8 of
                             the last transaction that wrote the row),
@@ -117,6 +123,35 @@ def ensure_base(cur: Any) -> None:
                 "table_schema text NOT NULL, table_name text NOT NULL, side_table text NOT NULL, "
                 "enabled_xid xid8 NOT NULL, min_valid_xid xid8, "
                 "PRIMARY KEY (table_schema, table_name))")
+
+
+RECEIPTS = "upload_receipts"
+OWNERS = "client_owners"
+HELD = "client_keys"
+_SERVICE_TABLES = {
+    # Exactly-once uploads: one row per applied upload batch of a client's
+    # latest session, with the result it was answered with.
+    RECEIPTS: "client_id uuid NOT NULL, session bytea NOT NULL, batch bigint NOT NULL, "
+              "digest bytea NOT NULL, result text NOT NULL, "
+              "applied_at timestamptz NOT NULL DEFAULT now(), "
+              "PRIMARY KEY (client_id, session, batch)",
+    # The sync service: which user a client id is registered to.
+    OWNERS: "client_id uuid PRIMARY KEY, owner text NOT NULL, "
+            "registered_at timestamptz NOT NULL DEFAULT now()",
+    # The keys of a filtered table each client may hold (_held.py).
+    HELD: "client_id uuid NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, "
+          "rk bytea NOT NULL, PRIMARY KEY (client_id, table_schema, table_name, rk)",
+}
+
+
+def ensure_service_table(cur: Any, name: str) -> str:
+    """The qualified name of sqlite_ct.<name> (RECEIPTS, OWNERS or HELD), created
+    on first use; serialised like ensure_base()."""
+    qname = f"{qi(SCHEMA)}.{qi(name)}"
+    if not cur.execute("SELECT to_regclass(%s)", (qname,)).fetchone()[0]:
+        ensure_base(cur)
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {qname} ({_SERVICE_TABLES[name]})")
+    return qname
 
 
 def describe(cur: Any, schema: str, table: str) -> PgTable:
@@ -291,6 +326,9 @@ def deprovision(cur: Any, schema: str, table: str) -> bool:
     cur.execute(f"DROP TABLE IF EXISTS {qi(SCHEMA)}.{qi(side)}")
     cur.execute(f"DELETE FROM {qi(SCHEMA)}.tracked_tables WHERE table_schema = %s "
                 f"AND table_name = %s", (schema, name))
+    if cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.{qi(HELD)}",)).fetchone()[0]:
+        cur.execute(f"DELETE FROM {qi(SCHEMA)}.{qi(HELD)} WHERE table_schema = %s "
+                    f"AND table_name = %s", (schema, name))
     return True
 
 

@@ -6,13 +6,29 @@ tables, the change stamps and the tombstones all live in the schema
 `sqlite_ct`), so several processes can serve one hub. Connections come from a
 psycopg_pool.ConnectionPool, one per call: a download batch reads in one
 REPEATABLE READ, READ ONLY transaction; an upload applies in one READ
-COMMITTED transaction with the rows it writes locked. See _schema.py
+COMMITTED transaction with the rows it writes locked.
+
+Uploads keep the client's scope (a change to a key whose hub row is outside
+the uploader's filter, or whose new version would be, is refused, never
+applied; see _apply.py) and are exactly-once: an upload with a session is
+applied in the same transaction that stores its receipt in
+sqlite_ct.upload_receipts, and the same upload again returns the stored
+result and applies nothing (only the client's latest session is kept).
+
+time_limit() bounds the hub work of the calls made inside it (the sync
+service's per-request limit) with PostgreSQL's own means: statement_timeout
+and a cancel of the statement running at the deadline. See _schema.py
 (tracking), _anchor.py (why the anchor is a snapshot), _download.py,
 _apply.py and _types.py (values).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import itertools
+import threading
+import time
 import uuid
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
@@ -20,13 +36,23 @@ from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider
-from . import _schema, _types
+from . import _held, _schema, _types
 from ._anchor import PgAnchor, check_not_ahead
 from ._apply import Applier
-from ._download import read_batch
-from ._schema import SCHEMA, PgTable, qi
+from ._download import read_batch, row_filter
+from ._schema import OWNERS, RECEIPTS, SCHEMA, PgTable, ensure_service_table, qi
 
-__all__ = ["PostgresServerProvider"]
+__all__ = ["PostgresServerProvider", "HubTimeoutError", "HubBusyError"]
+
+
+class HubTimeoutError(SyncError):
+    """The hub work of a call ran past its time_limit() and was stopped
+    (rolled back)."""
+
+
+class HubBusyError(SyncError):
+    """A row or table the call needed stayed locked by another transaction
+    for longer than the provider's lock_timeout_ms (rolled back; retry)."""
 
 _UNSCOPED = b"\xff" * 8
 _ATTEMPTS = 3
@@ -57,7 +83,7 @@ class PostgresServerProvider(ServerProvider):
                  conflict_resolver: Optional[ConflictResolver] = None,
                  on_apply_change_failed: Any = None,
                  filters: Optional[Mapping[str, str]] = None,
-                 max_connections: int = 4) -> None:
+                 max_connections: int = 4, lock_timeout_ms: Optional[int] = None) -> None:
         psycopg, psycopg_pool = _import_psycopg()
         self._psycopg = psycopg
         self._owned = isinstance(pool, str)
@@ -72,6 +98,8 @@ class PostgresServerProvider(ServerProvider):
         for table, where in (filters or {}).items():
             self.set_filter(table, where)
         self._server_id: Optional[uuid.UUID] = None
+        self.lock_timeout_ms = lock_timeout_ms
+        self._limits = threading.local()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "PostgresServerProvider":
@@ -95,23 +123,64 @@ class PostgresServerProvider(ServerProvider):
 
     # -- connections ------------------------------------------------------
     @contextlib.contextmanager
+    def time_limit(self, seconds: float) -> Iterator[None]:
+        """Calls made by this thread inside the block stop after `seconds`
+        (from now) with HubTimeoutError, their transaction rolled back: each
+        transaction's statements get the time left as statement_timeout, and
+        a statement still running at the deadline is cancelled."""
+        previous = getattr(self._limits, "deadline", None)
+        self._limits.deadline = time.monotonic() + seconds
+        self._limits.seconds = seconds
+        try:
+            yield
+        finally:
+            self._limits.deadline = previous
+
+    @contextlib.contextmanager
     def _transaction(self, *, read_only: bool = False) -> Iterator[Any]:
         psycopg = self._psycopg
+        deadline = getattr(self._limits, "deadline", None)
+        watchdog = None
+        wait = {} if deadline is None else {"timeout": max(0.001, deadline - time.monotonic())}
         try:
-            with self.pool.connection() as conn:
-                with conn.transaction():
-                    cur = conn.cursor()
-                    if read_only:
-                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    # Exact, stable text forms whatever the role's defaults:
-                    # floats in full, timestamps in ISO and UTC.
-                    cur.execute("SELECT set_config('TimeZone', 'UTC', true), "
-                                "set_config('DateStyle', 'ISO, YMD', true), "
-                                "set_config('extra_float_digits', '1', true)")
-                    yield conn
+            with self.pool.connection(**wait) as conn:
+                if deadline is not None:
+                    watchdog = _Watchdog(conn, deadline)
+                try:
+                    with conn.transaction():
+                        cur = conn.cursor()
+                        if read_only:
+                            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, "
+                                        "READ ONLY")
+                        # Exact, stable text forms whatever the role's
+                        # defaults: floats in full, timestamps in ISO and UTC.
+                        cur.execute("SELECT set_config('TimeZone', 'UTC', true), "
+                                    "set_config('DateStyle', 'ISO, YMD', true), "
+                                    "set_config('extra_float_digits', '1', true)")
+                        if self.lock_timeout_ms is not None:
+                            cur.execute("SELECT set_config('lock_timeout', %s, true)",
+                                        (str(int(self.lock_timeout_ms)),))
+                        if watchdog is not None:
+                            watchdog.start(cur)
+                        yield conn
+                finally:
+                    if watchdog is not None:
+                        watchdog.stop()
         except SyncError:
             raise
         except psycopg.Error as exc:
+            if deadline is not None and (isinstance(exc, psycopg.errors.QueryCanceled)
+                                         or time.monotonic() >= deadline):
+                raise HubTimeoutError(
+                    f"sqlite-ct sync: the hub work took longer than "
+                    f"{self._limits.seconds:g} s and was stopped (rolled back)") from exc
+            if type(exc).__name__ == "PoolTimeout":
+                raise HubBusyError("sqlite-ct sync: the hub is busy: every connection of the "
+                                   "provider's pool is in use; retry later") from exc
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise HubBusyError(f"sqlite-ct sync: the hub is busy: a row or table stayed "
+                                   f"locked by another transaction for more than "
+                                   f"{self.lock_timeout_ms} ms; retry later") from exc
             raise SyncError(f"sqlite-ct sync: the PostgreSQL hub failed: "
                             f"{str(exc).strip()}") from exc
 
@@ -175,6 +244,12 @@ class PostgresServerProvider(ServerProvider):
         return SyncSchema(result, initial, current)
 
     def apply_changes(self, upload: Upload) -> UploadResult:
+        for tc in upload.tables:
+            if tc.reset:
+                # reset means "delete every row first": a download's snapshot
+                # semantics, never a client's to ask of the hub.
+                raise SyncError(f'sqlite-ct sync: the upload of table "{tc.table}" asks to '
+                                f"reset the hub table; uploads cannot reset tables")
         server = self.server_id.bytes
         anchors: Dict[str, Optional[PgAnchor]] = {}
         for table, blob in upload.received_anchors.items():
@@ -184,17 +259,38 @@ class PostgresServerProvider(ServerProvider):
                 raise ReinitialiseRequired(
                     table, f'sqlite-ct sync: the received anchor of table "{table}" was '
                            f"issued by another server; reinitialise the table")
+        digest = None if upload.session is None else _digest(upload)
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._transaction() as conn:
                     cur = conn.cursor()
+                    if digest is not None:
+                        stored = self._receipt(cur, upload, digest)
+                        if stored is not None:
+                            return stored
                     now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
                     for table, blob in upload.received_anchors.items():
                         check_not_ahead(anchors[table.lower()], None, now, table)
                     infos = self._describe(cur, [tc.table for tc in upload.tables], True)
+                    scopes = {name: row_filter(info.name, self._filters[name],
+                                               upload.parameters)
+                              for name, info in infos.items() if self._filters.get(name)}
                     applier = Applier(conn, infos, upload.client_id, anchors,
-                                      self.conflict_resolver, self.on_apply_change_failed)
+                                      self.conflict_resolver, self.on_apply_change_failed,
+                                      scopes)
                     applier.apply(upload.tables)
+                    corrections = [tc for tc in applier.corrections.values() if len(tc)]
+                    for tc in corrections:
+                        if tc.table.lower() in scopes and tc.updates:
+                            applier.held.setdefault(tc.table.lower(), []).extend(
+                                tuple(row[i] for i in infos[tc.table.lower()].key_pos)
+                                for row in tc.updates)
+                    for name, keys in applier.held.items():
+                        _held.hold(cur, upload.client_id, infos[name], keys)
+                    out = UploadResult(applier.applied, applier.failed,
+                                       applier.refused + applier.conflicts, corrections)
+                    if digest is not None:
+                        self._store_receipt(cur, upload, digest, out)
                 break
             except SyncError as exc:
                 # Two uploads that touch the same rows can deadlock, and
@@ -203,15 +299,86 @@ class PostgresServerProvider(ServerProvider):
                          self._psycopg.errors.SerializationFailure)
                 if attempt == _ATTEMPTS or not isinstance(exc.__cause__, retry):
                     raise
-        corrections = [tc for tc in applier.corrections.values() if len(tc)]
-        return UploadResult(applier.applied, applier.failed, applier.conflicts, corrections)
+        return out
+
+    def _receipt(self, cur: Any, upload: Upload, digest: bytes) -> Optional[UploadResult]:
+        """The stored result of this very upload, or None. Holds the client's
+        upload lock to the end of the transaction, so the same upload sent
+        twice at once (to two service processes) is applied once."""
+        from .. import wire
+        table = ensure_service_table(cur, RECEIPTS)
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"sqlite_ct:upload:{upload.client_id}",))
+        found = cur.execute(f"SELECT digest, result FROM {table} WHERE client_id = %s "
+                            f"AND session = %s AND batch = %s",
+                            (upload.client_id, upload.session, upload.batch)).fetchone()
+        if found is not None and bytes(found[0]) == digest:
+            return wire.decode(found[1], UploadResult)
+        return None
+
+    def _store_receipt(self, cur: Any, upload: Upload, digest: bytes,
+                       result: UploadResult) -> None:
+        from .. import wire
+        table = f"{qi(SCHEMA)}.{qi(RECEIPTS)}"
+        cur.execute(f"DELETE FROM {table} WHERE client_id = %s AND session <> %s",
+                    (upload.client_id, upload.session))
+        cur.execute(f"INSERT INTO {table} (client_id, session, batch, digest, result) "
+                    f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id, session, batch) "
+                    f"DO UPDATE SET digest = excluded.digest, result = excluded.result, "
+                    f"applied_at = now()",
+                    (upload.client_id, upload.session, upload.batch, digest,
+                     wire.encode(result).decode("ascii")))
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
         server = self.server_id.bytes
         with self._transaction(read_only=True) as conn:
             cur = conn.cursor()
             infos = self._describe(cur, [dt.table for dt in request.tables], False)
-            return read_batch(cur, server, request, infos, self._filters)
+            batch = read_batch(cur, server, request, infos, self._filters)
+        # Deletes reach only the clients that may hold the key (_held.py).
+        filtered = {t.table.lower(): t for t in request.tables
+                    if self._filters.get(t.table.lower()) and not t.snapshot}
+        if not filtered:
+            return batch
+        tables = []
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            for tc in batch.tables:
+                asked = filtered.get(tc.table.lower())
+                if asked is None:
+                    tables.append(tc)
+                    continue
+                info = infos[tc.table.lower()]
+                deletes = _held.held_deletes(cur, request.client_id, info, tc.deletes,
+                                             _first_download(asked.anchor, asked.table))
+                _held.hold(cur, request.client_id, info,
+                           (tuple(row[i] for i in info.key_pos)
+                            for row in itertools.chain(tc.inserts, tc.updates)))
+                tc = tc if deletes is tc.deletes else dataclasses.replace(tc, deletes=deletes)
+                if len(tc) or tc.reset:
+                    tables.append(tc)
+        return dataclasses.replace(batch, tables=tables)
+
+    # -- the sync service ---------------------------------------------------
+    def claim_client(self, client_id: uuid.UUID, user: str) -> str:
+        """Register `client_id` to `user` unless it is registered already
+        (sqlite_ct.client_owners); returns the user it is registered to. The
+        sync service refuses a client id registered to another user."""
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            table = ensure_service_table(cur, OWNERS)
+            cur.execute(f"INSERT INTO {table} (client_id, owner) VALUES (%s, %s) "
+                        f"ON CONFLICT (client_id) DO NOTHING", (client_id, user))
+            return cur.execute(f"SELECT owner FROM {table} WHERE client_id = %s",
+                               (client_id,)).fetchone()[0]
+
+    def prepare_service(self) -> None:
+        """Create the tables the sync service keeps in the hub (client
+        owners, upload receipts) now rather than on first use."""
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            for name in (OWNERS, RECEIPTS):
+                ensure_service_table(cur, name)
 
     # -- retention --------------------------------------------------------
     def purge_tombstones(self, table: str, *, older_than_days: float) -> int:
@@ -239,3 +406,63 @@ class PostgresServerProvider(ServerProvider):
                             f"greatest(min_valid_xid, %s::xid8) WHERE table_schema = %s "
                             f"AND table_name = %s", (newest, info.schema, info.name))
             return int(count)
+
+
+def _first_download(anchor: Optional[bytes], table: str) -> bool:
+    """Whether a download request starts a client's first download of the
+    table (no anchor, or the initial anchor of get_schema())."""
+    if not anchor:
+        return True
+    decoded = PgAnchor.decode(anchor, table)
+    return decoded.complete is None and decoded.window is None
+
+
+def _digest(upload: Upload) -> bytes:
+    """What makes a retried upload the same upload: its changes, anchors and
+    parameters (not the session and batch that name it)."""
+    from .. import wire
+    return hashlib.sha256(wire.encode(dataclasses.replace(upload, session=None, batch=0))
+                          ).digest()
+
+
+class _Watchdog:
+    """Bounds one transaction by a deadline: statement_timeout is the time
+    left, and a timer cancels the statement running at the deadline (only
+    while this transaction holds the connection)."""
+
+    def __init__(self, conn: Any, deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._active = False
+        self._timer: Optional[threading.Timer] = None
+
+    def start(self, cur: Any) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            import psycopg
+            raise psycopg.errors.QueryCanceled("the time limit was reached")
+        cur.execute("SELECT set_config('statement_timeout', %s, true)",
+                    (str(max(1, int(left * 1000))),))
+        with self._lock:
+            self._active = True
+        self._timer = threading.Timer(left, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._active:
+                try:
+                    if hasattr(self.conn, "cancel_safe"):      # psycopg 3.2+
+                        self.conn.cancel_safe(timeout=5.0)
+                    else:
+                        self.conn.cancel()
+                except Exception:       # statement_timeout still holds
+                    pass
+
+    def stop(self) -> None:
+        with self._lock:
+            self._active = False
+        if self._timer is not None:
+            self._timer.cancel()

@@ -1,0 +1,293 @@
+"""The upload guarantees every hub keeps (see conftest.py): a client writes
+only rows in its scope, an upload sent again is applied once, and deletes of
+a filtered table reach only the clients that may hold the key."""
+import itertools
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pg_fixtures import user_rows
+from sqlite_ct.sync import ConflictType, TableChanges, Upload
+
+SCHEMA = "CREATE TABLE notes (id integer PRIMARY KEY, owner text, body text)"
+FILTER = {"notes": "owner = :user"}
+REFUSED_OLD = ("refused: the hub's row is outside this client's filter; a client writes only "
+               "rows in its scope")
+REFUSED_NEW = ("refused: the new version is outside this client's filter; a client writes "
+               "only rows in its scope")
+
+
+@pytest.fixture
+def notes(hub):
+    hub.execute(SCHEMA)
+    hub.execute("INSERT INTO notes (id, owner, body) VALUES (1, 'alice', 'a1'), "
+                "(2, 'bob', 'b1'), (3, 'alice', 'a2')")
+    return hub
+
+
+def changes(**kinds):
+    return TableChanges("notes", ("id", "owner", "body"), ("id",), **kinds)
+
+
+def test_inserting_a_key_held_outside_the_scope_never_overwrites_it(notes, client_of):
+    hub = notes
+    alice, sync = client_of(hub.server(filters=FILTER), ["notes"],
+                            parameters={"user": "alice"})
+    sync.synchronize()
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (2, 'alice', 'mine')")
+    stats = sync.synchronize()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (0, 1)
+    assert [(c.type, c.key, c.error, c.server_row) for c in stats.conflicts] == [
+        (ConflictType.ERRORS_OCCURRED, {"id": 2}, REFUSED_OLD, None)]   # nothing of bob's
+    assert hub.rows("notes") == [(1, "alice", "a1"), (2, "bob", "b1"), (3, "alice", "a2")]
+    assert user_rows(alice, "notes") == [(1, "alice", "a1"), (3, "alice", "a2")]
+
+
+def test_changes_to_rows_outside_the_scope_are_refused_and_answered(notes, client_of):
+    hub = notes
+    server = hub.server(filters=FILTER)
+    alice, sync = client_of(server, ["notes"], parameters={"user": "alice"})
+    sync.synchronize()
+    client = uuid.uuid4()
+    result = server.apply_changes(Upload(
+        client, "notes", [changes(deletes=[(2,)], updates=[(2, "bob", "edited by alice"),
+                                                           (1, "bob", "given to bob")])],
+        {"notes": None}, {"user": "alice"}))
+    assert (result.applied, result.failed) == (0, 3)
+    assert sorted((c.key["id"], c.error) for c in result.conflicts) == [
+        (1, REFUSED_NEW), (2, REFUSED_OLD), (2, REFUSED_OLD)]
+    assert hub.rows("notes") == [(1, "alice", "a1"), (2, "bob", "b1"), (3, "alice", "a2")]
+    # Alice gets her row back as the hub has it, and a delete of bob's key.
+    [tc] = result.corrections
+    assert (tc.deletes, tc.updates) == ([(2,)], [(1, "alice", "a1")])
+
+
+def test_a_client_moving_its_row_out_of_its_scope_is_refused(notes, client_of):
+    hub = notes
+    server = hub.server(filters=FILTER)
+    alice, sync_a = client_of(server, ["notes"], parameters={"user": "alice"})
+    bob, sync_b = client_of(server, ["notes"], parameters={"user": "bob"})
+    sync_a.synchronize()
+    sync_b.synchronize()
+    alice.execute("UPDATE notes SET owner = 'bob' WHERE id = 1")
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (4, 'bob', 'x')")
+    stats = sync_a.synchronize()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (0, 2)
+    assert sorted((c.key["id"], c.error) for c in stats.conflicts) == [
+        (1, REFUSED_NEW), (4, REFUSED_NEW)]
+    assert user_rows(alice, "notes") == [(1, "alice", "a1"), (3, "alice", "a2")]
+    sync_b.synchronize()
+    assert user_rows(bob, "notes") == [(2, "bob", "b1")]
+    assert hub.rows("notes") == [(1, "alice", "a1"), (2, "bob", "b1"), (3, "alice", "a2")]
+
+
+def test_a_retried_upload_is_applied_once_with_the_stored_result(notes, client_of):
+    hub = notes
+    server = hub.server()
+    client = uuid.uuid4()
+    upload = Upload(client, "notes", [changes(inserts=[(10, "a", "x")])], {"notes": None}, {},
+                    b"session-1", 0)
+    first = server.apply_changes(upload)
+    hub.execute("UPDATE notes SET body = 'changed on the hub' WHERE id = 10")
+    again = server.apply_changes(upload)
+    assert (again.applied, again.failed) == (first.applied, first.failed) == (1, 0)
+    assert (10, "a", "changed on the hub") in hub.rows("notes")       # not applied again
+    # The same batch with other changes is another upload, and is applied.
+    other = Upload(client, "notes", [changes(inserts=[(11, "a", "y")])], {"notes": None}, {},
+                   b"session-1", 0)
+    assert server.apply_changes(other).applied == 1
+    assert hub.receipt_sessions() == [b"session-1"]
+    # A new session of the client drops the receipts of its older ones.
+    server.apply_changes(Upload(client, "notes", [], {}, {}, b"session-2", 0))
+    assert hub.receipt_sessions() == [b"session-2"]
+
+
+def test_an_upload_without_a_session_keeps_no_receipt(notes, client_of):
+    hub = notes
+    server = hub.server()
+    server.apply_changes(Upload(uuid.uuid4(), "notes", [changes(inserts=[(10, "a", "x")])],
+                                {"notes": None}))
+    server.apply_changes(Upload(uuid.uuid4(), "notes", [changes(inserts=[(11, "a", "x")])],
+                                {"notes": None}, {}, b"s", 0))
+    assert hub.receipt_sessions() == [b"s"]
+
+
+def test_a_refused_upload_retried_is_answered_the_same(notes, client_of):
+    server = notes.server(filters=FILTER)
+    upload = Upload(uuid.uuid4(), "notes", [changes(updates=[(2, "bob", "edited")])],
+                    {"notes": None}, {"user": "alice"}, b"s", 0)
+    first = server.apply_changes(upload)
+    again = server.apply_changes(upload)
+    assert (first.applied, first.failed) == (again.applied, again.failed) == (0, 1)
+    assert [c.error for c in again.conflicts] == [REFUSED_OLD]
+    assert [(tc.deletes, tc.updates) for tc in again.corrections] == [([(2,)], [])]
+
+
+def test_uploads_cannot_reset_a_hub_table(notes, client_of):
+    from sqlite_ct.sync import SyncError
+    server = notes.server()
+    with pytest.raises(SyncError, match="uploads cannot reset tables"):
+        server.apply_changes(Upload(uuid.uuid4(), "notes", [changes(reset=True)],
+                                    {"notes": None}))
+    assert len(notes.rows("notes")) == 3
+
+
+class Counting:
+    """A server provider that counts the deletes each download carries."""
+
+    def __init__(self, server):
+        self.server = server
+        self.deletes = []
+        self.sent = set()       # the keys of every row sent, in downloads or corrections
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def _saw(self, tables):
+        for tc in tables:
+            self.sent |= {row[0] for row in tc.inserts + tc.updates}
+
+    def get_changes(self, request):
+        batch = self.server.get_changes(request)
+        self.deletes.extend(k for tc in batch.tables for k in tc.deletes)
+        self._saw(batch.tables)
+        return batch
+
+    def apply_changes(self, upload):
+        result = self.server.apply_changes(upload)
+        self._saw(result.corrections)
+        return result
+
+
+def test_deletes_and_move_outs_reach_only_clients_that_may_hold_the_key(notes, client_of):
+    hub = notes
+    server = hub.server(filters=FILTER)
+    counted = {u: Counting(server) for u in ("alice", "bob")}
+    clients = {u: client_of(counted[u], ["notes"], parameters={"user": u})
+               for u in ("alice", "bob")}
+    for _, sync in clients.values():
+        sync.synchronize()
+    hub.execute("DELETE FROM notes WHERE id = 2")                     # bob's
+    hub.execute("UPDATE notes SET owner = 'nobody' WHERE id = 3")     # alice's, moved out
+    for c in counted.values():
+        c.deletes.clear()
+    for _, sync in clients.values():
+        sync.synchronize()
+    assert user_rows(clients["alice"][0], "notes") == [(1, "alice", "a1")]
+    assert user_rows(clients["bob"][0], "notes") == []
+    assert counted["bob"].deletes == [(2,)]
+    assert counted["alice"].deletes == [(3,)]
+
+
+def test_a_row_a_client_wrote_itself_is_deleted_when_it_moves_out(notes, client_of):
+    hub = notes
+    server = hub.server(filters=FILTER)
+    counted = Counting(server)
+    alice, sync = client_of(counted, ["notes"], parameters={"user": "alice"})
+    sync.synchronize()
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (7, 'alice', 'mine')")
+    sync.synchronize()
+    hub.execute("UPDATE notes SET owner = 'bob' WHERE id = 7")
+    hub.execute("DELETE FROM notes WHERE id = 1")
+    counted.deletes.clear()
+    sync.synchronize()
+    assert sorted(counted.deletes) == [(1,), (7,)]
+    assert user_rows(alice, "notes") == [(3, "alice", "a2")]
+
+
+def test_a_client_that_inserted_a_key_the_hub_kept_gets_its_delete(notes, client_of):
+    """Alice's insert of a key that bob's row took in the meantime (in her
+    scope, the hub wins): she holds her own version, so the hub's later
+    delete of that key reaches her."""
+    hub = notes
+    server = hub.server(filters=FILTER)
+    alice, sync = client_of(server, ["notes"], parameters={"user": "alice"})
+    sync.synchronize()
+    hub.execute("INSERT INTO notes (id, owner, body) VALUES (8, 'alice', 'hub')")
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (8, 'alice', 'client')")
+    sync.synchronize()
+    hub.execute("DELETE FROM notes WHERE id = 8")
+    sync.synchronize()
+    assert user_rows(alice, "notes") == hub.rows("notes")[:1] + [(3, "alice", "a2")] == [
+        (1, "alice", "a1"), (3, "alice", "a2")]
+
+
+_tables = itertools.count(1)
+USERS = ("alice", "bob")
+KEYS = st.integers(1, 6)
+SCOPE_OPS = st.lists(st.one_of(
+    st.tuples(st.just("insert"), st.sampled_from(USERS), KEYS, st.sampled_from(USERS)),
+    st.tuples(st.just("update"), st.sampled_from(USERS), KEYS, st.sampled_from(USERS)),
+    st.tuples(st.just("delete"), st.sampled_from(USERS), KEYS, st.just("")),
+    st.tuples(st.just("sync"), st.sampled_from(USERS), st.just(0), st.just("")),
+    st.tuples(st.just("hub"), st.sampled_from(USERS), KEYS, st.sampled_from(USERS)),
+    st.tuples(st.just("hub-delete"), st.sampled_from(USERS), KEYS, st.just("")),
+), max_size=25)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=SCOPE_OPS)
+def test_scopes_hold_for_any_interleaving(hub, client_of, ops):
+    """Whatever two filtered users do: a sync of user U changes only hub rows
+    that were U's before (or absent) and are U's after (or absent), leaves
+    U's client equal to the hub restricted to U's rows, and sends U deletes
+    only of keys U's client held at some point."""
+    table = f"s{next(_tables)}"
+    hub.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, owner text, body text)")
+    hub.execute(f"INSERT INTO {table} (id, owner, body) VALUES (1, 'alice', 'seed'), "
+                f"(2, 'bob', 'seed')")
+    server = hub.server(filters={table: "owner = :user"})
+    try:
+        check_scopes(hub, server, table, client_of, ops)
+    finally:
+        if hasattr(server, "close"):        # one pool per example, not per test
+            server.close()
+
+
+def check_scopes(hub, server, table, client_of, ops):
+    counted = {u: Counting(server) for u in USERS}
+    clients = {u: client_of(counted[u], [table], parameters={"user": u}) for u in USERS}
+    ever = {u: set() for u in USERS}
+
+    def sync(user):
+        conn, agent = clients[user]
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchall():
+            ever[user] |= {r[0] for r in user_rows(conn, table)}
+        counted[user].deletes.clear()
+        agent.synchronize()
+        # The keys the client held during the sync: before, after, and
+        # whatever a download brought in between.
+        ever[user] |= {r[0] for r in user_rows(conn, table)}
+        for (k,) in counted[user].deletes:
+            assert k in ever[user] | counted[user].sent, (user, k)
+
+    for user in USERS:
+        sync(user)
+    for n, (op, user, key, owner) in enumerate(ops):
+        conn = clients[user][0]
+        if op == "insert":
+            conn.execute(f"INSERT OR REPLACE INTO {table} (id, owner, body) VALUES (?, ?, ?)",
+                         (key, owner, f"{user} {n}"))
+        elif op == "update":
+            conn.execute(f"UPDATE {table} SET owner = ?, body = ? WHERE id = ?",
+                         (owner, f"{user} {n}", key))
+        elif op == "delete":
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (key,))
+        elif op == "hub":
+            hub.execute(f"INSERT INTO {table} (id, owner, body) VALUES (?, ?, ?) ON CONFLICT "
+                        f"(id) DO UPDATE SET owner = excluded.owner, body = excluded.body",
+                        (key, owner, f"hub {n}"))
+        elif op == "hub-delete":
+            hub.execute(f"DELETE FROM {table} WHERE id = ?", (key,))
+        else:
+            before = {r[0]: r for r in hub.rows(table)}
+            sync(user)
+            after = {r[0]: r for r in hub.rows(table)}
+            for k in set(before) | set(after):
+                if before.get(k) != after.get(k):
+                    assert before.get(k) is None or before[k][1] == user, (k, before, after)
+                    assert after.get(k) is None or after[k][1] == user, (k, before, after)
+            assert user_rows(conn, table) == [r for r in hub.rows(table) if r[1] == user]
