@@ -491,21 +491,10 @@ class ServerSyncProvider(ServerProvider):
             row = next(iter(_sql.rows(self.conn, "SELECT Generation, Previous FROM "
                                                  "__sysSyncClients WHERE ClientId = ?", (cid,))),
                        None)
-            if row is not None:
-                current, previous = bytes(row[0]), None if row[1] is None else bytes(row[1])
-                if current == next_generation and previous == generation:
-                    return  # the same claim again
-                # Generations count up (8-byte big-endian prefix): a hub
-                # behind the client was restored from a backup (its anchors
-                # tell the client to reinitialise), a client behind the hub,
-                # or beside it, is a copy or restored.
-                if current != generation and (generation is None
-                                              or current[:8] >= generation[:8]):
-                    raise ReplicaCopied(
-                        f"sqlite-ct sync: client {client_id} was last synchronised from a later "
-                        f"state of its database: this database is a copy of another client "
-                        f"database, or was restored from a backup; call SyncAgent.reidentify() "
-                        f"to give it its own client id and reinitialise its tables")
+            if row is not None and check_replica_claim(
+                    client_id, bytes(row[0]), None if row[1] is None else bytes(row[1]),
+                    generation, next_generation):
+                return  # the same claim again
             _sql.execute(self.conn, "INSERT INTO __sysSyncClients(ClientId, Generation, Previous, "
                                     "LastSeen) VALUES (?, ?, ?, sqlite_ct_now()) "
                                     "ON CONFLICT(ClientId) DO UPDATE SET Generation = "
@@ -599,6 +588,27 @@ def _digest(upload: Upload) -> bytes:
     from . import wire
     return hashlib.sha256(wire.encode(dataclasses.replace(upload, session=None, batch=0))
                           ).digest()
+
+
+def check_replica_claim(client_id: uuid.UUID, current: bytes, previous: Optional[bytes],
+                        generation: Optional[bytes], next_generation: bytes) -> bool:
+    """A hub's verdict on a replica claim (ServerProvider.claim_replica),
+    given the generation it holds for the client id (`current`) and the one
+    that replaced (`previous`): True for a repeat of the accepted claim,
+    False for a claim to record, ReplicaCopied for a copy or a restore."""
+    if current == next_generation and previous == generation:
+        return True
+    # Generations count up (8-byte big-endian prefix): a hub behind the
+    # client was restored from a backup (its anchors tell the client to
+    # reinitialise), a client behind the hub, or beside it, is a copy or
+    # restored.
+    if current != generation and (generation is None or current[:8] >= generation[:8]):
+        raise ReplicaCopied(
+            f"sqlite-ct sync: client {client_id} was last synchronised from a later "
+            f"state of its database: this database is a copy of another client "
+            f"database, or was restored from a backup; call SyncAgent.reidentify() "
+            f"to give it its own client id and reinitialise its tables")
+    return False
 
 
 def _hub_time_floor(conn: Any) -> None:

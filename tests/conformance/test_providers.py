@@ -317,3 +317,33 @@ def test_a_column_the_hub_lacks_is_refused_not_dropped(table, client_of):
     a.execute("UPDATE t SET extra = 'only here' WHERE id = 1")
     with pytest.raises(SyncError, match="table \"t\" on the server has no column 'extra'"):
         sync_a.synchronize()
+
+
+def test_a_copied_client_database_is_refused_until_reidentified(table, client_of, tmp_path):
+    """Both hubs keep a replica generation per client id: a copy of a client
+    database (here VACUUM INTO, as a device provisioned from a synced
+    template) is refused with ReplicaCopied, and reidentify() makes it a
+    client of its own; every replica then converges."""
+    import sqlite_ct
+    from sqlite_ct.sync import ClientSyncProvider, ReplicaCopied, SyncAgent
+    hub = table
+    server = hub.server()
+    a, sync_a = client_of(server, ["t"])
+    sync_a.synchronize()
+    a.execute("VACUUM INTO ?", (str(tmp_path / "copy.db"),))
+    copy = apsw.Connection(str(tmp_path / "copy.db"))
+    sqlite_ct.load(copy)
+    sync_copy = SyncAgent(ClientSyncProvider(copy), server, ["t"])
+    assert sync_copy.client.client_id == sync_a.client.client_id
+    a.execute("INSERT INTO t (id, owner, v) VALUES (30, 'a', 'from the original')")
+    sync_a.synchronize()
+    copy.execute("INSERT INTO t (id, owner, v) VALUES (31, 'c', 'from the copy')")
+    with pytest.raises(ReplicaCopied):
+        sync_copy.synchronize()
+    assert 31 not in [r[0] for r in hub.rows("t")]
+    sync_copy.reidentify()
+    assert sync_copy.client.client_id != sync_a.client.client_id
+    sync_a.synchronize()
+    assert user_rows(a, "t") == user_rows(copy, "t") == hub.rows("t")
+    assert {30, 31} <= {r[0] for r in hub.rows("t")}
+    copy.close()

@@ -6,7 +6,9 @@ upper snapshot and not in the client's `complete` snapshot):
 - a delete for each tombstone in the window that the client did not write
   itself, except on a first download (the client holds no hub rows);
 - every live row changed in the window that matches the client's filter and
-  whose latest change is not the client's own (no echo);
+  whose latest change is not the client's own (no echo), the client's own too
+  on a first download or a rescope (a reinitialised or restored client may
+  not hold them any more);
 - a delete ("move-out") for each row changed in the window that does not
   match the filter (on a first download only the client's own uploads);
 - when the filter or its parameters changed (rescope), every row of the
@@ -136,7 +138,12 @@ class _TableReader:
                         f"WHEN {ins} THEN {_KIND_INSERT} ELSE {_KIND_UPDATE} END")
                 moves = "true" if rows_since is not None or w.move_all else \
                     f"s.context IS NOT DISTINCT FROM {_p('x')}::uuid"
-                emit = (f"((t.sqlite_ct_match AND s.context IS DISTINCT FROM {_p('x')}::uuid) "
+                # The client's own latest writes are left out only when it is
+                # known to hold them: not on a first download or a rescope,
+                # which a reinitialised, restored or rescoped client starts with.
+                not_own = ("true" if rows_since is None
+                           else f"s.context IS DISTINCT FROM {_p('x')}::uuid")
+                emit = (f"((t.sqlite_ct_match AND {not_own}) "
                         f"OR (NOT t.sqlite_ct_match AND {moves}))")
             source = (f"(SELECT {inner}, {match} AS sqlite_ct_match FROM {info.qname}) AS t")
             params = {**self.flt.params, **_bind(x=self.client)}

@@ -127,6 +127,7 @@ def ensure_base(cur: Any) -> None:
 
 RECEIPTS = "upload_receipts"
 OWNERS = "client_owners"
+REPLICAS = "client_replicas"
 HELD = "client_keys"
 _SERVICE_TABLES = {
     # Exactly-once uploads: one row per applied upload batch of a client's
@@ -135,6 +136,10 @@ _SERVICE_TABLES = {
               "digest bytea NOT NULL, result text NOT NULL, "
               "applied_at timestamptz NOT NULL DEFAULT now(), "
               "PRIMARY KEY (client_id, session, batch)",
+    # Replica generations per client id (ServerProvider.claim_replica): the
+    # current one and the one it replaced.
+    REPLICAS: "client_id uuid PRIMARY KEY, generation bytea NOT NULL, previous bytea, "
+              "last_seen timestamptz NOT NULL DEFAULT now()",
     # The sync service: which user a client id is registered to.
     OWNERS: "client_id uuid PRIMARY KEY, owner text NOT NULL, "
             "registered_at timestamptz NOT NULL DEFAULT now()",

@@ -35,12 +35,12 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
-from ..server import ServerProvider
+from ..server import ServerProvider, check_replica_claim
 from . import _held, _schema, _types
 from ._anchor import PgAnchor, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch, row_filter
-from ._schema import OWNERS, RECEIPTS, SCHEMA, PgTable, ensure_service_table, qi
+from ._schema import OWNERS, RECEIPTS, REPLICAS, SCHEMA, PgTable, ensure_service_table, qi
 
 __all__ = ["PostgresServerProvider", "HubTimeoutError", "HubBusyError"]
 
@@ -358,6 +358,25 @@ class PostgresServerProvider(ServerProvider):
                 if len(tc) or tc.reset:
                     tables.append(tc)
         return dataclasses.replace(batch, tables=tables)
+
+    def claim_replica(self, client_id: uuid.UUID, generation: Optional[bytes],
+                      next_generation: bytes) -> None:
+        """Replica generations per client id live in sqlite_ct.client_replicas;
+        the verdict is the SQLite hub's (check_replica_claim). The row is locked
+        while it is decided, so two sessions of copies cannot both win."""
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            table = ensure_service_table(cur, REPLICAS)
+            row = cur.execute(f"SELECT generation, previous FROM {table} WHERE client_id = %s "
+                              f"FOR UPDATE", (client_id,)).fetchone()
+            if row is not None and check_replica_claim(
+                    client_id, bytes(row[0]), None if row[1] is None else bytes(row[1]),
+                    generation, next_generation):
+                return
+            cur.execute(f"INSERT INTO {table} (client_id, generation, previous) "
+                        f"VALUES (%s, %s, %s) ON CONFLICT (client_id) DO UPDATE SET "
+                        f"generation = excluded.generation, previous = excluded.previous, "
+                        f"last_seen = now()", (client_id, next_generation, generation))
 
     # -- the sync service ---------------------------------------------------
     def claim_client(self, client_id: uuid.UUID, user: str) -> str:
