@@ -1,52 +1,131 @@
 """The PostgreSQL hub's anchors and session tokens (sqlite_ct/sync/pg/_anchor.py):
-they round-trip, and any bytes a client sends back are either a valid anchor
-or a SyncError (anchors are client input)."""
+they round-trip under the hub's key, and any bytes a client sends back are
+either an anchor that hub issued for that table or ReinitialiseRequired (anchors
+are client input): a corrupt, forged or foreign anchor is never used."""
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 import pytest
 
 from sqlite_ct.sync import SyncError
-from sqlite_ct.sync.pg._anchor import (PgAnchor, Window, decode_session, encode_session,
-                                       snapshot_xmin)
+from sqlite_ct.sync.errors import ReinitialiseRequired
+from sqlite_ct.sync.pg._anchor import (HubKey, PgAnchor, Window, decode_session,
+                                       encode_session, snapshot_xmin)
 
-SNAP = st.builds(lambda a, b, xs: f"{a}:{a + b}:" + ",".join(str(a + x) for x in sorted(xs)),
-                 st.integers(3, 2 ** 40), st.integers(0, 1000),
+KEY = HubKey(b"S" * 16, b"L" * 16, b"k" * 32)
+
+
+def _snap(a, b, xs):
+    return f"{a}:{a + b}:" + ",".join(str(a + x) for x in sorted(xs) if x < b)
+
+
+SNAP = st.builds(_snap, st.integers(3, 2 ** 40), st.integers(0, 1000),
                  st.sets(st.integers(0, 999), max_size=5))
-WINDOW = st.builds(Window, SNAP, st.booleans(), st.booleans(), st.integers(0, 2),
-                   st.integers(0, 2 ** 63), st.one_of(st.none(), st.lists(
-                       st.text(max_size=20), min_size=1, max_size=3).map(tuple)))
-ANCHOR = st.builds(PgAnchor, st.binary(min_size=16, max_size=16),
-                   st.binary(min_size=8, max_size=8), st.one_of(st.none(), SNAP),
-                   st.one_of(st.none(), WINDOW))
+KEYS = st.lists(st.text(max_size=20), min_size=1, max_size=3).map(tuple)
 
 
-@given(ANCHOR)
+@st.composite
+def anchors(draw):
+    complete = draw(st.one_of(st.none(), SNAP))
+    window = None
+    if draw(st.booleans()):
+        base = 3 if complete is None else int(complete.split(":")[1])
+        upper = _snap(base, draw(st.integers(1, 1000)), draw(st.sets(st.integers(0, 999),
+                                                                      max_size=5)))
+        phase = draw(st.integers(0 if complete is not None else 1, 2))
+        xmax = int(upper.split(":")[1])
+        if phase == 2:
+            window = Window(upper, False, True, 2, 0, draw(st.one_of(st.none(), KEYS)))
+        else:
+            xid = draw(st.integers(0, xmax - 1))
+            window = Window(upper, draw(st.booleans()), False, phase, xid,
+                            draw(KEYS) if xid else None)
+    return PgAnchor(KEY.server, draw(st.binary(min_size=8, max_size=8)), complete, window)
+
+
+@given(anchors())
 def test_anchors_round_trip(anchor):
-    assert PgAnchor.decode(anchor.encode(), "t") == anchor
+    assert PgAnchor.decode(anchor.encode(KEY, "t"), "t", KEY) == anchor
 
 
 @given(st.binary(max_size=120))
-def test_any_bytes_decode_or_raise_sync_error(blob):
-    try:
-        PgAnchor.decode(blob, "t")
-    except SyncError as exc:
-        assert 'anchor of table "t" was not issued by a sqlite-ct PostgreSQL hub' in str(exc)
+def test_any_bytes_raise_reinitialise_required(blob):
+    with pytest.raises(ReinitialiseRequired, match="SyncAgent.reinitialise()"):
+        PgAnchor.decode(blob, "t", KEY)
 
 
-@given(ANCHOR, st.integers(0, 200), st.integers(0, 255))
-def test_corrupted_anchors_decode_or_raise_sync_error(anchor, pos, byte):
-    blob = bytearray(anchor.encode())
-    blob[pos % len(blob)] = byte
-    try:
-        PgAnchor.decode(bytes(blob), "t")
-    except SyncError:
-        pass
+@given(anchors(), st.integers(0, 400), st.integers(1, 255))
+def test_any_corrupted_byte_is_refused(anchor, pos, flip):
+    blob = bytearray(anchor.encode(KEY, "t"))
+    blob[pos % len(blob)] ^= flip
+    with pytest.raises(ReinitialiseRequired):
+        PgAnchor.decode(bytes(blob), "t", KEY)
+
+
+@given(anchors())
+def test_an_anchor_is_bound_to_its_table_secret_and_lineage(anchor):
+    blob = anchor.encode(KEY, "t")
+    with pytest.raises(ReinitialiseRequired, match="corrupt or forged"):
+        PgAnchor.decode(blob, "other", KEY)
+    with pytest.raises(ReinitialiseRequired, match="corrupt or forged"):
+        PgAnchor.decode(blob, "t", HubKey(KEY.server, KEY.lineage, b"x" * 32))
+    with pytest.raises(ReinitialiseRequired, match="earlier generation of this hub"):
+        PgAnchor.decode(blob, "t", HubKey(KEY.server, b"M" * 16, KEY.secret))
+    with pytest.raises(ReinitialiseRequired, match="issued by another server"):
+        PgAnchor.decode(blob, "t", HubKey(b"T" * 16, KEY.lineage, KEY.secret))
+
+
+def test_a_forged_anchor_that_skips_rows_is_refused():
+    """A client that moves its anchor forward (to skip rows it was never sent)
+    cannot produce the MAC."""
+    real = PgAnchor(KEY.server, b"\0" * 8, "100:100:").encode(KEY, "t")
+    forged = real.replace(b"100:100:", b"900:900:")
+    with pytest.raises(ReinitialiseRequired, match="corrupt or forged"):
+        PgAnchor.decode(forged, "t", KEY)
+
+
+@pytest.mark.parametrize("anchor", [
+    PgAnchor(KEY.server, b"\0" * 8, "10:5:"),                          # xmin > xmax
+    PgAnchor(KEY.server, b"\0" * 8, "10:20:25"),                       # xip past xmax
+    PgAnchor(KEY.server, b"\0" * 8, "10:20:12,11"),                    # xip not ascending
+    PgAnchor(KEY.server, b"\0" * 8, "0:20:"),                          # xmin 0
+    PgAnchor(KEY.server, b"\0" * 8, f"10:{2 ** 64}:"),                 # over xid8
+    PgAnchor(KEY.server, b"\0" * 8, "10:30:",                          # complete past upper
+             Window("10:20:", False, False, 0, 0, None)),
+    PgAnchor(KEY.server, b"\0" * 8, "10:20:",                          # cursor past upper
+             Window("10:20:", False, False, 1, 20, ("1",))),
+    PgAnchor(KEY.server, b"\0" * 8, "10:20:",                          # cursor xid, no key
+             Window("10:20:", False, False, 1, 15, None)),
+    PgAnchor(KEY.server, b"\0" * 8, None,                              # deletes, no complete
+             Window("10:20:", False, False, 0, 0, None)),
+    PgAnchor(KEY.server, b"\0" * 8, None,                              # snapshot flag, phase 1
+             Window("10:20:", False, True, 1, 0, None)),
+    PgAnchor(KEY.server, b"\0" * 8, None,                              # phase 3
+             Window("10:20:", False, False, 3, 0, None)),
+])
+def test_out_of_bounds_fields_are_refused_even_with_a_valid_mac(anchor):
+    with pytest.raises(ReinitialiseRequired, match="is malformed; reinitialise"):
+        PgAnchor.decode(anchor.encode(KEY, "t"), "t", KEY)
+
+
+def test_trailing_bytes_under_a_valid_mac_are_refused():
+    body = PgAnchor(KEY.server, b"\0" * 8, "10:20:").encode(KEY, "t")[:-16] + b"x"
+    from sqlite_ct.sync._anchor import _mac
+    with pytest.raises(ReinitialiseRequired, match="is malformed"):
+        PgAnchor.decode(body + _mac(KEY.secret, "t", body), "t", KEY)
 
 
 def test_session_tokens():
-    assert decode_session(encode_session("10:12:11")) == "10:12:11"
-    assert decode_session(None) is None
+    token = encode_session("10:12:11", KEY)
+    assert decode_session(token, KEY) == "10:12:11"
+    assert decode_session(None, KEY) is None
     with pytest.raises(SyncError, match="malformed download session token"):
-        decode_session(b"sqps10:x:")
+        decode_session(b"sqps10:x:", KEY)
+    with pytest.raises(SyncError, match="malformed download session token"):
+        decode_session(token.replace(b"10:12:11", b"10:99:11"), KEY)
+    with pytest.raises(SyncError, match="malformed download session token"):
+        decode_session(token, HubKey(KEY.server, KEY.lineage, b"x" * 32))
+    with pytest.raises(SyncError, match="earlier generation of this hub"):
+        decode_session(token, HubKey(KEY.server, b"M" * 16, KEY.secret))
     assert snapshot_xmin("10:12:11") == 10

@@ -6,7 +6,7 @@ import pytest
 
 from pg_fixtures import sqlite_client, user_rows
 from sqlite_ct.sync import ClientSyncProvider, SyncAgent, SyncError
-from sqlite_ct.sync.pg._anchor import PgAnchor
+from sqlite_ct.sync.pg._anchor import HubKey, PgAnchor
 
 
 @pytest.fixture
@@ -57,7 +57,8 @@ def test_anchor_of_another_hub_or_not_a_pg_anchor_is_refused(orders, pg_provider
                                         'server; reinitialise the table'):
         agent.synchronize()
     with pytest.raises(SyncError, match="not issued by a sqlite-ct PostgreSQL hub"):
-        PgAnchor.decode(b"sqct\x01" + b"\0" * 40, "orders")
+        PgAnchor.decode(b"sqct\x01" + b"\0" * 40, "orders", HubKey(b"\0" * 16, b"\0" * 16,
+                                                                    b"\0" * 32))
 
 
 def test_cascaded_deletes_and_trigger_writes_on_the_hub_are_tracked(pg_exec, pg_provider):
@@ -145,7 +146,8 @@ def test_a_hub_restored_from_an_older_backup_is_refused_not_skipped(pg_dsn, pg_e
         with PostgresServerProvider(restored) as other:
             assert other.server_id == server.server_id
             agent.server = other
-            with pytest.raises(SyncError, match='anchor of table "t" is ahead of the hub.*'
+            with pytest.raises(SyncError, match='anchor of table "t" was issued by an '
+                                                'earlier generation of this hub.*'
                                                 'reinitialise the table'):
                 agent.synchronize()
 

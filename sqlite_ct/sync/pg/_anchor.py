@@ -27,32 +27,67 @@ with the next one.
   phase 1  live rows, by (change_xid, key)
   phase 2  snapshot tables: every row, by key
 
-An anchor whose snapshot is ahead of the hub's current one (the hub was
-restored from a backup older than the client's last sync, so the ids it hands
-out next would look already received) is refused.
+INTEGRITY. Clients store anchors and send them back; a client bug, a damaged
+file or a forger can change them. Every anchor ends with a MAC (HMAC-SHA256,
+16 bytes) over the table name and the anchor, keyed by a 32-byte secret that
+only the hub database holds (sqlite_ct.hub_info), so an anchor the hub did not
+issue for that table is refused before anything in it is used; then every
+field is bounds-checked (snapshots well formed, the window inside its
+snapshots, the cursor inside the window).
+
+GENERATION. A valid MAC says nothing about a hub restored from an older
+backup (the secret is restored with it), which issued the anchor in a timeline
+it has since lost. Every anchor carries the hub's lineage (a uuid in
+sqlite_ct.hub_info), and the hub records with it where it lives: the cluster's
+system identifier, the database's oid and the oid of sqlite_ct.hub_info. A
+pg_dump restored into another database or cluster, or a hub schema dropped
+and restored, no longer lives where its row says: before it serves anything,
+the hub takes a new lineage (HubKey, _schema.bind_hub), and every anchor of
+the old one is refused, whatever the transaction ids do. A physical restore
+(a base backup or point-in-time recovery of the whole cluster) keeps all
+three; there an anchor whose snapshot is ahead of the hub's current one is
+refused (check_not_ahead), which holds until the restored hub's ids overtake
+the client's anchor.
 
 FORMAT (big-endian):
-  "sqpg" u8 version=1, 16-byte server id, 8-byte filter fingerprint,
-  text complete (u16 length, 0xFFFF: none), u8 has_window;
+  "sqpg" u8 version=2, 16-byte server id, 16-byte lineage, 8-byte filter
+  fingerprint, text complete (u16 length, 0xFFFF: none), u8 has_window;
   window: text upper, u8 flags (1 move_all, 2 snapshot), u8 phase,
           u64 cursor_xid, u8 key columns (0: no cursor key), then per key
-          column a text (its value as PostgreSQL prints it).
-A session token is "sqps" text upper.
+          column a text (its value as PostgreSQL prints it);
+  16-byte MAC.
+A session token is "sqps" 16-byte lineage, text upper, 16-byte MAC (over an
+empty table name).
 """
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import re
 import struct
 from typing import List, Optional, Tuple
 
+from .._anchor import _mac
 from ..errors import ReinitialiseRequired, SyncError
 
-MAGIC, SESSION_MAGIC, VERSION = b"sqpg", b"sqps", 1
+MAGIC, SESSION_MAGIC, VERSION = b"sqpg", b"sqps", 2
 PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT = 0, 1, 2
-_HEAD = struct.Struct(">4sB16s8s")
+_HEAD = struct.Struct(">4sB16s16s8s")
+_MAC_SIZE = 16
 _NONE = 0xFFFF
-_SNAPSHOT = re.compile(r"\d+:\d+:(\d+(,\d+)*)?")
+_SNAPSHOT = re.compile(r"(\d{1,19}):(\d{1,19}):((\d{1,19})(,\d{1,19})*)?")
+_XID_MAX = 2 ** 63 - 1
+_RECOVER = ("reinitialise the table on the client (SyncAgent.reinitialise() or "
+            "`sqlite-ct reinitialise`; it keeps unsent local changes)")
+
+
+@dataclasses.dataclass(frozen=True)
+class HubKey:
+    """What the anchors of one hub are bound to: its id, its current lineage
+    and its anchor secret (sqlite_ct.hub_info)."""
+    server: bytes
+    lineage: bytes
+    secret: bytes
 
 
 def snapshot_xmin(snap: str) -> int:
@@ -66,8 +101,8 @@ def snapshot_xmax(snap: str) -> int:
 def check_not_ahead(anchor: Optional["PgAnchor"], session: Optional[str], now: str,
                     table: str) -> None:
     """Refuse an anchor that saw transactions the hub has not started yet: the
-    hub was restored from a backup taken before the client's last sync, and
-    the ids it hands out next would look already received."""
+    hub was restored (physically) from a backup taken before the client's last
+    sync, and the ids it hands out next would look already received."""
     snaps = [session]
     if anchor is not None:
         snaps.append(anchor.complete)
@@ -78,9 +113,7 @@ def check_not_ahead(anchor: Optional["PgAnchor"], session: Optional[str], now: s
             table,
             f'sqlite-ct sync: the received anchor of table "{table}" is ahead of the hub '
             f"(the hub was restored from an older backup, or its database was replaced); "
-            f"reinitialise the table on the client "
-            f"(SyncAgent.reinitialise() or `sqlite-ct reinitialise`; it keeps unsent "
-            f"local changes)")
+            f"{_RECOVER}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +133,9 @@ class PgAnchor:
     complete: Optional[str]
     window: Optional[Window] = None
 
-    def encode(self) -> bytes:
-        out = bytearray(_HEAD.pack(MAGIC, VERSION, self.server, self.fingerprint))
+    def encode(self, hub: HubKey, table: str) -> bytes:
+        out = bytearray(_HEAD.pack(MAGIC, VERSION, self.server, hub.lineage,
+                                   self.fingerprint))
         _put_text(out, self.complete)
         w = self.window
         out.append(w is not None)
@@ -114,50 +148,96 @@ class PgAnchor:
             out.append(len(key))
             for v in key:
                 _put_text(out, v)
-        return bytes(out)
+        return bytes(out) + _mac(hub.secret, table, bytes(out))
 
     @classmethod
-    def decode(cls, blob: bytes, table: str) -> "PgAnchor":
+    def decode(cls, blob: bytes, table: str, hub: HubKey) -> "PgAnchor":
+        """The anchor `blob` of `table`, once its MAC, its structure, its
+        bounds and its lineage check out (ReinitialiseRequired otherwise)."""
+        blob = bytes(blob)
+        body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
         try:
-            magic, version, server, fp = _HEAD.unpack_from(blob)
-            if magic != MAGIC or version != VERSION:
-                raise ValueError
-            pos = _HEAD.size
-            complete, pos = _get_text(blob, pos)
-            _check(complete)
-            window = None
-            if blob[pos]:
-                upper, pos = _get_text(blob, pos + 1)
-                _check(upper)
-                if upper is None:
-                    raise ValueError
-                flags, phase = blob[pos], blob[pos + 1]
-                (xid,) = struct.unpack_from(">Q", blob, pos + 2)
-                n = blob[pos + 10]
-                pos += 11
-                key: List[str] = []
-                for _ in range(n):
-                    v, pos = _get_text(blob, pos)
-                    if v is None:
-                        raise ValueError
-                    key.append(v)
-                if phase > PHASE_SNAPSHOT:
-                    raise ValueError
-                window = Window(upper, bool(flags & 1), bool(flags & 2), phase, xid,
-                                tuple(key) if n else None)
-            else:
-                pos += 1
-            if pos != len(blob):
-                raise ValueError
-        except (struct.error, ValueError, IndexError, UnicodeDecodeError):
+            magic, version, server, lineage, fp = _HEAD.unpack_from(body)
+        except struct.error:
+            magic = version = server = lineage = fp = None
+        if magic != MAGIC or version != VERSION:
             raise ReinitialiseRequired(
                 table, f'sqlite-ct sync: the received anchor of table "{table}" was not '
-                       f"issued by a sqlite-ct PostgreSQL hub; reinitialise the table") from None
+                       f"issued by a sqlite-ct PostgreSQL hub (or by an older version); "
+                       f"{_RECOVER}")
+        if server != hub.server:
+            raise ReinitialiseRequired(
+                table, f'sqlite-ct sync: the received anchor of table "{table}" was issued '
+                       f"by another server; {_RECOVER}")
+        if not hmac.compare_digest(mac, _mac(hub.secret, table, body)):
+            raise ReinitialiseRequired(
+                table, f'sqlite-ct sync: the received anchor of table "{table}" is corrupt or '
+                       f"forged (its MAC does not match this hub's); {_RECOVER}")
+        try:
+            anchor = cls._parse(body, server, fp)
+        except (struct.error, ValueError, IndexError, UnicodeDecodeError):
+            # Only a hub that lost its secret, or a bug, gets here.
+            raise ReinitialiseRequired(
+                table, f'sqlite-ct sync: the received anchor of table "{table}" is malformed; '
+                       f"{_RECOVER}") from None
+        if lineage != hub.lineage:
+            raise ReinitialiseRequired(
+                table, f'sqlite-ct sync: the received anchor of table "{table}" was issued '
+                       f"by an earlier generation of this hub: the hub was restored from a "
+                       f"backup, or its database copied or replaced, since; {_RECOVER}")
+        return anchor
+
+    @classmethod
+    def _parse(cls, body: bytes, server: bytes, fp: bytes) -> "PgAnchor":
+        pos = _HEAD.size
+        complete, pos = _get_text(body, pos)
+        _check(complete)
+        window = None
+        if body[pos]:
+            upper, pos = _get_text(body, pos + 1)
+            if upper is None:
+                raise ValueError
+            _check(upper)
+            flags, phase = body[pos], body[pos + 1]
+            (xid,) = struct.unpack_from(">Q", body, pos + 2)
+            n = body[pos + 10]
+            pos += 11
+            key: List[str] = []
+            for _ in range(n):
+                v, pos = _get_text(body, pos)
+                if v is None:
+                    raise ValueError
+                key.append(v)
+            snapshot = bool(flags & 2)
+            if (flags & ~3 or phase > PHASE_SNAPSHOT or snapshot != (phase == PHASE_SNAPSHOT)
+                    or (snapshot and flags & 1)
+                    or (phase == PHASE_DELETES and complete is None)
+                    or (complete is not None
+                        and snapshot_xmax(complete) > snapshot_xmax(upper))
+                    or xid >= snapshot_xmax(upper)
+                    or (xid != 0 if snapshot else (xid == 0) != (n == 0))):
+                raise ValueError
+            window = Window(upper, bool(flags & 1), snapshot, phase, xid,
+                            tuple(key) if n else None)
+        else:
+            pos += 1
+        if pos != len(body):
+            raise ValueError
         return cls(server, fp, complete, window)
 
 
 def _check(snap: Optional[str]) -> None:
-    if snap is not None and not _SNAPSHOT.fullmatch(snap):
+    """A snapshot as pg_current_snapshot() prints it: xmin <= every id in
+    progress < xmax, the ids ascending and distinct, all valid xid8s."""
+    if snap is None:
+        return
+    m = _SNAPSHOT.fullmatch(snap)
+    if m is None:
+        raise ValueError
+    xmin, xmax = int(m.group(1)), int(m.group(2))
+    xip = [int(x) for x in m.group(3).split(",")] if m.group(3) else []
+    if not 0 < xmin <= xmax <= _XID_MAX or any(
+            not xmin <= x < xmax for x in xip) or any(a >= b for a, b in zip(xip, xip[1:])):
         raise ValueError
 
 
@@ -183,14 +263,28 @@ def _get_text(blob: bytes, pos: int) -> Tuple[Optional[str], int]:
     return bytes(blob[pos:pos + n]).decode(), pos + n
 
 
-def encode_session(upper: str) -> bytes:
-    return SESSION_MAGIC + upper.encode()
+def encode_session(upper: str, hub: HubKey) -> bytes:
+    body = SESSION_MAGIC + hub.lineage + upper.encode()
+    return body + _mac(hub.secret, "", body)
 
 
-def decode_session(blob: Optional[bytes]) -> Optional[str]:
+def decode_session(blob: Optional[bytes], hub: HubKey) -> Optional[str]:
     if not blob:
         return None
-    text = bytes(blob[4:]).decode(errors="replace")
-    if bytes(blob[:4]) != SESSION_MAGIC or not _SNAPSHOT.fullmatch(text):
-        raise SyncError("sqlite-ct sync: malformed download session token")
+    blob = bytes(blob)
+    body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
+    text = body[20:].decode(errors="replace")
+    if len(blob) < 20 + _MAC_SIZE or body[:4] != SESSION_MAGIC \
+            or not hmac.compare_digest(mac, _mac(hub.secret, "", body)):
+        raise SyncError("sqlite-ct sync: malformed download session token; start the "
+                        "download again (session=None)")
+    try:
+        _check(text)
+    except ValueError:
+        raise SyncError("sqlite-ct sync: malformed download session token; start the "
+                        "download again (session=None)") from None
+    if body[4:20] != hub.lineage:
+        raise SyncError("sqlite-ct sync: the download session token was issued by an "
+                        "earlier generation of this hub (restored from a backup?); start "
+                        "the download again (session=None)")
     return text

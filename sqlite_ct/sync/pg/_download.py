@@ -28,7 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 from . import _types
-from ._anchor import (PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, PgAnchor, Window,
+from ._anchor import (PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, HubKey, PgAnchor, Window,
                       check_not_ahead, decode_session, encode_session, snapshot_xmin)
 from ._schema import PgTable, qi
 
@@ -212,18 +212,23 @@ class _TableState:
         return a.complete != upper or self.rescope
 
 
-def read_batch(cur: Any, server: bytes, request: DownloadRequest,
+def read_batch(cur: Any, key: HubKey, request: DownloadRequest,
                infos: Mapping[str, PgTable], filters: Mapping[str, Optional[str]]
                ) -> DownloadBatch:
     """One batch, read by `cur` inside a REPEATABLE READ transaction."""
     budget = request.batch_size
     if budget is not None and budget < 1:
         raise SyncError("sqlite-ct sync: batch_size must be at least 1 (or None)")
-    session = decode_session(request.session)
+    # The anchors first: an anchor of a lost generation asks the client to
+    # reinitialise (its session token would only ask it to start again).
+    decoded = [PgAnchor.decode(dt.anchor, infos[dt.table.lower()].name, key)
+               if dt.anchor else None for dt in request.tables]
+    session = decode_session(request.session, key)
     now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
     upper = session or now
-    states = [_state(cur, server, request.client_id, upper, dt, infos[dt.table.lower()],
-                     filters, request.parameters) for dt in request.tables]
+    states = [_state(cur, key.server, request.client_id, upper, dt, anchor,
+                     infos[dt.table.lower()], filters, request.parameters)
+              for dt, anchor in zip(request.tables, decoded)]
     for st in states:
         check_not_ahead(st.anchor, session, now, st.info.name)
     for st in reversed(states):
@@ -232,21 +237,23 @@ def read_batch(cur: Any, server: bytes, request: DownloadRequest,
         budget = _advance(st, upper, budget, deletes_only=False)
     out = [dataclasses.replace(st.reader.changes, reset=st.reset) for st in states
            if len(st.reader.changes) or st.reset]
-    anchors = {st.info.name: st.anchor.encode() for st in states}
+    anchors = {st.info.name: st.anchor.encode(key, st.info.name) for st in states}
     more = any(st.pending(upper) for st in states)
-    return DownloadBatch(out, anchors, encode_session(upper), more)
+    return DownloadBatch(out, anchors, encode_session(upper, key), more)
 
 
 def _state(cur: Any, server: bytes, client: uuid.UUID, upper: str, dt: DownloadTable,
-           info: PgTable, filters: Mapping[str, Optional[str]],
+           decoded: Optional[PgAnchor], info: PgTable, filters: Mapping[str, Optional[str]],
            parameters: Mapping[str, Any]) -> _TableState:
     flt = row_filter(info.name, filters.get(info.name.lower()), parameters)
-    anchor = (PgAnchor.decode(dt.anchor, info.name) if dt.anchor
-              else PgAnchor(server, flt.fingerprint, None))
-    if anchor.server != server:
+    anchor = decoded or PgAnchor(server, flt.fingerprint, None)
+    if anchor.window is not None and anchor.window.cursor_key is not None \
+            and len(anchor.window.cursor_key) != len(info.key):
         raise ReinitialiseRequired(
-            info.name, f'sqlite-ct sync: the received anchor of table "{info.name}" '
-                       f"was issued by another server; reinitialise the table")
+            info.name, f'sqlite-ct sync: the received anchor of table "{info.name}" does '
+                       f"not match the table's primary key (changed since?); reinitialise "
+                       f"the table on the client (SyncAgent.reinitialise() or `sqlite-ct "
+                       f"reinitialise`; it keeps unsent local changes)")
     if not dt.snapshot and not info.tracked:
         raise SyncError(f'sqlite-ct sync: table "{info.name}" is not provisioned on the hub; '
                         f'call PostgresServerProvider.provision("{info.name}")')

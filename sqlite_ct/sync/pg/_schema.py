@@ -4,7 +4,9 @@ shape of a served table.
 HOW IT WORKS. Everything lives in the schema `sqlite_ct`; the application's
 tables keep their columns:
 
-  sqlite_ct.hub_info        one row: the hub's id (every anchor carries it)
+  sqlite_ct.hub_info        one row: the hub's id and lineage (every anchor
+                            carries both), the anchor secret, and where the
+                            hub lives (bound; see bind_hub)
   sqlite_ct.tracked_tables  one row per served table: its side table, the
                             transaction that provisioned it, and the newest
                             purged tombstone (the minimum valid anchor)
@@ -43,7 +45,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+import uuid
 from typing import Any, Callable, Optional, Tuple
 
 from ..errors import SyncError
@@ -119,6 +123,11 @@ def ensure_base(cur: Any) -> None:
                 "one boolean PRIMARY KEY DEFAULT true CHECK (one), server_id uuid NOT NULL)")
     cur.execute(f"INSERT INTO {qi(SCHEMA)}.hub_info (server_id) VALUES (gen_random_uuid()) "
                 "ON CONFLICT DO NOTHING")
+    if cur.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = "
+                   "'sqlite_ct.hub_info'::regclass AND attname IN ('lineage', 'secret', 'bound') "
+                   "AND NOT attisdropped").fetchone()[0] < 3:
+        cur.execute(f"ALTER TABLE {qi(SCHEMA)}.hub_info ADD COLUMN IF NOT EXISTS lineage uuid, "
+                    "ADD COLUMN IF NOT EXISTS secret bytea, ADD COLUMN IF NOT EXISTS bound text")
     cur.execute(f"CREATE TABLE IF NOT EXISTS {qi(SCHEMA)}.tracked_tables ("
                 "table_schema text NOT NULL, table_name text NOT NULL, side_table text NOT NULL, "
                 "enabled_xid xid8 NOT NULL, min_valid_xid xid8, "
@@ -343,6 +352,60 @@ def server_id(cur: Any) -> Any:
     if not cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.hub_info",)).fetchone()[0]:
         ensure_base(cur)
     return cur.execute(f"SELECT server_id FROM {qi(SCHEMA)}.hub_info").fetchone()[0]
+
+
+# Where the hub lives: the cluster (its system identifier), the database and
+# the sqlite_ct.hub_info table itself. A restore (pg_dump into another
+# database or cluster, or a schema dropped and restored) changes at least one.
+_WHERE = ("(SELECT system_identifier FROM pg_control_system())::text || ':' || "
+          "(SELECT oid FROM pg_database WHERE datname = current_database())::text || ':' || "
+          "to_regclass('sqlite_ct.hub_info')::oid::text")
+
+
+def hub_key(cur: Any) -> Optional[Tuple[Any, bytes, bytes]]:
+    """(server id, lineage, secret) of the hub, or None when it must be bound
+    first (bind_hub): a new hub, one made by an older version, or one that no
+    longer lives where it was bound (restored or copied)."""
+    if not cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.hub_info",)).fetchone()[0]:
+        return None
+    row = cur.execute(f"SELECT h.server_id, j->>'lineage', j->>'secret', "
+                      f"j->>'bound' IS NOT DISTINCT FROM {_WHERE} FROM {qi(SCHEMA)}.hub_info h, "
+                      f"to_jsonb(h) j").fetchone()
+    if row is None or row[1] is None or row[2] is None or not row[3]:
+        return None
+    return row[0], uuid.UUID(row[1]).bytes, bytes.fromhex(row[2][2:])
+
+
+def bind_hub(cur: Any) -> bool:
+    """Give the hub a lineage and an anchor secret bound to where it lives;
+    a new lineage when it was bound elsewhere (restored from a dump, copied):
+    every anchor of the old lineage is then refused. Returns whether a lineage
+    was replaced. The stamps a restore into another cluster brings from its
+    future (transaction ids the new cluster has not reached) become this
+    transaction's, so every restored row is visible to the clients'
+    downloads from now on."""
+    if hub_key(cur) is not None:
+        return False
+    ensure_base(cur)
+    lineage, secret, bound, here = cur.execute(
+        f"SELECT lineage, secret, bound, {_WHERE} FROM {qi(SCHEMA)}.hub_info FOR UPDATE"
+    ).fetchone()
+    if lineage is not None and secret is not None and bound == here:
+        return False
+    moved = lineage is not None
+    if moved:
+        sides = [qi(r[0]) for r in cur.execute(
+            f"SELECT side_table FROM {qi(SCHEMA)}.tracked_tables").fetchall()]
+        for side in sides:
+            cur.execute(f"UPDATE {qi(SCHEMA)}.{side} SET "
+                        f"change_xid = least(change_xid, pg_current_xact_id()), "
+                        f"insert_xid = least(insert_xid, pg_current_xact_id()) "
+                        f"WHERE greatest(change_xid, insert_xid) > pg_current_xact_id()")
+        cur.execute(f"UPDATE {qi(SCHEMA)}.tracked_tables SET min_valid_xid = NULL, "
+                    f"enabled_xid = least(enabled_xid, pg_current_xact_id())")
+    cur.execute(f"UPDATE {qi(SCHEMA)}.hub_info SET lineage = gen_random_uuid(), "
+                f"secret = coalesce(secret, %s), bound = {_WHERE}", (os.urandom(32),))
+    return moved
 
 
 def sqlite_default(pg_default: Optional[str]) -> Optional[str]:

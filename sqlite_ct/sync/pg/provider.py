@@ -32,12 +32,12 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import ReinitialiseRequired, SyncError
+from ..errors import SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider, check_replica_claim
 from . import _held, _schema, _types
-from ._anchor import PgAnchor, check_not_ahead
+from ._anchor import HubKey, PgAnchor, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch, row_filter
 from ._schema import OWNERS, RECEIPTS, REPLICAS, SCHEMA, PgTable, ensure_service_table, qi
@@ -55,6 +55,11 @@ class HubBusyError(SyncError):
     for longer than the provider's lock_timeout_ms (rolled back; retry)."""
 
 _UNSCOPED = b"\xff" * 8
+
+
+class _Unbound(Exception):
+    """The hub has no lineage yet, or was restored or copied: bind it
+    (_schema.bind_hub) and run the call again."""
 _ATTEMPTS = 3
 
 
@@ -187,12 +192,34 @@ class PostgresServerProvider(ServerProvider):
     def _describe(self, cur: Any, tables: Sequence[str], provision: bool
                   ) -> Dict[str, PgTable]:
         out: Dict[str, PgTable] = {}
+        if provision:
+            # The secret and lineage exist from the start, so that a dump of
+            # the hub holds them and its restore is seen as one.
+            _schema.bind_hub(cur)
         for table in tables:
             info = _schema.describe(cur, self.schema, table)
             if provision and not info.tracked:
                 info = _schema.provision(cur, info)
             out[table.lower()] = info
         return out
+
+    def _key(self, cur: Any) -> HubKey:
+        """The hub's anchor key, read in the call's own transaction, so no
+        anchor is accepted or issued under the lineage of a hub that has since
+        been restored."""
+        found = _schema.hub_key(cur)
+        if found is None:
+            raise _Unbound
+        server, lineage, secret = found
+        return HubKey(server.bytes, lineage, secret)
+
+    def _bound(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except _Unbound:
+            with self._transaction() as conn:
+                _schema.bind_hub(conn.cursor())
+            return call(*args)
 
     @property
     def server_id(self) -> uuid.UUID:
@@ -225,6 +252,9 @@ class PostgresServerProvider(ServerProvider):
         return ServerInfo(self.server_id)
 
     def get_schema(self, tables: Sequence[str]) -> SyncSchema:
+        return self._bound(self._get_schema, tables)
+
+    def _get_schema(self, tables: Sequence[str]) -> SyncSchema:
         server = self.server_id.bytes
         result: Dict[str, TableSchema] = {}
         initial: Dict[str, bytes] = {}
@@ -232,6 +262,7 @@ class PostgresServerProvider(ServerProvider):
         with self._transaction() as conn:
             cur = conn.cursor()
             infos = self._describe(cur, tables, True)
+            key = self._key(cur)
             now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         for table in tables:
             info = infos[table.lower()]
@@ -239,31 +270,29 @@ class PostgresServerProvider(ServerProvider):
                             for c, cat, nn, d in zip(info.columns, info.cats, info.not_null,
                                                      info.defaults))
             result[table] = TableSchema(info.name, columns, info.key)
-            initial[table] = PgAnchor(server, b"\0" * 8, None).encode()
-            current[table] = PgAnchor(server, _UNSCOPED, now).encode()
+            initial[table] = PgAnchor(server, b"\0" * 8, None).encode(key, info.name)
+            current[table] = PgAnchor(server, _UNSCOPED, now).encode(key, info.name)
         return SyncSchema(result, initial, current)
 
     def apply_changes(self, upload: Upload) -> UploadResult:
+        return self._bound(self._apply_changes, upload)
+
+    def _apply_changes(self, upload: Upload) -> UploadResult:
         for tc in upload.tables:
             if tc.reset:
                 # reset means "delete every row first": a download's snapshot
                 # semantics, never a client's to ask of the hub.
                 raise SyncError(f'sqlite-ct sync: the upload of table "{tc.table}" asks to '
                                 f"reset the hub table; uploads cannot reset tables")
-        server = self.server_id.bytes
-        anchors: Dict[str, Optional[PgAnchor]] = {}
-        for table, blob in upload.received_anchors.items():
-            decoded = PgAnchor.decode(blob, table) if blob else None
-            anchors[table.lower()] = decoded
-            if decoded is not None and decoded.server != server:
-                raise ReinitialiseRequired(
-                    table, f'sqlite-ct sync: the received anchor of table "{table}" was '
-                           f"issued by another server; reinitialise the table")
         digest = None if upload.session is None else _digest(upload)
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._transaction() as conn:
                     cur = conn.cursor()
+                    key = self._key(cur)
+                    anchors: Dict[str, Optional[PgAnchor]] = {
+                        table.lower(): PgAnchor.decode(blob, table, key) if blob else None
+                        for table, blob in upload.received_anchors.items()}
                     if digest is not None:
                         stored = self._receipt(cur, upload, digest)
                         if stored is not None:
@@ -330,11 +359,14 @@ class PostgresServerProvider(ServerProvider):
                      wire.encode(result).decode("ascii")))
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
-        server = self.server_id.bytes
+        return self._bound(self._get_changes, request)
+
+    def _get_changes(self, request: DownloadRequest) -> DownloadBatch:
         with self._transaction(read_only=True) as conn:
             cur = conn.cursor()
+            key = self._key(cur)
             infos = self._describe(cur, [dt.table for dt in request.tables], False)
-            batch = read_batch(cur, server, request, infos, self._filters)
+            batch = read_batch(cur, key, request, infos, self._filters)
         # Deletes reach only the clients that may hold the key (_held.py).
         filtered = {t.table.lower(): t for t in request.tables
                     if self._filters.get(t.table.lower()) and not t.snapshot}
@@ -350,7 +382,7 @@ class PostgresServerProvider(ServerProvider):
                     continue
                 info = infos[tc.table.lower()]
                 deletes = _held.held_deletes(cur, request.client_id, info, tc.deletes,
-                                             _first_download(asked.anchor, asked.table))
+                                             _first_download(asked.anchor, asked.table, key))
                 _held.hold(cur, request.client_id, info,
                            (tuple(row[i] for i in info.key_pos)
                             for row in itertools.chain(tc.inserts, tc.updates)))
@@ -427,12 +459,12 @@ class PostgresServerProvider(ServerProvider):
             return int(count)
 
 
-def _first_download(anchor: Optional[bytes], table: str) -> bool:
+def _first_download(anchor: Optional[bytes], table: str, key: HubKey) -> bool:
     """Whether a download request starts a client's first download of the
     table (no anchor, or the initial anchor of get_schema())."""
     if not anchor:
         return True
-    decoded = PgAnchor.decode(anchor, table)
+    decoded = PgAnchor.decode(anchor, table, key)
     return decoded.complete is None and decoded.window is None
 
 
