@@ -10,6 +10,7 @@ open, read a table's rows, purge tombstones.
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any, List
 
 import apsw
@@ -57,6 +58,21 @@ class SqliteHub:
         return [bytes(r[0]) for r in self.conn.execute(
             f'SELECT DISTINCT Session FROM "{RECEIPTS}" ORDER BY 1').fetchall()]
 
+    def backup(self, path: str) -> str:
+        """A copy of the hub as it is now (the SQLite backup API)."""
+        dest = apsw.Connection(path)
+        with dest.backup("main", self.conn, "main") as b:
+            b.step()
+        dest.close()
+        return path
+
+    def restore(self, backup: str) -> None:
+        """Put the backup back over the hub, under its running providers."""
+        src = apsw.Connection(backup)
+        with self.conn.backup("main", src, "main") as b:
+            b.step()
+        src.close()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -99,10 +115,29 @@ class PostgresHub:
         return [bytes(r[0]) for r in self.execute(
             "SELECT DISTINCT session FROM sqlite_ct.upload_receipts ORDER BY 1")]
 
+    def backup(self, path: str) -> str:
+        """pg_dump of the hub database as it is now."""
+        subprocess.run([_pg_bin("pg_dump"), "-Fc", "-f", path, self.dsn], check=True)
+        return path
+
+    def restore(self, backup: str) -> None:
+        """pg_restore --clean of the backup over the hub, under its running
+        providers."""
+        subprocess.run([_pg_bin("pg_restore"), "--clean", "--if-exists", "-n", "public",
+                        "-n", "sqlite_ct", "-d", self.dsn, backup], check=True)
+
     def close(self) -> None:
         for p in self.providers:
             p.close()
         self.conn.close()
+
+
+def _pg_bin(name: str) -> str:
+    import pg_cluster
+    bin_dir = pg_cluster.find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(f"needs the PostgreSQL client binaries ({name})")
+    return os.path.join(bin_dir, name)
 
 
 class Session:
