@@ -141,3 +141,44 @@ def test_a_forged_anchor_cannot_skip_rows(pg_exec, pg_provider):
         agent.synchronize()
     agent.reinitialise()
     assert user_rows(client, "t") == [(1, "a"), (2, "b")]
+
+
+def test_a_new_lineage_by_hand_after_a_physical_restore(pg_exec, pg_provider):
+    """What docs/postgres.md says to run after a base backup or point-in-time
+    recovery, which keep every identifier the lineage is bound to."""
+    pg_exec("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    pg_exec("INSERT INTO t VALUES (1, 'a')")
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["t"])
+    agent.synchronize()
+    pg_exec("UPDATE sqlite_ct.hub_info SET bound = NULL")
+    client.execute("INSERT INTO t (id, v) VALUES (10, 'unsent')")
+    with pytest.raises(ReinitialiseRequired, match="earlier generation of this hub"):
+        agent.synchronize()
+    agent.reinitialise()
+    assert user_rows(client, "t") == [(1, "a"), (10, "unsent")]
+    assert pg_exec("SELECT * FROM t ORDER BY id") == [(1, "a"), (10, "unsent")]
+
+
+def test_a_cursor_key_of_another_width_is_refused(pg_exec, pg_provider):
+    """An anchor with a valid MAC whose cursor key does not fit the table's
+    primary key (the key changed since) is refused, not used."""
+    from sqlite_ct.sync import DownloadRequest, DownloadTable
+    from sqlite_ct.sync.pg._anchor import HubKey, PgAnchor, Window
+    pg_exec("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    pg_exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    server = pg_provider()
+    server.provision("t")
+    provider = ClientSyncProvider(sqlite_client())
+    first = server.get_changes(DownloadRequest(
+        provider.client_id, "t", [DownloadTable("t", None)], 1, {}, None))
+    sid, lineage, secret = pg_exec("SELECT server_id, lineage, secret FROM sqlite_ct.hub_info")[0]
+    key = HubKey(sid.bytes, lineage.bytes, bytes(secret))
+    anchor = PgAnchor.decode(first.anchors["t"], "t", key)
+    assert anchor.window.cursor_key == ("1",)
+    wide = PgAnchor(anchor.server, anchor.fingerprint, anchor.complete,
+                    Window(**{**anchor.window.__dict__, "cursor_key": ("1", "x")}))
+    with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):
+        server.get_changes(DownloadRequest(provider.client_id, "t", [
+            DownloadTable("t", wide.encode(key, "t"))], 1, {}, first.session))
