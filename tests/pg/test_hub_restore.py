@@ -182,3 +182,26 @@ def test_a_cursor_key_of_another_width_is_refused(pg_exec, pg_provider):
     with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):
         server.get_changes(DownloadRequest(provider.client_id, "t", [
             DownloadTable("t", wide.encode(key, "t"))], 1, {}, first.session))
+
+
+def test_the_documented_statement_keeps_anchors_across_a_move(pg_exec, pg_provider):
+    """docs/postgres.md: after pg_upgrade (another system identifier, same
+    data and ids) one statement records the new location, and the clients'
+    anchors stay valid."""
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                            "postgres.md")).read()
+    statement = re.search(r"```sql\n(UPDATE sqlite_ct.hub_info SET bound =.*?)```", doc,
+                          re.S).group(1)
+    pg_exec("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    pg_exec("INSERT INTO t VALUES (1, 'a')")
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["t"])
+    agent.synchronize()
+    pg_exec("UPDATE sqlite_ct.hub_info SET bound = '1:' || split_part(bound, ':', 2) || ':' "
+            "|| split_part(bound, ':', 3)")        # what pg_upgrade's new cluster looks like
+    pg_exec(statement)
+    pg_exec("INSERT INTO t VALUES (2, 'b')")
+    agent.synchronize()
+    assert user_rows(client, "t") == [(1, "a"), (2, "b")]
