@@ -55,12 +55,12 @@ class HubBusyError(SyncError):
     for longer than the provider's lock_timeout_ms (rolled back; retry)."""
 
 _UNSCOPED = b"\xff" * 8
+_ATTEMPTS = 3
 
 
 class _Unbound(Exception):
     """The hub has no lineage yet, or was restored or copied: bind it
     (_schema.bind_hub) and run the call again."""
-_ATTEMPTS = 3
 
 
 def _import_psycopg() -> Any:
