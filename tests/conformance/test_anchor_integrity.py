@@ -61,3 +61,28 @@ def test_a_hub_restored_from_an_older_backup(hub, client_of, tmp_path):
     agent.synchronize()
     assert hub.rows("t") == [(1, "backed up"), (3, "after the restore"), (10, "unsent")]
     assert user_rows(conn, "t") == hub.rows("t")
+
+
+def test_an_anchor_of_another_table_and_a_tampered_session_are_refused(hub, client_of):
+    from sqlite_ct.sync import DownloadRequest, DownloadTable, SyncError
+    hub.execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    hub.execute("CREATE TABLE u (id integer PRIMARY KEY, v text)")
+    hub.execute("INSERT INTO t (id, v) VALUES (1, 'a'), (2, 'b')")
+    server = hub.server()
+    server.provision("t")
+    server.provision("u")
+    conn, agent = client_of(server, ["t", "u"])
+    agent.synchronize()
+    provider = agent.client
+    provider.set_table_received_anchor("u", provider.get_table_received_anchor("t"))
+    with pytest.raises(ReinitialiseRequired) as info:
+        agent.synchronize()
+    assert info.value.table == "u"
+    first = server.get_changes(_request(provider, None))
+    assert first.more and first.session
+    for i in range(len(first.session)):
+        bad = bytearray(first.session)
+        bad[i] ^= 0x21
+        with pytest.raises(SyncError, match="malformed download session token"):
+            server.get_changes(DownloadRequest(provider.client_id, "t", [
+                DownloadTable("t", first.anchors["t"])], 1, {}, bytes(bad)))
