@@ -129,3 +129,40 @@ def test_session_tokens():
     with pytest.raises(SyncError, match="earlier generation of this hub"):
         decode_session(token, HubKey(KEY.server, b"M" * 16, KEY.secret))
     assert snapshot_xmin("10:12:11") == 10
+
+
+ANY_SNAP = st.one_of(st.none(), SNAP, st.from_regex(r"\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20})*)?",
+                                                    fullmatch=True), st.text(max_size=12))
+ANY_WINDOW = st.builds(Window, ANY_SNAP.filter(lambda s: s is not None), st.booleans(),
+                       st.booleans(), st.integers(0, 255), st.integers(0, 2 ** 64 - 1),
+                       st.one_of(st.none(), st.lists(st.text(max_size=5), max_size=3)
+                                 .map(tuple)))
+
+
+@given(ANY_SNAP, st.one_of(st.none(), ANY_WINDOW))
+def test_fields_under_a_valid_mac_decode_within_bounds_or_are_refused(complete, window):
+    """Whatever a hub bug could sign, decode() returns only anchors within
+    bounds; anything else is ReinitialiseRequired, never another error."""
+    try:
+        blob = PgAnchor(KEY.server, b"\0" * 8, complete, window).encode(KEY, "t")
+    except SyncError:
+        return                                  # too long to encode
+    try:
+        got = PgAnchor.decode(blob, "t", KEY)
+    except ReinitialiseRequired as exc:
+        assert "is malformed" in str(exc)
+        return
+    snaps = [s for s in (got.complete, got.window and got.window.upper) if s]
+    for s in snaps:
+        xmin, xmax, xip = s.split(":")
+        ids = [int(x) for x in xip.split(",")] if xip else []
+        assert 0 < int(xmin) <= int(xmax) < 2 ** 63
+        assert ids == sorted(set(ids)) and all(int(xmin) <= x < int(xmax) for x in ids)
+    w = got.window
+    if w is not None:
+        assert w.phase in (0, 1, 2) and w.snapshot == (w.phase == 2)
+        assert w.cursor_xid < int(w.upper.split(":")[1])
+        if got.complete is not None:
+            assert int(got.complete.split(":")[1]) <= int(w.upper.split(":")[1])
+        else:
+            assert w.phase != 0
