@@ -205,3 +205,32 @@ def test_the_documented_statement_keeps_anchors_across_a_move(pg_exec, pg_provid
     pg_exec("INSERT INTO t VALUES (2, 'b')")
     agent.synchronize()
     assert user_rows(client, "t") == [(1, "a"), (2, "b")]
+
+
+def test_an_upload_with_a_cursor_key_of_another_width_is_refused(pg_exec, pg_provider):
+    from sqlite_ct.sync import DownloadRequest, DownloadTable
+    from sqlite_ct.sync.pg._anchor import HubKey, PgAnchor, Window
+    pg_exec("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    pg_exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    server = pg_provider()
+    client = sqlite_client()
+    provider = ClientSyncProvider(client)
+    agent = SyncAgent(provider, server, ["t"])
+    agent.synchronize()
+    pg_exec("INSERT INTO t VALUES (3, 'c'), (4, 'd')")
+    batch = server.get_changes(DownloadRequest(provider.client_id, "t", [
+        DownloadTable("t", provider.get_table_received_anchor("t"))], 1, {}, None))
+    sid, lineage, secret = pg_exec("SELECT server_id, lineage, secret FROM sqlite_ct.hub_info")[0]
+    key = HubKey(sid.bytes, lineage.bytes, bytes(secret))
+    anchor = PgAnchor.decode(batch.anchors["t"], "t", key)
+    assert anchor.window.cursor_key is not None
+    wide = PgAnchor(anchor.server, anchor.fingerprint, anchor.complete,
+                    Window(**{**anchor.window.__dict__, "cursor_key": ("3", "x")}))
+    provider.set_table_received_anchor("t", wide.encode(key, "t"))
+    client.execute("INSERT INTO t (id, v) VALUES (10, 'client')")
+    with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):
+        agent.synchronize()
+    assert pg_exec("SELECT v FROM t WHERE id = 10") == []      # not applied under it
+    agent.reinitialise()
+    assert pg_exec("SELECT v FROM t WHERE id = 10") == [("client",)]
+    assert user_rows(client, "t") == pg_exec("SELECT * FROM t ORDER BY id")

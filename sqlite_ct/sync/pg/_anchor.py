@@ -116,6 +116,16 @@ def check_not_ahead(anchor: Optional["PgAnchor"], session: Optional[str], now: s
             f"{_RECOVER}")
 
 
+def check_key_width(anchor: Optional["PgAnchor"], width: int, table: str) -> None:
+    """Refuse an anchor whose cursor key has not as many columns as the
+    table's primary key (the key changed since it was issued)."""
+    w = anchor.window if anchor is not None else None
+    if w is not None and w.cursor_key is not None and len(w.cursor_key) != width:
+        raise ReinitialiseRequired(
+            table, f'sqlite-ct sync: the received anchor of table "{table}" does not match '
+                   f"the table's primary key (changed since?); {_RECOVER}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Window:
     upper: str

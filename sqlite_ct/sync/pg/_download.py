@@ -29,7 +29,7 @@ from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 from . import _types
 from ._anchor import (PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, HubKey, PgAnchor, Window,
-                      check_not_ahead, decode_session, encode_session, snapshot_xmin)
+                      check_key_width, check_not_ahead, decode_session, encode_session, snapshot_xmin)
 from ._schema import PgTable, qi
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
@@ -247,13 +247,7 @@ def _state(cur: Any, server: bytes, client: uuid.UUID, upper: str, dt: DownloadT
            parameters: Mapping[str, Any]) -> _TableState:
     flt = row_filter(info.name, filters.get(info.name.lower()), parameters)
     anchor = decoded or PgAnchor(server, flt.fingerprint, None)
-    if anchor.window is not None and anchor.window.cursor_key is not None \
-            and len(anchor.window.cursor_key) != len(info.key):
-        raise ReinitialiseRequired(
-            info.name, f'sqlite-ct sync: the received anchor of table "{info.name}" does '
-                       f"not match the table's primary key (changed since?); reinitialise "
-                       f"the table on the client (SyncAgent.reinitialise() or `sqlite-ct "
-                       f"reinitialise`; it keeps unsent local changes)")
+    check_key_width(anchor, len(info.key), info.name)
     if not dt.snapshot and not info.tracked:
         raise SyncError(f'sqlite-ct sync: table "{info.name}" is not provisioned on the hub; '
                         f'call PostgresServerProvider.provision("{info.name}")')

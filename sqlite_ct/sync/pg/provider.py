@@ -37,7 +37,7 @@ from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, Uploa
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider, check_replica_claim
 from . import _held, _schema, _types
-from ._anchor import HubKey, PgAnchor, check_not_ahead
+from ._anchor import HubKey, PgAnchor, check_key_width, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch, row_filter
 from ._schema import OWNERS, RECEIPTS, REPLICAS, SCHEMA, PgTable, ensure_service_table, qi
@@ -301,6 +301,8 @@ class PostgresServerProvider(ServerProvider):
                     for table, blob in upload.received_anchors.items():
                         check_not_ahead(anchors[table.lower()], None, now, table)
                     infos = self._describe(cur, [tc.table for tc in upload.tables], True)
+                    for name, info in infos.items():
+                        check_key_width(anchors.get(name), len(info.key), info.name)
                     scopes = {name: row_filter(info.name, self._filters[name],
                                                upload.parameters)
                               for name, info in infos.items() if self._filters.get(name)}
