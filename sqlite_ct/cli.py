@@ -692,15 +692,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         write_json(out, sync_document(stats, args.client_db, args.hub_db, tables, client_id))
         return EXIT_OK
     out.write(f"synced {args.client_db} with {args.hub_db}: {', '.join(tables)}\n")
-    out.write(f"uploaded {stats.total_changes_uploaded} change(s): "
-              f"{stats.upload_changes_applied} applied, {stats.upload_changes_failed} failed\n")
-    out.write(f"downloaded {stats.total_changes_downloaded} change(s): "
-              f"{stats.download_changes_applied} applied, {stats.download_changes_failed} "
-              f"failed, in {stats.download_batches} batch(es)\n")
-    out.write(f"conflicts: {len(stats.conflicts)}\n")
-    for c in stats.conflicts:
-        action = "" if c.action is None else f" -> {c.action.value}"
-        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}\n")
+    write_session(out, stats)
     return EXIT_OK
 
 
@@ -752,16 +744,7 @@ def cmd_sync_http(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         write_json(out, sync_document(stats, args.client_db, url, tables, client_id))
         return EXIT_OK
     out.write(f"synced {args.client_db} with {url}: {', '.join(tables)}\n")
-    out.write(f"uploaded {stats.total_changes_uploaded} change(s): "
-              f"{stats.upload_changes_applied} applied, {stats.upload_changes_failed} failed\n")
-    out.write(f"downloaded {stats.total_changes_downloaded} change(s): "
-              f"{stats.download_changes_applied} applied, {stats.download_changes_failed} "
-              f"failed, in {stats.download_batches} batch(es)\n")
-    out.write(f"conflicts: {len(stats.conflicts)}\n")
-    for c in stats.conflicts:
-        action = "" if c.action is None else f" -> {c.action.value}"
-        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}"
-                  + (f" ({c.error})" if c.error else "") + "\n")
+    write_session(out, stats)
     return EXIT_OK
 
 
