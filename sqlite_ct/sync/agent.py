@@ -5,7 +5,10 @@ First the client database claims its next replica generation with the
 server (a copied or restored database is refused: ReplicaCopied). Then, for
 each group, in the order its first table was given:
   1. first sync of a table: the server describes it, the client creates or
-     prepares it (TableCreationOption) and stores its first anchors;
+     prepares it (TableCreationOption) and stores its first anchors; every
+     table is compared with the hub's (describe_schema): a column added on
+     the hub is added on the client after the upload and the table is
+     reinitialised, any other difference is a SyncError;
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
      the sent anchors, in batches of at most upload_batch_size changes, each
      applied by the server in one transaction and named by (client, session,
