@@ -267,7 +267,7 @@ class SyncAgent:
 
     def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics,
                 trust_anchors: bool = True,
-                superseded: Mapping[str, Any] = {}) -> None:
+                superseded: Optional[Mapping[str, Any]] = None) -> None:
         client = self.client
         changes = client.get_changes(tables)
         total = len(changes)
@@ -286,7 +286,7 @@ class SyncAgent:
                                      + str(changes.new_anchor).encode()).digest()[:16]
             bidirectional = {t.name.lower() for t in tables
                              if t.direction is SyncDirection.BIDIRECTIONAL}
-            skip = {n.lower() for n in superseded}
+            skip = {n.lower() for n in superseded or ()}
             applied_before, failed_before = (stats.upload_changes_applied,
                                              stats.upload_changes_failed)
             conflicts_before = len(stats.conflicts)
