@@ -143,3 +143,15 @@ def test_an_odd_column_name_is_quoted(conns, hub_with):
     x.sync()
     assert names(x.conn) == ["id", "v", odd]
     assert user_rows(x.conn, "t") == [(1, "a", "it's"), (2, "b", "it's")]
+
+
+def test_reinitialise_takes_the_new_column_too(conns, hub_with):
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, ["t"])
+    x.sync()
+    x.conn.execute("INSERT INTO t(id, v) VALUES (7, 'unsent')")
+    hub.execute("ALTER TABLE t ADD COLUMN n INTEGER")
+    hub.execute("UPDATE t SET n = 8 WHERE id = 1")
+    x.agent.reinitialise()
+    assert user_rows(x.conn, "t") == user_rows(hub, "t") == [
+        (1, "a", 8), (2, "b", None), (7, "unsent", None)]
