@@ -155,3 +155,33 @@ def test_reinitialise_takes_the_new_column_too(conns, hub_with):
     x.agent.reinitialise()
     assert user_rows(x.conn, "t") == user_rows(hub, "t") == [
         (1, "a", 8), (2, "b", None), (7, "unsent", None)]
+
+
+class AltersMidSync(ServerSyncProvider):
+    """A hub whose table gains a column between the comparison and the
+    download of a sync (another application's migration)."""
+
+    def __init__(self, conn):
+        super().__init__(conn)
+        self.migrate = False
+
+    def get_changes(self, request):
+        if self.migrate:
+            self.migrate = False
+            self.conn.execute("ALTER TABLE t ADD COLUMN n INTEGER DEFAULT 6")
+            self.conn.execute("UPDATE t SET n = 9 WHERE id = 2")
+        return super().get_changes(request)
+
+
+def test_a_column_added_during_a_sync_is_taken_by_the_next(conns, hub_with):
+    hub, _ = hub_with(SCHEMA, seed=SEED)
+    server = AltersMidSync(hub)
+    x = Client(conns(), server, ["t"])
+    x.sync()
+    server.migrate = True
+    with pytest.raises(SyncError) as info:
+        x.sync()
+    assert str(info.value) == ("sqlite-ct sync: table \"t\" on the client has no column 'n'; "
+                               "synchronise again: a sync adds the hub's new columns")
+    x.sync()
+    assert user_rows(x.conn, "t") == user_rows(hub, "t") == [(1, "a", 6), (2, "b", 9)]
