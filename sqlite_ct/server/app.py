@@ -359,6 +359,14 @@ class _Service:
         self.check_tables(message.tables)
         return provider.get_schema([self.served[t.lower()] for t in message.tables])
 
+    def current_schema(self, provider: ServerProvider, identity: Identity,
+                       message: SchemaRequest) -> Any:
+        self.check_tables(message.tables)
+        schema = provider.describe_schema([self.served[t.lower()] for t in message.tables])
+        if schema is None:
+            raise ServiceError(404, "not_found", "this hub cannot describe its tables")
+        return schema
+
     def replica(self, provider: ServerProvider, identity: Identity,
                 message: ReplicaClaim) -> Any:
         self.own_client(provider, identity, message.client_id)
@@ -446,6 +454,8 @@ def create_app(config: Union[str, Mapping[str, Any], Config], *,
         Route("/v1/info", endpoint(service.info, None), methods=["GET"]),
         Route("/v1/tables", endpoint(service.tables, None), methods=["GET"]),
         Route("/v1/schema", endpoint(service.schema, SchemaRequest), methods=["POST"]),
+        Route("/v1/schema/current", endpoint(service.current_schema, SchemaRequest),
+              methods=["POST"]),
         Route("/v1/replica", endpoint(service.replica, ReplicaClaim), methods=["POST"]),
         Route("/v1/upload", endpoint(service.upload, Upload), methods=["POST"]),
         Route("/v1/download", endpoint(service.download, DownloadRequest), methods=["POST"]),

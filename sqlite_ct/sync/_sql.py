@@ -217,10 +217,14 @@ def check_columns(info: TableInfo, columns: Sequence[str], key_columns_: Sequenc
     local = {c.lower() for c in info.columns}
     missing = [c for c in columns if c.lower() not in local]
     if missing:
+        # A client compares its tables with the hub's before each sync and
+        # adds the hub's new columns (SyncAgent); one added since then is
+        # taken by the next sync.
+        advice = ("synchronise again: a sync adds the hub's new columns" if where == "client"
+                  else "add it (ALTER TABLE ... ADD COLUMN) or reinitialise the table")
         raise SyncError(
             f'sqlite-ct sync: table "{info.name}" on the {where} has no column '
-            f"{', '.join(repr(c) for c in missing)}; add it (ALTER TABLE ... ADD COLUMN) "
-            f"or reinitialise the table")
+            f"{', '.join(repr(c) for c in missing)}; {advice}")
     absent = [k for k in info.key if k.lower() not in {c.lower() for c in columns}]
     if absent or [k.lower() for k in key_columns_] != [k.lower() for k in info.key]:
         raise SyncError(

@@ -5,7 +5,10 @@ First the client database claims its next replica generation with the
 server (a copied or restored database is refused: ReplicaCopied). Then, for
 each group, in the order its first table was given:
   1. first sync of a table: the server describes it, the client creates or
-     prepares it (TableCreationOption) and stores its first anchors;
+     prepares it (TableCreationOption) and stores its first anchors; every
+     table is compared with the hub's (describe_schema): a column added on
+     the hub is added on the client after the upload and the table is
+     reinitialised, any other difference is a SyncError;
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
      the sent anchors, in batches of at most upload_batch_size changes, each
      applied by the server in one transaction and named by (client, session,
@@ -34,7 +37,7 @@ from .client import ClientSyncProvider
 from .enums import SyncDirection, SyncStage
 from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadRequest, DownloadTable, TableChanges, Upload
-from .model import SyncProgress, SyncStatistics, SyncTable
+from .model import SyncProgress, SyncSchema, SyncStatistics, SyncTable
 from .server import ServerProvider
 
 __all__ = ["SyncAgent"]
@@ -105,9 +108,11 @@ class SyncAgent:
         self._claim_replica()
         for name, tables in self.groups():
             self._initialize(name, tables, stats)
+            schema, added = self._schema_changes(tables)
             uploads = [t for t in tables if t.direction.uploads]
             if uploads:
-                self._upload(name, uploads, stats)
+                self._upload(name, uploads, stats, superseded=added)
+            self._add_columns(name, tables, schema, added, stats)
             downloads = [t for t in tables if t.direction.downloads]
             if downloads:
                 self._download(name, downloads, stats)
@@ -149,12 +154,15 @@ class SyncAgent:
             if not picked:
                 continue
             self._initialize(group, tables, stats)
+            schema, added = self._schema_changes(tables)
             uploads = [t for t in tables if t.direction.uploads]
             if uploads:
                 try:
-                    self._upload(group, uploads, stats)
+                    self._upload(group, uploads, stats, superseded=added)
                 except ReinitialiseRequired:
-                    self._upload(group, uploads, stats, trust_anchors=False)
+                    self._upload(group, uploads, stats, trust_anchors=False,
+                                 superseded=added)
+            self._add_columns(group, tables, schema, added, stats)
             reset = [t for t in picked if t.direction.downloads
                      and t.direction is not SyncDirection.SNAPSHOT]
             if reset:
@@ -223,8 +231,43 @@ class SyncAgent:
                  ", ".join(f"{t.name}: {t.creation_option.name}" for t in new))
         self._report(SyncStage.CREATING_SCHEMA, group, new, 0, stats)
 
+    def _schema_changes(self, tables: Sequence[SyncTable]
+                        ) -> Tuple[Optional[SyncSchema], Dict[str, Tuple[str, ...]]]:
+        """The hub's schema of `tables` and, per client table, the hub columns
+        it lacks and takes (ClientSyncProvider.schema_changes); any other
+        difference raises SyncError before anything is exchanged."""
+        schema = self.server.describe_schema([t.name for t in tables])
+        if schema is None:
+            return None, {}
+        return schema, self.client.schema_changes(tables, schema)
+
+    def _add_columns(self, group: str, tables: Sequence[SyncTable],
+                     schema: Optional[SyncSchema], added: Dict[str, Tuple[str, ...]],
+                     stats: SyncStatistics) -> None:
+        """Columns added on the hub reach the client: after the upload, in one
+        client transaction, they are added to the client tables, and each
+        tracked table is reinitialised (its unsent changes stay), so the
+        download that follows brings the hub's values of the rows in scope.
+        (ADD COLUMN does not stamp rows on the hub: an incremental download
+        would miss every row not changed since.)"""
+        if not added or schema is None:
+            return
+        by_name = {t.name.lower(): t for t in tables}
+        with self.client.transaction():
+            for name, columns in added.items():
+                self.client.add_columns(name, columns, schema)
+            reset = [by_name[n.lower()] for n in added
+                     if by_name[n.lower()].direction is not SyncDirection.SNAPSHOT]
+            if reset:
+                self.client.reinitialise(reset, schema)
+        log.info("sync %s: columns added on the hub: %s", group,
+                 "; ".join(f"{n}: {', '.join(c)}" for n, c in added.items()))
+        self._report(SyncStage.CREATING_SCHEMA, group, [by_name[n.lower()] for n in added], 0,
+                     stats)
+
     def _upload(self, group: str, tables: Sequence[SyncTable], stats: SyncStatistics,
-                trust_anchors: bool = True) -> None:
+                trust_anchors: bool = True,
+                superseded: Optional[Mapping[str, Any]] = None) -> None:
         client = self.client
         changes = client.get_changes(tables)
         total = len(changes)
@@ -243,6 +286,7 @@ class SyncAgent:
                                      + str(changes.new_anchor).encode()).digest()[:16]
             bidirectional = {t.name.lower() for t in tables
                              if t.direction is SyncDirection.BIDIRECTIONAL}
+            skip = {n.lower() for n in superseded or ()}
             applied_before, failed_before = (stats.upload_changes_applied,
                                              stats.upload_changes_failed)
             conflicts_before = len(stats.conflicts)
@@ -260,8 +304,12 @@ class SyncAgent:
                 stats.conflicts.extend(result.conflicts)
                 deferred.extend(c for c in result.conflicts if c.deferred)
                 # Upload-only tables take nothing from the server, corrections neither.
+                # Tables that take new hub columns next are downloaded whole
+                # (_add_columns): their corrections, which carry those
+                # columns, come with that download.
                 corrections.extend(c for c in result.corrections
-                                   if c.table.lower() in bidirectional)
+                                   if c.table.lower() in bidirectional
+                                   and c.table.lower() not in skip)
             log.info("sync %s: upload: server applied %d, failed %d, sent back %d "
                      "correction(s)", group, stats.upload_changes_applied - applied_before,
                      stats.upload_changes_failed - failed_before,

@@ -407,6 +407,78 @@ class ClientSyncProvider:
                 set_received_anchor(self.conn, name, anchor)
         return removed
 
+    def schema_changes(self, tables: Sequence[SyncTable], schema: SyncSchema
+                       ) -> Dict[str, Tuple[str, ...]]:
+        """Compare the client tables of `tables` with the hub's (`schema`, from
+        ServerProvider.get_schema). Returns, per table, the hub columns the
+        client table lacks and takes (add_columns()): every table that
+        downloads; an upload-only table keeps its columns, so its uploads
+        leave the hub's new columns alone. Any other difference is a SyncError
+        that says what to do: a different primary key, a column whose type
+        has another affinity, and, on a table that uploads, a column the hub
+        lacks. Missing tables are skipped (created from the schema)."""
+        out: Dict[str, Tuple[str, ...]] = {}
+        for t in tables:
+            name = _sql.table_exists(self.conn, t.name)
+            if name is None:
+                continue
+            hub = _lookup(schema.tables, t.name)
+            if hub is None:
+                raise SyncError(f'sqlite-ct sync: the server sent no schema for table '
+                                f'"{t.name}"')
+            hub.validate(t.name)
+            info = self._infos.get(self.conn, name)
+            rebuild = (f"upload the table's changes, then drop the client table "
+                       f"(sqlite_ct.disable_tracking() and DROP TABLE) and synchronise: it "
+                       f"is created again from the hub's schema")
+            if [k.lower() for k in hub.primary_key] != [k.lower() for k in info.key]:
+                raise SyncError(
+                    f'sqlite-ct sync: table "{name}" has primary key '
+                    f'({", ".join(hub.primary_key)}) on the hub but ({", ".join(info.key)}) '
+                    f"on the client; {rebuild}")
+            local = {c.lower(): c for c in info.columns}
+            types = {str(n).lower(): str(ct or "") for n, ct in _sql.rows(
+                self.conn, "SELECT name, type FROM pragma_table_xinfo(?)", (name,))}
+            missing = []
+            for col in hub.columns:
+                mine = local.get(col.name.lower())
+                if mine is None:
+                    missing.append(col.name)
+                elif _affinity(col.type) != _affinity(types[mine.lower()]):
+                    raise SyncError(
+                        f'sqlite-ct sync: column "{mine}" of table "{name}" is '
+                        f"{col.type or 'untyped'} on the hub but "
+                        f"{types[mine.lower()] or 'untyped'} on the client, which stores "
+                        f"values differently; {rebuild}")
+            hub_names = {c.name.lower() for c in hub.columns}
+            extra = [c for c in info.columns if c.lower() not in hub_names]
+            if extra and t.direction.uploads:
+                raise SyncError(
+                    f'sqlite-ct sync: table "{name}" on the server has no column '
+                    f"{', '.join(repr(c) for c in extra)} (dropped on the hub, or added on the "
+                    f"client only), so the client cannot upload it; add it to the hub table, "
+                    f"or drop it from the client table (ALTER TABLE ... DROP COLUMN)")
+            if missing and t.direction is not SyncDirection.UPLOAD_ONLY:
+                for col in missing:  # checked before anything changes
+                    hub.add_column_sql(name, col)
+                out[name] = tuple(missing)
+        return out
+
+    def add_columns(self, table: str, columns: Sequence[str], schema: SyncSchema) -> None:
+        """Add the hub's `columns` (from `schema`) to the client table `table`,
+        in one transaction: declared as the hub declares them (a type name, a
+        literal default re-rendered from its value, names quoted). Tracking
+        follows ADD COLUMN by itself; rows the client holds get the default,
+        so the caller reinitialises a downloading table in the same
+        transaction (SyncAgent does) to get the hub's values."""
+        hub = _lookup(schema.tables, table)
+        if hub is None:
+            raise SyncError(f'sqlite-ct sync: the server sent no schema for table "{table}"')
+        hub.validate(table)
+        with _sql.transaction(self.conn, "sqlite_ct_sync_add_columns"):
+            for col in columns:
+                _sql.execute(self.conn, hub.add_column_sql(table, col))
+
     def _drop_received(self, name: str, sent: int) -> int:
         """Delete, in apply mode, the rows of `name` with no change after the
         sent anchor `sent`: what came from the server or was already uploaded."""
@@ -692,6 +764,20 @@ def _loads(text: Optional[str]) -> Optional[Row]:
 
 def _blob(value: Any) -> Optional[bytes]:
     return None if value is None else bytes(value)
+
+
+def _affinity(declared: Optional[str]) -> str:
+    """SQLite's column affinity of a declared type (datatype3.html, 3.1)."""
+    t = (declared or "").upper()
+    if "INT" in t:
+        return "INTEGER"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "TEXT"
+    if "BLOB" in t or not t.strip():
+        return "BLOB"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t:
+        return "REAL"
+    return "NUMERIC"
 
 
 def _lookup(mapping: Dict[str, Any], name: str) -> Any:

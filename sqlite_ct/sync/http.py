@@ -122,6 +122,10 @@ class HttpServerProvider(ServerProvider):
     def get_schema(self, tables: Sequence[str]) -> SyncSchema:
         return self._call("POST", "/v1/schema", SchemaRequest(tuple(tables)), SyncSchema)
 
+    def describe_schema(self, tables: Sequence[str]) -> SyncSchema:
+        return self._call("POST", "/v1/schema/current", SchemaRequest(tuple(tables)),
+                          SyncSchema)
+
     def claim_replica(self, client_id: Any, generation: Optional[bytes],
                       next_generation: bytes) -> None:
         self._call("POST", "/v1/replica", ReplicaClaim(client_id, generation, next_generation),

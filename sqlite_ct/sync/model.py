@@ -211,23 +211,47 @@ class TableSchema:
         type name and a default a literal, re-rendered from its parsed value:
         nothing of a message is pasted into SQL. `constraints` are appended as
         given: they are the client application's own SQL."""
-        parts = []
-        for col in self.columns:
-            text = quote_identifier(col.name)
-            ctype = _column_type(col, self.name)
-            if ctype:
-                text += f" {ctype}"
-            if col.not_null:
-                text += " NOT NULL"
-            default = _literal_default(col, self.name)
-            if default is not None:
-                text += f" DEFAULT {default}"
-            parts.append(text)
+        parts = [self._column_sql(col) for col in self.columns]
         parts.append("PRIMARY KEY(" + ", ".join(quote_identifier(k) for k in self.primary_key)
                      + ")")
         parts.extend(self.constraints)
         sql = f"CREATE TABLE {quote_identifier(self.name)} ({', '.join(parts)})"
         return sql + (" WITHOUT ROWID" if self.without_rowid else "")
+
+    def _column_sql(self, col: ColumnSchema) -> str:
+        text = quote_identifier(col.name)
+        ctype = _column_type(col, self.name)
+        if ctype:
+            text += f" {ctype}"
+        if col.not_null:
+            text += " NOT NULL"
+        default = _literal_default(col, self.name)
+        if default is not None:
+            text += f" DEFAULT {default}"
+        return text
+
+    def add_column_sql(self, table: str, column: str) -> str:
+        """ALTER TABLE `table` ADD COLUMN for this schema's `column`, rendered
+        as create_table_sql() renders it. SyncError when SQLite cannot add it
+        to a table that has rows: NOT NULL without a non-NULL default, or a
+        CURRENT_TIME/DATE/TIMESTAMP default."""
+        col = next((c for c in self.columns if c.name.lower() == column.lower()), None)
+        if col is None:
+            raise SyncError(f'sqlite-ct sync: table "{self.name}" in the server\'s schema has '
+                            f"no column {column!r}")
+        default = _literal_default(col, self.name)
+        why = None
+        if col.not_null and default in (None, "NULL"):
+            why = "NOT NULL without a default"
+        elif default is not None and default.startswith("CURRENT_"):
+            why = f"DEFAULT {default}"
+        if why is not None:
+            raise SyncError(
+                f'sqlite-ct sync: the hub\'s table "{self.name}" has a new column "{col.name}" '
+                f"({why}) that SQLite cannot add to a table that has rows; add it to the "
+                f"client table yourself (ALTER TABLE ... ADD COLUMN with a constant default), "
+                f"then synchronise")
+        return f"ALTER TABLE main.{quote_identifier(table)} ADD COLUMN {self._column_sql(col)}"
 
 
 @dataclasses.dataclass(frozen=True)

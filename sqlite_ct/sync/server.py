@@ -94,6 +94,14 @@ class ServerProvider(abc.ABC):
         """Describe `tables` for a client's first synchronisation (and make
         them ready to serve)."""
 
+    def describe_schema(self, tables: Sequence[str]) -> Optional[SyncSchema]:
+        """get_schema() for a client's later syncs, which compare their tables
+        with it so that columns added on the hub reach them. A hub that serves
+        only provisioned tables provisions nothing here (the PostgreSQL hub:
+        SyncError for a table that is not). None: this server cannot say (the
+        client's tables are then not compared)."""
+        return None
+
     @abc.abstractmethod
     def apply_changes(self, upload: Upload) -> UploadResult:
         """Apply a group's client changes in one transaction."""
@@ -316,6 +324,14 @@ class ServerSyncProvider(ServerProvider):
 
     def get_schema(self, tables: Sequence[str]) -> SyncSchema:
         self.provision(*tables)
+        return self.describe_schema(tables)
+
+    def describe_schema(self, tables: Sequence[str]) -> SyncSchema:
+        # This hub tracks tables on demand, as apply_changes() does (tracking
+        # a table again expires older anchors); the write lock is taken only
+        # then, not on every sync.
+        if not all(self._infos.get(self.conn, t).tracked for t in tables):
+            self.provision(*tables)
         result: Dict[str, TableSchema] = {}
         initial: Dict[str, bytes] = {}
         current: Dict[str, bytes] = {}

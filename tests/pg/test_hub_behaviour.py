@@ -77,19 +77,47 @@ def test_cascaded_deletes_and_trigger_writes_on_the_hub_are_tracked(pg_exec, pg_
     assert user_rows(client, "parent") == [(2,)]
 
 
-def test_a_column_added_on_the_hub_is_served_to_clients_that_add_it(orders, pg_exec,
-                                                                    pg_provider):
+def test_a_column_added_on_the_hub_reaches_the_client(orders, pg_exec, pg_provider):
     server = pg_provider()
     client = sqlite_client()
     agent = SyncAgent(ClientSyncProvider(client), server, ["orders"])
     agent.synchronize()
     pg_exec("ALTER TABLE orders ADD COLUMN qty integer")
     pg_exec("UPDATE orders SET qty = 5 WHERE id = 2")
-    with pytest.raises(SyncError):
-        agent.synchronize()
-    client.execute("ALTER TABLE orders ADD COLUMN qty INTEGER")
     agent.synchronize()
     assert [r[-1] for r in user_rows(client, "orders")] == [None, 5, None]
+
+
+def test_a_hub_column_sqlite_cannot_add_is_refused_with_instructions(orders, pg_exec,
+                                                                     pg_provider):
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["orders"])
+    agent.synchronize()
+    pg_exec("ALTER TABLE orders ADD COLUMN qty integer")
+    pg_exec("UPDATE orders SET qty = 1")
+    pg_exec("ALTER TABLE orders ALTER COLUMN qty SET NOT NULL")
+    with pytest.raises(SyncError) as info:
+        agent.synchronize()
+    assert str(info.value) == (
+        'sqlite-ct sync: the hub\'s table "orders" has a new column "qty" (NOT NULL without '
+        "a default) that SQLite cannot add to a table that has rows; add it to the client "
+        "table yourself (ALTER TABLE ... ADD COLUMN with a constant default), then "
+        "synchronise")
+    client.execute("ALTER TABLE orders ADD COLUMN qty INTEGER NOT NULL DEFAULT 0")
+    agent.synchronize()
+    assert [r[-1] for r in user_rows(client, "orders")] == [1, 1, 1]
+
+
+def test_a_retyped_hub_column_is_refused_with_instructions(orders, pg_exec, pg_provider):
+    server = pg_provider()
+    client = sqlite_client()
+    agent = SyncAgent(ClientSyncProvider(client), server, ["orders"])
+    agent.synchronize()
+    pg_exec("ALTER TABLE orders ALTER COLUMN note TYPE integer USING length(note)")
+    with pytest.raises(SyncError, match='column "note" of table "orders" is INTEGER on the '
+                                        'hub but TEXT on the client'):
+        agent.synchronize()
 
 
 @pytest.mark.parametrize("key_type, keys", [

@@ -316,3 +316,15 @@ def test_an_expired_anchor_says_reinitialise(pg_hub, pg_dsn, pg_service, clients
         alice.sync()
     assert (info.value.status, info.value.code) == (410, "reinitialise")
     assert "reinitialise the table on the client" in str(info.value)
+
+
+def test_a_column_added_on_the_hub_reaches_clients_through_http(pg_hub, pg_service, clients):
+    service = pg_service()
+    alice = clients("alice", service.url, ALICE)
+    alice.sync()
+    pg_hub.execute("ALTER TABLE notes ADD COLUMN tag text DEFAULT 'none'")
+    pg_hub.execute("UPDATE notes SET tag = 'hub' WHERE id = 3")
+    alice.sync()
+    assert alice.conn.execute("SELECT id, owner, body, tag FROM notes ORDER BY id").fetchall() \
+        == pg_hub.execute("SELECT id, owner, body, tag FROM notes WHERE owner = 'alice' "
+                          "ORDER BY id") == [(1, "alice", "a1", "none"), (3, "alice", "a2", "hub")]

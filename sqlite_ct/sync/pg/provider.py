@@ -252,19 +252,25 @@ class PostgresServerProvider(ServerProvider):
         return ServerInfo(self.server_id)
 
     def get_schema(self, tables: Sequence[str]) -> SyncSchema:
-        return self._bound(self._get_schema, tables)
+        return self._bound(self._schema_of, tables, True)
 
-    def _get_schema(self, tables: Sequence[str]) -> SyncSchema:
+    def describe_schema(self, tables: Sequence[str]) -> SyncSchema:
+        return self._bound(self._schema_of, tables, False)
+
+    def _schema_of(self, tables: Sequence[str], provision: bool) -> SyncSchema:
         server = self.server_id.bytes
         result: Dict[str, TableSchema] = {}
         initial: Dict[str, bytes] = {}
         current: Dict[str, bytes] = {}
         with self._transaction() as conn:
             cur = conn.cursor()
-            infos = self._describe(cur, tables, True)
+            infos = self._describe(cur, tables, provision)
             key = self._key(cur)
             now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         for table in tables:
+            if not infos[table.lower()].tracked:
+                raise SyncError(f'sqlite-ct sync: table "{infos[table.lower()].name}" is not '
+                                f"provisioned on the hub")
             info = infos[table.lower()]
             columns = tuple(ColumnSchema(c, _types.sqlite_type(cat), nn, _schema.sqlite_default(d))
                             for c, cat, nn, d in zip(info.columns, info.cats, info.not_null,
