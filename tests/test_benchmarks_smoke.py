@@ -98,4 +98,4 @@ def test_bench_sync_quick(tmp_path):
     assert all(d["rows"] == 20000 for d in record["download"].values())
     assert record["download"]["10000"]["batches"] == 3
     assert [u["rows"] for u in record["upload"]] == [5000]
-    assert all(u["peak_rss_mb"] > 0 for u in record["upload"])
+    assert all(u["peak_rss_mib"] > 0 for u in record["upload"])
