@@ -338,6 +338,7 @@ def main() -> int:
         ap.error("--dsn needs --hub postgres")
     workdir = tempfile.mkdtemp(prefix="bench-http-", dir=args.dir)
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         env = environment()
         print(f"building a {args.hub} hub of {args.rows} rows ...", file=sys.stderr)
         t0 = time.perf_counter()
@@ -358,14 +359,14 @@ def main() -> int:
                   "tokens": {reader: {"user": "reader"},
                              **{t: {"user": u} for u, t in tokens.items()}}}
         service = Service(workdir, config)
-        if args.hub == "postgres" and not args.no_analyze:
-            # The service provisioned the tables at its start, writing one side-table
-            # row per existing row; give the planner statistics of them now, as
-            # autovacuum does within about a minute on a running hub.
-            import psycopg
-            with psycopg.connect(hub, autocommit=True) as conn:
-                conn.execute("ANALYZE")
         try:
+            if args.hub == "postgres" and not args.no_analyze:
+                # The service provisioned the tables at its start, writing one side-table
+                # row per existing row; give the planner statistics of them now, as
+                # autovacuum does within about a minute on a running hub.
+                import psycopg
+                with psycopg.connect(hub, autocommit=True) as conn:
+                    conn.execute("ANALYZE")
             print("initial download and no-op syncs ...", file=sys.stderr)
             down = run_phase("download", db=os.path.join(workdir, "client.db"),
                              url=service.url, token=reader, noop=args.noop,
@@ -377,7 +378,6 @@ def main() -> int:
             server_rss = service.rss_mib()
         finally:
             service.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     summary = {
         "rows_per_s": down["rows_per_s"], "peak_client_rss_mib": down["peak_rss_mib"],
