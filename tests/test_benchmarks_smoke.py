@@ -10,16 +10,18 @@ import sys
 
 import pytest
 
+from pg_fixtures import pg_server  # noqa: F401
+
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "benchmarks")
 
 
-def run_script(script, tmp_path, *args):
+def run_script(script, tmp_path, *args, timeout=120):
     out_json = tmp_path / f"{script}.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(BENCH, script), "--quick", "--json", str(out_json),
          "--dir", str(tmp_path), *args],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     with open(out_json) as f:
         record = json.load(f)
@@ -64,7 +66,36 @@ def test_bench_http_quick(tmp_path):
     stdout, record = run_script("bench_http.py", tmp_path)
     assert "### Sync over HTTP (loopback, SQLite hub)" in stdout
     for measure in ("| initial download, 20000 rows", "| peak client RSS",
-                    "| sync with nothing to do", "| 20 concurrent clients x 3 rounds"):
+                    "| sync with nothing to do", "| incremental sync, 10 hub rows changed",
+                    "| 20 concurrent clients x 3 rounds"):
         assert measure in stdout
     assert record["download"]["rows"] == 20000
+    assert len(record["download"]["incremental_ms"]) == 5
     assert record["concurrent"]["syncs"] + record["concurrent"]["errors"] == 60
+
+
+def test_bench_http_postgres_quick(pg_server, tmp_path):  # noqa: F811
+    """The same service over a PostgreSQL hub, in a database of its own on the
+    test server (created and dropped by the script)."""
+    stdout, record = run_script("bench_http.py", tmp_path, "--hub", "postgres", "--dsn",
+                                pg_server, timeout=240)
+    assert "### Sync over HTTP (loopback, PostgreSQL hub)" in stdout
+    assert "| incremental sync, 10 hub rows changed, 20000 rows on the hub" in stdout
+    assert record["environment"]["postgresql"]
+    assert record["download"]["rows"] == 20000
+    assert len(record["download"]["incremental_ms"]) == 5
+    assert record["concurrent"]["syncs"] + record["concurrent"]["errors"] == 60
+
+
+def test_bench_sync_quick(tmp_path):
+    """In-process sync: every download and upload phase runs and checks its counts."""
+    stdout, record = run_script("bench_sync.py", tmp_path)
+    assert "### Sync in process (SQLite hub file, apsw)" in stdout
+    for measure in ("| initial download, default batching", "| initial download, 10,000-row",
+                    "| upload apply on the hub", "| upload, whole sync"):
+        assert measure in stdout
+    assert set(record["download"]) == {"default", "10000"}
+    assert all(d["rows"] == 20000 for d in record["download"].values())
+    assert record["download"]["10000"]["batches"] == 3
+    assert [u["rows"] for u in record["upload"]] == [5000]
+    assert all(u["peak_rss_mib"] > 0 for u in record["upload"])
