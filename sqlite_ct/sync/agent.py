@@ -26,6 +26,7 @@ leaves a state from which the next synchronize() converges.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -283,13 +284,14 @@ class SyncAgent:
         conflicts_before = len(stats.conflicts)
         # The changes are read batch by batch from one snapshot, so memory
         # follows upload_batch_size, not the number of changes.
-        with client.stream_changes(tables) as changes:
+        with client.stream_changes(tables) as changes, \
+                contextlib.closing(changes.batches(self.upload_batch_size)) as batches:
             # The same local changes give the same session, so a sync retried
             # after a lost answer sends batches the server recognises.
             session = hashlib.sha256(b"sqlite-ct upload\0" + client.client_id.bytes
                                      + group.encode("utf-8", "surrogatepass") + b"\0"
                                      + str(changes.new_anchor).encode()).digest()[:16]
-            for number, part in enumerate(changes.batches(self.upload_batch_size)):
+            for number, part in enumerate(batches):
                 sent = sum(len(tc) for tc in part)
                 result = self.server.apply_changes(Upload(
                     client.client_id, group, part, received, self.parameters, session, number))
