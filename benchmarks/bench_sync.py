@@ -5,8 +5,8 @@ peak RSS, belongs to that one measurement, hub and client together):
 
   download  a new client (a new database file) downloads every row of the
             hub's `items` table: rows/s and peak RSS, with the agent's
-            default batching (batch_size=None: one download) and in
-            10,000-row batches;
+            default batching (batch_size=10000), with 10,000-row batches
+            asked for, and in one batch (batch_size=None);
   upload    a client writes N new rows into an empty tracked table
             (`uploads`, on the same hub file), then syncs: rows/s of the
             hub's apply_changes (the time spent inside it, summed over the
@@ -89,9 +89,10 @@ class TimedServer(ServerSyncProvider):
 def phase_download(args: argparse.Namespace) -> Dict[str, Any]:
     hub = connect(args.hub)
     client = connect(args.db)
-    batch = None if args.batch == "default" else int(args.batch)
-    agent = SyncAgent(ClientSyncProvider(client), ServerSyncProvider(hub), ["items"],
-                      batch_size=batch)
+    kwargs: Dict[str, Any] = {}
+    if args.batch != "default":
+        kwargs["batch_size"] = None if args.batch == "none" else int(args.batch)
+    agent = SyncAgent(ClientSyncProvider(client), ServerSyncProvider(hub), ["items"], **kwargs)
     t0 = time.perf_counter()
     stats = agent.synchronize()
     seconds = time.perf_counter() - t0
@@ -188,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         make_hub(hub, args.rows)
         env["hub_build_seconds"] = round(time.perf_counter() - t0, 1)
         env["hub_file_mb"] = round(os.path.getsize(hub) / 1e6, 1)
-        for batch in ("default", "10000"):
+        for batch in ("default", "10000", "none"):
             print(f"initial download, batch {batch} ...", file=sys.stderr)
             db = os.path.join(workdir, f"client-{batch}.db")
             downloads[batch] = run_phase("download", hub=hub, db=db, batch=batch)
@@ -213,7 +214,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("| measure | rows | time | rows/s | peak RSS | target |")
     print("|---|---:|---:|---:|---:|---|")
     for batch, d in downloads.items():
-        label = ("default batching (one download)" if batch == "default"
+        label = ("default batching" if batch == "default"
+                 else "one batch (batch_size=None)" if batch == "none"
                  else f"{int(batch):,}-row batches")
         print(f"| initial download, {label}, {d['batches']} batches | {d['rows']:,} | "
               f"{d['seconds']:.1f} s | {d['rows_per_s']:,.0f} | {d['peak_rss_mib']:.0f} MiB | "

@@ -370,3 +370,78 @@ def iter_changes(conn: Any, table: str, since: int, *,
     """Stream the changes of `table` since `since` without holding them all in
     memory; see ChangeStream."""
     return ChangeStream(conn, table, since, exclude_context)
+
+
+class GroupChangeStream:
+    """The changes of several tables read in one snapshot, streamed by kind:
+    rows(table, kind) yields plain tuples (the key columns of a delete, the
+    user columns of an insert or update) one at a time, so a reader holds no
+    more of them than it keeps. What a sync client uploads in batches, in the
+    order one transaction applies them (every table's deletes before any
+    insert).
+
+    Use as a context manager; the read snapshot (a SAVEPOINT) is held from
+    __enter__ to __exit__, and .new_anchor is known from __enter__ on. `since`
+    is as for enumerate_group_changes."""
+
+    def __init__(self, conn: Any, tables: Sequence[str],
+                 since: Union[int, Mapping[str, int]], *,
+                 exclude_context: Optional[uuid.UUID] = None) -> None:
+        self._conn = conn
+        self._tables = list(tables)
+        self._since = since
+        self._exclude = exclude_context
+        self._savepoint: Optional[Any] = None
+        self._infos: Dict[str, Tuple[_TableInfo, int]] = {}
+        self.new_anchor: Optional[int] = None
+
+    def __enter__(self) -> "GroupChangeStream":
+        _conn.require_loaded(self._conn)
+        _refuse_in_own_write(self._conn)
+        self._savepoint = _conn.savepoint(self._conn, "sqlite_ct_group_stream")
+        self._savepoint.__enter__()
+        try:
+            self.new_anchor = new_anchor = _new_anchor(self._conn)
+            for table in self._tables:
+                info = _table_info(self._conn, table, "GroupChangeStream")
+                start = (self._since.get(table, 0) if isinstance(self._since, Mapping)
+                         else self._since)
+                self._infos[table] = (info, _check_since(info, start, new_anchor))
+        except BaseException as exc:
+            self._savepoint.__exit__(type(exc), exc, exc.__traceback__)
+            self._savepoint = None
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._savepoint is not None:
+            savepoint, self._savepoint = self._savepoint, None
+            savepoint.__exit__(*exc_info)
+
+    def columns(self, table: str) -> Tuple[List[str], List[str]]:
+        """(user columns, key columns) of `table`, the order of rows()' tuples."""
+        info = self._infos[table][0]
+        return info.columns, info.keys
+
+    def rows(self, table: str, kind: str) -> Iterator[Tuple[Any, ...]]:
+        """The `kind` ("delete", "insert" or "update") changes of `table`."""
+        if self._savepoint is None or self.new_anchor is None:
+            raise RuntimeError("read a GroupChangeStream inside its `with` block")
+        if kind not in ("delete", "insert", "update"):
+            raise ValueError(f"kind must be delete, insert or update, not {kind!r}")
+        info, since = self._infos[table]
+        width = len(info.columns)
+        deletes, live = _queries(info, since, self.new_anchor, self._exclude)
+        try:
+            if kind == "delete":
+                for row in _conn.rows(self._conn, *deletes):
+                    yield tuple(row)
+                return
+            inserts = kind == "insert"
+            for row in _conn.rows(self._conn, *live):
+                if (row[width] > since) is inserts:
+                    yield tuple(row[:width])
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(self._conn, info, exc) from exc
+            raise

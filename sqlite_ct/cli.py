@@ -1435,9 +1435,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "is a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false",
                           help="never draw a progress bar")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N",
-                   help="download at most N changes per transaction (default: all "
-                        "in one); an interrupted sync resumes after the last batch")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", default=10_000,
+                   help="download at most N changes per transaction (default: 10000); "
+                        "an interrupted sync resumes after the last batch")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--token", metavar="TOKEN",
                    help="bearer token for a sync service URL (default: the SQLITE_CT_TOKEN "

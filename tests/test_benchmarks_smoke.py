@@ -94,8 +94,10 @@ def test_bench_sync_quick(tmp_path):
     for measure in ("| initial download, default batching", "| initial download, 10,000-row",
                     "| upload apply on the hub", "| upload, whole sync"):
         assert measure in stdout
-    assert set(record["download"]) == {"default", "10000"}
+    assert set(record["download"]) == {"default", "10000", "none"}
     assert all(d["rows"] == 20000 for d in record["download"].values())
     assert record["download"]["10000"]["batches"] == 3
+    assert record["download"]["default"]["batches"] == 3       # 10,000 by default
+    assert record["download"]["none"]["batches"] == 1
     assert [u["rows"] for u in record["upload"]] == [5000]
     assert all(u["peak_rss_mib"] > 0 for u in record["upload"])

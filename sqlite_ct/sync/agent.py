@@ -26,6 +26,7 @@ leaves a state from which the next synchronize() converges.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -56,15 +57,17 @@ class SyncAgent:
     tables) between `client` and `server`.
 
     batch_size: at most this many changes per download transaction (None: one
-      batch). parameters: values for the server's row filters.
+      batch, held in memory whole). parameters: values for the server's row filters.
     upload_batch_size: at most this many changes per server upload
       transaction (None: one), so the hub's write lock is held per batch; the
       deletes of the group are sent first, then inserts, then updates, in
-      table order, as one transaction would apply them.
+      table order, as one transaction would apply them. They are read from
+      the client batch by batch, so memory follows the two batch sizes, not
+      the number of changes.
     progress: called with a SyncProgress after each committed step."""
 
     def __init__(self, client: ClientSyncProvider, server: ServerProvider,
-                 tables: Sequence[Union[SyncTable, str]], *, batch_size: Optional[int] = None,
+                 tables: Sequence[Union[SyncTable, str]], *, batch_size: Optional[int] = 10_000,
                  parameters: Optional[Mapping[str, Any]] = None,
                  progress: Optional[Progress] = None,
                  upload_batch_size: Optional[int] = 10_000) -> None:
@@ -269,29 +272,26 @@ class SyncAgent:
                 trust_anchors: bool = True,
                 superseded: Optional[Mapping[str, Any]] = None) -> None:
         client = self.client
-        changes = client.get_changes(tables)
-        total = len(changes)
-        log.info("sync %s: upload up to CSN %s: %s", group, changes.new_anchor,
-                 _counts(changes.tables))
-        stats.total_changes_uploaded += total
         corrections: List[TableChanges] = []
         deferred: List[Any] = []
-        if total:
-            received = (client.received_anchors(tables) if trust_anchors
-                        else {t.name: None for t in tables})
+        received = (client.received_anchors(tables) if trust_anchors
+                    else {t.name: None for t in tables})
+        bidirectional = {t.name.lower() for t in tables
+                         if t.direction is SyncDirection.BIDIRECTIONAL}
+        skip = {n.lower() for n in superseded or ()}
+        applied_before, failed_before = (stats.upload_changes_applied,
+                                         stats.upload_changes_failed)
+        conflicts_before = len(stats.conflicts)
+        # The changes are read batch by batch from one snapshot, so memory
+        # follows upload_batch_size, not the number of changes.
+        with client.stream_changes(tables) as changes, \
+                contextlib.closing(changes.batches(self.upload_batch_size)) as batches:
             # The same local changes give the same session, so a sync retried
             # after a lost answer sends batches the server recognises.
             session = hashlib.sha256(b"sqlite-ct upload\0" + client.client_id.bytes
                                      + group.encode("utf-8", "surrogatepass") + b"\0"
                                      + str(changes.new_anchor).encode()).digest()[:16]
-            bidirectional = {t.name.lower() for t in tables
-                             if t.direction is SyncDirection.BIDIRECTIONAL}
-            skip = {n.lower() for n in superseded or ()}
-            applied_before, failed_before = (stats.upload_changes_applied,
-                                             stats.upload_changes_failed)
-            conflicts_before = len(stats.conflicts)
-            for number, part in enumerate(upload_batches(changes.tables,
-                                                         self.upload_batch_size)):
+            for number, part in enumerate(batches):
                 sent = sum(len(tc) for tc in part)
                 result = self.server.apply_changes(Upload(
                     client.client_id, group, part, received, self.parameters, session, number))
@@ -310,6 +310,13 @@ class SyncAgent:
                 corrections.extend(c for c in result.corrections
                                    if c.table.lower() in bidirectional
                                    and c.table.lower() not in skip)
+                del part
+        total = changes.total
+        stats.total_changes_uploaded += total
+        log.info("sync %s: upload up to CSN %s: %s", group, changes.new_anchor,
+                 "; ".join(f"{t}: {i} insert(s), {u} update(s), {d} delete(s)"
+                           for t, (i, u, d) in changes.counts.items()) or "no changes")
+        if total:
             log.info("sync %s: upload: server applied %d, failed %d, sent back %d "
                      "correction(s)", group, stats.upload_changes_applied - applied_before,
                      stats.upload_changes_failed - failed_before,

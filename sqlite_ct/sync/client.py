@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from .. import _conn
 from ..anchors import (get_received_anchor, get_sent_anchor, set_received_anchor,
                        set_sent_anchor)
-from ..changes import enumerate_group_changes
+from ..changes import GroupChangeStream, enumerate_group_changes
 from ..retention import purge_tombstones
 from ..tracking import (applying_server_changes, create_schema as track_table,
                         disable_tracking, is_tracked, last_committed_csn, tracked_tables)
@@ -533,6 +533,16 @@ class ClientSyncProvider:
                                     inserts=inserts, updates=updates))
         return ClientChanges(out, group.new_anchor)
 
+    @contextlib.contextmanager
+    def stream_changes(self, tables: Sequence[TableLike]) -> Iterator["ChangeBatches"]:
+        """The changes get_changes() returns, read batch by batch in one
+        snapshot held until the `with` block ends (see ChangeBatches)."""
+        names = [_name(t) for t in tables]
+        sent = self._sent_anchors(names)
+        since = {n: sent[n.lower()] for n in names}
+        with GroupChangeStream(self.conn, names, since) as group:
+            yield ChangeBatches(self, names, group)
+
     def complete_upload(self, tables: Sequence[TableLike], new_anchor: int,
                         corrections: Sequence[TableChanges] = (),
                         deferred: Sequence[Conflict] = ()) -> ApplyResult:
@@ -695,6 +705,90 @@ class ClientSyncProvider:
             for n, csn in due.items():
                 purged += purge_tombstones(self.conn, n, up_to_csn=csn)
         return purged
+
+
+class ChangeBatches:
+    """A group's local changes since the sent anchors, as batches(size)
+    cuts them: at most `size` changes per batch (None: one batch), in the
+    order one transaction applies them (deletes in reverse table order, then
+    inserts, then updates, in table order), each batch listing its tables in
+    table order; the same batches as upload_batches(get_changes().tables).
+    Only the batch being filled is held in memory (and, for a table with
+    deletes, the keys of its deletes while its re-inserted keys are found:
+    see _replaces_as_upserts). .new_anchor is the snapshot's CSN; .total and
+    .counts (table -> [inserts, updates, deletes]) grow as batches are read."""
+
+    def __init__(self, provider: "ClientSyncProvider", names: Sequence[str],
+                 group: GroupChangeStream) -> None:
+        self._provider = provider
+        self._names = list(names)
+        self._group = group
+        assert group.new_anchor is not None
+        self.new_anchor: int = group.new_anchor
+        self.total = 0
+        self.counts: Dict[str, List[int]] = {}
+
+    def _rows(self, name: str, kind: str, order: Sequence[str]) -> Iterator[tuple]:
+        """rows(name, kind) as tuples of the columns `order`."""
+        cols, keys = self._group.columns(name)
+        have = keys if kind == "delete" else cols
+        rows = self._group.rows(name, kind)
+        if list(have) == list(order):
+            return rows
+        pos = [list(have).index(c) for c in order]
+        return (tuple(r[i] for i in pos) for r in rows)
+
+    def _replaced(self, name: str, key: Sequence[str], cols: Sequence[str]) -> set:
+        """The keys (strict) both deleted and inserted again: sent as the
+        insert alone (_replaces_as_upserts)."""
+        deleted = {_strict(k) for k in self._rows(name, "delete", key)}
+        if not deleted:
+            return set()
+        pos = [list(cols).index(k) for k in key]
+        return {k for k in (_strict([r[i] for i in pos])
+                            for r in self._rows(name, "insert", cols)) if k in deleted}
+
+    def _steps(self) -> Iterator[Tuple[int, str, tuple]]:
+        conn = self._provider.conn
+        infos = [self._provider._infos.get(conn, n) for n in self._names]
+        for i in reversed(range(len(infos))):
+            info = infos[i]
+            replaced = self._replaced(self._names[i], info.key, info.columns)
+            for row in self._rows(self._names[i], "delete", info.key):
+                if not replaced or _strict(row) not in replaced:
+                    yield i, "deletes", row
+        for kind in ("insert", "update"):
+            for i, info in enumerate(infos):
+                for row in self._rows(self._names[i], kind, info.columns):
+                    yield i, kind + "s", row
+
+    def batches(self, size: Optional[int]) -> Iterator[List[TableChanges]]:
+        conn = self._provider.conn
+        infos = [self._provider._infos.get(conn, n) for n in self._names]
+        current: Dict[int, TableChanges] = {}
+        room = size
+        slot = {"inserts": 0, "updates": 1, "deletes": 2}
+        for i, kind, row in self._steps():
+            tc = current.get(i)
+            if tc is None:
+                info = infos[i]
+                tc = current[i] = TableChanges(info.name, info.columns, info.key)
+            getattr(tc, kind).append(row)
+            self.counts.setdefault(infos[i].name, [0, 0, 0])[slot[kind]] += 1
+            self.total += 1
+            if room is not None:
+                room -= 1
+                if room == 0:
+                    batch = [current[k] for k in sorted(current)]
+                    current, room = {}, size
+                    yield batch
+        if current:
+            yield [current[k] for k in sorted(current)]
+
+
+def _strict(values: Sequence[Any]) -> tuple:
+    """A key compared by type and value (1, 1.0 and '1' are three keys)."""
+    return tuple((type(v).__name__, v) for v in values)
 
 
 def _replaces_as_upserts(key: Sequence[str], cols: Sequence[str], deletes: List[tuple],
