@@ -673,16 +673,7 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for table in tables:
                 if not table_exists(hub, table):
                     raise CliError(f'no such table on the hub "{args.hub_db}": "{table}"')
-            enabled = args.progress if args.progress is not None else err.isatty()
-            bar = progress_display(err, enabled)
-            agent = sync.SyncAgent(sync.ClientSyncProvider(client),
-                                   sync.ServerSyncProvider(hub), tables,
-                                   batch_size=args.batch_size,
-                                   progress=_progress_callback(bar))
-            try:
-                stats = agent.synchronize()
-            finally:
-                bar.finish()
+            stats = _synchronize(sync, client, sync.ServerSyncProvider(hub), tables, args, err)
             client_id = sqlite_ct.client_id(client)
         ok = True
     finally:
@@ -696,23 +687,24 @@ def cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _synchronize(sync: Any, client: Any, server: Any, tables: Sequence[str],
+                 args: argparse.Namespace, err: TextIO) -> Any:
+    """One SyncAgent session of `sync`, with its progress display on a terminal."""
+    enabled = args.progress if args.progress is not None else err.isatty()
+    bar = progress_display(err, enabled)
+    agent = sync.SyncAgent(sync.ClientSyncProvider(client), server, tables,
+                           batch_size=args.batch_size, progress=_progress_callback(bar))
+    try:
+        return agent.synchronize()
+    finally:
+        bar.finish()
+
+
 def cmd_sync_http(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`sync CLIENT_DB URL --token TOKEN`: sync with a sync service."""
-    try:
-        import sqlite_ct.sync.http as http
-    except ImportError as exc:
-        raise CliError(f"syncing over HTTP needs httpx ({exc}); install "
-                       f"sqlite-ct[server]", code=EXIT_UNAVAILABLE)
     import sqlite_ct.sync as sync
-    token = args.token if args.token is not None else os.environ.get("SQLITE_CT_TOKEN")
-    if not token:
-        raise CliError("syncing with a service needs a token: --token TOKEN (or the "
-                       "SQLITE_CT_TOKEN environment variable)", code=2)
+    provider = _http_provider(args)
     url = args.hub_db
-    try:
-        provider = http.HttpServerProvider(url, token=token)
-    except ValueError as exc:
-        raise CliError(str(exc), code=2)
     created = not os.path.exists(args.client_db)
     ok = False
     try:
@@ -726,15 +718,7 @@ def cmd_sync_http(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     raise CliError(f'the service at {url} does not serve table "{table}"; '
                                    f"it offers: {', '.join(offered)}")
             with database(args.client_db, create=True) as client:
-                enabled = args.progress if args.progress is not None else err.isatty()
-                bar = Progress(err, enabled)
-                agent = sync.SyncAgent(sync.ClientSyncProvider(client), server, tables,
-                                       batch_size=args.batch_size,
-                                       progress=_progress_callback(bar))
-                try:
-                    stats = agent.synchronize()
-                finally:
-                    bar.finish()
+                stats = _synchronize(sync, client, server, tables, args, err)
                 client_id = sqlite_ct.client_id(client)
         ok = True
     finally:
@@ -871,6 +855,8 @@ def recovery_agent(args: argparse.Namespace, err: TextIO) -> Iterator[Any]:
 
 
 def _http_provider(args: argparse.Namespace) -> Any:
+    """The HttpServerProvider of a sync service URL (HUB_DB) and --token (or
+    SQLITE_CT_TOKEN)."""
     try:
         import sqlite_ct.sync.http as http
     except ImportError as exc:
