@@ -661,19 +661,36 @@ class ClientSyncProvider:
                                 f"ON CONFLICT ({keys}) {action}",
                      {f"v{i}": row[col] for i, col in enumerate(cols)})
 
+    def _holds(self, info: _sql.TableInfo, key: Row) -> bool:
+        """Whether the client's table has a row with `key`."""
+        marks = [f":k{i}" for i in range(len(info.key))]
+        return _sql.value(self.conn, f"SELECT 1 FROM main.{q(info.name)} "
+                                     f"WHERE {info.key_match('', marks)}",
+                          {f"k{i}": key[k] for i, k in enumerate(info.key)}) is not None
+
     def resolve_conflict(self, conflict_id: int, row: Optional[Row] = None, *,
                          delete: bool = False) -> None:
         """Settle a deferred conflict and remove it from the inbox, in one
         transaction. With `row` (a full row: the stored client_row or
         server_row, possibly edited), it is written to the table as a local
         change; with delete=True the key is deleted as a local change; the
-        next sync uploads either. With neither, the table stays as it is."""
+        next sync uploads either. With neither, the table stays as it is.
+        delete=True of a key the client does not hold while the hub has a row
+        raises SyncError: it would upload nothing and leave the hub's row."""
         found = [c for c in self.conflicts() if c.id == conflict_id]
         if not found:
             raise SyncError(f"sqlite-ct sync: no deferred conflict {conflict_id} in the inbox")
         c = found[0]
         with _sql.transaction(self.conn, "sqlite_ct_sync_resolve"):
             info = self._infos.get(self.conn, c.table)
+            if delete and c.server_row is not None and not self._holds(info, c.key):
+                # Deleting a key the client does not hold is no change to
+                # upload: the hub would keep its row and the two would differ.
+                raise SyncError(
+                    f"sqlite-ct sync: conflict {c.id}: table \"{c.table}\" key {c.key!r} is "
+                    f"not on the client, so deleting it is no change to upload and the hub "
+                    f"would keep its row; write the hub's row instead "
+                    f"(resolve_conflict(id, conflict.server_row)), sync, then delete it")
             if delete or row is not None:
                 self._write_row(info, c.key, None if delete else row)
             _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (conflict_id,))

@@ -86,6 +86,29 @@ def test_resolving_by_delete_or_by_keeping_the_table(conns, hub_with):
     assert str(info.value) == f"sqlite-ct sync: no deferred conflict {first.id} in the inbox"
 
 
+def test_deleting_a_key_the_client_does_not_hold_is_refused(conns, hub_with):
+    """A hub row the client could not insert: resolving it by a delete would
+    upload nothing and leave the hub's row, so the replicas would differ for
+    good without an error."""
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, ["t"], creating_schema=strict)
+    x.sync()
+    hub.execute("INSERT INTO t(id, v) VALUES (5, 'bad')")
+    x.sync()
+    (c,) = x.provider.conflicts()
+    assert (c.key, c.client_row) == ({"id": 5}, None)
+    with pytest.raises(SyncError) as info:
+        x.provider.resolve_conflict(c.id, delete=True)
+    assert str(info.value) == (
+        f'sqlite-ct sync: conflict {c.id}: table "t" key {{\'id\': 5}} is not on the client, '
+        f"so deleting it is no change to upload and the hub would keep its row; write the "
+        f"hub's row instead (resolve_conflict(id, conflict.server_row)), sync, then delete it")
+    assert [e.id for e in x.provider.conflicts()] == [c.id]
+    x.provider.resolve_conflict(c.id, dict(c.server_row, v="good"))
+    x.sync()
+    assert user_rows(x.conn, "t") == user_rows(hub, "t") == [(1, "a"), (2, "b"), (5, "good")]
+
+
 def test_blobs_survive_the_inbox(conns, hub_with):
     hub, server = hub_with("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", seed=())
     x = Client(conns(), server, ["t"], creating_schema=lambda t, s: TableSchema(
