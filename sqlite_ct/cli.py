@@ -1018,15 +1018,6 @@ def row_from_json(conn: Connection, text: str, conflict: Any) -> Dict[str, Any]:
     return row
 
 
-def _key_exists(conn: Connection, conflict: Any) -> bool:
-    """Whether the conflict's table has a row with the conflict's key."""
-    names = list(conflict.key)
-    where = " AND ".join(f"{_conn.quote_identifier(k)} IS ?" for k in names)
-    return conn.execute(f"SELECT 1 FROM main.{_conn.quote_identifier(conflict.table)} "
-                        f"WHERE {where}", tuple(conflict.key[k] for k in names)
-                        ).fetchone() is not None
-
-
 def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
     """`resolve CLIENT_DB ID`: ClientSyncProvider.resolve_conflict()."""
     with database(args.db) as conn:
@@ -1047,7 +1038,7 @@ def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
                 args.resolution = "row"
                 row = row_from_json(conn, args.row, c)
             # A missing image is that side's delete: keeping it deletes the key.
-            if row is None and c.server_row is not None and not _key_exists(conn, c):
+            if row is None and c.server_row is not None and not provider.holds(c.table, c.key):
                 raise CliError(
                     f"conflict {c.id}: {c.table} {json.dumps(json_row(c.key))} is not on the "
                     f"client, so deleting it is no change to upload and the hub would keep "

@@ -428,9 +428,9 @@ class ClientSyncProvider:
                                 f'"{t.name}"')
             hub.validate(t.name)
             info = self._infos.get(self.conn, name)
-            rebuild = (f"upload the table's changes, then drop the client table "
-                       f"(sqlite_ct.disable_tracking() and DROP TABLE) and synchronise: it "
-                       f"is created again from the hub's schema")
+            rebuild = ("upload the table's changes, then drop the client table "
+                       "(sqlite_ct.disable_tracking() and DROP TABLE) and synchronise: it "
+                       "is created again from the hub's schema")
             if [k.lower() for k in hub.primary_key] != [k.lower() for k in info.key]:
                 raise SyncError(
                     f'sqlite-ct sync: table "{name}" has primary key '
@@ -661,8 +661,11 @@ class ClientSyncProvider:
                                 f"ON CONFLICT ({keys}) {action}",
                      {f"v{i}": row[col] for i, col in enumerate(cols)})
 
+    def holds(self, table: str, key: Row) -> bool:
+        """Whether the client's `table` has a row with `key` (a conflict's key)."""
+        return self._holds(self._infos.get(self.conn, table), key)
+
     def _holds(self, info: _sql.TableInfo, key: Row) -> bool:
-        """Whether the client's table has a row with `key`."""
         marks = [f":k{i}" for i in range(len(info.key))]
         return _sql.value(self.conn, f"SELECT 1 FROM main.{q(info.name)} "
                                      f"WHERE {info.key_match('', marks)}",
