@@ -14,8 +14,9 @@ Only public names are exported here; docs/python-api.md documents each.
 import logging
 
 from ._version import __version__
-from .anchors import (client_id, get_received_anchor, get_sent_anchor,
-                      set_received_anchor, set_sent_anchor)
+from .anchors import (client_id, get_received_anchor, get_sent_anchor, set_client_id,
+                      set_received_anchor, set_received_anchors, set_sent_anchor,
+                      set_sent_anchors)
 from .check import Problem, check
 from .changes import (Change, ChangeSet, ChangeStream, GroupChangeSet,
                       enumerate_all, enumerate_changes, enumerate_group_changes,
@@ -24,8 +25,11 @@ from .errors import (AnchorError, AnchorExpiredError, Error, ExtensionError, Key
                      LayoutError, NotTrackedError, TableError)
 from .keys import pack_key, unpack_key
 from .loader import is_loaded, load, loadable_path, register_auto_extension
+from .replica import (floor_tombstone_times, forget_pending_deletes, reinitialise_table,
+                      release_context, stamp_applied)
 from .retention import purge_tombstones, purge_transaction_sequence
-from .tracking import (TrackingOptions, applying_server_changes, create_schema,
+from .tracking import (TrackingOptions, applying_local_changes, applying_server_changes,
+                       create_schema,
                        current_bsn, disable_tracking, is_tracked,
                        last_committed_csn, set_tracking_context,
                        tracked_tables, tracking_context)
@@ -38,6 +42,7 @@ __all__ = [
     "TrackingOptions", "create_schema", "disable_tracking", "is_tracked",
     "tracked_tables", "set_tracking_context", "tracking_context",
     "last_committed_csn", "current_bsn", "applying_server_changes",
+    "applying_local_changes",
     # keys
     "pack_key", "unpack_key",
     # enumeration
@@ -49,7 +54,11 @@ __all__ = [
     "purge_tombstones", "purge_transaction_sequence",
     # anchors
     "get_sent_anchor", "set_sent_anchor", "get_received_anchor",
-    "set_received_anchor", "client_id",
+    "set_received_anchor", "client_id", "set_client_id", "set_sent_anchors",
+    "set_received_anchors",
+    # what sync does to a replica's tracking state
+    "forget_pending_deletes", "stamp_applied", "reinitialise_table",
+    "floor_tombstone_times", "release_context",
     # errors
     "Error", "ExtensionError", "TableError", "NotTrackedError", "KeyFormatError",
     "AnchorError", "AnchorExpiredError", "LayoutError",

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from . import _conn
 from .errors import AnchorError
 from .tracking import require_tracked
 
 __all__ = ["get_sent_anchor", "set_sent_anchor", "get_received_anchor",
-           "set_received_anchor", "client_id"]
+           "set_received_anchor", "client_id", "set_client_id", "set_sent_anchors",
+           "set_received_anchors"]
 
 _INT64 = struct.Struct("<q")
 
@@ -35,6 +36,21 @@ def client_id(conn: Any) -> uuid.UUID:
         return uuid.UUID(bytes_le=bytes(blob))
 
 
+def set_client_id(conn: Any, new_id: uuid.UUID) -> None:
+    """Give this database the client id `new_id`, everywhere it is stored
+    (__sysSyncSubscriptions and every table's __sysSyncArticles row): for a
+    database that is a copy of another client's, or restored from a backup."""
+    if not isinstance(new_id, uuid.UUID):
+        raise TypeError(f"set_client_id(): the client id must be a uuid.UUID, "
+                        f"got {type(new_id).__name__}")
+    with _conn.writing(conn, "sqlite_ct_client_id"):
+        old = client_id(conn)
+        _conn.execute(conn, "UPDATE main.__sysSyncSubscriptions SET ClientId = ? "
+                            "WHERE ClientId = ?", (new_id.bytes_le, old.bytes_le))
+        _conn.execute(conn, "UPDATE main.__sysSyncArticles SET ClientId = ?",
+                      (new_id.bytes_le,))
+
+
 def _store(conn: Any, table: str, column: str, blob: Optional[bytes], func: str) -> None:
     with _conn.writing(conn, "sqlite_ct_anchor"):
         name = require_tracked(conn, table, func, writing=True)
@@ -51,6 +67,23 @@ def _load(conn: Any, table: str, column: str, func: str) -> Optional[bytes]:
     blob = _conn.value(conn, f"SELECT {column} FROM main.__sysSyncArticles WHERE TableName = ?",
                        (name,))
     return None if blob is None else bytes(blob)
+
+
+def _store_many(conn: Any, column: str, blobs: Mapping[str, Optional[bytes]],
+                setter: Callable[[str, Optional[bytes]], None]) -> None:
+    # One statement per table whose article exists; the full path (which
+    # checks that the table is tracked and creates the article) otherwise.
+    with _conn.writing(conn, "sqlite_ct_anchor"):
+        if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' "
+                                 "AND name = '__sysSyncArticles'"):
+            for table, blob in blobs.items():
+                setter(table, blob)
+            return
+        for table, blob in blobs.items():
+            _conn.execute(conn, f"UPDATE main.__sysSyncArticles SET {column} = ? "
+                                f"WHERE TableName = ? COLLATE NOCASE", (blob, table))
+            if not _conn.value(conn, "SELECT changes()"):
+                setter(table, blob)
 
 
 def get_sent_anchor(conn: Any, table: str) -> Optional[int]:
@@ -85,3 +118,30 @@ def set_received_anchor(conn: Any, table: str, anchor: Optional[bytes]) -> None:
         raise AnchorError(f"sqlite-ct: a received anchor is bytes, got {type(anchor).__name__}")
     _store(conn, table, "ReceivedAnchor", None if anchor is None else bytes(anchor),
            "set_received_anchor")
+
+
+def set_sent_anchors(conn: Any, anchors: Mapping[str, int]) -> None:
+    """set_sent_anchor() for several tables (table -> CSN) in one savepoint;
+    a table that already has anchors costs one UPDATE, so a sync can store
+    them with every batch."""
+    blobs: Dict[str, Optional[bytes]] = {}
+    for table, anchor in anchors.items():
+        if isinstance(anchor, bool) or not isinstance(anchor, int) or anchor < 0:
+            raise AnchorError(f"sqlite-ct: a sent anchor is a non-negative integer CSN, "
+                              f"got {anchor!r}")
+        blobs[table] = _INT64.pack(anchor)
+    _store_many(conn, "SentAnchor", blobs,
+                lambda t, b: _store(conn, t, "SentAnchor", b, "set_sent_anchors"))
+
+
+def set_received_anchors(conn: Any, anchors: Mapping[str, bytes]) -> None:
+    """set_received_anchor() for several tables (table -> bytes) in one
+    savepoint; a table that already has anchors costs one UPDATE."""
+    blobs: Dict[str, Optional[bytes]] = {}
+    for table, anchor in anchors.items():
+        if not isinstance(anchor, (bytes, bytearray, memoryview)):
+            raise AnchorError(f"sqlite-ct: a received anchor is bytes, "
+                              f"got {type(anchor).__name__}")
+        blobs[table] = bytes(anchor)
+    _store_many(conn, "ReceivedAnchor", blobs,
+                lambda t, b: _store(conn, t, "ReceivedAnchor", b, "set_received_anchors"))

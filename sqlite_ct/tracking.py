@@ -26,6 +26,7 @@ __all__ = [
     "last_committed_csn",
     "current_bsn",
     "applying_server_changes",
+    "applying_local_changes",
 ]
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,21 @@ def applying_server_changes(conn: Any) -> Iterator[None]:
     edit of such a row is tracked as usual. Runs sqlite_ct_set_apply_mode()."""
     previous = _conn.value(conn, "SELECT sqlite_ct_apply_mode()")
     _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(1)")
+    try:
+        yield
+    finally:
+        _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(?)", (previous,))
+
+
+@contextlib.contextmanager
+def applying_local_changes(conn: Any) -> Iterator[None]:
+    """Within the block, writes through `conn` are local changes again, also
+    inside applying_server_changes(): for a row a sync provider writes while
+    applying the server's changes that is not the server's version (a
+    conflict resolution that merged both), so it is uploaded with the next
+    sync. Runs sqlite_ct_set_apply_mode(0) and restores the previous mode."""
+    previous = _conn.value(conn, "SELECT sqlite_ct_apply_mode()")
+    _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(0)")
     try:
         yield
     finally:

@@ -126,9 +126,9 @@ class Side(abc.ABC):
     def skipped(self, st: Staged, op: int, key: Row, result: ApplyResult) -> None:
         """An incoming change was not applied (CONTINUE)."""
 
-    def force_upsert_set(self, st: Staged, merged: bool) -> str:
-        """Extra SET term for a forced upsert's DO UPDATE, or ""."""
-        return ""
+    def force_done(self, st: Staged, key: Row, merged: bool) -> None:
+        """After a forced write of `key` (the client stamps the server's
+        version as applied)."""
 
     def defer(self, conflict: Conflict) -> None:
         """Keep a conflict the resolver deferred (ResolveAction.DEFER)."""
@@ -404,13 +404,11 @@ class Applier:
         marks = ", ".join(f":v{i}" for i in range(len(cols)))
         keys = ", ".join(q(k) for k in info.key)
         sets = [f"{q(c)} = excluded.{q(c)}" for c in cols if c not in info.key]
-        extra = self.side.force_upsert_set(st, merged)
-        if extra:
-            sets.append(extra)
         action = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
         _sql.execute(self.conn, f"INSERT INTO main.{t} ({names}) VALUES ({marks}) "
                                  f"ON CONFLICT ({keys}) {action}",
                       {f"v{i}": row[c] for i, c in enumerate(cols)})
+        self.side.force_done(st, key, merged)
 
     def _retry(self, st: Staged, seq: int, op: int, row: Optional[Row], merged: bool) -> bool:
         """Detect again and apply if the conflict is gone; False if it is not."""

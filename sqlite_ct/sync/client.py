@@ -25,12 +25,15 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .. import _conn
-from ..anchors import (get_received_anchor, get_sent_anchor, set_received_anchor,
-                       set_sent_anchor)
+from ..anchors import (get_received_anchor, get_sent_anchor, set_client_id,
+                       set_received_anchor, set_received_anchors, set_sent_anchor,
+                       set_sent_anchors)
 from ..changes import GroupChangeStream, enumerate_group_changes
+from ..replica import forget_pending_deletes, reinitialise_table, stamp_applied
 from ..retention import purge_tombstones
-from ..tracking import (applying_server_changes, create_schema as track_table,
-                        disable_tracking, is_tracked, last_committed_csn, tracked_tables)
+from ..tracking import (applying_local_changes, applying_server_changes,
+                        create_schema as track_table, disable_tracking, is_tracked,
+                        last_committed_csn, tracked_tables)
 from . import _sql
 from ._apply import CDSU, CISI, CUSD, CUSU, ApplyResult, Applier, Handler, Side, Staged
 from ._sql import q
@@ -98,23 +101,16 @@ class _ClientSide(Side):
         if not merged:
             yield
             return
-        _sql.value(self.conn, "SELECT sqlite_ct_set_apply_mode(0)")
-        try:
+        with applying_local_changes(self.conn):
             yield
-        finally:
-            _sql.value(self.conn, "SELECT sqlite_ct_set_apply_mode(1)")
 
     def force_extra(self, st: Staged, key: Row) -> None:
         # The server's version replaces the pending local change, a delete
         # included: drop the key's pending tombstones so it is not uploaded.
         if not st.info.tracked:
             return
-        values = [key[st.columns[p]] for p in st.key_pos]
-        marks = ", ".join("?" for _ in values)
-        _sql.execute(self.conn, f"DELETE FROM __sysOCSDeletedRows WHERE __sysTName = ? "
-                                 f"AND __sysRK = sqlite_ct_pack_key({marks}) "
-                                 f"AND __sysDeleteTxBsn > ?",
-                      (st.info.name, *values, self._sent(st)))
+        forget_pending_deletes(self.conn, st.info.name,
+                               [key[st.columns[p]] for p in st.key_pos], after=self._sent(st))
 
     def defer(self, conflict: Conflict) -> None:
         store_conflicts(self.conn, [conflict])
@@ -135,11 +131,12 @@ class _ClientSide(Side):
                                     f"COLLATE NOCASE AND KeyJson = ? AND Stage = "
                                     f"'{SyncStage.DOWNLOADING_CHANGES.value}'", stale)
 
-    def force_upsert_set(self, st: Staged, merged: bool) -> str:
-        # In apply mode the tracker writes 0, so resetting the insert stamp of
-        # an overwritten pending insert is allowed; without it a later local
+    def force_done(self, st: Staged, key: Row, merged: bool) -> None:
+        # The server's version of an overwritten pending insert is the
+        # server's row: without resetting its insert stamp, a later local
         # delete would look like an insert+delete that never reached the server.
-        return '"__sysInsertTxBsn" = 0' if st.info.tracked and not merged else ""
+        if st.info.tracked and not merged:
+            stamp_applied(self.conn, st.info.name, [key[st.columns[p]] for p in st.key_pos])
 
 
 class ClientSyncProvider:
@@ -222,12 +219,7 @@ class ClientSyncProvider:
         reinitialising (SyncAgent.reidentify() does both). Returns the new id."""
         new = uuid.uuid4()
         with _sql.transaction(self.conn, "sqlite_ct_sync_reidentify"):
-            old = _sql.database_id(self.conn)
-            _sql.execute(self.conn, "UPDATE __sysSyncSubscriptions SET ClientId = ? "
-                                    "WHERE ClientId = ?", (new.bytes_le, old.bytes_le))
-            if _sql.table_exists(self.conn, "__sysSyncArticles"):
-                _sql.execute(self.conn, "UPDATE __sysSyncArticles SET ClientId = ?",
-                             (new.bytes_le,))
+            set_client_id(self.conn, new)
             if _sql.table_exists(self.conn, "__sysSyncReplica"):
                 _sql.execute(self.conn, "DELETE FROM __sysSyncReplica")
         self._client_id = new
@@ -284,16 +276,10 @@ class ClientSyncProvider:
         return out
 
     def _store_received(self, name: str, anchor: bytes) -> None:
-        _sql.execute(self.conn, "UPDATE __sysSyncArticles SET ReceivedAnchor = ? "
-                                "WHERE TableName = ?", (anchor, name))
-        if not _sql.value(self.conn, "SELECT changes()"):
-            set_received_anchor(self.conn, name, anchor)
+        set_received_anchors(self.conn, {name: anchor})
 
     def _store_sent(self, name: str, anchor: int) -> None:
-        _sql.execute(self.conn, "UPDATE __sysSyncArticles SET SentAnchor = ? "
-                                "WHERE TableName = ? COLLATE NOCASE", (_INT64.pack(anchor), name))
-        if not _sql.value(self.conn, "SELECT changes()"):
-            set_sent_anchor(self.conn, name, anchor)
+        set_sent_anchors(self.conn, {name: anchor})
 
     def tables_needing_schema(self, tables: Sequence[SyncTable]) -> List[SyncTable]:
         """Those of `tables` not yet initialised for sync on this client: missing,
@@ -362,6 +348,7 @@ class ClientSyncProvider:
             track_table(self.conn, name)
         enable = self._infos.get(self.conn, name).enable_bsn
         sent = get_sent_anchor(self.conn, name)
+        again = False
         if created or truncated:
             # Nothing here is a local change: not the new rows (none), not
             # the truncated ones, not older tombstones.
@@ -370,7 +357,7 @@ class ClientSyncProvider:
             # Synchronised before, and now starting again from the hub's
             # initial anchor: what the client holds from earlier syncs may be
             # gone from the hub; keep only what was never uploaded.
-            self._drop_received(name, sent)
+            again = True
         else:
             upload_existing = (table.creation_option
                                is TableCreationOption.UPLOAD_EXISTING_OR_CREATE_NEW_TABLE
@@ -382,7 +369,10 @@ class ClientSyncProvider:
         anchor = _lookup(anchors, table.name)
         if anchor is None:
             raise SyncError(f'sqlite-ct sync: the server sent no anchor for table "{table.name}"')
-        set_received_anchor(self.conn, name, anchor)
+        if again:
+            reinitialise_table(self.conn, name, anchor)
+        else:
+            set_received_anchor(self.conn, name, anchor)
 
     def reinitialise(self, tables: Sequence[TableLike], schema: SyncSchema) -> int:
         """Start `tables` over from the server's initial anchors (in `schema`,
@@ -403,8 +393,7 @@ class ClientSyncProvider:
                 if anchor is None:
                     raise SyncError(f'sqlite-ct sync: the server sent no anchor for table '
                                     f'"{_name(t)}"')
-                removed += self._drop_received(name, get_sent_anchor(self.conn, name) or 0)
-                set_received_anchor(self.conn, name, anchor)
+                removed += reinitialise_table(self.conn, name, anchor)
         return removed
 
     def schema_changes(self, tables: Sequence[SyncTable], schema: SyncSchema
@@ -478,16 +467,6 @@ class ClientSyncProvider:
         with _sql.transaction(self.conn, "sqlite_ct_sync_add_columns"):
             for col in columns:
                 _sql.execute(self.conn, hub.add_column_sql(table, col))
-
-    def _drop_received(self, name: str, sent: int) -> int:
-        """Delete, in apply mode, the rows of `name` with no change after the
-        sent anchor `sent`: what came from the server or was already uploaded."""
-        enable = self._infos.get(self.conn, name).enable_bsn
-        with applying_server_changes(self.conn):
-            _sql.execute(self.conn, f'DELETE FROM main.{q(name)} '
-                                    f'WHERE coalesce("__sysChangeTxBsn", :e) <= :s',
-                         {"e": enable, "s": sent})
-            return int(_sql.value(self.conn, "SELECT changes()"))
 
     def _refuse_unsent(self, name: str, opt: TableCreationOption) -> None:
         sent = get_sent_anchor(self.conn, name)

@@ -48,6 +48,7 @@ import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
+from ..replica import floor_tombstone_times, release_context
 from ..tracking import create_schema as track_table
 from ..tracking import is_tracked, set_tracking_context, tracking_context
 from . import _sql
@@ -634,38 +635,23 @@ def _hub_time_floor(conn: Any) -> None:
     tombstones that a routine purge by age (purge_tombstones(older_than_days=))
     removes at once, forcing every other client to reinitialise. The hub's
     commit log is the hub's clock: times only move forward in it."""
-    bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
-    if bsn is None:
-        return
-    floor = _sql.value(conn, "SELECT coalesce(max(__sysCommitTime), 0) "
-                             "FROM __sysTxCommitSequence WHERE __sysTxCsn < ?", (bsn,))
-    # Per table: the tombstones' primary key starts with the table name.
-    _sql.executemany(conn, "UPDATE __sysOCSDeletedRows SET __sysDeletedTime = ? "
-                           "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
-                           "AND __sysDeletedTime < ?",
-                     [(floor, name, bsn, floor) for (name,) in list(_sql.rows(
-                         conn, "SELECT __sysTName FROM __sysOCSTrackedObjects"))])
+    floor_tombstone_times(conn)
 
 
 def _release(conn: Any, info: TableInfo, st: Optional[Staged], bsn: int, x: bytes) -> None:
-    """_ServerSide.finish() for one table (`st`: its staged upload, if any)."""
-    t = q(info.name)
-    cursor = ", ".join(q(c) for c in info.cursor)
-    sent_rows = sent_keys = ""
+    """_ServerSide.finish() for one table (`st`: its staged upload, if any):
+    the client keeps its context on the rows that hold exactly what it sent
+    (same values, same types) and on the tombstones of the keys it deleted."""
+    kept_rows: List[tuple] = []
+    kept_deletes: List[tuple] = []
     if st is not None:
         same = " AND ".join(f"u.{q(c)} IS {st.scol(i)} AND typeof(u.{q(c)}) = typeof({st.scol(i)})"
                             for i, c in enumerate(st.columns))
-        inner = ", ".join(f"u.{q(c)}" for c in info.cursor)
-        sent_rows = (f" AND ({cursor}) NOT IN (SELECT {inner} FROM {st.stage} AS s "
-                     f"JOIN main.{t} AS u ON {info.key_match('u', st.skey())} "
-                     f"WHERE s._op > 0 AND {same})")
-        sent_keys = (f" AND __sysRK NOT IN (SELECT sqlite_ct_pack_key({', '.join(st.skey())}) "
-                     f"FROM {st.stage} AS s WHERE s._op = 0)")
-    first = q(info.columns[0])
-    _sql.execute(conn, f"UPDATE main.{t} SET {first} = {first} "
-                       f'WHERE "__sysChangeTxBsn" = :b AND "__sysTrackingContext" IS :x'
-                       + sent_rows, {"b": bsn, "x": x})
-    _sql.execute(conn, "UPDATE __sysOCSDeletedRows SET __sysTrackingContext = NULL "
-                       "WHERE __sysTName = :t AND __sysDeleteTxBsn = :b "
-                       "AND __sysTrackingContext IS :x" + sent_keys,
-                 {"t": info.name, "b": bsn, "x": x})
+        kept_rows = list(_sql.rows(conn, f"SELECT {', '.join(f'u.{q(k)}' for k in info.key)} "
+                                         f"FROM {st.stage} AS s JOIN main.{q(info.name)} AS u "
+                                         f"ON {info.key_match('u', st.skey())} "
+                                         f"WHERE s._op > 0 AND {same}"))
+        kept_deletes = list(_sql.rows(conn, f"SELECT {', '.join(st.skey())} FROM {st.stage} "
+                                            f"AS s WHERE s._op = 0"))
+    release_context(conn, info.name, uuid.UUID(bytes_le=x), keep_rows=kept_rows,
+                    keep_deletes=kept_deletes)

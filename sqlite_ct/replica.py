@@ -1,0 +1,224 @@
+"""What a sync provider does to a replica's tracking state.
+
+A replica (a client database, or a SQLite hub) takes changes from elsewhere,
+and a few of the resulting bookkeeping steps touch the tracking state itself:
+the tombstones in __sysOCSDeletedRows and the stamp columns of tracked
+tables. Those writes belong to the core, like the triggers that make them
+otherwise: the sync layer (sqlite_ct.sync) calls the functions here and never
+writes a core-owned table or column itself (tests/test_core_ownership.py
+holds it to that).
+
+Every function works inside or outside the caller's transaction (a savepoint
+inside one); the hub's functions are meant for the transaction that applies
+an upload and need it (they act on what that transaction wrote).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import uuid
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from . import _conn
+from .anchors import get_sent_anchor, set_received_anchor
+from .errors import AnchorError, KeyFormatError, NotTrackedError
+from .keys import key_columns
+from .tracking import applying_server_changes, require_tracked
+
+__all__ = ["forget_pending_deletes", "stamp_applied", "reinitialise_table",
+           "floor_tombstone_times", "release_context"]
+
+q = _conn.quote_identifier
+_temp_ids = itertools.count(1)
+
+
+def _key(conn: Any, name: str, key: Sequence[Any], func: str) -> Tuple[List[str], Tuple[Any, ...]]:
+    """The table's key columns and `key` as a tuple, of the same length."""
+    if isinstance(key, (str, bytes, bytearray)) or not isinstance(key, Sequence):
+        raise KeyFormatError(f"sqlite-ct: {func}() takes the key as a sequence of values "
+                             f"in PRIMARY KEY order, got {type(key).__name__}")
+    values = tuple(key)
+    cols = key_columns(conn, name)
+    if len(values) != len(cols):
+        raise KeyFormatError(
+            f'sqlite-ct: table "{name}" has {len(cols)} key column(s) '
+            f'({", ".join(cols)}); got {len(values)} value(s)')
+    return cols, values
+
+
+def _registered(conn: Any, table: str, func: str) -> str:
+    """The stored name of tracked `table`, looked up in the registry only
+    (for the per-upload hub functions: the sync layer checked the table's
+    triggers when it read its shape)."""
+    _conn.require_loaded(conn)
+    name = _conn.value(conn, "SELECT __sysTName FROM main.__sysOCSTrackedObjects "
+                             "WHERE __sysTName = ? COLLATE NOCASE", (table,))
+    if name is None:
+        raise NotTrackedError(f'sqlite-ct: table "{table}" is not tracked; '
+                              f'call create_schema(conn, "{table}") first')
+    return str(name)
+
+
+def _check_csn(value: Any, what: str, func: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AnchorError(f"sqlite-ct: {func}(): {what} is a non-negative integer CSN, "
+                          f"got {value!r}")
+    return value
+
+
+def forget_pending_deletes(conn: Any, table: str, key: Sequence[Any], *, after: int) -> int:
+    """Remove the tombstones of `key` (values in PRIMARY KEY order) in `table`
+    written by transactions with BSN above `after` (the table's sent anchor):
+    the key's pending local deletes, which are then never uploaded. Used
+    when the server's version of a key replaces a pending local change.
+    Returns how many tombstones were removed."""
+    after = _check_csn(after, "after", "forget_pending_deletes")
+    with _conn.writing(conn, "sqlite_ct_forget"):
+        name = require_tracked(conn, table, "forget_pending_deletes", writing=True)
+        _, values = _key(conn, name, key, "forget_pending_deletes")
+        marks = ", ".join("?" for _ in values)
+        _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName = ? "
+                            f"AND __sysRK = sqlite_ct_pack_key({marks}) "
+                            f"AND __sysDeleteTxBsn > ?", (name, *values, after))
+        return int(_conn.value(conn, "SELECT changes()"))
+
+
+def stamp_applied(conn: Any, table: str, key: Sequence[Any]) -> bool:
+    """The row of `table` with `key` counts as applied from the server, as if
+    written in apply mode: its insert stamp (and, when updates are tracked, its
+    change stamp) becomes 0, so neither an insert nor an update of it is a
+    pending local change, and a later local delete of it is uploaded. For a
+    row the server's version overwrote while it held a pending local insert.
+    Returns whether the row exists."""
+    with _conn.writing(conn, "sqlite_ct_stamp"):
+        name = require_tracked(conn, table, "stamp_applied", writing=True)
+        cols, values = _key(conn, name, key, "stamp_applied")
+        where = " AND ".join(f"{q(c)} IS ?" for c in cols)
+        # The trigger accepts an insert stamp of 0 only in apply mode, and
+        # re-stamps the change column with the apply mode's 0.
+        with applying_server_changes(conn):
+            _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysInsertTxBsn" = 0 '
+                                f"WHERE {where}", values)
+            return bool(_conn.value(conn, "SELECT changes()"))
+
+
+def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
+    """Start `table` over from the server's `received_anchor` (stored as
+    set_received_anchor() stores it), keeping the local changes that were
+    never sent: rows changed after the table's sent anchor and the pending
+    tombstones stay; every other row is deleted as if in apply mode (no
+    tombstone), so the next download from `received_anchor` brings back what
+    the server still has. Returns how many rows were deleted."""
+    if not isinstance(received_anchor, (bytes, bytearray, memoryview)):
+        raise AnchorError(f"sqlite-ct: a received anchor is bytes, "
+                          f"got {type(received_anchor).__name__}")
+    with _conn.writing(conn, "sqlite_ct_reinitialise"):
+        name = require_tracked(conn, table, "reinitialise_table", writing=True)
+        sent = get_sent_anchor(conn, name) or 0
+        enable = _conn.value(conn, "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects "
+                                   "WHERE __sysTName = ?", (name,))
+        # A NULL change stamp: the row predates tracking, as if written by
+        # the enabling transaction.
+        with applying_server_changes(conn):
+            _conn.execute(conn, f'DELETE FROM main.{q(name)} '
+                                f'WHERE coalesce("__sysChangeTxBsn", ?) <= ?',
+                          (int(enable or 0), sent))
+            removed = int(_conn.value(conn, "SELECT changes()"))
+        set_received_anchor(conn, name, bytes(received_anchor))
+        return removed
+
+
+def floor_tombstone_times(conn: Any) -> int:
+    """Give the tombstones the open transaction wrote a deletion time no
+    earlier than the commit time of the newest earlier transaction in
+    __sysTxCommitSequence, and return how many moved. A hub applies uploads
+    with the clock of whichever process syncs; a client whose clock is months
+    behind would otherwise leave tombstones that a purge by age removes at
+    once. The commit log is the database's own clock: its times only move
+    forward. Does nothing (0) when the transaction has written no tracked
+    data."""
+    bsn = _conn.value(conn, "SELECT sqlite_ct_current_bsn()")
+    if bsn is None:
+        return 0
+    with _conn.savepoint(conn, "sqlite_ct_floor"):
+        floor = _conn.value(conn, "SELECT coalesce(max(__sysCommitTime), 0) "
+                                  "FROM main.__sysTxCommitSequence WHERE __sysTxCsn < ?", (bsn,))
+        moved = 0
+        # Per table: the tombstones' primary key starts with the table name.
+        for (name,) in list(_conn.rows(conn, "SELECT __sysTName FROM "
+                                             "main.__sysOCSTrackedObjects")):
+            _conn.execute(conn, "UPDATE main.__sysOCSDeletedRows SET __sysDeletedTime = ? "
+                                "WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
+                                "AND __sysDeletedTime < ?", (floor, name, bsn, floor))
+            moved += int(_conn.value(conn, "SELECT changes()"))
+        return moved
+
+
+@contextlib.contextmanager
+def _keys_table(conn: Any, ncols: int, keys: Iterable[Sequence[Any]]) -> Iterator[Optional[str]]:
+    """A temp table of the packed `keys` (column rk), dropped on exit; None
+    when there are none."""
+    it = iter(keys)
+    first = next(it, None)
+    if first is None:
+        yield None
+        return
+    name = q(f"ct_keys_{next(_temp_ids)}")
+    _conn.execute(conn, f"CREATE TEMP TABLE {name}(rk BLOB PRIMARY KEY) WITHOUT ROWID")
+    try:
+        marks = ", ".join("?" for _ in range(ncols))
+        with _conn.translated():
+            conn.cursor().executemany(
+                f"INSERT OR IGNORE INTO temp.{name}(rk) VALUES (sqlite_ct_pack_key({marks}))",
+                (tuple(k) for k in itertools.chain((first,), it)))
+        yield f"temp.{name}"
+    finally:
+        _conn.execute(conn, f"DROP TABLE IF EXISTS temp.{name}")
+
+
+def release_context(conn: Any, table: str, context: uuid.UUID, *,
+                    keep_rows: Iterable[Sequence[Any]] = (),
+                    keep_deletes: Iterable[Sequence[Any]] = ()) -> None:
+    """In the open transaction, hand what it wrote to `table` under tracking
+    context `context` back to no context, except the keys the context's
+    owner wrote exactly: rows of `table` that carry this transaction's stamp
+    and `context`, other than those keyed in `keep_rows`, are written again
+    under no context (a no-op UPDATE the triggers re-stamp); tombstones of
+    this transaction with `context`, other than of keys in `keep_deletes`,
+    lose their context. Keys are sequences of values in PRIMARY KEY order.
+
+    A hub applies a client's upload under the client's id, so a download
+    leaves the client's own changes out; what the hub's triggers and cascades
+    changed in the same transaction carries that id too, and this makes the
+    client download it. Does nothing when the transaction has written no
+    tracked data. The connection's tracking context is restored on exit."""
+    if not isinstance(context, uuid.UUID):
+        raise TypeError(f"release_context(): context must be a uuid.UUID, "
+                        f"got {type(context).__name__}")
+    bsn = _conn.value(conn, "SELECT sqlite_ct_current_bsn()")
+    if bsn is None:
+        return
+    x = context.bytes_le
+    with _conn.savepoint(conn, "sqlite_ct_release"):
+        name = _registered(conn, table, "release_context")
+        cols = key_columns(conn, name)
+        pack = f"sqlite_ct_pack_key({', '.join(q(c) for c in cols)})"
+        first = next((c for (c,) in _conn.rows(
+            conn, "SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden = 0 "
+                  "ORDER BY cid", (name,)) if not c.lower().startswith("__sys")), cols[0])
+        previous = _conn.value(conn, "SELECT sqlite_ct_tracking_context()")
+        _conn.value(conn, "SELECT sqlite_ct_set_tracking_context(NULL)")
+        try:
+            with _keys_table(conn, len(cols), keep_rows) as kept:
+                _conn.execute(conn, f"UPDATE main.{q(name)} SET {q(first)} = {q(first)} "
+                                    f'WHERE "__sysChangeTxBsn" = ? AND "__sysTrackingContext" IS ?'
+                                    + (f" AND {pack} NOT IN (SELECT rk FROM {kept})"
+                                       if kept else ""), (bsn, x))
+            with _keys_table(conn, len(cols), keep_deletes) as kept:
+                _conn.execute(conn, "UPDATE main.__sysOCSDeletedRows SET __sysTrackingContext "
+                                    "= NULL WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
+                                    "AND __sysTrackingContext IS ?"
+                                    + (f" AND __sysRK NOT IN (SELECT rk FROM {kept})"
+                                       if kept else ""), (name, bsn, x))
+        finally:
+            _conn.value(conn, "SELECT sqlite_ct_set_tracking_context(?)", (previous,))
