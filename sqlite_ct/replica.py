@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import _conn
 from .anchors import get_sent_anchor, set_received_anchor
-from .errors import AnchorError, KeyFormatError, NotTrackedError
+from .errors import AnchorError, KeyFormatError, NotTrackedError, TableError
 from .keys import key_columns
 from .tracking import applying_server_changes, require_tracked
 
@@ -30,6 +30,23 @@ __all__ = ["forget_pending_deletes", "stamp_applied", "reinitialise_table",
 
 q = _conn.quote_identifier
 _temp_ids = itertools.count(1)
+_TRACKOPT_PORTABLE = 0x100  # csrc/sqlite_ct.h, CT_TRACKOPT_PORTABLE
+
+
+def _native(conn: Any, table: str, func: str) -> str:
+    """require_tracked() for a table tracked in native mode: portable
+    triggers know no apply mode (a delete always leaves a tombstone, the
+    stamps cannot be set) and keep tombstone keys in a text form, so these
+    functions would do something else than they promise there."""
+    name = require_tracked(conn, table, func, writing=True)
+    opt = _conn.value(conn, "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects "
+                            "WHERE __sysTName = ?", (name,))
+    if int(opt or 0) & _TRACKOPT_PORTABLE:
+        raise TableError(f'sqlite-ct: {func}() needs a table tracked in native mode; '
+                         f'table "{name}" is tracked in portable mode, which has no apply '
+                         f'mode. Track it with create_schema(conn, "{name}", mode="native") '
+                         f'on a database that syncs')
+    return name
 
 
 def _key(conn: Any, name: str, key: Sequence[Any], func: str) -> Tuple[List[str], Tuple[Any, ...]]:
@@ -74,7 +91,7 @@ def forget_pending_deletes(conn: Any, table: str, key: Sequence[Any], *, after: 
     Returns how many tombstones were removed."""
     after = _check_csn(after, "after", "forget_pending_deletes")
     with _conn.writing(conn, "sqlite_ct_forget"):
-        name = require_tracked(conn, table, "forget_pending_deletes", writing=True)
+        name = _native(conn, table, "forget_pending_deletes")
         _, values = _key(conn, name, key, "forget_pending_deletes")
         marks = ", ".join("?" for _ in values)
         _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName = ? "
@@ -91,7 +108,7 @@ def stamp_applied(conn: Any, table: str, key: Sequence[Any]) -> bool:
     row the server's version overwrote while it held a pending local insert.
     Returns whether the row exists."""
     with _conn.writing(conn, "sqlite_ct_stamp"):
-        name = require_tracked(conn, table, "stamp_applied", writing=True)
+        name = _native(conn, table, "stamp_applied")
         cols, values = _key(conn, name, key, "stamp_applied")
         where = " AND ".join(f"{q(c)} IS ?" for c in cols)
         # The trigger accepts an insert stamp of 0 only in apply mode, and
@@ -113,7 +130,7 @@ def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
         raise AnchorError(f"sqlite-ct: a received anchor is bytes, "
                           f"got {type(received_anchor).__name__}")
     with _conn.writing(conn, "sqlite_ct_reinitialise"):
-        name = require_tracked(conn, table, "reinitialise_table", writing=True)
+        name = _native(conn, table, "reinitialise_table")
         sent = get_sent_anchor(conn, name) or 0
         enable = _conn.value(conn, "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects "
                                    "WHERE __sysTName = ?", (name,))
@@ -155,25 +172,39 @@ def floor_tombstone_times(conn: Any) -> int:
 
 
 @contextlib.contextmanager
-def _keys_table(conn: Any, ncols: int, keys: Iterable[Sequence[Any]]) -> Iterator[Optional[str]]:
-    """A temp table of the packed `keys` (column rk), dropped on exit; None
-    when there are none."""
-    it = iter(keys)
+def _keys_table(conn: Any, name: str, keys: Iterable[Sequence[Any]],
+                func: str) -> Iterator[Optional[str]]:
+    """A temp table of the packed `keys` of table `name` (column rk), dropped
+    on exit; None when there are none. KeyFormatError for a key that is not a
+    sequence of as many values as the table has key columns."""
+    cols = key_columns(conn, name)
+
+    def checked(key: Sequence[Any]) -> Tuple[Any, ...]:
+        if isinstance(key, (str, bytes, bytearray)) or not isinstance(key, Sequence):
+            raise KeyFormatError(f"sqlite-ct: {func}() takes keys as sequences of values "
+                                 f"in PRIMARY KEY order, got {type(key).__name__}")
+        if len(key) != len(cols):
+            raise KeyFormatError(
+                f'sqlite-ct: table "{name}" has {len(cols)} key column(s) '
+                f'({", ".join(cols)}); got a key of {len(key)} value(s)')
+        return tuple(key)
+
+    it = (checked(k) for k in keys)
     first = next(it, None)
     if first is None:
         yield None
         return
-    name = q(f"ct_keys_{next(_temp_ids)}")
-    _conn.execute(conn, f"CREATE TEMP TABLE {name}(rk BLOB PRIMARY KEY) WITHOUT ROWID")
+    temp = q(f"ct_keys_{next(_temp_ids)}")
+    _conn.execute(conn, f"CREATE TEMP TABLE {temp}(rk BLOB PRIMARY KEY) WITHOUT ROWID")
     try:
-        marks = ", ".join("?" for _ in range(ncols))
+        marks = ", ".join("?" for _ in cols)
         with _conn.translated():
             conn.cursor().executemany(
-                f"INSERT OR IGNORE INTO temp.{name}(rk) VALUES (sqlite_ct_pack_key({marks}))",
-                (tuple(k) for k in itertools.chain((first,), it)))
-        yield f"temp.{name}"
+                f"INSERT OR IGNORE INTO temp.{temp}(rk) VALUES (sqlite_ct_pack_key({marks}))",
+                itertools.chain((first,), it))
+        yield f"temp.{temp}"
     finally:
-        _conn.execute(conn, f"DROP TABLE IF EXISTS temp.{name}")
+        _conn.execute(conn, f"DROP TABLE IF EXISTS temp.{temp}")
 
 
 def release_context(conn: Any, table: str, context: uuid.UUID, *,
@@ -209,12 +240,12 @@ def release_context(conn: Any, table: str, context: uuid.UUID, *,
         previous = _conn.value(conn, "SELECT sqlite_ct_tracking_context()")
         _conn.value(conn, "SELECT sqlite_ct_set_tracking_context(NULL)")
         try:
-            with _keys_table(conn, len(cols), keep_rows) as kept:
+            with _keys_table(conn, name, keep_rows, "release_context") as kept:
                 _conn.execute(conn, f"UPDATE main.{q(name)} SET {q(first)} = {q(first)} "
                                     f'WHERE "__sysChangeTxBsn" = ? AND "__sysTrackingContext" IS ?'
                                     + (f" AND {pack} NOT IN (SELECT rk FROM {kept})"
                                        if kept else ""), (bsn, x))
-            with _keys_table(conn, len(cols), keep_deletes) as kept:
+            with _keys_table(conn, name, keep_deletes, "release_context") as kept:
                 _conn.execute(conn, "UPDATE main.__sysOCSDeletedRows SET __sysTrackingContext "
                                     "= NULL WHERE __sysTName = ? AND __sysDeleteTxBsn = ? "
                                     "AND __sysTrackingContext IS ?"

@@ -62,6 +62,16 @@ def main(workdir: str) -> None:
     assert problems == []
     with sqlite_ct.applying_server_changes(conn):
         conn.execute("UPDATE orders SET qty = 4 WHERE id = 1")
+        with sqlite_ct.applying_local_changes(conn):
+            conn.execute("UPDATE orders SET qty = 5 WHERE id = 1")
+    sqlite_ct.set_sent_anchors(conn, {"orders": anchor})
+    sqlite_ct.set_received_anchors(conn, {"orders": b"anchor"})
+    sqlite_ct.set_client_id(conn, uuid.uuid4())
+    assert_type(sqlite_ct.stamp_applied(conn, "orders", (1,)), bool)
+    assert_type(sqlite_ct.forget_pending_deletes(conn, "orders", [1], after=anchor), int)
+    assert_type(sqlite_ct.reinitialise_table(conn, "orders", b"anchor"), int)
+    assert_type(sqlite_ct.floor_tombstone_times(conn), int)
+    sqlite_ct.release_context(conn, "orders", uuid.uuid4(), keep_rows=[(1,)])
 
     hub = sqlite3.connect(f"{workdir}/hub.db", isolation_level=None)
     client = sqlite3.connect(f"{workdir}/client.db", isolation_level=None)
