@@ -8,13 +8,16 @@ Two checks, each of which fails when a direct write comes back:
 - a scan of those layers' source for SQL that writes a core-owned table or
   column, or sets the connection's tracking state by SQL; and
 - real syncs (upload, download, hub side effects, conflicts forced and
-  merged, reinitialise, reidentify, purge, creation options) under an SQLite
-  authorizer that attributes every write to a core-owned table or column to
-  the Python code that prepared it: each must come from a core module.
+  merged, reinitialise, reidentify, purge, creation options), and the CLI's
+  commands run in this process, under an SQLite authorizer that attributes
+  every write to a core-owned table or column to the Python code that
+  prepared it: each must come from a core module.
 """
 from __future__ import annotations
 
 import ast
+import io
+import json
 import os
 import re
 import sys
@@ -337,3 +340,50 @@ def test_the_authorizer_attributes_a_direct_write_to_the_sync_layer(tmp_path, sq
     with sqlite_ct.applying_server_changes(conn):
         _sql.execute(conn, sql)
     assert {module for _, _, module in rec.violations} == {"sync/_sql.py"}
+
+
+def test_the_cli_writes_core_owned_state_only_through_the_core(tmp_path, monkeypatch):
+    """The sqlite-ct commands, run in this process on connections that carry
+    the recorder: enable, sync, purge, conflicts and resolve, reinitialise,
+    reidentify, disable."""
+    from sqlite_ct import _conn, cli
+
+    rec = Recorder()
+    monkeypatch.setattr(_conn, "open_database",
+                        lambda path, create=True, busy_timeout_ms=5000: rec.connect(path))
+
+    def run(*args: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(list(args), stdout=out, stderr=err)
+        assert code == 0, (args, err.getvalue())
+        return out.getvalue()
+
+    hub_path, client_path = str(tmp_path / "hub.db"), str(tmp_path / "client.db")
+    hub = rec.connect(hub_path)
+    hub.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+                "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')")
+    run("enable", hub_path, "t")
+    run("sync", client_path, hub_path, "--table", "t")
+    client = rec.connect(client_path)
+    client.execute("UPDATE t SET v = 'client' WHERE id = 1; DELETE FROM t WHERE id = 3")
+    run("sync", client_path, hub_path)
+    # a deferred conflict (the Python API), settled by the CLI
+    hub.execute("UPDATE t SET v = 'hub' WHERE id = 2")
+    client.execute("UPDATE t SET v = 'mine' WHERE id = 2")
+    defer = ConflictResolver(client_update_server_update=ResolveAction.DEFER)
+    SyncAgent(ClientSyncProvider(client, conflict_resolver=defer), ServerSyncProvider(hub),
+              [SyncTable("t", SyncDirection.DOWNLOAD_ONLY)]).synchronize()
+    (conflict,) = json.loads(run("conflicts", client_path, "--json"))["conflicts"]
+    run("resolve", client_path, str(conflict["id"]), "--keep-local")
+    run("sync", client_path, hub_path)
+    assert _rows(hub, "t") == [(1, "client"), (2, "mine")]
+    client.execute("UPDATE __sysOCSDeletedRows SET __sysDeletedTime = 0")
+    run("purge", client_path, "t", "--older-than-days", "1")
+    run("reinitialise", client_path, hub_path)
+    run("reidentify", client_path, hub_path)
+    assert _rows(client, "t") == _rows(hub, "t")
+    run("disable", client_path, "t")
+
+    assert sorted(rec.where) == [], "core-owned state written by the CLI or sync itself"
+    modules = {module for _, _, module in rec.core}
+    assert {"replica.py", "anchors.py", "retention.py", "tracking.py"} <= modules, modules
