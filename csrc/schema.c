@@ -684,6 +684,78 @@ static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
   return rc;
 }
 
+/*
+** The guard of a native-mode table (layout 3): an always-empty partial index
+**   CREATE INDEX "__sysct_guard_T" ON "T"("k1") WHERE sqlite_ct_guard('T', "c1", ..., "cN") = 0
+** naming every column the table has (generated columns aside: no statement
+** writes them), the __sys columns included. SQLite evaluates a partial
+** index's WHERE for every row an INSERT writes or a DELETE removes (OR
+** REPLACE victims and cascades too), and for every row an UPDATE writes when
+** the UPDATE sets a column the index or its WHERE names, hence every column.
+** sqlite_ct_guard() returns 1, so the index stays empty; a connection without
+** the extension cannot evaluate it ("unknown function"), triggers on or off,
+** and a connection with it refuses the write when triggers are off (state.c).
+** A column added later is not named until create_schema() re-installs the
+** guard. NULL when out of memory.
+*/
+static char *ctGuardSql(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  int i;
+  sqlite3_str_appendf(x, "CREATE INDEX main.\"__sysct_guard_%w\" ON \"%w\"(\"%w\")"
+                      " WHERE sqlite_ct_guard(%Q", p->zName, p->zName,
+                      p->aCol[p->aiPk[0]].zName, p->zName);
+  for(i=0; i<p->nCol; i++){
+    if( !p->aCol[i].bHidden ) sqlite3_str_appendf(x, ", \"%w\"", p->aCol[i].zName);
+  }
+  sqlite3_str_appendall(x, ")=0");
+  return sqlite3_str_finish(x);
+}
+
+static int ctDropGuard(sqlite3 *db, const char *zTab, char **pzErr){
+  return ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_guard_%w\"", zTab);
+}
+
+/* Install the guard of p, or replace it when the table has columns it does
+** not name; a portable-mode table has none (the guard cannot call the
+** extension where portable mode is used). */
+static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  CtTable *p = 0;
+  char *zSql, *zQuery;
+  int rc, bSame = 0;
+  if( bPortable ) return ctDropGuard(db, pTab->zName, pzErr);
+  /* The columns as they are now: create_schema() may have just added the
+  ** __sys columns. */
+  rc = ctTableLoad(db, pTab->zName, &p, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  zSql = ctGuardSql(p);
+  if( zSql==0 ){ ctTableFree(p); return SQLITE_NOMEM; }
+  zQuery = sqlite3_mprintf("SELECT sql FROM main.sqlite_schema WHERE type='index'"
+                           " AND name='__sysct_guard_' || %Q AND tbl_name=%Q",
+                           p->zName, p->zName);
+  if( zQuery==0 ){ sqlite3_free(zSql); ctTableFree(p); return SQLITE_NOMEM; }
+  rc = sqlite3_prepare_v2(db, zQuery, -1, &pStmt, 0);
+  sqlite3_free(zQuery);
+  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    const char *zHave = (const char*)sqlite3_column_text(pStmt, 0);
+    /* sqlite_schema keeps the text after "CREATE INDEX <schema>." as typed,
+    ** without the schema name. */
+    bSame = zHave && strlen(zSql)>18 && strcmp(zHave+13, zSql+18)==0;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  if( rc==SQLITE_OK && !bSame ){
+    rc = ctDropGuard(db, p->zName, pzErr);
+    if( rc==SQLITE_OK ) rc = ctExecf(db, pzErr, "%s", zSql);
+  }
+  sqlite3_free(zSql);
+  ctTableFree(p);
+  return rc;
+}
+
 /* eStored: the __sysTrackOpt value (options*16, plus CT_TRACKOPT_PORTABLE). */
 static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr){
@@ -698,6 +770,7 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = ctExecf(db, pzErr, "%s", zSql);
   sqlite3_free(zSql);
+  if( rc==SQLITE_OK ) rc = ctInstallGuard(db, p, (eStored & CT_TRACKOPT_PORTABLE)!=0, pzErr);
   return rc;
 }
 
@@ -1080,6 +1153,7 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
     return SQLITE_ERROR;
   }
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zName, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDropGuard(db, zName, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\"", zName);
   }
@@ -1180,6 +1254,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
         "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q", zOld);
   }
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zOld, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDropGuard(db, zOld, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr,
         "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\";"

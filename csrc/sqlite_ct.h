@@ -38,8 +38,13 @@ SQLITE_EXTENSION_INIT3
 ** NEW's rowid, key changes compare with BINARY, the commit log's newest row
 ** is guarded, and __sysCtMeta keeps retired_table: and anchor0_expired: keys.
 ** Opening a layout-1 database for writing tracking metadata
-** (ctCheckLayout with bCreate) upgrades it in place (schema.c, ctMigrate). */
-#define CT_LAYOUT_VERSION 2
+** (ctCheckLayout with bCreate) upgrades it in place (schema.c, ctMigrate).
+** Layout 3: a native-mode table also has the guard, the always-empty partial
+** index "__sysct_guard_T" whose WHERE calls sqlite_ct_guard() (schema.c,
+** ctGuardSql), so that writes with triggers turned off fail. The migration
+** from layouts 1 and 2 is the same: re-install every armed table's triggers,
+** which installs its guard. */
+#define CT_LAYOUT_VERSION 3
 
 /* TrackingOptions, as SQL CE's public enum. */
 #define CT_TRACK_INSERT 1
@@ -135,6 +140,7 @@ void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
 void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
+void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
