@@ -749,6 +749,15 @@ static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char 
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
   if( rc==SQLITE_OK && !bSame ){
     rc = ctDropGuard(db, p->zName, pzErr);
+    if( (rc & 0xff)==SQLITE_LOCKED ){
+      /* SQLite drops no b-tree while another statement (the caller's, when it
+      ** reads a table) is reading. */
+      sqlite3_free(*pzErr);
+      *pzErr = sqlite3_mprintf("sqlite-ct: the guard index \"__sysct_guard_%s\" must be"
+          " replaced, which SQLite refuses while the calling statement reads a table"
+          " (database table is locked); call sqlite_ct_create_schema() in a statement"
+          " that reads no table", p->zName);
+    }
     if( rc==SQLITE_OK ) rc = ctExecf(db, pzErr, "%s", zSql);
   }
   sqlite3_free(zSql);

@@ -59,7 +59,7 @@ def tracked(db_path):
 def snapshot(path):
     conn = apsw.Connection(path)
     try:
-        return (q(conn, "SELECT * FROM t ORDER BY id"),
+        return (q(conn, "SELECT * FROM t ORDER BY 1, 2"),
                 q(conn, "SELECT count(*) FROM __sysOCSDeletedRows"),
                 q(conn, "SELECT count(*) FROM __sysTxCommitSequence"))
     finally:
@@ -166,17 +166,6 @@ def test_with_the_extension_triggers_off_every_write_is_refused(tracked, stateme
     conn.close()
     if "__sysChangeTxBsn" not in statement:
         assert snapshot(tracked) != before
-
-
-def test_with_the_extension_triggers_off_through_stdlib(sqlite3_conn):
-    run(sqlite3_conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, u TEXT UNIQUE)")
-    sqlite_ct.create_schema(sqlite3_conn, "t")
-    run(sqlite3_conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
-    if not hasattr(sqlite3_conn, "setconfig"):
-        pytest.skip("Connection.setconfig() needs Python 3.12")
-    sqlite3_conn.setconfig(sqlite3.SQLITE_DBCONFIG_ENABLE_TRIGGER, False)
-    with pytest.raises(sqlite3.IntegrityError, match="triggers are turned off"):
-        sqlite3_conn.execute("UPDATE t SET v = 'b'")
 
 
 def test_the_guard_stays_empty_and_costs_no_rows(apsw_conn):
@@ -479,3 +468,120 @@ def test_layout2_file_gets_its_guard_on_upgrade(tmp_path):
     with pytest.raises(apsw.SQLError, match=NO_EXTENSION.replace("(", r"\(").replace(")", r"\)")):
         other.execute("UPDATE orders SET qty = 1 WHERE id = 1")
     other.close()
+
+
+# ------------------------------------------- every column of every kind of table
+
+SHAPES = {
+    "integer key": "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, u TEXT UNIQUE)",
+    "text key, rowid table": "CREATE TABLE t(k TEXT PRIMARY KEY, v BLOB, n REAL)",
+    "composite key, without rowid": ("CREATE TABLE t(a INTEGER, b TEXT, v TEXT, "
+                                     "PRIMARY KEY(b, a)) WITHOUT ROWID"),
+    "generated column": ("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, "
+                         "g TEXT GENERATED ALWAYS AS (upper(v)) STORED, "
+                         "h TEXT GENERATED ALWAYS AS (lower(v)) VIRTUAL)"),
+}
+
+
+def shaped(db_path, shape):
+    """A native-mode table "t" of the given shape with one row; returns the
+    columns an UPDATE can set (the rowid of a rowid table without an INTEGER
+    PRIMARY KEY too)."""
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    run(conn, SHAPES[shape])
+    sqlite_ct.create_schema(conn, "t")
+    cols = [r[0] for r in q(conn, "SELECT name FROM pragma_table_xinfo('t') WHERE hidden=0")]
+    user = [c for c in cols if not c.startswith("__sys")]
+    run(conn, f"INSERT INTO t({', '.join(map(quote, user))}) VALUES "
+              f"({', '.join('1' for _ in user)})")
+    if "WITHOUT ROWID" not in SHAPES[shape] and "INTEGER PRIMARY KEY" not in SHAPES[shape]:
+        cols.append("rowid")
+    conn.close()
+    return cols
+
+
+def quote(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_an_update_of_any_column_with_triggers_off_is_refused(db_path, shape):
+    """Without the extension: "unknown function"; with it: the guard's error.
+    Every column the table has, the key, the rowid and sqlite-ct's own."""
+    cols = shaped(db_path, shape)
+    assert len(cols) >= 5
+    before = snapshot(db_path)
+    bare = plain(db_path, triggers=False)
+    ext = apsw.Connection(db_path)
+    sqlite_ct.load(ext)
+    ext.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+    for col in cols:
+        statement = f"UPDATE t SET {quote(col)} = 5"
+        with pytest.raises(apsw.SQLError) as err:
+            bare.execute(statement)
+        assert str(err.value) == NO_EXTENSION, col
+        with pytest.raises(apsw.ConstraintError) as err:
+            ext.execute(statement)
+        assert str(err.value) == GUARD_OFF, col
+    for statement in ("DELETE FROM t WHERE 1", "INSERT INTO t DEFAULT VALUES"):
+        with pytest.raises(apsw.SQLError):
+            bare.execute(statement)
+        with pytest.raises(apsw.ConstraintError):
+            ext.execute(statement)
+    bare.close()
+    ext.close()
+    assert snapshot(db_path) == before
+
+
+def stdlib_triggers(conn, on):
+    """SQLITE_DBCONFIG_ENABLE_TRIGGER on a stdlib sqlite3 connection:
+    Connection.setconfig() from Python 3.12, before it through ctypes on the
+    stdlib's own SQLite library (pysqlite_Connection: PyObject_HEAD, then the
+    sqlite3* handle)."""
+    if hasattr(conn, "setconfig"):
+        conn.setconfig(sqlite3.SQLITE_DBCONFIG_ENABLE_TRIGGER, on)
+        return
+    import _sqlite3
+    import ctypes
+    lib = ctypes.CDLL(_sqlite3.__file__)
+    lib.sqlite3_db_config.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                      ctypes.POINTER(ctypes.c_int)]
+    handle = ctypes.c_void_p.from_address(id(conn) + 2 * ctypes.sizeof(ctypes.c_void_p))
+    now = ctypes.c_int(-1)
+    assert lib.sqlite3_db_config(handle, 1003, 1 if on else 0, ctypes.byref(now)) == 0
+    assert now.value == (1 if on else 0)
+
+
+def test_with_the_extension_triggers_off_through_stdlib(sqlite3_conn):
+    run(sqlite3_conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, u TEXT UNIQUE)")
+    sqlite_ct.create_schema(sqlite3_conn, "t")
+    run(sqlite3_conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
+    stdlib_triggers(sqlite3_conn, False)
+    for statement in WRITES:
+        if "__sys" in statement:
+            continue
+        with pytest.raises(sqlite3.IntegrityError) as err:
+            sqlite3_conn.execute(statement)
+        assert str(err.value) == GUARD_OFF
+    stdlib_triggers(sqlite3_conn, True)
+    sqlite3_conn.execute("UPDATE t SET v = 'b'")
+    assert sqlite_ct.check(sqlite3_conn) == []
+
+
+def test_replacing_the_guard_from_a_statement_that_reads_a_table(apsw_conn):
+    """SQLite drops no index while another statement reads; a re-arm that must
+    replace the guard says so when its caller reads a table, and works alone."""
+    run(apsw_conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(apsw_conn, "t")
+    run(apsw_conn, "ALTER TABLE t ADD COLUMN w")
+    with pytest.raises(apsw.LockedError) as err:
+        apsw_conn.execute("SELECT sqlite_ct_create_schema(__sysTName) "
+                          "FROM __sysOCSTrackedObjects")
+    assert str(err.value) == (
+        'sqlite-ct: the guard index "__sysct_guard_t" must be replaced, which SQLite refuses '
+        "while the calling statement reads a table (database table is locked); call "
+        "sqlite_ct_create_schema() in a statement that reads no table")
+    assert [p.code for p in sqlite_ct.check(apsw_conn)] == ["guard-outdated"]
+    apsw_conn.execute("SELECT sqlite_ct_create_schema('t')")
+    assert sqlite_ct.check(apsw_conn) == []

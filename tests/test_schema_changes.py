@@ -1,6 +1,8 @@
 """Tracking survives schema changes made with SQL, or fails loudly.
 
-ALTER TABLE ADD / RENAME / DROP COLUMN need nothing from the user; RENAME TO
+ALTER TABLE ADD / RENAME COLUMN need nothing from the user (an added column is
+guarded once create_schema() runs again; DROP COLUMN of a column the guard
+names needs the guard dropped first: test_guard.py); RENAME TO
 and DROP TABLE are followed by reconcile(); a rebuild by another tool is
 refused until create_schema() re-arms the table, which makes replicas with
 older anchors reinitialise.
