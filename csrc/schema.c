@@ -686,28 +686,33 @@ static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
 
 /*
 ** The guard of a native-mode table (layout 3): an always-empty partial index
-**   CREATE INDEX "__sysct_guard_T" ON "T"("k1") WHERE sqlite_ct_guard('T', "c1", ..., "cN") = 0
+**   CREATE INDEX "__sysct_guard_T" ON "T"("k1")
+**     WHERE sqlite_ct_guard('T')=0 AND coalesce("c1", ..., "cN") IS NULL
 ** naming every column the table has (generated columns aside: no statement
 ** writes them), the __sys columns included. SQLite evaluates a partial
 ** index's WHERE for every row an INSERT writes or a DELETE removes (OR
 ** REPLACE victims and cascades too), and for every row an UPDATE writes when
 ** the UPDATE sets a column the index or its WHERE names, hence every column.
-** sqlite_ct_guard() returns 1, so the index stays empty; a connection without
-** the extension cannot evaluate it ("unknown function"), triggers on or off,
-** and a connection with it refuses the write when triggers are off (state.c).
-** A column added later is not named until create_schema() re-installs the
-** guard. NULL when out of memory.
+** sqlite_ct_guard() returns 1, so the AND stops there: the coalesce() is
+** never evaluated (it only names the columns; a tracked table has at least
+** four) and the index stays empty. A connection without the extension cannot
+** evaluate it ("unknown function"), triggers on or off, and a connection with
+** it refuses the write when triggers are off (state.c). A column added later
+** is not named until create_schema() re-installs the guard. NULL when out of
+** memory.
 */
 static char *ctGuardSql(const CtTable *p){
   sqlite3_str *x = sqlite3_str_new(0);
-  int i;
+  int i, bFirst = 1;
   sqlite3_str_appendf(x, "CREATE INDEX main.\"__sysct_guard_%w\" ON \"%w\"(\"%w\")"
-                      " WHERE sqlite_ct_guard(%Q", p->zName, p->zName,
+                      " WHERE sqlite_ct_guard(%Q)=0 AND coalesce(", p->zName, p->zName,
                       p->aCol[p->aiPk[0]].zName, p->zName);
   for(i=0; i<p->nCol; i++){
-    if( !p->aCol[i].bHidden ) sqlite3_str_appendf(x, ", \"%w\"", p->aCol[i].zName);
+    if( p->aCol[i].bHidden ) continue;
+    sqlite3_str_appendf(x, "%s\"%w\"", bFirst ? "" : ", ", p->aCol[i].zName);
+    bFirst = 0;
   }
-  sqlite3_str_appendall(x, ")=0");
+  sqlite3_str_appendall(x, ") IS NULL");
   return sqlite3_str_finish(x);
 }
 

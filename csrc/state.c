@@ -853,16 +853,18 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 /* ---- The guard (layout 3). ------------------------------------------------
 **
 ** A native-mode table has an always-empty partial index (schema.c,
-** ctGuardSql) whose WHERE is sqlite_ct_guard(TNAME, <every column>) = 0.
-** SQLite evaluates it for every row an INSERT writes, a DELETE removes (OR
-** REPLACE victims and cascades included) and an UPDATE writes, since the WHERE
-** names every column. The triggers do the tracking; the guard covers what
-** they cannot: on a connection without this extension the write fails with
-** "unknown function: sqlite_ct_guard()" even when that connection turned
-** triggers off, and on a connection with it, triggers off are refused here.
-** Deterministic (SQLite requires it of a partial index's WHERE; the value is
-** always 1, so caching it is harmless) and innocuous (it reads one setting of
-** its own connection; trusted_schema=OFF must not disable it).
+** ctGuardSql) whose WHERE is sqlite_ct_guard(TNAME)=0 AND coalesce(<every
+** column>) IS NULL. SQLite evaluates it for every row an INSERT writes, a
+** DELETE removes (OR REPLACE victims and cascades included) and an UPDATE
+** writes, since the WHERE names every column. The triggers do the tracking;
+** the guard covers what they cannot: on a connection without this extension
+** the write fails with "unknown function: sqlite_ct_guard()" even when that
+** connection turned triggers off, and on a connection with it, triggers off
+** are refused here. Deterministic (SQLite requires it of a partial index's
+** WHERE; the value is always 1, and were SQLite to evaluate it once per
+** statement instead of per row, the error would still stop the statement) and
+** innocuous (it reads one setting of its own connection; trusted_schema=OFF
+** must not disable it). Arguments after the table name are ignored.
 */
 void ctFuncGuard(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   int bOn = 1;
