@@ -622,3 +622,43 @@ def test_replacing_the_guard_from_a_statement_that_reads_a_table(apsw_conn):
     assert [p.code for p in sqlite_ct.check(apsw_conn)] == ["guard-outdated"]
     apsw_conn.execute("SELECT sqlite_ct_create_schema('t')")
     assert sqlite_ct.check(apsw_conn) == []
+
+
+# ------------------------------- INSERT without a column list (README, Known limits)
+
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
+def test_insert_without_a_column_list_names_the_columns_it_needs(request, host):
+    """Pins today's behaviour, so that a write path which changes it is noticed:
+    tracking adds three written columns, which a column-less INSERT must list."""
+    conn = request.getfixturevalue(f"{host}_conn")
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+        "INSERT INTO t VALUES (1, 'before tracking')")
+    sqlite_ct.create_schema(conn, "t")
+    with pytest.raises((apsw.SQLError, sqlite3.OperationalError)) as err:
+        conn.execute("INSERT INTO t VALUES (2, 'after')")
+    assert str(err.value) == "table t has 5 columns but 2 values were supplied"
+    # giving the stamps values works: they are overwritten with the truth
+    since = sqlite_ct.last_committed_csn(conn)
+    run(conn, "INSERT INTO t VALUES (2, 'after', 7, 7, x'00')")
+    assert q(conn, 'SELECT "__sysChangeTxBsn" = "__sysInsertTxBsn", "__sysChangeTxBsn" > ?, '
+                   '"__sysTrackingContext" IS NULL FROM t WHERE id = 2', (since,)) == [
+        (1, 1, 1)]
+    assert sqlite_ct.enumerate_changes(conn, "t", since).inserts == [{"id": 2, "v": "after"}]
+
+
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
+def test_the_hosts_have_no_hidden_columns_and_skip_only_generated_ones(host):
+    """Why the stamps cannot be left out of a column-less INSERT: HIDDEN needs
+    SQLITE_ENABLE_HIDDEN_COLUMNS, which these hosts are built without; only
+    generated columns are skipped, and a stamp is written, not generated."""
+    conn = apsw.Connection(":memory:") if host == "apsw" else sqlite3.connect(":memory:")
+    run(conn, "CREATE TABLE h(a, b INTEGER HIDDEN)", "CREATE TABLE g(a, b AS (a + 1))",
+        "INSERT INTO g VALUES (1)")
+    with pytest.raises((apsw.SQLError, sqlite3.OperationalError),
+                       match="table h has 2 columns but 1 values were supplied"):
+        conn.execute("INSERT INTO h VALUES (1)")
+    assert q(conn, "SELECT a, b FROM g") == [(1, 2)]
+    with pytest.raises((apsw.SQLError, sqlite3.OperationalError),
+                       match='cannot UPDATE generated column "b"'):
+        conn.execute("UPDATE g SET b = 5")
+    conn.close()
