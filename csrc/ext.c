@@ -131,6 +131,10 @@ int sqlite3_sqlitect_init(sqlite3 *db, char **pzErrMsg,
     }
     return SQLITE_ERROR;
   }
+#ifdef SQLITE_CT_FAULT_INJECT
+  rc = ctFaultRegister(db);   /* test builds only: fault.c */
+  if( rc!=SQLITE_OK ) return rc;
+#endif
   pState = ctStateNew(db);
   if( pState==0 ) return SQLITE_NOMEM;
   for(i=0; i<sizeof(aCtFunc)/sizeof(aCtFunc[0]) && rc==SQLITE_OK; i++){

@@ -827,12 +827,13 @@ static char *ctReplaceOnce(const char *zIn, const char *zFrom, const char *zTo){
   return sqlite3_mprintf("%.*s%s%s", (int)(z-zIn), zIn, zTo, z+strlen(zFrom));
 }
 
-/* The stamp DEFAULTs a table has: 3 (all), 0 (none) or -1 (anything else). */
+/* The stamp DEFAULTs a table has: 3 (all), 0 (none) or -1 (anything else);
+** -2 when out of memory. */
 static int ctStampDefaultCount(const char *zSql){
   int i, n = 0;
   for(i=0; i<3; i++){
     char *zWith = sqlite3_mprintf("%s%s", azCtStampCol[i][0], azCtStampCol[i][1]);
-    if( zWith==0 ) return -1;
+    if( zWith==0 ) return -2;
     n += ctCountOf(zSql, zWith)==1;
     sqlite3_free(zWith);
   }
@@ -857,17 +858,21 @@ static int ctSetStampDefaults(sqlite3 *db, const char *zTab, int bOn, char **pzE
   if( rc!=SQLITE_OK || zSql==0 ){ sqlite3_free(zSql); return rc; }
 
   i = ctStampDefaultCount(zSql);
+  if( i==-2 ){ sqlite3_free(zSql); return SQLITE_NOMEM; }
   if( (bOn && i==3) || (!bOn && i==0) ){ sqlite3_free(zSql); return SQLITE_OK; }
   zNew = zSql; zSql = 0;
   for(i=0; zNew && i<3; i++){
     char *zWith = sqlite3_mprintf("%s%s", azCtStampCol[i][0], azCtStampCol[i][1]);
     char *zNext = 0;
+    int bBuilt = 1;   /* zNext was built: NULL means out of memory */
     if( zWith==0 ){ sqlite3_free(zNew); return SQLITE_NOMEM; }
     if( bOn ){
       if( ctCountOf(zNew, zWith)==0 && ctCountOf(zNew, azCtStampCol[i][0])==1 ){
         zNext = ctReplaceOnce(zNew, azCtStampCol[i][0], zWith);
       }else if( ctCountOf(zNew, zWith)==1 ){
         zNext = sqlite3_mprintf("%s", zNew);
+      }else{
+        bBuilt = 0;       /* definitions this code did not write */
       }
     }else if( ctCountOf(zNew, zWith)==1 ){
       zNext = ctReplaceOnce(zNew, zWith, azCtStampCol[i][0]);
@@ -876,9 +881,14 @@ static int ctSetStampDefaults(sqlite3 *db, const char *zTab, int bOn, char **pzE
     }
     sqlite3_free(zWith);
     sqlite3_free(zNew);
+    if( bBuilt && zNext==0 ) return SQLITE_NOMEM;
     zNew = zNext;
   }
-  if( zNew==0 || ctStampDefaultCount(zNew)!=(bOn ? 3 : 0) ){
+  if( zNew && (i = ctStampDefaultCount(zNew))==-2 ){
+    sqlite3_free(zNew);
+    return SQLITE_NOMEM;
+  }
+  if( zNew==0 || i!=(bOn ? 3 : 0) ){
     /* Column definitions this code did not write. */
     sqlite3_free(zNew);
     if( bOn ) return SQLITE_OK;
