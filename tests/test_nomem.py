@@ -2,8 +2,8 @@
 
 A test build of the extension (-DSQLITE_CT_FAULT_INJECT, csrc/fault.c) is
 compiled into a temporary directory and loaded into apsw. For each operation
-(create_schema, the upgrade of a layout-2 file, writes through the triggers,
-enumeration, key packing) the allocations the extension makes are counted,
+(create_schema in both modes, the upgrade of a layout-2 file, writes through
+the triggers, enumeration, key packing, disable_tracking) the allocations the extension makes are counted,
 then each one is made to fail in a fresh copy of the database: the operation
 must fail with SQLITE_NOMEM ("out of memory"), change nothing, and leave the
 database and the connection usable (the same operation then succeeds and gives
@@ -111,6 +111,11 @@ def keys(cs):
                  for rows in (cs.inserts, cs.updates, cs.deletes))
 
 
+def op_disable(conn):
+    sqlite_ct.disable_tracking(conn, "t")
+    return sqlite_ct.tracked_tables(conn)
+
+
 def op_enumerate(conn):
     return keys(sqlite_ct.enumerate_changes(conn, "t", 0))
 
@@ -134,6 +139,7 @@ OPERATIONS = {
     "layout-2 upgrade": (layout2, op_upgrade),
     "writes through the triggers": (tracked, op_writes),
     "enumeration": (tracked, op_enumerate),
+    "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
 }
 
