@@ -400,13 +400,17 @@ def test_disable_tracking_drops_the_guard(apsw_conn):
 # ----------------------------------------------- what else meets the guard
 
 def test_reads_and_maintenance_without_the_extension(tracked, tmp_path):
-    """Reads and quick_check work without the extension; integrity_check and
-    VACUUM evaluate the guard's WHERE and need it loaded (README)."""
+    """Reads, quick_check and ANALYZE work without the extension;
+    integrity_check, REINDEX and VACUUM evaluate the guard's WHERE and need it
+    loaded (README)."""
     conn = plain(tracked, triggers=True)
     assert q(conn, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "b")]
     assert q(conn, "PRAGMA quick_check") == [("ok",)]
+    run(conn, "ANALYZE", "PRAGMA optimize")
     with pytest.raises(apsw.SQLError, match=r"unknown function: sqlite_ct_guard\(\)"):
         conn.execute("PRAGMA integrity_check")
+    with pytest.raises(apsw.SQLError, match=r"unknown function: sqlite_ct_guard\(\)"):
+        conn.execute("REINDEX")
     with pytest.raises(apsw.SQLError, match="no such function: sqlite_ct_guard"):
         conn.execute("VACUUM")
     with pytest.raises(apsw.SQLError, match="no such function: sqlite_ct_guard"):
