@@ -24,7 +24,8 @@
 ** settings (create_schema, disable_tracking, rename_tracking,
 ** create_system_tables, set_tracking_context, set_apply_mode) are SQLITE_DIRECTONLY: they run only from top-level SQL, never
 ** from a trigger or view planted in a database file. Nothing is
-** SQLITE_DETERMINISTIC except the key codec; the BSN and clock functions must
+** SQLITE_DETERMINISTIC except the key codec and sqlite_ct_guard (a partial
+** index's WHERE calls it; see state.c); the BSN and clock functions must
 ** be evaluated per row.
 */
 #include "sqlite_ct.h"
@@ -103,6 +104,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_apply_mode",           0, CT_INNOCUOUS, 1, ctFuncApplyMode },
   { "sqlite_ct_set_apply_mode",       1, CT_DIRECT,    1, ctFuncSetApplyMode },
   { "sqlite_ct_now",                  0, CT_INNOCUOUS, 0, ctFuncNow },
+  { "sqlite_ct_guard",               -1, CT_PURE,      0, ctFuncGuard },
   { "sqlite_ct_pack_key",            -1, CT_PURE,      0, ctFuncPackKey },
   { "sqlite_ct_unpack_key",           2, CT_PURE,      0, ctFuncUnpackKey },
   { "sqlite_ct_key_count",            1, CT_PURE,      0, ctFuncKeyCount },
@@ -129,6 +131,10 @@ int sqlite3_sqlitect_init(sqlite3 *db, char **pzErrMsg,
     }
     return SQLITE_ERROR;
   }
+#ifdef SQLITE_CT_FAULT_INJECT
+  rc = ctFaultRegister(db);   /* test builds only: fault.c */
+  if( rc!=SQLITE_OK ) return rc;
+#endif
   pState = ctStateNew(db);
   if( pState==0 ) return SQLITE_NOMEM;
   for(i=0; i<sizeof(aCtFunc)/sizeof(aCtFunc[0]) && rc==SQLITE_OK; i++){

@@ -79,6 +79,7 @@ static int ctPrepare(sqlite3 *db, sqlite3_stmt **pp, char **pzErr,
                      const char *zFmt, const char *zArg){
   char *zSql = sqlite3_mprintf(zFmt, zArg);
   int rc;
+  *pp = 0;   /* callers finalize *pp when set: never a stale handle */
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = sqlite3_prepare_v2(db, zSql, -1, pp, 0);
   sqlite3_free(zSql);
@@ -242,6 +243,7 @@ int ctTableLoad(sqlite3 *db, const char *zTab, CtTable **ppTab, char **pzErr){
     if( pStmt ){
       int rc2 = sqlite3_finalize(pStmt);
       if( rc==SQLITE_OK ) rc = rc2;
+      pStmt = 0;
     }
     p->bRowidAlias = !p->bWithoutRowid && p->nPk==1 && !bHasPkIndex;
   }

@@ -684,6 +684,92 @@ static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
   return rc;
 }
 
+/*
+** The guard of a native-mode table (layout 3): an always-empty partial index
+**   CREATE INDEX "__sysct_guard_T" ON "T"("k1")
+**     WHERE sqlite_ct_guard('T')=0 AND coalesce("c1", ..., "cN") IS NULL
+** naming every column the table has (generated columns aside: no statement
+** writes them), the __sys columns included. SQLite evaluates a partial
+** index's WHERE for every row an INSERT writes or a DELETE removes (OR
+** REPLACE victims and cascades too), and for every row an UPDATE writes when
+** the UPDATE sets a column the index or its WHERE names, hence every column.
+** sqlite_ct_guard() returns 1, so the AND stops there: the coalesce() is
+** never evaluated (it only names the columns; a tracked table has at least
+** four) and the index stays empty. A connection without the extension cannot
+** evaluate it ("unknown function"), triggers on or off, and a connection with
+** it refuses the write when triggers are off (state.c). A column added later
+** is not named until create_schema() re-installs the guard. NULL when out of
+** memory.
+*/
+static char *ctGuardSql(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  int i, bFirst = 1;
+  sqlite3_str_appendf(x, "CREATE INDEX main.\"__sysct_guard_%w\" ON \"%w\"(\"%w\")"
+                      " WHERE sqlite_ct_guard(%Q)=0 AND coalesce(", p->zName, p->zName,
+                      p->aCol[p->aiPk[0]].zName, p->zName);
+  for(i=0; i<p->nCol; i++){
+    if( p->aCol[i].bHidden ) continue;
+    sqlite3_str_appendf(x, "%s\"%w\"", bFirst ? "" : ", ", p->aCol[i].zName);
+    bFirst = 0;
+  }
+  sqlite3_str_appendall(x, ") IS NULL");
+  return sqlite3_str_finish(x);
+}
+
+static int ctDropGuard(sqlite3 *db, const char *zTab, char **pzErr){
+  return ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_guard_%w\"", zTab);
+}
+
+/* Install the guard of p, or replace it when the table has columns it does
+** not name; a portable-mode table has none (the guard cannot call the
+** extension where portable mode is used). */
+static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  CtTable *p = 0;
+  char *zSql, *zQuery;
+  int rc, bSame = 0;
+  if( bPortable ) return ctDropGuard(db, pTab->zName, pzErr);
+  /* The columns as they are now: create_schema() may have just added the
+  ** __sys columns. */
+  rc = ctTableLoad(db, pTab->zName, &p, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  zSql = ctGuardSql(p);
+  if( zSql==0 ){ ctTableFree(p); return SQLITE_NOMEM; }
+  zQuery = sqlite3_mprintf("SELECT sql FROM main.sqlite_schema WHERE type='index'"
+                           " AND name='__sysct_guard_' || %Q AND tbl_name=%Q",
+                           p->zName, p->zName);
+  if( zQuery==0 ){ sqlite3_free(zSql); ctTableFree(p); return SQLITE_NOMEM; }
+  rc = sqlite3_prepare_v2(db, zQuery, -1, &pStmt, 0);
+  sqlite3_free(zQuery);
+  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    const char *zHave = (const char*)sqlite3_column_text(pStmt, 0);
+    /* sqlite_schema keeps the text after "CREATE INDEX <schema>." as typed,
+    ** without the schema name. */
+    bSame = zHave && strlen(zSql)>18 && strcmp(zHave+13, zSql+18)==0;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  if( rc==SQLITE_OK && !bSame ){
+    rc = ctDropGuard(db, p->zName, pzErr);
+    if( (rc & 0xff)==SQLITE_LOCKED ){
+      /* SQLite drops no b-tree while another statement (the caller's, when it
+      ** reads a table) is reading. */
+      sqlite3_free(*pzErr);
+      *pzErr = sqlite3_mprintf("sqlite-ct: the guard index \"__sysct_guard_%s\" must be"
+          " replaced, which SQLite refuses while the calling statement reads a table"
+          " (database table is locked); call sqlite_ct_create_schema() in a statement"
+          " that reads no table", p->zName);
+    }
+    if( rc==SQLITE_OK ) rc = ctExecf(db, pzErr, "%s", zSql);
+  }
+  sqlite3_free(zSql);
+  ctTableFree(p);
+  return rc;
+}
+
 /* eStored: the __sysTrackOpt value (options*16, plus CT_TRACKOPT_PORTABLE). */
 static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr){
@@ -698,6 +784,7 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = ctExecf(db, pzErr, "%s", zSql);
   sqlite3_free(zSql);
+  if( rc==SQLITE_OK ) rc = ctInstallGuard(db, p, (eStored & CT_TRACKOPT_PORTABLE)!=0, pzErr);
   return rc;
 }
 
@@ -740,12 +827,13 @@ static char *ctReplaceOnce(const char *zIn, const char *zFrom, const char *zTo){
   return sqlite3_mprintf("%.*s%s%s", (int)(z-zIn), zIn, zTo, z+strlen(zFrom));
 }
 
-/* The stamp DEFAULTs a table has: 3 (all), 0 (none) or -1 (anything else). */
+/* The stamp DEFAULTs a table has: 3 (all), 0 (none) or -1 (anything else);
+** -2 when out of memory. */
 static int ctStampDefaultCount(const char *zSql){
   int i, n = 0;
   for(i=0; i<3; i++){
     char *zWith = sqlite3_mprintf("%s%s", azCtStampCol[i][0], azCtStampCol[i][1]);
-    if( zWith==0 ) return -1;
+    if( zWith==0 ) return -2;
     n += ctCountOf(zSql, zWith)==1;
     sqlite3_free(zWith);
   }
@@ -770,17 +858,21 @@ static int ctSetStampDefaults(sqlite3 *db, const char *zTab, int bOn, char **pzE
   if( rc!=SQLITE_OK || zSql==0 ){ sqlite3_free(zSql); return rc; }
 
   i = ctStampDefaultCount(zSql);
+  if( i==-2 ){ sqlite3_free(zSql); return SQLITE_NOMEM; }
   if( (bOn && i==3) || (!bOn && i==0) ){ sqlite3_free(zSql); return SQLITE_OK; }
   zNew = zSql; zSql = 0;
   for(i=0; zNew && i<3; i++){
     char *zWith = sqlite3_mprintf("%s%s", azCtStampCol[i][0], azCtStampCol[i][1]);
     char *zNext = 0;
+    int bBuilt = 1;   /* zNext was built: NULL means out of memory */
     if( zWith==0 ){ sqlite3_free(zNew); return SQLITE_NOMEM; }
     if( bOn ){
       if( ctCountOf(zNew, zWith)==0 && ctCountOf(zNew, azCtStampCol[i][0])==1 ){
         zNext = ctReplaceOnce(zNew, azCtStampCol[i][0], zWith);
       }else if( ctCountOf(zNew, zWith)==1 ){
         zNext = sqlite3_mprintf("%s", zNew);
+      }else{
+        bBuilt = 0;       /* definitions this code did not write */
       }
     }else if( ctCountOf(zNew, zWith)==1 ){
       zNext = ctReplaceOnce(zNew, zWith, azCtStampCol[i][0]);
@@ -789,9 +881,14 @@ static int ctSetStampDefaults(sqlite3 *db, const char *zTab, int bOn, char **pzE
     }
     sqlite3_free(zWith);
     sqlite3_free(zNew);
+    if( bBuilt && zNext==0 ) return SQLITE_NOMEM;
     zNew = zNext;
   }
-  if( zNew==0 || ctStampDefaultCount(zNew)!=(bOn ? 3 : 0) ){
+  if( zNew && (i = ctStampDefaultCount(zNew))==-2 ){
+    sqlite3_free(zNew);
+    return SQLITE_NOMEM;
+  }
+  if( zNew==0 || i!=(bOn ? 3 : 0) ){
     /* Column definitions this code did not write. */
     sqlite3_free(zNew);
     if( bOn ) return SQLITE_OK;
@@ -1080,6 +1177,7 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
     return SQLITE_ERROR;
   }
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zName, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDropGuard(db, zName, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\"", zName);
   }
@@ -1180,6 +1278,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
         "SELECT __sysEnableTxBsn FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q", zOld);
   }
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zOld, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDropGuard(db, zOld, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr,
         "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\";"

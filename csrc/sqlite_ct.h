@@ -14,6 +14,7 @@
 **   portable.c   pure-SQL triggers for tables tracked in portable mode
 **   stmtcache.c  statements kept per connection, finalized at close by the
 **                xDisconnect of the eponymous table sqlite_ct_stmt_cache
+**   fault.c      allocation fault injection, in test builds only
 **
 ** Nothing here is exported except the entry point (see ext.c); everything else
 ** is static or has hidden visibility (the build passes -fvisibility=hidden).
@@ -38,8 +39,13 @@ SQLITE_EXTENSION_INIT3
 ** NEW's rowid, key changes compare with BINARY, the commit log's newest row
 ** is guarded, and __sysCtMeta keeps retired_table: and anchor0_expired: keys.
 ** Opening a layout-1 database for writing tracking metadata
-** (ctCheckLayout with bCreate) upgrades it in place (schema.c, ctMigrate). */
-#define CT_LAYOUT_VERSION 2
+** (ctCheckLayout with bCreate) upgrades it in place (schema.c, ctMigrate).
+** Layout 3: a native-mode table also has the guard, the always-empty partial
+** index "__sysct_guard_T" whose WHERE calls sqlite_ct_guard() (schema.c,
+** ctGuardSql), so that writes with triggers turned off fail. The migration
+** from layouts 1 and 2 is the same: re-install every armed table's triggers,
+** which installs its guard. */
+#define CT_LAYOUT_VERSION 3
 
 /* TrackingOptions, as SQL CE's public enum. */
 #define CT_TRACK_INSERT 1
@@ -135,6 +141,7 @@ void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
 void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
+void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
@@ -212,5 +219,33 @@ void ctStrOom(sqlite3_str *s);
 int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...);
 int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
                  const char *zFmt, ...);
+
+/* Fault injection, in test builds only (-DSQLITE_CT_FAULT_INJECT; fault.c,
+** tests/test_nomem.py). Every allocation the extension makes itself goes
+** through these, and sqlite_ct_fault_inject(N) makes the Nth one from then on
+** fail as SQLite's allocator does when out of memory. The normal build has
+** neither the wrappers nor the function. */
+#ifdef SQLITE_CT_FAULT_INJECT
+#include <stdarg.h>
+void *ctFaultMalloc(int n);
+void *ctFaultMalloc64(sqlite3_uint64 n);
+void *ctFaultRealloc64(void *p, sqlite3_uint64 n);
+char *ctFaultMprintf(const char *zFmt, ...);
+char *ctFaultVmprintf(const char *zFmt, va_list ap);
+char *ctFaultStrFinish(sqlite3_str *s);
+int ctFaultRegister(sqlite3 *db);
+# undef sqlite3_malloc
+# undef sqlite3_malloc64
+# undef sqlite3_realloc64
+# undef sqlite3_mprintf
+# undef sqlite3_vmprintf
+# undef sqlite3_str_finish
+# define sqlite3_malloc ctFaultMalloc
+# define sqlite3_malloc64 ctFaultMalloc64
+# define sqlite3_realloc64 ctFaultRealloc64
+# define sqlite3_mprintf ctFaultMprintf
+# define sqlite3_vmprintf ctFaultVmprintf
+# define sqlite3_str_finish ctFaultStrFinish
+#endif
 
 #endif /* SQLITE_CT_H */

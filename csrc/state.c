@@ -849,3 +849,34 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   }
   sqlite3_result_int(ctx, bNeed);
 }
+
+/* ---- The guard (layout 3). ------------------------------------------------
+**
+** A native-mode table has an always-empty partial index (schema.c,
+** ctGuardSql) whose WHERE is sqlite_ct_guard(TNAME)=0 AND coalesce(<every
+** column>) IS NULL. SQLite evaluates it for every row an INSERT writes, a
+** DELETE removes (OR REPLACE victims and cascades included) and an UPDATE
+** writes, since the WHERE names every column. The triggers do the tracking;
+** the guard covers what they cannot: on a connection without this extension
+** the write fails with "unknown function: sqlite_ct_guard()" even when that
+** connection turned triggers off, and on a connection with it, triggers off
+** are refused here. Deterministic (SQLite requires it of a partial index's
+** WHERE; the value is always 1, and were SQLite to evaluate it once per
+** statement instead of per row, the error would still stop the statement) and
+** innocuous (it reads one setting of its own connection; trusted_schema=OFF
+** must not disable it). Arguments after the table name are ignored.
+*/
+void ctFuncGuard(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  int bOn = 1;
+  (void)argc;
+  sqlite3_db_config(sqlite3_context_db_handle(ctx), SQLITE_DBCONFIG_ENABLE_TRIGGER, -1, &bOn);
+  if( !bOn ){
+    char *zErr = sqlite3_mprintf("sqlite-ct: triggers are turned off on this connection"
+        " (SQLITE_DBCONFIG_ENABLE_TRIGGER=0, the shell's .dbconfig enable_trigger off),"
+        " so this write to tracked table \"%s\" would not be tracked; turn triggers back"
+        " on to write to it", argc>0 ? (const char*)sqlite3_value_text(argv[0]) : "?");
+    ctResultError(ctx, zErr ? SQLITE_CONSTRAINT_TRIGGER : SQLITE_NOMEM, zErr);
+    return;
+  }
+  sqlite3_result_int(ctx, 1);
+}

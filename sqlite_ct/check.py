@@ -7,7 +7,7 @@ ones), a stable code, and a message that says what is wrong and what to do.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Set
 
 from . import _conn
 from .errors import LayoutError
@@ -18,6 +18,7 @@ __all__ = ["Problem", "check"]
 
 _SYS_COLUMNS = ("__sysChangeTxBsn", "__sysInsertTxBsn", "__sysTrackingContext")
 _TRIGGERS = {"ai": 1, "au": 0, "ad": 4}   # trigger kind -> option bit that needs it (0: always)
+_PORTABLE = 0x100 // 16                  # CT_TRACKOPT_PORTABLE, in options (__sysTrackOpt/16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +29,33 @@ class Problem:
     message: str
 
 
+def _guard_problems(conn: Any, name: str, columns: Set[str]) -> List[Problem]:
+    """The guard of a native-mode table (csrc/schema.c, ctGuardSql): present,
+    and naming every column, so that no write with triggers turned off passes."""
+    guard = f"__sysct_guard_{name}"
+    sql = _conn.value(conn, "SELECT sql FROM sqlite_schema WHERE type='index' AND name=? "
+                            "AND tbl_name=?", (guard, name))
+    if sql is None:
+        return [Problem(name, "guard-missing",
+                        f'sqlite-ct: index "{guard}" is missing; a connection with triggers '
+                        f'turned off can write "{name}" untracked; create_schema(conn, '
+                        f'"{name}") recreates it')]
+    where = str(sql)[str(sql).find(" WHERE "):]
+    generated = {r[0] for r in _conn.rows(
+        conn, "SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden", (name,))}
+    unnamed = sorted(c for c in columns - generated
+                     if '"' + c.replace('"', '""') + '"' not in where)
+    if unnamed:
+        return [Problem(name, "guard-outdated",
+                        f'sqlite-ct: index "{guard}" does not name column(s) '
+                        f'{", ".join(unnamed)} (added after create_schema()); a connection '
+                        f'with triggers turned off can update them untracked; '
+                        f'create_schema(conn, "{name}") extends it')]
+    return []
+
+
 def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
-                    last_csn: int) -> List[Problem]:
+                    last_csn: int, guarded: bool) -> List[Problem]:
     found: List[Problem] = []
     q = _conn.quote_identifier
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' AND name=?",
@@ -60,6 +86,8 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
                              f"fires first; a RAISE(IGNORE) or RAISE(FAIL) in it would leave a "
                              f'change unstamped; create_schema(conn, "{name}") puts sqlite-ct\'s '
                              f"triggers first"))
+    if guarded and not options & _PORTABLE:
+        found += _guard_problems(conn, name, columns)
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='index' "
                              "AND name=? AND tbl_name=?", (f"__sysct_chg_{name}", name)):
         found.append(Problem(name, "index-missing",
@@ -97,7 +125,8 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
 
 def check(conn: Any) -> List[Problem]:
     """Problems with sqlite-ct's metadata: registered tables that are gone,
-    missing columns, triggers or index, rows stamped above the last committed
+    missing columns, triggers or indexes (the change index; the guard of a
+    native-mode table, and whether it names every column), rows stamped above the last committed
     CSN, tombstones for keys whose current row is older than the delete, a
     database written by a newer sqlite-ct, and one of an older layout not
     upgraded yet. Empty when healthy."""
@@ -122,5 +151,7 @@ def check(conn: Any) -> List[Problem]:
         for name, opt, enable_bsn in list(_conn.rows(
                 conn, "SELECT __sysTName, __sysTrackOpt, __sysEnableTxBsn "
                       "FROM main.__sysOCSTrackedObjects ORDER BY __sysTName")):
-            problems += _table_problems(conn, name, int(opt) // 16, int(enable_bsn), last_csn)
+            # The guard came with layout 3; "layout-outdated" covers older files.
+            problems += _table_problems(conn, name, int(opt) // 16, int(enable_bsn), last_csn,
+                                        guarded=have >= 3)
         return problems

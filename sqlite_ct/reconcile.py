@@ -41,6 +41,14 @@ from typing import Any, Dict, List, Tuple
 from . import _conn
 from .errors import Error
 
+# The options and mode create_schema() was last called with for a table. Read
+# before the call, which then reads no table: re-installing the guard drops an
+# index, which SQLite refuses ("database table is locked") while the calling
+# statement reads a table.
+_STORED_OPTIONS = ("SELECT (__sysTrackOpt & 240) / 16, CASE WHEN __sysTrackOpt & 256 "
+                   "THEN 'portable' ELSE 'native' END FROM main.__sysOCSTrackedObjects "
+                   "WHERE __sysTName = ?")
+
 __all__ = ["reconcile"]
 
 log = logging.getLogger(__name__)
@@ -104,11 +112,10 @@ def _reconcile(conn: Any, order: bool) -> List[str]:
         if owner == name:
             if order and outranked(conn, name):
                 with _conn.savepoint(conn, "sqlite_ct_reconcile"):
-                    _conn.value(conn, "SELECT sqlite_ct_create_schema(?, "
-                                      "(SELECT (__sysTrackOpt & 240) / 16 FROM main.__sysOCSTrackedObjects "
-                                      "WHERE __sysTName = ?1), (SELECT CASE WHEN __sysTrackOpt & 256 "
-                                      "THEN 'portable' ELSE 'native' END FROM main.__sysOCSTrackedObjects "
-                                      "WHERE __sysTName = ?1))", (name,))
+                    # a call that reads no table (see _STORED_OPTIONS)
+                    opts, mode = list(_conn.rows(conn, _STORED_OPTIONS, (name,)))[0]
+                    _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)",
+                                (name, opts, mode))
                 done.append(f'table "{name}" has a trigger newer than sqlite-ct\'s; '
                             f"sqlite-ct's triggers were re-created to fire first")
             continue

@@ -48,12 +48,12 @@ def test_tombstone_for_live_row_is_reported(conn):
     assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
 
 
-NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 3; this "
-         "build reads layouts up to 2); upgrade sqlite-ct")
+NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 4; this "
+         "build reads layouts up to 3); upgrade sqlite-ct")
 
 
 def test_newer_layout_is_refused_everywhere(conn):
-    conn.execute("UPDATE __sysCtMeta SET value = 3 WHERE key = 'layout_version'")
+    conn.execute("UPDATE __sysCtMeta SET value = 4 WHERE key = 'layout_version'")
     for call in (lambda: sqlite_ct.create_schema(conn, "t"),
                  lambda: sqlite_ct.enumerate_changes(conn, "t", 0),
                  lambda: sqlite_ct.disable_tracking(conn, "t")):
@@ -65,11 +65,16 @@ def test_newer_layout_is_refused_everywhere(conn):
     assert sqlite_ct.tracked_tables(conn) == ["t"]
 
 
-LAYOUT = 2
+LAYOUT = 3
 
 
 def layout_of(conn):
     return conn.execute("SELECT value FROM __sysCtMeta WHERE key='layout_version'").get
+
+
+def has_guard(conn):
+    return conn.execute("SELECT count(*) FROM sqlite_schema WHERE type='index' "
+                        "AND name='__sysct_guard_orders'").get == 1
 
 
 def pending(conn, since):
@@ -95,8 +100,10 @@ def test_released_layouts_open_and_upgrade(tmp_path, name):
         before = pending(conn, since)
         assert before == ([3], [1], [2])
         assert layout_of(conn) == version
+        assert has_guard(conn) == (version >= 3)
         assert conn.execute("SELECT sqlite_ct_create_system_tables()").get == LAYOUT
         assert layout_of(conn) == LAYOUT
+        assert has_guard(conn)
         assert sqlite_ct.check(conn) == []
         assert pending(conn, since) == before
         # the upgraded triggers: OR REPLACE through a UNIQUE index added now is refused

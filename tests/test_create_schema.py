@@ -54,9 +54,14 @@ def test_adds_three_columns_the_change_index_and_the_triggers(conn):
     enable = sqlite_ct.create_schema(conn, "t")
     assert isinstance(enable, int) and enable >= 1
     assert columns(conn, "t") == [("id", "INTEGER"), ("v", "TEXT")] + SYS_COLUMNS
-    assert indexes(conn, "t") == ["__sysct_chg_t"]
+    assert indexes(conn, "t") == ["__sysct_chg_t", "__sysct_guard_t"]
     assert q(conn, "SELECT name FROM pragma_index_info('__sysct_chg_t')") == [
         ("__sysChangeTxBsn",)]
+    # the guard (tests/test_guard.py): empty, its WHERE names every column
+    assert q(conn, "SELECT sql FROM sqlite_schema WHERE name='__sysct_guard_t'") == [(
+        'CREATE INDEX "__sysct_guard_t" ON "t"("id") WHERE sqlite_ct_guard(\'t\')=0 AND '
+        'coalesce("id", "v", "__sysChangeTxBsn", "__sysInsertTxBsn", "__sysTrackingContext")'
+        ' IS NULL',)]
     # BEFORE triggers remember rows an OR REPLACE deletes (by key or UNIQUE
     # value): every table whose deletes are tracked has them.
     assert triggers(conn, "t") == ALL_TRIGGERS
@@ -84,7 +89,7 @@ def test_creates_the_system_tables_and_registers_the_table(conn):
     assert sys_tables(conn) == SYSTEM_TABLES
     meta = dict(q(conn, "SELECT key, value FROM __sysCtMeta"))
     assert meta.keys() == {"layout_version", "database_id"}
-    assert meta["layout_version"] == 2
+    assert meta["layout_version"] == 3
     # the database's identity, written into its triggers (see test_attached.py)
     assert isinstance(meta["database_id"], int) and meta["database_id"] > 0
     assert q(conn, "SELECT * FROM __sysOCSTrackedObjects") == [

@@ -1,6 +1,8 @@
 """Tracking survives schema changes made with SQL, or fails loudly.
 
-ALTER TABLE ADD / RENAME / DROP COLUMN need nothing from the user; RENAME TO
+ALTER TABLE ADD / RENAME COLUMN need nothing from the user (an added column is
+guarded once create_schema() runs again; DROP COLUMN of a column the guard
+names needs the guard dropped first: test_guard.py); RENAME TO
 and DROP TABLE are followed by reconcile(); a rebuild by another tool is
 refused until create_schema() re-arms the table, which makes replicas with
 older anchors reinitialise.
@@ -79,7 +81,7 @@ def test_rename_table_moves_metadata_and_anchors(conn):
         "SELECT name FROM sqlite_schema WHERE name GLOB '__sysct_*'")}
     assert names == {"__sysct_ai_renamed", "__sysct_au_renamed", "__sysct_ak_renamed",
                      "__sysct_ad_renamed", "__sysct_bi_renamed", "__sysct_bu_renamed",
-                     "__sysct_chg_renamed", "__sysct_log_guard_delete",
+                     "__sysct_chg_renamed", "__sysct_guard_renamed", "__sysct_log_guard_delete",
                      "__sysct_log_guard_update"}
     assert sqlite_ct.check(conn) == []
     with pytest.raises(sqlite_ct.NotTrackedError):

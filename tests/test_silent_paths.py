@@ -474,22 +474,7 @@ def test_check_still_reports_a_tombstone_for_a_live_row(conn):
     assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
 
 
-def test_triggers_off_without_the_extension_is_a_documented_limit(db_path):
-    """Pins what README "Known limits" says: with triggers off, a connection
-    without the extension cannot insert (the stamp DEFAULTs call it) but can
-    update and delete untracked."""
-    conn = apsw.Connection(db_path)
-    sqlite_ct.load(conn)
-    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-    sqlite_ct.create_schema(conn, "t")
-    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
-    conn.close()
-    plain = apsw.Connection(db_path)
-    plain.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
-    with pytest.raises(apsw.SQLError, match="function: sqlite_ct_"):
-        plain.execute("INSERT INTO t(id, v) VALUES (2, 'b')")
-    plain.execute("UPDATE t SET v = 'untracked' WHERE id = 1")
-    plain.close()
+# Writes with triggers turned off (with or without the extension): test_guard.py.
 
 
 @pytest.mark.parametrize("between", ["nothing", "tracked_tables"])

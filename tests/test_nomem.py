@@ -1,0 +1,199 @@
+"""Out of memory inside the extension: every allocation it makes fails in turn.
+
+A test build of the extension (-DSQLITE_CT_FAULT_INJECT, csrc/fault.c) is
+compiled into a temporary directory and loaded into apsw. For each operation
+(create_schema in both modes, the upgrade of a layout-2 file, writes through
+the triggers, enumeration, key packing, disable_tracking) the allocations the extension makes are counted,
+then each one is made to fail in a fresh copy of the database: the operation
+must fail with SQLITE_NOMEM ("out of memory"), change nothing, and leave the
+database and the connection usable (the same operation then succeeds and gives
+what a run without faults gives). The normal build has no such hook.
+"""
+import os
+import shutil
+import subprocess
+import sysconfig
+
+import apsw
+import pytest
+
+import sqlite_ct
+from sqlite_ct import loader
+from sqlhelpers import q, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+@pytest.fixture(scope="module")
+def fault_build(tmp_path_factory):
+    if CC is None:
+        pytest.skip("no C compiler")
+    out = tmp_path_factory.mktemp("fault") / ("sqlitect" + (
+        sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"))
+    sources = sorted(os.path.join(ROOT, "csrc", f) for f in os.listdir(os.path.join(ROOT, "csrc"))
+                     if f.endswith(".c"))
+    subprocess.run([CC, "-shared", "-fPIC", "-O1", "-DSQLITE_CT_FAULT_INJECT",
+                    f'-DSQLITE_CT_VERSION="{sqlite_ct.__version__}"',
+                    "-I", os.path.join(ROOT, "csrc"), *sources, "-o", str(out)],
+                   check=True, capture_output=True)
+    return str(out)
+
+
+def connect(path, build):
+    conn = apsw.Connection(path)
+    conn.enable_load_extension(True)
+    conn.load_extension(build)
+    sqlite_ct.load(conn)       # finds it loaded: checks the version only
+    return conn
+
+
+def inject(conn, n):
+    """Fail the nth allocation from now (0: none); the count since the last call."""
+    return conn.execute("SELECT sqlite_ct_fault_inject(?)", (n,)).get
+
+
+def user_rows(conn):
+    return q(conn, "SELECT id, v, u FROM t ORDER BY id")
+
+
+def tracked(path):
+    """The database every operation starts from: a tracked table with history."""
+    conn = apsw.Connection(path)
+    loader.load(conn)
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, u TEXT UNIQUE)",
+        "INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y'), (3, 'c', 'z')")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "UPDATE t SET v = 'b2' WHERE id = 2", "DELETE FROM t WHERE id = 3")
+    conn.close()
+
+
+def untracked(path):
+    conn = apsw.Connection(path)
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, u TEXT UNIQUE)",
+        "CREATE TABLE c(a TEXT, b INTEGER, w TEXT, PRIMARY KEY(a, b)) WITHOUT ROWID",
+        "INSERT INTO t VALUES (1, 'a', 'x'), (2, 'b', 'y')", "INSERT INTO c VALUES ('k', 1, 'w')")
+    conn.close()
+
+
+def layout2(path):
+    shutil.copy(os.path.join(FIXTURES, "layout2.db"), path)
+
+
+def op_create_schema(conn):
+    sqlite_ct.create_schema(conn, "t")
+    return sqlite_ct.tracked_tables(conn)
+
+
+def op_create_schema_portable(conn):
+    sqlite_ct.create_schema(conn, "c", mode="portable")
+    return sqlite_ct.tracked_tables(conn)
+
+
+def op_upgrade(conn):
+    layout = conn.execute("SELECT sqlite_ct_create_system_tables()").get
+    return layout, q(conn, "SELECT name FROM sqlite_schema WHERE name GLOB '__sysct_guard_*'")
+
+
+def op_writes(conn):
+    with conn:
+        run(conn, "INSERT INTO t(id, v, u) VALUES (4, 'd', 'w')",
+            "UPDATE t SET v = 'a2' WHERE id = 1",
+            "UPDATE t SET id = 5 WHERE id = 4",
+            "INSERT OR REPLACE INTO t(id, v, u) VALUES (6, 'e', 'x')",
+            "DELETE FROM t WHERE id = 2")
+    return user_rows(conn)
+
+
+def keys(cs):
+    return tuple(sorted(repr(sorted(r.items())) for r in rows)
+                 for rows in (cs.inserts, cs.updates, cs.deletes))
+
+
+def op_disable(conn):
+    sqlite_ct.disable_tracking(conn, "t")
+    return sqlite_ct.tracked_tables(conn)
+
+
+def op_enumerate(conn):
+    return keys(sqlite_ct.enumerate_changes(conn, "t", 0))
+
+
+def summary(conn):
+    """What the database says after the operation, numbers aside: each tracked
+    table's changes since 0."""
+    return {t: keys(sqlite_ct.enumerate_changes(conn, t, 0))
+            for t in sqlite_ct.tracked_tables(conn)}
+
+
+def op_keys(conn):
+    return q(conn, "SELECT hex(sqlite_ct_pack_key(1, 'text', x'00ff', 2.5)), "
+                   "sqlite_ct_unpack_key(sqlite_ct_pack_key(7, 'é'), 1), "
+                   "sqlite_ct_key_count(sqlite_ct_pack_key(1, 2, 3))")
+
+
+OPERATIONS = {
+    "create_schema": (untracked, op_create_schema),
+    "create_schema, portable mode": (untracked, op_create_schema_portable),
+    "layout-2 upgrade": (layout2, op_upgrade),
+    "writes through the triggers": (tracked, op_writes),
+    "enumeration": (tracked, op_enumerate),
+    "disable_tracking": (tracked, op_disable),
+    "key packing": (tracked, op_keys),
+}
+
+
+def state(conn):
+    """Everything an operation may change: the schema and every table's rows."""
+    tables = [r[0] for r in q(conn, "SELECT name FROM sqlite_schema WHERE type='table' "
+                                    "ORDER BY name")]
+    return (q(conn, "SELECT type, name, sql FROM sqlite_schema ORDER BY name"),
+            {t: q(conn, f'SELECT * FROM "{t}" ORDER BY 1') for t in tables})
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_every_allocation_failure_reports_nomem_and_changes_nothing(fault_build, tmp_path,
+                                                                    name):
+    prepare, operation = OPERATIONS[name]
+    template = str(tmp_path / "template.db")
+    prepare(template)
+
+    # A run without faults: what the operation gives, and how many allocations.
+    path = str(tmp_path / "reference.db")
+    shutil.copy(template, path)
+    conn = connect(path, fault_build)
+    inject(conn, 0)
+    expected = operation(conn)
+    allocations = inject(conn, 0)
+    expected_summary = summary(conn)
+    conn.close()
+    assert allocations > 0, "the operation makes no allocation of its own"
+
+    for n in range(1, allocations + 1):
+        path = str(tmp_path / f"fault{n}.db")
+        shutil.copy(template, path)
+        conn = connect(path, fault_build)
+        before = state(conn)
+        inject(conn, n)
+        with pytest.raises(apsw.NoMemError) as err:
+            operation(conn)
+        assert inject(conn, 0) >= n
+        assert str(err.value) == "out of memory", (n, str(err.value))
+        if not conn.get_autocommit():
+            conn.execute("ROLLBACK")
+        assert state(conn) == before, n
+        # the connection and the database are usable: the same operation succeeds
+        assert operation(conn) == expected, n
+        assert summary(conn) == expected_summary, n
+        assert q(conn, "PRAGMA integrity_check") == [("ok",)]
+        assert sqlite_ct.check(conn) == []
+        conn.close()
+        os.remove(path)
+
+
+def test_the_normal_build_has_no_fault_injection(apsw_conn):
+    assert q(apsw_conn, "SELECT count(*) FROM pragma_function_list "
+                        "WHERE name = 'sqlite_ct_fault_inject'") == [(0,)]
+    with open(loader.loadable_path(), "rb") as f:
+        assert b"fault_inject" not in f.read()
