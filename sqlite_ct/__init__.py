@@ -30,7 +30,7 @@ from .replica import (floor_tombstone_times, forget_pending_deletes, reinitialis
 from .retention import purge_tombstones, purge_transaction_sequence
 from .tracking import (TrackingOptions, applying_local_changes, applying_server_changes,
                        create_schema,
-                       current_bsn, disable_tracking, is_tracked,
+                       current_bsn, disable_tracking, drop_column, is_tracked,
                        last_committed_csn, set_tracking_context,
                        tracked_tables, tracking_context)
 
@@ -39,7 +39,7 @@ __all__ = [
     # loading
     "loadable_path", "load", "is_loaded", "register_auto_extension",
     # tracking
-    "TrackingOptions", "create_schema", "disable_tracking", "is_tracked",
+    "TrackingOptions", "create_schema", "disable_tracking", "drop_column", "is_tracked",
     "tracked_tables", "set_tracking_context", "tracking_context",
     "last_committed_csn", "current_bsn", "applying_server_changes",
     "applying_local_changes",

@@ -41,13 +41,21 @@ from typing import Any, Dict, List, Tuple
 from . import _conn
 from .errors import Error
 
-# The options and mode create_schema() was last called with for a table. Read
-# before the call, which then reads no table: re-installing the guard drops an
-# index, which SQLite refuses ("database table is locked") while the calling
-# statement reads a table.
+# The options and mode create_schema() was last called with for a table.
 _STORED_OPTIONS = ("SELECT (__sysTrackOpt & 240) / 16, CASE WHEN __sysTrackOpt & 256 "
                    "THEN 'portable' ELSE 'native' END FROM main.__sysOCSTrackedObjects "
                    "WHERE __sysTName = ?")
+
+
+def rearm(conn: Any, name: str) -> None:
+    """Call create_schema() again on tracked table `name` (its stored name)
+    with the options and mode it was last tracked with. The options are read
+    first and the call itself reads no table: re-installing the guard drops
+    an index, which SQLite refuses ("database table is locked") while the
+    calling statement reads a table."""
+    opts, mode = list(_conn.rows(conn, _STORED_OPTIONS, (name,)))[0]
+    _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (name, opts, mode))
+
 
 __all__ = ["reconcile"]
 
@@ -112,10 +120,7 @@ def _reconcile(conn: Any, order: bool) -> List[str]:
         if owner == name:
             if order and outranked(conn, name):
                 with _conn.savepoint(conn, "sqlite_ct_reconcile"):
-                    # a call that reads no table (see _STORED_OPTIONS)
-                    opts, mode = list(_conn.rows(conn, _STORED_OPTIONS, (name,)))[0]
-                    _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)",
-                                (name, opts, mode))
+                    rearm(conn, name)
                 done.append(f'table "{name}" has a trigger newer than sqlite-ct\'s; '
                             f"sqlite-ct's triggers were re-created to fire first")
             continue

@@ -13,12 +13,13 @@ from typing import Any, Iterator, List, Optional
 
 from . import _conn
 from .errors import NotTrackedError, TableError
-from .reconcile import reconcile
+from .reconcile import rearm, reconcile
 
 __all__ = [
     "TrackingOptions",
     "create_schema",
     "disable_tracking",
+    "drop_column",
     "is_tracked",
     "tracked_tables",
     "set_tracking_context",
@@ -86,6 +87,38 @@ def disable_tracking(conn: Any, table: str) -> None:
     with _conn.writing(conn, "sqlite_ct_disable_tracking"):
         _conn.value(conn, "SELECT sqlite_ct_disable_tracking(?)", (table,))
     log.info('disable_tracking: stopped tracking "%s"', table)
+
+
+def drop_column(conn: Any, table: str, column: str) -> None:
+    """ALTER TABLE `table` DROP COLUMN `column` for a tracked table.
+
+    The guard index of a native-mode table names every column, so SQLite
+    refuses a plain DROP COLUMN ("error in index __sysct_guard_T after drop
+    column"). In one transaction (a savepoint inside the caller's), this
+    drops the guard, drops the column and re-arms the table with the options
+    and mode it was tracked with; rows, stamps, tombstones and anchors are
+    kept, so unsynced changes stay pending. SQLite's own refusals (a key
+    column, an indexed column, a column a view or trigger uses) come through
+    unchanged and leave everything as it was. Raises NotTrackedError for an
+    untracked table and TableError for a tracking column (__sys*: use
+    disable_tracking()) or a column the table does not have."""
+    _table_name(table, "drop_column")
+    if not isinstance(column, str) or not column:
+        raise TableError(f"sqlite-ct: drop_column() needs a column name, got {column!r}")
+    with _conn.writing(conn, "sqlite_ct_drop_column"):
+        name = require_tracked(conn, table, "drop_column", writing=True)
+        stored = _conn.value(conn, "SELECT name FROM pragma_table_xinfo(?, 'main') "
+                                   "WHERE name = ? COLLATE NOCASE", (name, column))
+        if stored is None:
+            raise TableError(f'sqlite-ct: table "{name}" has no column "{column}"')
+        if str(stored).lower().startswith("__sys"):
+            raise TableError(f'sqlite-ct: "{stored}" is one of sqlite-ct\'s tracking columns; '
+                             f'call disable_tracking(conn, "{name}") to stop tracking the table')
+        q = _conn.quote_identifier
+        _conn.execute(conn, f"DROP INDEX IF EXISTS main.{q('__sysct_guard_' + name)}")
+        _conn.execute(conn, f"ALTER TABLE main.{q(name)} DROP COLUMN {q(str(stored))}")
+        rearm(conn, name)
+    log.info('drop_column: dropped column "%s" of tracked table "%s"', column, table)
 
 
 def is_tracked(conn: Any, table: str) -> bool:

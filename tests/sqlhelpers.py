@@ -28,15 +28,3 @@ def in_transaction(conn) -> bool:
     if isinstance(conn, apsw.Connection):
         return not conn.get_autocommit()
     return conn.in_transaction
-
-
-def drop_tracked_column(conn, table, column):
-    """ALTER TABLE ... DROP COLUMN of a column of a native-mode tracked table,
-    as README "Known limits" says: the guard index names the column, so drop
-    it, drop the column and re-arm, in one transaction."""
-    import sqlite_ct
-    quoted = '"' + table.replace('"', '""') + '"'
-    run(conn, "BEGIN", f'DROP INDEX "__sysct_guard_{table}"',
-        f'ALTER TABLE {quoted} DROP COLUMN "{column}"')
-    sqlite_ct.create_schema(conn, table)
-    run(conn, "COMMIT")

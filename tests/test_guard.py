@@ -21,7 +21,7 @@ import apsw
 import pytest
 
 import sqlite_ct
-from sqlhelpers import q, run
+from sqlhelpers import q, run, val
 
 GUARD_OFF = ('sqlite-ct: triggers are turned off on this connection '
              '(SQLITE_DBCONFIG_ENABLE_TRIGGER=0, the shell\'s .dbconfig enable_trigger off), '
@@ -345,6 +345,53 @@ def test_drop_column_needs_the_guard_dropped_first(tracked):
     assert sqlite_ct.check(conn) == []
     run(conn, "UPDATE t SET u = 'q' WHERE id = 1")
     assert sqlite_ct.enumerate_changes(conn, "t", since).updates == [{"id": 1, "u": "q"}]
+    conn.close()
+
+
+def test_drop_column_drops_a_column_of_a_tracked_table_and_keeps_its_changes(tracked):
+    """sqlite_ct.drop_column() is that procedure in one call: unsynced changes
+    stay pending, the options and mode are kept, the guard covers the rest."""
+    conn = apsw.Connection(tracked)
+    sqlite_ct.load(conn)
+    sqlite_ct.create_schema(conn, "t", options=sqlite_ct.TrackingOptions.INSERT
+                            | sqlite_ct.TrackingOptions.DELETE)
+    since = sqlite_ct.last_committed_csn(conn)
+    run(conn, "INSERT INTO t(id, v, u) VALUES (3, 'c', 'z')", "DELETE FROM t WHERE id = 2")
+    sqlite_ct.drop_column(conn, "T", "V")
+    assert [r[1] for r in q(conn, "PRAGMA table_info(t)") if not r[1].startswith("__sys")] == [
+        "id", "u"]
+    assert sqlite_ct.check(conn) == []
+    changes = sqlite_ct.enumerate_changes(conn, "t", since)
+    assert changes.inserts == [{"id": 3, "u": "z"}]
+    assert changes.deletes == [{"id": 2}]
+    assert val(conn, "SELECT (__sysTrackOpt & 240) / 16 FROM __sysOCSTrackedObjects") == 5
+    other = apsw.Connection(tracked)  # no extension: the new guard still names u
+    with pytest.raises(apsw.SQLError, match="sqlite_ct_guard"):
+        other.execute("UPDATE t SET u = 'w' WHERE id = 1")
+    other.close()
+    conn.close()
+
+
+def test_drop_column_refusals_change_nothing(tracked):
+    conn = apsw.Connection(tracked)
+    sqlite_ct.load(conn)
+    before = q(conn, "SELECT sql FROM sqlite_schema ORDER BY name")
+    with pytest.raises(sqlite_ct.TableError, match='table "t" has no column "nope"'):
+        sqlite_ct.drop_column(conn, "t", "nope")
+    with pytest.raises(sqlite_ct.TableError, match="tracking columns; call disable_tracking"):
+        sqlite_ct.drop_column(conn, "t", "__sysChangeTxBsn")
+    with pytest.raises(sqlite_ct.TableError, match="needs a column name"):
+        sqlite_ct.drop_column(conn, "t", "")
+    with pytest.raises(apsw.SQLError, match="cannot drop PRIMARY KEY column"):
+        sqlite_ct.drop_column(conn, "t", "id")
+    with pytest.raises(apsw.SQLError, match="cannot drop UNIQUE column"):
+        sqlite_ct.drop_column(conn, "t", "u")
+    run(conn, "CREATE TABLE plain(id INTEGER PRIMARY KEY, v)")
+    with pytest.raises(sqlite_ct.NotTrackedError):
+        sqlite_ct.drop_column(conn, "plain", "v")
+    run(conn, "DROP TABLE plain")
+    assert q(conn, "SELECT sql FROM sqlite_schema ORDER BY name") == before
+    assert sqlite_ct.check(conn) == []
     conn.close()
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, List, Optional
 
 from .. import _conn, loader
 from ..errors import ExtensionError
+from ..reconcile import rearm
 
 __all__ = ["can_load_per_connection", "prepare_process", "prepare_connection",
            "has_tracked_tables", "is_registered", "rearm_rebuilt_tables"]
@@ -90,18 +91,8 @@ def rearm_rebuilt_tables(conn: Any, tables: Optional[Iterable[str]] = None) -> L
         if armed < needed or not stamped:
             rebuilt.append(name)
     for name in rebuilt:
-        # Options first, then a call that reads no table: re-installing the
-        # guard drops an index, which SQLite refuses ("database table is
-        # locked") while the calling statement reads a table.
-        opts, mode = list(_conn.rows(conn, _STORED_OPTIONS, (name,)))[0]
-        _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (name, opts, mode))
+        rearm(conn, name)
     return rebuilt
-
-
-# The options and mode create_schema() was last called with for a table.
-_STORED_OPTIONS = ("SELECT (__sysTrackOpt & 240) / 16, CASE WHEN __sysTrackOpt & 256 "
-                   "THEN 'portable' ELSE 'native' END FROM main.__sysOCSTrackedObjects "
-                   "WHERE __sysTName = ?")
 
 
 # Each registered table that exists: its name, how many of the AFTER INSERT,

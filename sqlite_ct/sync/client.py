@@ -446,7 +446,7 @@ class ClientSyncProvider:
                     f'sqlite-ct sync: table "{name}" on the server has no column '
                     f"{', '.join(repr(c) for c in extra)} (dropped on the hub, or added on the "
                     f"client only), so the client cannot upload it; add it to the hub table, "
-                    f"or drop it from the client table (ALTER TABLE ... DROP COLUMN)")
+                    f"or drop it from the client table (sqlite_ct.drop_column())")
             if missing and t.direction is not SyncDirection.UPLOAD_ONLY:
                 for col in missing:  # checked before anything changes
                     hub.add_column_sql(name, col)

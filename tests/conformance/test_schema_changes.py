@@ -4,8 +4,9 @@ the hub's values of the rows the client holds; other changes stop the sync
 with an error that says what to do."""
 import pytest
 
+import sqlite_ct
+
 from pg_fixtures import user_rows
-from sqlhelpers import drop_tracked_column
 from sqlite_ct.sync import SyncError
 
 SCHEMA = "CREATE TABLE t (id integer PRIMARY KEY, owner text, v text)"
@@ -82,7 +83,7 @@ def test_a_column_dropped_on_the_hub_stops_uploading_clients(table, client_of):
     a, sync_a = client_of(server, ["t"])
     sync_a.synchronize()
     if hub.kind == "sqlite":
-        drop_tracked_column(hub.conn, "t", "v")
+        sqlite_ct.drop_column(hub.conn, "t", "v")
     else:
         hub.execute("ALTER TABLE t DROP COLUMN v")
     with pytest.raises(SyncError) as info:
@@ -90,8 +91,8 @@ def test_a_column_dropped_on_the_hub_stops_uploading_clients(table, client_of):
     assert str(info.value) == (
         "sqlite-ct sync: table \"t\" on the server has no column 'v' (dropped on the hub, "
         "or added on the client only), so the client cannot upload it; add it to the hub "
-        "table, or drop it from the client table (ALTER TABLE ... DROP COLUMN)")
-    drop_tracked_column(a, "t", "v")
+        "table, or drop it from the client table (sqlite_ct.drop_column())")
+    sqlite_ct.drop_column(a, "t", "v")
     a.execute("INSERT INTO t (id, owner) VALUES (5, 'ann')")
     sync_a.synchronize()
     assert hub.rows("t") == user_rows(a, "t") == [(1, "ann"), (2, "bob"), (5, "ann")]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sqlhelpers import drop_tracked_column
+import sqlite_ct
 from sqlite_ct.sync import SyncError
 
 from .conftest import ALICE, BOB, connect
@@ -45,7 +45,7 @@ def test_a_column_dropped_on_the_hub_is_refused_with_instructions(start_service,
     alice = clients("alice", service.url, ALICE)
     alice.sync()
     hub = connect(os.path.join(service.workdir, "hub.db"))
-    drop_tracked_column(hub, "notes", "body")
+    sqlite_ct.drop_column(hub, "notes", "body")
     with pytest.raises(SyncError, match="has no column 'body' \\(dropped on the hub"):
         alice.sync()
     hub.close()
