@@ -282,6 +282,8 @@ class SyncAgent:
         applied_before, failed_before = (stats.upload_changes_applied,
                                          stats.upload_changes_failed)
         conflicts_before = len(stats.conflicts)
+        waiting = client.deferred_downloads(tables)
+        superseded: List[int] = []
         # The changes are read batch by batch from one snapshot, so memory
         # follows upload_batch_size, not the number of changes.
         with client.stream_changes(tables) as changes, \
@@ -303,6 +305,7 @@ class SyncAgent:
                 stats.upload_changes_failed += result.failed
                 stats.conflicts.extend(result.conflicts)
                 deferred.extend(c for c in result.conflicts if c.deferred)
+                superseded += client.superseded_downloads(part, result.conflicts, waiting)
                 # Upload-only tables take nothing from the server, corrections neither.
                 # Tables that take new hub columns next are downloaded whole
                 # (_add_columns): their corrections, which carry those
@@ -325,7 +328,8 @@ class SyncAgent:
                 log.debug("sync %s: upload conflict %s on %s %r -> %s", group, c.type.value,
                           c.table, c.key, None if c.action is None else c.action.value)
         stats.conflicts_deferred += len(deferred)
-        applied = client.complete_upload(tables, changes.new_anchor, corrections, deferred)
+        applied = client.complete_upload(tables, changes.new_anchor, corrections, deferred,
+                                         superseded)
         moved = sum(len(c) for c in corrections)
         stats.total_changes_downloaded += moved
         stats.download_changes_applied += applied.applied

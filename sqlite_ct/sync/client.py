@@ -524,17 +524,57 @@ class ClientSyncProvider:
 
     def complete_upload(self, tables: Sequence[TableLike], new_anchor: int,
                         corrections: Sequence[TableChanges] = (),
-                        deferred: Sequence[Conflict] = ()) -> ApplyResult:
+                        deferred: Sequence[Conflict] = (),
+                        superseded: Sequence[int] = ()) -> ApplyResult:
         """After the server committed an upload: move the sent anchors to
         `new_anchor`, keep the changes the server deferred in the conflict
-        inbox and apply the server's corrections, in one transaction."""
+        inbox, drop the inbox entries `superseded` (ids from
+        superseded_downloads()) and apply the server's corrections, in one
+        transaction."""
         with _sql.transaction(self.conn, "sqlite_ct_sync_sent"):
             for t in tables:
                 self._store_sent(_name(t), new_anchor)
+            if superseded:
+                _sql.executemany(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?",
+                                 [(i,) for i in superseded])
             store_conflicts(self.conn, deferred)
             if not any(len(c) for c in corrections):
                 return ApplyResult()
             return self._apply(corrections)
+
+    def deferred_downloads(self, tables: Sequence[TableLike]) -> Dict[Tuple[str, tuple], int]:
+        """The inbox's deferred downloads of `tables`, as (table lowercased,
+        key values in key order) -> entry id: what superseded_downloads()
+        looks up."""
+        if not _inbox_has(self.conn, SyncStage.DOWNLOADING_CHANGES):
+            return {}
+        wanted = {_name(t).lower() for t in tables}
+        return {(c.table.lower(), tuple(c.key.values())): c.id for c in self.conflicts()
+                if c.stage is SyncStage.DOWNLOADING_CHANGES and c.table.lower() in wanted}
+
+    @staticmethod
+    def superseded_downloads(part: Sequence[TableChanges], conflicts: Sequence[Conflict],
+                             deferred: Dict[Tuple[str, tuple], int]) -> List[int]:
+        """The ids of the entries in `deferred` (deferred_downloads()) whose
+        key the uploaded `part` changed and the server applied without a
+        conflict: the hub now holds the client's version (or its delete), so
+        the older server row waiting in the inbox is stale; retried, it would
+        overwrite the client's row (or bring back the deleted one) in apply
+        mode, and the replicas would stay different."""
+        if not deferred:
+            return []
+        refused = {(c.table.lower(), tuple(c.key.values())) for c in conflicts}
+        found = []
+        for tc in part:
+            name = tc.table.lower()
+            at = [tc.columns.index(k) for k in tc.key_columns]
+            keys = [tuple(v) for v in tc.deletes]
+            keys += [tuple(row[i] for i in at) for row in (*tc.inserts, *tc.updates)]
+            for key in keys:
+                entry = deferred.get((name, key))
+                if entry is not None and (name, key) not in refused:
+                    found.append(entry)
+        return found
 
     def accept_changes(self, tables: Sequence[TableLike]) -> None:
         """Treat the current local changes of `tables` as uploaded: they will
@@ -605,12 +645,19 @@ class ClientSyncProvider:
                 info = self._infos.get(self.conn, c.table)
                 marks = [f":k{i}" for i in range(len(info.key))]
                 keys = {f"k{i}": c.key.get(k) for i, k in enumerate(info.key)}
+                # A local change since, or a local delete of the key (the
+                # row written back would hide the pending tombstone): the
+                # user decides.
                 if info.tracked and _sql.value(
-                        self.conn, f'SELECT coalesce("__sysChangeTxBsn", :e) > :s '
-                                   f"FROM main.{q(info.name)} WHERE "
-                                   f"{info.key_match('', marks)}",
-                        {**keys, "e": info.enable_bsn, "s": sent[info.name.lower()]}):
-                    continue  # a local change since: the user decides
+                        self.conn, f'SELECT coalesce((SELECT coalesce("__sysChangeTxBsn", :e) '
+                                   f"> :s FROM main.{q(info.name)} WHERE "
+                                   f"{info.key_match('', marks)}), EXISTS (SELECT 1 FROM "
+                                   f"main.__sysOCSDeletedRows WHERE __sysTName = :t AND "
+                                   f"__sysDeleteTxBsn > :s AND __sysRK = "
+                                   f"sqlite_ct_pack_key({', '.join(marks)})))",
+                        {**keys, "e": info.enable_bsn, "s": sent[info.name.lower()],
+                         "t": info.name}):
+                    continue
                 try:
                     with _sql.savepoint(self.conn), applying_server_changes(self.conn):
                         self._write_row(info, c.key, c.server_row)
