@@ -62,8 +62,9 @@
 ** its triggers to a rebuild is refused. So is reading inside a transaction
 ** that holds a BSN (it wrote tracked rows of a native table: their
 ** uncommitted stamps hide the committed changes of those rows): commit or roll
-** back first. Writes in apply mode or to portable tables leave no BSN to
-** see; the Python readers refuse those too (sqlite_ct_uncommitted_writes()). Every message starts
+** back first; a transaction that wrote only other tables reads this one.
+** Writes in apply mode or to portable tables leave no BSN to see; the Python
+** readers refuse those too (sqlite_ct_uncommitted_writes()). Every message starts
 ** with "sqlite-ct: " and is the one sqlite_ct/_conn.py maps to an error
 ** class.
 **
@@ -450,6 +451,39 @@ static char *ctChgTombstoneKey(const CtChgTable *t){
 }
 
 /*
+** *piWrote: whether the open transaction holds a BSN (it wrote tracked rows
+** natively) that stamps a row or a tombstone of this table. Such stamps hide
+** the committed changes of the rows they overwrote, so reading the table is
+** refused; a transaction that wrote only other tables reads this one as
+** committed (a sync client checks a table's unsent changes after re-creating
+** another in the same transaction). Both probes are index lookups: the change
+** index, and the tombstones' primary key (table, delete BSN). Writes in apply
+** mode and to portable tables leave no BSN to see; the Python readers also
+** refuse after those (sqlite_ct_uncommitted_writes(), asked before their own
+** savepoint, whose metadata writes after a RENAME TO are not the caller's).
+*/
+static int ctChgOwnWrites(sqlite3 *db, const CtChgTable *t, sqlite3_int64 *piWrote,
+                          char **pzErr){
+  sqlite3_int64 iBsn = 0;
+  int bNull = 1, rc;
+  sqlite3_stmt *pStmt;
+  *piWrote = 0;
+  rc = ctQueryInt64(db, &iBsn, &bNull, pzErr, "SELECT sqlite_ct_current_bsn()");
+  if( rc!=SQLITE_OK || bNull ) return rc;
+  pStmt = ctChgPrepare(db, &rc, pzErr,
+      "SELECT EXISTS(SELECT 1 FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" = ?1)"
+      " OR EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows"
+      " WHERE __sysTName = ?2 AND __sysDeleteTxBsn = ?1)", t->zName);
+  if( pStmt ){
+    sqlite3_bind_int64(pStmt, 1, iBsn);
+    sqlite3_bind_text(pStmt, 2, t->zName, -1, SQLITE_STATIC);
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) *piWrote = sqlite3_column_int64(pStmt, 0);
+  }
+  ctChgFinish(db, pStmt, &rc, pzErr);
+  return rc;
+}
+
+/*
 ** Prepare the phases. Every phase's statement returns
 **   change_bsn, insert_bsn, context, pk, rowid
 ** with NULL in place of what the query does not use. Parameters: ?1 since,
@@ -608,13 +642,9 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
 
   /* The table, the snapshot's last committed CSN, the window. */
   rc = ctChgLoadTable(db, zArg, &t, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, &t, &iWrote, &zErr);
   if( rc==SQLITE_OK ){
-    /* The open transaction's BSN, when it holds one (native writes). The
-    ** Python readers also refuse after apply-mode and portable writes
-    ** (sqlite_ct_uncommitted_writes(), asked before their own savepoint, whose
-    ** metadata writes after a RENAME TO are not the caller's). */
-    rc = ctQueryInt64(db, &iWrote, 0, &zErr, "SELECT sqlite_ct_current_bsn() IS NOT NULL");
-    if( rc==SQLITE_OK && iWrote ){
+    if( iWrote ){
       rc = SQLITE_ERROR;
       zErr = sqlite3_mprintf("sqlite-ct: cannot enumerate changes inside a transaction"
                              " that has written to tracked tables; commit or roll it"

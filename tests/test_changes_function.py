@@ -205,13 +205,42 @@ def test_untracked_rebuild_is_refused(conn, t):
         "to reinitialise", sqlite_ct.TableError)
 
 
+REFUSED_IN_OWN_WRITE = (
+    "sqlite-ct: cannot enumerate changes inside a transaction that has written to "
+    "tracked tables; commit or roll it back first", sqlite_ct.Error)
+
+
 def test_refused_inside_a_transaction_that_wrote(conn, t):
     conn.execute("BEGIN")
     conn.execute("UPDATE t SET v = 'mine' WHERE id = 1")
-    assert raised(conn, "SELECT * FROM sqlite_ct_changes('t', 0)") == (
-        "sqlite-ct: cannot enumerate changes inside a transaction that has written to "
-        "tracked tables; commit or roll it back first", sqlite_ct.Error)
+    assert raised(conn, "SELECT * FROM sqlite_ct_changes('t', 0)") == REFUSED_IN_OWN_WRITE
     conn.execute("ROLLBACK")
+
+
+def test_a_transaction_that_wrote_other_tables_reads_this_one(conn, t):
+    """Only the tables whose rows or tombstones carry the open transaction's
+    BSN are refused: their committed changes are hidden. Another table reads
+    as committed, inside the same transaction."""
+    conn.execute("CREATE TABLE u(id INTEGER PRIMARY KEY, w)")
+    conn.execute("INSERT INTO u VALUES (1, 'a'), (2, 'b')")
+    sqlite_ct.create_schema(conn, "u")
+    since = csn(conn)
+    conn.execute("UPDATE t SET v = 'committed' WHERE id = 1")
+    conn.execute("UPDATE u SET w = 'committed' WHERE id = 1")
+    conn.execute("BEGIN")
+    conn.execute("UPDATE u SET w = 'mine' WHERE id = 1")
+    assert [r[0] for r in changes(conn, "t", since)] == ["U"]
+    assert raised(conn, "SELECT * FROM sqlite_ct_changes('u', ?)", (since,)) == \
+        REFUSED_IN_OWN_WRITE
+    conn.execute("ROLLBACK")
+    # A delete leaves only a tombstone with the transaction's BSN: refused too.
+    conn.execute("BEGIN")
+    conn.execute("DELETE FROM u WHERE id = 1")
+    assert raised(conn, "SELECT * FROM sqlite_ct_changes('u', ?)", (since,)) == \
+        REFUSED_IN_OWN_WRITE
+    assert [r[0] for r in changes(conn, "t", since)] == ["U"]
+    conn.execute("ROLLBACK")
+    assert [r[0] for r in changes(conn, "u", since)] == ["U"]
 
 
 def test_one_snapshot(db_path, conn, t):
