@@ -36,9 +36,10 @@
 ** arguments are still checked: "WHERE op = ''" validates an anchor and reads
 ** nothing.
 **
-** THE RULES (the one place that spells them out; every reader of sqlite-ct,
-** the Python enumeration, the sync client's uploads, the CLI, reads through
-** here):
+** THE RULES (the one place that spells them out; the Python enumeration, the
+** CLI and the sync client's uploads read through here; the SQLite hub's
+** download windows, which page by a cursor, not yet: see
+** tests/test_change_contract_scan.py):
 **   insert   a live row with since < change BSN <= until whose insert BSN is
 **            above since
 **   update   the same with the insert BSN at or below since
