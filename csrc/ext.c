@@ -150,6 +150,7 @@ int sqlite3_sqlitect_init(sqlite3 *db, char **pzErrMsg,
     }
   }
   if( rc==SQLITE_OK ) rc = ctStmtCacheRegister(db, pState);
+  if( rc==SQLITE_OK ) rc = ctChangesRegister(db, pState);
   ctStateUnref(pState);  /* drop the reference ctStateNew() returned */
   if( rc!=SQLITE_OK && pzErrMsg ){
     *pzErrMsg = sqlite3_mprintf("sqlite-ct: registering SQL functions failed: %s",

@@ -14,6 +14,8 @@
 **   portable.c   pure-SQL triggers for tables tracked in portable mode
 **   stmtcache.c  statements kept per connection, finalized at close by the
 **                xDisconnect of the eponymous table sqlite_ct_stmt_cache
+**   changes.c    the change contract: the table-valued function
+**                sqlite_ct_changes(tbl, since [, until [, exclude_context]])
 **   fault.c      allocation fault injection, in test builds only
 **
 ** Nothing here is exported except the entry point (see ext.c); everything else
@@ -148,6 +150,9 @@ int ctStmtCacheRegister(sqlite3 *db, CtState *p);
 int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
                  int *pbOwned);
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);
+
+/* changes.c */
+int ctChangesRegister(sqlite3 *db, CtState *p);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);

@@ -42,6 +42,16 @@ _MESSAGE_CLASSES: Tuple[Tuple["re.Pattern[str]", Type[errors.Error]], ...] = tup
         (r"sqlite_ct_[a-z_]+\(\) needs a table name$", errors.TableError),
         (r"sqlite_ct_[a-z_]+\(\): a table name cannot contain a NUL character$",
          errors.TableError),
+        # sqlite_ct_changes() (csrc/changes.c): the change contract's refusals.
+        (r"table " + _NAME + r" is not tracked; call sqlite_ct_create_schema\(",
+         errors.NotTrackedError),
+        (r"table " + _NAME + r" lost its tracking triggers ", errors.TableError),
+        (r"sqlite_ct_changes\(\) needs a table name", errors.TableError),
+        (r"an anchor is a non-negative integer CSN, got ", errors.AnchorError),
+        (r"anchor [0-9]+ is newer than the last committed CSN [0-9]+ ", errors.AnchorError),
+        (r"anchor [0-9]+ of table " + _NAME + r" is older than its oldest kept change ",
+         errors.AnchorExpiredError),
+        (r"sqlite_ct_changes\(\): until ", errors.AnchorError),
     ))
 
 NOT_LOADED = ("sqlite-ct: the extension is not loaded on this connection; "

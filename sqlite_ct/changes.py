@@ -14,6 +14,12 @@ A replica that applies deletes, then inserts, then updates (inserts and updates
 as upserts) and starts the next enumeration at `new_anchor` ends equal to the
 table. Rows and tombstones are read through indexes on the change BSN, so the
 cost follows the number of changes, not the size of the table.
+
+These rules live in one place, the extension's table-valued function
+sqlite_ct_changes(table, since, until, exclude_context) (csrc/changes.c),
+which also refuses bad and expired anchors; this module reads through it and
+only turns its rows into Python values (the row of an insert or update is
+joined by rowid, or by key in a WITHOUT ROWID table).
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from typing import (Any, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 from . import _conn
-from .errors import AnchorError, AnchorExpiredError, Error
+from .errors import AnchorError, Error
 from .keys import key_columns, user_columns
 from .tracking import require_tracked
 
@@ -74,9 +80,10 @@ class _TableInfo:
     name: str
     columns: List[str]
     keys: List[str]
-    enable_bsn: int
-    min_valid: int
-    zero_expired: bool = False
+    # How the live rows of sqlite_ct_changes() join the table: a name of
+    # the rowid (rowid, _rowid_ or oid, whichever no column hides), or None
+    # (WITHOUT ROWID, or all three hidden): by key.
+    rowid: Optional[str]
 
 
 # __sysCtMeta key prefix (+ table name): anchor 0 of the table is expired too.
@@ -85,70 +92,71 @@ ANCHOR0_EXPIRED = "anchor0_expired:"
 
 def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
     name = require_tracked(conn, table, func)
-    enable_bsn, min_valid, zero_expired = next(_conn.rows(
-        conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, EXISTS(SELECT 1 FROM main.__sysCtMeta "
-              "WHERE key = ?2 || ?1) FROM main.__sysOCSTrackedObjects WHERE __sysTName = ?1",
-        (name, ANCHOR0_EXPIRED)))
-    return _TableInfo(name, user_columns(conn, name), key_columns(conn, name),
-                      int(enable_bsn), int(min_valid), bool(zero_expired))
+    columns = user_columns(conn, name)
+    without_rowid = _conn.value(
+        conn, "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?", (name,))
+    every = {c.lower() for (c,) in _conn.rows(
+        conn, "SELECT name FROM pragma_table_xinfo(?, 'main')", (name,))}
+    rowid = None if without_rowid else next(
+        (alias for alias in ("rowid", "_rowid_", "oid") if alias not in every), None)
+    return _TableInfo(name, columns, key_columns(conn, name), rowid)
 
 
-def _check_since(info: _TableInfo, since: Any, new_anchor: int) -> int:
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+def _check_since(since: Any) -> int:
+    """The Python side of an anchor: an int (not a bool). Every rule about its
+    value (negative, newer than the database, expired) is sqlite_ct_changes()'s."""
+    if isinstance(since, bool) or not isinstance(since, int):
         raise AnchorError(f"sqlite-ct: an anchor is a non-negative integer CSN, got {since!r}")
-    if since > new_anchor:
-        raise AnchorError(
-            f"sqlite-ct: anchor {since} is newer than the last committed CSN "
-            f"{new_anchor} of this database (was it restored from an older copy?); "
-            f'reinitialise the replica of "{info.name}"')
-    # Anchor 0 (a replica that holds nothing) needs no tombstone but those of
-    # rows applied from a server (stamp 0), whose deletes a client uploads;
-    # it expires only when those were lost (csrc/schema.c, CT_META_ANCHOR0_EXPIRED).
-    if since < info.min_valid and (since > 0 or info.zero_expired):
-        raise AnchorExpiredError(
-            f'sqlite-ct: anchor {since} of table "{info.name}" is older than its '
-            f"oldest kept change (CSN {info.min_valid}): tombstones it needs were "
-            f"purged; reinitialise the replica")
     return since
 
 
-# ?4 is a tracking context to leave out (a hub skips the rows a client uploaded
-# itself) or NULL; "IS NOT NULL-context" is always true for stamped rows.
-_NOT_EXCLUDED = '("__sysTrackingContext" IS NOT ?4 OR ?4 IS NULL)'
+# What changed is defined in one place, the table-valued function
+# sqlite_ct_changes(table, since, until, exclude_context) (csrc/changes.c):
+# which rows and tombstones, insert or update, which deletes a replica needs.
+# The readers below only fetch the values: the key of a delete, and the row of
+# an insert or update joined by rowid (or key).
+_CHANGES = "sqlite_ct_changes(?1, ?2, ?3, ?4)"
 
 
-def _row_query(info: _TableInfo) -> str:
-    cols = ", ".join(_conn.quote_identifier(c) for c in info.columns)
-    table = _conn.quote_identifier(info.name)
-    # Two index-backed branches: rows stamped inside the window, and rows that
-    # predate tracking (NULL stamps, inserted by the enabling transaction ?3).
-    return (f'SELECT {cols}, coalesce("__sysInsertTxBsn", ?3) FROM main.{table} '
-            f'WHERE "__sysChangeTxBsn" > ?1 AND "__sysChangeTxBsn" <= ?2 '
-            f"AND {_NOT_EXCLUDED} "
-            f"UNION ALL "
-            f'SELECT {cols}, ?3 FROM main.{table} '
-            f'WHERE "__sysChangeTxBsn" IS NULL AND ?3 > ?1 AND ?3 <= ?2')
+def _row_query(info: _TableInfo, where: str) -> str:
+    """The live rows of the changes in `where` (on c.op): user columns, then
+    op ('I' or 'U')."""
+    q = _conn.quote_identifier
+    cols = ", ".join(f"t.{q(c)}" for c in info.columns)
+    if info.rowid is not None:
+        on = f"t.{info.rowid} = c.row_rowid"
+    else:
+        on = " AND ".join(f"t.{q(k)} = sqlite_ct_unpack_key(c.pk, {i})"
+                          for i, k in enumerate(info.keys))
+    return (f"SELECT {cols}, c.op FROM {_CHANGES} AS c "
+            f"JOIN main.{q(info.name)} AS t ON {on} WHERE {where}")
 
 
 def _delete_query(info: _TableInfo) -> str:
-    keys = ", ".join(f"sqlite_ct_unpack_key(rk, {i})" for i in range(len(info.keys)))
-    # A key may carry several tombstones in the window (deleted, re-inserted,
-    # deleted again); it was on the replica iff one of them is for a row
-    # inserted at or before `since`. ?3 is the table name.
-    return (f"SELECT {keys} FROM (SELECT __sysRK AS rk FROM main.__sysOCSDeletedRows "
-            f"WHERE __sysTName = ?3 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2 "
-            f"AND {_NOT_EXCLUDED} "
-            f"GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1)")
+    keys = ", ".join(f"sqlite_ct_unpack_key(pk, {i})" for i in range(len(info.keys)))
+    return f"SELECT {keys} FROM {_CHANGES} WHERE op = 'D'"
+
+
+def _params(info: _TableInfo, since: int, new_anchor: int,
+            exclude_context: Optional[uuid.UUID]) -> Tuple[Any, ...]:
+    ctx = None if exclude_context is None else exclude_context.bytes_le
+    return (info.name, since, new_anchor, ctx)
 
 
 def _queries(info: _TableInfo, since: int, new_anchor: int,
              exclude_context: Optional[uuid.UUID]
              ) -> Tuple[Tuple[str, Tuple[Any, ...]], Tuple[str, Tuple[Any, ...]]]:
     """The deletes' query and the live rows' query, each with its parameters.
-    A live row's last column is its insert BSN: above `since`, an insert."""
-    ctx = None if exclude_context is None else exclude_context.bytes_le
-    return ((_delete_query(info), (since, new_anchor, info.name, ctx)),
-            (_row_query(info), (since, new_anchor, info.enable_bsn, ctx)))
+    A live row's last column is its op: 'I' insert, 'U' update."""
+    params = _params(info, since, new_anchor, exclude_context)
+    return ((_delete_query(info), params), (_row_query(info, "c.op <> 'D'"), params))
+
+
+def _validate(conn: Any, info: _TableInfo, since: int, new_anchor: int) -> None:
+    """Have sqlite_ct_changes() check the anchor without reading a change (no
+    op is ''), so a stream refuses a bad anchor when it is opened."""
+    _conn.value(conn, f"SELECT count(*) FROM {_CHANGES} WHERE op = ''",
+                _params(info, since, new_anchor, None))
 
 
 def _quoted(column: str) -> str:
@@ -201,7 +209,7 @@ def _iter_rows(conn: Any, info: _TableInfo, since: int, new_anchor: int,
         for row in _conn.rows(conn, *deletes):
             yield "delete", dict(zip(info.keys, row))
         for row in _conn.rows(conn, *live):
-            yield ("insert" if row[width] > since else "update"), dict(zip(cols, row[:width]))
+            yield ("insert" if row[width] == "I" else "update"), dict(zip(cols, row[:width]))
     except Exception as exc:
         if _undecodable(exc):
             raise _bad_text(conn, info, exc) from exc
@@ -229,7 +237,7 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     """The same rows as _iter_rows, collected. The hot loop of enumeration:
     it reads the cursor directly (no generator between it and the rows) and
     builds nothing but the dict per row; zip() stops at the user columns, so
-    the trailing insert BSN needs no slice."""
+    the trailing op needs no slice."""
     cols = info.columns
     width = len(cols)
     delete_query, live_query = _queries(info, since, new_anchor, exclude_context)
@@ -239,7 +247,7 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
         with _conn.translated():
             deletes = [dict(zip(info.keys, row)) for row in conn.cursor().execute(*delete_query)]
             for row in conn.cursor().execute(*live_query):
-                (inserts if row[width] > since else updates).append(dict(zip(cols, row)))
+                (inserts if row[width] == "I" else updates).append(dict(zip(cols, row)))
     except Exception as exc:
         if _undecodable(exc):
             raise _bad_text(conn, info, exc) from exc
@@ -265,8 +273,7 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         info = _table_info(conn, table, "enumerate_changes")
         new_anchor = _new_anchor(conn)
-        return _collect(conn, info, _check_since(info, since, new_anchor), new_anchor,
-                        exclude_context)
+        return _collect(conn, info, _check_since(since), new_anchor, exclude_context)
 
 
 def enumerate_all(conn: Any, table: str) -> ChangeSet:
@@ -311,8 +318,8 @@ def enumerate_group_changes(conn: Any, tables: Sequence[str],
         for table in tables:
             info = _table_info(conn, table, "enumerate_group_changes")
             start = since.get(table, 0) if isinstance(since, Mapping) else since
-            result[table] = _collect(conn, info, _check_since(info, start, new_anchor),
-                                     new_anchor, exclude_context)
+            result[table] = _collect(conn, info, _check_since(start), new_anchor,
+                                     exclude_context)
         return GroupChangeSet(new_anchor, result)
 
 
@@ -346,7 +353,7 @@ class ChangeStream:
         try:
             self._info = _table_info(self._conn, self._table, "iter_changes")
             self.new_anchor = _new_anchor(self._conn)
-            _check_since(self._info, self._since, self.new_anchor)
+            _validate(self._conn, self._info, _check_since(self._since), self.new_anchor)
         except BaseException as exc:
             self._savepoint.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -406,7 +413,8 @@ class GroupChangeStream:
                 info = _table_info(self._conn, table, "GroupChangeStream")
                 start = (self._since.get(table, 0) if isinstance(self._since, Mapping)
                          else self._since)
-                self._infos[table] = (info, _check_since(info, start, new_anchor))
+                _validate(self._conn, info, _check_since(start), new_anchor)
+                self._infos[table] = (info, start)
         except BaseException as exc:
             self._savepoint.__exit__(type(exc), exc, exc.__traceback__)
             self._savepoint = None
@@ -431,16 +439,15 @@ class GroupChangeStream:
             raise ValueError(f"kind must be delete, insert or update, not {kind!r}")
         info, since = self._infos[table]
         width = len(info.columns)
-        deletes, live = _queries(info, since, self.new_anchor, self._exclude)
+        params = _params(info, since, self.new_anchor, self._exclude)
         try:
             if kind == "delete":
-                for row in _conn.rows(self._conn, *deletes):
+                for row in _conn.rows(self._conn, _delete_query(info), params):
                     yield tuple(row)
                 return
-            inserts = kind == "insert"
-            for row in _conn.rows(self._conn, *live):
-                if (row[width] > since) is inserts:
-                    yield tuple(row[:width])
+            op = "I" if kind == "insert" else "U"
+            for row in _conn.rows(self._conn, _row_query(info, f"c.op = '{op}'"), params):
+                yield tuple(row[:width])
         except Exception as exc:
             if _undecodable(exc):
                 raise _bad_text(self._conn, info, exc) from exc

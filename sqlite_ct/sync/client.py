@@ -39,6 +39,7 @@ from ._apply import CDSU, CISI, CUSD, CUSU, ApplyResult, Applier, Handler, Side,
 from ._sql import q
 from .enums import ConflictType, ResolveAction, SyncDirection, SyncStage, TableCreationOption
 from .errors import SyncError
+from ..errors import AnchorError
 from .messages import ClientChanges, DownloadBatch, TableChanges
 from .model import (Conflict, ConflictResolver, Row, StoredConflict, SyncSchema, SyncTable,
                     TableSchema)
@@ -472,18 +473,22 @@ class ClientSyncProvider:
         sent = get_sent_anchor(self.conn, name)
         if sent is None:
             return
-        # What the next upload would send, counted as enumerate_changes()
-        # classifies it (rows changed after the anchor; deletes of rows the
-        # server has), but also inside a transaction that has written, where
-        # the core refuses to enumerate.
-        enable = self._infos.get(self.conn, name).enable_bsn
-        pending = _sql.value(
-            self.conn,
-            f'SELECT (SELECT count(*) FROM main.{q(name)} WHERE "__sysChangeTxBsn" > :s) '
-            f'+ (SELECT count(*) FROM main.{q(name)} WHERE "__sysChangeTxBsn" IS NULL '
-            f"AND :e > :s) + (SELECT count(DISTINCT __sysRK) FROM __sysOCSDeletedRows "
-            f"WHERE __sysTName = :t AND __sysDeleteTxBsn > :s AND __sysInsertTxCsn <= :s)",
-            {"s": sent, "e": enable, "t": name})
+        # What the next upload would send: the change contract's rows since
+        # the sent anchor. It runs inside the schema transaction, which may
+        # already have re-created another table of the group: the contract
+        # refuses only the tables a transaction wrote.
+        try:
+            pending = _sql.value(self.conn, "SELECT count(*) FROM sqlite_ct_changes(?, ?)",
+                                 (name, sent))
+        except AnchorError as exc:
+            # Unsent tombstones purged (or a database restored from an older
+            # copy): what was never uploaded cannot be known, so it is not
+            # discarded silently.
+            raise SyncError(
+                f'sqlite-ct sync: the local changes of table "{name}" that were never '
+                f"uploaded cannot be counted ({str(exc).replace('sqlite-ct: ', '', 1)}) "
+                f"and TableCreationOption.{opt.name} "
+                f"would discard them; call accept_changes() to discard them") from exc
         if pending:
             raise SyncError(
                 f'sqlite-ct sync: table "{name}" has {pending} local change(s) that were never '

@@ -30,26 +30,21 @@ EXTENSION_PLACEHOLDER = "/path/to/sqlite_ct/sqlitect"
 
 # --- the README's shell quick start ------------------------------------------
 
-# Rows inserted or updated after :since. Rows stamped above the last committed
-# CSN belong to a transaction still open on this connection.
+# Rows inserted or updated after :since, from the change contract
+# sqlite_ct_changes(), joined to the table by rowid.
 CHANGED_ROWS_SQL = """\
-SELECT id, item, qty,
-       CASE WHEN __sysInsertTxBsn > :since THEN 'insert' ELSE 'update' END AS change
-  FROM orders
- WHERE __sysChangeTxBsn > :since
-   AND __sysChangeTxBsn <= sqlite_ct_last_committed_csn()
- ORDER BY id;"""
+SELECT o.id, o.item, o.qty,
+       CASE c.op WHEN 'I' THEN 'insert' ELSE 'update' END AS change
+  FROM sqlite_ct_changes('orders', :since) AS c
+  JOIN orders AS o ON o.rowid = c.row_rowid
+ ORDER BY o.id;"""
 
-# Keys deleted after :since. HAVING leaves out rows that were inserted after
-# :since as well (the replica never had them).
+# Keys deleted after :since (not those of rows inserted after :since as
+# well: the replica never had them).
 DELETED_ROWS_SQL = """\
-SELECT sqlite_ct_unpack_key(__sysRK, 0) AS deleted_id
-  FROM __sysOCSDeletedRows
- WHERE __sysTName = 'orders'
-   AND __sysDeleteTxBsn > :since
-   AND __sysDeleteTxBsn <= sqlite_ct_last_committed_csn()
- GROUP BY __sysRK
-HAVING min(__sysInsertTxCsn) <= :since;"""
+SELECT sqlite_ct_unpack_key(pk, 0) AS deleted_id
+  FROM sqlite_ct_changes('orders', :since)
+ WHERE op = 'D';"""
 
 NEW_ANCHOR_SQL = "SELECT sqlite_ct_last_committed_csn() AS new_anchor;"
 
@@ -74,8 +69,9 @@ INSERT INTO orders(id, item, qty) VALUES (3, 'plum', 7);
 UPDATE orders SET qty = 5 WHERE id = 1;
 DELETE FROM orders WHERE id = 2;
 
--- What changed since that anchor? Read the changed rows, the deleted keys
--- and the new anchor in one transaction, so that they agree.
+-- What changed since that anchor? sqlite_ct_changes() lists each change:
+-- op 'I', 'U' or 'D' and the key; join the table for a row's values. Read
+-- the changes and the new anchor in one transaction, so that they agree.
 .parameter set :since 2
 BEGIN;
 {CHANGED_ROWS_SQL}

@@ -145,3 +145,31 @@ def test_reinitialising_a_group_of_tables(conns, hub_with):
         x.provider.set_table_received_anchor(n, None)  # both anchors lost
     x.sync()
     assert user_rows(x.conn, "t") == HUB_ROWS
+
+
+@pytest.mark.parametrize("option", [T.DROP_EXISTING_OR_CREATE_NEW_TABLE,
+                                    T.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE])
+def test_reinitialising_refuses_when_unsent_changes_cannot_be_counted(conns, hub_with, option):
+    """A delete never uploaded whose tombstone was purged by hand: the table's
+    unsent changes can no longer be counted (sqlite_ct_changes() refuses the
+    expired sent anchor), so re-creating the table refuses instead of finding
+    nothing pending and dropping the delete; accept_changes() is the way on."""
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, [SyncTable("t", creation_option=option)])
+    x.sync()
+    x.conn.execute("DELETE FROM t WHERE id = 2")
+    deleted = sqlite_ct.last_committed_csn(x.conn)
+    assert sqlite_ct.purge_tombstones(x.conn, "t", up_to_csn=deleted) == 1
+    x.provider.set_table_received_anchor("t", None)  # the anchor is lost
+    sent = sqlite_ct.get_sent_anchor(x.conn, "t")
+    with pytest.raises(SyncError) as info:
+        x.sync()
+    assert str(info.value) == (
+        f'sqlite-ct sync: the local changes of table "t" that were never uploaded cannot be '
+        f'counted (anchor {sent} of table "t" is older than its oldest kept change (CSN '
+        f"{deleted}): tombstones it needs were purged; reinitialise the replica) and "
+        f"TableCreationOption.{option.name} would discard them; call accept_changes() to "
+        f"discard them")
+    x.provider.accept_changes(["t"])
+    x.sync()
+    assert user_rows(x.conn, "t") == HUB_ROWS

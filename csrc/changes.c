@@ -1,0 +1,748 @@
+/*
+** changes.c -- the change contract: what changed in a tracked table in the
+** anchor window (since, until].
+**
+** SQL SURFACE: the eponymous, read-only table-valued function
+**
+**   sqlite_ct_changes(TBL, SINCE [, UNTIL [, EXCLUDE_CONTEXT]])
+**
+** one row per change of tracked table TBL committed after anchor SINCE, up to
+** UNTIL (default: the last committed CSN of the reading snapshot), with the
+** columns
+**
+**   op          'D' delete, 'I' insert, 'U' update (TEXT)
+**   change_bsn  the BSN of the change: a row's __sysChangeTxBsn, the enabling
+**               BSN for a row with NULL stamps (it predates tracking and counts
+**               as written by the enabling transaction), a delete's newest
+**               tombstone in the window
+**   insert_bsn  the BSN that inserted the row (NULL stamps: the enabling BSN);
+**               for a delete the oldest insert BSN of the key's tombstones in
+**               the window (at or before SINCE: the replica had the row)
+**   context     the tracking context (16-byte GUID) of the latest change, or
+**               NULL
+**   pk          the key, packed as sqlite_ct_pack_key() packs it (the binary
+**               form, for portable tables too); unpack with
+**               sqlite_ct_unpack_key(pk, i)
+**   row_rowid   the rowid of the live row, to join the table for the row's
+**               values; NULL for deletes, WITHOUT ROWID tables and tables whose
+**               columns named rowid, _rowid_ and oid all hide the rowid (join
+**               those by key)
+**
+** and the hidden argument columns tbl, since, until, exclude_context. Rows
+** come deletes first, then rows stamped in the window in change_bsn order,
+** then rows with NULL stamps; nothing is promised to SQLite about order
+** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D') is used
+** to skip what is not asked for; any other op value matches nothing, and the
+** arguments are still checked: "WHERE op = ''" validates an anchor and reads
+** nothing.
+**
+** THE RULES (the one place that spells them out; the Python enumeration, the
+** CLI and the sync client's uploads read through here; the SQLite hub's
+** download windows, which page by a cursor, not yet: see
+** tests/test_change_contract_scan.py):
+**   insert   a live row with since < change BSN <= until whose insert BSN is
+**            above since
+**   update   the same with the insert BSN at or below since
+**   delete   a key with tombstones since < delete BSN <= until, one of which is
+**            for a row inserted at or before since (one row per key, however
+**            many times it was deleted in the window)
+**   nothing  a row inserted and deleted inside the window
+** Rows with NULL stamps (present before tracking was enabled) count as
+** inserted and changed by the enabling transaction. EXCLUDE_CONTEXT (a 16-byte
+** GUID, or NULL) leaves out rows and tombstones whose latest writer carried
+** that tracking context (what a hub skips when a client downloads its own
+** uploads). A replica that applies the deletes, then the inserts and updates
+** as upserts, and next reads from UNTIL, ends equal to the table.
+**
+** ARGUMENTS AND ERRORS: TBL is the name of a tracked table of main (any
+** case); SINCE a non-negative INTEGER no newer than the last committed CSN;
+** UNTIL an INTEGER between SINCE and the last committed CSN. An anchor older
+** than the table's oldest kept change (purge_tombstones(), a re-arm) is
+** refused as expired, as the Python layer's AnchorExpiredError: anchor 0
+** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A table that lost
+** its triggers to a rebuild is refused. So is reading inside a transaction
+** that holds a BSN (it wrote tracked rows of a native table: their
+** uncommitted stamps hide the committed changes of those rows): commit or roll
+** back first; a transaction that wrote only other tables reads this one.
+** Writes in apply mode or to portable tables leave no BSN to see; the Python
+** readers refuse those too (sqlite_ct_uncommitted_writes()). Every message starts
+** with "sqlite-ct: " and is the one sqlite_ct/_conn.py maps to an error
+** class.
+**
+** HOW IT WORKS: xFilter validates the arguments and reads the registry, the
+** last committed CSN and then the changes with statements of the same
+** connection, so they all read the caller's one snapshot (the read
+** transaction of the statement that runs the function, or of the caller's
+** transaction). It reads in three phases, each one statement prepared in
+** xFilter: tombstones grouped by key (the tombstone primary key starts with
+** table and delete BSN), rows through the change index __sysct_chg_TBL, and
+** rows with NULL stamps (only when the enabling BSN is in the window). Only
+** the columns the query uses are computed (colUsed): a reader that joins on
+** row_rowid pays no key packing. xBestIndex requires TBL and SINCE (an error
+** naming the function when they are missing) and accepts no constraint on
+** row_rowid or pk, so in a join the changes are always the outer loop and
+** the table is looked up by rowid or key; its cost estimate says the work
+** follows the number of changes.
+**
+** The storage behind this function (triggers, stamps, tombstones) may change;
+** readers that use this function do not.
+*/
+#include "sqlite_ct.h"
+#include <stdarg.h>
+#include <string.h>
+
+/* Output and argument columns, in declaration order. */
+#define CTC_OP         0
+#define CTC_CHANGE     1
+#define CTC_INSERT     2
+#define CTC_CONTEXT    3
+#define CTC_PK         4
+#define CTC_ROWID      5
+#define CTC_TBL        6
+#define CTC_SINCE      7
+#define CTC_UNTIL      8
+#define CTC_EXCLUDE    9
+
+/* idxNum bits: the output columns used (bits 0-5, colUsed), which optional
+** arguments are bound, and the op constraint. */
+#define CTX_UNTIL    0x0100
+#define CTX_EXCLUDE  0x0200
+#define CTX_OP_EQ    0x0400
+#define CTX_OP_NE    0x0800
+#define CTX_COLS     0x003f
+
+/* Phases of a cursor. */
+#define CTP_DELETES   0
+#define CTP_STAMPED   1
+#define CTP_UNSTAMPED 2
+#define CTP_EOF       3
+
+typedef struct CtChangesVtab CtChangesVtab;
+struct CtChangesVtab {
+  sqlite3_vtab base;
+  sqlite3 *db;
+  CtState *p;
+};
+
+typedef struct CtChangesCursor CtChangesCursor;
+struct CtChangesCursor {
+  sqlite3_vtab_cursor base;
+  CtChangesVtab *pTab;
+  int iPhase;                  /* CTP_* */
+  sqlite3_stmt *apStmt[3];     /* one statement per phase, 0 when skipped */
+  sqlite3_int64 iSince;
+  sqlite3_int64 iEnable;
+  char cOpWant;                /* 0: any; 'D', 'I', 'U'; 'X': none */
+  char cOpNot;                 /* 0, or an op to leave out */
+  char cOp;                    /* op of the current row */
+  sqlite3_int64 iRow;          /* xRowid: a counter */
+};
+
+/* The table as xFilter needs it: stored name, registry values, key. */
+typedef struct CtChgTable CtChgTable;
+struct CtChgTable {
+  char *zName;
+  sqlite3_int64 iEnable;
+  sqlite3_int64 iMinValid;
+  int bZeroExpired;
+  int bPortable;
+  int eOpt;                    /* TrackingOptions */
+  int bWithoutRowid;
+  const char *zRowid;          /* a name of the rowid, or 0 */
+  int nPk;
+  char **azPk;                 /* key columns in PRIMARY KEY order */
+};
+
+static void ctChgTableClear(CtChgTable *t){
+  int i;
+  sqlite3_free(t->zName);
+  for(i=0; i<t->nPk; i++) sqlite3_free(t->azPk[i]);
+  sqlite3_free(t->azPk);
+  memset(t, 0, sizeof(*t));
+}
+
+/* Set the vtab's error message (takes ownership of zErr); the code for it. */
+static int ctChgError(sqlite3_vtab *pVtab, int rc, char *zErr){
+  sqlite3_free(pVtab->zErrMsg);
+  pVtab->zErrMsg = zErr;
+  if( rc==SQLITE_OK ) rc = SQLITE_ERROR;
+  if( rc==SQLITE_SCHEMA ) rc = SQLITE_ERROR;   /* never SQLITE_SCHEMA */
+  if( zErr==0 && rc!=SQLITE_NOMEM ){
+    pVtab->zErrMsg = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): %s",
+                                     sqlite3_errstr(rc));
+  }
+  return rc;
+}
+
+static int ctChgConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                        sqlite3_vtab **ppVtab, char **pzErr){
+  CtChangesVtab *v;
+  int rc;
+  (void)argc; (void)argv; (void)pzErr;
+  rc = sqlite3_declare_vtab(db,
+      "CREATE TABLE x(op TEXT, change_bsn INTEGER, insert_bsn INTEGER, context BLOB,"
+      " pk BLOB, row_rowid INTEGER, tbl HIDDEN, since HIDDEN, until HIDDEN,"
+      " exclude_context HIDDEN)");
+  if( rc!=SQLITE_OK ) return rc;
+  /* Innocuous: it only reads, and only tracking data a caller could read by
+  ** plain SELECTs. It is not SQLITE_VTAB_DIRECTONLY, so views may use it. */
+  sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
+  v = sqlite3_malloc(sizeof(*v));
+  if( v==0 ) return SQLITE_NOMEM;
+  memset(v, 0, sizeof(*v));
+  v->db = db;
+  v->p = (CtState*)pAux;
+  *ppVtab = &v->base;
+  return SQLITE_OK;
+}
+
+static int ctChgDisconnect(sqlite3_vtab *pVtab){
+  sqlite3_free(pVtab);
+  return SQLITE_OK;
+}
+
+/*
+** TBL and SINCE are required: with no constraint on one of them the query
+** is an error that says how to call the function; with one that cannot be
+** used in this plan (a join column of a later table), SQLITE_CONSTRAINT
+** makes the planner choose another order. Nothing else is accepted but op,
+** so a join never drives this table from the other side.
+*/
+static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
+  int aiArg[4] = { -1, -1, -1, -1 };   /* tbl, since, until, exclude */
+  int bSeen[4] = { 0, 0, 0, 0 };
+  int iOp = -1, eOp = 0;
+  int i, nArg = 0, idxNum;
+  double nRow;
+  for(i=0; i<pInfo->nConstraint; i++){
+    const struct sqlite3_index_constraint *c = &pInfo->aConstraint[i];
+    if( c->iColumn>=CTC_TBL && c->iColumn<=CTC_EXCLUDE ){
+      int j = c->iColumn - CTC_TBL;
+      if( c->op!=SQLITE_INDEX_CONSTRAINT_EQ ) continue;
+      bSeen[j] = 1;
+      if( c->usable && aiArg[j]<0 ) aiArg[j] = i;
+    }else if( c->iColumn==CTC_OP && c->usable && iOp<0
+           && (c->op==SQLITE_INDEX_CONSTRAINT_EQ || c->op==SQLITE_INDEX_CONSTRAINT_NE) ){
+      iOp = i;
+      eOp = c->op==SQLITE_INDEX_CONSTRAINT_EQ ? CTX_OP_EQ : CTX_OP_NE;
+    }
+  }
+  if( !bSeen[0] || !bSeen[1] ){
+    return ctChgError(pVtab, SQLITE_ERROR, sqlite3_mprintf(
+        "sqlite-ct: sqlite_ct_changes() needs a table name and an anchor:"
+        " sqlite_ct_changes('table', since [, until [, exclude_context]])"));
+  }
+  if( aiArg[0]<0 || aiArg[1]<0 ) return SQLITE_CONSTRAINT;
+  idxNum = (int)(pInfo->colUsed & CTX_COLS);
+  for(i=0; i<4; i++){
+    if( aiArg[i]<0 ) continue;
+    pInfo->aConstraintUsage[aiArg[i]].argvIndex = ++nArg;
+    pInfo->aConstraintUsage[aiArg[i]].omit = 1;
+    if( i==2 ) idxNum |= CTX_UNTIL;
+    if( i==3 ) idxNum |= CTX_EXCLUDE;
+  }
+  if( iOp>=0 ){
+    pInfo->aConstraintUsage[iOp].argvIndex = ++nArg;
+    /* EQ is applied exactly; NE only skips a phase, SQLite still checks. */
+    pInfo->aConstraintUsage[iOp].omit = eOp==CTX_OP_EQ;
+    idxNum |= eOp;
+  }
+  pInfo->idxNum = idxNum;
+  /* The work follows the number of changes in the window, which is not known
+  ** here: a guess, cheaper with op narrowed, never a full-table figure. */
+  nRow = (idxNum & CTX_OP_EQ) ? 250.0 : 1000.0;
+  pInfo->estimatedRows = (sqlite3_int64)nRow;
+  pInfo->estimatedCost = nRow * 4.0;
+  return SQLITE_OK;
+}
+
+static int ctChgOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor){
+  CtChangesCursor *c = sqlite3_malloc(sizeof(*c));
+  if( c==0 ) return SQLITE_NOMEM;
+  memset(c, 0, sizeof(*c));
+  c->pTab = (CtChangesVtab*)pVtab;
+  c->iPhase = CTP_EOF;
+  *ppCursor = &c->base;
+  return SQLITE_OK;
+}
+
+static void ctChgReset(CtChangesCursor *c){
+  int i;
+  for(i=0; i<3; i++){
+    sqlite3_finalize(c->apStmt[i]);
+    c->apStmt[i] = 0;
+  }
+  c->iPhase = CTP_EOF;
+  c->iRow = 0;
+}
+
+static int ctChgClose(sqlite3_vtab_cursor *pCur){
+  ctChgReset((CtChangesCursor*)pCur);
+  sqlite3_free(pCur);
+  return SQLITE_OK;
+}
+
+/* An argument value as the error message shows it. */
+static char *ctChgShow(sqlite3_value *v){
+  switch( sqlite3_value_type(v) ){
+    case SQLITE_NULL:    return sqlite3_mprintf("NULL");
+    case SQLITE_TEXT:    return sqlite3_mprintf("%Q", (const char*)sqlite3_value_text(v));
+    case SQLITE_BLOB:    return sqlite3_mprintf("a BLOB");
+    default:             return sqlite3_mprintf("%s", (const char*)sqlite3_value_text(v));
+  }
+}
+
+/* Sticky helpers: no-ops once *pRc is set. */
+static sqlite3_stmt *ctChgPrepare(sqlite3 *db, int *pRc, char **pzErr,
+                                  const char *zFmt, ...){
+  va_list ap;
+  char *zSql;
+  sqlite3_stmt *pStmt = 0;
+  if( *pRc!=SQLITE_OK ) return 0;
+  va_start(ap, zFmt);
+  zSql = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+  if( zSql==0 ){ *pRc = SQLITE_NOMEM; return 0; }
+  *pRc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
+  sqlite3_free(zSql);
+  if( *pRc!=SQLITE_OK ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+    sqlite3_finalize(pStmt);
+    return 0;
+  }
+  return pStmt;
+}
+
+static char *ctChgDup(int *pRc, const unsigned char *z){
+  char *zOut;
+  if( *pRc!=SQLITE_OK ) return 0;
+  zOut = sqlite3_mprintf("%s", z ? (const char*)z : "");
+  if( zOut==0 ) *pRc = SQLITE_NOMEM;
+  return zOut;
+}
+
+/* Step a one-row statement and finalize it; *pbRow: a row was there. */
+static void ctChgFinish(sqlite3 *db, sqlite3_stmt *pStmt, int *pRc, char **pzErr){
+  int rc = sqlite3_finalize(pStmt);
+  if( *pRc==SQLITE_OK && rc!=SQLITE_OK ){
+    *pRc = rc;
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }
+}
+
+/*
+** Look TBL up: registry row (any case), armed triggers, layout, key columns
+** and a usable name of the rowid.
+*/
+static int ctChgLoadTable(sqlite3 *db, const char *zArg, CtChgTable *t, char **pzErr){
+  int rc = SQLITE_OK;
+  int bRegistry = 0, nTrig = 0, bRowid = 1, b_Rowid = 1, bOid = 1;
+  sqlite3_stmt *pStmt;
+
+  rc = ctCheckLayout(db, 0, pzErr);
+  pStmt = ctChgPrepare(db, &rc, pzErr,
+      "SELECT count(*) FROM main.sqlite_schema WHERE type='table'"
+      " AND name='__sysOCSTrackedObjects'");
+  if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ) bRegistry = sqlite3_column_int(pStmt, 0);
+  ctChgFinish(db, pStmt, &rc, pzErr);
+  if( rc==SQLITE_OK && bRegistry ){
+    pStmt = ctChgPrepare(db, &rc, pzErr,
+        "SELECT __sysTName, __sysEnableTxBsn, __sysMinValidCsn, __sysTrackOpt,"
+        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || __sysTName)"
+        " FROM main.__sysOCSTrackedObjects WHERE __sysTName = ?1 COLLATE NOCASE",
+        "anchor0_expired:");
+    if( pStmt ){
+      sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+      if( sqlite3_step(pStmt)==SQLITE_ROW ){
+        int eStored = sqlite3_column_int(pStmt, 3);
+        t->zName = ctChgDup(&rc, sqlite3_column_text(pStmt, 0));
+        t->iEnable = sqlite3_column_int64(pStmt, 1);
+        t->iMinValid = sqlite3_column_int64(pStmt, 2);
+        t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
+        t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
+        t->bZeroExpired = sqlite3_column_int(pStmt, 4);
+      }
+    }
+    ctChgFinish(db, pStmt, &rc, pzErr);
+  }
+  if( rc==SQLITE_OK && t->zName==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" is not tracked;"
+                             " call sqlite_ct_create_schema('%q') first", zArg, zArg);
+    return SQLITE_ERROR;
+  }
+  /* A rebuild by another tool (a new table renamed into place) drops the
+  ** triggers: what was written since is untracked, and enumerating would
+  ** miss it silently. */
+  pStmt = ctChgPrepare(db, &rc, pzErr,
+      "SELECT count(*) FROM main.sqlite_schema WHERE type='trigger' AND tbl_name=?1"
+      " AND name IN ('__sysct_ai_' || ?1, '__sysct_au_' || ?1, '__sysct_ad_' || ?1)");
+  if( pStmt ){
+    sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) nTrig = sqlite3_column_int(pStmt, 0);
+  }
+  ctChgFinish(db, pStmt, &rc, pzErr);
+  if( rc==SQLITE_OK && nTrig < 2 + ((t->eOpt & CT_TRACK_DELETE)!=0) ){
+    *pzErr = sqlite3_mprintf(
+        "sqlite-ct: table \"%s\" lost its tracking triggers (was it rebuilt by another"
+        " tool, such as sqlite-utils transform()?); changes made since were not tracked."
+        " Call create_schema() on it to re-arm it; replicas with older anchors will then"
+        " be asked to reinitialise", t->zName);
+    return SQLITE_ERROR;
+  }
+  pStmt = ctChgPrepare(db, &rc, pzErr,
+      "SELECT wr FROM pragma_table_list WHERE schema='main' AND name=?1");
+  if( pStmt ){
+    sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) t->bWithoutRowid = sqlite3_column_int(pStmt, 0);
+  }
+  ctChgFinish(db, pStmt, &rc, pzErr);
+  pStmt = ctChgPrepare(db, &rc, pzErr,
+      "SELECT name, pk FROM pragma_table_xinfo(?1, 'main') ORDER BY pk");
+  if( pStmt ){
+    sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
+    while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+      const char *zCol = (const char*)sqlite3_column_text(pStmt, 0);
+      if( zCol==0 ){ rc = SQLITE_NOMEM; break; }
+      if( sqlite3_stricmp(zCol, "rowid")==0 ) bRowid = 0;
+      if( sqlite3_stricmp(zCol, "_rowid_")==0 ) b_Rowid = 0;
+      if( sqlite3_stricmp(zCol, "oid")==0 ) bOid = 0;
+      if( sqlite3_column_int(pStmt, 1)>0 ){
+        char **azNew = sqlite3_realloc64(t->azPk, sizeof(char*)*(t->nPk+1));
+        if( azNew==0 ){ rc = SQLITE_NOMEM; break; }
+        t->azPk = azNew;
+        t->azPk[t->nPk] = ctChgDup(&rc, (const unsigned char*)zCol);
+        if( rc==SQLITE_OK ) t->nPk++;
+      }
+    }
+  }
+  ctChgFinish(db, pStmt, &rc, pzErr);
+  if( rc==SQLITE_OK && t->nPk==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" has no PRIMARY KEY", t->zName);
+    return SQLITE_ERROR;
+  }
+  if( !t->bWithoutRowid ){
+    t->zRowid = bRowid ? "rowid" : b_Rowid ? "_rowid_" : bOid ? "oid" : 0;
+  }
+  return rc;
+}
+
+/* "k1", "k2", ... of the key, quoted. */
+static char *ctChgKeyList(const CtChgTable *t, const char *zPrefix, const char *zSuffix){
+  sqlite3_str *s = sqlite3_str_new(0);
+  int i;
+  for(i=0; i<t->nPk; i++){
+    sqlite3_str_appendf(s, "%s%s\"%w\"%s", i ? ", " : "", zPrefix, t->azPk[i], zSuffix);
+  }
+  return sqlite3_str_finish(s);
+}
+
+/* The key of a tombstone in the binary form: portable tables store the text
+** form, which is re-packed so pk is one form whatever wrote it. */
+static char *ctChgTombstoneKey(const CtChgTable *t){
+  sqlite3_str *s;
+  int i;
+  if( !t->bPortable ) return sqlite3_mprintf("__sysRK");
+  s = sqlite3_str_new(0);
+  sqlite3_str_appendall(s, "sqlite_ct_pack_key(");
+  for(i=0; i<t->nPk; i++){
+    sqlite3_str_appendf(s, "%ssqlite_ct_unpack_key(__sysRK, %d)", i ? ", " : "", i);
+  }
+  sqlite3_str_appendall(s, ")");
+  return sqlite3_str_finish(s);
+}
+
+/*
+** *piWrote: whether the open transaction holds a BSN (it wrote tracked rows
+** natively) that stamps a row or a tombstone of this table. Such stamps hide
+** the committed changes of the rows they overwrote, so reading the table is
+** refused; a transaction that wrote only other tables reads this one as
+** committed (a sync client checks a table's unsent changes after re-creating
+** another in the same transaction). Both probes are index lookups: the change
+** index, and the tombstones' primary key (table, delete BSN). Writes in apply
+** mode and to portable tables leave no BSN to see; the Python readers also
+** refuse after those (sqlite_ct_uncommitted_writes(), asked before their own
+** savepoint, whose metadata writes after a RENAME TO are not the caller's).
+*/
+static int ctChgOwnWrites(sqlite3 *db, const CtChgTable *t, sqlite3_int64 *piWrote,
+                          char **pzErr){
+  sqlite3_int64 iBsn = 0;
+  int bNull = 1, rc;
+  sqlite3_stmt *pStmt;
+  *piWrote = 0;
+  rc = ctQueryInt64(db, &iBsn, &bNull, pzErr, "SELECT sqlite_ct_current_bsn()");
+  if( rc!=SQLITE_OK || bNull ) return rc;
+  pStmt = ctChgPrepare(db, &rc, pzErr,
+      "SELECT EXISTS(SELECT 1 FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" = ?1)"
+      " OR EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows"
+      " WHERE __sysTName = ?2 AND __sysDeleteTxBsn = ?1)", t->zName);
+  if( pStmt ){
+    sqlite3_bind_int64(pStmt, 1, iBsn);
+    sqlite3_bind_text(pStmt, 2, t->zName, -1, SQLITE_STATIC);
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) *piWrote = sqlite3_column_int64(pStmt, 0);
+  }
+  ctChgFinish(db, pStmt, &rc, pzErr);
+  return rc;
+}
+
+/*
+** Prepare the phases. Every phase's statement returns
+**   change_bsn, insert_bsn, context, pk, rowid
+** with NULL in place of what the query does not use. Parameters: ?1 since,
+** ?2 until, ?3 enabling BSN, ?4 context to leave out (or NULL), ?5 table.
+*/
+static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                              char **pzErr){
+  sqlite3 *db = c->pTab->db;
+  int rc = SQLITE_OK;
+  int bCtx = (idxNum & (1<<CTC_CONTEXT))!=0;
+  int bPk = (idxNum & (1<<CTC_PK))!=0;
+  int bRowid = (idxNum & (1<<CTC_ROWID))!=0 && t->zRowid!=0;
+  char *zKeys = bPk ? ctChgKeyList(t, "", "") : 0;
+  char *zRk = bPk ? ctChgTombstoneKey(t) : 0;
+  const char *zNotExcluded = "(__sysTrackingContext IS NOT ?4 OR ?4 IS NULL)";
+
+  if( bPk && (zKeys==0 || zRk==0) ) rc = SQLITE_NOMEM;
+  if( c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
+   && (t->eOpt & CT_TRACK_DELETE) ){
+    /* The key's newest tombstone gives change_bsn and (bare column of max())
+    ** context. */
+    c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
+        "SELECT max(__sysDeleteTxBsn), min(__sysInsertTxCsn), %s, %s, NULL"
+        " FROM main.__sysOCSDeletedRows"
+        " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
+        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1",
+        bCtx ? "__sysTrackingContext" : "NULL", bPk ? zRk : "NULL", zNotExcluded);
+  }
+  if( c->cOpWant!='D' && c->cOpWant!='X' ){
+    c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
+        "SELECT \"__sysChangeTxBsn\", coalesce(\"__sysInsertTxBsn\", ?3), %s, %s%s%s, %s"
+        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?1 AND \"__sysChangeTxBsn\" <= ?2"
+        " AND %s",
+        bCtx ? "\"__sysTrackingContext\"" : "NULL",
+        bPk ? "sqlite_ct_pack_key(" : "", bPk ? zKeys : "NULL", bPk ? ")" : "",
+        bRowid ? t->zRowid : "NULL", t->zName, zNotExcluded);
+    c->apStmt[CTP_UNSTAMPED] = ctChgPrepare(db, &rc, pzErr,
+        "SELECT ?3, ?3, %s, %s%s%s, %s"
+        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" IS NULL AND ?3 > ?1 AND ?3 <= ?2",
+        bCtx ? "\"__sysTrackingContext\"" : "NULL",
+        bPk ? "sqlite_ct_pack_key(" : "", bPk ? zKeys : "NULL", bPk ? ")" : "",
+        bRowid ? t->zRowid : "NULL", t->zName);
+  }
+  sqlite3_free(zKeys);
+  sqlite3_free(zRk);
+  return rc;
+}
+
+/* Bind the phases' parameters. */
+static void ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
+                      const char *zName){
+  int i;
+  for(i=0; i<3; i++){
+    sqlite3_stmt *s = c->apStmt[i];
+    if( s==0 ) continue;
+    sqlite3_bind_int64(s, 1, c->iSince);
+    sqlite3_bind_int64(s, 2, iUntil);
+    if( sqlite3_bind_parameter_count(s)>=3 ) sqlite3_bind_int64(s, 3, c->iEnable);
+    if( sqlite3_bind_parameter_count(s)>=4 ){
+      if( pExclude ) sqlite3_bind_value(s, 4, pExclude);
+    }
+    if( sqlite3_bind_parameter_count(s)>=5 ){
+      sqlite3_bind_text(s, 5, zName, -1, SQLITE_TRANSIENT);
+    }
+  }
+}
+
+/* Advance to the next row that passes the op constraint, through the phases. */
+static int ctChgStep(CtChangesCursor *c){
+  while( c->iPhase<CTP_EOF ){
+    sqlite3_stmt *s = c->apStmt[c->iPhase];
+    int rc;
+    if( s==0 ){ c->iPhase++; continue; }
+    rc = sqlite3_step(s);
+    if( rc==SQLITE_ROW ){
+      char cOp = c->iPhase==CTP_DELETES ? 'D'
+               : sqlite3_column_int64(s, 1)>c->iSince ? 'I' : 'U';
+      if( (c->cOpWant && cOp!=c->cOpWant) || cOp==c->cOpNot ) continue;
+      c->cOp = cOp;
+      c->iRow++;
+      return SQLITE_OK;
+    }
+    if( rc!=SQLITE_DONE ){
+      sqlite3_vtab *v = &c->pTab->base;
+      return ctChgError(v, rc, sqlite3_mprintf("%s", sqlite3_errmsg(c->pTab->db)));
+    }
+    c->iPhase++;
+  }
+  return SQLITE_OK;
+}
+
+static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr,
+                       int argc, sqlite3_value **argv){
+  CtChangesCursor *c = (CtChangesCursor*)pCur;
+  CtChangesVtab *v = c->pTab;
+  sqlite3 *db = v->db;
+  sqlite3_value *pTbl, *pSince, *pUntil = 0, *pExclude = 0, *pOp = 0;
+  const char *zArg;
+  CtChgTable t;
+  sqlite3_int64 iLast = 0, iUntil = 0, iWrote = 0;
+  char *zErr = 0;
+  int rc = SQLITE_OK, iArg = 2;
+  (void)idxStr; (void)argc;
+
+  ctChgReset(c);
+  memset(&t, 0, sizeof(t));
+  c->cOpWant = 0;
+  c->cOpNot = 0;
+  pTbl = argv[0];
+  pSince = argv[1];
+  if( idxNum & CTX_UNTIL ) pUntil = argv[iArg++];
+  if( idxNum & CTX_EXCLUDE ) pExclude = argv[iArg++];
+  if( idxNum & (CTX_OP_EQ|CTX_OP_NE) ) pOp = argv[iArg++];
+
+  /* Arguments. */
+  zArg = (const char*)sqlite3_value_text(pTbl);
+  if( sqlite3_value_type(pTbl)!=SQLITE_TEXT || zArg==0 || zArg[0]==0 ){
+    if( sqlite3_value_type(pTbl)==SQLITE_TEXT && zArg==0 ) return SQLITE_NOMEM;
+    return ctChgError(&v->base, SQLITE_ERROR,
+        sqlite3_mprintf("sqlite-ct: sqlite_ct_changes() needs a table name"));
+  }
+  if( (int)strlen(zArg)!=sqlite3_value_bytes(pTbl) ){
+    return ctChgError(&v->base, SQLITE_ERROR, sqlite3_mprintf(
+        "sqlite-ct: sqlite_ct_changes(): a table name cannot contain a NUL character"));
+  }
+  if( sqlite3_value_type(pSince)!=SQLITE_INTEGER || sqlite3_value_int64(pSince)<0 ){
+    char *zShow = ctChgShow(pSince);
+    if( zShow==0 ) return SQLITE_NOMEM;
+    zErr = sqlite3_mprintf("sqlite-ct: an anchor is a non-negative integer CSN, got %s",
+                           zShow);
+    sqlite3_free(zShow);
+    return ctChgError(&v->base, SQLITE_ERROR, zErr);
+  }
+  c->iSince = sqlite3_value_int64(pSince);
+  if( pUntil && sqlite3_value_type(pUntil)!=SQLITE_INTEGER ){
+    char *zShow = ctChgShow(pUntil);
+    if( zShow==0 ) return SQLITE_NOMEM;
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): until is an integer CSN, got %s",
+                           zShow);
+    sqlite3_free(zShow);
+    return ctChgError(&v->base, SQLITE_ERROR, zErr);
+  }
+  if( pExclude && sqlite3_value_type(pExclude)!=SQLITE_NULL
+   && (sqlite3_value_type(pExclude)!=SQLITE_BLOB || sqlite3_value_bytes(pExclude)!=16) ){
+    return ctChgError(&v->base, SQLITE_ERROR, sqlite3_mprintf(
+        "sqlite-ct: sqlite_ct_changes(): exclude_context must be a 16-byte GUID blob"
+        " or NULL"));
+  }
+  if( pOp ){
+    const char *zOp = (const char*)sqlite3_value_text(pOp);
+    char cOp = (zOp && (strcmp(zOp, "D")==0 || strcmp(zOp, "I")==0 || strcmp(zOp, "U")==0)
+                && sqlite3_value_type(pOp)==SQLITE_TEXT) ? zOp[0] : 'X';
+    if( idxNum & CTX_OP_EQ ) c->cOpWant = cOp;
+    else if( cOp!='X' ) c->cOpNot = cOp;
+  }
+
+  /* The table, the snapshot's last committed CSN, the window. */
+  rc = ctChgLoadTable(db, zArg, &t, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, &t, &iWrote, &zErr);
+  if( rc==SQLITE_OK ){
+    if( iWrote ){
+      rc = SQLITE_ERROR;
+      zErr = sqlite3_mprintf("sqlite-ct: cannot enumerate changes inside a transaction"
+                             " that has written to tracked tables; commit or roll it"
+                             " back first");
+    }
+  }
+  if( rc==SQLITE_OK ) rc = ctLastCommittedCsn(db, v->p, &iLast, &zErr);
+  if( rc==SQLITE_OK && c->iSince>iLast ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf(
+        "sqlite-ct: anchor %lld is newer than the last committed CSN %lld of this"
+        " database (was it restored from an older copy?); reinitialise the replica"
+        " of \"%s\"", c->iSince, iLast, t.zName);
+  }
+  iUntil = pUntil ? sqlite3_value_int64(pUntil) : iLast;
+  if( rc==SQLITE_OK && (iUntil<c->iSince || iUntil>iLast) ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf(
+        "sqlite-ct: sqlite_ct_changes(): until %lld is outside the window from the"
+        " anchor %lld to the last committed CSN %lld", iUntil, c->iSince, iLast);
+  }
+  /* Anchor 0 (a replica that holds nothing) needs no tombstone but those of
+  ** rows applied from a server (stamp 0), whose deletes a client uploads; it
+  ** expires only when those were lost (schema.c, CT_META_ANCHOR0_EXPIRED). */
+  if( rc==SQLITE_OK && c->iSince<t.iMinValid && (c->iSince>0 || t.bZeroExpired) ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf(
+        "sqlite-ct: anchor %lld of table \"%s\" is older than its oldest kept change"
+        " (CSN %lld): tombstones it needs were purged; reinitialise the replica",
+        c->iSince, t.zName, t.iMinValid);
+  }
+  c->iEnable = t.iEnable;
+  if( rc==SQLITE_OK ) rc = ctChgPreparePhases(c, &t, idxNum, &zErr);
+  if( rc==SQLITE_OK ){
+    ctChgBind(c, iUntil, pExclude, t.zName);
+    c->iPhase = CTP_DELETES;
+    rc = ctChgStep(c);
+  }else{
+    ctChgReset(c);
+    rc = ctChgError(&v->base, rc, zErr);
+  }
+  ctChgTableClear(&t);
+  return rc;
+}
+
+static int ctChgNext(sqlite3_vtab_cursor *pCur){
+  return ctChgStep((CtChangesCursor*)pCur);
+}
+
+static int ctChgEof(sqlite3_vtab_cursor *pCur){
+  return ((CtChangesCursor*)pCur)->iPhase>=CTP_EOF;
+}
+
+static int ctChgColumn(sqlite3_vtab_cursor *pCur, sqlite3_context *ctx, int i){
+  CtChangesCursor *c = (CtChangesCursor*)pCur;
+  sqlite3_stmt *s = c->apStmt[c->iPhase];
+  switch( i ){
+    case CTC_OP: {
+      static const char azOp[3][2] = { "D", "I", "U" };
+      sqlite3_result_text(ctx, azOp[c->cOp=='D' ? 0 : c->cOp=='I' ? 1 : 2], 1,
+                          SQLITE_STATIC);
+      break;
+    }
+    case CTC_CHANGE:  sqlite3_result_value(ctx, sqlite3_column_value(s, 0)); break;
+    case CTC_INSERT:  sqlite3_result_value(ctx, sqlite3_column_value(s, 1)); break;
+    case CTC_CONTEXT: sqlite3_result_value(ctx, sqlite3_column_value(s, 2)); break;
+    case CTC_PK:      sqlite3_result_value(ctx, sqlite3_column_value(s, 3)); break;
+    case CTC_ROWID:   sqlite3_result_value(ctx, sqlite3_column_value(s, 4)); break;
+    default: break;   /* hidden arguments: not read back */
+  }
+  return SQLITE_OK;
+}
+
+static int ctChgRowid(sqlite3_vtab_cursor *pCur, sqlite3_int64 *piRowid){
+  *piRowid = ((CtChangesCursor*)pCur)->iRow;
+  return SQLITE_OK;
+}
+
+/* Eponymous-only (no xCreate), read-only. Designated initializers: later
+** members differ between SQLite versions' headers. */
+static const sqlite3_module ctChangesModule = {
+  .iVersion = 0,
+  .xConnect = ctChgConnect,
+  .xBestIndex = ctChgBestIndex,
+  .xDisconnect = ctChgDisconnect,
+  .xOpen = ctChgOpen,
+  .xClose = ctChgClose,
+  .xFilter = ctChgFilter,
+  .xNext = ctChgNext,
+  .xEof = ctChgEof,
+  .xColumn = ctChgColumn,
+  .xRowid = ctChgRowid,
+};
+
+int ctChangesRegister(sqlite3 *db, CtState *p){
+  ctStateRef(p);
+  /* On failure SQLite calls the destructor itself. */
+  return sqlite3_create_module_v2(db, "sqlite_ct_changes", &ctChangesModule, p,
+                                  ctStateUnref);
+}
