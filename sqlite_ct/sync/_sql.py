@@ -197,9 +197,18 @@ def table_info(conn: Any, table: str) -> TableInfo:
     tracked, enable_bsn, min_valid = False, 0, 0
     if value(conn, "SELECT count(*) FROM main.sqlite_schema WHERE type = 'table' "
                          "AND name = '__sysOCSTrackedObjects'"):
-        for enable, valid in rows(
-                conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn FROM __sysOCSTrackedObjects "
-                      "WHERE __sysTName = ?", (name,)):
+        for enable, valid, portable in rows(
+                conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, __sysTrackOpt & 256 "
+                      "FROM __sysOCSTrackedObjects WHERE __sysTName = ?", (name,)):
+            if portable:
+                # Portable triggers have no apply mode and no tracking
+                # context: every row sync applied would be sent back as a
+                # local change, and could overwrite a newer version there.
+                raise SyncError(
+                    f'sqlite-ct sync: table "{name}" is tracked in portable mode, which '
+                    f"cannot tell rows applied by sync from local changes; switch it to "
+                    f'native mode with sqlite_ct.create_schema(conn, "{name}") (its pending '
+                    f"changes are kept)")
             tracked, enable_bsn, min_valid = True, int(enable), int(valid)
     if tracked:
         # Read once per schema version (TableInfoCache): a table rebuilt by

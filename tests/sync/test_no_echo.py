@@ -60,3 +60,44 @@ def test_a_delete_before_the_clients_own_reinsert_is_not_sent_to_it(conns, hub_w
     x.conn.execute("INSERT INTO t(id, v) VALUES (1, 'again')")
     x.sync()
     assert user_rows(x.conn, "t") == user_rows(hub, "t") == [(1, "again"), (2, "b"), (3, "c")]
+
+
+def test_a_portable_mode_client_table_is_refused_until_switched_to_native(conns, hub_with):
+    """Portable triggers have no apply mode: downloaded rows would be sent
+    back as local changes (and could overwrite a newer hub version), so sync
+    refuses the table and says how to switch; pending changes survive."""
+    from sqlite_ct.sync import SyncError
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    x = Client(conns(), server, ["t"])
+    x.conn.execute(SCHEMA)
+    sqlite_ct.create_schema(x.conn, "t", mode="portable")
+    x.conn.execute("INSERT INTO t(id, v) VALUES (9, 'mine')")
+    try:
+        x.sync()
+    except SyncError as exc:
+        assert str(exc) == (
+            'sqlite-ct sync: table "t" is tracked in portable mode, which cannot tell rows '
+            'applied by sync from local changes; switch it to native mode with '
+            'sqlite_ct.create_schema(conn, "t") (its pending changes are kept)')
+    else:
+        raise AssertionError("a portable-mode table was synchronised")
+    assert user_rows(hub, "t") == [(1, "a"), (2, "b"), (3, "c")]
+    sqlite_ct.create_schema(x.conn, "t")
+    assert moved(x.sync())[0] == 1
+    assert moved(x.sync()) == (0, 0)   # nothing applied comes back as a change
+    assert user_rows(hub, "t") == user_rows(x.conn, "t") == [
+        (1, "a"), (2, "b"), (3, "c"), (9, "mine")]
+
+
+def test_a_portable_mode_hub_table_is_refused(conns):
+    from sqlite_ct.sync import ServerSyncProvider, SyncError
+    hub = conns()
+    hub.execute(SCHEMA)
+    sqlite_ct.create_schema(hub, "t", mode="portable")
+    x = Client(conns(), ServerSyncProvider(hub), ["t"])
+    try:
+        x.sync()
+    except SyncError as exc:
+        assert 'table "t" is tracked in portable mode' in str(exc)
+    else:
+        raise AssertionError("a portable-mode hub table was served")
