@@ -178,7 +178,8 @@ def test_a_cursor_key_of_another_width_is_refused(pg_exec, pg_provider):
     anchor = PgAnchor.decode(first.anchors["t"], "t", key)
     assert anchor.window.cursor_key == ("1",)
     wide = PgAnchor(anchor.server, anchor.fingerprint, anchor.complete,
-                    Window(**{**anchor.window.__dict__, "cursor_key": ("1", "x")}))
+                    Window(**{**anchor.window.__dict__, "cursor_key": ("1", "x")}),
+                    mark=anchor.mark)
     with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):
         server.get_changes(DownloadRequest(provider.client_id, "t", [
             DownloadTable("t", wide.encode(key, "t"))], 1, {}, first.session))
@@ -225,7 +226,8 @@ def test_an_upload_with_a_cursor_key_of_another_width_is_refused(pg_exec, pg_pro
     anchor = PgAnchor.decode(batch.anchors["t"], "t", key)
     assert anchor.window.cursor_key is not None
     wide = PgAnchor(anchor.server, anchor.fingerprint, anchor.complete,
-                    Window(**{**anchor.window.__dict__, "cursor_key": ("3", "x")}))
+                    Window(**{**anchor.window.__dict__, "cursor_key": ("3", "x")}),
+                    mark=anchor.mark)
     provider.set_table_received_anchor("t", wide.encode(key, "t"))
     client.execute("INSERT INTO t (id, v) VALUES (10, 'client')")
     with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):
