@@ -293,14 +293,20 @@ def read_batch(cur: Any, key: HubKey, request: DownloadRequest,
     for st, old in zip(states, decoded):
         if old is not None and st.anchor.latest == old.latest:
             st.anchor = dataclasses.replace(st.anchor, mark=old.mark)
-        elif old is not None and _unchanged(st, old, upper):
-            # Nothing new: the client keeps its snapshot, with the newest
-            # mark if that covers it too (so old marks can go).
-            mark = old.mark
-            if newest is not None and newest[0][0] > mark[0] \
-                    and _marks.covers(newest[1], old.latest):
-                mark = newest[0]
-            st.anchor = dataclasses.replace(old, mark=mark)
+        elif old is not None and seen.fresh and _unchanged(st, old, upper):
+            # Nothing new for the client: no mark to write. It takes the
+            # newest mark and that mark's snapshot when that lies between its
+            # own and `upper` (so its xmin moves on, and old marks can go),
+            # else keeps its snapshot (and takes the newest mark if that
+            # covers it). A mark older than REFRESH_SECONDS is not used:
+            # then the anchor moves to `upper` under a new mark.
+            assert newest is not None and old.latest is not None
+            if _marks.contains(upper, newest[2]) and _marks.contains(newest[2], old.latest):
+                st.anchor = dataclasses.replace(old, complete=newest[2], mark=newest[0])
+            elif newest[0][0] > old.mark[0] and _marks.covers(newest[1], old.latest):
+                st.anchor = dataclasses.replace(old, mark=newest[0])
+            else:
+                st.anchor = old
         elif st.anchor.latest is not None:
             needs_mark = needs_mark or session_mark == NO_MARK
     return PendingBatch(key, upper, states, more, needs_mark, session_mark)

@@ -41,6 +41,9 @@ from ._anchor import NO_MARK, Mark
 from ._schema import MARKS, SCHEMA, qi
 
 TABLE = f"{qi(SCHEMA)}.{qi(MARKS)}"
+# A client with nothing new takes the newest mark's snapshot while that mark
+# is younger than this; after, its download writes a new one (see above).
+REFRESH_SECONDS = 60
 
 _NEWEST = (f"(SELECT m.id, m.token, m.made_by, m.snap FROM {TABLE} m "
            f"ORDER BY m.id DESC LIMIT 1)")
@@ -55,6 +58,7 @@ class Seen:
     found: Set[Mark]
     newest: Optional[Tuple[Mark, int, str]]
     genesis: Optional[Tuple[Mark, int]]
+    fresh: bool = False             # the newest mark is younger than REFRESH_SECONDS
 
 
 def snapshot_and_marks(cur: Any, marks: Iterable[Mark]) -> Seen:
@@ -68,7 +72,8 @@ def snapshot_and_marks(cur: Any, marks: Iterable[Mark]) -> Seen:
         found_sql, params = "'{}'::bigint[]", ()
     now, ids, last, first = cur.execute(
         f"SELECT pg_current_snapshot()::text, {found_sql}, "
-        f"(SELECT array[n.id::text, encode(n.token, 'hex'), n.made_by::text, n.snap] "
+        f"(SELECT array[n.id::text, encode(n.token, 'hex'), n.made_by::text, n.snap, "
+        f"(n.made_at > now() - make_interval(secs => {REFRESH_SECONDS}))::text] "
         f"FROM {TABLE} n ORDER BY n.id DESC LIMIT 1), "
         f"(SELECT array[n.id::text, encode(n.token, 'hex'), n.made_by::text] "
         f"FROM {TABLE} n ORDER BY n.id LIMIT 1)", params).fetchone()
@@ -78,7 +83,19 @@ def snapshot_and_marks(cur: Any, marks: Iterable[Mark]) -> Seen:
         newest = ((int(last[0]), bytes.fromhex(last[1])), int(last[2]), last[3])
     if first is not None:
         genesis = ((int(first[0]), bytes.fromhex(first[1])), int(first[2]))
-    return Seen(now, {m for m in wanted if m[0] in held}, newest, genesis)
+    return Seen(now, {m for m in wanted if m[0] in held}, newest, genesis,
+                last is not None and last[4] == "true")
+
+
+def contains(outer: str, inner: str) -> bool:
+    """Whether every transaction visible in snapshot `inner` is visible in
+    `outer` (a sufficient test: `outer` ends no earlier, and what it still
+    saw in progress below `inner`'s end was in progress for `inner` too)."""
+    oxmin, oxmax, oxip = outer.split(":")
+    ixmin, ixmax, ixip = inner.split(":")
+    in_progress = {int(x) for x in ixip.split(",") if x}
+    return int(oxmax) >= int(ixmax) and all(
+        int(x) >= int(ixmax) or int(x) in in_progress for x in oxip.split(",") if x)
 
 
 def covers(made_by: int, snap: str) -> bool:
@@ -126,4 +143,4 @@ def prune(cur: Any) -> int:
         f"AND id > (SELECT min(id) FROM {TABLE})").rowcount
 
 
-__all__ = ["NO_MARK", "Seen", "covers", "make", "make_here", "prune", "snapshot_and_marks"]
+__all__ = ["NO_MARK", "REFRESH_SECONDS", "Seen", "contains", "covers", "make", "make_here", "prune", "snapshot_and_marks"]
