@@ -54,8 +54,8 @@ committed after that snapshot was taken (_marks.py). A hub that holds the
 mark was restored, if at all, to a point after the snapshot: it has every
 transaction the snapshot saw and its ids are past the snapshot's. A hub that
 lacks it (restored to an earlier point) refuses the anchor. A newer mark
-serves an anchor as well as its own, so an anchor whose snapshot does not
-move (a sync with nothing new) keeps its snapshot and takes the newest mark.
+serves an anchor as well as its own (see _marks.py for which marks anchors
+take). Version-2 anchors (hubs before marks) have no mark: adopt_legacy().
 
 FORMAT (big-endian):
   "sqpg" u8 version=3, 16-byte server id, 16-byte lineage, 8-byte filter
@@ -65,6 +65,7 @@ FORMAT (big-endian):
           u64 cursor_xid, u8 key columns (0: no cursor key), then per key
           column a text (its value as PostgreSQL prints it);
   16-byte MAC.
+Version 2 is the same without the mark fields (decoded, never issued).
 A session token is "sqps" 16-byte lineage, u64 mark id, 8-byte mark token
 (the mark of upper), text upper, 16-byte MAC (over an empty table name).
 """

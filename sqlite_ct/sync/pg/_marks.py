@@ -17,19 +17,30 @@ token of a mark committed after S was taken (under the anchor's MAC):
   is refused with ReinitialiseRequired (_anchor.check_marks), whatever the
   transaction ids do.
 
-Marks are written only when an anchor moves to a newer snapshot: a download
-that finds nothing new for a table gives the client its old snapshot back
-(with the newest mark, which covers it too); a mark some other call committed
-after the snapshot serves as well (made_by >= the snapshot's xmax: its id was
-handed out after the snapshot was taken, so it committed after it). A mark's
-transaction commits with synchronous_commit at least 'local', so a crash of
-the hub cannot lose a mark whose anchor a client already holds.
+Marks are written only when an anchor moves to a newer snapshot, after the
+download's read transaction (in the one that follows it); a mark some other
+call committed after the snapshot serves as well (made_by >= the snapshot's
+xmax: its id was handed out after the snapshot was taken, so it committed
+after it). A download that finds nothing new for a table (no side-table row
+between the client's snapshot and the download's) writes nothing: the client
+takes the newest mark with that mark's own snapshot when that lies between
+the two (so the client's xmin moves on with the hub's), else keeps its
+snapshot. The newest mark is used so only while it is younger than
+REFRESH_SECONDS; after that a download writes a new one, so a hub whose
+clients have nothing new writes about one mark per REFRESH_SECONDS. A
+mark's transaction commits with synchronous_commit at least 'local', so a
+crash of the hub cannot lose a mark whose anchor a client already holds.
+
+The first mark is written with the table (_schema.ensure_base): on a hub
+that ran an older version, the anchors issued before (version 2, without a
+mark) adopt it when it covers their snapshot (_anchor.adopt_legacy).
 
 Retention: an anchor is expired for a table when its snapshot's xmin is not
 above the table's min_valid_xid (purged tombstones); every anchor's xmin is
 at most its mark's made_by. So purge_tombstones() deletes the marks whose
 made_by is at or below the min_valid_xid of every served table: the anchors
-that carry them are refused for every table anyway. The newest mark stays.
+that carry them are refused for every table anyway. The newest mark and the
+first stay.
 """
 from __future__ import annotations
 
