@@ -70,6 +70,7 @@ def test_a_dump_restored_into_another_database_of_the_cluster(
     params = conninfo_to_dict(pg_dsn)
     params["dbname"] = name
     restored = make_conninfo(**params)
+    dumped_marks = set(pg_exec("SELECT id, token FROM sqlite_ct.anchor_marks"))
     try:
         subprocess.run([_bin("pg_restore"), "-d", restored, str(dump)], check=True)
         with psycopg.connect(restored, autocommit=True) as conn, \
@@ -81,6 +82,10 @@ def test_a_dump_restored_into_another_database_of_the_cluster(
                 agent, client, lambda: conn.execute("SELECT * FROM t ORDER BY id").fetchall())
             assert user_rows(client, "t") == [(1, "backed up"), (3, "after the restore"),
                                               (10, "unsent")]
+            # The new lineage starts its own marks: the dump's (made by
+            # another database's transactions) cannot vouch for anything.
+            marks = set(conn.execute("SELECT id, token FROM sqlite_ct.anchor_marks").fetchall())
+            assert marks and not marks & dumped_marks
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -142,7 +142,11 @@ def ensure_base(cur: Any) -> None:
                 "enabled_xid xid8 NOT NULL, min_valid_xid xid8, "
                 "PRIMARY KEY (table_schema, table_name))")
     cur.execute(f"CREATE TABLE IF NOT EXISTS {qi(SCHEMA)}.{qi(MARKS)} ({_MARKS_DDL})")
-    # The first mark: anchors of older versions (issued before it) adopt it.
+    _first_mark(cur)
+
+
+def _first_mark(cur: Any) -> None:
+    """The first mark: anchors of older versions (issued before it) adopt it."""
     cur.execute(f"INSERT INTO {qi(SCHEMA)}.{qi(MARKS)} (token) "
                 f"SELECT substr(uuid_send(gen_random_uuid()), 1, 8) "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {qi(SCHEMA)}.{qi(MARKS)})")
@@ -420,6 +424,10 @@ def bind_hub(cur: Any) -> bool:
                         f"WHERE greatest(change_xid, insert_xid) > pg_current_xact_id()")
         cur.execute(f"UPDATE {qi(SCHEMA)}.tracked_tables SET min_valid_xid = NULL, "
                     f"enabled_xid = least(enabled_xid, pg_current_xact_id())")
+        # The marks came with the old lineage (whose anchors are all refused
+        # now), from transaction ids of wherever it ran: start over.
+        cur.execute(f"DELETE FROM {qi(SCHEMA)}.{qi(MARKS)}")
+        _first_mark(cur)
     cur.execute(f"UPDATE {qi(SCHEMA)}.hub_info SET lineage = gen_random_uuid(), "
                 f"secret = coalesce(secret, %s), bound = {_WHERE}", (os.urandom(32),))
     return moved
