@@ -27,9 +27,15 @@ takes the newest mark with that mark's own snapshot when that lies between
 the two (so the client's xmin moves on with the hub's), else keeps its
 snapshot. The newest mark is used so only while it is younger than
 REFRESH_SECONDS; after that a download writes a new one, so a hub whose
-clients have nothing new writes about one mark per REFRESH_SECONDS. A
-mark's transaction commits with synchronous_commit at least 'local', so a
-crash of the hub cannot lose a mark whose anchor a client already holds.
+clients have nothing new writes about one mark per REFRESH_SECONDS.
+
+A download's mark commits without waiting for its WAL flush
+(synchronous_commit off, unless the transaction writes more): a crash of the
+hub can lose a mark a client already holds, and then that client is refused
+and reinitialises, which is safe. What the anchor covers cannot outlive a
+lost mark the other way round: WAL is flushed in order, so a mark that
+survives a crash (or reached a standby) brings everything committed before
+it, the snapshot's transactions included.
 
 The first mark is written with the table (_schema.ensure_base): on a hub
 that ran an older version, the anchors issued before (version 2, without a
@@ -115,13 +121,14 @@ def covers(made_by: int, snap: str) -> bool:
     return made_by >= int(snap.split(":", 2)[1])
 
 
-def make(cur: Any, upper: str) -> Mark:
+def make(cur: Any, upper: str, *, alone: bool) -> Mark:
     """A mark committed after `upper` was taken, for the caller's transaction
     to commit (in a transaction begun after `upper` was taken): the newest
-    mark if it already is one, else a new row."""
-    # Durable before any client holds it (see the module comment).
-    cur.execute("SELECT set_config('synchronous_commit', 'local', true) "
-                "WHERE current_setting('synchronous_commit') = 'off'")
+    mark if it already is one, else a new row. `alone`: the transaction
+    writes nothing else, and commits without waiting for its flush (see the
+    module comment)."""
+    if alone:
+        cur.execute("SELECT set_config('synchronous_commit', 'off', true)")
     row = cur.execute(
         f"WITH found AS (SELECT n.id, n.token FROM {_NEWEST} n "
         f"WHERE n.made_by >= pg_snapshot_xmax(%s::pg_snapshot)), "
@@ -135,8 +142,6 @@ def make(cur: Any, upper: str) -> Mark:
 def make_here(cur: Any) -> Mark:
     """A new mark written by the caller's transaction, which covers every
     snapshot the transaction took before (it commits after them)."""
-    cur.execute("SELECT set_config('synchronous_commit', 'local', true) "
-                "WHERE current_setting('synchronous_commit') = 'off'")
     row = cur.execute(f"INSERT INTO {TABLE} (token) VALUES (%s) RETURNING id, token",
                       (os.urandom(8),)).fetchone()
     return int(row[0]), bytes(row[1])

@@ -398,7 +398,8 @@ class PostgresServerProvider(ServerProvider):
             cur = conn.cursor()
             # The mark of the anchors' new snapshot, committed after it
             # (_marks.py) and before any client holds them.
-            mark = _marks.make(cur, pending.upper) if pending.needs_mark else None
+            mark = (_marks.make(cur, pending.upper, alone=not filtered)
+                    if pending.needs_mark else None)
             for tc in pending.tables:
                 asked = filtered.get(tc.table.lower())
                 if asked is None:
