@@ -172,3 +172,80 @@ def test_a_stopped_hubs_data_directory_copied_back(own_cluster):
             agent.synchronize()
         agent.reinitialise()
         assert user_rows(client, "t") == [(2, "after the restore")]
+
+
+def test_point_in_time_recovery_to_between_two_clients_syncs(own_cluster):
+    """Point-in-time recovery (a base backup, archived WAL replayed up to a
+    named restore point, then promoted): the client that synced before the
+    restore point syncs on; the one that synced after it is refused, also
+    once the recovered hub's ids have passed its anchor."""
+    import pwd
+    import time
+    from sqlite_ct.sync.pg import PostgresServerProvider
+    c = own_cluster
+    archive = os.path.join(c.work, "archive")
+    os.makedirs(archive)
+    if c.user:
+        pw = pwd.getpwnam(c.user)
+        os.chown(archive, pw.pw_uid, pw.pw_gid)
+    c.stop()
+    c.start(options=f"-c archive_mode=on -c archive_command=\"cp %p {archive}/%f\"")
+    _exec(c.dsn, "CREATE TABLE t (id integer PRIMARY KEY, v text)")
+    _exec(c.dsn, "INSERT INTO t VALUES (1, 'backed up')")
+    hub = PostgresServerProvider(c.dsn, max_connections=2)
+    early, late = sqlite_client(), sqlite_client()
+    early_agent = SyncAgent(ClientSyncProvider(early), hub, ["t"])
+    late_agent = SyncAgent(ClientSyncProvider(late), hub, ["t"])
+    early_agent.synchronize()
+    late_agent.synchronize()
+    backup = _base_backup(c)
+    _exec(c.dsn, "INSERT INTO t VALUES (2, 'before the restore point')")
+    early_agent.synchronize()
+    _exec(c.dsn, "SELECT pg_create_restore_point('sqlite_ct_test')")
+    _exec(c.dsn, "INSERT INTO t VALUES (3, 'after the restore point')")
+    late_agent.synchronize()
+    assert [r[0] for r in user_rows(late, "t")] == [1, 2, 3]
+    anchor_xmax = _xmax(c.dsn)
+    hub.close()
+    segment = _exec(c.dsn, "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    for _ in range(300):
+        if os.path.exists(os.path.join(archive, segment)):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the WAL segment was not archived: " + repr(
+            _exec(c.dsn, "SELECT * FROM pg_stat_archiver")) + open(c.log).read()[-1500:])
+    c.stop()
+
+    with open(os.path.join(backup, "postgresql.auto.conf"), "a") as f:
+        f.write(f"restore_command = 'cp {archive}/%f %p'\n"
+                f"recovery_target_name = 'sqlite_ct_test'\n"
+                f"recovery_target_action = 'promote'\n")
+    open(os.path.join(backup, "recovery.signal"), "w").close()
+    if c.user:
+        for name in ("postgresql.auto.conf", "recovery.signal"):
+            os.chown(os.path.join(backup, name), pw.pw_uid, pw.pw_gid)
+    c.start(backup)
+    for _ in range(300):
+        if not _exec(c.dsn, "SELECT pg_is_in_recovery()")[0][0]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the recovered cluster was not promoted")
+    restored = PostgresServerProvider(c.dsn, max_connections=2)
+    try:
+        assert _exec(c.dsn, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+        _exec(c.dsn, "INSERT INTO t VALUES (4, 'after the recovery')")
+        _burn_xids(c.dsn, 50)
+        assert _xmax(c.dsn) > anchor_xmax
+        late_agent.server = early_agent.server = restored
+        early_agent.synchronize()
+        hub_rows = _exec(c.dsn, "SELECT * FROM t ORDER BY id")
+        assert user_rows(early, "t") == hub_rows
+        with pytest.raises(ReinitialiseRequired, match="restored from a backup"):
+            late_agent.synchronize()
+        late_agent.reinitialise()
+        assert user_rows(late, "t") == hub_rows == [
+            (1, "backed up"), (2, "before the restore point"), (4, "after the recovery")]
+    finally:
+        restored.close()
