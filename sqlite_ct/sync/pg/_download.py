@@ -21,8 +21,9 @@ An anchor that moves to a newer snapshot needs a mark committed after that
 snapshot (_marks.py): read_batch() says whether one is needed, and the
 caller writes it after the read transaction, then encodes the anchors
 (PendingBatch.finish). A table with nothing new for the client since its
-anchor (no side-table row in the window, its own changes included) keeps its
-anchor's snapshot, so a sync with nothing to do writes nothing.
+anchor (no side-table row in the window, its own changes included) takes the
+newest mark's snapshot, or keeps its own, so a sync with nothing to do writes
+nothing (but see _marks.REFRESH_SECONDS).
 """
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 from . import _types
 from . import _marks
-from ._anchor import (NO_MARK, PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, HubKey, Mark, PgAnchor,
-                      Window, adopt_legacy, check_key_width, check_marks, check_not_ahead, decode_session,
-                      encode_session, snapshot_xmin)
+from ._anchor import (NO_MARK, PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, HubKey, Mark,
+                      PgAnchor, Window, adopt_legacy, check_key_width, check_marks,
+                      check_not_ahead, decode_session, encode_session, snapshot_xmin)
 from ._schema import PgTable, qi
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")

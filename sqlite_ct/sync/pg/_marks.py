@@ -37,6 +37,13 @@ lost mark the other way round: WAL is flushed in order, so a mark that
 survives a crash (or reached a standby) brings everything committed before
 it, the snapshot's transactions included.
 
+Cheaper signals were weighed: the system identifier is part of the lineage
+already (_schema.bind_hub) and a physical restore keeps it; the timeline id
+changes on every promotion, a lossless failover included, and not when a
+backup is started as it is, so it would both refuse clients that lost
+nothing and miss restores. A mark tells exactly which anchors a restore
+lost.
+
 The first mark is written with the table (_schema.ensure_base): on a hub
 that ran an older version, the anchors issued before (version 2, without a
 mark) adopt it when it covers their snapshot (_anchor.adopt_legacy).
@@ -159,4 +166,5 @@ def prune(cur: Any) -> int:
         f"AND id > (SELECT min(id) FROM {TABLE})").rowcount
 
 
-__all__ = ["NO_MARK", "REFRESH_SECONDS", "Seen", "contains", "covers", "make", "make_here", "prune", "snapshot_and_marks"]
+__all__ = ["NO_MARK", "REFRESH_SECONDS", "Seen", "contains", "covers", "make", "make_here", "prune",
+           "snapshot_and_marks"]
