@@ -164,10 +164,10 @@ def test_anchors_from_before_marks_are_served_once_and_upgraded(pg_exec, pg_prov
         (1, "a"), (2, "b"), (3, "unsent")]
 
 
-def test_a_missing_mark_refuses_the_upload_before_applying_it(pg_exec, pg_provider):
+def test_a_missing_mark_refuses_an_upload_under_that_anchor(pg_exec, pg_provider):
     """An upload under an anchor whose mark the hub lacks (a restored hub) is
-    refused, nothing applied; SyncAgent then uploads without trusting it and
-    the download asks for reinitialisation."""
+    refused (SyncAgent then uploads without trusting the anchor), and the
+    download asks for reinitialisation."""
     from sqlite_ct.sync import Upload
     server, client, provider, agent = _setup(pg_exec, pg_provider)
     mark = _anchor(pg_exec, provider).mark
