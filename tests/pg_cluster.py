@@ -65,9 +65,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Cluster:
+    """A throwaway cluster's files and server binaries: `data` (its data
+    directory), `work` (the temporary directory holding it), `dsn`, `port`;
+    run() runs a server binary as the user the server runs as."""
+
+    def __init__(self, bin_dir: str, work: str, user: Optional[str]) -> None:
+        self.bin_dir = bin_dir
+        self.work = work
+        self.user = user
+        self.data = os.path.join(work, "data")
+        self.log = os.path.join(work, "server.log")
+        self.port = 0
+        self.dsn = ""
+
+    def run(self, *args: str) -> str:
+        """Run bin_dir/args[0] with args[1:] in `work`; its output, or ClusterError."""
+        proc = subprocess.run((os.path.join(self.bin_dir, args[0]),) + args[1:], user=self.user,
+                              cwd=self.work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        if proc.returncode:
+            tail = ""
+            if os.path.exists(self.log):
+                with open(self.log, encoding="utf-8", errors="replace") as f:
+                    tail = f.read()[-2000:]
+            raise ClusterError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout}{tail}")
+        return proc.stdout
+
+    def start(self, data: Optional[str] = None, *, options: str = "") -> str:
+        """Start the server on `data` (default: this cluster's data directory)
+        on a free port; returns its DSN."""
+        if data is not None:
+            self.data = data
+        self.port = _free_port()
+        opts = (f"-p {self.port} -k {self.work} -c listen_addresses=127.0.0.1 -F "
+                f"-c max_connections=50 -c shared_buffers=32MB {options}")
+        self.run("pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60",
+                 "start")
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self.dsn
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+
 @contextlib.contextmanager
 def cluster(bin_dir: Optional[str] = None) -> Iterator[str]:
     """Start a throwaway cluster; yields its DSN; stops and removes it on exit."""
+    with cluster_files(bin_dir) as c:
+        yield c.dsn
+
+
+@contextlib.contextmanager
+def cluster_files(bin_dir: Optional[str] = None) -> Iterator[Cluster]:
+    """cluster(), yielding the Cluster (its data directory, binaries and DSN)
+    for tests that copy, back up or restart it. Whatever server runs on
+    cluster.data at exit is stopped; the directory is removed."""
     bin_dir = bin_dir or find_bin_dir()
     if bin_dir is None or not _has_server(bin_dir):
         raise ClusterError(f"no PostgreSQL server binaries (initdb, pg_ctl) found; {INSTALL_HINT}")
@@ -82,38 +135,18 @@ def cluster(bin_dir: Optional[str] = None) -> Iterator[str]:
     # Under root the server runs as postgres, which must reach the directory:
     # /tmp rather than a $TMPDIR that may sit under /root.
     work = tempfile.mkdtemp(prefix="sqlite-ct-pg-", dir="/tmp" if user else None)
-    data = os.path.join(work, "data")
-    log = os.path.join(work, "server.log")
     if user is not None:
         os.chown(work, pw.pw_uid, pw.pw_gid)
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        proc = subprocess.run(args, user=user, cwd=work, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode:
-            tail = ""
-            if os.path.exists(log):
-                with open(log, encoding="utf-8", errors="replace") as f:
-                    tail = f.read()[-2000:]
-            raise ClusterError(f"{os.path.basename(args[0])} failed ({proc.returncode}):\n"
-                               f"{proc.stdout}{tail}")
-
-    started = False
+    c = Cluster(bin_dir, work, user)
     try:
-        run(os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
-            "-E", "UTF8", "--locale=C", "--no-sync")
-        options = (f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -F "
-                   f"-c max_connections=50 -c shared_buffers=32MB")
-        run(os.path.join(bin_dir, "pg_ctl"), "-D", data, "-l", log, "-o", options, "-w",
-            "-t", "30", "start")
-        started = True
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        c.run("initdb", "-D", c.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+              "--locale=C", "--no-sync")
+        c.start()
+        yield c
     finally:
-        if started:
+        if c.dsn:
             with contextlib.suppress(ClusterError):
-                run(os.path.join(bin_dir, "pg_ctl"), "-D", data, "-m", "immediate", "-w",
-                    "stop")
+                c.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -10,10 +10,18 @@ import pytest
 
 from sqlite_ct.sync import SyncError
 from sqlite_ct.sync.errors import ReinitialiseRequired
-from sqlite_ct.sync.pg._anchor import (HubKey, PgAnchor, Window, decode_session,
-                                       encode_session, snapshot_xmin)
+from sqlite_ct.sync.pg._anchor import (NO_MARK, HubKey, PgAnchor, Window, adopt_legacy,
+                                       check_marks, decode_session, encode_session,
+                                       snapshot_xmin)
 
 KEY = HubKey(b"S" * 16, b"L" * 16, b"k" * 32)
+MARK = (7, b"tokentok")
+
+
+def A(server, fp, complete, window=None, mark=MARK):
+    """An anchor; one that names a snapshot carries `mark`."""
+    return PgAnchor(server, fp, complete, window,
+                    mark if complete is not None or window is not None else NO_MARK)
 
 
 def _snap(a, b, xs):
@@ -41,7 +49,8 @@ def anchors(draw):
             xid = draw(st.integers(0, xmax - 1))
             window = Window(upper, draw(st.booleans()), False, phase, xid,
                             draw(KEYS) if xid else None)
-    return PgAnchor(KEY.server, draw(st.binary(min_size=8, max_size=8)), complete, window)
+    mark = (draw(st.integers(1, 2 ** 64 - 1)), draw(st.binary(min_size=8, max_size=8)))
+    return A(KEY.server, draw(st.binary(min_size=8, max_size=8)), complete, window, mark)
 
 
 @given(anchors())
@@ -79,29 +88,29 @@ def test_an_anchor_is_bound_to_its_table_secret_and_lineage(anchor):
 def test_a_forged_anchor_that_skips_rows_is_refused():
     """A client that moves its anchor forward (to skip rows it was never sent)
     cannot produce the MAC."""
-    real = PgAnchor(KEY.server, b"\0" * 8, "100:100:").encode(KEY, "t")
+    real = A(KEY.server, b"\0" * 8, "100:100:").encode(KEY, "t")
     forged = real.replace(b"100:100:", b"900:900:")
     with pytest.raises(ReinitialiseRequired, match="corrupt or forged"):
         PgAnchor.decode(forged, "t", KEY)
 
 
 @pytest.mark.parametrize("anchor", [
-    PgAnchor(KEY.server, b"\0" * 8, "10:5:"),                          # xmin > xmax
-    PgAnchor(KEY.server, b"\0" * 8, "10:20:25"),                       # xip past xmax
-    PgAnchor(KEY.server, b"\0" * 8, "10:20:12,11"),                    # xip not ascending
-    PgAnchor(KEY.server, b"\0" * 8, "0:20:"),                          # xmin 0
-    PgAnchor(KEY.server, b"\0" * 8, f"10:{2 ** 64}:"),                 # over xid8
-    PgAnchor(KEY.server, b"\0" * 8, "10:30:",                          # complete past upper
+    A(KEY.server, b"\0" * 8, "10:5:"),                          # xmin > xmax
+    A(KEY.server, b"\0" * 8, "10:20:25"),                       # xip past xmax
+    A(KEY.server, b"\0" * 8, "10:20:12,11"),                    # xip not ascending
+    A(KEY.server, b"\0" * 8, "0:20:"),                          # xmin 0
+    A(KEY.server, b"\0" * 8, f"10:{2 ** 64}:"),                 # over xid8
+    A(KEY.server, b"\0" * 8, "10:30:",                          # complete past upper
              Window("10:20:", False, False, 0, 0, None)),
-    PgAnchor(KEY.server, b"\0" * 8, "10:20:",                          # cursor past upper
+    A(KEY.server, b"\0" * 8, "10:20:",                          # cursor past upper
              Window("10:20:", False, False, 1, 20, ("1",))),
-    PgAnchor(KEY.server, b"\0" * 8, "10:20:",                          # cursor xid, no key
+    A(KEY.server, b"\0" * 8, "10:20:",                          # cursor xid, no key
              Window("10:20:", False, False, 1, 15, None)),
-    PgAnchor(KEY.server, b"\0" * 8, None,                              # deletes, no complete
+    A(KEY.server, b"\0" * 8, None,                              # deletes, no complete
              Window("10:20:", False, False, 0, 0, None)),
-    PgAnchor(KEY.server, b"\0" * 8, None,                              # snapshot flag, phase 1
+    A(KEY.server, b"\0" * 8, None,                              # snapshot flag, phase 1
              Window("10:20:", False, True, 1, 0, None)),
-    PgAnchor(KEY.server, b"\0" * 8, None,                              # phase 3
+    A(KEY.server, b"\0" * 8, None,                              # phase 3
              Window("10:20:", False, False, 3, 0, None)),
 ])
 def test_out_of_bounds_fields_are_refused_even_with_a_valid_mac(anchor):
@@ -110,25 +119,78 @@ def test_out_of_bounds_fields_are_refused_even_with_a_valid_mac(anchor):
 
 
 def test_trailing_bytes_under_a_valid_mac_are_refused():
-    body = PgAnchor(KEY.server, b"\0" * 8, "10:20:").encode(KEY, "t")[:-16] + b"x"
+    body = A(KEY.server, b"\0" * 8, "10:20:").encode(KEY, "t")[:-16] + b"x"
     from sqlite_ct.sync._anchor import _mac
     with pytest.raises(ReinitialiseRequired, match="is malformed"):
         PgAnchor.decode(body + _mac(KEY.secret, "t", body), "t", KEY)
 
 
 def test_session_tokens():
-    token = encode_session("10:12:11", KEY)
-    assert decode_session(token, KEY) == "10:12:11"
-    assert decode_session(None, KEY) is None
+    token = encode_session("10:12:11", MARK, KEY)
+    assert decode_session(token, KEY) == ("10:12:11", MARK)
+    assert decode_session(encode_session("10:12:11", NO_MARK, KEY), KEY) == ("10:12:11", NO_MARK)
+    assert decode_session(None, KEY) == (None, NO_MARK)
     with pytest.raises(SyncError, match="malformed download session token"):
         decode_session(b"sqps10:x:", KEY)
     with pytest.raises(SyncError, match="malformed download session token"):
         decode_session(token.replace(b"10:12:11", b"10:99:11"), KEY)
     with pytest.raises(SyncError, match="malformed download session token"):
+        decode_session(token.replace(b"tokentok", b"tokentoc"), KEY)
+    with pytest.raises(SyncError, match="malformed download session token"):
         decode_session(token, HubKey(KEY.server, KEY.lineage, b"x" * 32))
     with pytest.raises(SyncError, match="earlier generation of this hub"):
         decode_session(token, HubKey(KEY.server, b"M" * 16, KEY.secret))
     assert snapshot_xmin("10:12:11") == 10
+
+
+def test_a_mark_is_carried_under_the_mac_and_checked():
+    blob = A(KEY.server, b"\0" * 8, "10:20:").encode(KEY, "t")
+    assert b"tokentok" in blob
+    with pytest.raises(ReinitialiseRequired, match="corrupt or forged"):
+        PgAnchor.decode(blob.replace(b"tokentok", b"tokentoc"), "t", KEY)
+    anchor = PgAnchor.decode(blob, "t", KEY)
+    assert anchor.mark == MARK
+    check_marks([("t", anchor)], {MARK})
+    with pytest.raises(ReinitialiseRequired, match="restored from a backup"):
+        check_marks([("t", anchor)], set())
+    with pytest.raises(ReinitialiseRequired, match="restored from a backup"):
+        check_marks([("t", anchor)], {(7, b"othertok")})
+    # An anchor that names no snapshot needs no mark.
+    check_marks([("t", PgAnchor.decode(A(KEY.server, b"\0" * 8, None).encode(KEY, "t"),
+                                       "t", KEY))], set())
+    with pytest.raises(AssertionError):
+        PgAnchor(KEY.server, b"\0" * 8, "10:20:").encode(KEY, "t")
+
+
+def _version_2(anchor, table="t"):
+    """`anchor` as a hub before marks issued it (version 2: no mark)."""
+    from sqlite_ct.sync._anchor import _mac
+    body = anchor.encode(KEY, table)[:-16]
+    body = body[:4] + bytes([2]) + body[5:4 + 1 + 16 + 16 + 8] + body[4 + 1 + 16 + 16 + 8 + 16:]
+    return body + _mac(KEY.secret, table, body)
+
+
+@given(anchors())
+def test_version_2_anchors_adopt_the_first_mark_when_it_covers_them(anchor):
+    got = PgAnchor.decode(_version_2(anchor), "t", KEY)
+    assert (got.complete, got.window) == (anchor.complete, anchor.window)
+    assert got.mark == NO_MARK and got.legacy == (anchor.latest is not None)
+    genesis = (3, b"genesis!")
+    if anchor.latest is None:
+        assert adopt_legacy(got, None, "t") is got
+        return
+    xmax = int(anchor.latest.split(":")[1])
+    adopted = adopt_legacy(got, (genesis, xmax), "t")
+    assert adopted.mark == genesis and not adopted.legacy
+    assert PgAnchor.decode(adopted.encode(KEY, "t"), "t", KEY) == adopted
+    # Issued after the first mark (an older version still serving), or a
+    # hub without marks: refused.
+    with pytest.raises(ReinitialiseRequired, match="older version of sqlite-ct"):
+        adopt_legacy(got, (genesis, xmax - 1), "t")
+    with pytest.raises(ReinitialiseRequired, match="older version of sqlite-ct"):
+        adopt_legacy(got, None, "t")
+    with pytest.raises(AssertionError):
+        got.encode(KEY, "t")
 
 
 ANY_SNAP = st.one_of(st.none(), SNAP, st.from_regex(r"\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20})*)?",
@@ -144,7 +206,7 @@ def test_fields_under_a_valid_mac_decode_within_bounds_or_are_refused(complete, 
     """Whatever a hub bug could sign, decode() returns only anchors within
     bounds; anything else is ReinitialiseRequired, never another error."""
     try:
-        blob = PgAnchor(KEY.server, b"\0" * 8, complete, window).encode(KEY, "t")
+        blob = A(KEY.server, b"\0" * 8, complete, window).encode(KEY, "t")
     except SyncError:
         return                                  # too long to encode
     try:

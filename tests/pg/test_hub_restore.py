@@ -70,6 +70,7 @@ def test_a_dump_restored_into_another_database_of_the_cluster(
     params = conninfo_to_dict(pg_dsn)
     params["dbname"] = name
     restored = make_conninfo(**params)
+    dumped_marks = set(pg_exec("SELECT id, token FROM sqlite_ct.anchor_marks"))
     try:
         subprocess.run([_bin("pg_restore"), "-d", restored, str(dump)], check=True)
         with psycopg.connect(restored, autocommit=True) as conn, \
@@ -81,6 +82,10 @@ def test_a_dump_restored_into_another_database_of_the_cluster(
                 agent, client, lambda: conn.execute("SELECT * FROM t ORDER BY id").fetchall())
             assert user_rows(client, "t") == [(1, "backed up"), (3, "after the restore"),
                                               (10, "unsent")]
+            # The new lineage starts its own marks: the dump's (made by
+            # another database's transactions) cannot vouch for anything.
+            marks = set(conn.execute("SELECT id, token FROM sqlite_ct.anchor_marks").fetchall())
+            assert marks and not marks & dumped_marks
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -178,7 +183,8 @@ def test_a_cursor_key_of_another_width_is_refused(pg_exec, pg_provider):
     anchor = PgAnchor.decode(first.anchors["t"], "t", key)
     assert anchor.window.cursor_key == ("1",)
     wide = PgAnchor(anchor.server, anchor.fingerprint, anchor.complete,
-                    Window(**{**anchor.window.__dict__, "cursor_key": ("1", "x")}))
+                    Window(**{**anchor.window.__dict__, "cursor_key": ("1", "x")}),
+                    mark=anchor.mark)
     with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):
         server.get_changes(DownloadRequest(provider.client_id, "t", [
             DownloadTable("t", wide.encode(key, "t"))], 1, {}, first.session))
@@ -225,7 +231,8 @@ def test_an_upload_with_a_cursor_key_of_another_width_is_refused(pg_exec, pg_pro
     anchor = PgAnchor.decode(batch.anchors["t"], "t", key)
     assert anchor.window.cursor_key is not None
     wide = PgAnchor(anchor.server, anchor.fingerprint, anchor.complete,
-                    Window(**{**anchor.window.__dict__, "cursor_key": ("3", "x")}))
+                    Window(**{**anchor.window.__dict__, "cursor_key": ("3", "x")}),
+                    mark=anchor.mark)
     provider.set_table_received_anchor("t", wide.encode(key, "t"))
     client.execute("INSERT INTO t (id, v) VALUES (10, 'client')")
     with pytest.raises(ReinitialiseRequired, match="does not match the table's primary key"):

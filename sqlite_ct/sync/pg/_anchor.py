@@ -43,21 +43,31 @@ system identifier, the database's oid and the oid of sqlite_ct.hub_info. A
 pg_dump restored into another database or cluster, or a hub schema dropped
 and restored, no longer lives where its row says: before it serves anything,
 the hub takes a new lineage (HubKey, _schema.bind_hub), and every anchor of
-the old one is refused, whatever the transaction ids do. A physical restore
-(a base backup or point-in-time recovery of the whole cluster) keeps all
-three; there an anchor whose snapshot is ahead of the hub's current one is
-refused (check_not_ahead), which holds until the restored hub's ids overtake
-the client's anchor.
+the old one is refused, whatever the transaction ids do.
+
+MARKS. A physical restore (a base backup or point-in-time recovery of the
+whole cluster, or a standby promoted while it lagged) keeps all three, and
+once the restored hub's transaction ids pass a client's anchor, ids it hands
+out again would count as received. So an anchor that names a snapshot also
+names a mark: a row of sqlite_ct.anchor_marks (an id and a random token)
+committed after that snapshot was taken (_marks.py). A hub that holds the
+mark was restored, if at all, to a point after the snapshot: it has every
+transaction the snapshot saw and its ids are past the snapshot's. A hub that
+lacks it (restored to an earlier point) refuses the anchor. A newer mark
+serves an anchor as well as its own (see _marks.py for which marks anchors
+take). Version-2 anchors (hubs before marks) have no mark: adopt_legacy().
 
 FORMAT (big-endian):
-  "sqpg" u8 version=2, 16-byte server id, 16-byte lineage, 8-byte filter
-  fingerprint, text complete (u16 length, 0xFFFF: none), u8 has_window;
+  "sqpg" u8 version=3, 16-byte server id, 16-byte lineage, 8-byte filter
+  fingerprint, u64 mark id, 8-byte mark token (id 0: no mark, exactly when
+  the anchor names no snapshot), text complete (u16 length, 0xFFFF: none), u8 has_window;
   window: text upper, u8 flags (1 move_all, 2 snapshot), u8 phase,
           u64 cursor_xid, u8 key columns (0: no cursor key), then per key
           column a text (its value as PostgreSQL prints it);
   16-byte MAC.
-A session token is "sqps" 16-byte lineage, text upper, 16-byte MAC (over an
-empty table name).
+Version 2 is the same without the mark fields (decoded, never issued).
+A session token is "sqps" 16-byte lineage, u64 mark id, 8-byte mark token
+(the mark of upper), text upper, 16-byte MAC (over an empty table name).
 """
 from __future__ import annotations
 
@@ -65,20 +75,30 @@ import dataclasses
 import hmac
 import re
 import struct
-from typing import List, Optional, Tuple
+from typing import Container, Iterable, List, Optional, Tuple
 
 from .._anchor import _mac
 from ..errors import ReinitialiseRequired, SyncError
 
-MAGIC, SESSION_MAGIC, VERSION = b"sqpg", b"sqps", 2
+MAGIC, SESSION_MAGIC, VERSION = b"sqpg", b"sqps", 3
 PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT = 0, 1, 2
-_HEAD = struct.Struct(">4sB16s16s8s")
+_HEAD = struct.Struct(">4sB16s16s8sQ8s")
+# Version 2 (hubs before marks): the same without the mark.
+LEGACY_VERSION = 2
+_HEAD_V2 = struct.Struct(">4sB16s16s8s")
+_SESSION = struct.Struct(">4s16sQ8s")
 _MAC_SIZE = 16
 _NONE = 0xFFFF
 _SNAPSHOT = re.compile(r"(\d{1,19}):(\d{1,19}):((\d{1,19})(,\d{1,19})*)?")
 _XID_MAX = 2 ** 63 - 1
 _RECOVER = ("reinitialise the table on the client (SyncAgent.reinitialise() or "
             "`sqlite-ct reinitialise`; it keeps unsent local changes)")
+
+
+# A mark (sqlite_ct.anchor_marks): its id and token; NO_MARK in an anchor
+# that names no snapshot.
+Mark = Tuple[int, bytes]
+NO_MARK: Mark = (0, b"\0" * 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,10 +162,21 @@ class PgAnchor:
     fingerprint: bytes
     complete: Optional[str]
     window: Optional[Window] = None
+    mark: Mark = NO_MARK
+    # A version-2 anchor (issued before this hub had marks) that names a
+    # snapshot but no mark: used only through adopt_legacy().
+    legacy: bool = dataclasses.field(default=False, compare=False)
+
+    @property
+    def latest(self) -> Optional[str]:
+        """The newest snapshot the anchor names (the one its mark covers)."""
+        return self.window.upper if self.window is not None else self.complete
 
     def encode(self, hub: HubKey, table: str) -> bytes:
+        if (self.mark[0] == 0) != (self.latest is None):
+            raise AssertionError("an anchor names a mark exactly when it names a snapshot")
         out = bytearray(_HEAD.pack(MAGIC, VERSION, self.server, hub.lineage,
-                                   self.fingerprint))
+                                   self.fingerprint, *self.mark))
         _put_text(out, self.complete)
         w = self.window
         out.append(w is not None)
@@ -166,11 +197,14 @@ class PgAnchor:
         bounds and its lineage check out (ReinitialiseRequired otherwise)."""
         blob = bytes(blob)
         body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
+        version = body[4] if len(body) > 4 else None
+        head = _HEAD_V2 if version == LEGACY_VERSION else _HEAD
         try:
-            magic, version, server, lineage, fp = _HEAD.unpack_from(body)
+            magic, version, server, lineage, fp, *mark = head.unpack_from(body)
         except struct.error:
             magic = version = server = lineage = fp = None
-        if magic != MAGIC or version != VERSION:
+            mark = [0, NO_MARK[1]]
+        if magic != MAGIC or version not in (VERSION, LEGACY_VERSION):
             raise ReinitialiseRequired(
                 table, f'sqlite-ct sync: the received anchor of table "{table}" was not '
                        f"issued by a sqlite-ct PostgreSQL hub (or by an older version); "
@@ -184,7 +218,8 @@ class PgAnchor:
                 table, f'sqlite-ct sync: the received anchor of table "{table}" is corrupt or '
                        f"forged (its MAC does not match this hub's); {_RECOVER}")
         try:
-            anchor = cls._parse(body, server, fp)
+            anchor = cls._parse(body, head.size, server, fp,
+                                (mark[0], mark[1]) if mark else None)
         except (struct.error, ValueError, IndexError, UnicodeDecodeError):
             # Only a hub that lost its secret, or a bug, gets here.
             raise ReinitialiseRequired(
@@ -198,8 +233,8 @@ class PgAnchor:
         return anchor
 
     @classmethod
-    def _parse(cls, body: bytes, server: bytes, fp: bytes) -> "PgAnchor":
-        pos = _HEAD.size
+    def _parse(cls, body: bytes, pos: int, server: bytes, fp: bytes,
+               mark: Optional[Mark]) -> "PgAnchor":
         complete, pos = _get_text(body, pos)
         _check(complete)
         window = None
@@ -233,7 +268,14 @@ class PgAnchor:
             pos += 1
         if pos != len(body):
             raise ValueError
-        return cls(server, fp, complete, window)
+        if mark is None:
+            # Version 2: no mark; adopt_legacy() decides what it may carry.
+            return cls(server, fp, complete, window, NO_MARK, legacy=complete is not None
+                       or window is not None)
+        anchor = cls(server, fp, complete, window, mark)
+        if (mark[0] == 0) != (anchor.latest is None) or (mark[0] == 0 and mark != NO_MARK):
+            raise ValueError
+        return anchor
 
 
 def _check(snap: Optional[str]) -> None:
@@ -273,28 +315,68 @@ def _get_text(blob: bytes, pos: int) -> Tuple[Optional[str], int]:
     return bytes(blob[pos:pos + n]).decode(), pos + n
 
 
-def encode_session(upper: str, hub: HubKey) -> bytes:
-    body = SESSION_MAGIC + hub.lineage + upper.encode()
+def encode_session(upper: str, mark: Mark, hub: HubKey) -> bytes:
+    body = _SESSION.pack(SESSION_MAGIC, hub.lineage, *mark) + upper.encode()
     return body + _mac(hub.secret, "", body)
 
 
-def decode_session(blob: Optional[bytes], hub: HubKey) -> Optional[str]:
+def decode_session(blob: Optional[bytes], hub: HubKey) -> Tuple[Optional[str], Mark]:
+    """The upper snapshot of a download session and its mark (NO_MARK when no
+    anchor of the session needed one yet); (None, NO_MARK) without a session."""
     if not blob:
-        return None
+        return None, NO_MARK
     blob = bytes(blob)
     body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
-    text = body[20:].decode(errors="replace")
-    if len(blob) < 20 + _MAC_SIZE or body[:4] != SESSION_MAGIC \
-            or not hmac.compare_digest(mac, _mac(hub.secret, "", body)):
-        raise SyncError("sqlite-ct sync: malformed download session token; start the "
-                        "download again (session=None)")
+    bad = SyncError("sqlite-ct sync: malformed download session token; start the "
+                    "download again (session=None)")
+    if len(body) < _SESSION.size or not hmac.compare_digest(mac, _mac(hub.secret, "", body)):
+        raise bad
+    magic, lineage, mark_id, token = _SESSION.unpack_from(body)
     try:
+        text = body[_SESSION.size:].decode()
         _check(text)
-    except ValueError:
-        raise SyncError("sqlite-ct sync: malformed download session token; start the "
-                        "download again (session=None)") from None
-    if body[4:20] != hub.lineage:
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if magic != SESSION_MAGIC or (mark_id == 0 and token != NO_MARK[1]):
+        raise bad
+    if lineage != hub.lineage:
         raise SyncError("sqlite-ct sync: the download session token was issued by an "
                         "earlier generation of this hub (restored from a backup?); start "
                         "the download again (session=None)")
-    return text
+    return text, (mark_id, token)
+
+
+def adopt_legacy(anchor: Optional["PgAnchor"], genesis: Optional[Tuple[Mark, int]],
+                 table: str) -> Optional["PgAnchor"]:
+    """A version-2 anchor (issued before the hub kept marks) with the hub's
+    first mark (`genesis`: mark and the transaction that wrote it, committed
+    when the hub first ran with marks) when that mark covers its snapshot,
+    which holds for every anchor the hub issued before. Any other version-2
+    anchor (one an older sqlite-ct issued after this hub took marks, or one
+    that names a point a restored hub has not reached) is refused."""
+    if anchor is None or not anchor.legacy:
+        return anchor
+    latest = anchor.latest
+    if genesis is None or latest is None or genesis[1] < snapshot_xmax(latest):
+        raise ReinitialiseRequired(
+            table, f'sqlite-ct sync: the received anchor of table "{table}" was issued by an '
+                   f"older version of sqlite-ct after this hub started marking its anchors "
+                   f"(a service process left running on the old version?), or names a hub "
+                   f"state this hub does not have (restored from a backup?); {_RECOVER}")
+    return dataclasses.replace(anchor, mark=genesis[0], legacy=False)
+
+
+def check_marks(anchors: Iterable[Tuple[str, Optional["PgAnchor"]]],
+                found: Container[Mark]) -> None:
+    """Refuse an anchor whose mark the hub does not hold (`found`: the marks
+    of the request the hub holds): the hub was restored to a point before the
+    anchor's snapshot was taken, and has lost transactions the client saw."""
+    for table, anchor in anchors:
+        if anchor is not None and anchor.mark[0] and anchor.mark not in found:
+            raise ReinitialiseRequired(
+                table,
+                f'sqlite-ct sync: the received anchor of table "{table}" names a hub state '
+                f"(anchor mark {anchor.mark[0]}) that this hub does not have: the hub was "
+                f"restored from a backup taken before this client's last sync (a base "
+                f"backup, point-in-time recovery, or a standby promoted while it lagged "
+                f"behind), or the anchor expired; {_RECOVER}")

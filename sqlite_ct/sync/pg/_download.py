@@ -16,6 +16,14 @@ upper snapshot and not in the client's `complete` snapshot):
 One REPEATABLE READ, READ ONLY transaction reads a batch; every query is a
 range scan of the side table's (change_xid, key) index resuming after the
 anchor's cursor.
+
+An anchor that moves to a newer snapshot needs a mark committed after that
+snapshot (_marks.py): read_batch() says whether one is needed, and the
+caller writes it after the read transaction, then encodes the anchors
+(PendingBatch.finish). A table with nothing new for the client since its
+anchor (no side-table row in the window, its own changes included) takes the
+newest mark's snapshot, or keeps its own, so a sync with nothing to do writes
+nothing (but see _marks.REFRESH_SECONDS).
 """
 from __future__ import annotations
 
@@ -23,13 +31,15 @@ import dataclasses
 import hashlib
 import re
 import uuid
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, DownloadTable, TableChanges
 from . import _types
-from ._anchor import (PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, HubKey, PgAnchor, Window,
-                      check_key_width, check_not_ahead, decode_session, encode_session, snapshot_xmin)
+from . import _marks
+from ._anchor import (NO_MARK, PHASE_DELETES, PHASE_ROWS, PHASE_SNAPSHOT, HubKey, Mark,
+                      PgAnchor, Window, adopt_legacy, check_key_width, check_marks,
+                      check_not_ahead, decode_session, encode_session, snapshot_xmin)
 from ._schema import PgTable, qi
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
@@ -197,6 +207,7 @@ class _TableState:
     anchor: PgAnchor
     reader: _TableReader
     reset: bool
+    sent: int = 0
 
     @property
     def rescope(self) -> bool:
@@ -212,9 +223,38 @@ class _TableState:
         return a.complete != upper or self.rescope
 
 
+@dataclasses.dataclass
+class PendingBatch:
+    """A batch read, whose anchors are encoded once the mark of `upper` is
+    known: finish(mark) with the mark of `upper` when needs_mark, else
+    finish(None)."""
+    key: HubKey
+    upper: str
+    states: List[_TableState]
+    more: bool
+    needs_mark: bool
+    session_mark: Mark
+
+    @property
+    def tables(self) -> List[TableChanges]:
+        return [dataclasses.replace(st.reader.changes, reset=st.reset) for st in self.states
+                if len(st.reader.changes) or st.reset]
+
+    def finish(self, mark: Optional[Mark]) -> DownloadBatch:
+        mark = mark or self.session_mark
+        anchors = {}
+        for st in self.states:
+            anchor = st.anchor
+            if anchor.latest is not None and anchor.mark == NO_MARK:
+                anchor = dataclasses.replace(anchor, mark=mark)
+            anchors[st.info.name] = anchor.encode(self.key, st.info.name)
+        return DownloadBatch(self.tables, anchors, encode_session(self.upper, mark, self.key),
+                             self.more)
+
+
 def read_batch(cur: Any, key: HubKey, request: DownloadRequest,
                infos: Mapping[str, PgTable], filters: Mapping[str, Optional[str]]
-               ) -> DownloadBatch:
+               ) -> PendingBatch:
     """One batch, read by `cur` inside a REPEATABLE READ transaction."""
     budget = request.batch_size
     if budget is not None and budget < 1:
@@ -223,8 +263,22 @@ def read_batch(cur: Any, key: HubKey, request: DownloadRequest,
     # reinitialise (its session token would only ask it to start again).
     decoded = [PgAnchor.decode(dt.anchor, infos[dt.table.lower()].name, key)
                if dt.anchor else None for dt in request.tables]
-    session = decode_session(request.session, key)
-    now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    session, session_mark = decode_session(request.session, key)
+    seen = _marks.snapshot_and_marks(
+        cur, [a.mark for a in decoded if a is not None] + [session_mark])
+    now, newest = seen.now, seen.newest
+    names = [infos[dt.table.lower()].name for dt in request.tables]
+    decoded = [adopt_legacy(a, seen.genesis, name) for a, name in zip(decoded, names)]
+    found = seen.found | ({seen.genesis[0]} if seen.genesis else set())
+    for dt, anchor in zip(request.tables, decoded):
+        if anchor is not None and anchor.mark not in found:
+            # Its mark may be gone with the tombstones it predates.
+            check_not_expired(anchor.complete, infos[dt.table.lower()])
+    check_marks(zip(names, decoded), found)
+    if session_mark[0] and session_mark not in found:
+        raise SyncError("sqlite-ct sync: the download session token names a hub state this "
+                        "hub does not have (restored from a backup?); start the download "
+                        "again (session=None)")
     upper = session or now
     states = [_state(cur, key.server, request.client_id, upper, dt, anchor,
                      infos[dt.table.lower()], filters, request.parameters)
@@ -235,11 +289,45 @@ def read_batch(cur: Any, key: HubKey, request: DownloadRequest,
         budget = _advance(st, upper, budget, deletes_only=True)
     for st in states:
         budget = _advance(st, upper, budget, deletes_only=False)
-    out = [dataclasses.replace(st.reader.changes, reset=st.reset) for st in states
-           if len(st.reader.changes) or st.reset]
-    anchors = {st.info.name: st.anchor.encode(key, st.info.name) for st in states}
     more = any(st.pending(upper) for st in states)
-    return DownloadBatch(out, anchors, encode_session(upper, key), more)
+    needs_mark = False
+    for st, old in zip(states, decoded):
+        if old is not None and st.anchor.latest == old.latest:
+            st.anchor = dataclasses.replace(st.anchor, mark=old.mark)
+        elif old is not None and seen.fresh and _unchanged(st, old, upper):
+            # Nothing new for the client: no mark to write. It takes the
+            # newest mark and that mark's snapshot when that lies between its
+            # own and `upper` (so its xmin moves on, and old marks can go),
+            # else keeps its snapshot (and takes the newest mark if that
+            # covers it). A mark older than REFRESH_SECONDS is not used:
+            # then the anchor moves to `upper` under a new mark.
+            assert newest is not None and old.latest is not None
+            if _marks.contains(upper, newest[2]) and _marks.contains(newest[2], old.latest):
+                st.anchor = dataclasses.replace(old, complete=newest[2], mark=newest[0])
+            elif newest[0][0] > old.mark[0] and _marks.covers(newest[1], old.latest):
+                st.anchor = dataclasses.replace(old, mark=newest[0])
+            else:
+                st.anchor = old
+        elif st.anchor.latest is not None:
+            needs_mark = needs_mark or session_mark == NO_MARK
+    return PendingBatch(key, upper, states, more, needs_mark, session_mark)
+
+
+def _unchanged(st: _TableState, old: PgAnchor, upper: str) -> bool:
+    """Whether the table's window from `old` to `upper` was read whole and
+    held no side-table row at all (nothing sent, nothing left out as the
+    client's own or out of scope): then `old` says as much as an anchor at
+    `upper` would."""
+    if (old.window is not None or old.complete is None or st.snapshot or st.rescope
+            or st.sent or st.anchor.window is not None or st.anchor.complete != upper):
+        return False
+    return not st.reader.cur.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {st.info.qside} AS s WHERE "
+        f"s.change_xid >= pg_snapshot_xmin(%s::pg_snapshot) "
+        f"AND s.change_xid < pg_snapshot_xmax(%s::pg_snapshot) "
+        f"AND pg_visible_in_snapshot(s.change_xid, %s::pg_snapshot) "
+        f"AND NOT pg_visible_in_snapshot(s.change_xid, %s::pg_snapshot))",
+        (old.complete, upper, upper, old.complete)).fetchone()[0]
 
 
 def _state(cur: Any, server: bytes, client: uuid.UUID, upper: str, dt: DownloadTable,
@@ -271,6 +359,7 @@ def _advance(st: _TableState, upper: str, budget: Optional[int],
         if deletes_only and w.phase != PHASE_DELETES:
             break
         n, exhausted, w = st.reader.fetch(w, st.anchor.complete, budget)
+        st.sent += n
         if budget is not None:
             budget -= n
         if not exhausted:
@@ -284,7 +373,13 @@ def _advance(st: _TableState, upper: str, budget: Optional[int],
 
 
 def _open_window(st: _TableState, upper: str) -> Window:
-    info, complete = st.info, st.anchor.complete
+    check_not_expired(st.anchor.complete, st.info)
+    phase = PHASE_ROWS if st.anchor.complete is None else PHASE_DELETES
+    return Window(upper, st.rescope, False, phase, 0, None)
+
+
+def check_not_expired(complete: Optional[str], info: PgTable) -> None:
+    """Refuse an anchor older than a purged tombstone of the table."""
     if complete is not None and info.min_valid is not None \
             and snapshot_xmin(complete) <= info.min_valid:
         raise ReinitialiseRequired(
@@ -294,5 +389,3 @@ def _open_window(st: _TableState, upper: str) -> Window:
             f"{info.min_valid}); reinitialise the table on the client "
             f"(SyncAgent.reinitialise() or `sqlite-ct reinitialise`; it keeps unsent "
             f"local changes)")
-    phase = PHASE_ROWS if complete is None else PHASE_DELETES
-    return Window(upper, st.rescope, False, phase, 0, None)

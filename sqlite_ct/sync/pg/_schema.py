@@ -7,6 +7,8 @@ tables keep their columns:
   sqlite_ct.hub_info        one row: the hub's id and lineage (every anchor
                             carries both), the anchor secret, and where the
                             hub lives (bound; see bind_hub)
+  sqlite_ct.anchor_marks    marks committed after the snapshots anchors name,
+                            which a physically restored hub lacks (_marks.py)
   sqlite_ct.tracked_tables  one row per served table: its side table, the
                             transaction that provisioned it, and the newest
                             purged tombstone (the minimum valid anchor)
@@ -55,6 +57,13 @@ from . import _types
 
 SCHEMA = "sqlite_ct"
 CONTEXT_SETTING = "sqlite_ct.context"
+MARKS = "anchor_marks"
+# The anchor marks (_marks.py): made_by is the writing transaction, snap the
+# snapshot its INSERT ran in (taken before made_by was handed out).
+_MARKS_DDL = ("id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, token bytea NOT NULL, "
+              "made_by xid8 NOT NULL DEFAULT pg_current_xact_id(), "
+              "snap text NOT NULL DEFAULT pg_current_snapshot()::text, "
+              "made_at timestamptz NOT NULL DEFAULT now()")
 
 
 def qi(name: str) -> str:
@@ -132,6 +141,15 @@ def ensure_base(cur: Any) -> None:
                 "table_schema text NOT NULL, table_name text NOT NULL, side_table text NOT NULL, "
                 "enabled_xid xid8 NOT NULL, min_valid_xid xid8, "
                 "PRIMARY KEY (table_schema, table_name))")
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {qi(SCHEMA)}.{qi(MARKS)} ({_MARKS_DDL})")
+    _first_mark(cur)
+
+
+def _first_mark(cur: Any) -> None:
+    """The first mark: anchors of older versions (issued before it) adopt it."""
+    cur.execute(f"INSERT INTO {qi(SCHEMA)}.{qi(MARKS)} (token) "
+                f"SELECT substr(uuid_send(gen_random_uuid()), 1, 8) "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {qi(SCHEMA)}.{qi(MARKS)})")
 
 
 RECEIPTS = "upload_receipts"
@@ -364,9 +382,12 @@ _WHERE = ("(SELECT system_identifier FROM pg_control_system())::text || ':' || "
 
 def hub_key(cur: Any) -> Optional[Tuple[Any, bytes, bytes]]:
     """(server id, lineage, secret) of the hub, or None when it must be bound
-    first (bind_hub): a new hub, one made by an older version, or one that no
-    longer lives where it was bound (restored or copied)."""
-    if not cur.execute("SELECT to_regclass(%s)", (f"{qi(SCHEMA)}.hub_info",)).fetchone()[0]:
+    first (bind_hub): a new hub, one made by an older version (or without
+    sqlite_ct.anchor_marks), or one that no longer lives where it was bound
+    (restored or copied)."""
+    if not all(cur.execute("SELECT to_regclass(%s), to_regclass(%s)",
+                           (f"{qi(SCHEMA)}.hub_info", f"{qi(SCHEMA)}.{qi(MARKS)}")
+                           ).fetchone()):
         return None
     row = cur.execute(f"SELECT h.server_id, j->>'lineage', j->>'secret', "
                       f"j->>'bound' IS NOT DISTINCT FROM {_WHERE} FROM {qi(SCHEMA)}.hub_info h, "
@@ -403,6 +424,10 @@ def bind_hub(cur: Any) -> bool:
                         f"WHERE greatest(change_xid, insert_xid) > pg_current_xact_id()")
         cur.execute(f"UPDATE {qi(SCHEMA)}.tracked_tables SET min_valid_xid = NULL, "
                     f"enabled_xid = least(enabled_xid, pg_current_xact_id())")
+        # The marks came with the old lineage (whose anchors are all refused
+        # now), from transaction ids of wherever it ran: start over.
+        cur.execute(f"DELETE FROM {qi(SCHEMA)}.{qi(MARKS)}")
+        _first_mark(cur)
     cur.execute(f"UPDATE {qi(SCHEMA)}.hub_info SET lineage = gen_random_uuid(), "
                 f"secret = coalesce(secret, %s), bound = {_WHERE}", (os.urandom(32),))
     return moved

@@ -36,8 +36,8 @@ from ..errors import SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider, check_replica_claim
-from . import _held, _schema, _types
-from ._anchor import HubKey, PgAnchor, check_key_width, check_not_ahead
+from . import _held, _marks, _schema, _types
+from ._anchor import HubKey, PgAnchor, adopt_legacy, check_key_width, check_marks, check_not_ahead
 from ._apply import Applier
 from ._download import read_batch, row_filter
 from ._schema import OWNERS, RECEIPTS, REPLICAS, SCHEMA, PgTable, ensure_service_table, qi
@@ -266,7 +266,15 @@ class PostgresServerProvider(ServerProvider):
             cur = conn.cursor()
             infos = self._describe(cur, tables, provision)
             key = self._key(cur)
-            now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+            seen = _marks.snapshot_and_marks(cur, ())
+            if provision or seen.newest is None:
+                # The current anchors name this transaction's snapshot, which
+                # the mark it writes covers.
+                now, mark = seen.now, _marks.make_here(cur)
+            else:
+                # describe_schema(), on every sync: no write; its current
+                # anchors name the newest mark's own (older) snapshot.
+                mark, _, now = seen.newest
         for table in tables:
             if not infos[table.lower()].tracked:
                 raise SyncError(f'sqlite-ct sync: table "{infos[table.lower()].name}" is not '
@@ -277,7 +285,7 @@ class PostgresServerProvider(ServerProvider):
                                                      info.defaults))
             result[table] = TableSchema(info.name, columns, info.key)
             initial[table] = PgAnchor(server, b"\0" * 8, None).encode(key, info.name)
-            current[table] = PgAnchor(server, _UNSCOPED, now).encode(key, info.name)
+            current[table] = PgAnchor(server, _UNSCOPED, now, mark=mark).encode(key, info.name)
         return SyncSchema(result, initial, current)
 
     def apply_changes(self, upload: Upload) -> UploadResult:
@@ -303,9 +311,14 @@ class PostgresServerProvider(ServerProvider):
                         stored = self._receipt(cur, upload, digest)
                         if stored is not None:
                             return stored
-                    now = cur.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
-                    for table, blob in upload.received_anchors.items():
-                        check_not_ahead(anchors[table.lower()], None, now, table)
+                    seen = _marks.snapshot_and_marks(
+                        cur, [a.mark for a in anchors.values() if a is not None])
+                    found = seen.found | ({seen.genesis[0]} if seen.genesis else set())
+                    for table in upload.received_anchors:
+                        anchor = adopt_legacy(anchors[table.lower()], seen.genesis, table)
+                        anchors[table.lower()] = anchor
+                        check_marks([(table, anchor)], found)
+                        check_not_ahead(anchor, None, seen.now, table)
                     infos = self._describe(cur, [tc.table for tc in upload.tables], True)
                     for name, info in infos.items():
                         check_key_width(anchors.get(name), len(info.key), info.name)
@@ -374,16 +387,20 @@ class PostgresServerProvider(ServerProvider):
             cur = conn.cursor()
             key = self._key(cur)
             infos = self._describe(cur, [dt.table for dt in request.tables], False)
-            batch = read_batch(cur, key, request, infos, self._filters)
+            pending = read_batch(cur, key, request, infos, self._filters)
         # Deletes reach only the clients that may hold the key (_held.py).
         filtered = {t.table.lower(): t for t in request.tables
                     if self._filters.get(t.table.lower()) and not t.snapshot}
-        if not filtered:
-            return batch
+        if not filtered and not pending.needs_mark:
+            return pending.finish(None)
         tables = []
         with self._transaction() as conn:
             cur = conn.cursor()
-            for tc in batch.tables:
+            # The mark of the anchors' new snapshot, committed after it
+            # (_marks.py) and before any client holds them.
+            mark = (_marks.make(cur, pending.upper, alone=not filtered)
+                    if pending.needs_mark else None)
+            for tc in pending.tables:
                 asked = filtered.get(tc.table.lower())
                 if asked is None:
                     tables.append(tc)
@@ -397,7 +414,8 @@ class PostgresServerProvider(ServerProvider):
                 tc = tc if deletes is tc.deletes else dataclasses.replace(tc, deletes=deletes)
                 if len(tc) or tc.reset:
                     tables.append(tc)
-        return dataclasses.replace(batch, tables=tables)
+        batch = pending.finish(mark)
+        return dataclasses.replace(batch, tables=tables) if filtered else batch
 
     def claim_replica(self, client_id: uuid.UUID, generation: Optional[bytes],
                       next_generation: bytes) -> None:
@@ -464,6 +482,8 @@ class PostgresServerProvider(ServerProvider):
                 cur.execute(f"UPDATE {qi(SCHEMA)}.tracked_tables SET min_valid_xid = "
                             f"greatest(min_valid_xid, %s::xid8) WHERE table_schema = %s "
                             f"AND table_name = %s", (newest, info.schema, info.name))
+                # Marks only anchors expired for every table still carry.
+                _marks.prune(cur)
             return int(count)
 
 
