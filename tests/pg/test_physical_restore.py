@@ -14,15 +14,19 @@ import subprocess
 import pytest
 
 import pg_cluster
-from pg_fixtures import sqlite_client, user_rows
+from pg_fixtures import _unavailable, sqlite_client, user_rows
 from sqlite_ct.sync import ClientSyncProvider, SyncAgent
 from sqlite_ct.sync.errors import ReinitialiseRequired
 
 
 @pytest.fixture
 def own_cluster(pg_server):
-    if os.environ.get("SQLITE_CT_TEST_PG_DSN") or pg_cluster.find_bin_dir() is None:
-        pytest.skip("needs local server binaries to back up and restore a cluster")
+    # Its own cluster even when SQLITE_CT_TEST_PG_DSN names a server (as in
+    # CI): backing up and restoring needs the server's files.
+    if pg_cluster.find_bin_dir() is None:
+        _unavailable("the physical restore tests need the PostgreSQL server binaries "
+                     f"(pg_ctl, pg_basebackup) to back up and restore a cluster: "
+                     f"{pg_cluster.INSTALL_HINT}")
     with pg_cluster.cluster_files() as c:
         yield c
 
