@@ -131,6 +131,7 @@ def savepoint(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
     Outside a transaction the savepoint is the transaction, and its first read
     fixes the snapshot every later statement of the block sees."""
     label = f"{name}_{next(_savepoint_ids)}"
+    outermost = not in_transaction(conn)
     execute(conn, f'SAVEPOINT "{label}"')
     try:
         yield
@@ -139,7 +140,22 @@ def savepoint(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
             execute(conn, f'ROLLBACK TO "{label}"')
             execute(conn, f'RELEASE "{label}"')
         raise
-    execute(conn, f'RELEASE "{label}"')
+    end_block(conn, f'RELEASE "{label}"', outermost)
+
+
+def end_block(conn: Any, sql: str, commits: bool) -> None:
+    """Run the statement that ends a block (COMMIT, or the RELEASE of an
+    outermost savepoint). When it commits and fails (SQLITE_BUSY once the
+    busy timeout ran out, a full disk), the transaction is rolled back before
+    the error propagates: left open, a later COMMIT of the caller's would
+    commit the work of a call that raised."""
+    try:
+        execute(conn, sql)
+    except BaseException:
+        if commits and in_transaction(conn):
+            with contextlib.suppress(*_host_errors()):
+                execute(conn, "ROLLBACK")
+        raise
 
 
 def in_transaction(conn: Any) -> bool:
@@ -168,7 +184,7 @@ def writing(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
         with contextlib.suppress(*_host_errors()):
             execute(conn, "ROLLBACK")
         raise
-    execute(conn, "COMMIT")
+    end_block(conn, "COMMIT", True)
 
 
 def require_loaded(conn: Any) -> None:

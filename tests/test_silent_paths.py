@@ -320,6 +320,31 @@ def test_text_that_is_not_utf8_is_a_clear_error(conn):
 
 # -------------------------------------------- the caller's busy timeout
 
+@pytest.mark.parametrize("how", ["BEGIN IMMEDIATE", "SAVEPOINT"])
+def test_a_call_whose_commit_fails_leaves_no_transaction_open(db_path, how):
+    """In rollback-journal mode COMMIT needs every reader gone; when it
+    fails (SQLITE_BUSY) the call raises and its work is rolled back, not left
+    in an open transaction that the caller's next COMMIT would commit."""
+    a = apsw.Connection(db_path)
+    sqlite_ct.load(a)
+    run(a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    reader = apsw.Connection(db_path)
+    reader.execute("BEGIN")
+    q(reader, "SELECT * FROM t")
+    if how == "SAVEPOINT":  # the outermost savepoint commits on RELEASE
+        with pytest.raises(apsw.BusyError):
+            with sqlite_ct._conn.savepoint(a):
+                sqlite_ct._conn.execute(a, "INSERT INTO t(id, v) VALUES (1, 'x')")
+    else:
+        with pytest.raises(apsw.BusyError):
+            sqlite_ct.create_schema(a, "t")
+    assert a.get_autocommit()
+    reader.execute("COMMIT")
+    reader.close()
+    assert not sqlite_ct.is_tracked(a, "t") and q(a, "SELECT * FROM t") == []
+    a.close()
+
+
 @pytest.mark.parametrize("call", ["create_schema", "disable_tracking", "purge_tombstones",
                                   "purge_transaction_sequence", "client_id",
                                   "set_sent_anchor", "set_received_anchor"])

@@ -70,7 +70,7 @@ def transaction(conn: Any, name: str = "sqlite_ct_sync") -> Iterator[None]:
         with contextlib.suppress(Exception):
             _conn.execute(conn, "ROLLBACK")
         raise
-    _conn.execute(conn, "COMMIT")
+    _conn.end_block(conn, "COMMIT", True)
 
 
 @contextlib.contextmanager
