@@ -542,8 +542,11 @@ class ServerSyncProvider(ServerProvider):
         return decoded.complete == 0 and decoded.window is None
 
     def _hold_uploaded(self, client: uuid.UUID, tables: Sequence[TableChanges]) -> None:
-        """Record the keys of a filtered table whose upload landed on the hub
-        (the hub row carries the client's context), as the hub stores them."""
+        """Record the keys of a filtered table's uploaded inserts and updates
+        (not the refused ones) that the hub holds after the upload, as the hub
+        stores them: the client holds them, its own version or, after a
+        conflict the hub won, its version until a download brings the hub's.
+        (The PostgreSQL hub records the same keys.)"""
         for tc in tables:
             if not self._filtered(tc.table) or not (tc.inserts or tc.updates):
                 continue
@@ -556,8 +559,7 @@ class ServerSyncProvider(ServerProvider):
             _sql.executemany(
                 self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
                            f"SELECT ?1, ?2, sqlite_ct_pack_key({keys}) FROM main.{q(info.name)} "
-                           f"AS t WHERE {info.key_match('t', marks)} "
-                           f'AND t."__sysTrackingContext" IS ?1',
+                           f"AS t WHERE {info.key_match('t', marks)}",
                 ((client.bytes_le, info.name, *(row[p] for p in pos))
                  for row in itertools.chain(tc.inserts, tc.updates)))
 

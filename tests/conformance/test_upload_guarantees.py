@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pg_fixtures import user_rows
-from sqlite_ct.sync import ConflictType, TableChanges, Upload
+from sqlite_ct.sync import ConflictType, SyncStage, TableChanges, Upload
 
 SCHEMA = "CREATE TABLE notes (id integer PRIMARY KEY, owner text, body text)"
 FILTER = {"notes": "owner = :user"}
@@ -212,6 +212,64 @@ def test_a_client_that_inserted_a_key_the_hub_kept_gets_its_delete(notes, client
     sync.synchronize()
     assert user_rows(alice, "notes") == hub.rows("notes")[:1] + [(3, "alice", "a2")] == [
         (1, "alice", "a1"), (3, "alice", "a2")]
+
+
+def test_an_insert_that_lost_to_the_hub_gets_a_delete_made_before_its_download(
+        notes, client_of):
+    """Alice's insert loses to the hub's row of that key (in her scope, the
+    hub wins: she keeps her version until her download brings the hub's);
+    the hub deletes the key after her upload and before her download. She
+    holds the key, so the delete reaches her: every hub records an uploaded
+    key it keeps, not only one whose upload landed."""
+    hub = notes
+    server = hub.server(filters=FILTER)
+    counted = Counting(server)
+    armed, deleted = [], []
+
+    def between(event):
+        if event.stage is SyncStage.UPLOADING_CHANGES and armed and not deleted:
+            hub.execute("DELETE FROM notes WHERE id = 8")
+            deleted.append(event)
+
+    alice, sync = client_of(counted, ["notes"], parameters={"user": "alice"},
+                            progress=between)
+    sync.synchronize()
+    armed.append(True)
+    hub.execute("INSERT INTO notes (id, owner, body) VALUES (8, 'alice', 'hub')")
+    alice.execute("INSERT INTO notes (id, owner, body) VALUES (8, 'alice', 'client')")
+    counted.deletes.clear()
+    stats = sync.synchronize()
+    assert deleted, "the hub's delete ran between upload and download"
+    assert [c.type for c in stats.conflicts] == [ConflictType.CLIENT_INSERT_SERVER_INSERT]
+    assert counted.deletes == [(8,)]
+    assert user_rows(alice, "notes") == [r for r in hub.rows("notes") if r[1] == "alice"] == [
+        (1, "alice", "a1"), (3, "alice", "a2")]
+
+
+@pytest.mark.parametrize("where, parameters, change", [
+    ("owner = :user", {"user": "alice"}, ("insert", (9, None, "no owner"))),
+    ("owner = :user", {"user": "alice"}, ("update", (1, None, "no owner"))),
+    ("owner = :user", {"user": None}, ("insert", (9, None, "no owner"))),
+    ("owner = :user", {"user": None}, ("delete", (4,))),
+    ("nullif(owner, 'alice') IS NULL AND body <> :body", {"body": "x"},
+     ("insert", (9, "alice", None))),
+])
+def test_a_filter_that_evaluates_to_null_refuses_the_change(notes, client_of, where,
+                                                           parameters, change):
+    """NULL is not "in scope": every hub refuses a change whose hub row, or
+    whose new version, makes the filter NULL."""
+    hub = notes
+    hub.execute("INSERT INTO notes (id, owner, body) VALUES (4, NULL, 'nobody')")
+    server = hub.server(filters={"notes": where})
+    kind, values = change
+    before = hub.rows("notes")
+    result = server.apply_changes(Upload(uuid.uuid4(), "notes", [changes(**{kind + "s": [values]})],
+                                         {"notes": None}, parameters))
+    assert (result.applied, result.failed) == (0, 1)
+    assert [(c.type, c.error.split(";")[0]) for c in result.conflicts] == [
+        (ConflictType.ERRORS_OCCURRED, (REFUSED_OLD if kind == "delete" else REFUSED_NEW
+                                        ).split(";")[0])]
+    assert hub.rows("notes") == before
 
 
 _tables = itertools.count(1)
