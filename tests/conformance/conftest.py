@@ -67,6 +67,11 @@ class SqliteHub:
             f"AND TName = ? AND RK <> x''", (client.bytes_le, table)).fetchall()]
         return {k for k in keys if k in rows}, len(rows)
 
+    def drop_gone_column(self) -> None:
+        """The record of held keys as a hub made before pruning has it."""
+        from sqlite_ct.sync._held import HELD
+        self.conn.execute(f'ALTER TABLE "{HELD}" DROP COLUMN Gone')
+
     def age_client(self, client: Any, days: float) -> None:
         """Make `client`'s latest session `days` days older."""
         self.conn.execute("UPDATE __sysSyncClients SET LastSeen = LastSeen - ? "
@@ -135,6 +140,9 @@ class PostgresHub:
             "SELECT rk FROM sqlite_ct.client_keys WHERE client_id = ? AND table_name = ? "
             "AND rk <> ''::bytea", (client, table))}
         return {k for k in keys if digest((k,)) in rows}, len(rows)
+
+    def drop_gone_column(self) -> None:
+        self.execute("ALTER TABLE sqlite_ct.client_keys DROP COLUMN gone")
 
     def age_client(self, client: Any, days: float) -> None:
         self.execute("UPDATE sqlite_ct.client_replicas SET last_seen = last_seen - "

@@ -310,6 +310,22 @@ def test_a_key_leaves_the_record_once_its_delete_is_applied(notes, client_of):
     assert user_rows(alice, "notes") == [r for r in hub.rows("notes") if r[1] == "alice"]
 
 
+def test_a_record_made_before_pruning_is_upgraded(notes, client_of):
+    """A hub whose record of held keys was made before pruning existed (no
+    column for the delete's position) gets that column on its next sync and
+    prunes from then on."""
+    hub = notes
+    server = hub.server(filters=FILTER)
+    alice, sync = client_of(server, ["notes"], parameters={"user": "alice"})
+    sync.synchronize()
+    hub.drop_gone_column()
+    hub.execute("DELETE FROM notes WHERE id = 3")
+    sync.synchronize()
+    assert user_rows(alice, "notes") == [(1, "alice", "a1")]
+    sync.synchronize()
+    assert hub.held(sync.client.client_id, "notes", range(10)) == ({1}, 1)
+
+
 def test_a_delete_whose_batch_was_lost_is_sent_again(notes, client_of):
     """The record is pruned only once the client's anchor shows the delete
     applied: a batch lost on the way (the client never stored its anchor)
