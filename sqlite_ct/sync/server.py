@@ -28,7 +28,8 @@ wrote itself (__sysSyncClientKeys, a superset of what the client holds), from
 the client's first download of the table on; a tombstone or a move-out of a
 key the client never held is not sent, so other users' keys do not leave the
 hub. A client without that record is told to reinitialise; a key leaves the
-record once the client has applied its delete (see _held.py).
+record once every state of the client database the hub would still accept
+has applied its delete (see _held.py).
 
 Uploads are exactly-once: an upload with a session is applied in one hub
 transaction together with its receipt in __sysSyncUploadReceipts (client,
@@ -529,13 +530,14 @@ class ServerSyncProvider(ServerProvider):
             return batch
         with _sql.transaction(self.conn, "sqlite_ct_sync_held"):
             _held.ensure(self.conn)
+            counter = _held.generation(self.conn, request.client_id)
             for t in filtered:
                 complete, first = anchors[t.table.lower()]
                 name = self._infos.get(self.conn, t.table).name
                 if first:
                     _held.start(self.conn, request.client_id, name)
-                elif complete:
-                    _held.prune(self.conn, request.client_id, name, complete)
+                else:
+                    _held.prune(self.conn, request.client_id, name, complete, counter)
             uppers = {}
             for name, blob in batch.anchors.items():
                 a = self.guard.decode(blob, name)

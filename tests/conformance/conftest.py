@@ -67,10 +67,13 @@ class SqliteHub:
             f"AND TName = ? AND RK <> x''", (client.bytes_le, table)).fetchall()]
         return {k for k in keys if k in rows}, len(rows)
 
-    def drop_gone_column(self) -> None:
-        """The record of held keys as a hub made before pruning has it."""
+    def drop_pruning_columns(self, columns: Any) -> None:
+        """The record of held keys as a hub made before pruning (Gone,
+        Acked), or before the replica generations of acknowledgements
+        (Acked), has it."""
         from sqlite_ct.sync._held import HELD
-        self.conn.execute(f'ALTER TABLE "{HELD}" DROP COLUMN Gone')
+        for column in columns:
+            self.conn.execute(f'ALTER TABLE "{HELD}" DROP COLUMN "{column}"')
 
     def age_client(self, client: Any, days: float) -> None:
         """Make `client`'s latest session `days` days older."""
@@ -141,8 +144,9 @@ class PostgresHub:
             "AND rk <> ''::bytea", (client, table))}
         return {k for k in keys if digest((k,)) in rows}, len(rows)
 
-    def drop_gone_column(self) -> None:
-        self.execute("ALTER TABLE sqlite_ct.client_keys DROP COLUMN gone")
+    def drop_pruning_columns(self, columns: Any) -> None:
+        for column in columns:
+            self.execute(f'ALTER TABLE sqlite_ct.client_keys DROP COLUMN "{column.lower()}"')
 
     def age_client(self, client: Any, days: float) -> None:
         self.execute("UPDATE sqlite_ct.client_replicas SET last_seen = last_seen - "

@@ -16,15 +16,23 @@ client without that row (its first download predates the record, the table
 was filtered later, or the record was forgotten) raises ReinitialiseRequired:
 a reinitialisation is a first download, which starts the record.
 
-PRUNING. When a delete or move-out of a key is sent, the row's `gone` is set
-to the first transaction id the client must have seen for the delete to be
-applied: the xmax of the download session's snapshot, or the uploading
-transaction's id + 1 for a delete an upload result carries (or an upload's
-own delete). A later request of the client whose anchor has completed a
-snapshot whose xmin is at or above `gone` proves the delete applied, and the
-row is deleted. A key sent or uploaded again is held again (gone NULL).
-forget_clients() drops the whole record of clients not seen (no replica
-claim in sqlite_ct.client_replicas) for a retention period.
+PRUNING. A row goes once the client cannot hold the key any more, in any
+state of its database the hub would still accept (as on the SQLite hub, see
+sqlite_ct/sync/_held.py). When a delete or move-out of a key is sent, the
+row's `gone` is set to the first transaction id the client must have seen
+for the delete to be applied: the xmax of the download session's snapshot,
+or the uploading transaction's id + 1 for a delete an upload result carries
+(or an upload's own delete). A request of the client whose anchor has
+completed a snapshot whose xmin is at or above `gone` shows the delete
+applied: `acked` becomes the client's replica generation counter
+(sqlite_ct.client_replicas; 0 before its first claim). A request whose
+anchor is behind `gone` again (a restored database, a session the caller
+rolled back), or a first download, clears `acked`. The row is deleted once
+the client's counter is at least `acked` + 2, when every state of the
+client database the hub accepts has applied the delete. A key sent or
+uploaded again is held again (gone and acked NULL). forget_clients() drops
+the whole record of clients not seen (no replica claim in
+sqlite_ct.client_replicas) for a retention period.
 """
 from __future__ import annotations
 
@@ -44,11 +52,14 @@ def digest(key: Sequence[Any]) -> bytes:
 
 
 def _table(cur: Any) -> str:
-    """sqlite_ct.client_keys; one made before pruning existed gets `gone`."""
+    """sqlite_ct.client_keys; one made before pruning existed gets `gone`
+    and `acked`."""
     table = ensure_service_table(cur, HELD)
-    if cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                   "AND attname = 'gone' AND NOT attisdropped", (table,)).fetchone() is None:
-        cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS gone xid8")
+    if cur.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                   "AND attname IN ('gone', 'acked') AND NOT attisdropped",
+                   (table,)).fetchone()[0] < 2:
+        cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS gone xid8, "
+                    f"ADD COLUMN IF NOT EXISTS acked bigint")
     return table
 
 
@@ -62,11 +73,15 @@ def recorded(cur: Any, client: uuid.UUID, info: PgTable) -> bool:
 
 
 def start(cur: Any, client: uuid.UUID, info: PgTable) -> None:
-    """The client's first download of `info` begins: its record is complete."""
+    """The client's first download of `info` begins: its record is complete.
+    What earlier requests showed applied says nothing of the table as it
+    was before (a reinitialisation): acknowledgements start again."""
     table = _table(cur)
     cur.execute(f"INSERT INTO {table} (client_id, table_schema, table_name, rk) "
                 f"VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (client, info.schema, info.name, _COMPLETE))
+    cur.execute(f"UPDATE {table} SET acked = NULL WHERE client_id = %s AND table_schema = %s "
+                f"AND table_name = %s AND acked IS NOT NULL", (client, info.schema, info.name))
 
 
 def hold(cur: Any, client: uuid.UUID, info: PgTable, keys: Iterable[Sequence[Any]]) -> None:
@@ -77,7 +92,8 @@ def hold(cur: Any, client: uuid.UUID, info: PgTable, keys: Iterable[Sequence[Any
     table = _table(cur)
     cur.execute(f"INSERT INTO {table} (client_id, table_schema, table_name, rk) "
                 f"SELECT %s, %s, %s, unnest(%s::bytea[]) "
-                f"ON CONFLICT (client_id, table_schema, table_name, rk) DO UPDATE SET gone = NULL",
+                f"ON CONFLICT (client_id, table_schema, table_name, rk) DO UPDATE SET gone = NULL, "
+                f"acked = NULL",
                 (client, info.schema, info.name, digests))
 
 
@@ -112,13 +128,35 @@ def gone(cur: Any, client: uuid.UUID, info: PgTable, keys: Iterable[Sequence[Any
                 + (client, info.schema, info.name, digests))
 
 
-def prune(cur: Any, client: uuid.UUID, info: PgTable, complete: str) -> None:
-    """Drop the keys whose delete `client` has applied: its anchor completed
-    the snapshot `complete`."""
+def generation(cur: Any, client: uuid.UUID) -> int:
+    """The counter of `client`'s current replica generation at the hub (the
+    first 8 bytes of sqlite_ct.client_replicas.generation, big-endian); 0
+    when it has claimed none."""
+    table = ensure_service_table(cur, REPLICAS)
+    row = cur.execute(f"SELECT generation FROM {table} WHERE client_id = %s",
+                      (client,)).fetchone()
+    return 0 if row is None else int.from_bytes(bytes(row[0])[:8], "big")
+
+
+def prune(cur: Any, client: uuid.UUID, info: PgTable, complete: Optional[str],
+          counter: int) -> None:
+    """A request of `client` whose anchor completed the snapshot `complete`
+    (None: none yet), made at replica generation counter `counter`
+    (generation()): note which deletes it shows applied, and which not (any
+    more), and drop the keys acknowledged two claims ago or earlier."""
     table = _table(cur)
-    cur.execute(f"DELETE FROM {table} WHERE client_id = %s AND table_schema = %s "
-                f"AND table_name = %s AND gone <= pg_snapshot_xmin(%s::pg_snapshot)",
-                (client, info.schema, info.name, complete))
+    where = "client_id = %s AND table_schema = %s AND table_name = %s"
+    args = (client, info.schema, info.name)
+    if complete is None:
+        cur.execute(f"UPDATE {table} SET acked = NULL WHERE {where} AND acked IS NOT NULL",
+                    args)
+    else:
+        cur.execute(f"UPDATE {table} SET acked = NULL WHERE {where} AND acked IS NOT NULL "
+                    f"AND gone > pg_snapshot_xmin(%s::pg_snapshot)", (*args, complete))
+        cur.execute(f"UPDATE {table} SET acked = %s WHERE {where} AND acked IS NULL "
+                    f"AND gone <= pg_snapshot_xmin(%s::pg_snapshot)",
+                    (counter, *args, complete))
+    cur.execute(f"DELETE FROM {table} WHERE {where} AND acked <= %s", (*args, counter - 2))
 
 
 def forget_clients(cur: Any, older_than_days: float) -> int:

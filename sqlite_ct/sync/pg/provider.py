@@ -389,6 +389,7 @@ class PostgresServerProvider(ServerProvider):
         tables = []
         with self._transaction() as conn:
             cur = conn.cursor()
+            counter = _held.generation(cur, request.client_id)
             for name, asked in filtered.items():
                 info = infos[name]
                 decoded = PgAnchor.decode(asked.anchor, asked.table, key) if asked.anchor \
@@ -404,8 +405,9 @@ class PostgresServerProvider(ServerProvider):
                                    f"absence), so it cannot tell which deletes to send; "
                                    f"reinitialise the table (SyncAgent.reinitialise() or "
                                    f"`sqlite-ct reinitialise`; it keeps unsent local changes)")
-                elif decoded is not None and decoded.complete is not None:
-                    _held.prune(cur, request.client_id, info, decoded.complete)
+                else:
+                    _held.prune(cur, request.client_id, info,
+                                None if decoded is None else decoded.complete, counter)
             for tc in batch.tables:
                 asked = filtered.get(tc.table.lower())
                 if asked is None:
