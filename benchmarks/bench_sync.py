@@ -22,7 +22,9 @@ peak RSS, belongs to that one measurement, hub and client together):
             held (0: no other user's keys leave the hub), what a client
             without a record of held keys would have got (every delete and
             move-out on the hub), and the size of the hub's record of the
-            client's keys after the next sync (pruned to the keys it holds).
+            client's keys after the next sync (the deleted keys still in it:
+            a restore of the session that applied them would be accepted)
+            and after two more (pruned to the keys it holds).
 
 After each measurement the child checks the row counts on both sides.
 
@@ -194,14 +196,21 @@ def phase_scoped(args: argparse.Namespace) -> Dict[str, Any]:
     mine = sorted(hub.execute("SELECT id, owner, body FROM notes WHERE owner = ?", (me,)))
     if sorted(client.execute("SELECT id, owner, body FROM notes")) != mine:
         raise SystemExit("scoped: the client's rows differ from the hub's rows in its scope")
-    agent.synchronize()     # its anchor now shows the deletes applied: the record is pruned
-    record = hub.execute(f'SELECT count(*) FROM "{HELD}" WHERE ClientId = ? AND RK <> x\'\'',
-                         (agent.client.client_id.bytes_le,)).fetchone()[0]
+    def record() -> int:
+        return hub.execute(f'SELECT count(*) FROM "{HELD}" WHERE ClientId = ? AND RK <> x\'\'',
+                           (agent.client.client_id.bytes_le,)).fetchone()[0]
+
+    agent.synchronize()     # its anchor now shows the deletes applied
+    after_next = record()
+    agent.synchronize()     # two replica claims later the record is pruned
+    agent.synchronize()
+    pruned = record()
     return {"rows": rows, "users": users, "client_rows_before": len(held),
             "in_scope_changes": in_scope, "deletes_downloaded": len(deletes),
             "deletes_of_keys_never_held": sum(1 for (k,) in deletes if k not in held),
             "deletes_without_record": hub_deletes, "sync_seconds": seconds,
-            "client_rows_after": len(mine), "record_after_next_sync": record}
+            "client_rows_after": len(mine), "record_after_next_sync": after_next,
+            "record_after_three_syncs": pruned}
 
 
 # --- the driver ---------------------------------------------------------------------
@@ -325,6 +334,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{sc['deletes_without_record']:,} |")
     print(f"| the hub's record of the client's keys after the next sync | "
           f"{sc['record_after_next_sync']:,} keys |")
+    print(f"| the hub's record of the client's keys two syncs later | "
+          f"{sc['record_after_three_syncs']:,} keys |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "environment": env, "download": downloads,
