@@ -13,10 +13,23 @@ peak RSS, belongs to that one measurement, hub and client together):
             upload batches of 10,000 rows, the agent's default) and of the
             whole sync (client enumeration included), and peak RSS.
 
+  scoped    deletes under a row filter (`owner = :user`, --users users
+            sharing a `notes` table of --scoped-rows rows): one user's client
+            downloads its rows, the hub then updates, deletes and moves
+            (changes the owner of) 10% of all rows at random, and the client
+            syncs: the deletes it downloads per change in its scope (a change
+            to a row that was or is its user's), the deletes of keys it never
+            held (0: no other user's keys leave the hub), what a client
+            without a record of held keys would have got (every delete and
+            move-out on the hub), and the size of the hub's record of the
+            client's keys after the next sync (the deleted keys still in it:
+            a restore of the session that applied them would be accepted)
+            and after two more (pruned to the keys it holds).
+
 After each measurement the child checks the row counts on both sides.
 
     python3 benchmarks/bench_sync.py [--quick] [--rows N] [--upload N,N]
-        [--dir DIR] [--json FILE]
+        [--users N] [--scoped-rows N] [--dir DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -35,6 +48,8 @@ from typing import Any, Dict, List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
+
+import random  # noqa: E402
 
 import apsw  # noqa: E402
 
@@ -133,6 +148,71 @@ def phase_upload(args: argparse.Namespace) -> Dict[str, Any]:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+class CountingServer(ServerSyncProvider):
+    """The hub's provider, keeping the keys of the deletes its downloads carry."""
+    deletes: List[tuple] = []
+
+    def get_changes(self, request):  # type: ignore[no-untyped-def]
+        batch = super().get_changes(request)
+        self.deletes.extend(k for tc in batch.tables for k in tc.deletes)
+        return batch
+
+
+def phase_scoped(args: argparse.Namespace) -> Dict[str, Any]:
+    from sqlite_ct.sync._held import HELD
+    users, rows = int(args.users), int(args.n)
+    hub = connect(args.hub)
+    hub.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, owner TEXT, body TEXT)")
+    hub.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                "INSERT INTO notes SELECT i, printf('u%04d', i % ?), 'body' FROM n",
+                (rows, users))
+    server = CountingServer(hub, filters={"notes": "owner = :user"})
+    server.provision("notes")
+    me = "u0000"
+    client = connect(args.db)
+    agent = SyncAgent(ClientSyncProvider(client), server, ["notes"], parameters={"user": me})
+    agent.synchronize()
+    held = {r[0] for r in client.execute("SELECT id FROM notes")}
+    rng = random.Random(11)
+    in_scope = hub_deletes = 0
+    hub.execute("BEGIN")
+    for key in rng.sample(range(1, rows + 1), rows // 10):
+        (owner,) = hub.execute("SELECT owner FROM notes WHERE id = ?", (key,)).fetchone()
+        kind = rng.choice(("update", "delete", "move"))
+        new = owner if kind == "update" else None if kind == "delete" \
+            else f"u{rng.randrange(users):04d}"
+        if kind == "delete":
+            hub.execute("DELETE FROM notes WHERE id = ?", (key,))
+        else:
+            hub.execute("UPDATE notes SET owner = ?, body = 'changed' WHERE id = ?", (new, key))
+        in_scope += me in (owner, new)
+        hub_deletes += kind == "delete" or (kind == "move" and new != owner)
+    hub.execute("COMMIT")
+    server.deletes = []
+    t0 = time.perf_counter()
+    agent.synchronize()
+    seconds = time.perf_counter() - t0
+    deletes = list(server.deletes)
+    mine = sorted(hub.execute("SELECT id, owner, body FROM notes WHERE owner = ?", (me,)))
+    if sorted(client.execute("SELECT id, owner, body FROM notes")) != mine:
+        raise SystemExit("scoped: the client's rows differ from the hub's rows in its scope")
+    def record() -> int:
+        return hub.execute(f'SELECT count(*) FROM "{HELD}" WHERE ClientId = ? AND RK <> x\'\'',
+                           (agent.client.client_id.bytes_le,)).fetchone()[0]
+
+    agent.synchronize()     # its anchor now shows the deletes applied
+    after_next = record()
+    agent.synchronize()     # two replica claims later the record is pruned
+    agent.synchronize()
+    pruned = record()
+    return {"rows": rows, "users": users, "client_rows_before": len(held),
+            "in_scope_changes": in_scope, "deletes_downloaded": len(deletes),
+            "deletes_of_keys_never_held": sum(1 for (k,) in deletes if k not in held),
+            "deletes_without_record": hub_deletes, "sync_seconds": seconds,
+            "client_rows_after": len(mine), "record_after_next_sync": after_next,
+            "record_after_three_syncs": pruned}
+
+
 # --- the driver ---------------------------------------------------------------------
 
 def run_phase(name: str, **kw: Any) -> Dict[str, Any]:
@@ -163,6 +243,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows on the hub")
     ap.add_argument("--upload", default="100000,1000000",
                     help="comma-separated numbers of new client rows to upload")
+    ap.add_argument("--users", type=int, default=100, help="users sharing the filtered table")
+    ap.add_argument("--scoped-rows", type=int, default=100_000,
+                    help="rows of the filtered table")
     ap.add_argument("--dir", default=None, help="directory for the databases")
     ap.add_argument("--json", default=None, help="write the raw numbers here")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
@@ -172,11 +255,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--n", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.phase:
-        phase = {"download": phase_download, "upload": phase_upload}[args.phase]
+        phase = {"download": phase_download, "upload": phase_upload,
+                 "scoped": phase_scoped}[args.phase]
         print(json.dumps(phase(args)))
         return 0
     if args.quick:
-        args.rows, args.upload = 20_000, "5000"
+        args.rows, args.upload, args.scoped_rows = 20_000, "5000", 10_000
     uploads = [int(x) for x in args.upload.split(",") if x.strip()]
     env = environment()
     workdir = tempfile.mkdtemp(prefix="bench-sync-", dir=args.dir)
@@ -204,6 +288,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for p in (hub_copy + suffix, os.path.join(workdir, f"up-{n}.db") + suffix):
                     if os.path.exists(p):
                         os.remove(p)
+        print("scoped deletes ...", file=sys.stderr)
+        scoped = run_phase("scoped", hub=os.path.join(workdir, "scoped-hub.db"),
+                           db=os.path.join(workdir, "scoped-client.db"), n=args.scoped_rows,
+                           users=args.users)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -230,10 +318,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"| upload, whole sync (client enumeration included) | {u['rows']:,} | "
               f"{u['sync_seconds']:.1f} s | {u['sync_rows_per_s']:,.0f} | "
               f"{u['rss_before_sync_mib']:.0f} MiB before the sync | |")
+    sc = scoped
+    print(f"\n#### Deletes under a row filter ({sc['users']} users, {sc['rows']:,} rows, "
+          f"10% of them changed on the hub)\n")
+    print("| measure | value |")
+    print("|---|---:|")
+    print(f"| the client's rows before / after | {sc['client_rows_before']:,} / "
+          f"{sc['client_rows_after']:,} |")
+    print(f"| changes in the client's scope | {sc['in_scope_changes']:,} |")
+    print(f"| deletes downloaded | {sc['deletes_downloaded']:,} |")
+    print(f"| downloaded deletes per in-scope change | "
+          f"{sc['deletes_downloaded'] / max(sc['in_scope_changes'], 1):.2f} |")
+    print(f"| deletes of keys the client never held | {sc['deletes_of_keys_never_held']:,} |")
+    print(f"| deletes a client without a record of held keys would get | "
+          f"{sc['deletes_without_record']:,} |")
+    print(f"| the hub's record of the client's keys after the next sync | "
+          f"{sc['record_after_next_sync']:,} keys |")
+    print(f"| the hub's record of the client's keys two syncs later | "
+          f"{sc['record_after_three_syncs']:,} keys |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "environment": env, "download": downloads,
-                       "upload": ups}, f, indent=1)
+                       "upload": ups, "scoped": scoped}, f, indent=1)
     return 0
 
 

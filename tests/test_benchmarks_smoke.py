@@ -101,3 +101,9 @@ def test_bench_sync_quick(tmp_path):
     assert record["download"]["none"]["batches"] == 1
     assert [u["rows"] for u in record["upload"]] == [5000]
     assert all(u["peak_rss_mib"] > 0 for u in record["upload"])
+    assert "| downloaded deletes per in-scope change |" in stdout
+    assert record["scoped"]["deletes_of_keys_never_held"] == 0
+    scoped = record["scoped"]
+    assert scoped["record_after_next_sync"] == (scoped["client_rows_after"]
+                                                + scoped["deletes_downloaded"])
+    assert scoped["record_after_three_syncs"] == scoped["client_rows_after"]

@@ -27,8 +27,9 @@ the hub remembers, per client, the keys it sent the client or the client
 wrote itself (__sysSyncClientKeys, a superset of what the client holds), from
 the client's first download of the table on; a tombstone or a move-out of a
 key the client never held is not sent, so other users' keys do not leave the
-hub. (A client whose first download predates this record gets every delete,
-as before.)
+hub. A client without that record is told to reinitialise; a key leaves the
+record once every state of the client database the hub would still accept
+has applied its delete (see _held.py).
 
 Uploads are exactly-once: an upload with a session is applied in one hub
 transaction together with its receipt in __sysSyncUploadReceipts (client,
@@ -52,14 +53,16 @@ from ..replica import floor_tombstone_times, release_context
 from ..tracking import create_schema as track_table
 from ..tracking import is_tracked, set_tracking_context, tracking_context
 from . import _sql
+from . import _held
 from ._anchor import HubAnchor, HubGuard, hub_secret
 from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
 from ._download import read_batch, record_upload, row_filter, seen_condition
 from ._sql import TableInfo, q
 from .enums import ApplyAction, ConflictType, ResolveAction, SyncStage
-from .errors import ReplicaCopied, SyncError
-from .messages import (DownloadBatch, DownloadRequest, ServerInfo, TableChanges, Upload,
-                       UploadResult)
+from ._held import HELD  # noqa: F401  (the hub table of held keys)
+from .errors import ReinitialiseRequired, ReplicaCopied, SyncError
+from .messages import (DownloadBatch, DownloadRequest, DownloadTable, ServerInfo, TableChanges,
+                       Upload, UploadResult)
 from .model import ColumnSchema, Conflict, ConflictResolver, Row, SyncSchema, TableSchema
 
 __all__ = ["ServerProvider", "ServerSyncProvider"]
@@ -75,11 +78,6 @@ _RECEIPTS_SQL = (f'CREATE TABLE IF NOT EXISTS main."{RECEIPTS}"(ClientId BLOB NO
                  f"PRIMARY KEY(ClientId, Session, Batch)) WITHOUT ROWID")
 _scope_ids = itertools.count(1)
 
-HELD = "__sysSyncClientKeys"
-_HELD_SQL = (f'CREATE TABLE IF NOT EXISTS main."{HELD}"(ClientId BLOB NOT NULL, '
-             f"TName TEXT NOT NULL, RK BLOB NOT NULL, PRIMARY KEY(ClientId, TName, RK)) "
-             f"WITHOUT ROWID")
-_COMPLETE = b""  # the RK of the row that says "this client's keys are all recorded"
 
 
 class ServerProvider(abc.ABC):
@@ -405,8 +403,10 @@ class ServerSyncProvider(ServerProvider):
                         record_upload(conn, upload.client_id.bytes_le, info.name, int(bsn),
                                       anchor.complete if anchor else 0)
             corrections = [tc for tc in side.corrections.values() if len(tc)]
-            self._hold_uploaded(upload.client_id, tables)
-            self._hold_sent(upload.client_id, corrections, [])
+            upto = int(bsn if bsn is not None
+                       else _sql.value(conn, "SELECT sqlite_ct_last_committed_csn()"))
+            self._hold_uploaded(upload.client_id, tables, upto)
+            self._hold_sent(upload.client_id, corrections, upto)
             out = UploadResult(result.applied, result.failed + side.refused,
                                side.refused_conflicts + result.conflicts, corrections)
             if digest is not None:
@@ -520,83 +520,118 @@ class ServerSyncProvider(ServerProvider):
                          (cid, next_generation, generation))
 
     def get_changes(self, request: DownloadRequest) -> DownloadBatch:
+        filtered = [t for t in request.tables
+                    if self._filters.get(t.table.lower()) and not t.snapshot]
+        # Deletes of a filtered table reach only clients that may hold the
+        # key (_held.py): a client whose keys are not recorded reinitialises.
+        anchors = {t.table.lower(): self._request_anchor(request.client_id, t)
+                   for t in filtered}
         batch = read_batch(self.conn, self.guard, request, self._filters, self._infos)
-        filtered = {t.table.lower() for t in request.tables
-                    if self._filters.get(t.table.lower()) and not t.snapshot}
         if not filtered:
             return batch
-        first = [t.table for t in request.tables if t.table.lower() in filtered
-                 and self._first_download(t.anchor, t.table)]
         with _sql.transaction(self.conn, "sqlite_ct_sync_held"):
-            tables = self._hold_sent(request.client_id, batch.tables, first)
+            _held.ensure(self.conn)
+            counter = _held.generation(self.conn, request.client_id)
+            for t in filtered:
+                complete, first = anchors[t.table.lower()]
+                name = self._infos.get(self.conn, t.table).name
+                if first:
+                    _held.start(self.conn, request.client_id, name)
+                else:
+                    _held.prune(self.conn, request.client_id, name, complete, counter)
+            uppers = {}
+            for name, blob in batch.anchors.items():
+                a = self.guard.decode(blob, name)
+                uppers[name.lower()] = a.window.upper if a.window is not None else a.complete
+            tables = [self._hold_batch(request.client_id, tc, uppers[tc.table.lower()])
+                      if self._filtered(tc.table) else tc for tc in batch.tables]
         return dataclasses.replace(batch, tables=[tc for tc in tables if len(tc) or tc.reset])
+
+    def forget_clients(self, *, older_than_days: float) -> int:
+        """Drop the record of held keys (see get_changes) of every client
+        whose latest session (its replica claim) is older than
+        `older_than_days` days, by this process's clock. Such a client, if it
+        comes back, is told to reinitialise its filtered tables
+        (ReinitialiseRequired). Returns how many clients were forgotten."""
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, (int, float)) \
+                or not older_than_days >= 0:
+            raise SyncError(f"sqlite-ct sync: forget_clients(): older_than_days must be a "
+                            f"number >= 0, not {older_than_days!r}")
+        cutoff = int(time.time() * 1000 - older_than_days * 86_400_000)
+        with _sql.transaction(self.conn, "sqlite_ct_sync_forget"):
+            return _held.forget_clients(self.conn, cutoff)
 
     def _filtered(self, table: str) -> bool:
         return bool(self._filters.get(table.lower()))
 
-    def _first_download(self, anchor: Optional[bytes], table: str) -> bool:
-        """Whether a download request starts a client's first download of the
-        table (no anchor, or the initial anchor of get_schema())."""
-        if not anchor:
-            return True
-        decoded = self.guard.decode(anchor, table)
-        return decoded.complete == 0 and decoded.window is None
+    def _request_anchor(self, client: uuid.UUID, t: DownloadTable) -> Tuple[int, bool]:
+        """(complete, first) of a filtered table's download request: the hub
+        CSN the client's anchor has completed, and whether the request starts
+        a first download (no anchor, the initial anchor of get_schema(), or
+        the anchor of a table that never downloaded). ReinitialiseRequired
+        when the hub has no complete record of the client's keys."""
+        decoded = self.guard.decode(t.anchor, t.table) if t.anchor else None
+        first = decoded is None or (decoded.window is None and (
+            decoded.complete == 0 or decoded.fingerprint == _UNSCOPED))
+        name = self._infos.get(self.conn, t.table).name
+        if not first and not _held.recorded(self.conn, client, name):
+            raise ReinitialiseRequired(
+                name, f'sqlite-ct sync: the hub has no record of which rows of filtered table '
+                      f'"{name}" this client holds (its first download predates the record, '
+                      f"the table was filtered later, or the hub forgot this client after a "
+                      f"long absence), so it cannot tell which deletes to send; reinitialise "
+                      f"the table (SyncAgent.reinitialise() or `sqlite-ct reinitialise`; it "
+                      f"keeps unsent local changes)")
+        return (decoded.complete if decoded is not None else 0), first
 
-    def _hold_uploaded(self, client: uuid.UUID, tables: Sequence[TableChanges]) -> None:
-        """Record the keys of a filtered table whose upload landed on the hub
-        (the hub row carries the client's context), as the hub stores them."""
+    def _hold_uploaded(self, client: uuid.UUID, tables: Sequence[TableChanges],
+                       upto: int) -> None:
+        """Record the keys of a filtered table's uploaded inserts and updates
+        (not the refused ones) that the hub holds after the upload, as the hub
+        stores them: the client holds them, its own version or, after a
+        conflict the hub won, its version until a download brings the hub's.
+        An uploaded delete the hub applied is a key the client no longer
+        holds: it leaves the record once the client's download completes
+        past this upload (`upto`). (The PostgreSQL hub does the same.)"""
         for tc in tables:
-            if not self._filtered(tc.table) or not (tc.inserts or tc.updates):
+            if not self._filtered(tc.table) or not len(tc):
                 continue
+            _held.ensure(self.conn)
             info = self._infos.get(self.conn, tc.table)
             lower = [c.lower() for c in tc.columns]
             pos = [lower.index(k.lower()) for k in info.key]
-            marks = [f"?{i + 3}" for i in range(len(pos))]
-            keys = ", ".join(f"t.{q(k)}" for k in info.key)
-            _sql.execute(self.conn, _HELD_SQL)
-            _sql.executemany(
-                self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
-                           f"SELECT ?1, ?2, sqlite_ct_pack_key({keys}) FROM main.{q(info.name)} "
-                           f"AS t WHERE {info.key_match('t', marks)} "
-                           f'AND t."__sysTrackingContext" IS ?1',
-                ((client.bytes_le, info.name, *(row[p] for p in pos))
-                 for row in itertools.chain(tc.inserts, tc.updates)))
+            _held.hold_on_hub(self.conn, client, info,
+                              (tuple(row[p] for p in pos)
+                               for row in itertools.chain(tc.inserts, tc.updates)))
+            if tc.deletes:
+                marks = [f":k{i}" for i in range(len(info.key))]
+                present = f"SELECT 1 FROM main.{q(info.name)} WHERE {info.key_match('', marks)}"
+                _held.gone(self.conn, client, info,
+                           [k for k in tc.deletes if _sql.value(
+                               self.conn, present,
+                               {f"k{i}": v for i, v in enumerate(k)}) is None], upto)
 
-    def _hold_sent(self, client: uuid.UUID, tables: Sequence[TableChanges],
-                   first: Sequence[str]) -> List[TableChanges]:
-        """Record the keys of rows sent to the client in filtered tables, and
-        keep only the deletes of keys it may hold."""
-        out = []
-        cid = client.bytes_le
+    def _hold_sent(self, client: uuid.UUID, tables: Sequence[TableChanges], upto: int) -> None:
+        """An upload's corrections: their rows are held, their deletes gone."""
         for tc in tables:
-            if not self._filtered(tc.table):
-                out.append(tc)
-                continue
-            _sql.execute(self.conn, _HELD_SQL)
-            info = self._infos.get(self.conn, tc.table)
-            nk = len(tc.key_columns)
-            pack = f"sqlite_ct_pack_key({', '.join(f'?{i + 3}' for i in range(nk))})"
-            deletes = tc.deletes
-            complete = any(f.lower() == info.name.lower() for f in first) or _sql.value(
-                self.conn, f'SELECT 1 FROM main."{HELD}" WHERE ClientId = ? AND TName = ? '
-                           f"AND RK = ?", (cid, info.name, _COMPLETE))
-            if complete and deletes:
-                deletes = [k for k in deletes if _sql.value(
-                    self.conn, f'SELECT 1 FROM main."{HELD}" WHERE ClientId = ?1 AND TName = ?2 '
-                               f"AND RK = {pack}", (cid, info.name, *k))]
-            lower = [c.lower() for c in tc.columns]
-            pos = [lower.index(k.lower()) for k in tc.key_columns]
-            _sql.executemany(
-                self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, RK) '
-                           f"VALUES (?1, ?2, {pack})",
-                ((cid, info.name, *(row[p] for p in pos))
-                 for row in itertools.chain(tc.inserts, tc.updates)))
-            if any(f.lower() == info.name.lower() for f in first):
-                _sql.execute(self.conn, f'INSERT OR IGNORE INTO main."{HELD}"(ClientId, TName, '
-                                        f"RK) VALUES (?, ?, ?)", (cid, info.name, _COMPLETE))
-            out.append(tc if deletes is tc.deletes
-                       else dataclasses.replace(tc, deletes=deletes))
-        return out
+            if self._filtered(tc.table):
+                _held.ensure(self.conn)
+                self._hold_batch(client, tc, upto, keep_all=True)
+
+    def _hold_batch(self, client: uuid.UUID, tc: TableChanges, upto: int,
+                    keep_all: bool = False) -> TableChanges:
+        """Record what `tc` sends the client of a filtered table: its rows'
+        keys are held, its deletes (only those of keys the client may hold,
+        unless keep_all) are applied once the client completes up to `upto`."""
+        info = self._infos.get(self.conn, tc.table)
+        deletes = tc.deletes if keep_all else _held.held_deletes(self.conn, client, info,
+                                                                  tc.deletes)
+        _held.gone(self.conn, client, info, deletes, upto)
+        lower = [c.lower() for c in tc.columns]
+        pos = [lower.index(k.lower()) for k in tc.key_columns]
+        _held.hold(self.conn, client, info, (tuple(row[p] for p in pos)
+                                             for row in itertools.chain(tc.inserts, tc.updates)))
+        return tc if len(deletes) == len(tc.deletes) else dataclasses.replace(tc, deletes=deletes)
 
 
 def _digest(upload: Upload) -> bytes:

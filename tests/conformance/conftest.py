@@ -58,6 +58,28 @@ class SqliteHub:
         return [bytes(r[0]) for r in self.conn.execute(
             f'SELECT DISTINCT Session FROM "{RECEIPTS}" ORDER BY 1').fetchall()]
 
+    def held(self, client: Any, table: str, keys: Any) -> Any:
+        """(those of `keys` (single-column) recorded as held by `client`,
+        how many keys are recorded in all)."""
+        from sqlite_ct.sync._held import HELD
+        rows = [r[0] for r in self.conn.execute(
+            f'SELECT sqlite_ct_unpack_key(RK, 0) FROM "{HELD}" WHERE ClientId = ? '
+            f"AND TName = ? AND RK <> x''", (client.bytes_le, table)).fetchall()]
+        return {k for k in keys if k in rows}, len(rows)
+
+    def drop_pruning_columns(self, columns: Any) -> None:
+        """The record of held keys as a hub made before pruning (Gone,
+        Acked), or before the replica generations of acknowledgements
+        (Acked), has it."""
+        from sqlite_ct.sync._held import HELD
+        for column in columns:
+            self.conn.execute(f'ALTER TABLE "{HELD}" DROP COLUMN "{column}"')
+
+    def age_client(self, client: Any, days: float) -> None:
+        """Make `client`'s latest session `days` days older."""
+        self.conn.execute("UPDATE __sysSyncClients SET LastSeen = LastSeen - ? "
+                          "WHERE ClientId = ?", (int(days * 86_400_000), client.bytes_le))
+
     def backup(self, path: str) -> str:
         """A copy of the hub as it is now (the SQLite backup API)."""
         dest = apsw.Connection(path)
@@ -114,6 +136,21 @@ class PostgresHub:
     def receipt_sessions(self) -> List[bytes]:
         return [bytes(r[0]) for r in self.execute(
             "SELECT DISTINCT session FROM sqlite_ct.upload_receipts ORDER BY 1")]
+
+    def held(self, client: Any, table: str, keys: Any) -> Any:
+        from sqlite_ct.sync.pg._held import digest
+        rows = {bytes(r[0]) for r in self.execute(
+            "SELECT rk FROM sqlite_ct.client_keys WHERE client_id = ? AND table_name = ? "
+            "AND rk <> ''::bytea", (client, table))}
+        return {k for k in keys if digest((k,)) in rows}, len(rows)
+
+    def drop_pruning_columns(self, columns: Any) -> None:
+        for column in columns:
+            self.execute(f'ALTER TABLE sqlite_ct.client_keys DROP COLUMN "{column.lower()}"')
+
+    def age_client(self, client: Any, days: float) -> None:
+        self.execute("UPDATE sqlite_ct.client_replicas SET last_seen = last_seen - "
+                     "make_interval(secs => ?) WHERE client_id = ?", (days * 86400.0, client))
 
     def backup(self, path: str) -> str:
         """pg_dump of the hub database as it is now."""

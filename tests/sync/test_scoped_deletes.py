@@ -3,6 +3,9 @@ the row: no other user's keys leave the hub, and no client misses a delete of
 a row it holds (downloaded, or written and uploaded itself)."""
 from __future__ import annotations
 
+import pytest
+
+from sqlite_ct.sync import ReinitialiseRequired
 from sqlite_ct.sync.server import HELD
 
 from .conftest import Client, user_rows
@@ -70,11 +73,23 @@ def test_a_row_the_client_wrote_itself_is_deleted_when_it_moves_out(conns, hub_w
     assert (100, "carol", "mine") in user_rows(clients["carol"].conn, "notes")
 
 
-def test_a_client_without_a_complete_record_gets_every_delete(conns, hub_with):
-    """Clients whose first download predates the record of held keys."""
+def test_a_client_without_a_complete_record_is_told_to_reinitialise(conns, hub_with):
+    """A client whose first download predates the record of held keys (or
+    whose record the hub forgot) gets no delete it may not hold: it is told
+    to reinitialise, and afterwards gets exactly the deletes of its keys."""
     hub, counters, clients = setup(hub_with, conns)
+    bob = clients["bob"]
     hub.execute(f'DELETE FROM "{HELD}" WHERE RK = x\'\'')
     hub.execute("DELETE FROM notes WHERE id IN (1, 2)")    # bob's and carol's
     counters["bob"].deletes.clear()
-    clients["bob"].sync()
-    assert sorted(counters["bob"].deletes) == [(1,), (2,)]
+    with pytest.raises(ReinitialiseRequired, match='no record of which rows of filtered '
+                                                   'table "notes" this client holds'):
+        bob.sync()
+    assert counters["bob"].deletes == []
+    bob.agent.reinitialise()
+    assert counters["bob"].deletes == []
+    assert user_rows(bob.conn, "notes") == [r for r in user_rows(hub, "notes") if r[1] == "bob"]
+    hub.execute("DELETE FROM notes WHERE id IN (4, 5)")    # bob's and carol's
+    bob.sync()
+    assert counters["bob"].deletes == [(4,)]
+    assert user_rows(bob.conn, "notes") == [r for r in user_rows(hub, "notes") if r[1] == "bob"]

@@ -103,6 +103,7 @@ class Applier:
         self.scopes = scopes or {}      # table (lower case) -> the uploader's RowFilter
         self.refused: List[Conflict] = []
         self.held: Dict[str, List[tuple]] = {}     # filtered table -> uploaded keys
+        self.deleted: Dict[str, List[tuple]] = {}  # filtered table -> uploaded deletes applied
         self._refused_rows: List[Tuple[PgTable, tuple, Any]] = []
         self.cur = conn.cursor()
         self.infos = infos
@@ -318,7 +319,9 @@ class Applier:
     def _held_uploaded(self, st: Staged) -> None:
         """The keys of the uploaded inserts and updates (not the refused ones)
         that the hub holds, as a download sends them: the client holds them
-        (its own version, or the hub's once a conflict is resolved)."""
+        (its own version, or the hub's once a conflict is resolved). And the
+        keys of uploaded deletes the hub applied: the client no longer holds
+        them."""
         info = st.info
         cols = ", ".join(_types.select_expr(info.cats[j], f"t.{qi(info.columns[j])}")
                          for j in info.key_pos)
@@ -327,6 +330,12 @@ class Applier:
             _types.row_to_sqlite(tuple(r), convs) for r in self.cur.execute(
                 f"SELECT {cols} FROM {st.stage} AS s JOIN {info.qname} AS t "
                 f"ON {st.join('t')} WHERE s._op <> {OP_DELETE}"))
+        scols = ", ".join(_types.select_expr(info.cats[j], f"s.c{st.columns.index(k)}")
+                          for j, k in zip(info.key_pos, info.key))
+        self.deleted.setdefault(info.name.lower(), []).extend(
+            _types.row_to_sqlite(tuple(r), convs) for r in self.cur.execute(
+                f"SELECT {scols} FROM {st.stage} AS s WHERE s._op = {OP_DELETE} "
+                f"AND NOT EXISTS (SELECT 1 FROM {info.qname} AS t WHERE {st.join('t')})"))
 
     def _send_back_refused(self) -> None:
         """For each refused insert or update, the hub's row as it is now if

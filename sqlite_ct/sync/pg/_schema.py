@@ -172,7 +172,8 @@ _SERVICE_TABLES = {
             "registered_at timestamptz NOT NULL DEFAULT now()",
     # The keys of a filtered table each client may hold (_held.py).
     HELD: "client_id uuid NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, "
-          "rk bytea NOT NULL, PRIMARY KEY (client_id, table_schema, table_name, rk)",
+          "rk bytea NOT NULL, gone xid8, acked bigint, "
+          "PRIMARY KEY (client_id, table_schema, table_name, rk)",
 }
 
 

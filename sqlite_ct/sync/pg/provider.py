@@ -32,7 +32,7 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import SyncError
+from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider, check_replica_claim
@@ -335,6 +335,12 @@ class PostgresServerProvider(ServerProvider):
                             applier.held.setdefault(tc.table.lower(), []).extend(
                                 tuple(row[i] for i in infos[tc.table.lower()].key_pos)
                                 for row in tc.updates)
+                        if tc.table.lower() in scopes and tc.deletes:
+                            applier.deleted.setdefault(tc.table.lower(), []).extend(tc.deletes)
+                    # Deletes the client applies with this result, or made
+                    # itself, leave the record after its next download.
+                    for name, keys in applier.deleted.items():
+                        _held.gone(cur, upload.client_id, infos[name], keys, None)
                     for name, keys in applier.held.items():
                         _held.hold(cur, upload.client_id, infos[name], keys)
                     out = UploadResult(applier.applied, applier.failed,
@@ -394,24 +400,50 @@ class PostgresServerProvider(ServerProvider):
         if not filtered and not pending.needs_mark:
             return pending.finish(None)
         tables = []
+        news = {st.info.name: st.anchor for st in pending.states}
         with self._transaction() as conn:
             cur = conn.cursor()
             # The mark of the anchors' new snapshot, committed after it
             # (_marks.py) and before any client holds them.
             mark = (_marks.make(cur, pending.upper, alone=not filtered)
                     if pending.needs_mark else None)
+            counter = _held.generation(cur, request.client_id) if filtered else 0
+            for name, asked in filtered.items():
+                info = infos[name]
+                decoded = PgAnchor.decode(asked.anchor, asked.table, key) if asked.anchor \
+                    else None
+                if _first_download(decoded):
+                    _held.start(cur, request.client_id, info)
+                elif not _held.recorded(cur, request.client_id, info):
+                    raise ReinitialiseRequired(
+                        info.name, f"sqlite-ct sync: the hub has no record of which rows of "
+                                   f'filtered table "{info.name}" this client holds (its first '
+                                   f"download predates the record, the table was filtered "
+                                   f"later, or the hub forgot this client after a long "
+                                   f"absence), so it cannot tell which deletes to send; "
+                                   f"reinitialise the table (SyncAgent.reinitialise() or "
+                                   f"`sqlite-ct reinitialise`; it keeps unsent local changes)")
+                else:
+                    _held.prune(cur, request.client_id, info,
+                                None if decoded is None else decoded.complete, counter)
             for tc in pending.tables:
                 asked = filtered.get(tc.table.lower())
                 if asked is None:
                     tables.append(tc)
                     continue
                 info = infos[tc.table.lower()]
-                deletes = _held.held_deletes(cur, request.client_id, info, tc.deletes,
-                                             _first_download(asked.anchor, asked.table, key))
+                deletes = _held.held_deletes(cur, request.client_id, info, tc.deletes)
+                # The snapshot the client's new anchor names: once its
+                # xmin passes what this transaction sees, the deletes are in.
+                upper = news[info.name].latest
+                xmax = cur.execute("SELECT pg_snapshot_xmax(%s::pg_snapshot)::text",
+                                   (upper,)).fetchone()[0]
+                _held.gone(cur, request.client_id, info, deletes, xmax)
                 _held.hold(cur, request.client_id, info,
                            (tuple(row[i] for i in info.key_pos)
                             for row in itertools.chain(tc.inserts, tc.updates)))
-                tc = tc if deletes is tc.deletes else dataclasses.replace(tc, deletes=deletes)
+                tc = tc if len(deletes) == len(tc.deletes) else dataclasses.replace(
+                    tc, deletes=deletes)
                 if len(tc) or tc.reset:
                     tables.append(tc)
         batch = pending.finish(mark)
@@ -458,6 +490,19 @@ class PostgresServerProvider(ServerProvider):
                 ensure_service_table(cur, name)
 
     # -- retention --------------------------------------------------------
+    def forget_clients(self, *, older_than_days: float) -> int:
+        """Drop the record of held keys (sqlite_ct.client_keys) of every
+        client whose latest session (its replica claim) is older than
+        `older_than_days` days. Such a client, if it comes back, is told to
+        reinitialise its filtered tables (ReinitialiseRequired). Returns how
+        many clients were forgotten."""
+        if isinstance(older_than_days, bool) or not isinstance(older_than_days, (int, float)) \
+                or not older_than_days >= 0:
+            raise SyncError(f"sqlite-ct sync: forget_clients(): older_than_days must be a "
+                            f"number >= 0, not {older_than_days!r}")
+        with self._transaction() as conn:
+            return _held.forget_clients(conn.cursor(), older_than_days)
+
     def purge_tombstones(self, table: str, *, older_than_days: float) -> int:
         """Delete `table`'s tombstones deleted more than `older_than_days` days
         ago. Returns how many were deleted. A client whose anchor predates a
@@ -487,13 +532,12 @@ class PostgresServerProvider(ServerProvider):
             return int(count)
 
 
-def _first_download(anchor: Optional[bytes], table: str, key: HubKey) -> bool:
+def _first_download(decoded: Optional[PgAnchor]) -> bool:
     """Whether a download request starts a client's first download of the
-    table (no anchor, or the initial anchor of get_schema())."""
-    if not anchor:
-        return True
-    decoded = PgAnchor.decode(anchor, table, key)
-    return decoded.complete is None and decoded.window is None
+    table (no anchor, the initial anchor of get_schema(), or the anchor of a
+    table that never downloaded)."""
+    return decoded is None or (decoded.window is None and (
+        decoded.complete is None or decoded.fingerprint == _UNSCOPED))
 
 
 def _digest(upload: Upload) -> bytes:
