@@ -183,19 +183,26 @@ def test_a_deferred_row_with_a_local_change_waits_for_the_user(conns, hub_with):
     assert len(x.provider.conflicts()) == 1
 
 
-def test_a_deferred_row_whose_key_the_user_deleted_waits_for_the_user(conns, hub_with):
-    """The deferred server row's key was deleted locally since: writing the
-    row back in apply mode would drop the pending delete without a word (a
-    tombstone under a live key is no delete), so the entry waits."""
-    unique = lambda table, schema: TableSchema(schema.name, schema.columns,  # noqa: E731
-                                               schema.primary_key, constraints=("UNIQUE (v)",))
+def deferred_by_a_unique_collision(conns, hub_with):
+    """A client whose table is UNIQUE on v: the hub's (1, 'c') collides with
+    the client's own (2, 'c') and is deferred. Returns (hub, client)."""
+    def unique(table, schema):
+        return TableSchema(schema.name, schema.columns, schema.primary_key,
+                           constraints=("UNIQUE (v)",))
     hub, server = hub_with(SCHEMA, seed=SEED)
     x = Client(conns(), server, ["t"], creating_schema=unique)
     x.sync()
     x.conn.execute("UPDATE t SET v = 'c' WHERE id = 2")
     hub.execute("UPDATE t SET v = 'c' WHERE id = 1")
-    stats = x.sync()
-    assert stats.conflicts_deferred == 1
+    assert x.sync().conflicts_deferred == 1
+    return hub, x
+
+
+def test_a_deferred_row_whose_key_the_user_deleted_waits_for_the_user(conns, hub_with):
+    """The deferred server row's key was deleted locally since: writing the
+    row back in apply mode would drop the pending delete without a word (a
+    tombstone under a live key is no delete), so the entry waits."""
+    hub, x = deferred_by_a_unique_collision(conns, hub_with)
     x.conn.execute("DELETE FROM t WHERE id = 1")
     x.conn.execute("UPDATE t SET v = 'd' WHERE id = 2")  # the row no longer collides
     assert x.provider.retry_deferred(["t"]) == 0
@@ -210,14 +217,7 @@ def test_an_uploaded_change_supersedes_the_deferred_server_row(conns, hub_with):
     """Once the hub applied the client's later change of the key, the older
     server row in the inbox is stale: retried, it would overwrite the
     client's row in apply mode while the hub keeps the client's version."""
-    unique = lambda table, schema: TableSchema(schema.name, schema.columns,  # noqa: E731
-                                               schema.primary_key, constraints=("UNIQUE (v)",))
-    hub, server = hub_with(SCHEMA, seed=SEED)
-    x = Client(conns(), server, ["t"], creating_schema=unique)
-    x.sync()
-    x.conn.execute("UPDATE t SET v = 'c' WHERE id = 2")
-    hub.execute("UPDATE t SET v = 'c' WHERE id = 1")
-    assert x.sync().conflicts_deferred == 1
+    hub, x = deferred_by_a_unique_collision(conns, hub_with)
     x.conn.execute("UPDATE t SET v = 'e' WHERE id = 1")
     x.conn.execute("UPDATE t SET v = 'd' WHERE id = 2")
     x.sync()
