@@ -54,10 +54,10 @@ def _base_backup(c):
     return backup
 
 
-def test_a_base_backup_started_as_the_hub_is_recognised_after_its_ids_pass_the_anchors(
-        own_cluster):
+def _hub_and_two_clients(c):
+    """Table t with one row on the cluster's hub, and two clients that have
+    synchronised it: (hub, early, late, early_agent, late_agent)."""
     from sqlite_ct.sync.pg import PostgresServerProvider
-    c = own_cluster
     _exec(c.dsn, "CREATE TABLE t (id integer PRIMARY KEY, v text)")
     _exec(c.dsn, "INSERT INTO t VALUES (1, 'backed up')")
     hub = PostgresServerProvider(c.dsn, max_connections=2)
@@ -66,6 +66,14 @@ def test_a_base_backup_started_as_the_hub_is_recognised_after_its_ids_pass_the_a
     late_agent = SyncAgent(ClientSyncProvider(late), hub, ["t"])
     early_agent.synchronize()
     late_agent.synchronize()
+    return hub, early, late, early_agent, late_agent
+
+
+def test_a_base_backup_started_as_the_hub_is_recognised_after_its_ids_pass_the_anchors(
+        own_cluster):
+    from sqlite_ct.sync.pg import PostgresServerProvider
+    c = own_cluster
+    hub, early, late, early_agent, late_agent = _hub_and_two_clients(c)
 
     backup = _base_backup(c)
 
@@ -194,14 +202,7 @@ def test_point_in_time_recovery_to_between_two_clients_syncs(own_cluster):
         os.chown(archive, pw.pw_uid, pw.pw_gid)
     c.stop()
     c.start(options=f"-c archive_mode=on -c archive_command=\"cp %p {archive}/%f\"")
-    _exec(c.dsn, "CREATE TABLE t (id integer PRIMARY KEY, v text)")
-    _exec(c.dsn, "INSERT INTO t VALUES (1, 'backed up')")
-    hub = PostgresServerProvider(c.dsn, max_connections=2)
-    early, late = sqlite_client(), sqlite_client()
-    early_agent = SyncAgent(ClientSyncProvider(early), hub, ["t"])
-    late_agent = SyncAgent(ClientSyncProvider(late), hub, ["t"])
-    early_agent.synchronize()
-    late_agent.synchronize()
+    hub, early, late, early_agent, late_agent = _hub_and_two_clients(c)
     backup = _base_backup(c)
     _exec(c.dsn, "INSERT INTO t VALUES (2, 'before the restore point')")
     early_agent.synchronize()
