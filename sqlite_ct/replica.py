@@ -125,7 +125,10 @@ def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
     never sent: rows changed after the table's sent anchor and the pending
     tombstones stay; every other row is deleted as if in apply mode (no
     tombstone), so the next download from `received_anchor` brings back what
-    the server still has. Returns how many rows were deleted."""
+    the server still has. When the connection enforces foreign keys, a row
+    that another row refers to through a FOREIGN KEY is kept as well (not a
+    pending change): deleting it would cascade to the referring rows without
+    tombstones, or fail. Returns how many rows were deleted."""
     if not isinstance(received_anchor, (bytes, bytearray, memoryview)):
         raise AnchorError(f"sqlite-ct: a received anchor is bytes, "
                           f"got {type(received_anchor).__name__}")
@@ -137,12 +140,50 @@ def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
         # A NULL change stamp: the row predates tracking, as if written by
         # the enabling transaction.
         with applying_server_changes(conn):
-            _conn.execute(conn, f'DELETE FROM main.{q(name)} '
-                                f'WHERE coalesce("__sysChangeTxBsn", ?) <= ?',
+            _conn.execute(conn, f'DELETE FROM main.{q(name)} AS "ct_row" '
+                                f'WHERE coalesce("__sysChangeTxBsn", ?) <= ?'
+                                + unreferenced(conn, name, "ct_row"),
                           (int(enable or 0), sent))
             removed = int(_conn.value(conn, "SELECT changes()"))
         set_received_anchor(conn, name, bytes(received_anchor))
         return removed
+
+
+def unreferenced(conn: Any, name: str, alias: str) -> str:
+    """A WHERE term (" AND ...", or "" when nothing can refer to table `name`)
+    that holds for a row of `name`, under `alias`, which no row of any table
+    of the main schema refers to through a FOREIGN KEY, when the connection
+    enforces foreign keys. For deletes done in apply mode, which leave no
+    tombstone: with foreign keys on, deleting a referenced row would delete
+    (CASCADE) or change (SET NULL, SET DEFAULT) the rows that refer to it in
+    apply mode too, losing their unsent local changes or their data for good,
+    or fail (NO ACTION, RESTRICT). A kept row stays as it is, not a pending
+    change; the download brings the server's version of it. With foreign
+    keys off nothing cascades, and the referring rows wait for the download."""
+    if not _conn.value(conn, "PRAGMA foreign_keys"):
+        return ""
+    terms = []
+    for (child,) in list(_conn.rows(conn, "SELECT name FROM main.sqlite_schema "
+                                          "WHERE type = 'table' ORDER BY name")):
+        fks: dict = {}
+        for fk_id, parent, frm, to in list(_conn.rows(
+                conn, 'SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?, \'main\') '
+                      "ORDER BY id, seq", (child,))):
+            if str(parent).lower() == name.lower():
+                fks.setdefault(fk_id, []).append((frm, to))
+        for pairs in fks.values():
+            if any(to is None for _, to in pairs):
+                # REFERENCES parent with no column list: the parent's PRIMARY KEY.
+                pk = [c for (c,) in _conn.rows(
+                    conn, "SELECT name FROM pragma_table_info(?, 'main') WHERE pk > 0 "
+                          "ORDER BY pk", (name,))]
+                pairs = [(frm, pk[i] if i < len(pk) else frm) for i, (frm, _) in enumerate(pairs)]
+            # The parent's column on the left: its collation decides, as for
+            # the foreign key itself.
+            match = " AND ".join(f"{q(alias)}.{q(to)} = \"ct_ref\".{q(frm)}" for frm, to in pairs)
+            terms.append(f' AND NOT EXISTS (SELECT 1 FROM main.{q(child)} AS "ct_ref" '
+                         f"WHERE {match})")
+    return "".join(terms)
 
 
 def floor_tombstone_times(conn: Any) -> int:

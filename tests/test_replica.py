@@ -179,6 +179,73 @@ def test_reinitialise_table_is_all_or_nothing_in_the_callers_transaction(tracked
     assert sqlite_ct.get_received_anchor(tracked, "t") is None
 
 
+def fk_family(conn, action, *, child_tracked=True):
+    """Tracked parent p2 (rows 1, 2, 3, all sent) and child c2 referring to
+    it with ON DELETE `action`; c2 row 10 (to parent 1) was sent, row 11 (to
+    parent 2) is an unsent local insert. Returns p2's sent anchor."""
+    run(conn, "PRAGMA foreign_keys = ON",
+        "CREATE TABLE p2(id INTEGER PRIMARY KEY, v TEXT)",
+        f"CREATE TABLE c2(id INTEGER PRIMARY KEY, pid INTEGER DEFAULT 3 "
+        f"REFERENCES p2(id) ON DELETE {action}, v TEXT)",
+        "INSERT INTO p2(id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "INSERT INTO c2(id, pid, v) VALUES (10, 1, 'sent')")
+    sqlite_ct.create_schema(conn, "p2")
+    if child_tracked:
+        sqlite_ct.create_schema(conn, "c2")
+    sent = sqlite_ct.last_committed_csn(conn)
+    sqlite_ct.set_sent_anchor(conn, "p2", sent)
+    if child_tracked:
+        sqlite_ct.set_sent_anchor(conn, "c2", sent)
+    run(conn, "INSERT INTO c2(id, pid, v) VALUES (11, 2, 'unsent')")
+    return sent
+
+
+@pytest.mark.parametrize("action", ["CASCADE", "SET NULL", "SET DEFAULT", "NO ACTION",
+                                    "RESTRICT"])
+def test_reinitialise_table_keeps_the_rows_other_rows_refer_to(conn, action):
+    # Deleting parent rows in apply mode would delete or change the rows that
+    # refer to them in apply mode too: the unsent insert would be gone with
+    # no tombstone, a SET NULL would re-stamp the child as applied.
+    sent = fk_family(conn, action)
+    run(conn, "UPDATE c2 SET v = 'edited' WHERE id = 10")
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 1  # row 3
+    assert q(conn, "SELECT id FROM p2 ORDER BY id") == [(1,), (2,)]
+    assert q(conn, "SELECT id, pid, v FROM c2 ORDER BY id") == [(10, 1, "edited"),
+                                                                 (11, 2, "unsent")]
+    assert pending(conn, "c2", sent) == {"inserts": [11], "updates": [10], "deletes": []}
+    assert pending(conn, "p2", sent) == {"inserts": [], "updates": [], "deletes": []}
+
+
+def test_reinitialise_table_keeps_rows_an_untracked_table_refers_to(conn):
+    # A local-only table's rows have no way back from the server.
+    fk_family(conn, "CASCADE", child_tracked=False)
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 1
+    assert q(conn, "SELECT id FROM c2 ORDER BY id") == [(10,), (11,)]
+
+
+def test_reinitialise_table_with_a_composite_foreign_key_to_a_unique_column(conn):
+    run(conn, "PRAGMA foreign_keys = ON",
+        "CREATE TABLE p2(id INTEGER PRIMARY KEY, a TEXT, b INTEGER, UNIQUE (a, b))",
+        "CREATE TABLE c2(id INTEGER PRIMARY KEY, x TEXT, y INTEGER, "
+        "FOREIGN KEY (x, y) REFERENCES p2(a, b) ON DELETE CASCADE)",
+        "INSERT INTO p2 VALUES (1, 'k', 1), (2, 'k', 2), (3, NULL, NULL)",
+        "INSERT INTO c2 VALUES (10, 'k', 2), (11, NULL, NULL)")
+    sqlite_ct.create_schema(conn, "p2")
+    sqlite_ct.set_sent_anchor(conn, "p2", sqlite_ct.last_committed_csn(conn))
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 2
+    assert q(conn, "SELECT id FROM p2") == [(2,)]
+    assert q(conn, "SELECT id FROM c2 ORDER BY id") == [(10,), (11,)]
+
+
+def test_reinitialise_table_with_foreign_keys_off_deletes_referenced_rows(conn):
+    # Nothing cascades: the referring rows stay as they are, and the download
+    # brings the parents back.
+    fk_family(conn, "CASCADE")
+    run(conn, "PRAGMA foreign_keys = OFF")
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 3
+    assert q(conn, "SELECT id, pid FROM c2 ORDER BY id") == [(10, 1), (11, 2)]
+
+
 @pytest.mark.parametrize("anchor", ["text", None, 5])
 def test_reinitialise_table_refuses_an_anchor_that_is_not_bytes(tracked, anchor):
     sqlite_ct.set_sent_anchor(tracked, "t", sqlite_ct.last_committed_csn(tracked))

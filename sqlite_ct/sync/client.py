@@ -29,7 +29,7 @@ from ..anchors import (get_received_anchor, get_sent_anchor, set_client_id,
                        set_received_anchor, set_received_anchors, set_sent_anchor,
                        set_sent_anchors)
 from ..changes import GroupChangeStream, enumerate_group_changes
-from ..replica import forget_pending_deletes, reinitialise_table, stamp_applied
+from ..replica import forget_pending_deletes, reinitialise_table, stamp_applied, unreferenced
 from ..retention import purge_tombstones
 from ..tracking import (applying_local_changes, applying_server_changes,
                         create_schema as track_table, disable_tracking, is_tracked,
@@ -334,8 +334,11 @@ class ClientSyncProvider:
                     _sql.execute(self.conn, schema_table.create_table_sql())
                     created = True
                 else:
+                    # Rows other rows refer to stay (replica.unreferenced):
+                    # the delete would cascade to them without tombstones.
                     with applying_server_changes(self.conn):
-                        _sql.execute(self.conn, f"DELETE FROM main.{q(name)}")
+                        _sql.execute(self.conn, f'DELETE FROM main.{q(name)} AS "ct_row" WHERE 1'
+                                     + unreferenced(self.conn, name, "ct_row"))
                     truncated = True
             name = _sql.table_exists(self.conn, table.name)
             if table.direction is not SyncDirection.SNAPSHOT:
@@ -386,6 +389,7 @@ class ClientSyncProvider:
         treats it as a conflict. Returns how many rows were removed."""
         removed = 0
         with _sql.transaction(self.conn, "sqlite_ct_sync_reinitialise"):
+            todo = []
             for t in tables:
                 name = _sql.table_exists(self.conn, _name(t))
                 if name is None or not is_tracked(self.conn, name):
@@ -394,7 +398,15 @@ class ClientSyncProvider:
                 if anchor is None:
                     raise SyncError(f'sqlite-ct sync: the server sent no anchor for table '
                                     f'"{_name(t)}"')
-                removed += reinitialise_table(self.conn, name, anchor)
+                todo.append((name, anchor))
+            # A row another row refers to stays (with foreign keys on) while
+            # that row is there: once a later table of the group has dropped
+            # its rows, another round drops the rows only they referred to.
+            for _ in range(len(todo)):
+                got = sum(reinitialise_table(self.conn, name, anchor) for name, anchor in todo)
+                removed += got
+                if not got:
+                    break
         return removed
 
     def schema_changes(self, tables: Sequence[SyncTable], schema: SyncSchema

@@ -173,3 +173,21 @@ def test_reinitialising_refuses_when_unsent_changes_cannot_be_counted(conns, hub
     x.provider.accept_changes(["t"])
     x.sync()
     assert user_rows(x.conn, "t") == HUB_ROWS
+
+
+def test_truncate_existing_keeps_rows_a_local_table_refers_to(conns, hub_with):
+    # With foreign keys on, deleting row 7 would cascade to the local-only
+    # notes table without a trace: it stays (as a row the hub does not
+    # have), the rest of the table is truncated.
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    conn = existing_client(conns, rows=((1, "mine", 0.0), (7, "noted", 7.0), (8, "x", 8.0)))
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, "
+                 "tid INTEGER REFERENCES t(id) ON DELETE CASCADE, note TEXT)")
+    conn.execute("INSERT INTO notes VALUES (1, 7, 'keep me')")
+    x = Client(conn, server, [SyncTable("t", creation_option=T.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE)])
+    stats = x.sync()
+    assert stats.total_changes_uploaded == 0
+    assert user_rows(conn, "notes") == [(1, 7, "keep me")]
+    assert user_rows(conn, "t") == HUB_ROWS + [(7, "noted", 7.0)]
+    assert user_rows(hub, "t") == HUB_ROWS
