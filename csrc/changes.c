@@ -51,7 +51,9 @@
 ** inserted and changed by the enabling transaction. EXCLUDE_CONTEXT (a 16-byte
 ** GUID, or NULL) leaves out rows and tombstones whose latest writer carried
 ** that tracking context (what a hub skips when a client downloads its own
-** uploads). A replica that applies the deletes, then the inserts and updates
+** uploads); with it, a key that is live again is no delete, as in the hub's
+** downloads: its row is the reader's own (which a delete would remove from
+** the reader) or reported, to be upserted. A replica that applies the deletes, then the inserts and updates
 ** as upserts, and next reads from UNTIL, ends equal to the table.
 **
 ** ARGUMENTS AND ERRORS: TBL is the name of a tracked table of main (any
@@ -451,6 +453,19 @@ static char *ctChgTombstoneKey(const CtChgTable *t){
   return sqlite3_str_finish(s);
 }
 
+/* A WHERE clause on the table that finds the live row of the tombstone's
+** key __sysRK (either form: sqlite_ct_unpack_key() reads both), through the
+** primary key. */
+static char *ctChgLiveKey(const CtChgTable *t){
+  sqlite3_str *s = sqlite3_str_new(0);
+  int i;
+  for(i=0; i<t->nPk; i++){
+    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(__sysOCSDeletedRows.__sysRK, %d)",
+                        i ? " AND " : "", t->azPk[i], i);
+  }
+  return sqlite3_str_finish(s);
+}
+
 /*
 ** *piWrote: whether the open transaction holds a BSN (it wrote tracked rows
 ** natively) that stamps a row or a tombstone of this table. Such stamps hide
@@ -499,19 +514,24 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   int bRowid = (idxNum & (1<<CTC_ROWID))!=0 && t->zRowid!=0;
   char *zKeys = bPk ? ctChgKeyList(t, "", "") : 0;
   char *zRk = bPk ? ctChgTombstoneKey(t) : 0;
+  char *zLive = ctChgLiveKey(t);
   const char *zNotExcluded = "(__sysTrackingContext IS NOT ?4 OR ?4 IS NULL)";
 
-  if( bPk && (zKeys==0 || zRk==0) ) rc = SQLITE_NOMEM;
+  if( (bPk && (zKeys==0 || zRk==0)) || zLive==0 ) rc = SQLITE_NOMEM;
   if( c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
    && (t->eOpt & CT_TRACK_DELETE) ){
     /* The key's newest tombstone gives change_bsn and (bare column of max())
-    ** context. */
+    ** context. With a context left out, a key that is live again is no
+    ** delete: its row is either the reader's own (left out, and the reader
+    ** holds it: a delete would remove it) or in the window (an upsert). */
     c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
         "SELECT max(__sysDeleteTxBsn), min(__sysInsertTxCsn), %s, %s, NULL"
         " FROM main.__sysOCSDeletedRows"
         " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
-        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1",
-        bCtx ? "__sysTrackingContext" : "NULL", bPk ? zRk : "NULL", zNotExcluded);
+        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1"
+        " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))",
+        bCtx ? "__sysTrackingContext" : "NULL", bPk ? zRk : "NULL", zNotExcluded,
+        t->zName, zLive ? zLive : "0");
   }
   if( c->cOpWant!='D' && c->cOpWant!='X' ){
     c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
@@ -530,6 +550,7 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   }
   sqlite3_free(zKeys);
   sqlite3_free(zRk);
+  sqlite3_free(zLive);
   return rc;
 }
 
