@@ -111,11 +111,13 @@ def stamp_applied(conn: Any, table: str, key: Sequence[Any]) -> bool:
         name = _native(conn, table, "stamp_applied")
         cols, values = _key(conn, name, key, "stamp_applied")
         where = " AND ".join(f"{q(c)} IS ?" for c in cols)
-        # The trigger accepts an insert stamp of 0 only in apply mode, and
-        # re-stamps the change column with the apply mode's 0.
+        # The trigger accepts stamps of 0 only in apply mode. Both are set
+        # here: a table that does not track updates has no trigger that
+        # re-stamps the change column, and its change stamp would keep the
+        # row pending (the server's version sent back as a local change).
         with applying_server_changes(conn):
-            _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysInsertTxBsn" = 0 '
-                                f"WHERE {where}", values)
+            _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysInsertTxBsn" = 0, '
+                                f'"__sysChangeTxBsn" = 0 WHERE {where}', values)
             return bool(_conn.value(conn, "SELECT changes()"))
 
 
@@ -254,8 +256,9 @@ def release_context(conn: Any, table: str, context: uuid.UUID, *,
     """In the open transaction, hand what it wrote to `table` under tracking
     context `context` back to no context, except the keys the context's
     owner wrote exactly: rows of `table` that carry this transaction's stamp
-    and `context`, other than those keyed in `keep_rows`, are written again
-    under no context (a no-op UPDATE the triggers re-stamp); tombstones of
+    and `context`, other than those keyed in `keep_rows`, get no context
+    (the triggers accept the connection's own context, set to none here,
+    whether the table tracks updates or not); tombstones of
     this transaction with `context`, other than of keys in `keep_deletes`,
     lose their context. Keys are sequences of values in PRIMARY KEY order.
 
@@ -275,14 +278,11 @@ def release_context(conn: Any, table: str, context: uuid.UUID, *,
         name = _registered(conn, table, "release_context")
         cols = key_columns(conn, name)
         pack = f"sqlite_ct_pack_key({', '.join(q(c) for c in cols)})"
-        first = next((c for (c,) in _conn.rows(
-            conn, "SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden = 0 "
-                  "ORDER BY cid", (name,)) if not c.lower().startswith("__sys")), cols[0])
         previous = _conn.value(conn, "SELECT sqlite_ct_tracking_context()")
         _conn.value(conn, "SELECT sqlite_ct_set_tracking_context(NULL)")
         try:
             with _keys_table(conn, name, keep_rows, "release_context") as kept:
-                _conn.execute(conn, f"UPDATE main.{q(name)} SET {q(first)} = {q(first)} "
+                _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysTrackingContext" = NULL '
                                     f'WHERE "__sysChangeTxBsn" = ? AND "__sysTrackingContext" IS ?'
                                     + (f" AND {pack} NOT IN (SELECT rk FROM {kept})"
                                        if kept else ""), (bsn, x))

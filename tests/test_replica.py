@@ -109,13 +109,24 @@ def test_stamp_applied_makes_a_pending_insert_the_servers_row(tracked):
     assert pending(conn, "t", sent) == {"inserts": [], "updates": [5], "deletes": [4]}
 
 
-def test_stamp_applied_without_update_tracking_resets_the_insert_stamp(conn):
+@pytest.mark.parametrize("options", ["INSERT|DELETE", "INSERT"])
+def test_stamp_applied_without_update_tracking_resets_both_stamps(conn, options):
+    # No trigger re-stamps the change column of a table that does not track
+    # updates: left as it was, the row would stay a pending change and the
+    # server's version would be uploaded back.
+    opts = sqlite_ct.TrackingOptions.INSERT
+    if "DELETE" in options:
+        opts |= sqlite_ct.TrackingOptions.DELETE
     run(conn, "CREATE TABLE n(id INTEGER PRIMARY KEY, v TEXT)")
-    sqlite_ct.create_schema(conn, "n", options=sqlite_ct.TrackingOptions.INSERT
-                            | sqlite_ct.TrackingOptions.DELETE)
+    sqlite_ct.create_schema(conn, "n", options=opts)
+    sent = sqlite_ct.last_committed_csn(conn)
     run(conn, "INSERT INTO n(id, v) VALUES (1, 'a')")
+    with sqlite_ct.applying_server_changes(conn):
+        run(conn, "UPDATE n SET v = 'server' WHERE id = 1")
     assert sqlite_ct.stamp_applied(conn, "n", [1]) is True
-    assert val(conn, 'SELECT "__sysInsertTxBsn" FROM n') == 0
+    assert q(conn, 'SELECT "__sysInsertTxBsn", "__sysChangeTxBsn" FROM n') == [(0, 0)]
+    cs = sqlite_ct.enumerate_changes(conn, "n", sent)
+    assert (cs.inserts, cs.updates, cs.deletes) == ([], [], [])
     assert sqlite_ct.enumerate_changes(conn, "n", 0).inserts == []
 
 
@@ -359,6 +370,26 @@ def test_release_context_hands_all_but_the_kept_keys_back_to_no_context(tracked)
     assert sorted(r["id"] for r in cs.updates) == [2]
     assert sorted(r["id"] for r in cs.inserts) == [4]
     assert [k["id"] for k in cs.deletes] == [5]
+
+
+@pytest.mark.parametrize("options", ["INSERT|DELETE", "INSERT"])
+def test_release_context_on_a_table_that_does_not_track_updates(conn, options):
+    # No trigger re-stamps an update there: the context is set directly.
+    opts = sqlite_ct.TrackingOptions.INSERT
+    if "DELETE" in options:
+        opts |= sqlite_ct.TrackingOptions.DELETE
+    run(conn, "CREATE TABLE n(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "n", options=opts)
+    client = uuid.uuid4()
+    run(conn, "BEGIN")
+    sqlite_ct.set_tracking_context(conn, client)
+    run(conn, "INSERT INTO n(id, v) VALUES (1, 'sent'), (2, 'from a hub trigger')")
+    sqlite_ct.release_context(conn, "n", client, keep_rows=[(1,)])
+    run(conn, "COMMIT")
+    sqlite_ct.set_tracking_context(conn, None)
+    assert contexts(conn, "n")[0] == [(1, client.bytes_le), (2, None)]
+    cs = sqlite_ct.enumerate_changes(conn, "n", 0, exclude_context=client)
+    assert [r["id"] for r in cs.inserts] == [2]
 
 
 def test_release_context_without_kept_keys_releases_everything(tracked):
