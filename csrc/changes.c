@@ -31,8 +31,9 @@
 ** and the hidden argument columns tbl, since, until, exclude_context. Rows
 ** come deletes first, then rows stamped in the window in change_bsn order,
 ** then rows with NULL stamps; nothing is promised to SQLite about order
-** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D') is used
-** to skip what is not asked for; any other op value matches nothing, and the
+** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D'), compared
+** with the BINARY collation, is used to skip what is not asked for (under
+** another collation SQLite compares each row); any other op value matches nothing, and the
 ** arguments are still checked: "WHERE op = ''" validates an anchor and reads
 ** nothing.
 **
@@ -224,7 +225,10 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
       bSeen[j] = 1;
       if( c->usable && aiArg[j]<0 ) aiArg[j] = i;
     }else if( c->iColumn==CTC_OP && c->usable && iOp<0
-           && (c->op==SQLITE_INDEX_CONSTRAINT_EQ || c->op==SQLITE_INDEX_CONSTRAINT_NE) ){
+           && (c->op==SQLITE_INDEX_CONSTRAINT_EQ || c->op==SQLITE_INDEX_CONSTRAINT_NE)
+           && sqlite3_stricmp(sqlite3_vtab_collation(pInfo, i), "BINARY")==0 ){
+      /* Only a BINARY comparison is the exact match xFilter applies; under
+      ** another collation (op = 'i' COLLATE NOCASE) SQLite checks it. */
       iOp = i;
       eOp = c->op==SQLITE_INDEX_CONSTRAINT_EQ ? CTX_OP_EQ : CTX_OP_NE;
     }
@@ -520,18 +524,23 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   if( (bPk && (zKeys==0 || zRk==0)) || zLive==0 ) rc = SQLITE_NOMEM;
   if( c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
    && (t->eOpt & CT_TRACK_DELETE) ){
-    /* The key's newest tombstone gives change_bsn and (bare column of max())
-    ** context. With a context left out, a key that is live again is no
-    ** delete: its row is either the reader's own (left out, and the reader
-    ** holds it: a delete would remove it) or in the window (an upsert). */
+    /* The key's newest tombstone gives change_bsn and context: looked up by
+    ** its primary key (a bare column next to both max() and min() would come
+    ** from either row). With a context left out, a key that is live again
+    ** is no delete: its row is either the reader's own (left out, and the
+    ** reader holds it: a delete would remove it) or in the window (an
+    ** upsert). */
     c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
-        "SELECT max(__sysDeleteTxBsn), min(__sysInsertTxCsn), %s, %s, NULL"
+        "SELECT g.bsn, g.ins, %s, %s, NULL FROM ("
+        "SELECT max(__sysDeleteTxBsn) AS bsn, min(__sysInsertTxCsn) AS ins, __sysRK"
         " FROM main.__sysOCSDeletedRows"
         " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
         " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1"
-        " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))",
-        bCtx ? "__sysTrackingContext" : "NULL", bPk ? zRk : "NULL", zNotExcluded,
-        t->zName, zLive ? zLive : "0");
+        " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))) AS g",
+        bCtx ? "(SELECT n.__sysTrackingContext FROM main.__sysOCSDeletedRows AS n"
+               " WHERE n.__sysTName = ?5 AND n.__sysDeleteTxBsn = g.bsn"
+               " AND n.__sysRK = g.__sysRK)" : "NULL",
+        bPk ? zRk : "NULL", zNotExcluded, t->zName, zLive ? zLive : "0");
   }
   if( c->cOpWant!='D' && c->cOpWant!='X' ){
     c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,

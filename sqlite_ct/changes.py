@@ -103,10 +103,14 @@ def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
 
 
 def _check_since(since: Any) -> int:
-    """The Python side of an anchor: an int (not a bool). Every rule about its
-    value (negative, newer than the database, expired) is sqlite_ct_changes()'s."""
-    if isinstance(since, bool) or not isinstance(since, int):
+    """The Python side of an anchor: an int (not a bool) that a SQLite
+    integer holds (binding a larger one raises OverflowError); a negative one
+    gets sqlite_ct_changes()'s message. Every other rule about its value
+    (newer than the database, expired) is sqlite_ct_changes()'s."""
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
         raise AnchorError(f"sqlite-ct: an anchor is a non-negative integer CSN, got {since!r}")
+    if since >= 2**63:
+        raise AnchorError(f"sqlite-ct: an anchor is a CSN below 2**63, got {since!r}")
     return since
 
 

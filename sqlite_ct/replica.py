@@ -80,6 +80,8 @@ def _check_csn(value: Any, what: str, func: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise AnchorError(f"sqlite-ct: {func}(): {what} is a non-negative integer CSN, "
                           f"got {value!r}")
+    if value >= 2**63:
+        raise AnchorError(f"sqlite-ct: {func}(): {what} is a CSN below 2**63, got {value!r}")
     return value
 
 

@@ -341,6 +341,70 @@ def test_exclude_context_leaves_out_the_delete_of_a_key_that_is_live_again(conn,
     assert (len(cs.inserts), cs.updates, cs.deletes) == (len(own), [], [{"a": "k", "b": 2}])
 
 
+def test_a_delete_carries_the_context_of_the_keys_newest_tombstone(conn, t):
+    since = csn(conn)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    for ctx in (a, None, b, None):   # four deletes of key 1, newest without context
+        sqlite_ct.set_tracking_context(conn, ctx)
+        conn.execute("DELETE FROM t WHERE id = 1")
+        conn.execute("INSERT INTO t(id, v) VALUES (1, 'again')")
+    conn.execute("DELETE FROM t WHERE id = 1")
+    sqlite_ct.set_tracking_context(conn, None)
+    (op, change, ctx), = rows(conn, "SELECT op, change_bsn, context FROM sqlite_ct_changes(?, ?)",
+                              ("t", since))
+    assert (op, change, ctx) == ("D", csn(conn), None)
+    before_b = csn(conn)
+    sqlite_ct.set_tracking_context(conn, b)
+    conn.execute("INSERT INTO t(id, v) VALUES (1, 'b')")
+    conn.execute("DELETE FROM t WHERE id = 1")
+    sqlite_ct.set_tracking_context(conn, None)
+    got = lambda x: rows(conn, "SELECT change_bsn, context FROM sqlite_ct_changes(?, ?, ?, ?)",
+                         ("t", since, csn(conn), x))
+    assert got(uuid.uuid4().bytes_le) == [(csn(conn), b.bytes_le)]
+    # With b's tombstones left out, the newest of the rest has no context.
+    assert got(b.bytes_le) == [(before_b, None)]
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("op = 'i' COLLATE NOCASE", ["I"]),
+    ("op COLLATE NOCASE = 'i'", ["I"]),
+    ("op <> 'i' COLLATE NOCASE", ["U"]),
+    ("op = 'i'", []),
+    ("op = 'I'", ["I"]),
+    ("op <> 'I'", ["U"]),
+])
+def test_an_op_constraint_under_another_collation_is_compared_by_sqlite(conn, t, where,
+                                                                         expected):
+    since = csn(conn)
+    conn.execute("INSERT INTO t(id, v) VALUES (3, 'new')")
+    conn.execute("UPDATE t SET v = 'x' WHERE id = 1")
+    assert sorted(r[0] for r in rows(
+        conn, f"SELECT op FROM sqlite_ct_changes('t', ?) WHERE {where}", (since,))) == expected
+
+
+@pytest.mark.parametrize("since", [2**63, 2**64 + 5, -2**70])
+def test_an_anchor_no_sqlite_integer_holds_is_an_anchor_error(conn, t, since):
+    big = "a CSN below 2**63" if since > 0 else "a non-negative integer CSN"
+    message = f"sqlite-ct: an anchor is {big}, got {since!r}"
+    for call in (lambda: sqlite_ct.enumerate_changes(conn, "t", since),
+                 lambda: sqlite_ct.enumerate_group_changes(conn, ["t"], since)):
+        with pytest.raises(sqlite_ct.AnchorError) as info:
+            call()
+        assert str(info.value) == message
+    with pytest.raises(sqlite_ct.AnchorError) as info:
+        with sqlite_ct.iter_changes(conn, "t", since):
+            pass
+    assert str(info.value) == message
+    if since > 0:
+        with pytest.raises(sqlite_ct.AnchorError) as info:
+            sqlite_ct.set_sent_anchor(conn, "t", since)
+        assert str(info.value) == f"sqlite-ct: a sent anchor is a CSN below 2**63, got {since}"
+        with pytest.raises(sqlite_ct.AnchorError) as info:
+            sqlite_ct.forget_pending_deletes(conn, "t", [1], after=since)
+        assert str(info.value) == ("sqlite-ct: forget_pending_deletes(): after is a CSN "
+                                   f"below 2**63, got {since}")
+
+
 def test_portable_tombstones_come_back_in_the_binary_form(conn):
     conn.execute("CREATE TABLE p(k TEXT PRIMARY KEY, v)")
     sqlite_ct.create_schema(conn, "p", mode="portable")
