@@ -66,9 +66,11 @@
 ** its triggers to a rebuild is refused. So is reading inside a transaction
 ** that holds a BSN (it wrote tracked rows of a native table: their
 ** uncommitted stamps hide the committed changes of those rows): commit or roll
-** back first; a transaction that wrote only other tables reads this one.
-** Writes in apply mode or to portable tables leave no BSN to see; the Python
-** readers refuse those too (sqlite_ct_uncommitted_writes()). Every message starts
+** back first. So is any transaction that wrote in apply mode, or wrote
+** anything while a table is tracked in portable mode (those writes leave no
+** BSN to see), as the Python readers refuse (sqlite_ct_uncommitted_writes());
+** one that natively wrote only other tables reads this one, unless this
+** table does not track every kind of write. Every message starts
 ** with "sqlite-ct: " and is the one sqlite_ct/_conn.py maps to an error
 ** class.
 **
@@ -471,23 +473,30 @@ static char *ctChgLiveKey(const CtChgTable *t){
 }
 
 /*
-** *piWrote: whether the open transaction holds a BSN (it wrote tracked rows
-** natively) that stamps a row or a tombstone of this table. Such stamps hide
-** the committed changes of the rows they overwrote, so reading the table is
-** refused; a transaction that wrote only other tables reads this one as
-** committed (a sync client checks a table's unsent changes after re-creating
-** another in the same transaction). Both probes are index lookups: the change
-** index, and the tombstones' primary key (table, delete BSN). Writes in apply
-** mode and to portable tables leave no BSN to see; the Python readers also
-** refuse after those (sqlite_ct_uncommitted_writes(), asked before their own
-** savepoint, whose metadata writes after a RENAME TO are not the caller's).
+** *piWrote: whether the open transaction wrote what would make reading this
+** table inside it wrong (its uncommitted stamps hide the committed changes of
+** the rows they overwrote, and a rollback would leave the reader's anchor past
+** what it saw), so reading is refused. Refused whenever the Python readers
+** refuse (sqlite_ct_uncommitted_writes(), ctUncommittedWrites()), except after
+** native writes to other tables only: a sync client checks a table's unsent
+** changes after re-creating another in the same transaction. Those are seen
+** through this transaction's BSN: the change index and the tombstones' primary
+** key (table, delete BSN), two index lookups. A table that does not track
+** every kind of write may have been written without a trace (a delete that
+** leaves no tombstone): refused whenever the transaction holds a BSN. Writes
+** in apply mode (stamps 0) and to portable tables (pure-SQL triggers) leave
+** no BSN to see: refused whatever table they wrote.
 */
-static int ctChgOwnWrites(sqlite3 *db, const CtChgTable *t, sqlite3_int64 *piWrote,
-                          char **pzErr){
+static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
+                          sqlite3_int64 *piWrote, char **pzErr){
   sqlite3_int64 iBsn = 0;
-  int bNull = 1, rc;
+  int bNull = 1, rc, fWrote = 0;
   sqlite3_stmt *pStmt;
   *piWrote = 0;
+  rc = ctUncommittedWrites(p, &fWrote, pzErr);
+  if( rc!=SQLITE_OK || fWrote==0 ) return rc;
+  if( fWrote & (CT_WROTE_APPLY|CT_WROTE_PORTABLE) ){ *piWrote = 1; return SQLITE_OK; }
+  if( (t->eOpt & CT_TRACK_ALL)!=CT_TRACK_ALL ){ *piWrote = 1; return SQLITE_OK; }
   rc = ctQueryInt64(db, &iBsn, &bNull, pzErr, "SELECT sqlite_ct_current_bsn()");
   if( rc!=SQLITE_OK || bNull ) return rc;
   pStmt = ctChgPrepare(db, &rc, pzErr,
@@ -673,7 +682,7 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
 
   /* The table, the snapshot's last committed CSN, the window. */
   rc = ctChgLoadTable(db, zArg, &t, &zErr);
-  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, &t, &iWrote, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, v->p, &t, &iWrote, &zErr);
   if( rc==SQLITE_OK ){
     if( iWrote ){
       rc = SQLITE_ERROR;

@@ -217,6 +217,51 @@ def test_refused_inside_a_transaction_that_wrote(conn, t):
     conn.execute("ROLLBACK")
 
 
+def test_refused_whenever_the_python_readers_refuse(conn, t):
+    """Writes that leave no BSN on the table read are refused as the Python
+    readers refuse them (sqlite_ct_uncommitted_writes()): in apply mode (any
+    table), to a table that does not track every kind of write while the
+    transaction holds a BSN, and anything while a table is portable."""
+    since = csn(conn)
+    conn.execute("UPDATE t SET v = 'committed' WHERE id = 1")
+    refused = lambda table: raised(conn, "SELECT * FROM sqlite_ct_changes(?, ?)",
+                                   (table, since)) == REFUSED_IN_OWN_WRITE
+    py_refuses = lambda table: pytest.raises(sqlite_ct.Error,
+                                             sqlite_ct.enumerate_changes, conn, table, since)
+    conn.execute("BEGIN")
+    with sqlite_ct.applying_server_changes(conn):
+        conn.execute("UPDATE t SET v = 'server' WHERE id = 1")
+    assert refused("t")
+    py_refuses("t")
+    conn.execute("ROLLBACK")
+    assert [r[0] for r in changes(conn, "t", since)] == ["U"]
+
+    conn.execute("CREATE TABLE nd(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "nd", options=sqlite_ct.TrackingOptions.INSERT
+                            | sqlite_ct.TrackingOptions.UPDATE)
+    conn.execute("INSERT INTO nd(id, v) VALUES (1, 'a')")
+    since = csn(conn)
+    conn.execute("UPDATE nd SET v = 'committed' WHERE id = 1")
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET v = 'other table' WHERE id = 2")
+    conn.execute("DELETE FROM nd WHERE id = 1")   # no tombstone, no stamp
+    assert refused("nd")
+    py_refuses("nd")
+    conn.execute("ROLLBACK")
+    assert [r[0] for r in changes(conn, "nd", since)] == ["U"]
+
+    conn.execute("CREATE TABLE p(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "p", mode="portable")
+    since = csn(conn)
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t(id, v) VALUES (9, 'uncommitted')")
+    conn.execute("INSERT INTO p(id, v) VALUES (1, 'x')")   # the BSN is no longer current
+    assert refused("t")
+    py_refuses("t")
+    conn.execute("ROLLBACK")
+    assert changes(conn, "t", since) == []
+
+
 def test_a_transaction_that_wrote_other_tables_reads_this_one(conn, t):
     """Only the tables whose rows or tombstones carry the open transaction's
     BSN are refused: their committed changes are hidden. Another table reads
