@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import uuid
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import _conn
 from .anchors import get_sent_anchor, set_received_anchor
@@ -169,22 +169,22 @@ def unreferenced(conn: Any, name: str, alias: str) -> str:
     terms = []
     for (child,) in list(_conn.rows(conn, "SELECT name FROM main.sqlite_schema "
                                           "WHERE type = 'table' ORDER BY name")):
-        fks: dict = {}
+        fks: Dict[int, List[Tuple[str, Optional[str]]]] = {}
         for fk_id, parent, frm, to in list(_conn.rows(
                 conn, 'SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?, \'main\') '
                       "ORDER BY id, seq", (child,))):
             if str(parent).lower() == name.lower():
                 fks.setdefault(fk_id, []).append((frm, to))
         for pairs in fks.values():
-            if any(to is None for _, to in pairs):
-                # REFERENCES parent with no column list: the parent's PRIMARY KEY.
-                pk = [c for (c,) in _conn.rows(
-                    conn, "SELECT name FROM pragma_table_info(?, 'main') WHERE pk > 0 "
-                          "ORDER BY pk", (name,))]
-                pairs = [(frm, pk[i] if i < len(pk) else frm) for i, (frm, _) in enumerate(pairs)]
+            # REFERENCES parent with no column list: the parent's PRIMARY KEY.
+            pk = [str(c) for (c,) in _conn.rows(
+                conn, "SELECT name FROM pragma_table_info(?, 'main') WHERE pk > 0 "
+                      "ORDER BY pk", (name,))] if any(to is None for _, to in pairs) else []
+            cols = [(frm, to if to is not None else (pk[i] if i < len(pk) else frm))
+                    for i, (frm, to) in enumerate(pairs)]
             # The parent's column on the left: its collation decides, as for
             # the foreign key itself.
-            match = " AND ".join(f"{q(alias)}.{q(to)} = \"ct_ref\".{q(frm)}" for frm, to in pairs)
+            match = " AND ".join(f"{q(alias)}.{q(to)} = \"ct_ref\".{q(frm)}" for frm, to in cols)
             terms.append(f' AND NOT EXISTS (SELECT 1 FROM main.{q(child)} AS "ct_ref" '
                          f"WHERE {match})")
     return "".join(terms)

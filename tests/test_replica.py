@@ -248,6 +248,18 @@ def test_reinitialise_table_with_a_composite_foreign_key_to_a_unique_column(conn
     assert q(conn, "SELECT id FROM c2 ORDER BY id") == [(10,), (11,)]
 
 
+def test_reinitialise_table_with_a_foreign_key_to_the_primary_key_by_default(conn):
+    run(conn, "PRAGMA foreign_keys = ON",
+        "CREATE TABLE p2(id INTEGER PRIMARY KEY, v TEXT)",
+        "CREATE TABLE c2(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p2 ON DELETE CASCADE)",
+        "INSERT INTO p2(id, v) VALUES (1, 'a'), (2, 'b')", "INSERT INTO c2 VALUES (10, 2)")
+    sqlite_ct.create_schema(conn, "p2")
+    sqlite_ct.set_sent_anchor(conn, "p2", sqlite_ct.last_committed_csn(conn))
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 1
+    assert q(conn, "SELECT id FROM p2") == [(2,)]
+    assert q(conn, "SELECT id FROM c2") == [(10,)]
+
+
 def test_reinitialise_table_with_foreign_keys_off_deletes_referenced_rows(conn):
     # Nothing cascades: the referring rows stay as they are, and the download
     # brings the parents back.
