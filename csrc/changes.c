@@ -31,8 +31,9 @@
 ** and the hidden argument columns tbl, since, until, exclude_context. Rows
 ** come deletes first, then rows stamped in the window in change_bsn order,
 ** then rows with NULL stamps; nothing is promised to SQLite about order
-** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D') is used
-** to skip what is not asked for; any other op value matches nothing, and the
+** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D'), compared
+** with the BINARY collation, is used to skip what is not asked for (under
+** another collation SQLite compares each row); any other op value matches nothing, and the
 ** arguments are still checked: "WHERE op = ''" validates an anchor and reads
 ** nothing.
 **
@@ -51,7 +52,9 @@
 ** inserted and changed by the enabling transaction. EXCLUDE_CONTEXT (a 16-byte
 ** GUID, or NULL) leaves out rows and tombstones whose latest writer carried
 ** that tracking context (what a hub skips when a client downloads its own
-** uploads). A replica that applies the deletes, then the inserts and updates
+** uploads); with it, a key that is live again is no delete, as in the hub's
+** downloads: its row is the reader's own (which a delete would remove from
+** the reader) or reported, to be upserted. A replica that applies the deletes, then the inserts and updates
 ** as upserts, and next reads from UNTIL, ends equal to the table.
 **
 ** ARGUMENTS AND ERRORS: TBL is the name of a tracked table of main (any
@@ -63,9 +66,11 @@
 ** its triggers to a rebuild is refused. So is reading inside a transaction
 ** that holds a BSN (it wrote tracked rows of a native table: their
 ** uncommitted stamps hide the committed changes of those rows): commit or roll
-** back first; a transaction that wrote only other tables reads this one.
-** Writes in apply mode or to portable tables leave no BSN to see; the Python
-** readers refuse those too (sqlite_ct_uncommitted_writes()). Every message starts
+** back first. So is any transaction that wrote in apply mode, or wrote
+** anything while a table is tracked in portable mode (those writes leave no
+** BSN to see), as the Python readers refuse (sqlite_ct_uncommitted_writes());
+** one that natively wrote only other tables reads this one, unless this
+** table does not track every kind of write. Every message starts
 ** with "sqlite-ct: " and is the one sqlite_ct/_conn.py maps to an error
 ** class.
 **
@@ -222,7 +227,10 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
       bSeen[j] = 1;
       if( c->usable && aiArg[j]<0 ) aiArg[j] = i;
     }else if( c->iColumn==CTC_OP && c->usable && iOp<0
-           && (c->op==SQLITE_INDEX_CONSTRAINT_EQ || c->op==SQLITE_INDEX_CONSTRAINT_NE) ){
+           && (c->op==SQLITE_INDEX_CONSTRAINT_EQ || c->op==SQLITE_INDEX_CONSTRAINT_NE)
+           && sqlite3_stricmp(sqlite3_vtab_collation(pInfo, i), "BINARY")==0 ){
+      /* Only a BINARY comparison is the exact match xFilter applies; under
+      ** another collation (op = 'i' COLLATE NOCASE) SQLite checks it. */
       iOp = i;
       eOp = c->op==SQLITE_INDEX_CONSTRAINT_EQ ? CTX_OP_EQ : CTX_OP_NE;
     }
@@ -451,24 +459,44 @@ static char *ctChgTombstoneKey(const CtChgTable *t){
   return sqlite3_str_finish(s);
 }
 
+/* A WHERE clause on the table that finds the live row of the tombstone's
+** key __sysRK (either form: sqlite_ct_unpack_key() reads both), through the
+** primary key. */
+static char *ctChgLiveKey(const CtChgTable *t){
+  sqlite3_str *s = sqlite3_str_new(0);
+  int i;
+  for(i=0; i<t->nPk; i++){
+    sqlite3_str_appendf(s, "%s\"%w\" IS sqlite_ct_unpack_key(__sysOCSDeletedRows.__sysRK, %d)",
+                        i ? " AND " : "", t->azPk[i], i);
+  }
+  return sqlite3_str_finish(s);
+}
+
 /*
-** *piWrote: whether the open transaction holds a BSN (it wrote tracked rows
-** natively) that stamps a row or a tombstone of this table. Such stamps hide
-** the committed changes of the rows they overwrote, so reading the table is
-** refused; a transaction that wrote only other tables reads this one as
-** committed (a sync client checks a table's unsent changes after re-creating
-** another in the same transaction). Both probes are index lookups: the change
-** index, and the tombstones' primary key (table, delete BSN). Writes in apply
-** mode and to portable tables leave no BSN to see; the Python readers also
-** refuse after those (sqlite_ct_uncommitted_writes(), asked before their own
-** savepoint, whose metadata writes after a RENAME TO are not the caller's).
+** *piWrote: whether the open transaction wrote what would make reading this
+** table inside it wrong (its uncommitted stamps hide the committed changes of
+** the rows they overwrote, and a rollback would leave the reader's anchor past
+** what it saw), so reading is refused. Refused whenever the Python readers
+** refuse (sqlite_ct_uncommitted_writes(), ctUncommittedWrites()), except after
+** native writes to other tables only: a sync client checks a table's unsent
+** changes after re-creating another in the same transaction. Those are seen
+** through this transaction's BSN: the change index and the tombstones' primary
+** key (table, delete BSN), two index lookups. A table that does not track
+** every kind of write may have been written without a trace (a delete that
+** leaves no tombstone): refused whenever the transaction holds a BSN. Writes
+** in apply mode (stamps 0) and to portable tables (pure-SQL triggers) leave
+** no BSN to see: refused whatever table they wrote.
 */
-static int ctChgOwnWrites(sqlite3 *db, const CtChgTable *t, sqlite3_int64 *piWrote,
-                          char **pzErr){
+static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
+                          sqlite3_int64 *piWrote, char **pzErr){
   sqlite3_int64 iBsn = 0;
-  int bNull = 1, rc;
+  int bNull = 1, rc, fWrote = 0;
   sqlite3_stmt *pStmt;
   *piWrote = 0;
+  rc = ctUncommittedWrites(p, &fWrote, pzErr);
+  if( rc!=SQLITE_OK || fWrote==0 ) return rc;
+  if( fWrote & (CT_WROTE_APPLY|CT_WROTE_PORTABLE) ){ *piWrote = 1; return SQLITE_OK; }
+  if( (t->eOpt & CT_TRACK_ALL)!=CT_TRACK_ALL ){ *piWrote = 1; return SQLITE_OK; }
   rc = ctQueryInt64(db, &iBsn, &bNull, pzErr, "SELECT sqlite_ct_current_bsn()");
   if( rc!=SQLITE_OK || bNull ) return rc;
   pStmt = ctChgPrepare(db, &rc, pzErr,
@@ -499,19 +527,29 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   int bRowid = (idxNum & (1<<CTC_ROWID))!=0 && t->zRowid!=0;
   char *zKeys = bPk ? ctChgKeyList(t, "", "") : 0;
   char *zRk = bPk ? ctChgTombstoneKey(t) : 0;
+  char *zLive = ctChgLiveKey(t);
   const char *zNotExcluded = "(__sysTrackingContext IS NOT ?4 OR ?4 IS NULL)";
 
-  if( bPk && (zKeys==0 || zRk==0) ) rc = SQLITE_NOMEM;
+  if( (bPk && (zKeys==0 || zRk==0)) || zLive==0 ) rc = SQLITE_NOMEM;
   if( c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
    && (t->eOpt & CT_TRACK_DELETE) ){
-    /* The key's newest tombstone gives change_bsn and (bare column of max())
-    ** context. */
+    /* The key's newest tombstone gives change_bsn and context: looked up by
+    ** its primary key (a bare column next to both max() and min() would come
+    ** from either row). With a context left out, a key that is live again
+    ** is no delete: its row is either the reader's own (left out, and the
+    ** reader holds it: a delete would remove it) or in the window (an
+    ** upsert). */
     c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
-        "SELECT max(__sysDeleteTxBsn), min(__sysInsertTxCsn), %s, %s, NULL"
+        "SELECT g.bsn, g.ins, %s, %s, NULL FROM ("
+        "SELECT max(__sysDeleteTxBsn) AS bsn, min(__sysInsertTxCsn) AS ins, __sysRK"
         " FROM main.__sysOCSDeletedRows"
         " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
-        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1",
-        bCtx ? "__sysTrackingContext" : "NULL", bPk ? zRk : "NULL", zNotExcluded);
+        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1"
+        " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))) AS g",
+        bCtx ? "(SELECT n.__sysTrackingContext FROM main.__sysOCSDeletedRows AS n"
+               " WHERE n.__sysTName = ?5 AND n.__sysDeleteTxBsn = g.bsn"
+               " AND n.__sysRK = g.__sysRK)" : "NULL",
+        bPk ? zRk : "NULL", zNotExcluded, t->zName, zLive ? zLive : "0");
   }
   if( c->cOpWant!='D' && c->cOpWant!='X' ){
     c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
@@ -530,6 +568,7 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   }
   sqlite3_free(zKeys);
   sqlite3_free(zRk);
+  sqlite3_free(zLive);
   return rc;
 }
 
@@ -643,7 +682,7 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
 
   /* The table, the snapshot's last committed CSN, the window. */
   rc = ctChgLoadTable(db, zArg, &t, &zErr);
-  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, &t, &iWrote, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, v->p, &t, &iWrote, &zErr);
   if( rc==SQLITE_OK ){
     if( iWrote ){
       rc = SQLITE_ERROR;

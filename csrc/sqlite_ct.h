@@ -123,6 +123,12 @@ void ctStateRef(CtState *p);
 void ctStateUnref(void *p);
 int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr);
 int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr);
+/* What the open write transaction wrote that an enumeration inside it cannot
+** see past (sqlite_ct_uncommitted_writes()): CT_WROTE_* bits in *pfWrote. */
+#define CT_WROTE_APPLY    1   /* tracked rows in apply mode (stamps 0) */
+#define CT_WROTE_NATIVE   2   /* it holds a valid BSN */
+#define CT_WROTE_PORTABLE 4   /* any write while a table is tracked in portable mode */
+int ctUncommittedWrites(CtState *p, int *pfWrote, char **pzErr);
 sqlite3_int64 ctNowMs(void);
 void ctFuncBegin(sqlite3_context*, int, sqlite3_value**);
 void ctFuncTakeLog(sqlite3_context*, int, sqlite3_value**);

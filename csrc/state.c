@@ -318,38 +318,45 @@ void ctFuncCurrentBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** run inside it (and, after a ROLLBACK, leave a replica's anchor past them):
 ** a native write (it holds a BSN), a write in apply mode (stamps 0), or, as
 ** pure-SQL triggers leave no trace in this connection, any write transaction
-** while a table is tracked in portable mode. Else 0.
+** while a table is tracked in portable mode. Else 0. ctUncommittedWrites()
+** says which of them (CT_WROTE_*), for sqlite_ct_changes().
 */
-void ctFuncUncommittedWrites(sqlite3_context *ctx, int argc, sqlite3_value **argv){
-  CtState *p = (CtState*)sqlite3_user_data(ctx);
+int ctUncommittedWrites(CtState *p, int *pfWrote, char **pzErr){
   sqlite3_int64 iMax = 0, nPortable = 0;
-  char *zErr = 0;
   int rc = SQLITE_OK;
-  int bWrote = 0;
-  (void)argc; (void)argv;
+  *pfWrote = 0;
   if( sqlite3_get_autocommit(p->db) || sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ){
-    sqlite3_result_int(ctx, 0);
-    return;
+    return SQLITE_OK;
   }
-  if( p->bApplyWrote && p->uApplyDv==ctDataVersion(p->db) ) bWrote = 1;
-  if( !bWrote && p->iBsn ){
-    rc = ctQueryInt64(p->db, &iMax, 0, &zErr,
+  if( p->bApplyWrote && p->uApplyDv==ctDataVersion(p->db) ) *pfWrote |= CT_WROTE_APPLY;
+  if( p->iBsn ){
+    rc = ctQueryInt64(p->db, &iMax, 0, pzErr,
         "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
-    if( rc==SQLITE_OK && ctBsnValid(p, iMax) ) bWrote = 1;
+    if( rc==SQLITE_OK && ctBsnValid(p, iMax) ) *pfWrote |= CT_WROTE_NATIVE;
   }
-  if( rc==SQLITE_OK && !bWrote ){
-    rc = ctQueryInt64(p->db, &nPortable, 0, &zErr,
+  if( rc==SQLITE_OK ){
+    rc = ctQueryInt64(p->db, &nPortable, 0, pzErr,
         "SELECT count(*) FROM main.sqlite_schema WHERE type='table'"
         " AND name='__sysOCSTrackedObjects'");
     if( rc==SQLITE_OK && nPortable ){
-      rc = ctQueryInt64(p->db, &nPortable, 0, &zErr,
+      rc = ctQueryInt64(p->db, &nPortable, 0, pzErr,
           "SELECT EXISTS(SELECT 1 FROM main.__sysOCSTrackedObjects"
           " WHERE __sysTrackOpt & %d)", CT_TRACKOPT_PORTABLE);
-      bWrote = nPortable!=0;
+      if( nPortable ) *pfWrote |= CT_WROTE_PORTABLE;
     }
   }
+  return rc;
+}
+
+void ctFuncUncommittedWrites(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  char *zErr = 0;
+  int fWrote = 0;
+  int rc;
+  (void)argc; (void)argv;
+  rc = ctUncommittedWrites(p, &fWrote, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
-  sqlite3_result_int(ctx, bWrote);
+  sqlite3_result_int(ctx, fWrote!=0);
 }
 
 void ctFuncLastCommittedCsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){

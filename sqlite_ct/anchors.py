@@ -103,6 +103,8 @@ def set_sent_anchor(conn: Any, table: str, anchor: Optional[int]) -> None:
                                or anchor < 0):
         raise AnchorError(f"sqlite-ct: a sent anchor is a non-negative integer CSN, "
                           f"got {anchor!r}")
+    if anchor is not None and anchor >= 2**63:
+        raise AnchorError(f"sqlite-ct: a sent anchor is a CSN below 2**63, got {anchor!r}")
     blob = None if anchor is None else _INT64.pack(anchor)
     _store(conn, table, "SentAnchor", blob, "set_sent_anchor")
 
@@ -129,6 +131,8 @@ def set_sent_anchors(conn: Any, anchors: Mapping[str, int]) -> None:
         if isinstance(anchor, bool) or not isinstance(anchor, int) or anchor < 0:
             raise AnchorError(f"sqlite-ct: a sent anchor is a non-negative integer CSN, "
                               f"got {anchor!r}")
+        if anchor >= 2**63:
+            raise AnchorError(f"sqlite-ct: a sent anchor is a CSN below 2**63, got {anchor!r}")
         blobs[table] = _INT64.pack(anchor)
     _store_many(conn, "SentAnchor", blobs,
                 lambda t, b: _store(conn, t, "SentAnchor", b, "set_sent_anchors"))

@@ -31,6 +31,7 @@ from typing import (Any, Dict, Iterator, List, Mapping, Optional,
 from . import _conn
 from .errors import AnchorError, Error
 from .keys import key_columns, user_columns
+from .reconcile import reconcile
 from .tracking import require_tracked
 
 __all__ = ["Change", "ChangeSet", "GroupChangeSet", "enumerate_changes",
@@ -103,10 +104,14 @@ def _table_info(conn: Any, table: str, func: str) -> _TableInfo:
 
 
 def _check_since(since: Any) -> int:
-    """The Python side of an anchor: an int (not a bool). Every rule about its
-    value (negative, newer than the database, expired) is sqlite_ct_changes()'s."""
-    if isinstance(since, bool) or not isinstance(since, int):
+    """The Python side of an anchor: an int (not a bool) that a SQLite
+    integer holds (binding a larger one raises OverflowError); a negative one
+    gets sqlite_ct_changes()'s message. Every other rule about its value
+    (newer than the database, expired) is sqlite_ct_changes()'s."""
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
         raise AnchorError(f"sqlite-ct: an anchor is a non-negative integer CSN, got {since!r}")
+    if since >= 2**63:
+        raise AnchorError(f"sqlite-ct: an anchor is a CSN below 2**63, got {since!r}")
     return since
 
 
@@ -221,7 +226,14 @@ def _refuse_in_own_write(conn: Any) -> None:
     (sqlite_ct_uncommitted_writes()): its uncommitted stamps hide the
     committed changes of the rows it touched, which would be lost if it then
     rolled back. Asked before the enumeration's own savepoint, whose metadata
-    writes (following a RENAME TO) are not the caller's."""
+    writes (following a RENAME TO) are not the caller's. Outside a
+    transaction those are made (and committed) first: sqlite_ct_changes()
+    refuses as this does, and would refuse the savepoint that made them when a
+    table is tracked in portable mode."""
+    if not _conn.in_transaction(conn):
+        _conn.require_loaded(conn)
+        _conn.value(conn, "SELECT sqlite_ct_check_layout()")
+        reconcile(conn, order=False)
     if _conn.value(conn, "SELECT sqlite_ct_uncommitted_writes()"):
         raise Error("sqlite-ct: cannot enumerate changes inside a transaction that has "
                     "written to tracked tables; commit or roll it back first")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import uuid
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import _conn
 from .anchors import get_sent_anchor, set_received_anchor
@@ -80,6 +80,8 @@ def _check_csn(value: Any, what: str, func: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise AnchorError(f"sqlite-ct: {func}(): {what} is a non-negative integer CSN, "
                           f"got {value!r}")
+    if value >= 2**63:
+        raise AnchorError(f"sqlite-ct: {func}(): {what} is a CSN below 2**63, got {value!r}")
     return value
 
 
@@ -111,11 +113,13 @@ def stamp_applied(conn: Any, table: str, key: Sequence[Any]) -> bool:
         name = _native(conn, table, "stamp_applied")
         cols, values = _key(conn, name, key, "stamp_applied")
         where = " AND ".join(f"{q(c)} IS ?" for c in cols)
-        # The trigger accepts an insert stamp of 0 only in apply mode, and
-        # re-stamps the change column with the apply mode's 0.
+        # The trigger accepts stamps of 0 only in apply mode. Both are set
+        # here: a table that does not track updates has no trigger that
+        # re-stamps the change column, and its change stamp would keep the
+        # row pending (the server's version sent back as a local change).
         with applying_server_changes(conn):
-            _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysInsertTxBsn" = 0 '
-                                f"WHERE {where}", values)
+            _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysInsertTxBsn" = 0, '
+                                f'"__sysChangeTxBsn" = 0 WHERE {where}', values)
             return bool(_conn.value(conn, "SELECT changes()"))
 
 
@@ -125,7 +129,10 @@ def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
     never sent: rows changed after the table's sent anchor and the pending
     tombstones stay; every other row is deleted as if in apply mode (no
     tombstone), so the next download from `received_anchor` brings back what
-    the server still has. Returns how many rows were deleted."""
+    the server still has. When the connection enforces foreign keys, a row
+    that another row refers to through a FOREIGN KEY is kept as well (not a
+    pending change): deleting it would cascade to the referring rows without
+    tombstones, or fail. Returns how many rows were deleted."""
     if not isinstance(received_anchor, (bytes, bytearray, memoryview)):
         raise AnchorError(f"sqlite-ct: a received anchor is bytes, "
                           f"got {type(received_anchor).__name__}")
@@ -137,12 +144,50 @@ def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
         # A NULL change stamp: the row predates tracking, as if written by
         # the enabling transaction.
         with applying_server_changes(conn):
-            _conn.execute(conn, f'DELETE FROM main.{q(name)} '
-                                f'WHERE coalesce("__sysChangeTxBsn", ?) <= ?',
+            _conn.execute(conn, f'DELETE FROM main.{q(name)} AS "ct_row" '
+                                f'WHERE coalesce("__sysChangeTxBsn", ?) <= ?'
+                                + unreferenced(conn, name, "ct_row"),
                           (int(enable or 0), sent))
             removed = int(_conn.value(conn, "SELECT changes()"))
         set_received_anchor(conn, name, bytes(received_anchor))
         return removed
+
+
+def unreferenced(conn: Any, name: str, alias: str) -> str:
+    """A WHERE term (" AND ...", or "" when nothing can refer to table `name`)
+    that holds for a row of `name`, under `alias`, which no row of any table
+    of the main schema refers to through a FOREIGN KEY, when the connection
+    enforces foreign keys. For deletes done in apply mode, which leave no
+    tombstone: with foreign keys on, deleting a referenced row would delete
+    (CASCADE) or change (SET NULL, SET DEFAULT) the rows that refer to it in
+    apply mode too, losing their unsent local changes or their data for good,
+    or fail (NO ACTION, RESTRICT). A kept row stays as it is, not a pending
+    change; the download brings the server's version of it. With foreign
+    keys off nothing cascades, and the referring rows wait for the download."""
+    if not _conn.value(conn, "PRAGMA foreign_keys"):
+        return ""
+    terms = []
+    for (child,) in list(_conn.rows(conn, "SELECT name FROM main.sqlite_schema "
+                                          "WHERE type = 'table' ORDER BY name")):
+        fks: Dict[int, List[Tuple[str, Optional[str]]]] = {}
+        for fk_id, parent, frm, to in list(_conn.rows(
+                conn, 'SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?, \'main\') '
+                      "ORDER BY id, seq", (child,))):
+            if str(parent).lower() == name.lower():
+                fks.setdefault(fk_id, []).append((frm, to))
+        for pairs in fks.values():
+            # REFERENCES parent with no column list: the parent's PRIMARY KEY.
+            pk = [str(c) for (c,) in _conn.rows(
+                conn, "SELECT name FROM pragma_table_info(?, 'main') WHERE pk > 0 "
+                      "ORDER BY pk", (name,))] if any(to is None for _, to in pairs) else []
+            cols = [(frm, to if to is not None else (pk[i] if i < len(pk) else frm))
+                    for i, (frm, to) in enumerate(pairs)]
+            # The parent's column on the left: its collation decides, as for
+            # the foreign key itself.
+            match = " AND ".join(f"{q(alias)}.{q(to)} = \"ct_ref\".{q(frm)}" for frm, to in cols)
+            terms.append(f' AND NOT EXISTS (SELECT 1 FROM main.{q(child)} AS "ct_ref" '
+                         f"WHERE {match})")
+    return "".join(terms)
 
 
 def floor_tombstone_times(conn: Any) -> int:
@@ -213,8 +258,9 @@ def release_context(conn: Any, table: str, context: uuid.UUID, *,
     """In the open transaction, hand what it wrote to `table` under tracking
     context `context` back to no context, except the keys the context's
     owner wrote exactly: rows of `table` that carry this transaction's stamp
-    and `context`, other than those keyed in `keep_rows`, are written again
-    under no context (a no-op UPDATE the triggers re-stamp); tombstones of
+    and `context`, other than those keyed in `keep_rows`, get no context
+    (the triggers accept the connection's own context, set to none here,
+    whether the table tracks updates or not); tombstones of
     this transaction with `context`, other than of keys in `keep_deletes`,
     lose their context. Keys are sequences of values in PRIMARY KEY order.
 
@@ -234,14 +280,11 @@ def release_context(conn: Any, table: str, context: uuid.UUID, *,
         name = _registered(conn, table, "release_context")
         cols = key_columns(conn, name)
         pack = f"sqlite_ct_pack_key({', '.join(q(c) for c in cols)})"
-        first = next((c for (c,) in _conn.rows(
-            conn, "SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden = 0 "
-                  "ORDER BY cid", (name,)) if not c.lower().startswith("__sys")), cols[0])
         previous = _conn.value(conn, "SELECT sqlite_ct_tracking_context()")
         _conn.value(conn, "SELECT sqlite_ct_set_tracking_context(NULL)")
         try:
             with _keys_table(conn, name, keep_rows, "release_context") as kept:
-                _conn.execute(conn, f"UPDATE main.{q(name)} SET {q(first)} = {q(first)} "
+                _conn.execute(conn, f'UPDATE main.{q(name)} SET "__sysTrackingContext" = NULL '
                                     f'WHERE "__sysChangeTxBsn" = ? AND "__sysTrackingContext" IS ?'
                                     + (f" AND {pack} NOT IN (SELECT rk FROM {kept})"
                                        if kept else ""), (bsn, x))

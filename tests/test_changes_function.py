@@ -217,6 +217,51 @@ def test_refused_inside_a_transaction_that_wrote(conn, t):
     conn.execute("ROLLBACK")
 
 
+def test_refused_whenever_the_python_readers_refuse(conn, t):
+    """Writes that leave no BSN on the table read are refused as the Python
+    readers refuse them (sqlite_ct_uncommitted_writes()): in apply mode (any
+    table), to a table that does not track every kind of write while the
+    transaction holds a BSN, and anything while a table is portable."""
+    since = csn(conn)
+    conn.execute("UPDATE t SET v = 'committed' WHERE id = 1")
+    refused = lambda table: raised(conn, "SELECT * FROM sqlite_ct_changes(?, ?)",
+                                   (table, since)) == REFUSED_IN_OWN_WRITE
+    py_refuses = lambda table: pytest.raises(sqlite_ct.Error,
+                                             sqlite_ct.enumerate_changes, conn, table, since)
+    conn.execute("BEGIN")
+    with sqlite_ct.applying_server_changes(conn):
+        conn.execute("UPDATE t SET v = 'server' WHERE id = 1")
+    assert refused("t")
+    py_refuses("t")
+    conn.execute("ROLLBACK")
+    assert [r[0] for r in changes(conn, "t", since)] == ["U"]
+
+    conn.execute("CREATE TABLE nd(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "nd", options=sqlite_ct.TrackingOptions.INSERT
+                            | sqlite_ct.TrackingOptions.UPDATE)
+    conn.execute("INSERT INTO nd(id, v) VALUES (1, 'a')")
+    since = csn(conn)
+    conn.execute("UPDATE nd SET v = 'committed' WHERE id = 1")
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET v = 'other table' WHERE id = 2")
+    conn.execute("DELETE FROM nd WHERE id = 1")   # no tombstone, no stamp
+    assert refused("nd")
+    py_refuses("nd")
+    conn.execute("ROLLBACK")
+    assert [r[0] for r in changes(conn, "nd", since)] == ["U"]
+
+    conn.execute("CREATE TABLE p(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "p", mode="portable")
+    since = csn(conn)
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t(id, v) VALUES (9, 'uncommitted')")
+    conn.execute("INSERT INTO p(id, v) VALUES (1, 'x')")   # the BSN is no longer current
+    assert refused("t")
+    py_refuses("t")
+    conn.execute("ROLLBACK")
+    assert changes(conn, "t", since) == []
+
+
 def test_a_transaction_that_wrote_other_tables_reads_this_one(conn, t):
     """Only the tables whose rows or tombstones carry the open transaction's
     BSN are refused: their committed changes are hidden. Another table reads
@@ -309,6 +354,100 @@ def test_exclude_context(conn, t):
         ("D", mine), ("U", mine)]
     assert changes(conn, "t", since, csn(conn), mine.bytes_le) == []
     assert len(changes(conn, "t", since, csn(conn), uuid.uuid4().bytes_le)) == 2
+
+
+@pytest.mark.parametrize("mode", ["native", "portable"])
+def test_exclude_context_leaves_out_the_delete_of_a_key_that_is_live_again(conn, mode):
+    # Another writer deletes a key the reader holds, then the reader's own
+    # upload re-inserts it: the live row is the reader's own (left out), and
+    # a delete would remove the row it holds. For another reader the live row
+    # is an insert: its upsert replaces the old row, no delete needed.
+    conn.execute("CREATE TABLE c(a TEXT, b INTEGER, v TEXT, PRIMARY KEY (a, b))")
+    sqlite_ct.create_schema(conn, "c", mode=mode)
+    conn.execute("INSERT INTO c(a, b, v) VALUES ('k', 1, 'old'), ('k', 2, 'old')")
+    since = csn(conn)
+    conn.execute("DELETE FROM c")
+    mine = uuid.uuid4()
+    sqlite_ct.set_tracking_context(conn, mine)
+    conn.execute("INSERT INTO c(a, b, v) VALUES ('k', 1, 'mine')")
+    sqlite_ct.set_tracking_context(conn, None)
+    now = csn(conn)
+    unpack = "op, sqlite_ct_unpack_key(pk, 0), sqlite_ct_unpack_key(pk, 1)"
+    got = lambda x: sorted(rows(conn, f"SELECT {unpack} FROM sqlite_ct_changes(?, ?, ?, ?)",
+                                ("c", since, now, x)))
+    # Portable triggers write no context: there the row is nobody's own.
+    own = [] if mode == "native" else [("I", "k", 1)]
+    assert got(mine.bytes_le) == [("D", "k", 2)] + own
+    assert got(uuid.uuid4().bytes_le) == [("D", "k", 2), ("I", "k", 1)]
+    # Without a context to leave out, the contract is unchanged: the delete
+    # and the row.
+    assert got(None) == [("D", "k", 1), ("D", "k", 2), ("I", "k", 1)]
+    cs = sqlite_ct.enumerate_changes(conn, "c", since, exclude_context=mine)
+    assert (len(cs.inserts), cs.updates, cs.deletes) == (len(own), [], [{"a": "k", "b": 2}])
+
+
+def test_a_delete_carries_the_context_of_the_keys_newest_tombstone(conn, t):
+    since = csn(conn)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    for ctx in (a, None, b, None):   # four deletes of key 1, newest without context
+        sqlite_ct.set_tracking_context(conn, ctx)
+        conn.execute("DELETE FROM t WHERE id = 1")
+        conn.execute("INSERT INTO t(id, v) VALUES (1, 'again')")
+    conn.execute("DELETE FROM t WHERE id = 1")
+    sqlite_ct.set_tracking_context(conn, None)
+    (op, change, ctx), = rows(conn, "SELECT op, change_bsn, context FROM sqlite_ct_changes(?, ?)",
+                              ("t", since))
+    assert (op, change, ctx) == ("D", csn(conn), None)
+    before_b = csn(conn)
+    sqlite_ct.set_tracking_context(conn, b)
+    conn.execute("INSERT INTO t(id, v) VALUES (1, 'b')")
+    conn.execute("DELETE FROM t WHERE id = 1")
+    sqlite_ct.set_tracking_context(conn, None)
+    got = lambda x: rows(conn, "SELECT change_bsn, context FROM sqlite_ct_changes(?, ?, ?, ?)",
+                         ("t", since, csn(conn), x))
+    assert got(uuid.uuid4().bytes_le) == [(csn(conn), b.bytes_le)]
+    # With b's tombstones left out, the newest of the rest has no context.
+    assert got(b.bytes_le) == [(before_b, None)]
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("op = 'i' COLLATE NOCASE", ["I"]),
+    ("op COLLATE NOCASE = 'i'", ["I"]),
+    ("op <> 'i' COLLATE NOCASE", ["U"]),
+    ("op = 'i'", []),
+    ("op = 'I'", ["I"]),
+    ("op <> 'I'", ["U"]),
+])
+def test_an_op_constraint_under_another_collation_is_compared_by_sqlite(conn, t, where,
+                                                                         expected):
+    since = csn(conn)
+    conn.execute("INSERT INTO t(id, v) VALUES (3, 'new')")
+    conn.execute("UPDATE t SET v = 'x' WHERE id = 1")
+    assert sorted(r[0] for r in rows(
+        conn, f"SELECT op FROM sqlite_ct_changes('t', ?) WHERE {where}", (since,))) == expected
+
+
+@pytest.mark.parametrize("since", [2**63, 2**64 + 5, -2**70])
+def test_an_anchor_no_sqlite_integer_holds_is_an_anchor_error(conn, t, since):
+    big = "a CSN below 2**63" if since > 0 else "a non-negative integer CSN"
+    message = f"sqlite-ct: an anchor is {big}, got {since!r}"
+    for call in (lambda: sqlite_ct.enumerate_changes(conn, "t", since),
+                 lambda: sqlite_ct.enumerate_group_changes(conn, ["t"], since)):
+        with pytest.raises(sqlite_ct.AnchorError) as info:
+            call()
+        assert str(info.value) == message
+    with pytest.raises(sqlite_ct.AnchorError) as info:
+        with sqlite_ct.iter_changes(conn, "t", since):
+            pass
+    assert str(info.value) == message
+    if since > 0:
+        with pytest.raises(sqlite_ct.AnchorError) as info:
+            sqlite_ct.set_sent_anchor(conn, "t", since)
+        assert str(info.value) == f"sqlite-ct: a sent anchor is a CSN below 2**63, got {since}"
+        with pytest.raises(sqlite_ct.AnchorError) as info:
+            sqlite_ct.forget_pending_deletes(conn, "t", [1], after=since)
+        assert str(info.value) == ("sqlite-ct: forget_pending_deletes(): after is a CSN "
+                                   f"below 2**63, got {since}")
 
 
 def test_portable_tombstones_come_back_in_the_binary_form(conn):

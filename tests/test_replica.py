@@ -109,13 +109,24 @@ def test_stamp_applied_makes_a_pending_insert_the_servers_row(tracked):
     assert pending(conn, "t", sent) == {"inserts": [], "updates": [5], "deletes": [4]}
 
 
-def test_stamp_applied_without_update_tracking_resets_the_insert_stamp(conn):
+@pytest.mark.parametrize("options", ["INSERT|DELETE", "INSERT"])
+def test_stamp_applied_without_update_tracking_resets_both_stamps(conn, options):
+    # No trigger re-stamps the change column of a table that does not track
+    # updates: left as it was, the row would stay a pending change and the
+    # server's version would be uploaded back.
+    opts = sqlite_ct.TrackingOptions.INSERT
+    if "DELETE" in options:
+        opts |= sqlite_ct.TrackingOptions.DELETE
     run(conn, "CREATE TABLE n(id INTEGER PRIMARY KEY, v TEXT)")
-    sqlite_ct.create_schema(conn, "n", options=sqlite_ct.TrackingOptions.INSERT
-                            | sqlite_ct.TrackingOptions.DELETE)
+    sqlite_ct.create_schema(conn, "n", options=opts)
+    sent = sqlite_ct.last_committed_csn(conn)
     run(conn, "INSERT INTO n(id, v) VALUES (1, 'a')")
+    with sqlite_ct.applying_server_changes(conn):
+        run(conn, "UPDATE n SET v = 'server' WHERE id = 1")
     assert sqlite_ct.stamp_applied(conn, "n", [1]) is True
-    assert val(conn, 'SELECT "__sysInsertTxBsn" FROM n') == 0
+    assert q(conn, 'SELECT "__sysInsertTxBsn", "__sysChangeTxBsn" FROM n') == [(0, 0)]
+    cs = sqlite_ct.enumerate_changes(conn, "n", sent)
+    assert (cs.inserts, cs.updates, cs.deletes) == ([], [], [])
     assert sqlite_ct.enumerate_changes(conn, "n", 0).inserts == []
 
 
@@ -177,6 +188,85 @@ def test_reinitialise_table_is_all_or_nothing_in_the_callers_transaction(tracked
     run(tracked, "ROLLBACK")
     assert val(tracked, "SELECT count(*) FROM t") == 3
     assert sqlite_ct.get_received_anchor(tracked, "t") is None
+
+
+def fk_family(conn, action, *, child_tracked=True):
+    """Tracked parent p2 (rows 1, 2, 3, all sent) and child c2 referring to
+    it with ON DELETE `action`; c2 row 10 (to parent 1) was sent, row 11 (to
+    parent 2) is an unsent local insert. Returns p2's sent anchor."""
+    run(conn, "PRAGMA foreign_keys = ON",
+        "CREATE TABLE p2(id INTEGER PRIMARY KEY, v TEXT)",
+        f"CREATE TABLE c2(id INTEGER PRIMARY KEY, pid INTEGER DEFAULT 3 "
+        f"REFERENCES p2(id) ON DELETE {action}, v TEXT)",
+        "INSERT INTO p2(id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "INSERT INTO c2(id, pid, v) VALUES (10, 1, 'sent')")
+    sqlite_ct.create_schema(conn, "p2")
+    if child_tracked:
+        sqlite_ct.create_schema(conn, "c2")
+    sent = sqlite_ct.last_committed_csn(conn)
+    sqlite_ct.set_sent_anchor(conn, "p2", sent)
+    if child_tracked:
+        sqlite_ct.set_sent_anchor(conn, "c2", sent)
+    run(conn, "INSERT INTO c2(id, pid, v) VALUES (11, 2, 'unsent')")
+    return sent
+
+
+@pytest.mark.parametrize("action", ["CASCADE", "SET NULL", "SET DEFAULT", "NO ACTION",
+                                    "RESTRICT"])
+def test_reinitialise_table_keeps_the_rows_other_rows_refer_to(conn, action):
+    # Deleting parent rows in apply mode would delete or change the rows that
+    # refer to them in apply mode too: the unsent insert would be gone with
+    # no tombstone, a SET NULL would re-stamp the child as applied.
+    sent = fk_family(conn, action)
+    run(conn, "UPDATE c2 SET v = 'edited' WHERE id = 10")
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 1  # row 3
+    assert q(conn, "SELECT id FROM p2 ORDER BY id") == [(1,), (2,)]
+    assert q(conn, "SELECT id, pid, v FROM c2 ORDER BY id") == [(10, 1, "edited"),
+                                                                 (11, 2, "unsent")]
+    assert pending(conn, "c2", sent) == {"inserts": [11], "updates": [10], "deletes": []}
+    assert pending(conn, "p2", sent) == {"inserts": [], "updates": [], "deletes": []}
+
+
+def test_reinitialise_table_keeps_rows_an_untracked_table_refers_to(conn):
+    # A local-only table's rows have no way back from the server.
+    fk_family(conn, "CASCADE", child_tracked=False)
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 1
+    assert q(conn, "SELECT id FROM c2 ORDER BY id") == [(10,), (11,)]
+
+
+def test_reinitialise_table_with_a_composite_foreign_key_to_a_unique_column(conn):
+    run(conn, "PRAGMA foreign_keys = ON",
+        "CREATE TABLE p2(id INTEGER PRIMARY KEY, a TEXT, b INTEGER, UNIQUE (a, b))",
+        "CREATE TABLE c2(id INTEGER PRIMARY KEY, x TEXT, y INTEGER, "
+        "FOREIGN KEY (x, y) REFERENCES p2(a, b) ON DELETE CASCADE)",
+        "INSERT INTO p2 VALUES (1, 'k', 1), (2, 'k', 2), (3, NULL, NULL)",
+        "INSERT INTO c2 VALUES (10, 'k', 2), (11, NULL, NULL)")
+    sqlite_ct.create_schema(conn, "p2")
+    sqlite_ct.set_sent_anchor(conn, "p2", sqlite_ct.last_committed_csn(conn))
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 2
+    assert q(conn, "SELECT id FROM p2") == [(2,)]
+    assert q(conn, "SELECT id FROM c2 ORDER BY id") == [(10,), (11,)]
+
+
+def test_reinitialise_table_with_a_foreign_key_to_the_primary_key_by_default(conn):
+    run(conn, "PRAGMA foreign_keys = ON",
+        "CREATE TABLE p2(id INTEGER PRIMARY KEY, v TEXT)",
+        "CREATE TABLE c2(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p2 ON DELETE CASCADE)",
+        "INSERT INTO p2(id, v) VALUES (1, 'a'), (2, 'b')", "INSERT INTO c2 VALUES (10, 2)")
+    sqlite_ct.create_schema(conn, "p2")
+    sqlite_ct.set_sent_anchor(conn, "p2", sqlite_ct.last_committed_csn(conn))
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 1
+    assert q(conn, "SELECT id FROM p2") == [(2,)]
+    assert q(conn, "SELECT id FROM c2") == [(10,)]
+
+
+def test_reinitialise_table_with_foreign_keys_off_deletes_referenced_rows(conn):
+    # Nothing cascades: the referring rows stay as they are, and the download
+    # brings the parents back.
+    fk_family(conn, "CASCADE")
+    run(conn, "PRAGMA foreign_keys = OFF")
+    assert sqlite_ct.reinitialise_table(conn, "p2", b"a") == 3
+    assert q(conn, "SELECT id, pid FROM c2 ORDER BY id") == [(10, 1), (11, 2)]
 
 
 @pytest.mark.parametrize("anchor", ["text", None, 5])
@@ -292,6 +382,26 @@ def test_release_context_hands_all_but_the_kept_keys_back_to_no_context(tracked)
     assert sorted(r["id"] for r in cs.updates) == [2]
     assert sorted(r["id"] for r in cs.inserts) == [4]
     assert [k["id"] for k in cs.deletes] == [5]
+
+
+@pytest.mark.parametrize("options", ["INSERT|DELETE", "INSERT"])
+def test_release_context_on_a_table_that_does_not_track_updates(conn, options):
+    # No trigger re-stamps an update there: the context is set directly.
+    opts = sqlite_ct.TrackingOptions.INSERT
+    if "DELETE" in options:
+        opts |= sqlite_ct.TrackingOptions.DELETE
+    run(conn, "CREATE TABLE n(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "n", options=opts)
+    client = uuid.uuid4()
+    run(conn, "BEGIN")
+    sqlite_ct.set_tracking_context(conn, client)
+    run(conn, "INSERT INTO n(id, v) VALUES (1, 'sent'), (2, 'from a hub trigger')")
+    sqlite_ct.release_context(conn, "n", client, keep_rows=[(1,)])
+    run(conn, "COMMIT")
+    sqlite_ct.set_tracking_context(conn, None)
+    assert contexts(conn, "n")[0] == [(1, client.bytes_le), (2, None)]
+    cs = sqlite_ct.enumerate_changes(conn, "n", 0, exclude_context=client)
+    assert [r["id"] for r in cs.inserts] == [2]
 
 
 def test_release_context_without_kept_keys_releases_everything(tracked):

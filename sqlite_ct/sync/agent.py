@@ -226,9 +226,7 @@ class SyncAgent:
         if not new:
             return
         schema = self.server.get_schema([t.name for t in new])
-        with self.client.transaction():
-            for t in new:
-                self.client.create_schema(t, schema)
+        self.client.create_schemas(new, schema)
         log.info("sync %s: first sync of %s: tables created or prepared (%s)", group,
                  ", ".join(t.name for t in new),
                  ", ".join(f"{t.name}: {t.creation_option.name}" for t in new))

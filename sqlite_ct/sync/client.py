@@ -29,7 +29,7 @@ from ..anchors import (get_received_anchor, get_sent_anchor, set_client_id,
                        set_received_anchor, set_received_anchors, set_sent_anchor,
                        set_sent_anchors)
 from ..changes import GroupChangeStream, enumerate_group_changes
-from ..replica import forget_pending_deletes, reinitialise_table, stamp_applied
+from ..replica import forget_pending_deletes, reinitialise_table, stamp_applied, unreferenced
 from ..retention import purge_tombstones
 from ..tracking import (applying_local_changes, applying_server_changes,
                         create_schema as track_table, disable_tracking, is_tracked,
@@ -298,9 +298,28 @@ class ClientSyncProvider:
                 out.append(t)
         return out
 
+    def create_schemas(self, tables: Sequence[SyncTable], schema: SyncSchema) -> None:
+        """create_schema() for each of `tables`, in one transaction, after
+        checking, before anything is written, that none whose creation
+        option drops or truncates it holds changes never uploaded: once the
+        transaction has re-created one table (in apply mode for a truncate),
+        the change contract refuses to read the others inside it."""
+        with _sql.transaction(self.conn, "sqlite_ct_sync_schemas"):
+            for t in tables:
+                if t.creation_option in (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE,
+                                         TableCreationOption.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE):
+                    name = _sql.table_exists(self.conn, t.name)
+                    if name is not None and is_tracked(self.conn, name):
+                        self._refuse_unsent(name, t.creation_option)
+            for t in tables:
+                self._create_schema(t, schema, checked=True)
+
     def create_schema(self, table: SyncTable, schema: SyncSchema) -> None:
         """Prepare `table` for its first synchronisation as its creation option
         says, track it (except snapshot tables) and store its first anchors."""
+        self._create_schema(table, schema, checked=False)
+
+    def _create_schema(self, table: SyncTable, schema: SyncSchema, *, checked: bool) -> None:
         schema_table = _lookup(schema.tables, table.name)
         if schema_table is None:
             raise SyncError(f'sqlite-ct sync: the server sent no schema for table "{table.name}"')
@@ -325,7 +344,7 @@ class ClientSyncProvider:
                                 f"(TableCreationOption.CREATE_NEW_TABLE_OR_FAIL)")
             elif opt in (TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE,
                          TableCreationOption.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE):
-                if tracked:
+                if tracked and not checked:
                     self._refuse_unsent(name, opt)
                 if opt is TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE:
                     if tracked:
@@ -334,8 +353,11 @@ class ClientSyncProvider:
                     _sql.execute(self.conn, schema_table.create_table_sql())
                     created = True
                 else:
+                    # Rows other rows refer to stay (replica.unreferenced):
+                    # the delete would cascade to them without tombstones.
                     with applying_server_changes(self.conn):
-                        _sql.execute(self.conn, f"DELETE FROM main.{q(name)}")
+                        _sql.execute(self.conn, f'DELETE FROM main.{q(name)} AS "ct_row" WHERE 1'
+                                     + unreferenced(self.conn, name, "ct_row"))
                     truncated = True
             name = _sql.table_exists(self.conn, table.name)
             if table.direction is not SyncDirection.SNAPSHOT:
@@ -386,6 +408,7 @@ class ClientSyncProvider:
         treats it as a conflict. Returns how many rows were removed."""
         removed = 0
         with _sql.transaction(self.conn, "sqlite_ct_sync_reinitialise"):
+            todo = []
             for t in tables:
                 name = _sql.table_exists(self.conn, _name(t))
                 if name is None or not is_tracked(self.conn, name):
@@ -394,7 +417,15 @@ class ClientSyncProvider:
                 if anchor is None:
                     raise SyncError(f'sqlite-ct sync: the server sent no anchor for table '
                                     f'"{_name(t)}"')
-                removed += reinitialise_table(self.conn, name, anchor)
+                todo.append((name, anchor))
+            # A row another row refers to stays (with foreign keys on) while
+            # that row is there: once a later table of the group has dropped
+            # its rows, another round drops the rows only they referred to.
+            for _ in range(len(todo)):
+                got = sum(reinitialise_table(self.conn, name, anchor) for name, anchor in todo)
+                removed += got
+                if not got:
+                    break
         return removed
 
     def schema_changes(self, tables: Sequence[SyncTable], schema: SyncSchema
@@ -474,9 +505,9 @@ class ClientSyncProvider:
         if sent is None:
             return
         # What the next upload would send: the change contract's rows since
-        # the sent anchor. It runs inside the schema transaction, which may
-        # already have re-created another table of the group: the contract
-        # refuses only the tables a transaction wrote.
+        # the sent anchor. It runs before the schema transaction writes
+        # anything (create_schemas()): once it has re-created a table, the
+        # contract refuses to read inside it.
         try:
             pending = _sql.value(self.conn, "SELECT count(*) FROM sqlite_ct_changes(?, ?)",
                                  (name, sent))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import sqlite_ct
-from sqlite_ct.sync import SyncDirection, SyncError, SyncTable, TableCreationOption as T
+from sqlite_ct.sync import SyncDirection, SyncError, SyncGroup, SyncTable, TableCreationOption as T
 
 from .conftest import Client, user_rows
 
@@ -173,3 +173,57 @@ def test_reinitialising_refuses_when_unsent_changes_cannot_be_counted(conns, hub
     x.provider.accept_changes(["t"])
     x.sync()
     assert user_rows(x.conn, "t") == HUB_ROWS
+
+
+def test_truncate_existing_keeps_rows_a_local_table_refers_to(conns, hub_with):
+    # With foreign keys on, deleting row 7 would cascade to the local-only
+    # notes table without a trace: it stays (as a row the hub does not
+    # have), the rest of the table is truncated.
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    conn = existing_client(conns, rows=((1, "mine", 0.0), (7, "noted", 7.0), (8, "x", 8.0)))
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, "
+                 "tid INTEGER REFERENCES t(id) ON DELETE CASCADE, note TEXT)")
+    conn.execute("INSERT INTO notes VALUES (1, 7, 'keep me')")
+    x = Client(conn, server, [SyncTable("t", creation_option=T.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE)])
+    stats = x.sync()
+    assert stats.total_changes_uploaded == 0
+    assert user_rows(conn, "notes") == [(1, 7, "keep me")]
+    assert user_rows(conn, "t") == HUB_ROWS + [(7, "noted", 7.0)]
+    assert user_rows(hub, "t") == HUB_ROWS
+
+
+def tracked_before(conns, rows=((1, "mine", 0.0),)):
+    """A client table t2 and t tracked and sent before (no received anchor:
+    their first sync is still to come)."""
+    conn = existing_client(conns, rows)
+    conn.execute("CREATE TABLE t2(id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT 'd', n REAL)")
+    conn.execute("INSERT INTO t2 VALUES (5, 'old', 5.0)")
+    for name in ("t", "t2"):
+        sqlite_ct.create_schema(conn, name)
+        sqlite_ct.set_sent_anchor(conn, name, sqlite_ct.last_committed_csn(conn))
+    return conn
+
+
+def test_truncating_a_group_checks_every_table_before_writing(conns, hub_with):
+    # The change contract refuses to read inside a transaction that wrote in
+    # apply mode: the unsent changes of every table are counted before the
+    # first one is truncated.
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    hub.execute("CREATE TABLE t2(id INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT 'd', n REAL)")
+    g = SyncGroup("g")
+    tables = [SyncTable(n, group=g, creation_option=T.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE)
+              for n in ("t", "t2")]
+    x = Client(tracked_before(conns), server, tables)
+    x.sync()
+    assert user_rows(x.conn, "t") == HUB_ROWS
+    assert user_rows(x.conn, "t2") == []
+    y = Client(tracked_before(conns), server, tables)
+    y.conn.execute("UPDATE t2 SET v = 'unsent' WHERE id = 5")
+    with pytest.raises(SyncError) as info:
+        y.sync()
+    assert str(info.value) == (
+        'sqlite-ct sync: table "t2" has 1 local change(s) that were never uploaded and '
+        'TableCreationOption.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE would discard them; '
+        'synchronise it first, or call accept_changes() to discard them')
+    assert user_rows(y.conn, "t") == [(1, "mine", 0.0)]   # nothing was written

@@ -171,3 +171,30 @@ def test_after_a_hub_restore_reinitialise_converges(conns, tmp_path):
     for c in (x, y):
         assert user_rows(c.conn, "t") == user_rows(hub, "t")
     hub.close()
+
+
+def test_reinitialise_with_foreign_keys_drops_a_parent_once_its_children_are_gone(conns, hub_with):
+    # With foreign keys on, a row other rows refer to is kept (deleting it
+    # would cascade to them without tombstones); the parent table comes first
+    # in the group, so its rows are dropped in a second round, once the child
+    # table has dropped the rows that referred to them.
+    hub, server = hub_with("CREATE TABLE p(id INTEGER PRIMARY KEY, v TEXT)",
+                           seed=("INSERT INTO p VALUES (1, 'a'), (2, 'b')",))
+    hub.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER, v TEXT)")
+    hub.execute("INSERT INTO c VALUES (10, 1, 'x'), (20, 2, 'y')")
+    conn = conns()
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE p(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, "
+                 "pid INTEGER REFERENCES p(id) ON DELETE CASCADE, v TEXT)")
+    g = SyncGroup("g")
+    x = Client(conn, server, [SyncTable("p", group=g), SyncTable("c", group=g)])
+    x.sync()
+    assert user_rows(conn, "c") == [(10, 1, "x"), (20, 2, "y")]
+    hub.execute("DELETE FROM c WHERE id = 20")
+    hub.execute("DELETE FROM p WHERE id = 2")
+    conn.execute("INSERT INTO c(id, pid, v) VALUES (11, 1, 'unsent')")
+    x.provider.reinitialise(["p", "c"], server.get_schema(["p", "c"]))
+    x.sync()
+    assert user_rows(conn, "p") == user_rows(hub, "p") == [(1, "a")]
+    assert user_rows(conn, "c") == user_rows(hub, "c") == [(10, 1, "x"), (11, 1, "unsent")]
