@@ -153,7 +153,7 @@ def reinitialise_table(conn: Any, table: str, received_anchor: bytes) -> int:
         return removed
 
 
-def unreferenced(conn: Any, name: str, alias: str) -> str:
+def unreferenced(conn: Any, name: str, alias: str, *, others_only: bool = False) -> str:
     """A WHERE term (" AND ...", or "" when nothing can refer to table `name`)
     that holds for a row of `name`, under `alias`, which no row of any table
     of the main schema refers to through a FOREIGN KEY, when the connection
@@ -163,7 +163,9 @@ def unreferenced(conn: Any, name: str, alias: str) -> str:
     apply mode too, losing their unsent local changes or their data for good,
     or fail (NO ACTION, RESTRICT). A kept row stays as it is, not a pending
     change; the download brings the server's version of it. With foreign
-    keys off nothing cascades, and the referring rows wait for the download."""
+    keys off nothing cascades, and the referring rows wait for the download.
+    With `others_only`, references from rows of `name` itself are left out
+    (for a table about to be dropped whole)."""
     if not _conn.value(conn, "PRAGMA foreign_keys"):
         return ""
     terms = []
@@ -173,7 +175,8 @@ def unreferenced(conn: Any, name: str, alias: str) -> str:
         for fk_id, parent, frm, to in list(_conn.rows(
                 conn, 'SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?, \'main\') '
                       "ORDER BY id, seq", (child,))):
-            if str(parent).lower() == name.lower():
+            if str(parent).lower() == name.lower() and not (
+                    others_only and str(child).lower() == name.lower()):
                 fks.setdefault(fk_id, []).append((frm, to))
         for pairs in fks.values():
             # REFERENCES parent with no column list: the parent's PRIMARY KEY.

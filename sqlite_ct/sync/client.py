@@ -347,6 +347,7 @@ class ClientSyncProvider:
                 if tracked and not checked:
                     self._refuse_unsent(name, opt)
                 if opt is TableCreationOption.DROP_EXISTING_OR_CREATE_NEW_TABLE:
+                    self._refuse_referenced(name)
                     if tracked:
                         disable_tracking(self.conn, name)
                     _sql.execute(self.conn, f"DROP TABLE main.{q(name)}")
@@ -364,6 +365,22 @@ class ClientSyncProvider:
                 self._start_tracking(name, table, schema, created, truncated)
             if self.schema_created is not None:
                 self.schema_created(self.conn, table, schema_table)
+
+    def _refuse_referenced(self, name: str) -> None:
+        """DROP TABLE deletes every row first: with foreign keys on, that
+        deletes or changes the rows of other tables that refer to them (ON
+        DELETE CASCADE, SET NULL, SET DEFAULT), tracked ones as local deletes
+        and updates the next upload sends to the hub. Refused while any row
+        of another table refers to a row of `name`."""
+        terms = unreferenced(self.conn, name, "ct_row", others_only=True)
+        if terms and _sql.value(self.conn, f'SELECT EXISTS (SELECT 1 FROM main.{q(name)} AS '
+                                           f'"ct_row" WHERE NOT (1{terms}))'):
+            raise SyncError(
+                f'sqlite-ct sync: table "{name}" is not dropped and re-created '
+                f"(DROP_EXISTING_OR_CREATE_NEW_TABLE): rows of other tables refer to its rows "
+                f"and foreign keys are on, so dropping it would delete or change them too; "
+                f"use TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE, which keeps the rows referred "
+                f"to, or remove the referring rows first")
 
     def _start_tracking(self, name: str, table: SyncTable, schema: SyncSchema,
                         created: bool, truncated: bool) -> None:

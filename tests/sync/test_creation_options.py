@@ -227,3 +227,28 @@ def test_truncating_a_group_checks_every_table_before_writing(conns, hub_with):
         'TableCreationOption.TRUNCATE_EXISTING_OR_CREATE_NEW_TABLE would discard them; '
         'synchronise it first, or call accept_changes() to discard them')
     assert user_rows(y.conn, "t") == [(1, "mine", 0.0)]   # nothing was written
+
+
+def test_drop_existing_is_refused_while_other_rows_refer_to_the_table(conns, hub_with):
+    # DROP TABLE deletes every row first; with foreign keys on that cascades
+    # to the tracked notes table, whose deletes the next upload would send.
+    hub, server = hub_with(SCHEMA, seed=SEED)
+    hub.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, tid INTEGER, note TEXT)")
+    hub.execute("INSERT INTO notes VALUES (1, 1, 'on the hub')")
+    conn = existing_client(conns, rows=((1, "mine", 0.0),))
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, "
+                 "tid INTEGER REFERENCES t(id) ON DELETE CASCADE, note TEXT)")
+    x = Client(conn, server, ["notes"])
+    x.sync()
+    assert user_rows(conn, "notes") == [(1, 1, "on the hub")]
+    y = Client(conn, server, [SyncTable("t", creation_option=T.DROP_EXISTING_OR_CREATE_NEW_TABLE)])
+    with pytest.raises(SyncError, match='table "t" is not dropped and re-created'):
+        y.sync()
+    assert user_rows(conn, "notes") == [(1, 1, "on the hub")]
+    assert user_rows(conn, "t") == [(1, "mine", 0.0)]
+    x.sync()
+    assert user_rows(hub, "notes") == [(1, 1, "on the hub")]
+    conn.execute("DELETE FROM notes")  # nothing refers to t any more: the drop goes ahead
+    y.sync()
+    assert user_rows(conn, "t") == user_rows(hub, "t")
