@@ -30,16 +30,24 @@ def user_columns(conn: Any, table: str) -> List[str]:
         if not name.lower().startswith(SYSTEM_PREFIX.lower())]
 
 
-def pack_key(conn: Any, table: str, values: Sequence[Any]) -> bytes:
-    """Pack the key `values` (in PRIMARY KEY order) of a row of tracked `table`
-    into the __sysRK format; runs sqlite_ct_pack_key()."""
-    name = require_tracked(conn, table, "pack_key")
-    values = tuple(values)
+def key_values(conn: Any, name: str, values: Sequence[Any]
+               ) -> Tuple[List[str], Tuple[Any, ...]]:
+    """Table `name`'s key columns and `values` (in PRIMARY KEY order) as a
+    tuple of the same length; KeyFormatError when the lengths differ."""
     keys = key_columns(conn, name)
+    values = tuple(values)
     if len(values) != len(keys):
         raise KeyFormatError(
             f'sqlite-ct: table "{name}" has {len(keys)} key column(s) '
             f'({", ".join(keys)}); got {len(values)} value(s)')
+    return keys, values
+
+
+def pack_key(conn: Any, table: str, values: Sequence[Any]) -> bytes:
+    """Pack the key `values` (in PRIMARY KEY order) of a row of tracked `table`
+    into the __sysRK format; runs sqlite_ct_pack_key()."""
+    name = require_tracked(conn, table, "pack_key")
+    _, values = key_values(conn, name, values)
     marks = ", ".join("?" for _ in values)
     return bytes(_conn.value(conn, f"SELECT sqlite_ct_pack_key({marks})", values))
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from . import _conn
 from .anchors import get_sent_anchor, set_received_anchor
 from .errors import AnchorError, KeyFormatError, NotTrackedError, TableError
-from .keys import key_columns
+from .keys import key_columns, key_values
 from .tracking import applying_server_changes, require_tracked
 
 __all__ = ["forget_pending_deletes", "stamp_applied", "reinitialise_table",
@@ -54,13 +54,7 @@ def _key(conn: Any, name: str, key: Sequence[Any], func: str) -> Tuple[List[str]
     if isinstance(key, (str, bytes, bytearray)) or not isinstance(key, Sequence):
         raise KeyFormatError(f"sqlite-ct: {func}() takes the key as a sequence of values "
                              f"in PRIMARY KEY order, got {type(key).__name__}")
-    values = tuple(key)
-    cols = key_columns(conn, name)
-    if len(values) != len(cols):
-        raise KeyFormatError(
-            f'sqlite-ct: table "{name}" has {len(cols)} key column(s) '
-            f'({", ".join(cols)}); got {len(values)} value(s)')
-    return cols, values
+    return key_values(conn, name, key)
 
 
 def _registered(conn: Any, table: str, func: str) -> str:
