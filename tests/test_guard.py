@@ -24,7 +24,7 @@ import apsw
 import pytest
 
 import sqlite_ct
-from sqlhelpers import q, run, val
+from sqlhelpers import HOST_ERRORS, q, run, val
 
 GUARD_OFF = ('sqlite-ct: triggers are turned off on this connection '
              '(SQLITE_DBCONFIG_ENABLE_TRIGGER=0, the shell\'s .dbconfig enable_trigger off), '
@@ -767,3 +767,272 @@ def test_the_hosts_have_no_hidden_columns_and_skip_only_generated_ones(host):
                        match='cannot UPDATE generated column "b"'):
         conn.execute("UPDATE g SET b = 5")
     conn.close()
+
+
+# -------------------------- wide tables, blob writes, collations, the earlier shape
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Debian's SQLite 3.40 hosts, in a fresh process: read the table, then try a
+# write without the extension, then load it (argv[3]) and write again.
+SYSTEM_HOST = r"""
+import sqlite3, sys
+path, column, ext = sys.argv[1:4]
+conn = sqlite3.connect(path, isolation_level=None)
+print(sqlite3.sqlite_version)
+print(conn.execute(f"SELECT count(*), max({column}) FROM w").fetchone())
+try:
+    conn.execute(f"UPDATE w SET {column} = 'bare'")
+except sqlite3.Error as exc:
+    print("refused:", exc)
+conn.enable_load_extension(True)
+conn.load_extension(ext)
+conn.execute(f"UPDATE w SET {column} = 'system' WHERE id = 1")
+print("written")
+"""
+
+
+def wide(db_path, columns):
+    """A native-mode table "w" of `columns` user columns (id and c1..) with
+    two rows; returns the last column's name and the anchor before them."""
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    last = f"c{columns - 1}"
+    run(conn, "CREATE TABLE w(id INTEGER PRIMARY KEY, "
+              + ", ".join(f"c{i} TEXT" for i in range(1, columns)) + ")",
+        "CREATE TABLE other(id INTEGER PRIMARY KEY)")
+    sqlite_ct.create_schema(conn, "w")
+    since = sqlite_ct.last_committed_csn(conn)
+    run(conn, f"INSERT INTO w(id, c1, {last}) VALUES (1, 'a', 'z'), (2, 'b', 'y')")
+    assert sqlite_ct.check(conn) == []
+    conn.close()
+    return last, since
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON) or SHELL is None,
+                    reason="Debian's python3 and sqlite3 shell are not installed")
+@pytest.mark.parametrize("columns", [130, 1000])
+def test_a_wide_table_opens_in_the_system_hosts(db_path, ext_path, columns):
+    """SQLite 3.40 (Debian's shell and python3) opens the file, reads, refuses
+    a write without the extension and tracks one with it."""
+    last, since = wide(db_path, columns)
+    out = subprocess.run([SHELL, db_path, f"SELECT count(*), max({last}) FROM w;",
+                          "SELECT count(*) FROM other;"], capture_output=True, text=True,
+                         errors="replace")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "2|z\n0\n", "")
+    out = subprocess.run([SYSTEM_PYTHON, "-c", SYSTEM_HOST, db_path, last, ext_path],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    version, read, refused, written = out.stdout.splitlines()
+    assert read == "(2, 'z')"
+    assert refused in (f"refused: {NO_EXTENSION}", "refused: no such function: sqlite_ct_guard")
+    assert written == "written"
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    changes = sqlite_ct.enumerate_changes(conn, "w", since)
+    assert sorted((r["id"], r[last]) for r in changes.inserts) == [(1, "system"), (2, "y")]
+    assert sqlite_ct.check(conn) == []
+    conn.close()
+
+
+def test_the_widest_table_sqlite_allows_can_be_tracked(db_path):
+    """SQLITE_MAX_COLUMN (2000) counts the table's columns; the guard's key
+    columns are as many, and the rowid the index adds is not counted."""
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    assert conn.limit(apsw.SQLITE_LIMIT_COLUMN) == 2000
+    run(conn, "CREATE TABLE w(id INTEGER PRIMARY KEY, "
+              + ", ".join(f"c{i}" for i in range(1, 1997)) + ")")
+    sqlite_ct.create_schema(conn, "w")
+    assert val(conn, "SELECT count(*) FROM pragma_index_info('__sysct_guard_w')") == 2000
+    run(conn, "INSERT INTO w(id, c1996) VALUES (1, 1)", "UPDATE w SET c1996 = 2")
+    assert sqlite_ct.check(conn) == []
+    conn.close()
+
+
+def blob_open(conn, column, *, write):
+    """sqlite3_blob_open on t's row 1, through either host's API."""
+    if isinstance(conn, apsw.Connection):
+        return conn.blob_open("main", "t", column, 1, write)
+    return conn.blobopen("t", column, 1, readonly=not write)
+
+
+@pytest.mark.parametrize("host", ["apsw", "sqlite3", "apsw without the extension"])
+def test_incremental_blob_writes_to_a_tracked_table_are_refused(request, db_path, host):
+    """A blob write would change the row without a trigger or the guard:
+    every column, the key and sqlite-ct's own, is refused for writing, with or
+    without the extension; reading works."""
+    setup = apsw.Connection(db_path)
+    sqlite_ct.load(setup)
+    run(setup, "CREATE TABLE t(id INTEGER PRIMARY KEY, data BLOB, note TEXT)",
+        "CREATE TABLE plain(id INTEGER PRIMARY KEY, data BLOB)")
+    sqlite_ct.create_schema(setup, "t")
+    run(setup, "INSERT INTO t(id, data, note) VALUES (1, zeroblob(4), 'n')",
+        "INSERT INTO plain VALUES (1, zeroblob(4))")
+    since = sqlite_ct.last_committed_csn(setup)
+    setup.close()
+    if host == "apsw without the extension":
+        conn, errors = apsw.Connection(db_path), apsw.SQLError
+    else:
+        conn = request.getfixturevalue(f"{host}_conn")
+        errors = apsw.SQLError if host == "apsw" else sqlite3.OperationalError
+    if host == "sqlite3" and not hasattr(conn, "blobopen"):
+        pytest.skip("stdlib sqlite3 before Python 3.11 has no blobopen()")
+    columns = [r[0] for r in q(conn, "SELECT name FROM pragma_table_xinfo('t')")]
+    assert len(columns) == 6
+    for column in columns:
+        with pytest.raises(errors, match="cannot open indexed column for writing"):
+            blob_open(conn, column, write=True)
+    blob = blob_open(conn, "data", write=False)
+    assert blob.read() == b"\x00" * 4
+    blob.close()
+    if isinstance(conn, apsw.Connection):   # an untracked table: allowed, as SQLite does
+        blob = conn.blob_open("main", "plain", "data", 1, True)
+        blob.write(b"\x01")
+        blob.close()
+    run(conn, "SELECT 1")
+    if host != "apsw without the extension":
+        run(conn, "UPDATE t SET data = x'01020304' WHERE id = 1")
+        assert sqlite_ct.enumerate_changes(conn, "t", since).updates == [
+            {"id": 1, "data": b"\x01\x02\x03\x04", "note": "n"}]
+    conn.close()
+
+
+def nocase_ascii(a, b):
+    return (a.lower() > b.lower()) - (a.lower() < b.lower())
+
+
+COLLATED = [
+    "INSERT INTO {t}(id, v, w) VALUES (3, 'c', 'x')",
+    "UPDATE {t} SET v = 'C' WHERE id = 1",
+    "UPDATE {t} SET w = 'q' WHERE id = 1",
+    "UPDATE {t} SET id = 7 WHERE id = 2",
+    "DELETE FROM {t} WHERE id = 1",
+]
+
+
+def outcome(conn, statement):
+    try:
+        conn.execute(statement)
+    except HOST_ERRORS as exc:
+        return str(exc)
+    return "ok"
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_a_column_of_an_application_collation_writes_as_if_untracked(db_path, ext_path, unique):
+    """A column declared COLLATE <a collation the application registers>: a
+    connection with the extension but without that collation writes the
+    tracked table exactly as it writes an untracked twin (the guard's columns
+    are COLLATE BINARY, so it needs no collation), and can re-arm it. With a
+    UNIQUE index of that collation, both refuse alike (SQLite needs it)."""
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    conn.create_collation("appcoll", nocase_ascii)
+    for t in ("t", "u"):
+        run(conn, f"CREATE TABLE {t}(id INTEGER PRIMARY KEY, v TEXT COLLATE appcoll, "
+                  f"w TEXT{' COLLATE appcoll UNIQUE' if unique else ''})",
+            f"INSERT INTO {t}(id, v, w) VALUES (1, 'a', 'k'), (2, 'b', 'l')")
+    sqlite_ct.create_schema(conn, "t")
+    since = sqlite_ct.last_committed_csn(conn)
+    conn.close()
+    other = apsw.Connection(db_path)
+    sqlite_ct.load(other)
+    outcomes = []
+    for statement in COLLATED:
+        outcomes.append(outcome(other, statement.format(t="u")))
+        assert outcome(other, statement.format(t="t")) == outcomes[-1], statement
+    assert ("no such collation sequence: appcoll" in outcomes) == unique
+    assert set(outcomes) <= {"ok", "no such collation sequence: appcoll"}
+    assert q(other, "SELECT id, v, w FROM t ORDER BY id") == q(
+        other, "SELECT id, v, w FROM u ORDER BY id")
+    if not unique:
+        changes = sqlite_ct.enumerate_changes(other, "t", since)
+        assert sorted(r["id"] for r in changes.inserts) == [3, 7]
+        assert sorted(r["id"] for r in changes.deletes) == [1, 2]
+    run(other, "ALTER TABLE t ADD COLUMN x TEXT")
+    sqlite_ct.create_schema(other, "t")
+    assert sqlite_ct.check(other) == []
+    other.close()
+    if SHELL is None or unique:
+        return
+    script = (f".load {ext_path}\n"
+              + "".join(s.format(t=t).replace("(3,", "(4,").replace("7 WHERE", "8 WHERE") + ";\n"
+                        for t in ("t", "u") for s in COLLATED[:3]))
+    out = subprocess.run([SHELL, db_path], input=script, capture_output=True, text=True,
+                         errors="replace")
+    assert (out.returncode, out.stderr) == (0, "")
+    check = apsw.Connection(db_path)
+    sqlite_ct.load(check)
+    assert q(check, "SELECT id, v, w FROM t ORDER BY id") == q(
+        check, "SELECT id, v, w FROM u ORDER BY id")
+    assert 4 in [r["id"] for r in sqlite_ct.enumerate_changes(check, "t", since).inserts]
+    check.close()
+
+
+def earlier_guard(columns, table, key):
+    """The guard as layout 3 first shaped it: the columns in a coalesce()."""
+    return (f'CREATE INDEX "__sysct_guard_{table}" ON "{table}"("{key}") '
+            f"WHERE sqlite_ct_guard('{table}')=0 AND coalesce("
+            + ", ".join(f'"{c}"' for c in columns) + ") IS NULL")
+
+
+EARLIER = ('sqlite-ct: index "__sysct_guard_{t}" has an outdated shape (SQLite before 3.48 '
+           'cannot load the one that names the columns in its WHERE for 125 columns or more, '
+           'and incremental blob writes pass it); create_schema(conn, "{t}") replaces it')
+
+
+def test_a_guard_of_the_earlier_shape_is_reported_and_replaced(tracked):
+    conn = apsw.Connection(tracked)
+    sqlite_ct.load(conn)
+    columns = [r[0] for r in q(conn, "SELECT name FROM pragma_table_xinfo('t')")]
+    run(conn, 'DROP INDEX "__sysct_guard_t"', earlier_guard(columns, "t", "id"))
+    assert [(p.code, p.message) for p in sqlite_ct.check(conn)] == [
+        ("guard-outdated", EARLIER.format(t="t"))]
+    conn.blob_open("main", "t", "v", 1, True).close()   # what the earlier shape let through
+    since = sqlite_ct.last_committed_csn(conn)
+    sqlite_ct.create_schema(conn, "t")
+    assert sqlite_ct.check(conn) == []
+    assert val(conn, "SELECT sql FROM sqlite_schema WHERE name = '__sysct_guard_t'").endswith(
+        '"__sysTrackingContext" COLLATE BINARY) WHERE sqlite_ct_guard(\'t\')=0')
+    with pytest.raises(apsw.SQLError, match="cannot open indexed column"):
+        conn.blob_open("main", "t", "v", 1, True)
+    sqlite_ct.enumerate_changes(conn, "t", since)   # the triggers never stopped
+    conn.close()
+
+
+def test_a_guard_with_a_column_of_another_collation_is_outdated(tracked):
+    conn = apsw.Connection(tracked)
+    sqlite_ct.load(conn)
+    sql = val(conn, "SELECT sql FROM sqlite_schema WHERE name = '__sysct_guard_t'")
+    run(conn, 'DROP INDEX "__sysct_guard_t"',
+        sql.replace('"v" COLLATE BINARY', '"v" COLLATE NOCASE'))
+    assert [p.code for p in sqlite_ct.check(conn)] == ["guard-outdated"]
+    sqlite_ct.create_schema(conn, "t")
+    assert sqlite_ct.check(conn) == []
+    conn.close()
+
+
+@pytest.mark.skipif(SHELL is None, reason="the sqlite3 shell is not installed")
+def test_a_wide_file_of_the_earlier_shape_opens_in_sqlite_340_once_re_armed(db_path):
+    """A 130-column table guarded by the earlier shape: SQLite 3.40 refuses the
+    whole file; re-arming it with this build makes it readable there."""
+    wide(db_path, 130)
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    columns = [r[0] for r in q(conn, "SELECT name FROM pragma_table_xinfo('w')")]
+    run(conn, 'DROP INDEX "__sysct_guard_w"', earlier_guard(columns, "w", "id"))
+    conn.close()
+    out = subprocess.run([SHELL, db_path, "SELECT count(*) FROM other;"], capture_output=True,
+                         text=True, errors="replace")
+    if out.returncode == 0:
+        pytest.skip("this sqlite3 shell takes more than 127 function arguments")
+    assert "too many arguments on function coalesce" in out.stderr
+    conn = apsw.Connection(db_path)
+    sqlite_ct.load(conn)
+    assert [p.code for p in sqlite_ct.check(conn)] == ["guard-outdated"]
+    sqlite_ct.create_schema(conn, "w")
+    conn.close()
+    out = subprocess.run([SHELL, db_path, "SELECT count(*) FROM w;"], capture_output=True,
+                         text=True, errors="replace")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "2\n", "")
