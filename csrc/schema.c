@@ -727,8 +727,9 @@ static int ctDropGuard(sqlite3 *db, const char *zTab, char **pzErr){
   return ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_guard_%w\"", zTab);
 }
 
-/* Install the guard of p, or replace it when the table has columns it does
-** not name; a portable-mode table has none (the guard cannot call the
+/* Install the guard of p, or replace it when its SQL is not what ctGuardSql
+** makes now (columns added since, or an earlier shape of the guard); a
+** portable-mode table has none (the guard cannot call the
 ** extension where portable mode is used). */
 static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char **pzErr){
   sqlite3_stmt *pStmt = 0;
