@@ -686,33 +686,40 @@ static int ctDropTriggers(sqlite3 *db, const char *zTab, char **pzErr){
 
 /*
 ** The guard of a native-mode table (layout 3): an always-empty partial index
-**   CREATE INDEX "__sysct_guard_T" ON "T"("k1")
-**     WHERE sqlite_ct_guard('T')=0 AND coalesce("c1", ..., "cN") IS NULL
-** naming every column the table has (generated columns aside: no statement
-** writes them), the __sys columns included. SQLite evaluates a partial
-** index's WHERE for every row an INSERT writes or a DELETE removes (OR
-** REPLACE victims and cascades too), and for every row an UPDATE writes when
-** the UPDATE sets a column the index or its WHERE names, hence every column.
-** sqlite_ct_guard() returns 1, so the AND stops there: the coalesce() is
-** never evaluated (it only names the columns; a tracked table has at least
-** four) and the index stays empty. A connection without the extension cannot
+**   CREATE INDEX "__sysct_guard_T" ON "T"("c1" COLLATE BINARY, ...,
+**     "cN" COLLATE BINARY) WHERE sqlite_ct_guard('T')=0
+** whose key columns are every column the table has (generated columns aside:
+** no statement writes them), the __sys columns included. SQLite evaluates a
+** partial index's WHERE for every row an INSERT writes or a DELETE removes
+** (OR REPLACE victims and cascades too), and for every row an UPDATE writes
+** when the UPDATE sets a column the index names, hence every column; it does
+** so before it reads the columns for the key. sqlite_ct_guard() returns 1,
+** so the index stays empty. A connection without the extension cannot
 ** evaluate it ("unknown function"), triggers on or off, and a connection with
-** it refuses the write when triggers are off (state.c). A column added later
-** is not named until create_schema() re-installs the guard. NULL when out of
+** it refuses the write when triggers are off (state.c). Because every column
+** is indexed, sqlite3_blob_open() refuses to open any of them for writing
+** ("cannot open indexed column for writing"): an incremental blob write
+** would change the row without a trigger or the guard. Key columns, not a
+** WHERE naming them in a function call: SQLite before 3.48 allows 127
+** arguments to a function and refuses to load a schema that passes more,
+** whereas an index takes as many columns as a table has (SQLITE_MAX_COLUMN).
+** COLLATE BINARY: an index column otherwise takes the column's collation,
+** and a connection without an application's own collation could then not
+** write the table (nor create the guard). A column added later is not
+** indexed until create_schema() re-installs the guard. NULL when out of
 ** memory.
 */
 static char *ctGuardSql(const CtTable *p){
   sqlite3_str *x = sqlite3_str_new(0);
   int i, bFirst = 1;
-  sqlite3_str_appendf(x, "CREATE INDEX main.\"__sysct_guard_%w\" ON \"%w\"(\"%w\")"
-                      " WHERE sqlite_ct_guard(%Q)=0 AND coalesce(", p->zName, p->zName,
-                      p->aCol[p->aiPk[0]].zName, p->zName);
+  sqlite3_str_appendf(x, "CREATE INDEX main.\"__sysct_guard_%w\" ON \"%w\"(",
+                      p->zName, p->zName);
   for(i=0; i<p->nCol; i++){
     if( p->aCol[i].bHidden ) continue;
-    sqlite3_str_appendf(x, "%s\"%w\"", bFirst ? "" : ", ", p->aCol[i].zName);
+    sqlite3_str_appendf(x, "%s\"%w\" COLLATE BINARY", bFirst ? "" : ", ", p->aCol[i].zName);
     bFirst = 0;
   }
-  sqlite3_str_appendall(x, ") IS NULL");
+  sqlite3_str_appendf(x, ") WHERE sqlite_ct_guard(%Q)=0", p->zName);
   return sqlite3_str_finish(x);
 }
 
@@ -720,8 +727,9 @@ static int ctDropGuard(sqlite3 *db, const char *zTab, char **pzErr){
   return ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_guard_%w\"", zTab);
 }
 
-/* Install the guard of p, or replace it when the table has columns it does
-** not name; a portable-mode table has none (the guard cannot call the
+/* Install the guard of p, or replace it when its SQL is not what ctGuardSql
+** makes now (columns added since, or an earlier shape of the guard); a
+** portable-mode table has none (the guard cannot call the
 ** extension where portable mode is used). */
 static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char **pzErr){
   sqlite3_stmt *pStmt = 0;

@@ -860,10 +860,10 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 /* ---- The guard (layout 3). ------------------------------------------------
 **
 ** A native-mode table has an always-empty partial index (schema.c,
-** ctGuardSql) whose WHERE is sqlite_ct_guard(TNAME)=0 AND coalesce(<every
-** column>) IS NULL. SQLite evaluates it for every row an INSERT writes, a
-** DELETE removes (OR REPLACE victims and cascades included) and an UPDATE
-** writes, since the WHERE names every column. The triggers do the tracking;
+** ctGuardSql) whose key columns are every column of the table and whose
+** WHERE is sqlite_ct_guard(TNAME)=0. SQLite evaluates it for every row an
+** INSERT writes, a DELETE removes (OR REPLACE victims and cascades included)
+** and an UPDATE writes, since the index names every column. The triggers do the tracking;
 ** the guard covers what they cannot: on a connection without this extension
 ** the write fails with "unknown function: sqlite_ct_guard()" even when that
 ** connection turned triggers off, and on a connection with it, triggers off

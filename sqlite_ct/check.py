@@ -7,6 +7,7 @@ ones), a stable code, and a message that says what is wrong and what to do.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, List, Optional, Set
 
 from . import _conn
@@ -29,9 +30,15 @@ class Problem:
     message: str
 
 
+# The WHERE of the guard's current shape (csrc/schema.c, ctGuardSql); an
+# earlier shape ended in "AND coalesce(<every column>) IS NULL".
+_GUARD_WHERE = re.compile(r" WHERE sqlite_ct_guard\('(?:[^']|'')*'\)=0$")
+
+
 def _guard_problems(conn: Any, name: str, columns: Set[str]) -> List[Problem]:
     """The guard of a native-mode table (csrc/schema.c, ctGuardSql): present,
-    and naming every column, so that no write with triggers turned off passes."""
+    of the current shape, and with every column as a key column, so that no
+    write with triggers turned off passes."""
     guard = f"__sysct_guard_{name}"
     sql = _conn.value(conn, "SELECT sql FROM sqlite_schema WHERE type='index' AND name=? "
                             "AND tbl_name=?", (guard, name))
@@ -40,11 +47,22 @@ def _guard_problems(conn: Any, name: str, columns: Set[str]) -> List[Problem]:
                         f'sqlite-ct: index "{guard}" is missing; a connection with triggers '
                         f'turned off can write "{name}" untracked; create_schema(conn, '
                         f'"{name}") recreates it')]
-    where = str(sql)[str(sql).find(" WHERE "):]
-    generated = {r[0] for r in _conn.rows(
-        conn, "SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden", (name,))}
-    unnamed = sorted(c for c in columns - generated
-                     if '"' + c.replace('"', '""') + '"' not in where)
+    # (cid, collation) of each key column, cid as in pragma_table_xinfo
+    keys = list(_conn.rows(conn, "SELECT cid, coll FROM pragma_index_xinfo(?, 'main') "
+                                 "WHERE key", (guard,)))
+    if not _GUARD_WHERE.search(str(sql)) or any(str(coll).upper() != "BINARY"
+                                               for _, coll in keys):
+        return [Problem(name, "guard-outdated",
+                        f'sqlite-ct: index "{guard}" has an outdated shape (SQLite before '
+                        f'3.48 cannot load the one that names the columns in its WHERE '
+                        f'for 125 columns or more, and incremental blob writes pass it); '
+                        f'create_schema(conn, "{name}") replaces it')]
+    info = list(_conn.rows(conn, "SELECT cid, name, hidden FROM pragma_table_xinfo(?, 'main')",
+                           (name,)))
+    named = {cid for cid, _ in keys}
+    generated = {col for _, col, hidden in info if hidden}
+    indexed = {col for cid, col, _ in info if cid in named}
+    unnamed = sorted(columns - generated - indexed)
     if unnamed:
         return [Problem(name, "guard-outdated",
                         f'sqlite-ct: index "{guard}" does not name column(s) '

@@ -92,7 +92,7 @@ def disable_tracking(conn: Any, table: str) -> None:
 def drop_column(conn: Any, table: str, column: str) -> None:
     """ALTER TABLE `table` DROP COLUMN `column` for a tracked table.
 
-    The guard index of a native-mode table names every column, so SQLite
+    The guard index of a native-mode table indexes every column, so SQLite
     refuses a plain DROP COLUMN ("error in index __sysct_guard_T after drop
     column"). In one transaction (a savepoint inside the caller's), this
     drops the guard, drops the column and re-arms the table with the options

@@ -57,11 +57,11 @@ def test_adds_three_columns_the_change_index_and_the_triggers(conn):
     assert indexes(conn, "t") == ["__sysct_chg_t", "__sysct_guard_t"]
     assert q(conn, "SELECT name FROM pragma_index_info('__sysct_chg_t')") == [
         ("__sysChangeTxBsn",)]
-    # the guard (tests/test_guard.py): empty, its WHERE names every column
+    # the guard (tests/test_guard.py): empty, every column a key column
     assert q(conn, "SELECT sql FROM sqlite_schema WHERE name='__sysct_guard_t'") == [(
-        'CREATE INDEX "__sysct_guard_t" ON "t"("id") WHERE sqlite_ct_guard(\'t\')=0 AND '
-        'coalesce("id", "v", "__sysChangeTxBsn", "__sysInsertTxBsn", "__sysTrackingContext")'
-        ' IS NULL',)]
+        'CREATE INDEX "__sysct_guard_t" ON "t"("id" COLLATE BINARY, "v" COLLATE BINARY, '
+        '"__sysChangeTxBsn" COLLATE BINARY, "__sysInsertTxBsn" COLLATE BINARY, '
+        '"__sysTrackingContext" COLLATE BINARY) WHERE sqlite_ct_guard(\'t\')=0',)]
     # BEFORE triggers remember rows an OR REPLACE deletes (by key or UNIQUE
     # value): every table whose deletes are tracked has them.
     assert triggers(conn, "t") == ALL_TRIGGERS

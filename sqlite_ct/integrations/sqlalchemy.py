@@ -19,7 +19,9 @@ REBUILDS    a table rebuild through SQLAlchemy's DDL (Alembic's
             DROP, RENAME or CREATE INDEX, or else its COMMIT, re-arms that
             table if it exists again without its triggers. So no statement
             of the migration, and no statement after it, writes the rebuilt
-            table untracked. Re-arming asks replicas of that table to
+            table untracked. The rebuild's copy of sqlite-ct's guard index
+            is skipped (it names every column, a dropped one too); re-arming
+            creates the guard for the new table. Re-arming asks replicas of that table to
             reinitialise (see _common.rearm_rebuilt_tables).
 DROPS       dropping a tracked table through SQLAlchemy's DDL outside Alembic
             (Table.drop(), MetaData.drop_all(), pandas'
@@ -37,7 +39,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Dict
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateIndex, DropTable
 
@@ -70,7 +72,7 @@ def enable(engine: Engine) -> None:
     _common.prepare_process()
     if not event.contains(engine, "checkout", _on_checkout):
         event.listen(engine, "checkout", _on_checkout)
-        event.listen(engine, "before_execute", _before_execute)
+        event.listen(engine, "before_execute", _before_execute, retval=True)
         event.listen(engine, "commit", _on_commit)
     if not event.contains(Table, "before_drop", _before_drop):
         event.listen(Table, "before_drop", _before_drop)
@@ -119,18 +121,26 @@ def _rearm(connection: Connection, *, final: bool = False) -> None:
 
 
 def _before_execute(connection: Connection, clauseelement: Any, multiparams: Any,
-                    params: Any, execution_options: Any) -> None:
-    if not _rebuilding(connection):
-        return
+                   params: Any, execution_options: Any) -> Any:
+    pending = _rebuilding(connection)
+    if not pending:
+        return clauseelement, multiparams, params
     # The rebuild's own statements from the DROP on: the DROP itself, the
     # RENAME of the copy and the CREATE INDEX of the table's indexes
     # (sqlite-ct's change index among them, which re-arming would otherwise
     # create first).
-    if isinstance(clauseelement, (DropTable, CreateIndex)):
-        return
-    if type(clauseelement).__name__ == "RenameTable":
-        return
+    if isinstance(clauseelement, CreateIndex):
+        name = str(clauseelement.element.name or "")
+        if any(name.lower() == f"__sysct_guard_{t}".lower() for t in pending):
+            # Alembic copies every index of the old table, the guard too,
+            # whose key names every column the old table had (a dropped one
+            # too); re-arming installs the guard of the new table.
+            return text("SELECT 1"), multiparams, params
+        return clauseelement, multiparams, params
+    if isinstance(clauseelement, DropTable) or type(clauseelement).__name__ == "RenameTable":
+        return clauseelement, multiparams, params
     _rearm(connection)
+    return clauseelement, multiparams, params
 
 
 def _on_commit(connection: Connection) -> None:

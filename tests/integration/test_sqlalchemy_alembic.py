@@ -385,6 +385,11 @@ def test_batch_migration_of_a_tracked_table_is_re_armed_in_the_migration(tmp_pat
     alembic_cli(project, "downgrade", "0001")
     with sqlite3.connect(db_path) as raw:
         assert trigger_names(raw, "items") == ARMED
+        # Alembic's copy of the guard (which names qty) was skipped; the
+        # re-arm installed the guard of the table without qty.
+        assert [r[0] for r in raw.execute(
+            "SELECT name FROM pragma_index_xinfo('__sysct_guard_items') WHERE key")] == [
+            "id", "name", "__sysChangeTxBsn", "__sysInsertTxBsn", "__sysTrackingContext"]
 
 
 def test_batch_migration_without_enable_loses_the_triggers(tmp_path, db_path):
