@@ -201,17 +201,24 @@ def current_bsn(conn: Any) -> Optional[int]:
 
 
 @contextlib.contextmanager
+def _apply_mode(conn: Any, mode: int) -> Iterator[None]:
+    """sqlite_ct_set_apply_mode(mode) for the block; the previous mode after."""
+    previous = _conn.value(conn, "SELECT sqlite_ct_apply_mode()")
+    _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(?)", (mode,))
+    try:
+        yield
+    finally:
+        _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(?)", (previous,))
+
+
+@contextlib.contextmanager
 def applying_server_changes(conn: Any) -> Iterator[None]:
     """Within the block, writes through `conn` are not local changes: rows get
     stamp 0 (older than any anchor) and deletes leave no tombstone, so what a
     sync provider applies from the server is never uploaded back. A later local
     edit of such a row is tracked as usual. Runs sqlite_ct_set_apply_mode()."""
-    previous = _conn.value(conn, "SELECT sqlite_ct_apply_mode()")
-    _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(1)")
-    try:
+    with _apply_mode(conn, 1):
         yield
-    finally:
-        _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(?)", (previous,))
 
 
 @contextlib.contextmanager
@@ -221,9 +228,5 @@ def applying_local_changes(conn: Any) -> Iterator[None]:
     applying the server's changes that is not the server's version (a
     conflict resolution that merged both), so it is uploaded with the next
     sync. Runs sqlite_ct_set_apply_mode(0) and restores the previous mode."""
-    previous = _conn.value(conn, "SELECT sqlite_ct_apply_mode()")
-    _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(0)")
-    try:
+    with _apply_mode(conn, 0):
         yield
-    finally:
-        _conn.value(conn, "SELECT sqlite_ct_set_apply_mode(?)", (previous,))
