@@ -972,6 +972,42 @@ static int ctClearStamps(sqlite3 *db, const CtTable *p, char **pzErr){
 ** so every replica with an older anchor is told to reinitialise
 ** (AnchorError) instead of silently missing those changes.
 */
+/*
+** After ALTER TABLE T RENAME TO X, sqlite-ct's triggers, change index and
+** guard keep their names ("__sysct_ai_T") on table X until the rename is
+** followed (sqlite_ct_rename_tracking(T, X); the Python API does it when it
+** reconciles). Tracking a new table T before that would drop X's objects by
+** name and leave X untracked without a word: refused, naming X.
+*/
+static int ctRefuseRenamedObjects(sqlite3 *db, const char *zTab, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  char *zSql = sqlite3_mprintf(
+      "SELECT tbl_name FROM main.sqlite_schema WHERE name IN ('__sysct_ai_' || %Q,"
+      " '__sysct_au_' || %Q, '__sysct_ad_' || %Q, '__sysct_chg_' || %Q,"
+      " '__sysct_guard_' || %Q) AND tbl_name <> %Q COLLATE NOCASE LIMIT 1",
+      zTab, zTab, zTab, zTab, zTab, zTab);
+  int rc;
+  if( zSql==0 ) return SQLITE_NOMEM;
+  rc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
+  sqlite3_free(zSql);
+  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    const char *zOwner = (const char*)sqlite3_column_text(pStmt, 0);
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" was renamed to \"%s\" and its tracking"
+        " has not followed yet; call sqlite_ct_rename_tracking('%q', '%q') (the Python"
+        " API does it: sqlite_ct.tracked_tables() or check()) before tracking a new"
+        " table \"%s\"", zTab, zOwner ? zOwner : "", zTab, zOwner ? zOwner : "", zTab);
+    rc = *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc!=SQLITE_OK && rc!=SQLITE_NOMEM && *pzErr==0 ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  }
+  return rc;
+}
+
 static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPortable,
                           sqlite3_int64 *piEnable, char **pzErr){
   const int eStored = eOpt*16 | (bPortable ? CT_TRACKOPT_PORTABLE : 0);
@@ -982,6 +1018,7 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
   int rc = ctCheckLayout(db, 1, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(db, zTab, &p, pzErr);
   if( rc==SQLITE_OK ) rc = ctRefuseNullKeys(db, p, pzErr);
+  if( rc==SQLITE_OK ) rc = ctRefuseRenamedObjects(db, p->zName, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctQueryInt64(db, &iOpt, &bNull, pzErr,
         "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q",

@@ -70,6 +70,9 @@ def create_schema(conn: Any, table: str, *,
         raise ValueError("options must include at least one of INSERT, UPDATE, DELETE")
     if mode not in ("native", "portable"):
         raise ValueError(f"mode must be 'native' or 'portable', got {mode!r}")
+    # A table renamed since its tracking was armed is followed first, so a
+    # new table under its old name does not take its objects' names.
+    reconcile(conn, order=False)
     with _conn.writing(conn, "sqlite_ct_create_schema"):
         bsn = _conn.value(conn, "SELECT sqlite_ct_create_schema(?, ?, ?)", (table, opts, mode))
     log.info('create_schema: tracking "%s" (options %s, %s mode), enabled by BSN %s',
