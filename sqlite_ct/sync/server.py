@@ -46,7 +46,7 @@ import hashlib
 import itertools
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
 from ..replica import floor_tombstone_times, release_context
@@ -677,16 +677,16 @@ def _release(conn: Any, info: TableInfo, st: Optional[Staged], bsn: int, x: byte
     """_ServerSide.finish() for one table (`st`: its staged upload, if any):
     the client keeps its context on the rows that hold exactly what it sent
     (same values, same types) and on the tombstones of the keys it deleted."""
-    kept_rows: List[tuple] = []
-    kept_deletes: List[tuple] = []
+    kept_rows: Iterable[tuple] = ()
+    kept_deletes: Iterable[tuple] = ()
     if st is not None:
         same = " AND ".join(f"u.{q(c)} IS {st.scol(i)} AND typeof(u.{q(c)}) = typeof({st.scol(i)})"
                             for i, c in enumerate(st.columns))
-        kept_rows = list(_sql.rows(conn, f"SELECT {', '.join(f'u.{q(k)}' for k in info.key)} "
+        kept_rows = _sql.rows(conn, f"SELECT {', '.join(f'u.{q(k)}' for k in info.key)} "
                                          f"FROM {st.stage} AS s JOIN main.{q(info.name)} AS u "
                                          f"ON {info.key_match('u', st.skey())} "
-                                         f"WHERE s._op > 0 AND {same}"))
-        kept_deletes = list(_sql.rows(conn, f"SELECT {', '.join(st.skey())} FROM {st.stage} "
-                                            f"AS s WHERE s._op = 0"))
+                                         f"WHERE s._op > 0 AND {same}")
+        kept_deletes = _sql.rows(conn, f"SELECT {', '.join(st.skey())} FROM {st.stage} "
+                                       f"AS s WHERE s._op = 0")
     release_context(conn, info.name, uuid.UUID(bytes_le=x), keep_rows=kept_rows,
                     keep_deletes=kept_deletes)
