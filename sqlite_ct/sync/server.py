@@ -59,7 +59,6 @@ from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
 from ._download import read_batch, record_upload, row_filter, seen_condition
 from ._sql import TableInfo, q
 from .enums import ApplyAction, ConflictType, ResolveAction, SyncStage
-from ._held import HELD  # noqa: F401  (the hub table of held keys)
 from .errors import ReinitialiseRequired, ReplicaCopied, SyncError
 from .messages import (DownloadBatch, DownloadRequest, DownloadTable, ServerInfo, TableChanges,
                        Upload, UploadResult)

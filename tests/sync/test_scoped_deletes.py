@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sqlite_ct.sync import ReinitialiseRequired
-from sqlite_ct.sync.server import HELD
+from sqlite_ct.sync._held import HELD
 
 from .conftest import Client, user_rows
 
