@@ -21,7 +21,13 @@ __all__ = ["TableChanges", "ClientChanges", "ServerInfo", "Upload", "UploadResul
 class TableChanges:
     """Changes of one table. inserts and updates are tuples in `columns`
     order; deletes are tuples in `key_columns` order. reset (snapshot tables)
-    means: delete every client row first."""
+    means: delete every client row first.
+
+    transactions (uploads): for each change, in the order deletes, inserts,
+    updates, the client transaction it belongs to (the client's BSN of the
+    transaction that last changed the row); the hub applies the changes of
+    one client transaction together or not at all. Empty: no transactions
+    given, every change stands alone (downloads, corrections)."""
     table: str
     columns: Tuple[str, ...]
     key_columns: Tuple[str, ...]
@@ -29,6 +35,7 @@ class TableChanges:
     inserts: List[tuple] = dataclasses.field(default_factory=list)
     updates: List[tuple] = dataclasses.field(default_factory=list)
     reset: bool = False
+    transactions: List[int] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.deletes) + len(self.inserts) + len(self.updates)

@@ -101,6 +101,11 @@ class Conflict:
     action: Optional[ApplyAction] = None
     attempts: int = 0
     deferred: bool = False  # kept in the client's conflict inbox (ResolveAction.DEFER)
+    # The client transaction an uploaded change belongs to (the client's BSN
+    # of it), None for downloads. A client transaction is applied on the hub
+    # whole or not at all: when one of its changes is not applied, the
+    # others are not either, and each is reported with the same transaction.
+    transaction: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -155,6 +160,7 @@ class StoredConflict:
     server_row: Optional[Row]
     error: Optional[str]
     time: datetime.datetime
+    transaction: Optional[int] = None  # see Conflict.transaction
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ what was sent. encode() and decode() are the whole surface:
     data = wire.encode(upload)                 # bytes, UTF-8 JSON
     upload = wire.decode(data, wire.Upload)    # WireError if it is not one
 
-FORMAT. A message is a JSON object {"v": 1, "type": "<Name>", ...fields}.
+FORMAT. A message is a JSON object {"v": 2, "type": "<Name>", ...fields}.
 Field names are the dataclass field names. A decoder refuses an unknown
 version, an unknown type, a missing or an unknown field, and a field of the
 wrong JSON type; nothing is coerced.
@@ -52,7 +52,7 @@ from .model import ColumnSchema, Conflict, SyncSchema, TableSchema
 __all__ = ["WIRE_VERSION", "WireError", "SchemaRequest", "TableList", "ReplicaClaim", "ErrorReply",
            "encode", "decode", "to_json", "from_json", "MESSAGE_TYPES"]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 _MAX_SAFE = 2 ** 53 - 1
 _INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,18})\Z")
@@ -335,14 +335,16 @@ def _e_table_changes(tc: TableChanges) -> Dict[str, Any]:
     return {"table": tc.table, "columns": list(tc.columns), "key_columns": list(tc.key_columns),
             "deletes": [_enc_row(r) for r in tc.deletes],
             "inserts": [_enc_row(r) for r in tc.inserts],
-            "updates": [_enc_row(r) for r in tc.updates], "reset": tc.reset}
+            "updates": [_enc_row(r) for r in tc.updates], "reset": tc.reset,
+            "transactions": list(tc.transactions)}
 
 
-_TC = ("table", "columns", "key_columns", "deletes", "inserts", "updates", "reset")
+_TC = ("table", "columns", "key_columns", "deletes", "inserts", "updates", "reset",
+       "transactions")
 
 
 def _d_table_changes(v: Any, path: _Path) -> TableChanges:
-    o = _obj(v, path, _TC)
+    o = _obj(v, path, _TC, optional=("transactions",))
     columns = _names(o["columns"], path / "columns")
     keys = _names(o["key_columns"], path / "key_columns")
     if not keys:
@@ -355,8 +357,13 @@ def _d_table_changes(v: Any, path: _Path) -> TableChanges:
     for field, n in (("deletes", nk), ("inserts", nc), ("updates", nc)):
         p = path / field
         rows[field] = [_row(r, p / i, n) for i, r in enumerate(_list(o[field], p))]
+    p = path / "transactions"
+    txns = [_int(t, p / i) for i, t in enumerate(_list(o.get("transactions", []), p))]
+    if txns and len(txns) != sum(len(r) for r in rows.values()):
+        raise p.fail("expected one transaction per change (deletes, inserts, updates), or none")
     return TableChanges(_name(o["table"], path / "table"), columns, keys, rows["deletes"],
-                        rows["inserts"], rows["updates"], _bool(o["reset"], path / "reset"))
+                        rows["inserts"], rows["updates"], _bool(o["reset"], path / "reset"),
+                        txns)
 
 
 def _e_conflict(c: Conflict) -> Dict[str, Any]:
@@ -365,17 +372,19 @@ def _e_conflict(c: Conflict) -> Dict[str, Any]:
             "client_row": None if c.client_row is None else _enc_values(c.client_row),
             "server_row": None if c.server_row is None else _enc_values(c.server_row),
             "error": c.error, "action": None if c.action is None else c.action.value,
-            "attempts": c.attempts, "deferred": c.deferred}
+            "attempts": c.attempts, "deferred": c.deferred, "transaction": c.transaction}
 
 
 _CONFLICT = ("type", "stage", "table", "key", "client_row", "server_row", "error", "action",
-             "attempts", "deferred")
+             "attempts", "deferred", "transaction")
 
 
 def _d_conflict(v: Any, path: _Path) -> Conflict:
-    o = _obj(v, path, _CONFLICT, optional=("deferred",))
+    o = _obj(v, path, _CONFLICT, optional=("deferred", "transaction"))
     action = o["action"]
     deferred = _bool(o.get("deferred", False), path / "deferred")
+    txn = o.get("transaction")
+    txn = None if txn is None else _int(txn, path / "transaction")
     return dataclasses.replace(Conflict(_enum(ConflictType, o["type"], path / "type"),
                     _enum(SyncStage, o["stage"], path / "stage"),
                     _name(o["table"], path / "table"), _values(o["key"], path / "key"),
@@ -383,7 +392,8 @@ def _d_conflict(v: Any, path: _Path) -> Conflict:
                     _opt_row(o["server_row"], path / "server_row"),
                     _opt_str(o["error"], path / "error"), None,
                     None if action is None else _enum(ApplyAction, action, path / "action"),
-                    _int(o["attempts"], path / "attempts")), deferred=deferred)
+                    _int(o["attempts"], path / "attempts")), deferred=deferred,
+                    transaction=txn)
 
 
 def _e_column(c: ColumnSchema) -> Dict[str, Any]:

@@ -154,7 +154,7 @@ def bomb():
 @pytest.mark.parametrize("body, headers, status, code", [
     (b"not json", {}, 400, "malformed"),
     (b"[" * 100_000, {}, 400, "malformed"),
-    (b'{"v": 2, "type": "Upload"}', {}, 400, "unsupported_version"),
+    (b'{"v": 1, "type": "Upload"}', {}, 400, "unsupported_version"),
     (wire.encode(valid_upload()).replace(b'"x"]', b'"x", 5]'), {}, 400, "malformed"),
     (wire.encode(valid_upload()).replace(b'"table":"notes"', b'"table":""'), {}, 400,
      "malformed"),

@@ -137,7 +137,7 @@ def test_values_sqlite_cannot_hold_are_refused_on_encode(value, message):
 
 
 def batch_with(value_json):
-    return ('{"v":1,"type":"DownloadBatch","tables":[{"table":"t","columns":["k"],'
+    return ('{"v":2,"type":"DownloadBatch","tables":[{"table":"t","columns":["k"],'
             '"key_columns":["k"],"deletes":[],"inserts":[[' + value_json + ']],"updates":[],'
             '"reset":false}],"anchors":{},"session":"","more":false}')
 
@@ -185,7 +185,7 @@ def mutated(path, value, delete=False):
 
 
 @pytest.mark.parametrize("data, message", [
-    (mutated(["v"], 2), "unsupported wire version 2; this sqlite-ct speaks version 1"),
+    (mutated(["v"], 1), "unsupported wire version 1; this sqlite-ct speaks version 2"),
     (mutated(["v"], True), "unsupported wire version"),
     (mutated(["type"], "Nope"), "unknown message type"),
     (mutated(["type"], "DownloadBatch"), "expected a Upload message, got DownloadBatch"),
@@ -252,7 +252,7 @@ JSONS = st.recursive(
                              "failed", "conflicts", "corrections", "initial_anchors",
                              "current_anchors"]), JSONS))
 def test_well_formed_json_of_the_wrong_shape_is_wire_error(name, fields):
-    doc = {"v": 1, "type": name, **fields}
+    doc = {"v": wire.WIRE_VERSION, "type": name, **fields}
     try:
         wire.decode(json.dumps(doc))
     except WireError:
@@ -263,3 +263,25 @@ def test_encoding_something_else_is_refused():
     with pytest.raises(WireError, match="dict is not a wire message"):
         wire.encode({"v": 1})
     assert math.isinf(wire.decode(batch_with('{"f":"-inf"}')).tables[0].inserts[0][0])
+
+
+def test_transactions_round_trip_and_are_checked():
+    tc = TableChanges("t", ("k", "v"), ("k",), deletes=[(1,)], inserts=[(2, "a")],
+                      updates=[(3, "b")], transactions=[7, 9, 9])
+    back = wire.decode(wire.encode(DownloadBatch([tc], {}, b"", False)), DownloadBatch)
+    assert back.tables[0].transactions == [7, 9, 9]
+    # Absent (a message that groups nothing): every change stands alone.
+    assert wire.decode(batch_with("1"), DownloadBatch).tables[0].transactions == []
+    with pytest.raises(WireError, match="one transaction per change"):
+        wire.decode(batch_with("1").replace('"reset":false', '"reset":false,'
+                                            '"transactions":[1,2]'), DownloadBatch)
+    with pytest.raises(WireError, match=r"transactions\[0\]"):
+        wire.decode(batch_with("1").replace('"reset":false', '"reset":false,'
+                                            '"transactions":[-1]'), DownloadBatch)
+
+
+def test_a_conflict_keeps_its_transaction():
+    c = Conflict(ConflictType.ERRORS_OCCURRED, SyncStage.UPLOADING_CHANGES, "t", {"k": 1},
+                 {"k": 1}, None, "x", deferred=True, transaction=42)
+    back = wire.decode(wire.encode(UploadResult(0, 1, [c], [])), UploadResult)
+    assert back.conflicts[0].transaction == 42 and back.conflicts[0].deferred
