@@ -16,6 +16,16 @@ on the second pass), and the rest become ErrorsOccurred conflicts. Conflicts
 are resolved last, one at a time, by the side's ConflictResolver or its
 on_apply_change_failed callback.
 
+CLIENT TRANSACTIONS. An upload's changes carry the client transaction each
+belongs to (TableChanges.transactions). Apply.failed_transactions lists the
+transactions one of whose changes was not applied (a conflict resolved with
+CONTINUE or DEFER, a row error). The hub then rolls the attempt back and
+applies the upload again with those transactions excluded (apply_atomic):
+their changes are staged but neither detected nor applied, and each is
+reported as failed, with the conflict that failed its transaction or, for
+the others, an ErrorsOccurred conflict naming it, deferred to the client's
+inbox. Changes without a transaction stand alone.
+
 All of it runs inside the caller's transaction.
 """
 from __future__ import annotations
@@ -24,7 +34,8 @@ import abc
 import contextlib
 import dataclasses
 import itertools
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence,
+                    Tuple, TypeVar)
 
 from . import _sql
 from ._sql import TableInfo, q
@@ -61,6 +72,12 @@ class Staged:
     counts: Dict[int, int]              # op -> number of staged rows
     conflicts: Dict[int, Tuple[ConflictType, Optional[str]]] = dataclasses.field(
         default_factory=dict)
+    txns: Dict[int, int] = dataclasses.field(default_factory=dict)   # _seq -> transaction
+    excluded: Dict[int, int] = dataclasses.field(default_factory=dict)  # _seq -> transaction
+
+    def pending(self, seq: int) -> bool:
+        """Neither a detected conflict nor excluded with its transaction."""
+        return seq not in self.conflicts and seq not in self.excluded
 
     def scol(self, i: int) -> str:
         return f"s.c{i}"
@@ -138,6 +155,56 @@ class Side(abc.ABC):
         tables still there."""
 
 
+class _Again(Exception):
+    """An attempt failed client transactions it had not excluded."""
+
+    def __init__(self, failed: Dict[int, Conflict]) -> None:
+        super().__init__("client transactions failed")
+        self.failed = failed
+
+
+T = TypeVar("T")
+
+
+def apply_atomic(savepoint: Callable[[], ContextManager[Any]],
+                 attempt: Callable[[Dict[int, Conflict]], Tuple[T, Dict[int, Conflict]]]) -> T:
+    """Run `attempt(excluded)` in `savepoint()` until it fails no client
+    transaction it did not exclude; each time it does, the savepoint is rolled
+    back and those transactions are excluded too. `attempt` returns its
+    result and the transactions it failed (transaction -> the conflict that
+    failed it). Every round excludes at least one more transaction, so this
+    ends. The resolver is asked again about the conflicts of the next round."""
+    excluded: Dict[int, Conflict] = {}
+    while True:
+        try:
+            with savepoint():
+                out, failed = attempt(dict(excluded))
+                new = {t: c for t, c in failed.items() if t not in excluded}
+                if new:
+                    raise _Again(new)
+                return out
+        except _Again as again:
+            excluded.update(again.failed)
+
+
+def left_out_error(txn: int, cause: Conflict, where: str) -> str:
+    """The error of a change not applied because another change of its client
+    transaction `txn` was not (`cause`), the same on every hub."""
+    why = f"{cause.type.value} on the {where}" if cause.error is None else cause.error
+    return (f"not applied with the rest of its client transaction {txn}: the change of table "
+            f'"{cause.table}" key {cause.key!r} in it was not ({why})')
+
+
+def left_out(conflict: Conflict, txn: int) -> Conflict:
+    """Mark `conflict` as a change left out with its transaction: skipped and
+    deferred to the client's inbox, where the whole transaction can be
+    settled together."""
+    conflict.transaction = txn
+    conflict.action = ApplyAction.CONTINUE
+    conflict.deferred = True
+    return conflict
+
+
 def decide(resolver: ConflictResolver, handler: Optional[Handler], conflict: Conflict,
            where: str, incoming_wins: ResolveAction) -> ApplyAction:
     """What to do with a conflict, for every hub and the client: the
@@ -175,10 +242,15 @@ def decide(resolver: ConflictResolver, handler: Optional[Handler], conflict: Con
 class Applier:
     """Applies a group's TableChanges on one side, inside the caller's transaction."""
 
-    def __init__(self, side: Side) -> None:
+    def __init__(self, side: Side, excluded: Optional[Dict[int, Conflict]] = None) -> None:
         self.side = side
         self.conn = side.conn
         self.result = ApplyResult()
+        # Transactions left out (see CLIENT TRANSACTIONS): transaction -> the
+        # conflict that failed it.
+        self.excluded: Dict[int, Conflict] = dict(excluded or {})
+        # Transactions one of whose changes was not applied in this attempt.
+        self.failed_transactions: Dict[int, Conflict] = {}
 
     # -- staging ---------------------------------------------------------
     def _stage(self, tc: TableChanges) -> Staged:
@@ -195,29 +267,43 @@ class Applier:
                                 f"_op INTEGER NOT NULL, _ct INTEGER{defs})")
         rows: Dict[int, Tuple[int, tuple]] = {}
         seq = itertools.count(1)
+        if tc.transactions and len(tc.transactions) != len(tc):
+            raise SyncError(f'sqlite-ct sync: table "{tc.table}": {len(tc.transactions)} '
+                            f"transaction id(s) for {len(tc)} change(s)")
+        txns: Dict[int, int] = {}
+        excluded: Dict[int, int] = {}
+        out = self.excluded
 
         def gen() -> Iterator[tuple]:
             blank = [None] * ncol
-            for k in tc.deletes:
-                values = list(blank)
-                for pos, v in zip(key_pos, k):
-                    values[pos] = v
-                n = next(seq)
-                rows[n] = (OP_DELETE, tuple(values))
-                yield (n, OP_DELETE, *values)
-            for op, lst in ((OP_INSERT, tc.inserts), (OP_UPDATE, tc.updates)):
+            given = iter(tc.transactions)
+            for op, lst in ((OP_DELETE, tc.deletes), (OP_INSERT, tc.inserts),
+                            (OP_UPDATE, tc.updates)):
                 for r in lst:
+                    if op == OP_DELETE:
+                        values = list(blank)
+                        for pos, v in zip(key_pos, r):
+                            values[pos] = v
+                        r = tuple(values)
                     n = next(seq)
                     rows[n] = (op, tuple(r))
-                    yield (n, op, *r)
+                    txn = next(given, None)
+                    ct = None
+                    if txn is not None:
+                        txns[n] = txn
+                        if txn in out:
+                            excluded[n] = txn
+                            ct = 2
+                    yield (n, op, ct, *r)
 
-        marks = ", ".join("?" for _ in range(ncol + 2))
+        marks = ", ".join("?" for _ in range(ncol + 3))
         names = "".join(f", c{i}" for i in range(ncol))
-        _sql.executemany(self.conn, f"INSERT INTO {stage}(_seq, _op{names}) VALUES ({marks})",
-                         gen())
+        _sql.executemany(self.conn, f"INSERT INTO {stage}(_seq, _op, _ct{names}) "
+                                    f"VALUES ({marks})", gen())
         counts = {OP_DELETE: len(tc.deletes), OP_INSERT: len(tc.inserts),
                   OP_UPDATE: len(tc.updates)}
-        return Staged(info, tc, stage, columns, key_pos, rows, counts)
+        return Staged(info, tc, stage, columns, key_pos, rows, counts, txns=txns,
+                      excluded=excluded)
 
     def _detect(self, st: Staged, extra: str = "") -> Dict[int, ConflictType]:
         built = self.side.detect_sql(st, extra)
@@ -261,7 +347,8 @@ class Applier:
         staged = [self._stage(tc) for tc in tables if len(tc) or tc.reset]
         try:
             for st in staged:
-                for seq, ctype in self._detect(st).items():
+                for seq, ctype in self._detect(st, "s._ct IS NULL" if st.excluded
+                                               else "").items():
                     st.conflicts[seq] = (ctype, None)
                 if st.conflicts:
                     _sql.executemany(self.conn, f"UPDATE {st.stage} SET _ct = 1 WHERE _seq = ?",
@@ -275,6 +362,9 @@ class Applier:
             for st, op in steps:
                 for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
                     self._resolve(st, seq)
+            for st, op in steps:
+                for seq in sorted(s for s in st.excluded if st.rows[s][0] == op):
+                    self._left_out(st, seq)
             self.side.finish(staged)
         finally:
             for st in staged:
@@ -282,7 +372,7 @@ class Applier:
         return self.result
 
     def _apply_set(self, st: Staged, op: int) -> None:
-        count = st.counts[op] - sum(1 for s in st.conflicts if st.rows[s][0] == op)
+        count = sum(1 for s, (o, _) in st.rows.items() if o == op and st.pending(s))
         if not count:
             return
         where = f"s._op = {op} AND s._ct IS NULL"
@@ -297,7 +387,7 @@ class Applier:
                 raise
         # Row by row, retrying failures while others succeed.
         row_sql = self._row_sql(st, op)
-        pending = [s for s, (o, _) in st.rows.items() if o == op and s not in st.conflicts]
+        pending = [s for s, (o, _) in st.rows.items() if o == op and st.pending(s)]
         errors: Dict[int, str] = {}
         while pending:
             failed = []
@@ -342,6 +432,7 @@ class Applier:
         # The handler may edit the conflict's copy; `incoming` stays as it came.
         conflict = side.conflict(ctype, st, key, None if incoming is None else dict(incoming),
                                  self._local_row(st, key), error)
+        conflict.transaction = st.txns.get(seq)
         conflict.connection = self.conn
         for attempt in range(1, MAX_ATTEMPTS + 1):
             conflict.attempts = attempt
@@ -352,6 +443,8 @@ class Applier:
                 side.skipped(st, op, key, self.result)
                 if conflict.deferred:
                     side.defer(conflict)
+                if conflict.transaction is not None:
+                    self.failed_transactions.setdefault(conflict.transaction, conflict)
                 break
             row = side.incoming_row(conflict)
             merged = row != incoming
@@ -387,8 +480,30 @@ class Applier:
         incoming = self.side.incoming_row(old)
         new = self.side.conflict(ctype, st, key, None if incoming is None else dict(incoming),
                                  self._local_row(st, key), error)
+        new.transaction = old.transaction
         new.connection = self.conn
         return new
+
+    def _left_out(self, st: Staged, seq: int) -> None:
+        """A change of a transaction excluded after another of its changes
+        failed: not applied, reported as that failure (for the change that
+        failed) or as an ErrorsOccurred conflict naming it, deferred."""
+        op, values = st.rows[seq]
+        key = st.key_of(values)
+        txn = st.excluded[seq]
+        cause = self.excluded[txn]
+        self.result.failed += 1
+        self.side.skipped(st, op, key, self.result)
+        if cause.table.lower() == st.info.name.lower() and cause.key == key:
+            self.result.conflicts.append(cause)
+            return
+        incoming = None if op == OP_DELETE else dict(zip(st.columns, values))
+        conflict = self.side.conflict(ConflictType.ERRORS_OCCURRED, st, key, incoming,
+                                      self._local_row(st, key),
+                                      left_out_error(txn, cause, self.side.where))
+        left_out(conflict, txn)
+        self.side.defer(conflict)
+        self.result.conflicts.append(conflict)
 
     def _force(self, st: Staged, key: Row, row: Optional[Row], merged: bool) -> None:
         self.side.force_extra(st, key)

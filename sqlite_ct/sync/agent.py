@@ -35,10 +35,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 from ._apply import ApplyResult
 from .client import ClientSyncProvider
-from .enums import SyncDirection, SyncStage
+from .enums import ConflictType, SyncDirection, SyncStage
 from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadRequest, DownloadTable, TableChanges, Upload
-from .model import SyncProgress, SyncSchema, SyncStatistics, SyncTable
+from .model import Conflict, SyncProgress, SyncSchema, SyncStatistics, SyncTable
 from .server import ServerProvider
 
 __all__ = ["SyncAgent"]
@@ -277,6 +277,7 @@ class SyncAgent:
         bidirectional = {t.name.lower() for t in tables
                          if t.direction is SyncDirection.BIDIRECTIONAL}
         skip = {n.lower() for n in superseded or ()}
+        order = [t.name.lower() for t in tables]
         applied_before, failed_before = (stats.upload_changes_applied,
                                          stats.upload_changes_failed)
         conflicts_before = len(stats.conflicts)
@@ -291,27 +292,41 @@ class SyncAgent:
             session = hashlib.sha256(b"sqlite-ct upload\0" + client.client_id.bytes
                                      + group.encode("utf-8", "surrogatepass") + b"\0"
                                      + str(changes.new_anchor).encode()).digest()[:16]
-            for number, part in enumerate(batches):
+            carried: List[TableChanges] = []
+            stream = iter(batches)
+            part = next(stream, None)
+            number = 0
+            while part is not None:
+                following = next(stream, None)
+                if carried:
+                    part = merge_changes(carried, part, order)
                 sent = sum(len(tc) for tc in part)
                 result = self.server.apply_changes(Upload(
                     client.client_id, group, part, received, self.parameters, session, number))
+                number += 1
                 if result.applied + result.failed != sent:
                     raise SyncError(f"sqlite-ct sync: the server accounted for "
                                     f"{result.applied + result.failed} of {sent} uploaded "
                                     f"changes")
+                # A client transaction that failed only on store errors (a
+                # parent row in a later batch, say) is sent again with the
+                # next batch; after the last, its failure stands.
+                again = retriable(result.conflicts) if following is not None else set()
+                carried = take_transactions(part, again)
+                conflicts = [c for c in result.conflicts if c.transaction not in again]
                 stats.upload_changes_applied += result.applied
-                stats.upload_changes_failed += result.failed
-                stats.conflicts.extend(result.conflicts)
-                deferred.extend(c for c in result.conflicts if c.deferred)
+                stats.upload_changes_failed += result.failed - sum(len(tc) for tc in carried)
+                stats.conflicts.extend(conflicts)
+                deferred.extend(c for c in conflicts if c.deferred)
                 superseded += client.superseded_downloads(part, result.conflicts, waiting)
                 # Upload-only tables take nothing from the server, corrections neither.
                 # Tables that take new hub columns next are downloaded whole
                 # (_add_columns): their corrections, which carry those
                 # columns, come with that download.
-                corrections.extend(c for c in result.corrections
+                corrections.extend(without_keys(c, carried) for c in result.corrections
                                    if c.table.lower() in bidirectional
                                    and c.table.lower() not in skip)
-                del part
+                part = following
         total = changes.total
         stats.total_changes_uploaded += total
         log.info("sync %s: upload up to CSN %s: %s", group, changes.new_anchor,
@@ -430,3 +445,97 @@ def upload_batches(tables: Sequence[TableChanges], size: Optional[int]
     if current:
         batches.append([current[k] for k in sorted(current)])
     return batches
+
+
+def retriable(conflicts: Sequence[Conflict]) -> Set[int]:
+    """The client transactions of an upload result that failed only on
+    store errors the hub deferred (every change of it an ErrorsOccurred
+    conflict kept for the inbox): worth sending again once later changes are
+    in. A conflict the resolver decided, a change refused as out of scope or
+    a handler's choice is final."""
+    final: Set[int] = set()
+    seen: Set[int] = set()
+    for c in conflicts:
+        if c.transaction is None:
+            continue
+        seen.add(c.transaction)
+        if c.type is not ConflictType.ERRORS_OCCURRED or not c.deferred:
+            final.add(c.transaction)
+    return seen - final
+
+
+def take_transactions(part: Sequence[TableChanges], txns: Set[int]) -> List[TableChanges]:
+    """The changes of `part` that belong to the client transactions `txns`."""
+    if not txns:
+        return []
+    out = []
+    for tc in part:
+        if not tc.transactions:
+            continue
+        kept = TableChanges(tc.table, tc.columns, tc.key_columns)
+        given = iter(tc.transactions)
+        for kind in ("deletes", "inserts", "updates"):
+            for row in getattr(tc, kind):
+                txn = next(given)
+                if txn in txns:
+                    getattr(kept, kind).append(row)
+                    kept.transactions.append(txn)
+        if len(kept):
+            out.append(kept)
+    return out
+
+
+def merge_changes(first: Sequence[TableChanges], then: Sequence[TableChanges],
+                  order: Sequence[str]) -> List[TableChanges]:
+    """`first` and `then` as one batch: per table, each kind's changes of
+    `first` before those of `then`; tables in `order` (lower-case names)."""
+    merged: Dict[str, TableChanges] = {}
+    for tc in (*first, *then):
+        name = tc.table.lower()
+        have = merged.get(name)
+        if have is None:
+            merged[name] = have = TableChanges(tc.table, tc.columns, tc.key_columns)
+        if tuple(tc.columns) != tuple(have.columns):
+            raise SyncError(f'sqlite-ct sync: table "{tc.table}" changed its columns during '
+                            f"the upload")
+    parts: Dict[str, Dict[str, List[Tuple[tuple, Optional[int]]]]] = {
+        n: {"deletes": [], "inserts": [], "updates": []} for n in merged}
+    for tc in (*first, *then):
+        given = iter(tc.transactions) if tc.transactions else None
+        for kind in ("deletes", "inserts", "updates"):
+            for row in getattr(tc, kind):
+                parts[tc.table.lower()][kind].append(
+                    (row, next(given) if given is not None else None))
+    out = []
+    for name in sorted(merged, key=lambda n: order.index(n) if n in order else len(order)):
+        tc = merged[name]
+        txns: List[int] = []
+        for kind in ("deletes", "inserts", "updates"):
+            for row, txn in parts[name][kind]:
+                getattr(tc, kind).append(row)
+                if txn is not None:
+                    txns.append(txn)
+        if len(txns) == len(tc):
+            tc.transactions.extend(txns)
+        out.append(tc)
+    return out
+
+
+def without_keys(tc: TableChanges, carried: Sequence[TableChanges]) -> TableChanges:
+    """The corrections `tc` without the keys of changes sent again
+    (`carried`): their answer comes with the next batch."""
+    keys = set()
+    for c in carried:
+        if c.table.lower() != tc.table.lower():
+            continue
+        at = [c.columns.index(k) for k in c.key_columns]
+        keys.update(tuple(k) for k in c.deletes)
+        keys.update(tuple(r[i] for i in at) for r in (*c.inserts, *c.updates))
+    if not keys:
+        return tc
+    at = [tc.columns.index(k) for k in tc.key_columns]
+    return TableChanges(tc.table, tc.columns, tc.key_columns,
+                        deletes=[k for k in tc.deletes if tuple(k) not in keys],
+                        inserts=[r for r in tc.inserts if tuple(r[i] for i in at) not in keys],
+                        updates=[r for r in tc.updates if tuple(r[i] for i in at) not in keys],
+                        reset=tc.reset)

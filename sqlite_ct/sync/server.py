@@ -55,7 +55,8 @@ from ..tracking import is_tracked, set_tracking_context, tracking_context
 from . import _sql
 from . import _held
 from ._anchor import HubAnchor, HubGuard, hub_secret
-from ._apply import CDSU, CISI, CUSD, CUSU, Applier, Handler, Side, Staged
+from ._apply import (CDSU, CISI, CUSD, CUSU, Applier, ApplyResult, Handler, Side, Staged,
+                     apply_atomic)
 from ._download import read_batch, record_upload, row_filter, seen_condition
 from ._sql import TableInfo, q
 from .enums import ApplyAction, ConflictType, ResolveAction, SyncStage
@@ -140,7 +141,8 @@ class _ServerSide(Side):
         self._refused_rows: List[Tuple[TableInfo, tuple, Any]] = []
 
     def refuse(self, info: TableInfo, columns: Sequence[str], key_pos: Sequence[int], op: int,
-               values: tuple, present: bool, old_in_scope: bool, flt: Any) -> None:
+               values: tuple, present: bool, old_in_scope: bool, flt: Any,
+               transaction: Optional[int] = None) -> None:
         """A change outside the uploader's scope: never applied (see
         send_back_refused for what the client gets)."""
         key = {columns[p]: values[p] for p in key_pos}
@@ -151,7 +153,7 @@ class _ServerSide(Side):
             ConflictType.ERRORS_OCCURRED, self.stage, info.name, key,
             None if op == 0 else dict(zip(columns, values)), None,
             f"refused: {why}; a client writes only rows in its scope",
-            action=ApplyAction.CONTINUE))
+            action=ApplyAction.CONTINUE, transaction=transaction))
         if op != 0:
             self._refused_rows.append((info, tuple(values[p] for p in key_pos), flt))
 
@@ -370,27 +372,39 @@ class ServerSyncProvider(ServerProvider):
                 # what the client saw of the shared history counts as seen.
                 anchors[table.lower()] = (guard.decode(blob, table, common_history=True)
                                           if blob else None)
-        side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
-                           self._infos, upload.client_id, anchors, self._filters,
-                           upload.parameters)
         digest = None if upload.session is None else _digest(upload)
         with _sql.transaction(conn, "sqlite_ct_sync_upload"):
             if digest is not None:
                 stored = self._receipt(upload, digest)
                 if stored is not None:
                     return stored
-            tables = []
-            for tc in upload.tables:
-                info = self._infos.get(conn, tc.table)
-                if not info.tracked:
-                    track_table(conn, info.name)
-                tables.append(self._in_scope(info, tc, upload.parameters, side))
-            previous = tracking_context(conn)
-            set_tracking_context(conn, upload.client_id)
-            try:
-                result = Applier(side).apply(tables)
-            finally:
-                set_tracking_context(conn, previous)
+
+            def attempt(excluded: Dict[int, Conflict]
+                        ) -> Tuple[Tuple[_ServerSide, List[TableChanges], ApplyResult],
+                                   Dict[int, Conflict]]:
+                side = _ServerSide(conn, self.conflict_resolver, self.on_apply_change_failed,
+                                   self._infos, upload.client_id, anchors, self._filters,
+                                   upload.parameters)
+                tables = []
+                for tc in upload.tables:
+                    info = self._infos.get(conn, tc.table)
+                    if not info.tracked:
+                        track_table(conn, info.name)
+                    tables.append(self._in_scope(info, tc, upload.parameters, side))
+                previous = tracking_context(conn)
+                set_tracking_context(conn, upload.client_id)
+                applier = Applier(side, excluded)
+                try:
+                    result = applier.apply(tables)
+                finally:
+                    set_tracking_context(conn, previous)
+                failed = {c.transaction: c for c in side.refused_conflicts
+                          if c.transaction is not None}
+                failed.update(applier.failed_transactions)
+                return (side, tables, result), failed
+
+            # A client transaction is applied whole or not at all.
+            side, tables, result = apply_atomic(lambda: _sql.savepoint(conn), attempt)
             side.send_back_refused()
             _hub_time_floor(conn)
             bsn = _sql.value(conn, "SELECT sqlite_ct_current_bsn()")
@@ -457,6 +471,8 @@ class ServerSyncProvider(ServerProvider):
             ops.append((0, tuple(values)))
         ops.extend((1, tuple(r)) for r in tc.inserts)
         ops.extend((2, tuple(r)) for r in tc.updates)
+        txns: List[Optional[int]] = (list(tc.transactions) if len(tc.transactions) == len(ops)
+                                     else [None] * len(ops))
         t = q(info.name)
         pos = {c: i for i, c in enumerate(columns)}
         # The filter's unqualified columns resolve in the derived tables: x
@@ -489,8 +505,10 @@ class ServerSyncProvider(ServerProvider):
         for n, (op, row) in enumerate(ops):
             if n not in refused:
                 lists[op].append(tuple(row[p] for p in key_pos) if op == 0 else row)
+                if txns[n] is not None:
+                    kept.transactions.append(txns[n])
             else:
-                side.refuse(info, columns, key_pos, op, row, *refused[n], flt)
+                side.refuse(info, columns, key_pos, op, row, *refused[n], flt, txns[n])
         return kept
 
     def claim_replica(self, client_id: uuid.UUID, generation: Optional[bytes],

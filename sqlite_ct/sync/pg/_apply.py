@@ -20,7 +20,11 @@ fails on a row (a constraint, a value the column rejects), it is rolled back
 to a savepoint and that table's rows of that kind are applied one by one,
 retrying failures while others succeed; the rest become ErrorsOccurred
 conflicts. Conflicts are resolved last by the provider's ConflictResolver or
-its on_apply_change_failed callback.
+its on_apply_change_failed callback. Client transactions travel whole, as on
+the SQLite hub (sqlite_ct/sync/_apply.py, CLIENT TRANSACTIONS): the provider
+runs the Applier under apply_atomic(), and the changes of an excluded
+transaction are staged with _ct = 3, neither detected nor applied, and
+reported.
 
 All of it runs in the caller's transaction, with the tracking context set to
 the client's id (a resolution that writes an edited row clears it, so the row
@@ -33,7 +37,7 @@ import itertools
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
-from .._apply import decide
+from .._apply import decide, left_out, left_out_error
 from ..enums import ApplyAction, ConflictType, ResolveAction, SyncStage
 from ..errors import SyncError
 from ..messages import TableChanges
@@ -71,6 +75,12 @@ class Staged:
     conflicts: Dict[int, Tuple[ConflictType, Optional[str]]] = dataclasses.field(
         default_factory=dict)
     convert: Tuple[Any, ...] = ()         # per column: client value -> PostgreSQL value
+    txns: Dict[int, int] = dataclasses.field(default_factory=dict)      # seq -> transaction
+    excluded: Dict[int, int] = dataclasses.field(default_factory=dict)  # seq -> transaction
+
+    def pending(self, seq: int) -> bool:
+        """Neither a conflict nor excluded with its transaction."""
+        return seq not in self.conflicts and seq not in self.excluded
 
     def key_of(self, values: tuple) -> Row:
         return {self.columns[i]: values[i] for i in self.key_pos}
@@ -98,8 +108,13 @@ def check_columns(info: PgTable, tc: TableChanges) -> Tuple[str, ...]:
 class Applier:
     def __init__(self, conn: Any, infos: Mapping[str, PgTable], client: uuid.UUID,
                  anchors: Mapping[str, Optional[PgAnchor]], resolver: ConflictResolver,
-                 handler: Any, scopes: Optional[Mapping[str, Any]] = None) -> None:
+                 handler: Any, scopes: Optional[Mapping[str, Any]] = None,
+                 excluded: Optional[Mapping[int, Conflict]] = None) -> None:
         self.conn = conn
+        # Client transactions left out (transaction -> the conflict that
+        # failed it), and those failed in this attempt.
+        self.excluded: Dict[int, Conflict] = dict(excluded or {})
+        self.failed_transactions: Dict[int, Conflict] = {}
         self.scopes = scopes or {}      # table (lower case) -> the uploader's RowFilter
         self.refused: List[Conflict] = []
         self.held: Dict[str, List[tuple]] = {}     # filtered table -> uploaded keys
@@ -143,6 +158,10 @@ class Applier:
         st = Staged(info, tc, stage, columns, key_pos, {}, {}, convert=convert)
         seq = itertools.count(1)
         blank = (None,) * len(columns)
+        if tc.transactions and len(tc.transactions) != len(tc):
+            raise SyncError(f'sqlite-ct sync: table "{tc.table}": {len(tc.transactions)} '
+                            f"transaction id(s) for {len(tc)} change(s)")
+        given = iter(tc.transactions)
         staged: List[tuple] = []
         for k in tc.deletes:
             values = list(blank)
@@ -155,12 +174,20 @@ class Applier:
         for op, values in staged:
             n = next(seq)
             st.rows[n] = (op, values)
+            txn = next(given, None)
+            ct = None
+            if txn is not None:
+                st.txns[n] = txn
+                if txn in self.excluded:
+                    st.excluded[n] = txn
+                    ct = 3
             try:
-                out.append((n, op, *self._convert(st, values, op)))
+                out.append((n, op, ct, *self._convert(st, values, op)))
             except _types.Unfit as exc:
-                st.conflicts[n] = (ConflictType.ERRORS_OCCURRED, str(exc))
+                if ct is None:
+                    st.conflicts[n] = (ConflictType.ERRORS_OCCURRED, str(exc))
         names = "".join(f", c{i}" for i in range(len(columns)))
-        copy_sql = f"COPY {stage} (_seq, _op{names}) FROM STDIN"
+        copy_sql = f"COPY {stage} (_seq, _op, _ct{names}) FROM STDIN"
         try:
             with self.conn.transaction():
                 with self.cur.copy(copy_sql) as copy:
@@ -169,14 +196,16 @@ class Applier:
         except row_errors():
             # A value the column type rejects (varchar(n) too long, ...):
             # stage row by row, and the rows that fail are ErrorsOccurred.
-            marks = ", ".join(["%s"] * (len(columns) + 2))
+            marks = ", ".join(["%s"] * (len(columns) + 3))
             for row in out:
                 try:
                     with self.conn.transaction():
-                        self.cur.execute(f"INSERT INTO {stage} (_seq, _op{names}) "
+                        self.cur.execute(f"INSERT INTO {stage} (_seq, _op, _ct{names}) "
                                          f"VALUES ({marks})", row)
                 except row_errors() as exc:
-                    st.conflicts[row[0]] = (ConflictType.ERRORS_OCCURRED, str(exc).strip())
+                    if row[0] not in st.excluded:
+                        st.conflicts[row[0]] = (ConflictType.ERRORS_OCCURRED,
+                                                str(exc).strip())
         st.counts = {OP_DELETE: len(tc.deletes), OP_INSERT: len(tc.inserts),
                      OP_UPDATE: len(tc.updates)}
         # A temporary table has no statistics until analysed: the planner
@@ -263,6 +292,9 @@ class Applier:
         for st, op in steps:
             for seq in sorted(s for s in st.conflicts if st.rows[s][0] == op):
                 self._resolve(st, seq)
+        for st, op in steps:
+            for seq in sorted(s for s in st.excluded if st.rows[s][0] == op):
+                self._left_out(st, seq)
         for st in staged:
             if st.info.name.lower() in self.scopes:
                 self._held_uploaded(st)
@@ -303,6 +335,9 @@ class Applier:
                          ([seq for seq, _, _ in rows],))
         for seq, present, old_in in rows:
             op, values = st.rows.pop(seq)
+            st.excluded.pop(seq, None)
+            st.conflicts.pop(seq, None)
+            txn = st.txns.get(seq)
             st.counts[op] -= 1
             key = st.key_of(values)
             why = ("the hub's row is outside this client's filter" if present and not old_in
@@ -312,7 +347,9 @@ class Applier:
                 ConflictType.ERRORS_OCCURRED, SyncStage.UPLOADING_CHANGES, info.name, key,
                 None if op == OP_DELETE else dict(zip(st.columns, values)), None,
                 f"refused: {why}; a client writes only rows in its scope",
-                action=ApplyAction.CONTINUE))
+                action=ApplyAction.CONTINUE, transaction=txn))
+            if txn is not None:
+                self.failed_transactions.setdefault(txn, self.refused[-1])
             if op != OP_DELETE:
                 self._refused_rows.append((info, st.key_of(values), flt))
 
@@ -395,8 +432,11 @@ class Applier:
                 st.conflicts[seq] = (ctype, None)
         self._mark_conflicts(st, [s for s in lost if s in st.conflicts])
 
+    def _pending(self, st: Staged, op: int) -> int:
+        return sum(1 for s, (o, _) in st.rows.items() if o == op and st.pending(s))
+
     def _apply_set(self, st: Staged, op: int) -> None:
-        count = st.counts[op] - sum(1 for s in st.conflicts if st.rows[s][0] == op)
+        count = self._pending(st, op)
         if not count:
             return
         sql = (self._delete_sql if op == OP_DELETE else self._upsert_sql)(
@@ -406,8 +446,7 @@ class Applier:
             with self.conn.transaction():
                 if op == OP_INSERT:
                     self._insert_new(st)
-                    count = st.counts[op] - sum(1 for s in st.conflicts
-                                                if st.rows[s][0] == op)
+                    count = self._pending(st, op)
                 self.cur.execute(sql)
             self.applied += count
             return
@@ -415,7 +454,7 @@ class Applier:
             st.conflicts.clear()           # the savepoint undid what was found in it
             st.conflicts.update(before)
         row_sql = self._row_sql(st, op)
-        pending = [s for s, (o, _) in st.rows.items() if o == op and s not in st.conflicts]
+        pending = [s for s, (o, _) in st.rows.items() if o == op and st.pending(s)]
         errors: Dict[int, str] = {}
         while pending:
             failed = []
@@ -469,12 +508,32 @@ class Applier:
         c.connection = self.conn
         return c
 
+    def _left_out(self, st: Staged, seq: int) -> None:
+        """A change of an excluded client transaction: not applied; reported
+        as the conflict that failed the transaction (for that change) or as
+        an ErrorsOccurred conflict naming it, deferred."""
+        op, values = st.rows[seq]
+        key = st.key_of(values)
+        txn = st.excluded[seq]
+        cause = self.excluded[txn]
+        self.failed += 1
+        self._skipped(st, key)
+        if cause.table.lower() == st.info.name.lower() and cause.key == key:
+            self.conflicts.append(cause)
+            return
+        conflict = self._conflict(st, ConflictType.ERRORS_OCCURRED, key,
+                                  None if op == OP_DELETE else dict(zip(st.columns, values)),
+                                  left_out_error(txn, cause, "server"))
+        conflict.connection = None
+        self.conflicts.append(left_out(conflict, txn))
+
     def _resolve(self, st: Staged, seq: int) -> None:
         op, values = st.rows[seq]
         ctype, error = st.conflicts[seq]
         key = st.key_of(values)
         incoming = None if op == OP_DELETE else dict(zip(st.columns, values))
         conflict = self._conflict(st, ctype, key, incoming, error)
+        txn = conflict.transaction = st.txns.get(seq)
         action = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             conflict.attempts = attempt
@@ -483,6 +542,9 @@ class Applier:
             if action is ApplyAction.CONTINUE:
                 self.failed += 1
                 self._skipped(st, key)
+                conflict.transaction = txn
+                if txn is not None:
+                    self.failed_transactions.setdefault(txn, conflict)
                 break
             row = conflict.client_row
             merged = row != incoming
@@ -518,6 +580,7 @@ class Applier:
                 f"attempts (last action {action.value if action else None})"
                 + (f"; last error: {conflict.error}" if conflict.error else ""))
         conflict.connection = None
+        conflict.transaction = txn
         self.conflicts.append(conflict)
 
     def _force(self, st: Staged, key: Row, row: Optional[Row]) -> None:

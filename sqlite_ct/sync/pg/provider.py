@@ -30,14 +30,15 @@ import itertools
 import threading
 import time
 import uuid
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
-from ..model import ColumnSchema, ConflictResolver, SyncSchema, TableSchema
+from ..model import ColumnSchema, Conflict, ConflictResolver, SyncSchema, TableSchema
 from ..server import ServerProvider, check_replica_claim
 from . import _held, _marks, _schema, _types
 from ._anchor import HubKey, PgAnchor, adopt_legacy, check_key_width, check_marks, check_not_ahead
+from .._apply import apply_atomic
 from ._apply import Applier
 from ._download import read_batch, row_filter
 from ._schema import OWNERS, RECEIPTS, REPLICAS, SCHEMA, PgTable, ensure_service_table, qi
@@ -325,10 +326,17 @@ class PostgresServerProvider(ServerProvider):
                     scopes = {name: row_filter(info.name, self._filters[name],
                                                upload.parameters)
                               for name, info in infos.items() if self._filters.get(name)}
-                    applier = Applier(conn, infos, upload.client_id, anchors,
-                                      self.conflict_resolver, self.on_apply_change_failed,
-                                      scopes)
-                    applier.apply(upload.tables)
+
+                    def attempt(excluded: Dict[int, Conflict]) -> Tuple[Applier,
+                                                                        Dict[int, Conflict]]:
+                        applier = Applier(conn, infos, upload.client_id, anchors,
+                                          self.conflict_resolver, self.on_apply_change_failed,
+                                          scopes, excluded)
+                        applier.apply(upload.tables)
+                        return applier, applier.failed_transactions
+
+                    # A client transaction is applied whole or not at all.
+                    applier = apply_atomic(conn.transaction, attempt)
                     corrections = [tc for tc in applier.corrections.values() if len(tc)]
                     for tc in corrections:
                         if tc.table.lower() in scopes and tc.updates:
