@@ -1088,7 +1088,9 @@ def resolve_transaction(args: argparse.Namespace, out: TextIO) -> int:
     with database(args.db) as conn:
         provider = _inbox_provider(conn)
         with transaction(conn):
-            entries = provider.conflicts(transaction=args.transaction)
+            # Only uploads carry a transaction (resolve_transaction).
+            entries = [c for c in provider.conflicts(transaction=args.transaction)
+                       if c.stage.value == "UploadingChanges"]
             if not entries:
                 raise CliError(f"no deferred conflicts of client transaction "
                                f"{args.transaction} in {args.db}; list them with: {PROG} "

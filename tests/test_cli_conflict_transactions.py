@@ -150,6 +150,16 @@ def test_a_refused_delete_writes_and_removes_nothing(client, hub):  # noqa: F811
     assert local_bsns(client) == set()
 
 
+def test_only_uploads_are_settled_by_transaction(client):
+    write(client, "UPDATE __sysSyncConflicts SET TxGroup = 9 WHERE Stage = 'DownloadingChanges'")
+    ok("resolve", client, "--transaction", "9", "--leave")
+    assert listed(client, "--transaction", "9") == [(5, 3, "DownloadingChanges", 9)]
+    result = run("resolve", client, "--transaction", "9", "--leave")
+    assert (result.returncode, result.stderr) == (
+        1, f"sqlite-ct: error: no deferred conflicts of client transaction 9 in {client}; "
+           f"list them with: sqlite-ct conflicts {client}\n")
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["1", "--transaction", "7", "--keep-local"], 2,
      "sqlite-ct resolve: error: give a conflict ID or --transaction N (one of them)\n"),

@@ -115,6 +115,10 @@ def test_store_list_and_filter_by_transaction(client, tmp_path):
     assert [c.key for c in x.provider.conflicts(transaction=7)] == [{"id": 1}, {"id": 1}]
     assert [c.table for c in x.provider.conflicts("U", transaction=7)] == ["u"]
     assert x.provider.conflicts("u", transaction=9) == []
+    # Listed by transaction through an index.
+    (plan,) = x.conn.execute("EXPLAIN QUERY PLAN SELECT * FROM main.__sysSyncConflicts "
+                             "WHERE TxGroup = ? ORDER BY Id", (7,)).fetchall()
+    assert "USING INDEX __sysSyncConflictsTxGroup (TxGroup=?)" in plan[3]
     assert x.provider.conflicts(transaction=8) == []
     for bad in ("7", 7.0, True):
         with pytest.raises(SyncError, match="a client transaction is an integer"):
@@ -132,6 +136,19 @@ def test_store_list_and_filter_by_transaction(client, tmp_path):
                             transaction=11)])
     assert [c.table for c in x.provider.conflicts(transaction=7)] == ["u"]
     assert x.provider.conflicts(transaction=11)[0].client_row == {"id": 1, "v": "p2"}
+
+
+def test_only_uploads_are_settled_by_transaction(client):
+    # A download entry with a transaction (not written by store_conflicts,
+    # which keeps none for downloads) is not part of it.
+    x = client
+    transaction_seven(x)
+    x.conn.execute("UPDATE __sysSyncConflicts SET TxGroup = 9 WHERE Stage = ?", (DOWN.value,))
+    assert [c.key for c in x.provider.resolve_transaction(9, "none")] == [{"id": 3}]
+    assert [(c.stage, c.transaction) for c in x.provider.conflicts(transaction=9)] == [
+        (DOWN, 9)]
+    with pytest.raises(SyncError, match="no deferred conflicts of client transaction 9 in"):
+        x.provider.resolve_transaction(9, "none")
 
 
 def test_a_malformed_transaction_is_not_stored(client):
