@@ -1532,8 +1532,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(ClientSyncProvider.conflicts): the changes a sync "
                                    "could not apply and deferred, oldest first, with "
                                    "their id (for `resolve`), table, key, stage (which "
-                                   "side failed), conflict type, time and error. Reads "
-                                   "only.")
+                                   "side failed), client transaction (of an upload), "
+                                   "conflict type, time and error. Reads only.")
     p.add_argument("db", metavar="CLIENT_DB", help="the client database")
     p.add_argument("--table", metavar="T", help="only the conflicts of table T")
     p.add_argument("--transaction", metavar="N", type=_nonnegative_int,
@@ -1548,7 +1548,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Settle conflict ID of CLIENT_DB's inbox "
                                    "(ClientSyncProvider.resolve_conflict) and remove it, "
                                    "in one transaction. The row written or deleted is a "
-                                   "local change: the next sync uploads it.")
+                                   "local change: the next sync uploads it. With "
+                                   "--transaction N instead of ID, settle every conflict "
+                                   "of client transaction N "
+                                   "(ClientSyncProvider.resolve_transaction): the rows "
+                                   "written are one local transaction.")
     p.add_argument("db", metavar="CLIENT_DB", help="the client database")
     p.add_argument("id", metavar="ID", type=_nonnegative_int, nargs="?",
                    help="the conflict's id, as `conflicts` lists it")
