@@ -829,15 +829,26 @@ class ClientSyncProvider:
                         f"(resolve_transaction({transaction}, \"server\")), sync, then delete "
                         f"it, or settle the entries one by one with resolve_conflict()")
                 writes.append((info, c, row))
-            # Deletes first, newest first, then rows in the order they came:
-            # a parent deleted and a child written, or the other way round,
-            # as the client transaction itself could have done them.
-            for info, c, row in reversed(writes):
-                if row is None:
-                    self._write_row(info, c.key, None)
-            for info, c, row in writes:
-                if row is not None:
+            # As a download applies: deletes first, child tables before the
+            # tables their foreign keys reference, then the rows, referenced
+            # tables first; within a table in the order the hub reported them.
+            rank = {n.lower(): i for i, n in enumerate(
+                _referenced_first(self.conn, [info.name for info, _, _ in writes]))}
+            for info, c, row in (sorted((w for w in writes if w[2] is None),
+                                        key=lambda w: -rank[w[0].name.lower()])
+                                 + sorted((w for w in writes if w[2] is not None),
+                                          key=lambda w: rank[w[0].name.lower()])):
+                try:
                     self._write_row(info, c.key, row)
+                except _sql.host_errors() as exc:
+                    if not _sql.is_row_error(exc):
+                        raise
+                    raise SyncError(
+                        f"sqlite-ct sync: client transaction {transaction}: conflict {c.id}: "
+                        f"{'deleting' if row is None else 'writing'} table \"{c.table}\" key "
+                        f"{c.key!r} failed ({exc}); nothing was written: fix what the "
+                        f"client's table refuses, or settle the entries one by one with "
+                        f"resolve_conflict()") from exc
             _sql.executemany(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?",
                              [(c.id,) for c in entries])
         return entries
@@ -1016,6 +1027,35 @@ def _inbox_has_group(conn: Any) -> bool:
 
 
 _USES = ("client", "server", "none")
+
+
+def _referenced_first(conn: Any, tables: Sequence[str]) -> List[str]:
+    """The distinct `tables`, each after the others of them that its foreign
+    keys reference (in order of first appearance otherwise; a cycle keeps
+    the order found)."""
+    names: Dict[str, str] = {}
+    for t in tables:
+        names.setdefault(t.lower(), t)
+    parents = {key: [str(r[0]).lower() for r in _sql.rows(
+        conn, "SELECT \"table\" FROM pragma_foreign_key_list(?, 'main') ORDER BY id",
+        (name,))] for key, name in names.items()}
+    order: List[str] = []
+    done: set = set()
+
+    def visit(key: str, path: set) -> None:
+        if key in done or key in path:
+            return
+        path.add(key)
+        for parent in parents[key]:
+            if parent in names and parent != key:
+                visit(parent, path)
+        path.discard(key)
+        done.add(key)
+        order.append(names[key])
+
+    for key in names:
+        visit(key, set())
+    return order
 
 
 def _check_transaction(transaction: Any) -> None:

@@ -340,3 +340,63 @@ def test_resolve_transaction_settles_exactly_its_entries(tmp_path_factory, hub_w
         assert len(local_bsns(x.conn)) == (1 if wrote else 0)
     finally:
         x.conn.close()
+
+
+@pytest.fixture
+def family(tmp_path, hub_with):
+    """A client with foreign keys on: child(pid) references parent(id)."""
+    hub, server = hub_with("CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT)",
+                           seed=("INSERT INTO parent VALUES (1, 'p1')",
+                                 "CREATE TABLE child(id INTEGER PRIMARY KEY, pid INTEGER)",
+                                 "INSERT INTO child VALUES (1, 1)"))
+    conn = connect(str(tmp_path / "family.db"))
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("CREATE TABLE child(id INTEGER PRIMARY KEY, pid INTEGER "
+                 "REFERENCES parent(id))")
+    x = Client(conn, server, ["parent", "child"])
+    x.sync()
+    yield x
+    conn.close()
+
+
+def test_rows_are_written_referenced_tables_first_and_deleted_children_first(family):
+    x = family
+    # The hub reported the child before its parent.
+    images = [("child", {"id": 2, "pid": 2}), ("parent", {"id": 2, "name": "p2"})]
+    store(x.conn, [conflict(t, {"id": r["id"]}, r, None, transaction=7) for t, r in images])
+    x.provider.resolve_transaction(7, "client")
+    assert (user_rows(x.conn, "parent"), user_rows(x.conn, "child")) == (
+        [(1, "p1"), (2, "p2")], [(1, 1), (2, 2)])
+    # Taking the hub's side (it has neither) deletes the child first.
+    store(x.conn, [conflict(t, {"id": r["id"]}, r, None, transaction=8)
+                   for t, r in reversed(images)])
+    x.provider.resolve_transaction(8, "server")
+    assert (user_rows(x.conn, "parent"), user_rows(x.conn, "child")) == (
+        [(1, "p1")], [(1, 1)])
+    assert x.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_row_the_clients_table_refuses_writes_nothing(family):
+    x = family
+    store(x.conn, [conflict("parent", {"id": 3}, {"id": 3, "name": "p3"}, None, transaction=7),
+                   conflict("child", {"id": 3}, {"id": 3, "pid": 9}, None, transaction=7)])
+    entries = x.provider.conflicts()
+    with pytest.raises(SyncError) as info:
+        x.provider.resolve_transaction(7, "client")
+    assert str(info.value).startswith(
+        f"sqlite-ct sync: client transaction 7: conflict {entries[1].id}: writing table "
+        f"\"child\" key {{'id': 3}} failed (")
+    assert "FOREIGN KEY constraint failed" in str(info.value)
+    assert str(info.value).endswith(
+        "); nothing was written: fix what the client's table refuses, or settle the entries "
+        "one by one with resolve_conflict()")
+    assert user_rows(x.conn, "parent") == [(1, "p1")]
+    assert x.provider.conflicts() == entries
+    assert local_bsns_of(x.conn, ("parent", "child")) == set()
+
+
+def local_bsns_of(conn, tables):
+    return {r[0] for t in tables for r in conn.execute(
+        "SELECT change_bsn FROM sqlite_ct_changes(?, ?)",
+        (t, sqlite_ct.get_sent_anchor(conn, t)))}
