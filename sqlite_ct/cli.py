@@ -941,6 +941,7 @@ def conflict_document(c: Any) -> Dict[str, Any]:
     """One StoredConflict as JSON (docs/cli.md, `conflicts --json`)."""
     return {"id": c.id, "table": c.table, "key": json_row(c.key), "stage": c.stage.value,
             "type": c.type.value, "error": c.error, "time": c.time.isoformat(),
+            "transaction": c.transaction,
             "client_row": None if c.client_row is None else json_row(c.client_row),
             "server_row": None if c.server_row is None else json_row(c.server_row)}
 
@@ -950,17 +951,21 @@ def cmd_conflicts(args: argparse.Namespace, out: TextIO) -> int:
     with database(args.db) as conn:
         if args.table is not None and not table_exists(conn, args.table):
             raise CliError(f'no such table: "{args.table}"')
-        stored = _inbox_provider(conn).conflicts(args.table)
+        provider = _inbox_provider(conn)
+        stored = (provider.conflicts(args.table) if args.transaction is None
+                  else provider.conflicts(args.table, transaction=args.transaction))
     if args.json:
         write_json(out, {"database": args.db,
                          "conflicts": [conflict_document(c) for c in stored]})
         return EXIT_OK
     if not stored:
-        out.write("no deferred conflicts\n")
+        out.write("no deferred conflicts\n" if args.transaction is None else
+                  f"no deferred conflicts of client transaction {args.transaction}\n")
         return EXIT_OK
     out.write(render_table(
-        ["id", "table", "key", "stage", "type", "time", "error"],
+        ["id", "table", "key", "stage", "transaction", "type", "time", "error"],
         [[str(c.id), c.table, json.dumps(json_row(c.key), ensure_ascii=False), c.stage.value,
+          "" if c.transaction is None else str(c.transaction),
           c.type.value, c.time.isoformat(timespec="seconds"), c.error or ""]
          for c in stored]) + "\n")
     return EXIT_OK
@@ -1019,7 +1024,10 @@ def row_from_json(conn: Connection, text: str, conflict: Any) -> Dict[str, Any]:
 
 
 def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
-    """`resolve CLIENT_DB ID`: ClientSyncProvider.resolve_conflict()."""
+    """`resolve CLIENT_DB ID`: ClientSyncProvider.resolve_conflict(); `resolve
+    CLIENT_DB --transaction N`: ClientSyncProvider.resolve_transaction()."""
+    if args.transaction is not None:
+        return resolve_transaction(args, out)
     with database(args.db) as conn:
         provider = _inbox_provider(conn)
         with transaction(conn):
@@ -1032,29 +1040,97 @@ def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
                 row = c.client_row
             elif args.resolution == "take-server":
                 row = c.server_row
-            elif args.resolution == "delete":
+            elif args.resolution in ("delete", "leave"):
                 row = None
             else:
                 args.resolution = "row"
                 row = row_from_json(conn, args.row, c)
             # A missing image is that side's delete: keeping it deletes the key.
-            if row is None and c.server_row is not None and not provider.holds(c.table, c.key):
+            if args.resolution != "leave" and row is None and c.server_row is not None \
+                    and not provider.holds(c.table, c.key):
                 raise CliError(
                     f"conflict {c.id}: {c.table} {json.dumps(json_row(c.key))} is not on the "
                     f"client, so deleting it is no change to upload and the hub would keep "
                     f"its row; to apply the hub's row use --take-server (then sync and "
                     f"delete it to remove it from the hub too), or write a row with --row")
-            provider.resolve_conflict(c.id, row, delete=row is None)
+            if args.resolution == "leave":
+                provider.resolve_conflict(c.id)
+            else:
+                provider.resolve_conflict(c.id, row, delete=row is None)
+    deleted = row is None and args.resolution != "leave"
     if args.json:
         write_json(out, {"database": args.db, "id": c.id, "table": c.table,
                          "key": json_row(c.key), "resolution": args.resolution,
                          "row": None if row is None else json_row(row),
-                         "deleted": row is None})
+                         "deleted": deleted})
+        return EXIT_OK
+    if args.resolution == "leave":
+        out.write(f"resolved conflict {c.id} (leave): removed it from the inbox; {c.table} "
+                  f"{json.dumps(json_row(c.key))} stays as it is\n")
         return EXIT_OK
     what = (f"deleted {c.table} {json.dumps(json_row(c.key))}" if row is None
             else f"wrote {c.table} {json.dumps(json_row(row))}")
     out.write(f"resolved conflict {c.id} ({args.resolution}): {what} as a local change; "
               f"the next sync uploads it\n")
+    return EXIT_OK
+
+
+_TRANSACTION_USE = {"keep-local": "client", "take-server": "server", "leave": "none"}
+
+
+def resolve_transaction(args: argparse.Namespace, out: TextIO) -> int:
+    """`resolve CLIENT_DB --transaction N`: every conflict of one client
+    transaction settled as one local transaction."""
+    if args.resolution not in _TRANSACTION_USE:
+        raise CliError("--transaction settles every conflict of a client transaction with "
+                       "--keep-local, --take-server or --leave; --delete and --row settle "
+                       "one conflict: give its ID instead")
+    with database(args.db) as conn:
+        provider = _inbox_provider(conn)
+        with transaction(conn):
+            # Only uploads carry a transaction (resolve_transaction).
+            entries = [c for c in provider.conflicts(transaction=args.transaction)
+                       if c.stage.value == "UploadingChanges"]
+            if not entries:
+                raise CliError(f"no deferred conflicts of client transaction "
+                               f"{args.transaction} in {args.db}; list them with: {PROG} "
+                               f"conflicts {shlex.quote(args.db)}")
+            use = _TRANSACTION_USE[args.resolution]
+            for c in entries:
+                row = c.client_row if use == "client" else c.server_row
+                if use != "none" and row is None and c.server_row is not None \
+                        and not provider.holds(c.table, c.key):
+                    raise CliError(
+                        f"client transaction {args.transaction}: conflict {c.id}: {c.table} "
+                        f"{json.dumps(json_row(c.key))} is not on the client, so deleting it "
+                        f"is no change to upload and the hub would keep its row; nothing was "
+                        f"written: use --take-server (then sync and delete it to remove it "
+                        f"from the hub too), or settle the conflicts one by one with "
+                        f"{PROG} resolve {shlex.quote(args.db)} ID")
+            settled = provider.resolve_transaction(args.transaction, use)
+    done = []
+    for c in settled:
+        row = None if use == "none" else c.client_row if use == "client" else c.server_row
+        done.append((c, row, use != "none" and row is None))
+    if args.json:
+        write_json(out, {"database": args.db, "transaction": args.transaction,
+                         "resolution": args.resolution,
+                         "conflicts": [{"id": c.id, "table": c.table, "key": json_row(c.key),
+                                        "row": None if row is None else json_row(row),
+                                        "deleted": deleted} for c, row, deleted in done]})
+        return EXIT_OK
+    if use == "none":
+        out.write(f"resolved client transaction {args.transaction} (leave): removed "
+                  f"{len(done)} conflict(s) from the inbox; the tables stay as they are\n")
+    else:
+        out.write(f"resolved client transaction {args.transaction} ({args.resolution}): "
+                  f"{len(done)} conflict(s) written as one local transaction; the next sync "
+                  f"uploads it\n")
+    for c, row, deleted in done:
+        what = (f"deleted {c.table} {json.dumps(json_row(c.key))}" if deleted
+                else f"{c.table} {json.dumps(json_row(c.key))}" if row is None
+                else f"wrote {c.table} {json.dumps(json_row(row))}")
+        out.write(f"  conflict {c.id}: {what}\n")
     return EXIT_OK
 
 
@@ -1456,23 +1532,35 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(ClientSyncProvider.conflicts): the changes a sync "
                                    "could not apply and deferred, oldest first, with "
                                    "their id (for `resolve`), table, key, stage (which "
-                                   "side failed), conflict type, time and error. Reads "
-                                   "only.")
+                                   "side failed), client transaction (of an upload), "
+                                   "conflict type, time and error. Reads only.")
     p.add_argument("db", metavar="CLIENT_DB", help="the client database")
     p.add_argument("--table", metavar="T", help="only the conflicts of table T")
+    p.add_argument("--transaction", metavar="N", type=_nonnegative_int,
+                   help="only the conflicts of client transaction N (an upload the hub "
+                        "refused whole)")
     p.add_argument("--json", action="store_true",
                    help='print one JSON object: {"database", "conflicts": [{"id", "table", '
-                        '"key", "stage", "type", "error", "time", "client_row", '
-                        '"server_row"}]}; values as in changes --json')
+                        '"key", "stage", "type", "error", "time", "transaction", '
+                        '"client_row", "server_row"}]}; values as in changes --json')
 
     p = sub.add_parser("resolve", help="settle one deferred conflict",
                        description="Settle conflict ID of CLIENT_DB's inbox "
                                    "(ClientSyncProvider.resolve_conflict) and remove it, "
                                    "in one transaction. The row written or deleted is a "
-                                   "local change: the next sync uploads it.")
+                                   "local change: the next sync uploads it. With "
+                                   "--transaction N instead of ID, settle every conflict "
+                                   "of client transaction N "
+                                   "(ClientSyncProvider.resolve_transaction): the rows "
+                                   "written are one local transaction.")
     p.add_argument("db", metavar="CLIENT_DB", help="the client database")
-    p.add_argument("id", metavar="ID", type=_nonnegative_int,
+    p.add_argument("id", metavar="ID", type=_nonnegative_int, nargs="?",
                    help="the conflict's id, as `conflicts` lists it")
+    p.add_argument("--transaction", metavar="N", type=_nonnegative_int,
+                   help="instead of ID: settle every conflict of client transaction N, "
+                        "as `conflicts` lists it, as one local transaction (with "
+                        "--keep-local, --take-server or --leave)")
+    p.set_defaults(usage_error=p.error)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--keep-local", dest="resolution", action="store_const",
                      const="keep-local",
@@ -1484,12 +1572,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "deleted it)")
     how.add_argument("--delete", dest="resolution", action="store_const", const="delete",
                      help="delete the row with the conflict's key")
+    how.add_argument("--leave", dest="resolution", action="store_const", const="leave",
+                     help="write nothing: remove the conflict from the inbox and leave the "
+                          "table as it is")
     how.add_argument("--row", metavar="JSON",
                      help='write this full row, a JSON object of every column with the '
                           'conflict\'s key; a blob is {"$base64": true, "encoded": BASE64}')
     p.add_argument("--json", action="store_true",
                    help='print one JSON object: {"database", "id", "table", "key", '
-                        '"resolution", "row", "deleted"}')
+                        '"resolution", "row", "deleted"}; with --transaction {"database", '
+                        '"transaction", "resolution", "conflicts": [{"id", "table", "key", '
+                        '"row", "deleted"}]}')
 
     p = sub.add_parser("serve", help="run the HTTP sync service over a hub database",
                        description="Serve a hub database to sync clients over HTTP "
@@ -1534,6 +1627,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             args = parser.parse_args(argv)
+            if args.command == "resolve" and (args.id is None) == (args.transaction is None):
+                args.usage_error("give a conflict ID or --transaction N (one of them)")
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:

@@ -200,13 +200,19 @@ def test_conflicts_lists_the_inbox(rejected):
     code, out, err = call("conflicts", rejected)
     assert (code, err) == (0, "")
     header, rule, line = out.splitlines()
-    assert header.split() == ["id", "table", "key", "stage", "type", "time", "error"]
-    assert line.startswith('1   items  {"id": 1}  UploadingChanges  ErrorsOccurred  ')
+    assert header.split() == ["id", "table", "key", "stage", "transaction", "type", "time",
+                              "error"]
+    # The client transaction of the refused upload, as the hub reports it.
+    txn = json.loads(call("conflicts", rejected, "--json")[1])["conflicts"][0]["transaction"]
+    assert txn is None or type(txn) is int
+    assert line.startswith('1   items  {"id": 1}  UploadingChanges  '
+                           + f"{'' if txn is None else txn:<11}  ErrorsOccurred  ")
     assert line.endswith("CHECK constraint failed: name IS NOT 'bad'")
     code, out, err = call("conflicts", rejected, "--json")
     assert (code, err) == (0, "")
     (c,) = json.loads(out)["conflicts"]
     assert c.pop("time").endswith("+00:00")
+    assert c.pop("transaction") == txn
     assert c == {"id": 1, "table": "items", "key": {"id": 1}, "stage": "UploadingChanges",
                  "type": "ErrorsOccurred", "error": "CHECK constraint failed: name IS NOT 'bad'",
                  "client_row": {"id": 1, "name": "bad",
@@ -306,7 +312,7 @@ def test_resolve_usage_errors(rejected):
         1, "", f"sqlite-ct: error: no deferred conflict 7 in {rejected}; list them with: "
                f"sqlite-ct conflicts {rejected}\n")
     code, _, err = call("resolve", rejected, "1")
-    assert code == 2 and "one of the arguments --keep-local --take-server --delete --row " \
+    assert code == 2 and "one of the arguments --keep-local --take-server --delete --leave --row " \
                          "is required" in err
     code, _, err = call("resolve", rejected, "1", "--delete", "--take-server")
     assert code == 2 and "not allowed with argument" in err

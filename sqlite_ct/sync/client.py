@@ -660,23 +660,37 @@ class ClientSyncProvider:
             return Applier(side).apply(tables)
 
     # -- conflict inbox ------------------------------------------------------------
-    def conflicts(self, table: Optional[str] = None) -> List[StoredConflict]:
+    def conflicts(self, table: Optional[str] = None, *,
+                  transaction: Optional[int] = None) -> List[StoredConflict]:
         """The deferred conflicts in this database's inbox (__sysSyncConflicts),
-        oldest first; only `table`'s when given."""
+        oldest first; only `table`'s when given, only those of the client
+        transaction `transaction` (StoredConflict.transaction) when given."""
+        if transaction is not None:
+            _check_transaction(transaction)
         if _sql.table_exists(self.conn, _INBOX) is None:
             return []
+        has_group = _inbox_has_group(self.conn)
+        if transaction is not None and not has_group:
+            return []  # an inbox of an earlier version: no entry has a transaction
         sql = (f"SELECT Id, Type, Stage, TableName, KeyJson, ClientJson, ServerJson, Error, "
-               f"Time FROM main.{_INBOX}")
-        params: Tuple[Any, ...] = ()
+               f"Time, {'TxGroup' if has_group else 'NULL'} FROM main.{_INBOX}")
+        where: List[str] = []
+        params: List[Any] = []
         if table is not None:
-            sql += " WHERE TableName = ? COLLATE NOCASE"
-            params = (table,)
+            where.append("TableName = ? COLLATE NOCASE")
+            params.append(table)
+        if transaction is not None:
+            where.append("TxGroup = ?")
+            params.append(transaction)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         return [StoredConflict(int(i), ConflictType(ctype), SyncStage(stage), name,
                                _loads(key), _loads(crow), _loads(srow), error,
                                datetime.datetime.fromtimestamp(ms / 1000,
-                                                               datetime.timezone.utc))
-                for i, ctype, stage, name, key, crow, srow, error, ms in
-                _sql.rows(self.conn, sql + " ORDER BY Id", params)]
+                                                               datetime.timezone.utc),
+                               None if group is None else int(group))
+                for i, ctype, stage, name, key, crow, srow, error, ms, group in
+                _sql.rows(self.conn, sql + " ORDER BY Id", tuple(params))]
 
     def retry_deferred(self, tables: Sequence[TableLike]) -> int:
         """Apply again the server rows of `tables` whose download was
@@ -776,6 +790,68 @@ class ClientSyncProvider:
             if delete or row is not None:
                 self._write_row(info, c.key, None if delete else row)
             _sql.execute(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?", (conflict_id,))
+
+    def resolve_transaction(self, transaction: int, use: str) -> List[StoredConflict]:
+        """Settle every deferred conflict of the client transaction
+        `transaction` (StoredConflict.transaction) and remove them from the
+        inbox, in one transaction. `use` "client" writes each entry's stored
+        client_row (deletes its key where client_row is None), "server" each
+        server_row the same way, both as local changes of that one
+        transaction, so the next sync uploads them together, as one client
+        transaction again; "none" leaves the tables as they are. Refused with
+        SyncError, before anything is written or removed, for an unknown
+        transaction and, as in resolve_conflict(), for a delete of a key the
+        client does not hold while the hub has a row. Returns the entries
+        settled, oldest first."""
+        _check_transaction(transaction)
+        if use not in _USES:
+            raise SyncError(f"sqlite-ct sync: resolve_transaction(): use must be one of "
+                            f"{', '.join(map(repr, _USES))}, not {use!r}")
+        with _sql.transaction(self.conn, "sqlite_ct_sync_resolve"):
+            # Only uploads carry a transaction (store_conflicts).
+            entries = [c for c in self.conflicts(transaction=transaction)
+                       if c.stage is SyncStage.UPLOADING_CHANGES]
+            if not entries:
+                raise SyncError(f"sqlite-ct sync: no deferred conflicts of client transaction "
+                                f"{transaction} in the inbox")
+            writes: List[Tuple[_sql.TableInfo, StoredConflict, Optional[Row]]] = []
+            for c in entries:
+                if use == "none":
+                    continue
+                info = self._infos.get(self.conn, c.table)
+                row = c.client_row if use == "client" else c.server_row
+                if row is None and c.server_row is not None and not self._holds(info, c.key):
+                    raise SyncError(
+                        f"sqlite-ct sync: client transaction {transaction}: conflict {c.id}: "
+                        f"table \"{c.table}\" key {c.key!r} is not on the client, so "
+                        f"deleting it is no change to upload and the hub would keep its row; "
+                        f"nothing was written: take the hub's rows "
+                        f"(resolve_transaction({transaction}, \"server\")), sync, then delete "
+                        f"it, or settle the entries one by one with resolve_conflict()")
+                writes.append((info, c, row))
+            # As a download applies: deletes first, child tables before the
+            # tables their foreign keys reference, then the rows, referenced
+            # tables first; within a table in the order the hub reported them.
+            rank = {n.lower(): i for i, n in enumerate(
+                _referenced_first(self.conn, [info.name for info, _, _ in writes]))}
+            for info, c, row in (sorted((w for w in writes if w[2] is None),
+                                        key=lambda w: -rank[w[0].name.lower()])
+                                 + sorted((w for w in writes if w[2] is not None),
+                                          key=lambda w: rank[w[0].name.lower()])):
+                try:
+                    self._write_row(info, c.key, row)
+                except _sql.host_errors() as exc:
+                    if not _sql.is_row_error(exc):
+                        raise
+                    raise SyncError(
+                        f"sqlite-ct sync: client transaction {transaction}: conflict {c.id}: "
+                        f"{'deleting' if row is None else 'writing'} table \"{c.table}\" key "
+                        f"{c.key!r} failed ({exc}); nothing was written: fix what the "
+                        f"client's table refuses, or settle the entries one by one with "
+                        f"resolve_conflict()") from exc
+            _sql.executemany(self.conn, f"DELETE FROM main.{_INBOX} WHERE Id = ?",
+                             [(c.id,) for c in entries])
+        return entries
 
     # -- retention ---------------------------------------------------------------
     def cleanup(self, tables: Sequence[TableLike]) -> int:
@@ -913,23 +989,79 @@ _INBOX = "__sysSyncConflicts"
 
 def store_conflicts(conn: Any, conflicts: Sequence[Conflict]) -> None:
     """Add deferred conflicts to the inbox, inside the caller's transaction
-    (the one that moves the anchors past them)."""
+    (the one that moves the anchors past them). An entry keeps the client
+    transaction of an uploaded change (TxGroup); a download has none."""
     if not conflicts:
         return
     _sql.execute(conn, f"CREATE TABLE IF NOT EXISTS main.{_INBOX}("
                        f"Id INTEGER PRIMARY KEY, Type TEXT NOT NULL, Stage TEXT NOT NULL, "
                        f"TableName TEXT NOT NULL, KeyJson TEXT NOT NULL, ClientJson TEXT, "
-                       f"ServerJson TEXT, Error TEXT, Time INTEGER NOT NULL)")
+                       f"ServerJson TEXT, Error TEXT, Time INTEGER NOT NULL, TxGroup INTEGER)")
+    if not _inbox_has_group(conn):
+        # An inbox of an earlier version: its entries keep TxGroup NULL.
+        _sql.execute(conn, f"ALTER TABLE main.{_INBOX} ADD COLUMN TxGroup INTEGER")
+    _sql.execute(conn, f"CREATE INDEX IF NOT EXISTS main.{_INBOX}TxGroup "
+                       f"ON {_INBOX}(TxGroup) WHERE TxGroup IS NOT NULL")
+    for c in conflicts:
+        if c.transaction is not None and c.stage is SyncStage.UPLOADING_CHANGES:
+            _check_transaction(c.transaction)
     # A newer conflict of the same row and side replaces the older one.
     _sql.executemany(conn, f"DELETE FROM main.{_INBOX} WHERE TableName = ? AND KeyJson = ? "
                            f"AND Stage = ?",
                      [(c.table, _dumps(c.key), c.stage.value) for c in conflicts])
     _sql.executemany(conn, f"INSERT INTO main.{_INBOX}(Type, Stage, TableName, KeyJson, "
-                           f"ClientJson, ServerJson, Error, Time) "
-                           f"VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           f"ClientJson, ServerJson, Error, Time, TxGroup) "
+                           f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      [(c.type.value, c.stage.value, c.table, _dumps(c.key),
                        _dumps(c.client_row), _dumps(c.server_row), c.error,
-                       int(time.time() * 1000)) for c in conflicts])
+                       int(time.time() * 1000),
+                       c.transaction if c.stage is SyncStage.UPLOADING_CHANGES else None)
+                      for c in conflicts])
+
+
+def _inbox_has_group(conn: Any) -> bool:
+    """Whether the inbox has the TxGroup column (earlier versions created it
+    without; store_conflicts adds it)."""
+    return _sql.value(conn, f"SELECT 1 FROM pragma_table_info('{_INBOX}', 'main') "
+                            f"WHERE name = 'TxGroup' COLLATE NOCASE") is not None
+
+
+_USES = ("client", "server", "none")
+
+
+def _referenced_first(conn: Any, tables: Sequence[str]) -> List[str]:
+    """The distinct `tables`, each after the others of them that its foreign
+    keys reference (in order of first appearance otherwise; a cycle keeps
+    the order found)."""
+    names: Dict[str, str] = {}
+    for t in tables:
+        names.setdefault(t.lower(), t)
+    parents = {key: [str(r[0]).lower() for r in _sql.rows(
+        conn, "SELECT \"table\" FROM pragma_foreign_key_list(?, 'main') ORDER BY id",
+        (name,))] for key, name in names.items()}
+    order: List[str] = []
+    done: set = set()
+
+    def visit(key: str, path: set) -> None:
+        if key in done or key in path:
+            return
+        path.add(key)
+        for parent in parents[key]:
+            if parent in names and parent != key:
+                visit(parent, path)
+        path.discard(key)
+        done.add(key)
+        order.append(names[key])
+
+    for key in names:
+        visit(key, set())
+    return order
+
+
+def _check_transaction(transaction: Any) -> None:
+    if isinstance(transaction, bool) or not isinstance(transaction, int):
+        raise SyncError(f"sqlite-ct sync: a client transaction is an integer (the client's "
+                        f"BSN of it), not {transaction!r}")
 
 
 def _inbox_has(conn: Any, stage: SyncStage) -> bool:
