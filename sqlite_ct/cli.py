@@ -645,7 +645,8 @@ def sync_document(stats: Any, client_db: str, hub_db: str, tables: Sequence[str]
                        "batches": stats.download_batches},
         "conflicts": [{"type": c.type.value, "stage": c.stage.value, "table": c.table,
                        "key": json_row(c.key),
-                       "action": None if c.action is None else c.action.value}
+                       "action": None if c.action is None else c.action.value,
+                       "deferred": c.deferred, "transaction": c.transaction}
                       for c in stats.conflicts],
     }
 
@@ -882,8 +883,11 @@ def write_session(out: TextIO, stats: Any) -> None:
     out.write(f"conflicts: {len(stats.conflicts)}\n")
     for c in stats.conflicts:
         action = "" if c.action is None else f" -> {c.action.value}"
-        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{action}"
-                  + (f" ({c.error})" if getattr(c, "error", None) else "") + "\n")
+        where = ("" if c.transaction is None
+                 else f" [client transaction {c.transaction}]")
+        kept = " (kept in the conflict inbox)" if c.deferred else ""
+        out.write(f"  {c.type.value} on {c.table} {json.dumps(json_row(c.key))}{where}{action}"
+                  + kept + (f" ({c.error})" if getattr(c, "error", None) else "") + "\n")
 
 
 def cmd_reinitialise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
