@@ -470,11 +470,14 @@ class GroupChangeStream:
         return info.columns, info.keys
 
     def rows(self, table: str, kind: str, *, after: Optional[int] = None,
-             up_to: Optional[int] = None, with_bsn: bool = False
-             ) -> Iterator[Tuple[Any, ...]]:
+             up_to: Optional[int] = None, with_bsn: bool = False,
+             bsn_order: bool = False) -> Iterator[Tuple[Any, ...]]:
         """The `kind` ("delete", "insert" or "update") changes of `table`;
         only those whose change BSN lies in (after, up_to] when given. With
-        with_bsn each tuple ends with the change's BSN."""
+        with_bsn each tuple ends with the change's BSN. bsn_order: in change
+        BSN order (then by key), sorted once, so one pass can hand out run
+        after run of transactions (the deletes, whose slices each read all
+        the window's tombstones)."""
         if self._savepoint is None or self.new_anchor is None:
             raise RuntimeError("read a GroupChangeStream inside its `with` block")
         if kind not in ("delete", "insert", "update"):
@@ -486,12 +489,16 @@ class GroupChangeStream:
             if kind == "delete":
                 terms, bounds = _bounds(after, up_to)
                 tail = ", change_bsn" if with_bsn else ""
+                if bsn_order:
+                    terms += " ORDER BY change_bsn, pk"
                 for row in _conn.rows(self._conn, _delete_query(info, tail, terms),
                                       params + bounds):
                     yield tuple(row)
                 return
             op = "I" if kind == "insert" else "U"
             terms, bounds = _bounds(after, up_to, "c.")
+            if bsn_order:
+                terms += " ORDER BY c.change_bsn, c.pk"
             if with_bsn:
                 sql = _row_query(info, f"c.op = '{op}'{terms}", "c.change_bsn")
                 for row in _conn.rows(self._conn, sql, params + bounds):

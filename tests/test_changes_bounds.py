@@ -191,3 +191,31 @@ def test_the_group_streams_bounded_queries_keep_their_plans(conn):
         assert index & 0x1000 and index & 0x8000, (kind, hex(index))   # > and <= used
         if kind == "insert":
             assert plan[1:] == ["SEARCH t USING INTEGER PRIMARY KEY (rowid=?)"]
+
+
+def test_group_stream_slices_counts_and_bsn_order(conn, history):
+    """GroupChangeStream: bsn_counts() counts each BSN's changes; the slices
+    rows(after=, up_to=, with_bsn=True) of consecutive bounds are together
+    the whole window's rows, each once, as in the whole window (an insert
+    stays an insert); bsn_order sorts by BSN."""
+    since, enable, last, ctx = history
+    with core.GroupChangeStream(conn, ["t"], since) as group:
+        counts = list(group.bsn_counts("t"))
+        assert [b for b, _ in counts] == sorted({b for b, _ in counts})
+        whole = {kind: sorted(group.rows("t", kind, with_bsn=True))
+                 for kind in ("delete", "insert", "update")}
+        assert sum(n for _, n in counts) == sum(map(len, whole.values()))
+        assert sorted(r[-1] for rs in whole.values() for r in rs) == sorted(
+            b for b, n in counts for _ in range(n))
+        assert [r[:-1] for r in sorted(whole["insert"])] == sorted(
+            group.rows("t", "insert"))                      # without with_bsn: the rows only
+        for bounds in ([since, last], [since, since + 4, last], list(range(since, last + 1))):
+            for kind in whole:
+                sliced = [r for lo, hi in zip(bounds, bounds[1:])
+                          for r in group.rows("t", kind, after=lo, up_to=hi, with_bsn=True)]
+                assert sorted(sliced) == whole[kind], (bounds, kind)
+        for kind in whole:
+            ordered = list(group.rows("t", kind, with_bsn=True, bsn_order=True))
+            assert [r[-1] for r in ordered] == sorted(r[-1] for r in ordered)
+            assert sorted(ordered) == whole[kind]
+        assert (20, "y", last) in whole["insert"]           # inserted, re-keyed, updated

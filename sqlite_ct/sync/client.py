@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import heapq
+import itertools
 import json
 import os
 import struct
@@ -551,7 +552,7 @@ class ClientSyncProvider:
         snapshot (SqlCeClientSyncProvider.GetChanges): one TableChanges per
         table, each change with its client transaction (transactions)."""
         with self.stream_changes(tables) as changes:
-            return ClientChanges(changes.window(None, None), changes.new_anchor)
+            return ClientChanges(changes.window(None), changes.new_anchor)
 
     @contextlib.contextmanager
     def stream_changes(self, tables: Sequence[TableLike]) -> Iterator["ChangeBatches"]:
@@ -810,8 +811,11 @@ class ChangeBatches:
     same batches.
 
     The windows are planned first from a count of the changes per BSN
-    (GroupChangeStream.bsn_counts(), which reads no row), then each window is
-    read on its own (rows(after=, up_to=)): nothing before it is read again.
+    (GroupChangeStream.bsn_counts(), which reads no row), then each window's
+    rows are read on their own (rows(after=, up_to=): a range of the change
+    index), and the deletes from one pass over them in BSN order (a slice of
+    the deletes reads every tombstone of the session): nothing is read once
+    per window.
     A change is what it is in the whole session window (since, new_anchor]:
     a row inserted in one window and updated in a later one uploads as an
     insert. Only the batch being filled is held in memory (and, for a table
@@ -829,14 +833,21 @@ class ChangeBatches:
         self.total = 0
         self.counts: Dict[str, List[int]] = {}
         self._replaced_keys: Dict[int, Dict[tuple, int]] = {}
+        # Per table: its deletes in BSN order, read once across the windows,
+        # and the first one past the last window taken.
+        self._deletes: Dict[int, Iterator[tuple]] = {}
+        self._ahead: Dict[int, tuple] = {}
+        self._taken: Optional[int] = None
+        self._done = False
 
     def _rows(self, name: str, kind: str, order: Sequence[str], after: Optional[int] = None,
-              up_to: Optional[int] = None) -> Iterator[tuple]:
+              up_to: Optional[int] = None, bsn_order: bool = False) -> Iterator[tuple]:
         """rows(name, kind) in (after, up_to] as tuples of the columns
         `order`, each followed by its change BSN."""
         cols, keys = self._group.columns(name)
         have = keys if kind == "delete" else cols
-        rows = self._group.rows(name, kind, after=after, up_to=up_to, with_bsn=True)
+        rows = self._group.rows(name, kind, after=after, up_to=up_to, with_bsn=True,
+                                bsn_order=bsn_order)
         if list(have) == list(order):
             return rows
         pos = [list(have).index(c) for c in order] + [len(have)]
@@ -869,8 +880,8 @@ class ChangeBatches:
 
     def windows(self, size: Optional[int]) -> List[Optional[int]]:
         """The upper bounds b_1 < b_2 < ... of the batches' windows
-        (b_{k-1}, b_k], b_0 being the start of the session (None: one window,
-        when size is None); empty when there is nothing to upload."""
+        (b_{k-1}, b_k], b_0 being the start of the session; empty when there
+        is nothing to upload. size None: [None], one window of everything."""
         if size is None:
             return [None]
         dropped: Dict[int, int] = {}
@@ -880,9 +891,31 @@ class ChangeBatches:
         merged = heapq.merge(*(self._group.bsn_counts(n) for n in self._names))
         return _cut_windows(((bsn, n - dropped.get(bsn, 0)) for bsn, n in merged), size)
 
-    def window(self, after: Optional[int], up_to: Optional[int]) -> List[TableChanges]:
-        """The changes whose transaction lies in (after, up_to] (None: no
-        bound), one TableChanges per table of the group, in table order."""
+    def _deletes_up_to(self, i: int, key: Sequence[str], up_to: Optional[int]
+                       ) -> Iterator[tuple]:
+        """Table `i`'s next deletes, up to BSN `up_to` (None: all)."""
+        stream = self._deletes.get(i)
+        if stream is None:
+            stream = self._deletes[i] = self._rows(self._names[i], "delete", key,
+                                                   bsn_order=True)
+        ahead = self._ahead.pop(i, None)
+        for r in itertools.chain([ahead] if ahead is not None else [], stream):
+            if up_to is not None and r[-1] > up_to:
+                self._ahead[i] = r
+                return
+            yield r
+
+    def window(self, up_to: Optional[int]) -> List[TableChanges]:
+        """The changes of the next window: those whose transaction lies
+        after the previous window's bound, up to `up_to` (None: to the end),
+        one TableChanges per table of the group, in table order. Windows are
+        taken in order (the deletes are one pass in BSN order)."""
+        if self._done or (up_to is not None and self._taken is not None
+                          and up_to <= self._taken):
+            raise ValueError("ChangeBatches.window(): windows are taken in BSN order, once")
+        after = self._taken
+        self._taken = up_to
+        self._done = up_to is None
         conn = self._provider.conn
         infos = [self._provider._infos.get(conn, n) for n in self._names]
         rows: List[Dict[str, List[tuple]]] = [{"deletes": [], "inserts": [], "updates": []}
@@ -892,7 +925,7 @@ class ChangeBatches:
         for i in reversed(range(len(infos))):
             replaced = self._replaced(i)
             out, tx = rows[i]["deletes"], txns[i]["deletes"]
-            for r in self._rows(self._names[i], "delete", infos[i].key, after, up_to):
+            for r in self._deletes_up_to(i, infos[i].key, up_to):
                 key = r[:-1]
                 if not replaced or _strict(key) not in replaced:
                     out.append(key)
@@ -919,10 +952,8 @@ class ChangeBatches:
         return result
 
     def batches(self, size: Optional[int]) -> Iterator[List[TableChanges]]:
-        after: Optional[int] = None
         for up_to in self.windows(size):
-            batch = [tc for tc in self.window(after, up_to) if len(tc)]
-            after = up_to
+            batch = [tc for tc in self.window(up_to) if len(tc)]
             if batch:
                 yield batch
 

@@ -343,3 +343,21 @@ def test_a_transaction_larger_than_the_batch_size_travels_alone(tmp_path):
     finally:
         client.close()
         hub.close()
+
+
+def test_windows_are_taken_in_order_once(tmp_path):
+    hub, client, provider, agent = _setup(tmp_path)
+    try:
+        client.execute("INSERT INTO a(id, v) VALUES (1, 'x')")
+        t1 = _csn(client)
+        client.execute("INSERT INTO a(id, v) VALUES (2, 'y')")
+        with provider.stream_changes(GROUP) as stream:
+            assert [len(tc) for tc in stream.window(t1)] == [1, 0, 0]
+            with pytest.raises(ValueError, match="windows are taken in BSN order, once"):
+                stream.window(t1)
+            assert [len(tc) for tc in stream.window(None)] == [1, 0, 0]
+            with pytest.raises(ValueError, match="windows are taken in BSN order, once"):
+                stream.window(None)
+    finally:
+        client.close()
+        hub.close()
