@@ -49,9 +49,10 @@
 ** and its oldest insert BSN are those of the window, not of the slice). The
 ** bounds change nothing else: insert or update is decided against SINCE, and
 ** change_bsn is the one of the window (SINCE, UNTIL], so the slices of a
-** window are exactly its rows, each in one slice. A bound that is not an
-** integer is compared by SQLite only (a REAL one is rounded to the integers
-** it admits first); SQLite checks every bound on each row anyway.
+** window are exactly its rows, each in one slice. An INTEGER or REAL bound
+** narrows the reads (a REAL one to the integers it admits); a bound of
+** another type narrows nothing. The constraints are not omitted: SQLite
+** compares every row with them too, so a bound means what SQLite says.
 **
 ** THE RULES (the one place that spells them out; the Python enumeration, the
 ** CLI and the sync client's uploads read through here; the SQLite hub's
@@ -99,7 +100,9 @@
 ** table and delete BSN), rows through the change index __sysct_chg_TBL, and
 ** rows with NULL stamps (only when the enabling BSN is in the window). Only
 ** the columns the query uses are computed (colUsed): a reader that joins on
-** row_rowid pays no key packing. xBestIndex requires TBL and SINCE (an error
+** row_rowid pays no key packing, and a query of change_bsn and row_rowid
+** alone (a count per transaction) reads the change index and no row (the
+** insert BSN is read only for op, the context only when one is left out). xBestIndex requires TBL and SINCE (an error
 ** naming the function when they are missing) and accepts no constraint on
 ** row_rowid or pk, so in a join the changes are always the outer loop and
 ** the table is looked up by rowid or key; its cost estimate says the work

@@ -219,3 +219,31 @@ def test_group_stream_slices_counts_and_bsn_order(conn, history):
             assert [r[-1] for r in ordered] == sorted(r[-1] for r in ordered)
             assert sorted(ordered) == whole[kind]
         assert (20, "y", last) in whole["insert"]           # inserted, re-keyed, updated
+
+
+def test_a_count_per_transaction_reads_the_change_index_and_no_row(apsw_conn):
+    """What the sync client plans its upload batches from: change_bsn alone
+    reads the change index (a few hundred pages for 20,000 rows), not the
+    rows (each spans an overflow page here), which op needs (the insert BSN
+    decides it)."""
+    import apsw
+    conn = apsw_conn
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                 "WHERE i < 20000) INSERT INTO t(id, v) SELECT i, printf('%05000d', i) FROM n")
+    conn.execute("PRAGMA cache_size = 10")
+
+    def pages_read(sql, params=()):
+        conn.status(apsw.SQLITE_DBSTATUS_CACHE_MISS, True)
+        got = rows(conn, sql, params)
+        return got, conn.status(apsw.SQLITE_DBSTATUS_CACHE_MISS, True)[0]
+
+    count = "SELECT change_bsn, count(*) FROM sqlite_ct_changes('t', 0{}) GROUP BY change_bsn"
+    for extra, params in (("", ()), (", ?, NULL", (csn(conn),))):
+        got, pages = pages_read(count.format(extra), params)
+        assert got == [(csn(conn), 20000)]
+        assert pages < 500, pages
+    got, pages = pages_read("SELECT op, count(*) FROM sqlite_ct_changes('t', 0) GROUP BY op")
+    assert got == [("I", 20000)]
+    assert pages > 20000, pages

@@ -814,14 +814,15 @@ class ChangeBatches:
     (GroupChangeStream.bsn_counts(), which reads no row), then each window's
     rows are read on their own (rows(after=, up_to=): a range of the change
     index), and the deletes from one pass over them in BSN order (a slice of
-    the deletes reads every tombstone of the session): nothing is read once
-    per window.
+    the deletes would read every tombstone of the session): no window reads
+    again what an earlier one read.
+
     A change is what it is in the whole session window (since, new_anchor]:
     a row inserted in one window and updated in a later one uploads as an
     insert. Only the batch being filled is held in memory (and, for a table
     with deletes, the keys deleted and inserted again: see _replaced).
-    .new_anchor is the snapshot's CSN; .total and
-    .counts (table -> [inserts, updates, deletes]) grow as batches are read."""
+    .new_anchor is the snapshot's CSN; .total and .counts (table ->
+    [inserts, updates, deletes]) grow as batches are read."""
 
     def __init__(self, provider: "ClientSyncProvider", names: Sequence[str],
                  group: GroupChangeStream) -> None:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlite_ct
+from sqlite_ct import loader
 from sqlite_ct.sync import (ClientSyncProvider, ServerSyncProvider, SyncAgent, SyncGroup,
                             SyncTable, TableChanges)
 from sqlite_ct.sync.agent import upload_batches
@@ -63,9 +64,18 @@ def _run(conn: Any, transactions: Sequence[Sequence[tuple]]) -> None:
         conn.execute("COMMIT")
 
 
-def _setup(tmp_path, name: str = "t"):
-    hub = connect(str(tmp_path / f"{name}-hub.db"))
-    client = connect(str(tmp_path / f"{name}-client.db"))
+def _stdlib(path: str) -> Any:
+    loader.register_auto_extension()
+    conn = sqlite3.connect(path, isolation_level=None)
+    loader.load(conn)
+    return conn
+
+
+def _setup(tmp_path, host: str = "apsw"):
+    """A hub file and a client file (apsw, or stdlib sqlite3 for the client),
+    the tables created on the client by a first sync."""
+    hub = connect(str(tmp_path / "hub.db"))
+    client = (connect if host == "apsw" else _stdlib)(str(tmp_path / "client.db"))
     for sql in TABLES.values():
         hub.execute(sql)
     provider = ClientSyncProvider(client)
@@ -218,9 +228,10 @@ def _csn(conn: Any) -> int:
     return sqlite_ct.last_committed_csn(conn)
 
 
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
 def test_a_row_inserted_in_one_window_and_updated_in_a_later_one_uploads_as_an_insert(
-        tmp_path):
-    hub, client, provider, agent = _setup(tmp_path)
+        tmp_path, host):
+    hub, client, provider, agent = _setup(tmp_path, host)
     try:
         client.execute("INSERT INTO a(id, v) VALUES (1, 'first')")
         t1 = _csn(client)
@@ -250,13 +261,14 @@ def test_a_row_inserted_in_one_window_and_updated_in_a_later_one_uploads_as_an_i
         hub.close()
 
 
-def test_a_key_deleted_again_in_a_later_window_is_one_delete(tmp_path):
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
+def test_a_key_deleted_again_in_a_later_window_is_one_delete(tmp_path, host):
     """A key the hub has, deleted (t1), inserted again (t2) and deleted again
     (t3): one delete, of t3, in t3's window only. (Each window reads the
     key's tombstones of the whole session: a window that ended at its own
     bound would also see t1's tombstone as the key's newest and send the
     delete twice.)"""
-    hub, client, provider, agent = _setup(tmp_path)
+    hub, client, provider, agent = _setup(tmp_path, host)
     try:
         client.execute("INSERT INTO a(id, v) VALUES (1, 'a'), (2, 'b')")
         agent.synchronize()
