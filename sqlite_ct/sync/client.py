@@ -885,12 +885,17 @@ class ChangeBatches:
         is nothing to upload. size None: [None], one window of everything."""
         if size is None:
             return [None]
+        return _cut_windows(heapq.merge(*(self._sendable_counts(i)
+                                          for i in range(len(self._names)))), size)
+
+    def _sendable_counts(self, i: int) -> Iterator[Tuple[int, int]]:
+        """bsn_counts() of table `i` less its deletes sent as the insert alone
+        (_replaced), which are counted under their own BSN."""
         dropped: Dict[int, int] = {}
-        for i in range(len(self._names)):
-            for bsn in self._replaced(i).values():
-                dropped[bsn] = dropped.get(bsn, 0) + 1
-        merged = heapq.merge(*(self._group.bsn_counts(n) for n in self._names))
-        return _cut_windows(((bsn, n - dropped.get(bsn, 0)) for bsn, n in merged), size)
+        for bsn in self._replaced(i).values():
+            dropped[bsn] = dropped.get(bsn, 0) + 1
+        for bsn, n in self._group.bsn_counts(self._names[i]):
+            yield bsn, n - dropped.get(bsn, 0)
 
     def _deletes_up_to(self, i: int, key: Sequence[str], up_to: Optional[int]
                        ) -> Iterator[tuple]:
