@@ -182,8 +182,8 @@ def test_the_group_streams_bounded_queries_keep_their_plans(conn):
     params = core._params(info, 0, csn(conn), None)
     for kind, query in (("delete", core._delete_query(info, ", change_bsn",
                                                       core._bounds(1, 2)[0])),
-                        ("insert", core._row_query(info, "c.op = 'I'" + core._bounds(1, 2, "c.")[0],
-                                                   "c.change_bsn"))):
+                        ("insert", core._row_query(
+                            info, "c.op = 'I'" + core._bounds(1, 2, "c.")[0], "c.change_bsn"))):
         plan = [r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + query, params + (1, 2))]
         scan = "SCAN sqlite_ct_changes" if kind == "delete" else "SCAN c"
         assert plan[0].startswith(scan + " VIRTUAL TABLE INDEX "), plan
