@@ -102,7 +102,8 @@
 ** the columns the query uses are computed (colUsed): a reader that joins on
 ** row_rowid pays no key packing, and a query of change_bsn and row_rowid
 ** alone (a count per transaction) reads the change index and no row (the
-** insert BSN is read only for op, the context only when one is left out). xBestIndex requires TBL and SINCE (an error
+** insert BSN is read only for op, the context only when one is left out).
+** xBestIndex requires TBL and SINCE (an error
 ** naming the function when they are missing) and accepts no constraint on
 ** row_rowid or pk, so in a join the changes are always the outer loop and
 ** the table is looked up by rowid or key; its cost estimate says the work
