@@ -512,6 +512,28 @@ class GroupChangeStream:
                 raise _bad_text(self._conn, info, exc) from exc
             raise
 
+    def reinserted(self, table: str) -> Iterator[Tuple[Any, ...]]:
+        """The keys of `table` both deleted and inserted again in the window
+        (an INSERT OR REPLACE of a key the replica had, or a delete and a
+        re-insert), each followed by its delete's change BSN. Keys compare as
+        their packed form does, by type and value (1, 1.0 and '1' are three
+        keys). SQLite matches them (a temporary index of the inserted keys),
+        so the reader holds none but these."""
+        if self._savepoint is None or self.new_anchor is None:
+            raise RuntimeError("read a GroupChangeStream inside its `with` block")
+        info, since = self._infos[table]
+        params = _params(info, since, self.new_anchor, self._exclude)
+        keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(len(info.keys)))
+        sql = (f"SELECT {keys}, d.change_bsn FROM {_CHANGES} AS d WHERE d.op = 'D' "
+               f"AND d.pk IN (SELECT i.pk FROM {_CHANGES} AS i WHERE i.op = 'I')")
+        try:
+            for row in _conn.rows(self._conn, sql, params):
+                yield tuple(row)
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(self._conn, info, exc) from exc
+            raise
+
     def bsn_counts(self, table: str) -> Iterator[Tuple[int, int]]:
         """(change BSN, number of changes) for each BSN of `table`'s changes,
         in BSN order: what a reader needs to plan runs of whole transactions

@@ -247,3 +247,24 @@ def test_a_count_per_transaction_reads_the_change_index_and_no_row(apsw_conn):
     got, pages = pages_read("SELECT op, count(*) FROM sqlite_ct_changes('t', 0) GROUP BY op")
     assert got == [("I", 20000)]
     assert pages > 20000, pages
+
+
+def test_group_stream_reinserted_keys(conn):
+    """reinserted(): the keys deleted and inserted again in the window, with
+    the delete's BSN, compared by type and value; not a key only deleted,
+    only inserted, or inserted again as another type."""
+    conn.execute("CREATE TABLE r(k PRIMARY KEY, v) WITHOUT ROWID")
+    conn.execute("INSERT INTO r(k, v) VALUES (1, 'a'), (2, 'b'), ('3', 'c'), (4, 'd'), (5, 'e')")
+    sqlite_ct.create_schema(conn, "r")
+    since = csn(conn)
+    conn.execute("INSERT OR REPLACE INTO r(k, v) VALUES (1, 'replaced')")
+    replaced = csn(conn)
+    conn.execute("DELETE FROM r WHERE k = 2")
+    deleted = csn(conn)
+    conn.execute("INSERT INTO r(k, v) VALUES (2, 'back')")
+    conn.execute("DELETE FROM r WHERE k = '3'")
+    conn.execute("INSERT INTO r(k, v) VALUES (3, 'an integer now')")
+    conn.execute("DELETE FROM r WHERE k = 4")
+    conn.execute("INSERT INTO r(k, v) VALUES (6, 'new')")
+    with core.GroupChangeStream(conn, ["r"], since) as group:
+        assert sorted(group.reinserted("r")) == [(1, replaced), (2, deleted)]

@@ -819,8 +819,8 @@ class ChangeBatches:
 
     A change is what it is in the whole session window (since, new_anchor]:
     a row inserted in one window and updated in a later one uploads as an
-    insert. Only the batch being filled is held in memory (and, for a table
-    with deletes, the keys deleted and inserted again: see _replaced).
+    insert. Only the batch being filled is held in memory, and the keys
+    deleted and inserted again (_replaced).
     .new_anchor is the snapshot's CSN; .total and .counts (table ->
     [inserts, updates, deletes]) grow as batches are read."""
 
@@ -866,17 +866,12 @@ class ChangeBatches:
         a row that stays. Found over the whole session window, whatever
         windows the delete and the insert fall in."""
         if i not in self._replaced_keys:
-            info = self._provider._infos.get(self._provider.conn, self._names[i])
-            deleted = {_strict(r[:-1]): r[-1]
-                       for r in self._rows(self._names[i], "delete", info.key)}
-            found: Dict[tuple, int] = {}
-            if deleted:
-                pos = [list(info.columns).index(k) for k in info.key]
-                for r in self._rows(self._names[i], "insert", info.columns):
-                    k = _strict([r[p] for p in pos])
-                    if k in deleted:
-                        found[k] = deleted[k]
-            self._replaced_keys[i] = found
+            name = self._names[i]
+            info = self._provider._infos.get(self._provider.conn, name)
+            have = list(self._group.columns(name)[1])
+            pos = [have.index(k) for k in info.key]
+            self._replaced_keys[i] = {_strict([r[p] for p in pos]): r[-1]
+                                      for r in self._group.reinserted(name)}
         return self._replaced_keys[i]
 
     def windows(self, size: Optional[int]) -> List[Optional[int]]:
