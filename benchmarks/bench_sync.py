@@ -8,10 +8,13 @@ peak RSS, belongs to that one measurement, hub and client together):
             default batching (batch_size=10000), with 10,000-row batches
             asked for, and in one batch (batch_size=None);
   upload    a client writes N new rows into an empty tracked table
-            (`uploads`, on the same hub file), then syncs: rows/s of the
-            hub's apply_changes (the time spent inside it, summed over the
-            upload batches of 10,000 rows, the agent's default) and of the
-            whole sync (client enumeration included), and peak RSS.
+            (`uploads`, on the same hub file), in one transaction or (with
+            --txn-rows) in transactions of that many rows, then syncs: rows/s
+            of the hub's apply_changes (the time spent inside it, summed over
+            the upload batches: at most 10,000 rows, the agent's default, but
+            a batch never splits a client transaction, so one transaction of
+            N rows is one batch) and of the whole sync (client enumeration
+            included), and peak RSS.
 
   scoped    deletes under a row filter (`owner = :user`, --users users
             sharing a `notes` table of --scoped-rows rows): one user's client
@@ -29,7 +32,7 @@ peak RSS, belongs to that one measurement, hub and client together):
 After each measurement the child checks the row counts on both sides.
 
     python3 benchmarks/bench_sync.py [--quick] [--rows N] [--upload N,N]
-        [--users N] [--scoped-rows N] [--dir DIR] [--json FILE]
+        [--txn-rows N] [--users N] [--scoped-rows N] [--dir DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -128,11 +131,16 @@ def phase_upload(args: argparse.Namespace) -> Dict[str, Any]:
     agent = SyncAgent(ClientSyncProvider(client), server, ["uploads"])
     agent.synchronize()  # creates the (empty) table on the client
     n = int(args.n)
-    client.execute("BEGIN")
-    client.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-                   "INSERT INTO uploads(id, name, qty, price, note) SELECT i, printf('up-%07d', i), i % 1000, i / 7.0, "
-                   "printf('uploaded row %d', i) FROM n", (n,))
-    client.execute("COMMIT")
+    # One client transaction of every row by default; --txn-rows writes them in
+    # transactions of that many rows (an upload batch never splits one).
+    step = int(args.txn_rows or 0) or n
+    for first in range(1, n + 1, step):
+        client.execute("BEGIN")
+        client.execute("WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n "
+                       "WHERE i < ?) INSERT INTO uploads(id, name, qty, price, note) "
+                       "SELECT i, printf('up-%07d', i), i % 1000, i / 7.0, "
+                       "printf('uploaded row %d', i) FROM n", (first, min(n, first + step - 1)))
+        client.execute("COMMIT")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     server.apply_seconds = 0.0
     t0 = time.perf_counter()
@@ -142,7 +150,7 @@ def phase_upload(args: argparse.Namespace) -> Dict[str, Any]:
     if on_hub != n or stats.upload_changes_applied != n:
         raise SystemExit(f"upload: hub has {on_hub} rows, applied "
                          f"{stats.upload_changes_applied}, expected {n}")
-    return {"rows": n, "sync_seconds": seconds, "apply_seconds": server.apply_seconds,
+    return {"rows": n, "txn_rows": step, "sync_seconds": seconds, "apply_seconds": server.apply_seconds,
             "apply_rows_per_s": n / server.apply_seconds, "sync_rows_per_s": n / seconds,
             "rss_before_sync_mib": rss_before,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -243,6 +251,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows on the hub")
     ap.add_argument("--upload", default="100000,1000000",
                     help="comma-separated numbers of new client rows to upload")
+    ap.add_argument("--txn-rows", type=int, default=0,
+                    help="rows per client transaction of the upload (0: one transaction)")
     ap.add_argument("--users", type=int, default=100, help="users sharing the filtered table")
     ap.add_argument("--scoped-rows", type=int, default=100_000,
                     help="rows of the filtered table")
@@ -283,7 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             hub_copy = os.path.join(workdir, f"hub-up-{n}.db")
             shutil.copyfile(hub, hub_copy)  # every upload starts from the same empty `uploads`
             ups.append(run_phase("upload", hub=hub_copy, db=os.path.join(workdir, f"up-{n}.db"),
-                                 n=n))
+                                 n=n, **{"txn-rows": args.txn_rows}))
             for suffix in ("", "-wal", "-shm"):
                 for p in (hub_copy + suffix, os.path.join(workdir, f"up-{n}.db") + suffix):
                     if os.path.exists(p):
@@ -310,7 +320,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               f">= 30,000 rows/s {ok(d['rows_per_s'] >= TARGETS['download_rows_per_s'])}; "
               f"<= 150 MB {ok(d['peak_rss_mib'] <= TARGETS['rss_mib'])} |")
     for u in ups:
-        print(f"| upload apply on the hub (apply_changes, 10,000-row upload batches) | "
+        txns = ("one client transaction" if u["txn_rows"] >= u["rows"]
+                else f"client transactions of {u['txn_rows']:,} rows")
+        print(f"| upload apply on the hub (apply_changes, {txns}) | "
               f"{u['rows']:,} | {u['apply_seconds']:.1f} s | {u['apply_rows_per_s']:,.0f} | "
               f"{u['peak_rss_mib']:.0f} MiB | >= 15,000 rows/s "
               f"{ok(u['apply_rows_per_s'] >= TARGETS['upload_rows_per_s'])}; <= 150 MB "

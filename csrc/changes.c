@@ -37,6 +37,23 @@
 ** arguments are still checked: "WHERE op = ''" validates an anchor and reads
 ** nothing.
 **
+** A lower bound change_bsn > X (or >= X) and an upper bound change_bsn < Y
+** (or <= Y) narrow what is read, so that a reader can take the window in
+** slices (the sync client's upload batches, one run of client transactions
+** each) without reading the earlier slices again: the stamped rows' index
+** range starts above max(SINCE, X) and ends at min(UNTIL, Y); the rows with
+** NULL stamps are read only when the enabling BSN is inside the bounds; the
+** deletes phase keeps the keys whose newest tombstone in (SINCE, UNTIL] is
+** inside the bounds (HAVING max(delete BSN) > X ...), and so still reads the
+** tombstones of the whole window, grouped by key (a key's newest tombstone
+** and its oldest insert BSN are those of the window, not of the slice). The
+** bounds change nothing else: insert or update is decided against SINCE, and
+** change_bsn is the one of the window (SINCE, UNTIL], so the slices of a
+** window are exactly its rows, each in one slice. An INTEGER or REAL bound
+** narrows the reads (a REAL one to the integers it admits); a bound of
+** another type narrows nothing. The constraints are not omitted: SQLite
+** compares every row with them too, so a bound means what SQLite says.
+**
 ** THE RULES (the one place that spells them out; the Python enumeration, the
 ** CLI and the sync client's uploads read through here; the SQLite hub's
 ** download windows, which page by a cursor, not yet: see
@@ -83,7 +100,10 @@
 ** table and delete BSN), rows through the change index __sysct_chg_TBL, and
 ** rows with NULL stamps (only when the enabling BSN is in the window). Only
 ** the columns the query uses are computed (colUsed): a reader that joins on
-** row_rowid pays no key packing. xBestIndex requires TBL and SINCE (an error
+** row_rowid pays no key packing, and a query of change_bsn and row_rowid
+** alone (a count per transaction) reads the change index and no row (the
+** insert BSN is read only for op, the context only when one is left out).
+** xBestIndex requires TBL and SINCE (an error
 ** naming the function when they are missing) and accepts no constraint on
 ** row_rowid or pk, so in a join the changes are always the outer loop and
 ** the table is looked up by rowid or key; its cost estimate says the work
@@ -114,6 +134,10 @@
 #define CTX_EXCLUDE  0x0200
 #define CTX_OP_EQ    0x0400
 #define CTX_OP_NE    0x0800
+#define CTX_LO_GT    0x1000    /* change_bsn > X */
+#define CTX_LO_GE    0x2000    /* change_bsn >= X */
+#define CTX_HI_LT    0x4000    /* change_bsn < Y */
+#define CTX_HI_LE    0x8000    /* change_bsn <= Y */
 #define CTX_COLS     0x003f
 
 /* Phases of a cursor. */
@@ -137,6 +161,8 @@ struct CtChangesCursor {
   sqlite3_stmt *apStmt[3];     /* one statement per phase, 0 when skipped */
   sqlite3_int64 iSince;
   sqlite3_int64 iEnable;
+  sqlite3_int64 iLow;          /* read change_bsn > iLow ... */
+  sqlite3_int64 iHigh;         /* ... and <= iHigh */
   char cOpWant;                /* 0: any; 'D', 'I', 'U'; 'X': none */
   char cOpNot;                 /* 0, or an op to leave out */
   char cOp;                    /* op of the current row */
@@ -210,13 +236,16 @@ static int ctChgDisconnect(sqlite3_vtab *pVtab){
 ** TBL and SINCE are required: with no constraint on one of them the query
 ** is an error that says how to call the function; with one that cannot be
 ** used in this plan (a join column of a later table), SQLITE_CONSTRAINT
-** makes the planner choose another order. Nothing else is accepted but op,
-** so a join never drives this table from the other side.
+** makes the planner choose another order. Nothing else is accepted but op
+** and bounds on change_bsn, so a join never drives this table from the other
+** side. The bounds are never omitted: they only narrow the reads, SQLite
+** still compares each row (the exact rule for a value of any type).
 */
 static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
   int aiArg[4] = { -1, -1, -1, -1 };   /* tbl, since, until, exclude */
   int bSeen[4] = { 0, 0, 0, 0 };
   int iOp = -1, eOp = 0;
+  int iLo = -1, eLo = 0, iHi = -1, eHi = 0;
   int i, nArg = 0, idxNum;
   double nRow;
   for(i=0; i<pInfo->nConstraint; i++){
@@ -233,6 +262,15 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
       ** another collation (op = 'i' COLLATE NOCASE) SQLite checks it. */
       iOp = i;
       eOp = c->op==SQLITE_INDEX_CONSTRAINT_EQ ? CTX_OP_EQ : CTX_OP_NE;
+    }else if( c->iColumn==CTC_CHANGE && c->usable ){
+      if( iLo<0 && (c->op==SQLITE_INDEX_CONSTRAINT_GT || c->op==SQLITE_INDEX_CONSTRAINT_GE) ){
+        iLo = i;
+        eLo = c->op==SQLITE_INDEX_CONSTRAINT_GT ? CTX_LO_GT : CTX_LO_GE;
+      }else if( iHi<0 && (c->op==SQLITE_INDEX_CONSTRAINT_LT
+                          || c->op==SQLITE_INDEX_CONSTRAINT_LE) ){
+        iHi = i;
+        eHi = c->op==SQLITE_INDEX_CONSTRAINT_LT ? CTX_HI_LT : CTX_HI_LE;
+      }
     }
   }
   if( !bSeen[0] || !bSeen[1] ){
@@ -255,10 +293,21 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
     pInfo->aConstraintUsage[iOp].omit = eOp==CTX_OP_EQ;
     idxNum |= eOp;
   }
+  if( iLo>=0 ){
+    pInfo->aConstraintUsage[iLo].argvIndex = ++nArg;
+    idxNum |= eLo;
+  }
+  if( iHi>=0 ){
+    pInfo->aConstraintUsage[iHi].argvIndex = ++nArg;
+    idxNum |= eHi;
+  }
   pInfo->idxNum = idxNum;
   /* The work follows the number of changes in the window, which is not known
-  ** here: a guess, cheaper with op narrowed, never a full-table figure. */
+  ** here: a guess, cheaper with op or change_bsn narrowed, never a
+  ** full-table figure. */
   nRow = (idxNum & CTX_OP_EQ) ? 250.0 : 1000.0;
+  if( iLo>=0 ) nRow /= 4.0;
+  if( iHi>=0 ) nRow /= 4.0;
   pInfo->estimatedRows = (sqlite3_int64)nRow;
   pInfo->estimatedCost = nRow * 4.0;
   return SQLITE_OK;
@@ -516,7 +565,12 @@ static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
 ** Prepare the phases. Every phase's statement returns
 **   change_bsn, insert_bsn, context, pk, rowid
 ** with NULL in place of what the query does not use. Parameters: ?1 since,
-** ?2 until, ?3 enabling BSN, ?4 context to leave out (or NULL), ?5 table.
+** ?2 until, ?3 enabling BSN, ?4 context to leave out (or NULL), ?5 table,
+** ?6 and ?7 the bounds on change_bsn: read change_bsn in (?6, ?7] (since and
+** until when no bound narrows them). A stamped row's insert BSN (for op) and
+** context (for exclude_context) are read only when asked for, so a query of
+** change_bsn and row_rowid alone (a count per transaction) reads the change
+** index and no row.
 */
 static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
                               char **pzErr){
@@ -525,10 +579,13 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   int bCtx = (idxNum & (1<<CTC_CONTEXT))!=0;
   int bPk = (idxNum & (1<<CTC_PK))!=0;
   int bRowid = (idxNum & (1<<CTC_ROWID))!=0 && t->zRowid!=0;
+  int bIns = (idxNum & ((1<<CTC_OP)|(1<<CTC_INSERT)|CTX_OP_EQ|CTX_OP_NE))!=0;
   char *zKeys = bPk ? ctChgKeyList(t, "", "") : 0;
   char *zRk = bPk ? ctChgTombstoneKey(t) : 0;
   char *zLive = ctChgLiveKey(t);
-  const char *zNotExcluded = "(__sysTrackingContext IS NOT ?4 OR ?4 IS NULL)";
+  /* ?4 first: with none given, a row read through the change index is
+  ** not looked up (SQLite defers the seek until a column needs it). */
+  const char *zNotExcluded = "(?4 IS NULL OR __sysTrackingContext IS NOT ?4)";
 
   if( (bPk && (zKeys==0 || zRk==0)) || zLive==0 ) rc = SQLITE_NOMEM;
   if( c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
@@ -545,6 +602,7 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
         " FROM main.__sysOCSDeletedRows"
         " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
         " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1"
+        " AND max(__sysDeleteTxBsn) > ?6 AND max(__sysDeleteTxBsn) <= ?7"
         " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))) AS g",
         bCtx ? "(SELECT n.__sysTrackingContext FROM main.__sysOCSDeletedRows AS n"
                " WHERE n.__sysTName = ?5 AND n.__sysDeleteTxBsn = g.bsn"
@@ -553,15 +611,16 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   }
   if( c->cOpWant!='D' && c->cOpWant!='X' ){
     c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
-        "SELECT \"__sysChangeTxBsn\", coalesce(\"__sysInsertTxBsn\", ?3), %s, %s%s%s, %s"
-        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?1 AND \"__sysChangeTxBsn\" <= ?2"
+        "SELECT \"__sysChangeTxBsn\", %s, %s, %s%s%s, %s"
+        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?6 AND \"__sysChangeTxBsn\" <= ?7"
         " AND %s",
+        bIns ? "coalesce(\"__sysInsertTxBsn\", ?3)" : "NULL",
         bCtx ? "\"__sysTrackingContext\"" : "NULL",
         bPk ? "sqlite_ct_pack_key(" : "", bPk ? zKeys : "NULL", bPk ? ")" : "",
         bRowid ? t->zRowid : "NULL", t->zName, zNotExcluded);
     c->apStmt[CTP_UNSTAMPED] = ctChgPrepare(db, &rc, pzErr,
         "SELECT ?3, ?3, %s, %s%s%s, %s"
-        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" IS NULL AND ?3 > ?1 AND ?3 <= ?2",
+        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" IS NULL AND ?3 > ?6 AND ?3 <= ?7",
         bCtx ? "\"__sysTrackingContext\"" : "NULL",
         bPk ? "sqlite_ct_pack_key(" : "", bPk ? zKeys : "NULL", bPk ? ")" : "",
         bRowid ? t->zRowid : "NULL", t->zName);
@@ -572,7 +631,8 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   return rc;
 }
 
-/* Bind the phases' parameters. */
+/* Bind the phases' parameters (every phase's statement numbers them up to
+** ?7, so each index exists, used or not). */
 static void ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
                       const char *zName){
   int i;
@@ -581,13 +641,53 @@ static void ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *p
     if( s==0 ) continue;
     sqlite3_bind_int64(s, 1, c->iSince);
     sqlite3_bind_int64(s, 2, iUntil);
-    if( sqlite3_bind_parameter_count(s)>=3 ) sqlite3_bind_int64(s, 3, c->iEnable);
-    if( sqlite3_bind_parameter_count(s)>=4 ){
-      if( pExclude ) sqlite3_bind_value(s, 4, pExclude);
+    sqlite3_bind_int64(s, 3, c->iEnable);
+    if( pExclude ) sqlite3_bind_value(s, 4, pExclude);
+    sqlite3_bind_text(s, 5, zName, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 6, c->iLow);
+    sqlite3_bind_int64(s, 7, c->iHigh);
+  }
+}
+
+/* The integer bounds a bound on change_bsn admits, folded into *piLow
+** (exclusive) and *piHigh (inclusive). A bound that is not a number narrows
+** nothing (SQLite compares it with each row); a REAL one is rounded to the
+** integers it admits. eOp: CTX_LO_GT, CTX_LO_GE, CTX_HI_LT or CTX_HI_LE. */
+static void ctChgBound(sqlite3_value *pVal, int eOp, sqlite3_int64 *piLow,
+                       sqlite3_int64 *piHigh){
+  const sqlite3_int64 iMax = (sqlite3_int64)(((sqlite3_uint64)1<<63)-1);
+  const sqlite3_int64 iMin = -iMax-1;
+  sqlite3_int64 iFloor, iCeil, iBound;
+  switch( sqlite3_value_type(pVal) ){
+    case SQLITE_INTEGER:
+      iFloor = iCeil = sqlite3_value_int64(pVal);
+      break;
+    case SQLITE_FLOAT: {
+      double r = sqlite3_value_double(pVal);
+      if( r>=9223372036854775807.0 ){
+        iFloor = iCeil = iMax;
+      }else if( r<-9223372036854775808.0 ){
+        iFloor = iCeil = iMin;
+      }else{
+        sqlite3_int64 iTrunc = (sqlite3_int64)r;
+        iFloor = (double)iTrunc>r ? iTrunc-1 : iTrunc;
+        iCeil = (double)iTrunc<r ? iTrunc+1 : iTrunc;
+      }
+      break;
     }
-    if( sqlite3_bind_parameter_count(s)>=5 ){
-      sqlite3_bind_text(s, 5, zName, -1, SQLITE_TRANSIENT);
-    }
+    default:
+      return;
+  }
+  switch( eOp ){
+    case CTX_LO_GT:   /* > r: above floor(r) */
+    case CTX_LO_GE:   /* >= r: above ceil(r) - 1 */
+      iBound = eOp==CTX_LO_GT ? iFloor : iCeil==iMin ? iMin : iCeil-1;
+      if( iBound>*piLow ) *piLow = iBound;
+      break;
+    default:          /* < r: up to ceil(r) - 1; <= r: up to floor(r) */
+      iBound = eOp==CTX_HI_LE ? iFloor : iCeil==iMin ? iMin : iCeil-1;
+      if( iBound<*piHigh ) *piHigh = iBound;
+      break;
   }
 }
 
@@ -620,7 +720,7 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   CtChangesCursor *c = (CtChangesCursor*)pCur;
   CtChangesVtab *v = c->pTab;
   sqlite3 *db = v->db;
-  sqlite3_value *pTbl, *pSince, *pUntil = 0, *pExclude = 0, *pOp = 0;
+  sqlite3_value *pTbl, *pSince, *pUntil = 0, *pExclude = 0, *pOp = 0, *pLo = 0, *pHi = 0;
   const char *zArg;
   CtChgTable t;
   sqlite3_int64 iLast = 0, iUntil = 0, iWrote = 0;
@@ -637,6 +737,8 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   if( idxNum & CTX_UNTIL ) pUntil = argv[iArg++];
   if( idxNum & CTX_EXCLUDE ) pExclude = argv[iArg++];
   if( idxNum & (CTX_OP_EQ|CTX_OP_NE) ) pOp = argv[iArg++];
+  if( idxNum & (CTX_LO_GT|CTX_LO_GE) ) pLo = argv[iArg++];
+  if( idxNum & (CTX_HI_LT|CTX_HI_LE) ) pHi = argv[iArg++];
 
   /* Arguments. */
   zArg = (const char*)sqlite3_value_text(pTbl);
@@ -717,6 +819,10 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
         c->iSince, t.zName, t.iMinValid);
   }
   c->iEnable = t.iEnable;
+  c->iLow = c->iSince;
+  c->iHigh = iUntil;
+  if( pLo ) ctChgBound(pLo, idxNum & (CTX_LO_GT|CTX_LO_GE), &c->iLow, &c->iHigh);
+  if( pHi ) ctChgBound(pHi, idxNum & (CTX_HI_LT|CTX_HI_LE), &c->iLow, &c->iHigh);
   if( rc==SQLITE_OK ) rc = ctChgPreparePhases(c, &t, idxNum, &zErr);
   if( rc==SQLITE_OK ){
     ctChgBind(c, iUntil, pExclude, t.zName);

@@ -123,9 +123,9 @@ def _check_since(since: Any) -> int:
 _CHANGES = "sqlite_ct_changes(?1, ?2, ?3, ?4)"
 
 
-def _row_query(info: _TableInfo, where: str) -> str:
-    """The live rows of the changes in `where` (on c.op): user columns, then
-    op ('I' or 'U')."""
+def _row_query(info: _TableInfo, where: str, tail: str = "c.op") -> str:
+    """The live rows of the changes in `where` (on c), user columns, then
+    `tail`: op ('I' or 'U') unless told otherwise."""
     q = _conn.quote_identifier
     cols = ", ".join(f"t.{q(c)}" for c in info.columns)
     if info.rowid is not None:
@@ -133,13 +133,29 @@ def _row_query(info: _TableInfo, where: str) -> str:
     else:
         on = " AND ".join(f"t.{q(k)} = sqlite_ct_unpack_key(c.pk, {i})"
                           for i, k in enumerate(info.keys))
-    return (f"SELECT {cols}, c.op FROM {_CHANGES} AS c "
+    return (f"SELECT {cols}, {tail} FROM {_CHANGES} AS c "
             f"JOIN main.{q(info.name)} AS t ON {on} WHERE {where}")
 
 
-def _delete_query(info: _TableInfo) -> str:
+def _delete_query(info: _TableInfo, tail: str = "", where: str = "") -> str:
     keys = ", ".join(f"sqlite_ct_unpack_key(pk, {i})" for i in range(len(info.keys)))
-    return f"SELECT {keys} FROM {_CHANGES} WHERE op = 'D'"
+    return f"SELECT {keys}{tail} FROM {_CHANGES} WHERE op = 'D'{where}"
+
+
+def _bounds(after: Optional[int], up_to: Optional[int], prefix: str = ""
+            ) -> Tuple[str, Tuple[int, ...]]:
+    """The terms (after ?4's parameters: ?5, ?6) that keep the changes whose
+    change BSN lies in (after, up_to], and their parameters; sqlite_ct_changes()
+    narrows its reads to them."""
+    terms, params = "", []
+    for bound, op in ((after, ">"), (up_to, "<=")):
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, int):
+            raise TypeError(f"a change BSN bound is an int, not {bound!r}")
+        params.append(bound)
+        terms += f" AND {prefix}change_bsn {op} ?{4 + len(params)}"
+    return terms, tuple(params)
 
 
 def _params(info: _TableInfo, since: int, new_anchor: int,
@@ -401,7 +417,17 @@ class GroupChangeStream:
 
     Use as a context manager; the read snapshot (a SAVEPOINT) is held from
     __enter__ to __exit__, and .new_anchor is known from __enter__ on. `since`
-    is as for enumerate_group_changes."""
+    is as for enumerate_group_changes.
+
+    Every change has a change BSN: sqlite_ct_changes()'s change_bsn, the BSN
+    of the transaction that last changed the row (a delete: the key's newest
+    tombstone; a row with NULL stamps: the enabling BSN). bsn_counts() counts
+    the changes per BSN, and rows(..., after=, up_to=, with_bsn=) reads the
+    changes of a run of BSNs and hands each one's BSN out, so a reader can
+    cut the window into runs of whole transactions without reading a run
+    twice. Whatever the run, a change is what it is in the whole window
+    (since, new_anchor]: an insert is a row inserted after `since`, even when
+    the run starts later."""
 
     def __init__(self, conn: Any, tables: Sequence[str],
                  since: Union[int, Mapping[str, int]], *,
@@ -443,8 +469,15 @@ class GroupChangeStream:
         info = self._infos[table][0]
         return info.columns, info.keys
 
-    def rows(self, table: str, kind: str) -> Iterator[Tuple[Any, ...]]:
-        """The `kind` ("delete", "insert" or "update") changes of `table`."""
+    def rows(self, table: str, kind: str, *, after: Optional[int] = None,
+             up_to: Optional[int] = None, with_bsn: bool = False,
+             bsn_order: bool = False) -> Iterator[Tuple[Any, ...]]:
+        """The `kind` ("delete", "insert" or "update") changes of `table`;
+        only those whose change BSN lies in (after, up_to] when given. With
+        with_bsn each tuple ends with the change's BSN. bsn_order: in change
+        BSN order (then by key), sorted once, so one pass can hand out run
+        after run of transactions (the deletes, whose slices each read all
+        the window's tombstones)."""
         if self._savepoint is None or self.new_anchor is None:
             raise RuntimeError("read a GroupChangeStream inside its `with` block")
         if kind not in ("delete", "insert", "update"):
@@ -454,13 +487,62 @@ class GroupChangeStream:
         params = _params(info, since, self.new_anchor, self._exclude)
         try:
             if kind == "delete":
-                for row in _conn.rows(self._conn, _delete_query(info), params):
+                terms, bounds = _bounds(after, up_to)
+                tail = ", change_bsn" if with_bsn else ""
+                if bsn_order:
+                    terms += " ORDER BY change_bsn, pk"
+                for row in _conn.rows(self._conn, _delete_query(info, tail, terms),
+                                      params + bounds):
                     yield tuple(row)
                 return
             op = "I" if kind == "insert" else "U"
-            for row in _conn.rows(self._conn, _row_query(info, f"c.op = '{op}'"), params):
+            terms, bounds = _bounds(after, up_to, "c.")
+            if bsn_order:
+                terms += " ORDER BY c.change_bsn, c.pk"
+            if with_bsn:
+                sql = _row_query(info, f"c.op = '{op}'{terms}", "c.change_bsn")
+                for row in _conn.rows(self._conn, sql, params + bounds):
+                    yield tuple(row)
+                return
+            for row in _conn.rows(self._conn, _row_query(info, f"c.op = '{op}'{terms}"),
+                                  params + bounds):
                 yield tuple(row[:width])
         except Exception as exc:
             if _undecodable(exc):
                 raise _bad_text(self._conn, info, exc) from exc
             raise
+
+    def reinserted(self, table: str) -> Iterator[Tuple[Any, ...]]:
+        """The keys of `table` both deleted and inserted again in the window
+        (an INSERT OR REPLACE of a key the replica had, or a delete and a
+        re-insert), each followed by its delete's change BSN. Keys compare as
+        their packed form does, by type and value (1, 1.0 and '1' are three
+        keys). SQLite matches them (a temporary index of the inserted keys),
+        so the reader holds none but these."""
+        if self._savepoint is None or self.new_anchor is None:
+            raise RuntimeError("read a GroupChangeStream inside its `with` block")
+        info, since = self._infos[table]
+        params = _params(info, since, self.new_anchor, self._exclude)
+        keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(len(info.keys)))
+        sql = (f"SELECT {keys}, d.change_bsn FROM {_CHANGES} AS d WHERE d.op = 'D' "
+               f"AND d.pk IN (SELECT i.pk FROM {_CHANGES} AS i WHERE i.op = 'I')")
+        try:
+            for row in _conn.rows(self._conn, sql, params):
+                yield tuple(row)
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(self._conn, info, exc) from exc
+            raise
+
+    def bsn_counts(self, table: str) -> Iterator[Tuple[int, int]]:
+        """(change BSN, number of changes) for each BSN of `table`'s changes,
+        in BSN order: what a reader needs to plan runs of whole transactions
+        (rows(after=, up_to=)). Reads the change index and the tombstones,
+        no row of the table."""
+        if self._savepoint is None or self.new_anchor is None:
+            raise RuntimeError("read a GroupChangeStream inside its `with` block")
+        info, since = self._infos[table]
+        params = _params(info, since, self.new_anchor, self._exclude)
+        for bsn, n in _conn.rows(self._conn, f"SELECT change_bsn, count(*) FROM {_CHANGES} "
+                                             f"GROUP BY change_bsn ORDER BY change_bsn", params):
+            yield int(bsn), int(n)

@@ -120,6 +120,15 @@ def op_enumerate(conn):
     return keys(sqlite_ct.enumerate_changes(conn, "t", 0))
 
 
+def op_enumerate_bounded(conn):
+    """sqlite_ct_changes() with bounds on change_bsn, and the count per BSN
+    the sync client plans its upload batches from."""
+    return (q(conn, "SELECT op, change_bsn, hex(pk), row_rowid FROM sqlite_ct_changes('t', 0) "
+                    "WHERE change_bsn > 0 AND change_bsn <= 9999 ORDER BY 1, 2, 3"),
+            q(conn, "SELECT change_bsn, count(*) FROM sqlite_ct_changes('t', 0) "
+                    "GROUP BY change_bsn ORDER BY change_bsn"))
+
+
 def summary(conn):
     """What the database says after the operation, numbers aside: each tracked
     table's changes since 0."""
@@ -139,6 +148,7 @@ OPERATIONS = {
     "layout-2 upgrade": (layout2, op_upgrade),
     "writes through the triggers": (tracked, op_writes),
     "enumeration": (tracked, op_enumerate),
+    "enumeration within bounds on change_bsn": (tracked, op_enumerate_bounded),
     "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
 }

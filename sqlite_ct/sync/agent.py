@@ -10,8 +10,10 @@ each group, in the order its first table was given:
      the hub is added on the client after the upload and the table is
      reinitialised, any other difference is a SyncError;
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
-     the sent anchors, in batches of at most upload_batch_size changes, each
-     applied by the server in one transaction and named by (client, session,
+     the sent anchors, in batches of at most upload_batch_size changes that
+     never split a client transaction (each change carries its transaction;
+     one larger than the batch size is a batch of its own), each applied by
+     the server in one transaction and named by (client, session,
      batch) so that a batch sent again is not applied twice; then, in one
      client transaction, the sent anchors move and the server's corrections
      (its version of rows it rejected) are applied;
@@ -34,7 +36,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ._apply import ApplyResult
-from .client import ClientSyncProvider
+from .client import ClientSyncProvider, _cut_windows
 from .enums import ConflictType, SyncDirection, SyncStage
 from .errors import ReinitialiseRequired, SyncError
 from .messages import DownloadRequest, DownloadTable, TableChanges, Upload
@@ -59,11 +61,14 @@ class SyncAgent:
     batch_size: at most this many changes per download transaction (None: one
       batch, held in memory whole). parameters: values for the server's row filters.
     upload_batch_size: at most this many changes per server upload
-      transaction (None: one), so the hub's write lock is held per batch; the
-      deletes of the group are sent first, then inserts, then updates, in
-      table order, as one transaction would apply them. They are read from
-      the client batch by batch, so memory follows the two batch sizes, not
-      the number of changes.
+      transaction (None: one), so the hub's write lock is held per batch.
+      A batch never splits a client transaction: it holds the changes of a
+      run of whole client transactions, in BSN order, and a transaction of
+      more changes than this travels alone in a batch of its own. Within a
+      batch the deletes come first, then inserts, then updates, in table
+      order, as one transaction would apply them. They are read from the
+      client batch by batch, so memory follows the two batch sizes (and the
+      largest client transaction), not the number of changes.
     progress: called with a SyncProgress after each committed step."""
 
     def __init__(self, client: ClientSyncProvider, server: ServerProvider,
@@ -414,36 +419,45 @@ def _anchor(anchor: Optional[bytes]) -> Optional[str]:
 
 def upload_batches(tables: Sequence[TableChanges], size: Optional[int]
                    ) -> List[List[TableChanges]]:
-    """A group's changes cut into batches of at most `size` changes, in the
-    order one transaction applies them (deletes in reverse table order, then
-    inserts, then updates, in table order); each batch lists its tables in
-    table order, so applying the batches one after another is that order."""
+    """A group's changes (get_changes().tables: each change with its client
+    transaction) cut into batches as ClientSyncProvider.stream_changes()
+    cuts them (ChangeBatches.batches): each batch holds the changes whose
+    transaction lies in one window of BSNs, of at most `size` changes unless
+    the window is one transaction that has more; no transaction is split.
+    Within a batch the order of `tables` is kept (deletes, inserts and
+    updates of each table, tables in table order), so applying a batch in
+    one transaction (deletes in reverse table order, then inserts, then
+    updates) and the batches one after another is that order per window.
+    ValueError when a table's transactions do not give one per change."""
     tables = [tc for tc in tables if len(tc)]
-    if size is None or sum(len(tc) for tc in tables) <= size:
+    for tc in tables:
+        if len(tc.transactions) != len(tc):
+            raise ValueError(f'table "{tc.table}": {len(tc.transactions)} transaction(s) for '
+                             f"{len(tc)} change(s); upload_batches() needs one per change")
+    if size is None:
         return [tables] if tables else []
-    steps = ([(i, "deletes") for i in reversed(range(len(tables)))]
-             + [(i, "inserts") for i in range(len(tables))]
-             + [(i, "updates") for i in range(len(tables))])
+    counts: Dict[int, int] = {}
+    for tc in tables:
+        for t in tc.transactions:
+            counts[t] = counts.get(t, 0) + 1
     batches: List[List[TableChanges]] = []
-    current: Dict[int, TableChanges] = {}
-    room = size
-    for i, kind in steps:
-        rows = getattr(tables[i], kind)
-        start = 0
-        while start < len(rows):
-            take = rows[start:start + room]
-            tc = current.get(i)
-            if tc is None:
-                src = tables[i]
-                tc = current[i] = TableChanges(src.table, src.columns, src.key_columns)
-            getattr(tc, kind).extend(take)
-            start += len(take)
-            room -= len(take)
-            if room == 0:
-                batches.append([current[k] for k in sorted(current)])
-                current, room = {}, size
-    if current:
-        batches.append([current[k] for k in sorted(current)])
+    after: Optional[int] = None
+    for up_to in _cut_windows(sorted(counts.items()), size):
+        def inside(t: int) -> bool:
+            return (after is None or t > after) and (up_to is None or t <= up_to)
+        batch = []
+        for tc in tables:
+            nd, ni = len(tc.deletes), len(tc.inserts)
+            parts = [[(r, t) for r, t in zip(rows, txns) if inside(t)] for rows, txns in (
+                (tc.deletes, tc.transactions[:nd]), (tc.inserts, tc.transactions[nd:nd + ni]),
+                (tc.updates, tc.transactions[nd + ni:]))]
+            if any(parts):
+                batch.append(TableChanges(
+                    tc.table, tc.columns, tc.key_columns, deletes=[r for r, _ in parts[0]],
+                    inserts=[r for r, _ in parts[1]], updates=[r for r, _ in parts[2]],
+                    transactions=[t for part in parts for _, t in part]))
+        batches.append(batch)
+        after = up_to
     return batches
 
 

@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import heapq
+import itertools
 import json
 import os
 import struct
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 from .. import _conn
 from ..anchors import (get_received_anchor, get_sent_anchor, set_client_id,
                        set_received_anchor, set_received_anchors, set_sent_anchor,
                        set_sent_anchors)
-from ..changes import GroupChangeStream, enumerate_group_changes
+from ..changes import GroupChangeStream
 from ..replica import forget_pending_deletes, reinitialise_table, stamp_applied, unreferenced
 from ..retention import purge_tombstones
 from ..tracking import (applying_local_changes, applying_server_changes,
@@ -546,24 +549,10 @@ class ClientSyncProvider:
     # -- upload ----------------------------------------------------------------
     def get_changes(self, tables: Sequence[TableLike]) -> ClientChanges:
         """Local changes of `tables` since each one's sent anchor, in one
-        snapshot (SqlCeClientSyncProvider.GetChanges)."""
-        names = [_name(t) for t in tables]
-        sent = self._sent_anchors(names)
-        since = {n: sent[n.lower()] for n in names}
-        group = enumerate_group_changes(self.conn, names, since)
-        out: List[TableChanges] = []
-        for n in names:
-            cs = group[n]
-            info = self._infos.get(self.conn, n)
-            cols = info.columns
-            deletes = [tuple(r[k] for k in info.key) for r in cs.deletes]
-            inserts = [tuple(r[c] for c in cols) for r in cs.inserts]
-            updates = [tuple(r[c] for c in cols) for r in cs.updates]
-            if deletes and inserts:
-                deletes = _replaces_as_upserts(info.key, cols, deletes, inserts)
-            out.append(TableChanges(info.name, cols, info.key, deletes=deletes,
-                                    inserts=inserts, updates=updates))
-        return ClientChanges(out, group.new_anchor)
+        snapshot (SqlCeClientSyncProvider.GetChanges): one TableChanges per
+        table, each change with its client transaction (transactions)."""
+        with self.stream_changes(tables) as changes:
+            return ClientChanges(changes.window(None), changes.new_anchor)
 
     @contextlib.contextmanager
     def stream_changes(self, tables: Sequence[TableLike]) -> Iterator["ChangeBatches"]:
@@ -884,14 +873,32 @@ class ClientSyncProvider:
 
 class ChangeBatches:
     """A group's local changes since the sent anchors, as batches(size)
-    cuts them: at most `size` changes per batch (None: one batch), in the
-    order one transaction applies them (deletes in reverse table order, then
-    inserts, then updates, in table order), each batch listing its tables in
-    table order; the same batches as upload_batches(get_changes().tables).
-    Only the batch being filled is held in memory (and, for a table with
-    deletes, the keys of its deletes while its re-inserted keys are found:
-    see _replaces_as_upserts). .new_anchor is the snapshot's CSN; .total and
-    .counts (table -> [inserts, updates, deletes]) grow as batches are read."""
+    cuts them: runs of whole client transactions. Each change carries its
+    client transaction (TableChanges.transactions: the client's BSN of the
+    transaction that last changed the row, sqlite_ct_changes()'s change_bsn),
+    and a batch holds the changes whose transaction lies in one window
+    (b_{k-1}, b_k] of BSNs, the windows chosen, in BSN order, to hold at most
+    `size` changes each (None: one batch); a transaction of more than `size`
+    changes travels alone in a batch of its own. Within a batch the changes
+    keep the order one transaction applies them (deletes in reverse table
+    order, then inserts, then updates, in table order), each batch listing
+    its tables in table order; the same batches as
+    upload_batches(get_changes().tables). The same local state gives the
+    same batches.
+
+    The windows are planned first from a count of the changes per BSN
+    (GroupChangeStream.bsn_counts(), which reads no row), then each window's
+    rows are read on their own (rows(after=, up_to=): a range of the change
+    index), and the deletes from one pass over them in BSN order (a slice of
+    the deletes would read every tombstone of the session): no window reads
+    again what an earlier one read.
+
+    A change is what it is in the whole session window (since, new_anchor]:
+    a row inserted in one window and updated in a later one uploads as an
+    insert. Only the batch being filled is held in memory, and the keys
+    deleted and inserted again (_replaced).
+    .new_anchor is the snapshot's CSN; .total and .counts (table ->
+    [inserts, updates, deletes]) grow as batches are read."""
 
     def __init__(self, provider: "ClientSyncProvider", names: Sequence[str],
                  group: GroupChangeStream) -> None:
@@ -902,86 +909,171 @@ class ChangeBatches:
         self.new_anchor: int = group.new_anchor
         self.total = 0
         self.counts: Dict[str, List[int]] = {}
+        self._replaced_keys: Dict[int, Dict[tuple, int]] = {}
+        # Per table: its deletes in BSN order, read once across the windows,
+        # and the first one past the last window taken.
+        self._deletes: Dict[int, Iterator[tuple]] = {}
+        self._ahead: Dict[int, tuple] = {}
+        self._taken: Optional[int] = None
+        self._done = False
 
-    def _rows(self, name: str, kind: str, order: Sequence[str]) -> Iterator[tuple]:
-        """rows(name, kind) as tuples of the columns `order`."""
+    def _rows(self, name: str, kind: str, order: Sequence[str], after: Optional[int] = None,
+              up_to: Optional[int] = None, bsn_order: bool = False) -> Iterator[tuple]:
+        """rows(name, kind) in (after, up_to] as tuples of the columns
+        `order`, each followed by its change BSN."""
         cols, keys = self._group.columns(name)
         have = keys if kind == "delete" else cols
-        rows = self._group.rows(name, kind)
+        rows = self._group.rows(name, kind, after=after, up_to=up_to, with_bsn=True,
+                                bsn_order=bsn_order)
         if list(have) == list(order):
             return rows
-        pos = [list(have).index(c) for c in order]
+        pos = [list(have).index(c) for c in order] + [len(have)]
         return (tuple(r[i] for i in pos) for r in rows)
 
-    def _replaced(self, name: str, key: Sequence[str], cols: Sequence[str]) -> set:
-        """The keys (strict) both deleted and inserted again: sent as the
-        insert alone (_replaces_as_upserts)."""
-        deleted = {_strict(k) for k in self._rows(name, "delete", key)}
-        if not deleted:
-            return set()
-        pos = [list(cols).index(k) for k in key]
-        return {k for k in (_strict([r[i] for i in pos])
-                            for r in self._rows(name, "insert", cols)) if k in deleted}
+    def _replaced(self, i: int) -> Dict[tuple, int]:
+        """The keys (strict) of table `i` both deleted and inserted again in
+        the session window, each with its delete's BSN: sent as the insert
+        alone, in the insert's transaction. A key both deleted (a row the
+        server has) and inserted since the sent anchor is an INSERT OR
+        REPLACE of an existing key, or a delete and a re-insert: the insert
+        alone, applied as an upsert, updates the server's row in place (and
+        inserts it if the server deleted it meanwhile). As a delete and an
+        insert it would fire the hub's delete actions (ON DELETE CASCADE) for
+        a row that stays. Found over the whole session window, whatever
+        windows the delete and the insert fall in."""
+        if i not in self._replaced_keys:
+            name = self._names[i]
+            info = self._provider._infos.get(self._provider.conn, name)
+            have = list(self._group.columns(name)[1])
+            pos = [have.index(k) for k in info.key]
+            self._replaced_keys[i] = {_strict([r[p] for p in pos]): r[-1]
+                                      for r in self._group.reinserted(name)}
+        return self._replaced_keys[i]
 
-    def _steps(self) -> Iterator[Tuple[int, str, tuple]]:
+    def windows(self, size: Optional[int]) -> List[Optional[int]]:
+        """The upper bounds b_1 < b_2 < ... of the batches' windows
+        (b_{k-1}, b_k], b_0 being the start of the session; empty when there
+        is nothing to upload. size None: [None], one window of everything."""
+        if size is None:
+            return [None]
+        return _cut_windows(heapq.merge(*(self._sendable_counts(i)
+                                          for i in range(len(self._names)))), size)
+
+    def _sendable_counts(self, i: int) -> Iterator[Tuple[int, int]]:
+        """bsn_counts() of table `i` less its deletes sent as the insert alone
+        (_replaced), which are counted under their own BSN."""
+        dropped: Dict[int, int] = {}
+        for bsn in self._replaced(i).values():
+            dropped[bsn] = dropped.get(bsn, 0) + 1
+        for bsn, n in self._group.bsn_counts(self._names[i]):
+            yield bsn, n - dropped.get(bsn, 0)
+
+    def _deletes_up_to(self, i: int, key: Sequence[str], up_to: Optional[int]
+                       ) -> Iterator[tuple]:
+        """Table `i`'s next deletes, up to BSN `up_to` (None: all)."""
+        stream = self._deletes.get(i)
+        if stream is None:
+            stream = self._deletes[i] = self._rows(self._names[i], "delete", key,
+                                                   bsn_order=True)
+        ahead = self._ahead.pop(i, None)
+        for r in itertools.chain([ahead] if ahead is not None else [], stream):
+            if up_to is not None and r[-1] > up_to:
+                self._ahead[i] = r
+                return
+            yield r
+
+    def window(self, up_to: Optional[int]) -> List[TableChanges]:
+        """The changes of the next window: those whose transaction lies
+        after the previous window's bound, up to `up_to` (None: to the end),
+        one TableChanges per table of the group, in table order. Windows are
+        taken in order (the deletes are one pass in BSN order)."""
+        if self._done or (up_to is not None and self._taken is not None
+                          and up_to <= self._taken):
+            raise ValueError("ChangeBatches.window(): windows are taken in BSN order, once")
+        after = self._taken
+        self._taken = up_to
+        self._done = up_to is None
         conn = self._provider.conn
         infos = [self._provider._infos.get(conn, n) for n in self._names]
+        rows: List[Dict[str, List[tuple]]] = [{"deletes": [], "inserts": [], "updates": []}
+                                              for _ in infos]
+        txns: List[Dict[str, List[int]]] = [{"deletes": [], "inserts": [], "updates": []}
+                                            for _ in infos]
         for i in reversed(range(len(infos))):
-            info = infos[i]
-            replaced = self._replaced(self._names[i], info.key, info.columns)
-            for row in self._rows(self._names[i], "delete", info.key):
-                if not replaced or _strict(row) not in replaced:
-                    yield i, "deletes", row
+            replaced = self._replaced(i)
+            out, tx = rows[i]["deletes"], txns[i]["deletes"]
+            for r in self._deletes_up_to(i, infos[i].key, up_to):
+                key = r[:-1]
+                if not replaced or _strict(key) not in replaced:
+                    out.append(key)
+                    tx.append(r[-1])
         for kind in ("insert", "update"):
             for i, info in enumerate(infos):
-                for row in self._rows(self._names[i], kind, info.columns):
-                    yield i, kind + "s", row
+                out, tx = rows[i][kind + "s"], txns[i][kind + "s"]
+                for r in self._rows(self._names[i], kind, info.columns, after, up_to):
+                    out.append(r[:-1])
+                    tx.append(r[-1])
+        result = []
+        for i, info in enumerate(infos):
+            d, ins, u = rows[i]["deletes"], rows[i]["inserts"], rows[i]["updates"]
+            t = txns[i]
+            result.append(TableChanges(info.name, info.columns, info.key, deletes=d,
+                                       inserts=ins, updates=u,
+                                       transactions=t["deletes"] + t["inserts"] + t["updates"]))
+            if d or ins or u:
+                c = self.counts.setdefault(info.name, [0, 0, 0])
+                c[0] += len(ins)
+                c[1] += len(u)
+                c[2] += len(d)
+                self.total += len(d) + len(ins) + len(u)
+        return result
 
     def batches(self, size: Optional[int]) -> Iterator[List[TableChanges]]:
-        conn = self._provider.conn
-        infos = [self._provider._infos.get(conn, n) for n in self._names]
-        current: Dict[int, TableChanges] = {}
-        room = size
-        slot = {"inserts": 0, "updates": 1, "deletes": 2}
-        for i, kind, row in self._steps():
-            tc = current.get(i)
-            if tc is None:
-                info = infos[i]
-                tc = current[i] = TableChanges(info.name, info.columns, info.key)
-            getattr(tc, kind).append(row)
-            self.counts.setdefault(infos[i].name, [0, 0, 0])[slot[kind]] += 1
-            self.total += 1
-            if room is not None:
-                room -= 1
-                if room == 0:
-                    batch = [current[k] for k in sorted(current)]
-                    current, room = {}, size
-                    yield batch
-        if current:
-            yield [current[k] for k in sorted(current)]
+        for up_to in self.windows(size):
+            batch = [tc for tc in self.window(up_to) if len(tc)]
+            if batch:
+                yield batch
+
+
+def _cut_windows(counts: Iterable[Tuple[int, int]], size: int) -> List[Optional[int]]:
+    """The upper bounds of the windows of transactions given as (BSN, number
+    of changes) in BSN order, a BSN possibly more than once (once per table):
+    a window closes before the transaction that would take it over `size`
+    changes, so a transaction of more than `size` changes is a window of its
+    own. A window's bound is its last transaction with a change to send."""
+    bounds: List[Optional[int]] = []
+    filled = 0
+    last: Optional[int] = None
+    for bsn, n in _summed(counts):
+        if n <= 0:
+            continue
+        if filled and filled + n > size:
+            bounds.append(last)
+            filled = 0
+        filled += n
+        last = bsn
+    if filled:
+        bounds.append(last)
+    return bounds
+
+
+def _summed(counts: Iterable[Tuple[int, int]]) -> Iterator[Tuple[int, int]]:
+    """(BSN, count) pairs in BSN order with the counts of one BSN added up."""
+    last: Optional[int] = None
+    total = 0
+    for bsn, n in counts:
+        if last is not None and bsn != last:
+            yield last, total
+            total = 0
+        last = bsn
+        total += n
+    if last is not None:
+        yield last, total
 
 
 def _strict(values: Sequence[Any]) -> tuple:
     """A key compared by type and value (1, 1.0 and '1' are three keys)."""
     return tuple((type(v).__name__, v) for v in values)
-
-
-def _replaces_as_upserts(key: Sequence[str], cols: Sequence[str], deletes: List[tuple],
-                         inserts: List[tuple]) -> List[tuple]:
-    """The deletes without the keys that are inserted again. A key both
-    deleted (a row the server has) and inserted since the sent anchor is an
-    INSERT OR REPLACE of an existing key, or a delete and a re-insert: the
-    insert alone, applied as an upsert, updates the server's row in place (and
-    inserts it if the server deleted it meanwhile). As a delete and an insert
-    it would fire the hub's delete actions (ON DELETE CASCADE) for a row that
-    stays."""
-    pos = [list(cols).index(k) for k in key]
-
-    def strict(values: Sequence[Any]) -> tuple:
-        return tuple((type(v).__name__, v) for v in values)
-
-    back = {strict([r[i] for i in pos]) for r in inserts}
-    return [k for k in deletes if strict(k) not in back]
 
 
 _INBOX = "__sysSyncConflicts"

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import sqlite_ct
 from sqlite_ct.sync import (ApplyAction, ConflictResolver, ConflictType, DownloadRequest,
-                             DownloadTable, ResolveAction, TableChanges, Upload)
+                             DownloadTable, ResolveAction, SyncGroup, SyncTable, TableChanges,
+                             Upload)
 
 SCHEMA = ["CREATE TABLE customers (id integer PRIMARY KEY, region text, name text)",
           "CREATE TABLE orders (id integer PRIMARY KEY, customer integer NOT NULL "
@@ -249,3 +250,47 @@ def check_transactions(hub, server, client_of, cust, order, upload_spec, hub_edi
     assert got.get(order, []) == sorted(hub.rows(order))
     if hub.kind == "sqlite":
         assert sqlite_ct.check(hub.conn) == []
+# -- end to end: a real client, its transactions, batches and inbox ----------------
+
+# A client transaction travels whole within a sync group (tables without a
+# group are each uploaded on their own).
+SHOP = [SyncTable("customers", group=SyncGroup("shop")),
+        SyncTable("orders", group=SyncGroup("shop"))]
+
+def test_a_child_uploaded_before_its_parent_is_sent_again_and_nothing_is_lost(shop, client_of):
+    """Batches follow the client's transactions, so an order can travel in
+    an earlier batch than its customer (changed again later): the hub fails
+    the order's transaction on the foreign key, and the client sends it
+    again with the next batch instead of giving up on it."""
+    server = shop.server()
+    client, sync = client_of(server, SHOP, upload_batch_size=1)
+    sync.synchronize()
+    client.execute("INSERT INTO customers (id, region, name) VALUES (2, 'south', 'Bo')")
+    client.execute("INSERT INTO orders (id, customer, region, item) VALUES (20, 2, 'south', 'jam')")
+    client.execute("UPDATE customers SET name = 'Bo B' WHERE id = 2")
+    stats = sync.synchronize()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (2, 0)
+    assert stats.conflicts == []
+    assert shop.rows("customers") == [(1, "north", "Ann"), (2, "south", "Bo B")]
+    assert shop.rows("orders") == [(10, 1, "north", "tea"), (20, 2, "south", "jam")]
+
+
+def test_a_failed_client_transaction_waits_in_the_inbox_whole(shop, client_of):
+    server = shop.server()
+    client, sync = client_of(server, SHOP)
+    sync.synchronize()
+    with client:
+        client.execute("INSERT INTO customers (id, region, name) VALUES (3, 'east', 'Cy')")
+        client.execute("INSERT INTO orders (id, customer, region, item) "
+                       "VALUES (21, 99, 'east', 'oil')")
+    client.execute("INSERT INTO customers (id, region, name) VALUES (4, 'west', 'Di')")
+    stats = sync.synchronize()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (1, 2)
+    assert shop.rows("customers") == [(1, "north", "Ann"), (4, "west", "Di")]
+    inbox = sync.client.conflicts()
+    assert sorted((c.table, c.key["id"]) for c in inbox) == [("customers", 3), ("orders", 21)]
+    assert len({c.transaction for c in inbox}) == 1 and inbox[0].transaction is not None
+    # The client holds what the hub holds; its transaction waits in the inbox.
+    assert sorted(r[0] for r in client.execute("SELECT id FROM customers")) == [1, 4]
+
+

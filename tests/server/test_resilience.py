@@ -30,9 +30,12 @@ def hub_rows(service, where):
 
 
 def write_many(conn, owner, start=1000):
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-                 "INSERT INTO notes(id, owner, body) SELECT ? + i, ?, 'row ' || i FROM n",
-                 (ROWS - 1, start, owner))
+    """ROWS rows in client transactions of 100 (an upload batch holds whole
+    transactions: 500-change batches take five each)."""
+    for first in range(0, ROWS, 100):
+        conn.execute("WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n "
+                     "WHERE i < ?) INSERT INTO notes(id, owner, body) "
+                     "SELECT ? + i, ?, 'row ' || i FROM n", (first, first + 99, start, owner))
 
 
 def test_service_killed_mid_upload_then_restarted(start_service, clients):

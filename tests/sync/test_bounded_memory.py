@@ -1,6 +1,7 @@
 """A sync's memory follows its batch sizes, not the number of changes: the
-client's changes are read batch by batch from one snapshot (and cut exactly as
-upload_batches cuts them all), and a default SyncAgent downloads in batches."""
+client's changes are read batch by batch from one snapshot, in runs of whole
+client transactions (cut exactly as upload_batches cuts them all), and a
+default SyncAgent downloads in batches."""
 from __future__ import annotations
 
 import tracemalloc
@@ -16,6 +17,8 @@ from .conftest import connect, user_rows
 ROWS = 100_000
 FILL = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) "
         "INSERT INTO t(id, v) SELECT i, printf('%0200d', i) FROM n")
+FILL_FROM = ("WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+             "INSERT INTO t(id, v) SELECT i, printf('%0200d', i) FROM n")
 # Every changed row as a Python tuple (int, 200-character str) takes well over
 # 250 bytes; all of them at once would be more than this many bytes.
 ALL_ROWS = ROWS * 250
@@ -37,7 +40,8 @@ def test_an_upload_holds_one_batch_of_changes_at_a_time(conns):
     client = conns()
     agent = SyncAgent(ClientSyncProvider(client), server, ["t"], upload_batch_size=1000)
     agent.synchronize()
-    client.execute(FILL.format(n=ROWS))
+    for first in range(1, ROWS + 1, 250):   # client transactions of 250 rows, 4 per batch
+        client.execute(FILL_FROM, (first, first + 249))
     sizes = []
     apply = server.apply_changes
 

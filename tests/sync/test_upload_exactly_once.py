@@ -78,22 +78,25 @@ def test_an_upload_without_a_session_keeps_no_receipt(conns, hub_with):
                            (RECEIPTS,)).fetchone()[0]
 
 
-def test_upload_batches_keep_the_order_of_one_transaction():
-    a = TableChanges("a", ("k",), ("k",), deletes=[(1,), (2,)], inserts=[(3,)], updates=[(4,)])
-    b = TableChanges("b", ("k",), ("k",), deletes=[(5,)], inserts=[(6,), (7,)])
-    batches = upload_batches([a, b], 2)
-    flat = [(tc.table, kind, row) for batch in batches for tc in batch
-            for kind in ("deletes", "inserts", "updates") for row in getattr(tc, kind)]
-    assert [len(b) for b in [[1 for tc in batch for _ in range(len(tc))] for batch in batches]] \
-        == [2, 2, 2, 1]
-    assert sorted(flat, key=lambda x: ["b deletes", "a deletes", "a inserts", "b inserts",
-                                       "a updates"].index(f"{x[0]} {x[1]}")) == [
-        ("b", "deletes", (5,)), ("a", "deletes", (1,)), ("a", "deletes", (2,)),
-        ("a", "inserts", (3,)), ("b", "inserts", (6,)), ("b", "inserts", (7,)),
-        ("a", "updates", (4,))]
-    assert batches[0][0].table == "a" and batches[0][1].table == "b"   # table order
-    assert upload_batches([a, b], None) == [[a, b]]
+def test_upload_batches_cut_runs_of_whole_transactions():
+    """Windows of BSNs of at most `size` changes, a transaction never split
+    (one larger than `size` alone), each table's changes in its order."""
+    a = TableChanges("a", ("k",), ("k",), deletes=[(1,), (2,)], inserts=[(3,)], updates=[(4,)],
+                     transactions=[10, 12, 11, 13])
+    b = TableChanges("b", ("k",), ("k",), deletes=[(5,)], inserts=[(6,), (7,)],
+                     transactions=[11, 12, 12])
+    assert upload_batches([a, b], 2) == [
+        [TableChanges("a", ("k",), ("k",), deletes=[(1,)], transactions=[10])],
+        [TableChanges("a", ("k",), ("k",), inserts=[(3,)], transactions=[11]),
+         TableChanges("b", ("k",), ("k",), deletes=[(5,)], transactions=[11])],
+        [TableChanges("a", ("k",), ("k",), deletes=[(2,)], transactions=[12]),   # 3 > 2: alone
+         TableChanges("b", ("k",), ("k",), inserts=[(6,), (7,)], transactions=[12, 12])],
+        [TableChanges("a", ("k",), ("k",), updates=[(4,)], transactions=[13])]]
+    assert [sum(map(len, batch)) for batch in upload_batches([a, b], 3)] == [3, 3, 1]
+    assert upload_batches([a, b], 7) == upload_batches([a, b], None) == [[a, b]]
     assert upload_batches([], 3) == []
+    with pytest.raises(ValueError, match='table "a": 0 transaction'):
+        upload_batches([TableChanges("a", ("k",), ("k",), deletes=[(1,)])], 2)
 
 
 class LosingServer:
@@ -121,8 +124,8 @@ def test_a_sync_retried_after_a_lost_answer_applies_nothing_twice(conns, hub_wit
     client = Client(conns(), flaky, ["notes"], parameters={})
     client.agent.upload_batch_size = 2
     client.sync()
-    client.conn.execute("INSERT INTO notes(id, owner, body) VALUES (1, 'a', 'x'), (2, 'a', 'y'), (3, 'a', 'z'), "
-                        "(4, 'a', 'w'), (5, 'a', 'v')")
+    for i, body in enumerate("xyzwv", 1):   # five client transactions: batches 2, 2, 1
+        client.conn.execute("INSERT INTO notes(id, owner, body) VALUES (?, 'a', ?)", (i, body))
     with pytest.raises(ConnectionError):
         client.sync()
     stamps = hub.execute("SELECT id, __sysChangeTxBsn FROM notes ORDER BY id").fetchall()
