@@ -287,7 +287,7 @@ class Applier:
                         r = tuple(values)
                     n = next(seq)
                     rows[n] = (op, tuple(r))
-                    txn = next(given, None)
+                    txn = next(given, None) or None   # 0: the change stands alone
                     ct = None
                     if txn is not None:
                         txns[n] = txn

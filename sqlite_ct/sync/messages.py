@@ -26,8 +26,9 @@ class TableChanges:
     transactions (uploads): for each change, in the order deletes, inserts,
     updates, the client transaction it belongs to (the client's BSN of the
     transaction that last changed the row); the hub applies the changes of
-    one client transaction together or not at all. Empty: no transactions
-    given, every change stands alone (downloads, corrections)."""
+    one client transaction together or not at all. 0: this change stands
+    alone (a row that predates tracking). Empty: no transactions given, every
+    change stands alone (downloads, corrections)."""
     table: str
     columns: Tuple[str, ...]
     key_columns: Tuple[str, ...]

@@ -471,8 +471,8 @@ class ServerSyncProvider(ServerProvider):
             ops.append((0, tuple(values)))
         ops.extend((1, tuple(r)) for r in tc.inserts)
         ops.extend((2, tuple(r)) for r in tc.updates)
-        txns: List[Optional[int]] = (list(tc.transactions) if len(tc.transactions) == len(ops)
-                                     else [None] * len(ops))
+        txns: List[Optional[int]] = ([t or None for t in tc.transactions]
+                                     if len(tc.transactions) == len(ops) else [None] * len(ops))
         t = q(info.name)
         pos = {c: i for i, c in enumerate(columns)}
         # The filter's unqualified columns resolve in the derived tables: x

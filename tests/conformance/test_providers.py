@@ -115,7 +115,10 @@ def test_a_row_the_hub_rejects_goes_to_the_inbox_or_to_the_handler(hub, client_o
     server = hub.server()
     a, sync_a = client_of(server, ["t"])
     sync_a.synchronize()
-    a.execute("INSERT INTO t (id, owner, v) VALUES (1, 'ann', 'ok'), (2, 'ann', 'bad')")
+    # Two client transactions (a transaction is applied whole or not at all:
+    # see test_client_transactions.py).
+    a.execute("INSERT INTO t (id, owner, v) VALUES (1, 'ann', 'ok')")
+    a.execute("INSERT INTO t (id, owner, v) VALUES (2, 'ann', 'bad')")
     stats = sync_a.synchronize()
     assert (stats.upload_changes_applied, stats.upload_changes_failed,
             stats.conflicts_deferred) == (1, 1, 1)
@@ -130,7 +133,8 @@ def test_a_row_the_hub_rejects_goes_to_the_inbox_or_to_the_handler(hub, client_o
         return ApplyAction.CONTINUE
     _, sync_b = client_of(hub.server(on_apply_change_failed=handler), ["t"])
     sync_a.server = sync_b.server
-    a.execute("INSERT INTO t (id, owner, v) VALUES (3, 'ann', 'bad'), (4, 'ann', 'ok')")
+    a.execute("INSERT INTO t (id, owner, v) VALUES (3, 'ann', 'bad')")
+    a.execute("INSERT INTO t (id, owner, v) VALUES (4, 'ann', 'ok')")
     stats = sync_a.synchronize()
     assert seen == [(ConflictType.ERRORS_OCCURRED, 3)]
     assert (stats.upload_changes_applied, stats.upload_changes_failed,

@@ -174,7 +174,7 @@ class Applier:
         for op, values in staged:
             n = next(seq)
             st.rows[n] = (op, values)
-            txn = next(given, None)
+            txn = next(given, None) or None   # 0: the change stands alone
             ct = None
             if txn is not None:
                 st.txns[n] = txn
