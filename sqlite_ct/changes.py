@@ -151,8 +151,9 @@ def _bounds(after: Optional[int], up_to: Optional[int], prefix: str = ""
     for bound, op in ((after, ">"), (up_to, "<=")):
         if bound is None:
             continue
-        if isinstance(bound, bool) or not isinstance(bound, int):
-            raise TypeError(f"a change BSN bound is an int, not {bound!r}")
+        if isinstance(bound, bool) or not isinstance(bound, int) or not 0 <= bound < 2**63:
+            raise AnchorError(f"sqlite-ct: a change BSN bound is a non-negative integer below "
+                              f"2**63, got {bound!r}")
         params.append(bound)
         terms += f" AND {prefix}change_bsn {op} ?{4 + len(params)}"
     return terms, tuple(params)

@@ -268,3 +268,14 @@ def test_group_stream_reinserted_keys(conn):
     conn.execute("INSERT INTO r(k, v) VALUES (6, 'new')")
     with core.GroupChangeStream(conn, ["r"], since) as group:
         assert sorted(group.reinserted("r")) == [(1, replaced), (2, deleted)]
+
+
+@pytest.mark.parametrize("bound", [-1, 2**63, 1.5, "3", True])
+def test_group_stream_refuses_a_bound_that_is_no_bsn(conn, history, bound):
+    since, enable, last, ctx = history
+    with core.GroupChangeStream(conn, ["t"], since) as group:
+        for kw in ({"after": bound}, {"up_to": bound}):
+            with pytest.raises(sqlite_ct.AnchorError) as info:
+                list(group.rows("t", "insert", **kw))
+            assert str(info.value) == ("sqlite-ct: a change BSN bound is a non-negative "
+                                       f"integer below 2**63, got {bound!r}")

@@ -1,0 +1,63 @@
+"""Through the sync service, an upload batch holds whole client transactions:
+a transaction larger than the service's request limit is refused loudly
+(413 too_large) and nothing is lost; with the limit raised it uploads as one
+batch."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from sqlite_ct.sync.http import RemoteError
+
+from .conftest import ALICE, connect, rows
+
+BIG = 500          # rows of one client transaction: about 200 KB of JSON
+
+
+def hub_rows(service):
+    hub = connect(os.path.join(service.workdir, "hub.db"))
+    try:
+        return rows(hub, "owner = 'alice'")
+    finally:
+        hub.close()
+
+
+def hub_count(service):
+    return sum(1 for r in hub_rows(service) if r[0] >= 1000)
+
+
+def test_a_transaction_larger_than_the_request_limit_is_refused_then_uploaded_whole(
+        start_service, clients):
+    service = start_service(max_request_bytes=100_000)
+    alice = clients("alice", service.url, ALICE, upload_batch_size=50)
+    alice.sync()
+    # Small transactions first: they travel in batches under the limit.
+    for first in range(0, 100, 10):
+        alice.conn.execute("WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n "
+                           "WHERE i < ?) INSERT INTO notes(id, owner, body) "
+                           "SELECT 1000 + i, 'alice', printf('%0300d', i) FROM n",
+                           (first, first + 9))
+    assert alice.sync().upload_changes_applied == 100
+    alice.conn.execute("WITH RECURSIVE n(i) AS (SELECT 100 UNION ALL SELECT i + 1 FROM n "
+                       "WHERE i < ?) INSERT INTO notes(id, owner, body) "
+                       "SELECT 1000 + i, 'alice', printf('%0300d', i) FROM n", (99 + BIG,))
+    with pytest.raises(RemoteError) as info:
+        alice.sync()
+    assert info.value.code == "too_large"
+    assert hub_count(service) == 100
+    # Nothing was lost: the rows are still the client's unsent changes.
+    with alice.agent.client.stream_changes(["notes"]) as stream:
+        assert [sum(map(len, b)) for b in stream.batches(50)] == [BIG]
+    service.stop()
+    with open(service.config_path) as f:
+        config = json.load(f)
+    config["max_request_bytes"] = 10_000_000
+    with open(service.config_path, "w") as f:
+        json.dump(config, f)
+    service.start()
+    stats = alice.sync()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (BIG, 0)
+    assert hub_count(service) == 100 + BIG
+    assert rows(alice.conn) == hub_rows(service)
