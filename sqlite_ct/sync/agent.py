@@ -12,7 +12,7 @@ each group, in the order its first table was given:
   2. upload (UPLOAD_ONLY and BIDIRECTIONAL tables): the client's changes since
      the sent anchors, in batches of at most upload_batch_size changes that
      never split a client transaction (each change carries its transaction;
-     one larger than the batch size is a batch of its own), each applied by
+     one larger than the batch size is sent in parts of its own), each applied by
      the server in one transaction and named by (client, session,
      batch) so that a batch sent again is not applied twice; then, in one
      client transaction, the sent anchors move and the server's corrections
@@ -456,9 +456,44 @@ def upload_batches(tables: Sequence[TableChanges], size: Optional[int]
                     tc.table, tc.columns, tc.key_columns, deletes=[r for r, _ in parts[0]],
                     inserts=[r for r, _ in parts[1]], updates=[r for r, _ in parts[2]],
                     transactions=[t for part in parts for _, t in part]))
-        batches.append(batch)
+        batches.extend(_split(batch, size))
         after = up_to
     return batches
+
+
+def _split(batch: List[TableChanges], size: int) -> List[List[TableChanges]]:
+    """A window of one transaction larger than `size`, in parts of at most
+    `size` changes, in the order a transaction applies them (deletes in
+    reverse table order, then inserts, then updates, in table order; a
+    table's changes are appended deletes, inserts, updates, so its
+    transactions stay in that order)."""
+    if sum(len(tc) for tc in batch) <= size:
+        return [batch]
+    steps = []
+    for i in reversed(range(len(batch))):
+        steps.append((i, "deletes", 0))
+    for kind, at in (("inserts", 1), ("updates", 2)):
+        steps.extend((i, kind, at) for i in range(len(batch)))
+    parts: List[List[TableChanges]] = []
+    current: Dict[int, TableChanges] = {}
+    filled = 0
+    for i, kind, at in steps:
+        tc = batch[i]
+        nd, ni = len(tc.deletes), len(tc.inserts)
+        offset = (0, nd, nd + ni)[at]
+        for j, row in enumerate(getattr(tc, kind)):
+            part = current.get(i)
+            if part is None:
+                part = current[i] = TableChanges(tc.table, tc.columns, tc.key_columns)
+            getattr(part, kind).append(row)
+            part.transactions.append(tc.transactions[offset + j])
+            filled += 1
+            if filled == size:
+                parts.append([current[k] for k in sorted(current)])
+                current, filled = {}, 0
+    if current:
+        parts.append([current[k] for k in sorted(current)])
+    return parts
 
 
 def retriable(conflicts: Sequence[Conflict]) -> Set[int]:

@@ -879,7 +879,9 @@ class ChangeBatches:
     and a batch holds the changes whose transaction lies in one window
     (b_{k-1}, b_k] of BSNs, the windows chosen, in BSN order, to hold at most
     `size` changes each (None: one batch); a transaction of more than `size`
-    changes travels alone in a batch of its own. Within a batch the changes
+    changes is sent in batches of its own of at most `size` changes. Rows
+    that predate tracking (change BSN = the enabling BSN) carry transaction
+    0: they stand alone. Within a batch the changes
     keep the order one transaction applies them (deletes in reverse table
     order, then inserts, then updates, in table order), each batch listing
     its tables in table order; the same batches as
@@ -987,6 +989,16 @@ class ChangeBatches:
         after the previous window's bound, up to `up_to` (None: to the end),
         one TableChanges per table of the group, in table order. Windows are
         taken in order (the deletes are one pass in BSN order)."""
+        parts = list(self._parts(up_to, None))
+        return parts[0] if parts else []
+
+    def _parts(self, up_to: Optional[int], size: Optional[int]
+               ) -> Iterator[List[TableChanges]]:
+        """The next window's changes (see window()), cut into parts of at
+        most `size` changes (None: one part) in the order a transaction
+        applies them; a window holds more than `size` changes only when it
+        is one transaction larger than that, which is then sent in parts.
+        Each part lists every table of the group, in table order."""
         if self._done or (up_to is not None and self._taken is not None
                           and up_to <= self._taken):
             raise ValueError("ChangeBatches.window(): windows are taken in BSN order, once")
@@ -995,44 +1007,60 @@ class ChangeBatches:
         self._done = up_to is None
         conn = self._provider.conn
         infos = [self._provider._infos.get(conn, n) for n in self._names]
-        rows: List[Dict[str, List[tuple]]] = [{"deletes": [], "inserts": [], "updates": []}
-                                              for _ in infos]
-        txns: List[Dict[str, List[int]]] = [{"deletes": [], "inserts": [], "updates": []}
-                                            for _ in infos]
-        for i in reversed(range(len(infos))):
-            replaced = self._replaced(i)
-            out, tx = rows[i]["deletes"], txns[i]["deletes"]
-            for r in self._deletes_up_to(i, infos[i].key, up_to):
-                key = r[:-1]
-                if not replaced or _strict(key) not in replaced:
-                    out.append(key)
-                    tx.append(r[-1])
-        for kind in ("insert", "update"):
+        # A row that predates tracking (its change BSN is the enabling one)
+        # was written by no client transaction: it stands alone (0).
+        enabled = [info.enable_bsn for info in infos]
+
+        def steps() -> Iterator[Tuple[int, str, tuple, int]]:
+            for i in reversed(range(len(infos))):
+                replaced = self._replaced(i)
+                for r in self._deletes_up_to(i, infos[i].key, up_to):
+                    key = r[:-1]
+                    if not replaced or _strict(key) not in replaced:
+                        yield i, "deletes", key, r[-1]
+            for kind in ("insert", "update"):
+                for i, info in enumerate(infos):
+                    for r in self._rows(self._names[i], kind, info.columns, after, up_to):
+                        yield i, kind + "s", r[:-1], r[-1]
+
+        def empty() -> List[Dict[str, Any]]:
+            return [{"deletes": [], "inserts": [], "updates": [],
+                     "t": {"deletes": [], "inserts": [], "updates": []}} for _ in infos]
+
+        def done(parts: List[Dict[str, Any]]) -> List[TableChanges]:
+            result = []
             for i, info in enumerate(infos):
-                out, tx = rows[i][kind + "s"], txns[i][kind + "s"]
-                for r in self._rows(self._names[i], kind, info.columns, after, up_to):
-                    out.append(r[:-1])
-                    tx.append(r[-1])
-        result = []
-        for i, info in enumerate(infos):
-            d, ins, u = rows[i]["deletes"], rows[i]["inserts"], rows[i]["updates"]
-            t = txns[i]
-            result.append(TableChanges(info.name, info.columns, info.key, deletes=d,
-                                       inserts=ins, updates=u,
-                                       transactions=t["deletes"] + t["inserts"] + t["updates"]))
-            if d or ins or u:
-                c = self.counts.setdefault(info.name, [0, 0, 0])
-                c[0] += len(ins)
-                c[1] += len(u)
-                c[2] += len(d)
-                self.total += len(d) + len(ins) + len(u)
-        return result
+                d, ins, u, t = (parts[i]["deletes"], parts[i]["inserts"], parts[i]["updates"],
+                                parts[i]["t"])
+                result.append(TableChanges(info.name, info.columns, info.key, deletes=d,
+                                           inserts=ins, updates=u,
+                                           transactions=t["deletes"] + t["inserts"]
+                                           + t["updates"]))
+                if d or ins or u:
+                    c = self.counts.setdefault(info.name, [0, 0, 0])
+                    c[0] += len(ins)
+                    c[1] += len(u)
+                    c[2] += len(d)
+                    self.total += len(d) + len(ins) + len(u)
+            return result
+
+        current, filled = empty(), 0
+        for i, kind, row, bsn in steps():
+            current[i][kind].append(row)
+            current[i]["t"][kind].append(0 if bsn == enabled[i] else bsn)
+            filled += 1
+            if size is not None and filled == size:
+                yield done(current)
+                current, filled = empty(), 0
+        if filled or size is None:
+            yield done(current)
 
     def batches(self, size: Optional[int]) -> Iterator[List[TableChanges]]:
         for up_to in self.windows(size):
-            batch = [tc for tc in self.window(up_to) if len(tc)]
-            if batch:
-                yield batch
+            for part in self._parts(up_to, size):
+                batch = [tc for tc in part if len(tc)]
+                if batch:
+                    yield batch
 
 
 def _cut_windows(counts: Iterable[Tuple[int, int]], size: int) -> List[Optional[int]]:
