@@ -65,6 +65,13 @@
 **            for a row inserted at or before since (one row per key, however
 **            many times it was deleted in the window)
 **   nothing  a row inserted and deleted inside the window
+**   born     (op 'B', reported only to "WHERE op = 'B'", never otherwise) a key
+**            with tombstones since < delete BSN <= until, every one of them for
+**            a row inserted after since, that is not live: a row the window
+**            saw born and deleted. A replica that never saw the row has nothing
+**            to do; a sync client uploads these keys so that the hub can drop
+**            a row it holds from an upload the client has since lost (a session
+**            inside the caller's transaction rolled back, a restored backup).
 ** Rows with NULL stamps (present before tracking was enabled) count as
 ** inserted and changed by the enabling transaction. EXCLUDE_CONTEXT (a 16-byte
 ** GUID, or NULL) leaves out rows and tombstones whose latest writer carried
@@ -601,15 +608,16 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
         "SELECT max(__sysDeleteTxBsn) AS bsn, min(__sysInsertTxCsn) AS ins, __sysRK"
         " FROM main.__sysOCSDeletedRows"
         " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
-        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) <= ?1"
+        " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) %s ?1"
         " AND max(__sysDeleteTxBsn) > ?6 AND max(__sysDeleteTxBsn) <= ?7"
-        " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))) AS g",
+        " AND (%s NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))) AS g",
         bCtx ? "(SELECT n.__sysTrackingContext FROM main.__sysOCSDeletedRows AS n"
                " WHERE n.__sysTName = ?5 AND n.__sysDeleteTxBsn = g.bsn"
                " AND n.__sysRK = g.__sysRK)" : "NULL",
-        bPk ? zRk : "NULL", zNotExcluded, t->zName, zLive ? zLive : "0");
+        bPk ? zRk : "NULL", zNotExcluded, c->cOpWant=='B' ? ">" : "<=",
+        c->cOpWant=='B' ? "" : "?4 IS NULL OR", t->zName, zLive ? zLive : "0");
   }
-  if( c->cOpWant!='D' && c->cOpWant!='X' ){
+  if( c->cOpWant!='D' && c->cOpWant!='X' && c->cOpWant!='B' ){
     c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
         "SELECT \"__sysChangeTxBsn\", %s, %s, %s%s%s, %s"
         " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?6 AND \"__sysChangeTxBsn\" <= ?7"
@@ -699,7 +707,7 @@ static int ctChgStep(CtChangesCursor *c){
     if( s==0 ){ c->iPhase++; continue; }
     rc = sqlite3_step(s);
     if( rc==SQLITE_ROW ){
-      char cOp = c->iPhase==CTP_DELETES ? 'D'
+      char cOp = c->iPhase==CTP_DELETES ? (c->cOpWant=='B' ? 'B' : 'D')
                : sqlite3_column_int64(s, 1)>c->iSince ? 'I' : 'U';
       if( (c->cOpWant && cOp!=c->cOpWant) || cOp==c->cOpNot ) continue;
       c->cOp = cOp;
@@ -776,10 +784,12 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   }
   if( pOp ){
     const char *zOp = (const char*)sqlite3_value_text(pOp);
-    char cOp = (zOp && (strcmp(zOp, "D")==0 || strcmp(zOp, "I")==0 || strcmp(zOp, "U")==0)
+    char cOp = (zOp && (strcmp(zOp, "D")==0 || strcmp(zOp, "I")==0 || strcmp(zOp, "U")==0
+                        || strcmp(zOp, "B")==0)
                 && sqlite3_value_type(pOp)==SQLITE_TEXT) ? zOp[0] : 'X';
+    /* 'B' rows exist only when asked for by name: op <> 'B' is every row. */
     if( idxNum & CTX_OP_EQ ) c->cOpWant = cOp;
-    else if( cOp!='X' ) c->cOpNot = cOp;
+    else if( cOp!='X' && cOp!='B' ) c->cOpNot = cOp;
   }
 
   /* The table, the snapshot's last committed CSN, the window. */
@@ -849,9 +859,9 @@ static int ctChgColumn(sqlite3_vtab_cursor *pCur, sqlite3_context *ctx, int i){
   sqlite3_stmt *s = c->apStmt[c->iPhase];
   switch( i ){
     case CTC_OP: {
-      static const char azOp[3][2] = { "D", "I", "U" };
-      sqlite3_result_text(ctx, azOp[c->cOp=='D' ? 0 : c->cOp=='I' ? 1 : 2], 1,
-                          SQLITE_STATIC);
+      static const char azOp[4][2] = { "D", "I", "U", "B" };
+      sqlite3_result_text(ctx, azOp[c->cOp=='D' ? 0 : c->cOp=='I' ? 1 : c->cOp=='U' ? 2 : 3],
+                          1, SQLITE_STATIC);
       break;
     }
     case CTC_CHANGE:  sqlite3_result_value(ctx, sqlite3_column_value(s, 0)); break;

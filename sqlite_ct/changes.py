@@ -535,6 +535,27 @@ class GroupChangeStream:
                 raise _bad_text(self._conn, info, exc) from exc
             raise
 
+    def born_deleted(self, table: str) -> Iterator[Tuple[Any, ...]]:
+        """The keys of `table` the window saw inserted and deleted again
+        (every tombstone of the key in the window is of a row inserted after
+        `since`, and the key is not live): op 'B' of sqlite_ct_changes(). No
+        change for a replica that never saw the row; a sync client sends
+        them so that a hub can drop a row it got from an upload the client
+        has since lost (a rolled-back session, a restored backup)."""
+        if self._savepoint is None or self.new_anchor is None:
+            raise RuntimeError("read a GroupChangeStream inside its `with` block")
+        info, since = self._infos[table]
+        params = _params(info, since, self.new_anchor, self._exclude)
+        keys = ", ".join(f"sqlite_ct_unpack_key(pk, {i})" for i in range(len(info.keys)))
+        try:
+            for row in _conn.rows(self._conn, f"SELECT {keys} FROM {_CHANGES} WHERE op = 'B'",
+                                  params):
+                yield tuple(row)
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(self._conn, info, exc) from exc
+            raise
+
     def bsn_counts(self, table: str) -> Iterator[Tuple[int, int]]:
         """(change BSN, number of changes) for each BSN of `table`'s changes,
         in BSN order: what a reader needs to plan runs of whole transactions

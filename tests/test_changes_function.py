@@ -524,3 +524,23 @@ def test_the_readers_queries_keep_their_plans_on_an_analyzed_database(conn):
     # the missing index): the bound above measures the index, not luck.
     conn.execute("DROP INDEX __sysct_chg_big")
     assert vm_steps(conn, sql, (since,)) > 200
+
+
+def test_keys_born_and_deleted_in_the_window_only_when_asked_by_name(conn, t):
+    """op = 'B': every tombstone in the window is of a row inserted after
+    since and the key is not live; no other query sees them."""
+    since = csn(conn)
+    conn.execute("INSERT INTO t(id, v) VALUES (7, 'x')")     # born and deleted: 'B'
+    conn.execute("DELETE FROM t WHERE id = 7")
+    conn.execute("DELETE FROM t WHERE id = 1")               # existed at since: 'D'
+    conn.execute("INSERT INTO t(id, v) VALUES (8, 'y')")     # born, deleted, born again
+    conn.execute("DELETE FROM t WHERE id = 8")
+    conn.execute("INSERT INTO t(id, v) VALUES (8, 'z')")
+    born = "SELECT op, sqlite_ct_unpack_key(pk, 0) FROM sqlite_ct_changes(?, ?) WHERE op = 'B'"
+    assert rows(conn, born, ("t", since)) == [("B", 7)]
+    assert keys(conn, "t", since) == [("D", 1), ("I", 8)]
+    assert sorted(rows(conn, "SELECT op, sqlite_ct_unpack_key(pk, 0) FROM "
+                             "sqlite_ct_changes(?, ?) WHERE op <> 'B'", ("t", since))) == [
+        ("D", 1), ("I", 8)]
+    # Outside the window it is nothing at all.
+    assert rows(conn, born, ("t", csn(conn))) == []

@@ -429,13 +429,31 @@ def upload_batches(tables: Sequence[TableChanges], size: Optional[int]
     one transaction (deletes in reverse table order, then inserts, then
     updates) and the batches one after another is that order per window.
     ValueError when a table's transactions do not give one per change."""
-    tables = [tc for tc in tables if len(tc)]
+    own = {tc.table.lower(): tc.own_deletes for tc in tables if tc.own_deletes}
+    tables = [tc for tc in tables if len(tc) or tc.own_deletes]
     for tc in tables:
         if len(tc.transactions) != len(tc):
             raise ValueError(f'table "{tc.table}": {len(tc.transactions)} transaction(s) for '
                              f"{len(tc)} change(s); upload_batches() needs one per change")
     if size is None:
         return [tables] if tables else []
+    batches = _windows(tables, size)
+    if own:
+        # The keys inserted and deleted again travel with the first batch.
+        first = {tc.table.lower(): tc for tc in (batches[0] if batches else [])}
+        head = []
+        for tc in tables:
+            have = first.get(tc.table.lower())
+            if have is None and tc.table.lower() in own:
+                have = TableChanges(tc.table, tc.columns, tc.key_columns)
+            if have is not None:
+                have.own_deletes.extend(own.get(tc.table.lower(), []))
+                head.append(have)
+        batches[:1] = [head]
+    return batches
+
+
+def _windows(tables: Sequence[TableChanges], size: int) -> List[List[TableChanges]]:
     counts: Dict[int, int] = {}
     for tc in tables:
         for t in tc.transactions:

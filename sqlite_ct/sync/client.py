@@ -917,6 +917,7 @@ class ChangeBatches:
         self._deletes: Dict[int, Iterator[tuple]] = {}
         self._ahead: Dict[int, tuple] = {}
         self._taken: Optional[int] = None
+        self._started = False
         self._done = False
 
     def _rows(self, name: str, kind: str, order: Sequence[str], after: Optional[int] = None,
@@ -1002,11 +1003,17 @@ class ChangeBatches:
         if self._done or (up_to is not None and self._taken is not None
                           and up_to <= self._taken):
             raise ValueError("ChangeBatches.window(): windows are taken in BSN order, once")
+        first = self._taken is None and not self._started
+        self._started = True
         after = self._taken
         self._taken = up_to
         self._done = up_to is None
         conn = self._provider.conn
         infos = [self._provider._infos.get(conn, n) for n in self._names]
+        # The keys inserted and deleted again since the sent anchor travel
+        # with the session's first batch (TableChanges.own_deletes).
+        own = ([list(self._group.born_deleted(n)) for n in self._names] if first
+               else [[] for _ in self._names])
         # A row that predates tracking (its change BSN is the enabling one)
         # was written by no client transaction: it stands alone (0).
         enabled = [info.enable_bsn for info in infos]
@@ -1035,7 +1042,8 @@ class ChangeBatches:
                 result.append(TableChanges(info.name, info.columns, info.key, deletes=d,
                                            inserts=ins, updates=u,
                                            transactions=t["deletes"] + t["inserts"]
-                                           + t["updates"]))
+                                           + t["updates"], own_deletes=own[i]))
+                own[i] = []
                 if d or ins or u:
                     c = self.counts.setdefault(info.name, [0, 0, 0])
                     c[0] += len(ins)
@@ -1052,13 +1060,17 @@ class ChangeBatches:
             if size is not None and filled == size:
                 yield done(current)
                 current, filled = empty(), 0
-        if filled or size is None:
+        if filled or size is None or any(own):
             yield done(current)
 
     def batches(self, size: Optional[int]) -> Iterator[List[TableChanges]]:
-        for up_to in self.windows(size):
+        bounds = self.windows(size)
+        if not bounds and any(True for n in self._names
+                              for _ in itertools.islice(self._group.born_deleted(n), 1)):
+            bounds = [None]         # only keys inserted and deleted again to send
+        for up_to in bounds:
             for part in self._parts(up_to, size):
-                batch = [tc for tc in part if len(tc)]
+                batch = [tc for tc in part if len(tc) or tc.own_deletes]
                 if batch:
                     yield batch
 

@@ -28,7 +28,15 @@ class TableChanges:
     transaction that last changed the row); the hub applies the changes of
     one client transaction together or not at all. 0: this change stands
     alone (a row that predates tracking). Empty: no transactions given, every
-    change stands alone (downloads, corrections)."""
+    change stands alone (downloads, corrections).
+
+    own_deletes (uploads): keys, in `key_columns` order, the client inserted
+    and deleted again since its last upload (no change to a hub that never
+    saw them, and not counted in len()). The hub deletes such a key only
+    where its row is the uploading client's own latest write: a row it
+    received in an upload the client has since lost (a session inside the
+    caller's transaction that was rolled back, a restored backup), which no
+    download would send back to it."""
     table: str
     columns: Tuple[str, ...]
     key_columns: Tuple[str, ...]
@@ -37,6 +45,7 @@ class TableChanges:
     updates: List[tuple] = dataclasses.field(default_factory=list)
     reset: bool = False
     transactions: List[int] = dataclasses.field(default_factory=list)
+    own_deletes: List[tuple] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.deletes) + len(self.inserts) + len(self.updates)

@@ -395,6 +395,9 @@ class ServerSyncProvider(ServerProvider):
                 set_tracking_context(conn, upload.client_id)
                 applier = Applier(side, excluded)
                 try:
+                    for tc in upload.tables:
+                        if tc.own_deletes:
+                            self._delete_own(upload.client_id, tc, side)
                     result = applier.apply(tables)
                 finally:
                     set_tracking_context(conn, previous)
@@ -446,6 +449,34 @@ class ServerSyncProvider(ServerProvider):
                                 f"Batch, Digest, Result, Time) VALUES (?, ?, ?, ?, ?, ?)",
                      (client, upload.session, upload.batch, digest,
                       wire.encode(result).decode("ascii"), int(time.time() * 1000)))
+
+    def _delete_own(self, client: uuid.UUID, tc: TableChanges, side: "_ServerSide") -> None:
+        """TableChanges.own_deletes: each key the client inserted and deleted
+        again since its last upload is deleted where the hub's row is the
+        client's own latest write (it came from an upload the client has
+        since lost); any other row is left alone. Under the client's
+        tracking context, so the delete reaches every other client. A delete
+        the hub's constraints refuse (a row others refer to) leaves the row,
+        and the client gets it back (a correction)."""
+        info = self._infos.get(self.conn, tc.table)
+        _sql.check_columns(info, tc.columns, tc.key_columns, "server")
+        marks = [f":sqlite_ct_k{i}" for i in range(len(info.key))]
+        where = f'{info.key_match("", marks)} AND "__sysTrackingContext" IS :sqlite_ct_x'
+        for key in tc.own_deletes:
+            params = {"sqlite_ct_x": client.bytes_le,
+                      **{f"sqlite_ct_k{i}": v for i, v in enumerate(key)}}
+            try:
+                with _sql.savepoint(self.conn):
+                    _sql.execute(self.conn, f"DELETE FROM main.{q(info.name)} WHERE {where}",
+                                 params)
+            except _sql.host_errors() as exc:
+                if not _sql.is_row_error(exc):
+                    raise
+                cols = ", ".join(q(c) for c in info.columns)
+                back = side.corrections.setdefault(info.name, TableChanges(
+                    info.name, info.columns, info.key))
+                back.updates.extend(tuple(r) for r in _sql.rows(
+                    self.conn, f"SELECT {cols} FROM main.{q(info.name)} WHERE {where}", params))
 
     def _in_scope(self, info: TableInfo, tc: TableChanges, parameters: Mapping[str, Any],
                   side: "_ServerSide") -> TableChanges:

@@ -336,15 +336,16 @@ def _e_table_changes(tc: TableChanges) -> Dict[str, Any]:
             "deletes": [_enc_row(r) for r in tc.deletes],
             "inserts": [_enc_row(r) for r in tc.inserts],
             "updates": [_enc_row(r) for r in tc.updates], "reset": tc.reset,
-            "transactions": list(tc.transactions)}
+            "transactions": list(tc.transactions),
+            "own_deletes": [_enc_row(r) for r in tc.own_deletes]}
 
 
 _TC = ("table", "columns", "key_columns", "deletes", "inserts", "updates", "reset",
-       "transactions")
+       "transactions", "own_deletes")
 
 
 def _d_table_changes(v: Any, path: _Path) -> TableChanges:
-    o = _obj(v, path, _TC, optional=("transactions",))
+    o = _obj(v, path, _TC, optional=("transactions", "own_deletes"))
     columns = _names(o["columns"], path / "columns")
     keys = _names(o["key_columns"], path / "key_columns")
     if not keys:
@@ -361,9 +362,11 @@ def _d_table_changes(v: Any, path: _Path) -> TableChanges:
     txns = [_int(t, p / i) for i, t in enumerate(_list(o.get("transactions", []), p))]
     if txns and len(txns) != sum(len(r) for r in rows.values()):
         raise p.fail("expected one transaction per change (deletes, inserts, updates), or none")
+    p = path / "own_deletes"
+    own = [_row(r, p / i, nk) for i, r in enumerate(_list(o.get("own_deletes", []), p))]
     return TableChanges(_name(o["table"], path / "table"), columns, keys, rows["deletes"],
                         rows["inserts"], rows["updates"], _bool(o["reset"], path / "reset"),
-                        txns)
+                        txns, own)
 
 
 def _e_conflict(c: Conflict) -> Dict[str, Any]:

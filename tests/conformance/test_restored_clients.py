@@ -192,6 +192,8 @@ RESTORE_OPS = st.lists(st.one_of(
 @example(ops=[("hub-delete", 3, ""), ("sync", 0, "stored"), ("local", 4, "alice"),
               ("restore", 0, "")])
 @example(ops=[("hub-delete", 1, ""), ("sync-in-transaction", 0, "rollback")])
+@example(ops=[("local", 4, "alice"), ("sync-in-transaction", 0, "rollback"),
+              ("local-delete", 4, "")])
 def test_restores_and_rollbacks_converge_or_are_refused(hub, tmp_path_factory, ops):
     """Whatever the hub and the client do, with backups of the client taken
     between sessions, while a replica claim is on its way, or after it was
@@ -300,3 +302,38 @@ def check_restores(hub, server, table, tags, where, ops):
                 own_session()
     own_session()
     own_session()
+
+
+def test_a_row_uploaded_by_a_rolled_back_session_then_deleted_leaves_the_hub(hub, client_of):
+    """A session inside the caller's transaction uploads a new row; the
+    caller rolls back, so the client takes the row for unsent; then deletes
+    it. Inserted and deleted since its last upload, the row is no change to
+    upload, yet the hub holds it (the client's own write, which no download
+    sends back): the client sends the key as an own delete and the hub drops
+    the row it got from the lost session, and only such a row."""
+    hub.execute("CREATE TABLE r (id integer PRIMARY KEY, body text)")
+    hub.execute("INSERT INTO r (id, body) VALUES (1, 'seed')")
+    server = hub.server()
+    conn, sync = client_of(server, ["r"])
+    sync.synchronize()
+    other, sync_other = client_of(server, ["r"])
+    sync_other.synchronize()
+    conn.execute("INSERT INTO r (id, body) VALUES (4, 'mine')")
+    conn.execute("BEGIN")
+    sync.synchronize()
+    conn.execute("ROLLBACK")
+    assert hub.rows("r") == [(1, "seed"), (4, "mine")]
+    sync_other.synchronize()
+    # Another client's row under a key this client also used and deleted
+    # (before ever uploading it) is not this client's: it stays.
+    other.execute("INSERT INTO r (id, body) VALUES (5, 'theirs')")
+    sync_other.synchronize()
+    conn.execute("INSERT INTO r (id, body) VALUES (5, 'temp')")
+    conn.execute("DELETE FROM r WHERE id = 5")
+    conn.execute("DELETE FROM r WHERE id = 4")
+    stats = sync.synchronize()
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (0, 0)
+    assert hub.rows("r") == [(1, "seed"), (5, "theirs")]
+    assert user_rows(conn, "r") == [(1, "seed"), (5, "theirs")]
+    sync_other.synchronize()
+    assert user_rows(other, "r") == [(1, "seed"), (5, "theirs")]

@@ -267,9 +267,13 @@ def test_encoding_something_else_is_refused():
 
 def test_transactions_round_trip_and_are_checked():
     tc = TableChanges("t", ("k", "v"), ("k",), deletes=[(1,)], inserts=[(2, "a")],
-                      updates=[(3, "b")], transactions=[7, 9, 9])
+                      updates=[(3, "b")], transactions=[7, 9, 9], own_deletes=[(4,), (5,)])
     back = wire.decode(wire.encode(DownloadBatch([tc], {}, b"", False)), DownloadBatch)
     assert back.tables[0].transactions == [7, 9, 9]
+    assert back.tables[0].own_deletes == [(4,), (5,)] and len(back.tables[0]) == 3
+    with pytest.raises(WireError, match=r"own_deletes\[0\]"):
+        wire.decode(batch_with("1").replace('"reset":false', '"reset":false,'
+                                            '"own_deletes":[[1,2]]'), DownloadBatch)
     # Absent (a message that groups nothing): every change stands alone.
     assert wire.decode(batch_with("1"), DownloadBatch).tables[0].transactions == []
     with pytest.raises(WireError, match="one transaction per change"):

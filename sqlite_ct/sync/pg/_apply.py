@@ -275,6 +275,9 @@ class Applier:
     # -- the group ------------------------------------------------------------
     def apply(self, tables: Sequence[TableChanges]) -> None:
         self._set_context(self.client)
+        for tc in tables:
+            if tc.own_deletes:
+                self._delete_own(tc)
         staged = [self._stage(tc) for tc in tables if len(tc)]
         for st in staged:
             # In key order, so two uploads lock common rows in the same order.
@@ -300,6 +303,42 @@ class Applier:
                 self._held_uploaded(st)
             self.cur.execute(f"DROP TABLE IF EXISTS pg_temp.{st.stage}")
         self._send_back_refused()
+
+    def _delete_own(self, tc: TableChanges) -> None:
+        """TableChanges.own_deletes, as on the SQLite hub (server.py
+        _delete_own): a key the client inserted and deleted again is deleted
+        where the hub's row is the client's own latest write (the side
+        table's context); a delete the hub's constraints refuse leaves the
+        row, and the client gets it back."""
+        info = self.infos[tc.table.lower()]
+        check_columns(info, tc)
+        local = {c.lower(): c for c in info.columns}
+        names = [local[k.lower()] for k in tc.key_columns]
+        for key in tc.own_deletes:
+            parts, params = [], {"sq_x": str(self.client)}
+            try:
+                for i, (k, v) in enumerate(zip(names, key)):
+                    j = info.columns.index(k)
+                    params[f"k{i}"] = _types.to_pg(v, info.cats[j], info.types[j], info.name, k)
+                    parts.append(f"t.{qi(k)} = %(k{i})s::{info.types[j]}")
+            except _types.Unfit:
+                continue                    # a key the hub cannot hold is not there
+            where = " AND ".join(parts)
+            try:
+                with self.conn.transaction():
+                    self.cur.execute(f"DELETE FROM {info.qname} AS t USING {info.qside} AS c "
+                                     f"WHERE {info.key_join('c', 't')} AND {where} "
+                                     f"AND c.context = %(sq_x)s::uuid", params)
+            except row_errors():
+                cols = ", ".join(_types.select_expr(cat, f"t.{qi(c)}")
+                                 for c, cat in zip(info.columns, info.cats))
+                back = self.corrections.setdefault(info.name, TableChanges(
+                    info.name, info.columns, info.key))
+                for row in self.cur.execute(
+                        f"SELECT {cols} FROM {info.qname} AS t JOIN {info.qside} AS c "
+                        f"ON {info.key_join('c', 't')} WHERE {where} "
+                        f"AND c.context = %(sq_x)s::uuid", params).fetchall():
+                    back.updates.append(_types.row_to_sqlite(row, info.to_sqlite()))
 
     # -- scope --------------------------------------------------------------------
     def _refuse_out_of_scope(self, st: Staged) -> None:
