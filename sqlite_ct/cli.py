@@ -1040,6 +1040,16 @@ def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
                 raise CliError(f"no deferred conflict {args.id} in {args.db}; list them "
                                f"with: {PROG} conflicts {shlex.quote(args.db)}")
             c = found[0]
+            upload = c.stage.value == "UploadingChanges"
+            if args.resolution == "take-server" and upload:
+                # The hub kept its version and the client has it (or gets
+                # it with its next sync); the stored server_row is what the
+                # hub had then, and written back it would overwrite a newer
+                # version another client made since.
+                args.resolution = "leave"
+                taken = True
+            else:
+                taken = False
             if args.resolution == "keep-local":
                 row = c.client_row
             elif args.resolution == "take-server":
@@ -1062,11 +1072,18 @@ def cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
             else:
                 provider.resolve_conflict(c.id, row, delete=row is None)
     deleted = row is None and args.resolution != "leave"
+    if taken:
+        args.resolution = "take-server"
     if args.json:
         write_json(out, {"database": args.db, "id": c.id, "table": c.table,
                          "key": json_row(c.key), "resolution": args.resolution,
                          "row": None if row is None else json_row(row),
                          "deleted": deleted})
+        return EXIT_OK
+    if taken:
+        out.write(f"resolved conflict {c.id} (take-server): the hub's version of {c.table} "
+                  f"{json.dumps(json_row(c.key))} stands (the client has it, or gets it with "
+                  f"its next sync); removed it from the inbox\n")
         return EXIT_OK
     if args.resolution == "leave":
         out.write(f"resolved conflict {c.id} (leave): removed it from the inbox; {c.table} "
@@ -1101,8 +1118,8 @@ def resolve_transaction(args: argparse.Namespace, out: TextIO) -> int:
                                f"conflicts {shlex.quote(args.db)}")
             use = _TRANSACTION_USE[args.resolution]
             for c in entries:
-                row = c.client_row if use == "client" else c.server_row
-                if use != "none" and row is None and c.server_row is not None \
+                row = c.client_row
+                if use == "client" and row is None and c.server_row is not None \
                         and not provider.holds(c.table, c.key):
                     raise CliError(
                         f"client transaction {args.transaction}: conflict {c.id}: {c.table} "
@@ -1114,8 +1131,8 @@ def resolve_transaction(args: argparse.Namespace, out: TextIO) -> int:
             settled = provider.resolve_transaction(args.transaction, use)
     done = []
     for c in settled:
-        row = None if use == "none" else c.client_row if use == "client" else c.server_row
-        done.append((c, row, use != "none" and row is None))
+        row = c.client_row if use == "client" else None
+        done.append((c, row, use == "client" and row is None))
     if args.json:
         write_json(out, {"database": args.db, "transaction": args.transaction,
                          "resolution": args.resolution,
@@ -1126,6 +1143,10 @@ def resolve_transaction(args: argparse.Namespace, out: TextIO) -> int:
     if use == "none":
         out.write(f"resolved client transaction {args.transaction} (leave): removed "
                   f"{len(done)} conflict(s) from the inbox; the tables stay as they are\n")
+    elif use == "server":
+        out.write(f"resolved client transaction {args.transaction} (take-server): the hub's "
+                  f"version stands (the client has it, or gets it with its next sync); "
+                  f"removed {len(done)} conflict(s) from the inbox\n")
     else:
         out.write(f"resolved client transaction {args.transaction} ({args.resolution}): "
                   f"{len(done)} conflict(s) written as one local transaction; the next sync "
@@ -1572,8 +1593,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(delete the key if the client had deleted it)")
     how.add_argument("--take-server", dest="resolution", action="store_const",
                      const="take-server",
-                     help="write the server's row (delete the key if the server had "
-                          "deleted it)")
+                     help="a download's conflict: write the server's row (delete the key "
+                          "if the server had deleted it); an upload's: let the hub's version "
+                          "stand, writing nothing (the client has it, or gets it with its "
+                          "next sync)")
     how.add_argument("--delete", dest="resolution", action="store_const", const="delete",
                      help="delete the row with the conflict's key")
     how.add_argument("--leave", dest="resolution", action="store_const", const="leave",

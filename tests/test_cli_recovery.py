@@ -252,11 +252,10 @@ def test_resolve_take_server_and_delete(tmp_path, rejected, hub):
     assert call("sync", rejected, hub)[0] == 0
     code, out, err = call("resolve", rejected, "1", "--take-server", "--json")
     assert (code, err) == (0, "")
+    # An upload's conflict: the hub's version stands, the client has it.
     assert json.loads(out) == {"database": rejected, "id": 1, "table": "items",
                                "key": {"id": 1}, "resolution": "take-server",
-                               "row": {"id": 1, "name": "apple",
-                                       "data": {"$base64": True, "encoded": "AP8="}},
-                               "deleted": False}
+                               "row": None, "deleted": False}
     assert call("resolve", rejected, "2", "--delete") == (
         0, 'resolved conflict 2 (delete): deleted items {"id": 2} as a local change; the '
            'next sync uploads it\n', "")

@@ -33,7 +33,8 @@ import datetime
 import hashlib
 import logging
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set,
+                    Tuple, Union)
 
 from ._apply import ApplyResult
 from .client import ClientSyncProvider, _cut_windows
@@ -297,14 +298,24 @@ class SyncAgent:
             session = hashlib.sha256(b"sqlite-ct upload\0" + client.client_id.bytes
                                      + group.encode("utf-8", "surrogatepass") + b"\0"
                                      + str(changes.new_anchor).encode()).digest()[:16]
-            carried: List[TableChanges] = []
-            stream = iter(batches)
-            part = next(stream, None)
+            # A client transaction that failed only on store errors the hub
+            # deferred (a parent row that travels in a later batch, say) is
+            # sent once more after the last batch, in batches of its own; its
+            # failure then stands. Sent once more only: a change that can
+            # never apply costs one more attempt, not one per later batch.
+            again: List[TableChanges] = []
+            retrying = False
+            stream: Iterator[List[TableChanges]] = iter(batches)
             number = 0
-            while part is not None:
-                following = next(stream, None)
-                if carried:
-                    part = merge_changes(carried, part, order)
+            while True:
+                part = next(stream, None)
+                if part is None:
+                    if retrying or not again:
+                        break
+                    retrying = True
+                    stream = iter(upload_batches(merge_changes(again, [], order),
+                                                 self.upload_batch_size))
+                    continue
                 sent = sum(len(tc) for tc in part)
                 result = self.server.apply_changes(Upload(
                     client.client_id, group, part, received, self.parameters, session, number))
@@ -313,12 +324,10 @@ class SyncAgent:
                     raise SyncError(f"sqlite-ct sync: the server accounted for "
                                     f"{result.applied + result.failed} of {sent} uploaded "
                                     f"changes")
-                # A client transaction that failed only on store errors (a
-                # parent row in a later batch, say) is sent again with the
-                # next batch; after the last, its failure stands.
-                again = retriable(result.conflicts) if following is not None else set()
-                carried = take_transactions(part, again)
-                conflicts = [c for c in result.conflicts if c.transaction not in again]
+                later = set() if retrying else retriable(result.conflicts)
+                carried = take_transactions(part, later)
+                again.extend(carried)
+                conflicts = [c for c in result.conflicts if c.transaction not in later]
                 stats.upload_changes_applied += result.applied
                 stats.upload_changes_failed += result.failed - sum(len(tc) for tc in carried)
                 stats.conflicts.extend(conflicts)
@@ -331,7 +340,7 @@ class SyncAgent:
                 corrections.extend(without_keys(c, carried) for c in result.corrections
                                    if c.table.lower() in bidirectional
                                    and c.table.lower() not in skip)
-                part = following
+                del part
         total = changes.total
         stats.total_changes_uploaded += total
         log.info("sync %s: upload up to CSN %s: %s", group, changes.new_anchor,

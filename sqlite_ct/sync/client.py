@@ -784,10 +784,15 @@ class ClientSyncProvider:
         """Settle every deferred conflict of the client transaction
         `transaction` (StoredConflict.transaction) and remove them from the
         inbox, in one transaction. `use` "client" writes each entry's stored
-        client_row (deletes its key where client_row is None), "server" each
-        server_row the same way, both as local changes of that one
-        transaction, so the next sync uploads them together, as one client
-        transaction again; "none" leaves the tables as they are. Refused with
+        client_row (deletes its key where client_row is None) as local
+        changes of that one transaction, so the next sync uploads them
+        together, as one client transaction again. "server" lets the hub's
+        version stand: nothing is written, because the client already holds
+        the hub's current rows (the upload's corrections and downloads bring
+        them) and the stored server_row is only what the hub had then:
+        written back, it would overwrite a newer version another client made
+        since. "none" leaves the tables as they are (for these upload
+        entries, the same as "server"). Refused with
         SyncError, before anything is written or removed, for an unknown
         transaction and, as in resolve_conflict(), for a delete of a key the
         client does not hold while the hub has a row. Returns the entries
@@ -805,7 +810,7 @@ class ClientSyncProvider:
                                 f"{transaction} in the inbox")
             writes: List[Tuple[_sql.TableInfo, StoredConflict, Optional[Row]]] = []
             for c in entries:
-                if use == "none":
+                if use != "client":
                     continue
                 info = self._infos.get(self.conn, c.table)
                 row = c.client_row if use == "client" else c.server_row

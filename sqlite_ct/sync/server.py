@@ -153,7 +153,10 @@ class _ServerSide(Side):
             ConflictType.ERRORS_OCCURRED, self.stage, info.name, key,
             None if op == 0 else dict(zip(columns, values)), None,
             f"refused: {why}; a client writes only rows in its scope",
-            action=ApplyAction.CONTINUE, transaction=transaction))
+            action=ApplyAction.CONTINUE, transaction=transaction,
+            # With the rest of its client transaction in the inbox, so the
+            # whole transaction is seen and settled together.
+            deferred=transaction is not None))
         if op != 0:
             self._refused_rows.append((info, tuple(values[p] for p in key_pos), flt))
 

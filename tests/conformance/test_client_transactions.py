@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlite_ct
+from pg_fixtures import user_rows
 from sqlite_ct.sync import (ApplyAction, ConflictResolver, ConflictType, DownloadRequest,
                              DownloadTable, ResolveAction, SyncGroup, SyncTable, TableChanges,
                              Upload)
@@ -294,3 +295,92 @@ def test_a_failed_client_transaction_waits_in_the_inbox_whole(shop, client_of):
     assert sorted(r[0] for r in client.execute("SELECT id FROM customers")) == [1, 4]
 
 
+
+
+# -- settling a refused transaction --------------------------------------------------
+
+def test_taking_the_hubs_side_keeps_a_newer_hub_version(shop, client_of):
+    """resolve_transaction(N, "server") lets the hub's version stand: the
+    client already holds the hub's current rows, so nothing stale (the
+    server_row stored when the conflict happened) is written back over a
+    version another client made since."""
+    server = shop.server()
+    a, sync_a = client_of(server, SHOP)
+    b, sync_b = client_of(server, SHOP)
+    sync_a.synchronize()
+    sync_b.synchronize()
+    with a:   # one client transaction: a rename and an order of a missing customer
+        a.execute("UPDATE customers SET name = 'Ann A' WHERE id = 1")
+        a.execute("INSERT INTO orders (id, customer, region, item) VALUES (21, 99, 'x', 'oil')")
+    with a:   # and one that adds a customer
+        a.execute("INSERT INTO customers (id, region, name) VALUES (5, 'north', 'Di')")
+        a.execute("INSERT INTO orders (id, customer, region, item) VALUES (22, 98, 'x', 'oil')")
+    sync_a.synchronize()
+    txns = sorted({c.transaction for c in sync_a.client.conflicts()})
+    assert len(txns) == 2
+    b.execute("UPDATE customers SET name = 'Ann B' WHERE id = 1")
+    b.execute("INSERT INTO customers (id, region, name) VALUES (5, 'south', 'B5')")
+    sync_b.synchronize()
+    sync_a.synchronize()
+    for txn in txns:
+        sync_a.client.resolve_transaction(txn, "server")
+    assert sync_a.client.conflicts() == []
+    sync_a.synchronize()
+    sync_b.synchronize()
+    assert shop.rows("customers") == [(1, "north", "Ann B"), (5, "south", "B5")]
+    assert user_rows(a, "customers") == user_rows(b, "customers") == shop.rows("customers")
+
+
+def test_a_refused_change_waits_in_the_inbox_with_its_transaction(shop, client_of):
+    """A change outside the client's scope fails its transaction and is kept
+    in the inbox with the rest of it, so settling the transaction never
+    applies half of it."""
+    server = shop.server(filters={"customers": "region = :region",
+                                  "orders": "region = :region"})
+    a, sync_a = client_of(server, SHOP, parameters={"region": "north"})
+    sync_a.synchronize()
+    with a:
+        a.execute("INSERT INTO customers (id, region, name) VALUES (5, 'north', 'Di')")
+        a.execute("INSERT INTO orders (id, customer, region, item) VALUES (50, 1, 'west', 'oil')")
+    stats = sync_a.synchronize()
+    assert stats.upload_changes_failed == 2
+    assert shop.rows("customers") == [(1, "north", "Ann")]
+    inbox = sync_a.client.conflicts()
+    assert sorted((c.table, c.key["id"]) for c in inbox) == [("customers", 5), ("orders", 50)]
+    [txn] = {c.transaction for c in inbox}
+    sync_a.client.resolve_transaction(txn, "client")
+    sync_a.synchronize()
+    # Refused again, whole: the hub holds none of it.
+    assert shop.rows("customers") == [(1, "north", "Ann")]
+    assert shop.rows("orders") == [(10, 1, "north", "tea")]
+    assert sorted((c.table, c.key["id"]) for c in sync_a.client.conflicts()) == [
+        ("customers", 5), ("orders", 50)]
+
+
+def test_a_change_that_can_never_apply_is_sent_once_more_not_with_every_batch(shop, client_of):
+    """A transaction failed on a store error is sent once more after the
+    last batch (its parent may travel later), not with every later batch:
+    the batches stay within upload_batch_size and each failing change costs
+    two attempts."""
+    server = shop.server()
+    sizes = []
+    apply = server.apply_changes
+
+    def counting(upload):
+        sizes.append(sum(len(tc) for tc in upload.tables))
+        return apply(upload)
+    server.apply_changes = counting
+    a, sync_a = client_of(server, SHOP, upload_batch_size=10)
+    sync_a.synchronize()
+    for i in range(30):
+        a.execute("INSERT INTO customers (id, region, name) VALUES (?, 'north', 'c')",
+                  (100 + i,))
+        if i % 3 == 0:           # an order of a customer that never exists
+            a.execute("INSERT INTO orders (id, customer, region, item) VALUES (?, 999, 'x', 'y')",
+                      (100 + i,))
+    sizes.clear()
+    stats = sync_a.synchronize()
+    assert max(sizes) <= 10
+    assert sum(sizes) == 40 + 10                 # every change once, the ten orders twice
+    assert (stats.upload_changes_applied, stats.upload_changes_failed) == (30, 10)
+    assert len(sync_a.client.conflicts()) == 10

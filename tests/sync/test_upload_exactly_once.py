@@ -80,7 +80,8 @@ def test_an_upload_without_a_session_keeps_no_receipt(conns, hub_with):
 
 def test_upload_batches_cut_runs_of_whole_transactions():
     """Windows of BSNs of at most `size` changes, a transaction never split
-    (one larger than `size` alone), each table's changes in its order."""
+    unless it is larger than `size` (then in parts of its own, in the order
+    a transaction applies them), each table's changes in its order."""
     a = TableChanges("a", ("k",), ("k",), deletes=[(1,), (2,)], inserts=[(3,)], updates=[(4,)],
                      transactions=[10, 12, 11, 13])
     b = TableChanges("b", ("k",), ("k",), deletes=[(5,)], inserts=[(6,), (7,)],
@@ -89,10 +90,17 @@ def test_upload_batches_cut_runs_of_whole_transactions():
         [TableChanges("a", ("k",), ("k",), deletes=[(1,)], transactions=[10])],
         [TableChanges("a", ("k",), ("k",), inserts=[(3,)], transactions=[11]),
          TableChanges("b", ("k",), ("k",), deletes=[(5,)], transactions=[11])],
-        [TableChanges("a", ("k",), ("k",), deletes=[(2,)], transactions=[12]),   # 3 > 2: alone
-         TableChanges("b", ("k",), ("k",), inserts=[(6,), (7,)], transactions=[12, 12])],
+        # transaction 12 has 3 > 2 changes: two parts of its own
+        [TableChanges("a", ("k",), ("k",), deletes=[(2,)], transactions=[12]),
+         TableChanges("b", ("k",), ("k",), inserts=[(6,)], transactions=[12])],
+        [TableChanges("b", ("k",), ("k",), inserts=[(7,)], transactions=[12])],
         [TableChanges("a", ("k",), ("k",), updates=[(4,)], transactions=[13])]]
     assert [sum(map(len, batch)) for batch in upload_batches([a, b], 3)] == [3, 3, 1]
+    own = TableChanges("b", ("k",), ("k",), own_deletes=[(9,)])
+    # Keys inserted and deleted again travel with the first batch.
+    assert upload_batches([a, own], 2)[0] == [
+        TableChanges("a", ("k",), ("k",), deletes=[(1,)], inserts=[(3,)], transactions=[10, 11]),
+        TableChanges("b", ("k",), ("k",), own_deletes=[(9,)])]
     assert upload_batches([a, b], 7) == upload_batches([a, b], None) == [[a, b]]
     assert upload_batches([], 3) == []
     with pytest.raises(ValueError, match='table "a": 0 transaction'):

@@ -386,7 +386,8 @@ class Applier:
                 ConflictType.ERRORS_OCCURRED, SyncStage.UPLOADING_CHANGES, info.name, key,
                 None if op == OP_DELETE else dict(zip(st.columns, values)), None,
                 f"refused: {why}; a client writes only rows in its scope",
-                action=ApplyAction.CONTINUE, transaction=txn))
+                action=ApplyAction.CONTINUE, transaction=txn,
+                deferred=txn is not None))
             if txn is not None:
                 self.failed_transactions.setdefault(txn, self.refused[-1])
             if op != OP_DELETE:
