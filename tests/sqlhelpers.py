@@ -28,3 +28,20 @@ def in_transaction(conn) -> bool:
     if isinstance(conn, apsw.Connection):
         return not conn.get_autocommit()
     return conn.in_transaction
+
+
+def vm_steps(conn, sql, params=()):
+    """Virtual machine instructions (in hundreds) run by `sql` on an apsw
+    connection, nested statements included: the progress handler counts the
+    whole connection."""
+    count = [0]
+
+    def tick():
+        count[0] += 1
+        return 0
+    conn.set_progress_handler(tick, 100)
+    try:
+        q(conn, sql, params)
+    finally:
+        conn.set_progress_handler(None, 0)
+    return count[0]

@@ -10,6 +10,7 @@ import apsw
 import pytest
 
 import sqlite_ct
+from sqlhelpers import vm_steps
 from sqlite_ct import _conn, loader
 
 COLS = "op, change_bsn, insert_bsn, context, pk, row_rowid"
@@ -99,22 +100,6 @@ def test_joined_rows_and_the_query_plans_readers_depend_on(conn, t):
     plan = [r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, (since,))]
     assert plan[0].startswith("SCAN c VIRTUAL TABLE INDEX ")
     assert plan[1] == "SEARCH w USING PRIMARY KEY (a=? AND b=?)"
-
-
-def vm_steps(conn, sql, params=()):
-    """Virtual machine instructions (in hundreds) run by `sql`, nested
-    statements included: the progress handler counts the whole connection."""
-    count = [0]
-
-    def tick():
-        count[0] += 1
-        return 0
-    conn.set_progress_handler(tick, 100)
-    try:
-        rows(conn, sql, params)
-    finally:
-        conn.set_progress_handler(None, 0)
-    return count[0]
 
 
 def test_reads_follow_the_changes_not_the_table(conn, t):
