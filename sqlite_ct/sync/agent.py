@@ -324,10 +324,13 @@ class SyncAgent:
                     raise SyncError(f"sqlite-ct sync: the server accounted for "
                                     f"{result.applied + result.failed} of {sent} uploaded "
                                     f"changes")
-                later = set() if retrying else retriable(result.conflicts)
-                carried = take_transactions(part, later)
+                later, alone = (set(), set()) if retrying else retriable(result.conflicts)
+                carried = take_transactions(part, later, alone)
                 again.extend(carried)
-                conflicts = [c for c in result.conflicts if c.transaction not in later]
+                alone = {(tc.table.lower(), k) for tc in carried for k in _standalone_keys(tc)}
+                conflicts = [c for c in result.conflicts if not (
+                    c.transaction in later
+                    or (c.transaction is None and (c.table.lower(), _key(c)) in alone))]
                 stats.upload_changes_applied += result.applied
                 stats.upload_changes_failed += result.failed - sum(len(tc) for tc in carried)
                 stats.conflicts.extend(conflicts)
@@ -446,20 +449,25 @@ def upload_batches(tables: Sequence[TableChanges], size: Optional[int]
                              f"{len(tc)} change(s); upload_batches() needs one per change")
     if size is None:
         return [tables] if tables else []
-    batches = _windows(tables, size)
-    if own:
-        # The keys inserted and deleted again travel with the first batch.
-        first = {tc.table.lower(): tc for tc in (batches[0] if batches else [])}
-        head = []
-        for tc in tables:
-            have = first.get(tc.table.lower())
-            if have is None and tc.table.lower() in own:
-                have = TableChanges(tc.table, tc.columns, tc.key_columns)
-            if have is not None:
-                have.own_deletes.extend(own.get(tc.table.lower(), []))
-                head.append(have)
-        batches[:1] = [head]
-    return batches
+    # The keys inserted and deleted again go first, in batches of their own
+    # of at most `size` keys (ChangeBatches.own_batches()).
+    batches: List[List[TableChanges]] = []
+    current: Dict[str, TableChanges] = {}
+    filled = 0
+    for tc in tables:
+        for key in own.get(tc.table.lower(), []):
+            part = current.get(tc.table.lower())
+            if part is None:
+                part = current[tc.table.lower()] = TableChanges(tc.table, tc.columns,
+                                                                tc.key_columns)
+            part.own_deletes.append(key)
+            filled += 1
+            if filled == size:
+                batches.append(list(current.values()))
+                current, filled = {}, 0
+    if current:
+        batches.append(list(current.values()))
+    return batches + _windows(tables, size)
 
 
 def _windows(tables: Sequence[TableChanges], size: int) -> List[List[TableChanges]]:
@@ -523,26 +531,46 @@ def _split(batch: List[TableChanges], size: int) -> List[List[TableChanges]]:
     return parts
 
 
-def retriable(conflicts: Sequence[Conflict]) -> Set[int]:
-    """The client transactions of an upload result that failed only on
-    store errors the hub deferred (every change of it an ErrorsOccurred
-    conflict kept for the inbox): worth sending again once later changes are
-    in. A conflict the resolver decided, a change refused as out of scope or
-    a handler's choice is final."""
+def _key(c: Conflict) -> tuple:
+    return tuple(c.key.values())
+
+
+def _standalone_keys(tc: TableChanges) -> List[tuple]:
+    """The keys of tc's changes that stand alone (transaction 0)."""
+    at = [tc.columns.index(k) for k in tc.key_columns]
+    rows = ([tuple(r) for r in tc.deletes]
+            + [tuple(r[i] for i in at) for r in (*tc.inserts, *tc.updates)])
+    return [k for k, t in zip(rows, tc.transactions) if t == 0]
+
+
+def retriable(conflicts: Sequence[Conflict]) -> Tuple[Set[int], Set[Tuple[str, tuple]]]:
+    """What of an upload result is worth sending again once later changes
+    are in: the client transactions that failed only on store errors the hub
+    deferred (every change of it an ErrorsOccurred conflict kept for the
+    inbox), and the changes standing alone (rows that predate tracking,
+    transaction 0) that did, as (table lower-cased, key). A conflict the
+    resolver decided, or a handler's choice, is final."""
     final: Set[int] = set()
     seen: Set[int] = set()
+    alone: Set[Tuple[str, tuple]] = set()
     for c in conflicts:
         if c.transaction is None:
+            if c.type is ConflictType.ERRORS_OCCURRED and c.deferred \
+                    and c.client_row is not None:
+                alone.add((c.table.lower(), _key(c)))
             continue
         seen.add(c.transaction)
         if c.type is not ConflictType.ERRORS_OCCURRED or not c.deferred:
             final.add(c.transaction)
-    return seen - final
+    return seen - final, alone
 
 
-def take_transactions(part: Sequence[TableChanges], txns: Set[int]) -> List[TableChanges]:
-    """The changes of `part` that belong to the client transactions `txns`."""
-    if not txns:
+def take_transactions(part: Sequence[TableChanges], txns: Set[int],
+                      alone: Set[Tuple[str, tuple]] = frozenset()) -> List[TableChanges]:
+    """The changes of `part` that belong to the client transactions `txns`,
+    and those standing alone (transaction 0) whose (table, key) is in
+    `alone`."""
+    if not txns and not alone:
         return []
     out = []
     for tc in part:
@@ -550,10 +578,13 @@ def take_transactions(part: Sequence[TableChanges], txns: Set[int]) -> List[Tabl
             continue
         kept = TableChanges(tc.table, tc.columns, tc.key_columns)
         given = iter(tc.transactions)
+        at = [tc.columns.index(k) for k in tc.key_columns]
+        name = tc.table.lower()
         for kind in ("deletes", "inserts", "updates"):
             for row in getattr(tc, kind):
                 txn = next(given)
-                if txn in txns:
+                key = tuple(row) if kind == "deletes" else tuple(row[i] for i in at)
+                if txn in txns or (txn == 0 and (name, key) in alone):
                     getattr(kept, kind).append(row)
                     kept.transactions.append(txn)
         if len(kept):

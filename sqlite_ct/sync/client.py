@@ -791,8 +791,9 @@ class ClientSyncProvider:
         the hub's current rows (the upload's corrections and downloads bring
         them) and the stored server_row is only what the hub had then:
         written back, it would overwrite a newer version another client made
-        since. "none" leaves the tables as they are (for these upload
-        entries, the same as "server"). Refused with
+        since (an upload-only table gets no hub rows: there the client's
+        refused rows stay as they are). "none" leaves the tables as they are
+        (for these upload entries, the same as "server"). Refused with
         SyncError, before anything is written or removed, for an unknown
         transaction and, as in resolve_conflict(), for a delete of a key the
         client does not hold while the hub has a row. Returns the entries
@@ -1015,10 +1016,11 @@ class ChangeBatches:
         self._done = up_to is None
         conn = self._provider.conn
         infos = [self._provider._infos.get(conn, n) for n in self._names]
-        # The keys inserted and deleted again since the sent anchor travel
-        # with the session's first batch (TableChanges.own_deletes).
-        own = ([list(self._group.born_deleted(n)) for n in self._names] if first
-               else [[] for _ in self._names])
+        # In one part of everything (get_changes()), the keys inserted and
+        # deleted again since the sent anchor come along; batches() sends
+        # them first, in batches of their own (own_batches()).
+        own = ([list(self._group.born_deleted(n)) for n in self._names]
+               if first and size is None else [[] for _ in self._names])
         # A row that predates tracking (its change BSN is the enabling one)
         # was written by no client transaction: it stands alone (0).
         enabled = [info.enable_bsn for info in infos]
@@ -1068,11 +1070,34 @@ class ChangeBatches:
         if filled or size is None or any(own):
             yield done(current)
 
+    def own_batches(self, size: int) -> Iterator[List[TableChanges]]:
+        """The keys inserted and deleted again since the sent anchor
+        (TableChanges.own_deletes), in batches of at most `size` keys, tables
+        in table order, read as they are sent."""
+        conn = self._provider.conn
+        infos = [self._provider._infos.get(conn, n) for n in self._names]
+        current: Dict[int, TableChanges] = {}
+        filled = 0
+        for i, info in enumerate(infos):
+            for key in self._group.born_deleted(self._names[i]):
+                tc = current.get(i)
+                if tc is None:
+                    tc = current[i] = TableChanges(info.name, info.columns, info.key)
+                tc.own_deletes.append(key)
+                filled += 1
+                if filled == size:
+                    yield [current[k] for k in sorted(current)]
+                    current, filled = {}, 0
+        if current:
+            yield [current[k] for k in sorted(current)]
+
     def batches(self, size: Optional[int]) -> Iterator[List[TableChanges]]:
+        """The upload's batches: with a size, first the keys inserted and
+        deleted again (own_batches()), then the windows of transactions;
+        without, one batch of everything."""
+        if size is not None:
+            yield from self.own_batches(size)
         bounds = self.windows(size)
-        if not bounds and any(True for n in self._names
-                              for _ in itertools.islice(self._group.born_deleted(n), 1)):
-            bounds = [None]         # only keys inserted and deleted again to send
         for up_to in bounds:
             for part in self._parts(up_to, size):
                 batch = [tc for tc in part if len(tc) or tc.own_deletes]

@@ -138,6 +138,7 @@ class _ServerSide(Side):
         self.corrections: Dict[str, TableChanges] = {}
         self.refused = 0
         self.refused_conflicts: List[Conflict] = []
+        self.own_conflicts: List[Conflict] = []     # refused own deletes (not counted)
         self._refused_rows: List[Tuple[TableInfo, tuple, Any]] = []
 
     def refuse(self, info: TableInfo, columns: Sequence[str], key_pos: Sequence[int], op: int,
@@ -400,7 +401,7 @@ class ServerSyncProvider(ServerProvider):
                 try:
                     for tc in upload.tables:
                         if tc.own_deletes:
-                            self._delete_own(upload.client_id, tc, side)
+                            self._delete_own(upload.client_id, tc, side, upload.parameters)
                     result = applier.apply(tables)
                 finally:
                     set_tracking_context(conn, previous)
@@ -427,7 +428,8 @@ class ServerSyncProvider(ServerProvider):
             self._hold_uploaded(upload.client_id, tables, upto)
             self._hold_sent(upload.client_id, corrections, upto)
             out = UploadResult(result.applied, result.failed + side.refused,
-                               side.refused_conflicts + result.conflicts, corrections)
+                               side.refused_conflicts + result.conflicts + side.own_conflicts,
+                               corrections)
             if digest is not None:
                 self._store_receipt(upload, digest, out)
         return out
@@ -453,20 +455,25 @@ class ServerSyncProvider(ServerProvider):
                      (client, upload.session, upload.batch, digest,
                       wire.encode(result).decode("ascii"), int(time.time() * 1000)))
 
-    def _delete_own(self, client: uuid.UUID, tc: TableChanges, side: "_ServerSide") -> None:
+    def _delete_own(self, client: uuid.UUID, tc: TableChanges, side: "_ServerSide",
+                    parameters: Mapping[str, Any]) -> None:
         """TableChanges.own_deletes: each key the client inserted and deleted
         again since its last upload is deleted where the hub's row is the
         client's own latest write (it came from an upload the client has
-        since lost); any other row is left alone. Under the client's
-        tracking context, so the delete reaches every other client. A delete
-        the hub's constraints refuse (a row others refer to) leaves the row,
-        and the client gets it back (a correction)."""
+        since lost) and inside the client's scope; any other row is left
+        alone. Under the client's tracking context, so the delete reaches
+        every other client. A delete the hub's constraints refuse (a row
+        others refer to) leaves the row: the client gets it back (a
+        correction) and a deferred ErrorsOccurred conflict says why (not
+        counted among the uploaded changes: an own delete is none)."""
         info = self._infos.get(self.conn, tc.table)
         _sql.check_columns(info, tc.columns, tc.key_columns, "server")
+        flt = row_filter(info.name, self._filters.get(info.name.lower()), parameters)
         marks = [f":sqlite_ct_k{i}" for i in range(len(info.key))]
-        where = f'{info.key_match("", marks)} AND "__sysTrackingContext" IS :sqlite_ct_x'
+        where = (f'{info.key_match("", marks)} AND "__sysTrackingContext" IS :sqlite_ct_x '
+                 f"AND {flt.match}")
         for key in tc.own_deletes:
-            params = {"sqlite_ct_x": client.bytes_le,
+            params = {"sqlite_ct_x": client.bytes_le, **flt.params,
                       **{f"sqlite_ct_k{i}": v for i, v in enumerate(key)}}
             try:
                 with _sql.savepoint(self.conn):
@@ -478,8 +485,15 @@ class ServerSyncProvider(ServerProvider):
                 cols = ", ".join(q(c) for c in info.columns)
                 back = side.corrections.setdefault(info.name, TableChanges(
                     info.name, info.columns, info.key))
-                back.updates.extend(tuple(r) for r in _sql.rows(
-                    self.conn, f"SELECT {cols} FROM main.{q(info.name)} WHERE {where}", params))
+                for r in _sql.rows(self.conn, f"SELECT {cols} FROM main.{q(info.name)} "
+                                              f"WHERE {where}", params):
+                    back.updates.append(tuple(r))
+                    side.own_conflicts.append(Conflict(
+                        ConflictType.ERRORS_OCCURRED, SyncStage.UPLOADING_CHANGES, info.name,
+                        dict(zip(info.key, key)), None, dict(zip(info.columns, r)),
+                        f"the delete of a row this client uploaded in a session it has since "
+                        f"lost was refused: {exc}", action=ApplyAction.CONTINUE,
+                        deferred=True))
 
     def _in_scope(self, info: TableInfo, tc: TableChanges, parameters: Mapping[str, Any],
                   side: "_ServerSide") -> TableChanges:

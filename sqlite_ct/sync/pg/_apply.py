@@ -314,8 +314,12 @@ class Applier:
         check_columns(info, tc)
         local = {c.lower(): c for c in info.columns}
         names = [local[k.lower()] for k in tc.key_columns]
+        flt = self.scopes.get(info.name.lower())
+        # Inside the uploader's scope only (its filter's unqualified columns
+        # are the target row's: the side table is read in a subquery).
+        scope = "" if flt is None else f" AND coalesce(({flt.sql}), false)"
         for key in tc.own_deletes:
-            parts, params = [], {"sq_x": str(self.client)}
+            parts, params = [], {"sq_x": str(self.client), **(flt.params if flt else {})}
             try:
                 for i, (k, v) in enumerate(zip(names, key)):
                     j = info.columns.index(k)
@@ -324,21 +328,28 @@ class Applier:
             except _types.Unfit:
                 continue                    # a key the hub cannot hold is not there
             where = " AND ".join(parts)
+            own = (f"{where} AND EXISTS (SELECT 1 FROM {info.qside} AS c "
+                   f"WHERE {info.key_join('c', 't')} AND c.context = %(sq_x)s::uuid){scope}")
             try:
                 with self.conn.transaction():
-                    self.cur.execute(f"DELETE FROM {info.qname} AS t USING {info.qside} AS c "
-                                     f"WHERE {info.key_join('c', 't')} AND {where} "
-                                     f"AND c.context = %(sq_x)s::uuid", params)
-            except row_errors():
+                    self.cur.execute(f"DELETE FROM {info.qname} AS t WHERE {own}", params)
+            except row_errors() as exc:
                 cols = ", ".join(_types.select_expr(cat, f"t.{qi(c)}")
                                  for c, cat in zip(info.columns, info.cats))
                 back = self.corrections.setdefault(info.name, TableChanges(
                     info.name, info.columns, info.key))
-                for row in self.cur.execute(
-                        f"SELECT {cols} FROM {info.qname} AS t JOIN {info.qside} AS c "
-                        f"ON {info.key_join('c', 't')} WHERE {where} "
-                        f"AND c.context = %(sq_x)s::uuid", params).fetchall():
-                    back.updates.append(_types.row_to_sqlite(row, info.to_sqlite()))
+                for row in self.cur.execute(f"SELECT {cols} FROM {info.qname} AS t "
+                                            f"WHERE {own}", params).fetchall():
+                    values = _types.row_to_sqlite(row, info.to_sqlite())
+                    back.updates.append(values)
+                    # Reported, deferred, not counted: an own delete is no change.
+                    self.refused.append(Conflict(
+                        ConflictType.ERRORS_OCCURRED, SyncStage.UPLOADING_CHANGES, info.name,
+                        dict(zip(info.key, (values[j] for j in info.key_pos))), None,
+                        dict(zip(info.columns, values)),
+                        f"the delete of a row this client uploaded in a session it has since "
+                        f"lost was refused: {str(exc).strip()}", action=ApplyAction.CONTINUE,
+                        deferred=True))
 
     # -- scope --------------------------------------------------------------------
     def _refuse_out_of_scope(self, st: Staged) -> None:
