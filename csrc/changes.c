@@ -652,7 +652,7 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
               && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE);
 
   if( (bPk && (zKeys==0 || zRk==0 || zPkExpr==0)) || zLive==0
-   || (!t->bWithoutRowid && t->zRowid && zOrder==0) || (bAfterKey && zOrder && zAfter==0) ){
+   || ((t->bWithoutRowid || t->zRowid) && zOrder==0) || (bAfterKey && zOrder && zAfter==0) ){
     rc = SQLITE_NOMEM;
   }
   if( rc==SQLITE_OK ){
