@@ -4,7 +4,8 @@
 **
 ** SQL SURFACE: the eponymous, read-only table-valued function
 **
-**   sqlite_ct_changes(TBL, SINCE [, UNTIL [, EXCLUDE_CONTEXT]])
+**   sqlite_ct_changes(TBL, SINCE [, UNTIL [, EXCLUDE_CONTEXT [, TOMBSTONES
+**                     [, AFTER_BSN [, AFTER_KEY]]]]])
 **
 ** one row per change of tracked table TBL committed after anchor SINCE, up to
 ** UNTIL (default: the last committed CSN of the reading snapshot), with the
@@ -27,11 +28,46 @@
 **               values; NULL for deletes, WITHOUT ROWID tables and tables whose
 **               columns named rowid, _rowid_ and oid all hide the rowid (join
 **               those by key)
+**   stamped     1 for a row stamped in the window, 0 for a row with NULL
+**               stamps, NULL for a delete
 **
-** and the hidden argument columns tbl, since, until, exclude_context. Rows
-** come deletes first, then rows stamped in the window in change_bsn order,
-** then rows with NULL stamps; nothing is promised to SQLite about order
-** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D'), compared
+** and the hidden argument columns tbl, since, until, exclude_context,
+** tombstones, after_bsn, after_key.
+**
+** ORDER. Rows come in this order, which readers may rely on (a LIMIT stops
+** the reads there; SQLite is promised nothing, so an ORDER BY still sorts):
+** the deletes (one per key: in no promised order; TOMBSTONES = 'each': by
+** change_bsn, then the key as stored), then the rows with NULL stamps, then
+** the rows stamped in the window by change_bsn; live rows with the same
+** change_bsn by the table's order: rowid, or the PRIMARY KEY columns of a
+** WITHOUT ROWID table (in key order, each with its collation). A constraint
+** stamped = 0 or stamped = 1 reads that phase alone (and no delete).
+**
+** PAGING. AFTER_BSN (an INTEGER) and AFTER_KEY (a packed key, or NULL)
+** resume after a position read before: only rows after (AFTER_BSN,
+** AFTER_KEY) in the order above, within their phase, come. The position of a
+** live row is (change_bsn, its packed rowid: sqlite_ct_pack_key(row_rowid))
+** or, for a WITHOUT ROWID table, (change_bsn, pk); of a tombstone
+** (TOMBSTONES = 'each') (change_bsn, pk). AFTER_KEY NULL: after every row of
+** AFTER_BSN. Each phase seeks its index to the position, so a window is read
+** page by page (LIMIT) without reading the earlier pages again, also when
+** all its rows were written by one transaction or predate tracking. The one
+** delete per key (TOMBSTONES 'key') has no position: AFTER_BSN with those
+** deletes asked for is refused (leave them out with stamped = 0 or 1, or
+** op <> 'D'). A table whose columns named rowid, _rowid_ and oid hide the
+** rowid cannot resume after a key (refused).
+**
+** TOMBSTONES: NULL or 'key' (the default), one delete per key, by the rules
+** below; 'each', every tombstone in the window as a row, with no rule
+** applied: op 'D', change_bsn the delete BSN, insert_bsn the insert CSN the
+** tombstone carries, context the deleting transaction's, pk the key. A
+** reader with a delete rule of its own reads these: the SQLite hub's
+** downloads send every tombstone another client wrote (EXCLUDE_CONTEXT) whose
+** key is not back in the client's scope, also of rows inserted inside the
+** window (the client's own uploads land there). A portable table stores its
+** tombstones' keys in another form: 'each' is refused for it.
+**
+** A constraint op = 'D' / 'I' / 'U' (or op <> 'D'), compared
 ** with the BINARY collation, is used to skip what is not asked for (under
 ** another collation SQLite compares each row); any other op value matches nothing, and the
 ** arguments are still checked: "WHERE op = ''" validates an anchor and reads
@@ -55,9 +91,8 @@
 ** compares every row with them too, so a bound means what SQLite says.
 **
 ** THE RULES (the one place that spells them out; the Python enumeration, the
-** CLI and the sync client's uploads read through here; the SQLite hub's
-** download windows, which page by a cursor, not yet: see
-** tests/test_change_contract_scan.py):
+** CLI, the sync client's uploads and the SQLite hub's download windows read
+** through here: see tests/test_change_contract_scan.py):
 **   insert   a live row with since < change BSN <= until whose insert BSN is
 **            above since
 **   update   the same with the insert BSN at or below since
@@ -79,7 +114,10 @@
 ** UNTIL an INTEGER between SINCE and the last committed CSN. An anchor older
 ** than the table's oldest kept change (purge_tombstones(), a re-arm) is
 ** refused as expired, as the Python layer's AnchorExpiredError: anchor 0
-** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A table that lost
+** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A read of live
+** rows alone (stamped = 0 or 1) needs no tombstone and is not refused as
+** expired; TOMBSTONES = 'each' is judged from max(SINCE, AFTER_BSN), where
+** its reads start. A table that lost
 ** its triggers to a rebuild is refused. So is reading inside a transaction
 ** that holds a BSN (it wrote tracked rows of a native table: their
 ** uncommitted stamps hide the committed changes of those rows): commit or roll
@@ -95,10 +133,13 @@
 ** last committed CSN and then the changes with statements of the same
 ** connection, so they all read the caller's one snapshot (the read
 ** transaction of the statement that runs the function, or of the caller's
-** transaction). It reads in three phases, each one statement prepared in
+** transaction). It reads in phases, each one statement prepared in
 ** xFilter: tombstones grouped by key (the tombstone primary key starts with
-** table and delete BSN), rows through the change index __sysct_chg_TBL, and
-** rows with NULL stamps (only when the enabling BSN is in the window). Only
+** table and delete BSN; with 'each', that key's order, the rest of AFTER_BSN
+** first), rows with NULL stamps through the change index (only when the
+** enabling BSN is in the window), and stamped rows through the change index
+** __sysct_chg_TBL (the rest of AFTER_BSN first, then the later BSNs). Each
+** statement's ORDER BY is the order above, which the index gives (no sort). Only
 ** the columns the query uses are computed (colUsed): a reader that joins on
 ** row_rowid pays no key packing, and a query of change_bsn and row_rowid
 ** alone (a count per transaction) reads the change index and no row (the

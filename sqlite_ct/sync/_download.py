@@ -16,8 +16,12 @@ What a client is sent for the window (complete, upper] of a table:
   after the client's upload floor (record_upload); a row others inserted in
   the window never reached it. On a first download (complete = 0) the client
   holds no hub rows, so only rows it uploaded itself can be out of scope.
-Every query is index-backed (the change index, the tombstone primary key, the
-key/rowid of the table) and resumes from the anchor's cursor: see _anchor.py.
+Phases 0-2 read through sqlite_ct_changes() (csrc/changes.c): the tombstones
+with tombstones = 'each', the rows with NULL stamps (stamped = 0) and the
+stamped rows (stamped = 1), each resumed after the anchor's cursor with
+after_bsn/after_key, the function's index seeks making every page cost the
+same; the table is looked up by rowid or key for the row's values. The
+snapshot phase (3) reads the table itself. See _anchor.py for the cursor.
 """
 from __future__ import annotations
 
