@@ -156,6 +156,12 @@ class _TableReader:
             pos = "c.pk"
             join = info.key_match("t", [f"sqlite_ct_unpack_key(c.pk, {i})"
                                         for i in range(len(info.key))])
+        elif info.rowid.lower() in (c.lower() for c in info.columns):
+            # No name reaches the rowid that orders the rows: refused, not
+            # read without them (row_rowid would be NULL, joining nothing).
+            raise SyncError(f'sqlite-ct sync: table "{info.name}" has columns named rowid, '
+                            f"_rowid_ and oid, which hide its rowid; the hub cannot page its "
+                            f"downloads: rename one of them, or make the table WITHOUT ROWID")
         else:
             pos = "c.row_rowid"
             join = f"t.{q(info.rowid)} = c.row_rowid"

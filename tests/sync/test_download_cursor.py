@@ -96,3 +96,14 @@ def test_cursors_keep_their_form_and_resume_at_the_next_change(conns, schema):
         made = server.guard.encode(dataclasses.replace(a, window=w), "t")
         rest, _, _ = read(server, client, made, None)
         assert rest == first[i + 1:], i
+
+
+def test_a_table_whose_columns_hide_the_rowid_is_refused_not_sent_empty(conns):
+    from sqlite_ct.sync import ServerSyncProvider, SyncError
+    hub = conns()
+    hub.execute('CREATE TABLE t(k TEXT PRIMARY KEY, "rowid" INT, "_rowid_" INT, "oid" INT)')
+    hub.execute("INSERT INTO t(k, \"rowid\", \"_rowid_\", \"oid\") VALUES ('a', 1, 2, 3)")
+    server = ServerSyncProvider(hub)
+    server.provision("t")
+    with pytest.raises(SyncError, match="hide its rowid"):
+        read(server, uuid.uuid4(), None, None)
