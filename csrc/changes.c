@@ -4,7 +4,8 @@
 **
 ** SQL SURFACE: the eponymous, read-only table-valued function
 **
-**   sqlite_ct_changes(TBL, SINCE [, UNTIL [, EXCLUDE_CONTEXT]])
+**   sqlite_ct_changes(TBL, SINCE [, UNTIL [, EXCLUDE_CONTEXT [, TOMBSTONES
+**                     [, AFTER_BSN [, AFTER_KEY]]]]])
 **
 ** one row per change of tracked table TBL committed after anchor SINCE, up to
 ** UNTIL (default: the last committed CSN of the reading snapshot), with the
@@ -27,11 +28,46 @@
 **               values; NULL for deletes, WITHOUT ROWID tables and tables whose
 **               columns named rowid, _rowid_ and oid all hide the rowid (join
 **               those by key)
+**   stamped     1 for a row stamped in the window, 0 for a row with NULL
+**               stamps, NULL for a delete
 **
-** and the hidden argument columns tbl, since, until, exclude_context. Rows
-** come deletes first, then rows stamped in the window in change_bsn order,
-** then rows with NULL stamps; nothing is promised to SQLite about order
-** (ORDER BY sorts). A constraint op = 'D' / 'I' / 'U' (or op <> 'D'), compared
+** and the hidden argument columns tbl, since, until, exclude_context,
+** tombstones, after_bsn, after_key.
+**
+** ORDER. Rows come in this order, which readers may rely on (a LIMIT stops
+** the reads there; SQLite is promised nothing, so an ORDER BY still sorts):
+** the deletes (one per key: in no promised order; TOMBSTONES = 'each': by
+** change_bsn, then the key as stored), then the rows with NULL stamps, then
+** the rows stamped in the window by change_bsn; live rows with the same
+** change_bsn by the table's order: rowid, or the PRIMARY KEY columns of a
+** WITHOUT ROWID table (in key order, each with its collation). A constraint
+** stamped = 0 or stamped = 1 reads that phase alone (and no delete).
+**
+** PAGING. AFTER_BSN (an INTEGER) and AFTER_KEY (a packed key, or NULL)
+** resume after a position read before: only rows after (AFTER_BSN,
+** AFTER_KEY) in the order above, within their phase, come. The position of a
+** live row is (change_bsn, its packed rowid: sqlite_ct_pack_key(row_rowid))
+** or, for a WITHOUT ROWID table, (change_bsn, pk); of a tombstone
+** (TOMBSTONES = 'each') (change_bsn, pk). AFTER_KEY NULL: after every row of
+** AFTER_BSN. Each phase seeks its index to the position, so a window is read
+** page by page (LIMIT) without reading the earlier pages again, also when
+** all its rows were written by one transaction or predate tracking. The one
+** delete per key (TOMBSTONES 'key') has no position: AFTER_BSN with those
+** deletes asked for is refused (leave them out with stamped = 0 or 1, or
+** op <> 'D'). A table whose columns named rowid, _rowid_ and oid hide the
+** rowid cannot resume after a key (refused).
+**
+** TOMBSTONES: NULL or 'key' (the default), one delete per key, by the rules
+** below; 'each', every tombstone in the window as a row, with no rule
+** applied: op 'D', change_bsn the delete BSN, insert_bsn the insert CSN the
+** tombstone carries, context the deleting transaction's, pk the key. A
+** reader with a delete rule of its own reads these: the SQLite hub's
+** downloads send every tombstone another client wrote (EXCLUDE_CONTEXT) whose
+** key is not back in the client's scope, also of rows inserted inside the
+** window (the client's own uploads land there). A portable table stores its
+** tombstones' keys in another form: 'each' is refused for it.
+**
+** A constraint op = 'D' / 'I' / 'U' (or op <> 'D'), compared
 ** with the BINARY collation, is used to skip what is not asked for (under
 ** another collation SQLite compares each row); any other op value matches nothing, and the
 ** arguments are still checked: "WHERE op = ''" validates an anchor and reads
@@ -55,9 +91,8 @@
 ** compares every row with them too, so a bound means what SQLite says.
 **
 ** THE RULES (the one place that spells them out; the Python enumeration, the
-** CLI and the sync client's uploads read through here; the SQLite hub's
-** download windows, which page by a cursor, not yet: see
-** tests/test_change_contract_scan.py):
+** CLI, the sync client's uploads and the SQLite hub's download windows read
+** through here: see tests/test_change_contract_scan.py):
 **   insert   a live row with since < change BSN <= until whose insert BSN is
 **            above since
 **   update   the same with the insert BSN at or below since
@@ -86,7 +121,10 @@
 ** UNTIL an INTEGER between SINCE and the last committed CSN. An anchor older
 ** than the table's oldest kept change (purge_tombstones(), a re-arm) is
 ** refused as expired, as the Python layer's AnchorExpiredError: anchor 0
-** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A table that lost
+** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A read of live
+** rows alone (stamped = 0 or 1) needs no tombstone and is not refused as
+** expired; TOMBSTONES = 'each' is judged from max(SINCE, AFTER_BSN), where
+** its reads start. A table that lost
 ** its triggers to a rebuild is refused. So is reading inside a transaction
 ** that holds a BSN (it wrote tracked rows of a native table: their
 ** uncommitted stamps hide the committed changes of those rows): commit or roll
@@ -102,10 +140,13 @@
 ** last committed CSN and then the changes with statements of the same
 ** connection, so they all read the caller's one snapshot (the read
 ** transaction of the statement that runs the function, or of the caller's
-** transaction). It reads in three phases, each one statement prepared in
+** transaction). It reads in phases, each one statement prepared in
 ** xFilter: tombstones grouped by key (the tombstone primary key starts with
-** table and delete BSN), rows through the change index __sysct_chg_TBL, and
-** rows with NULL stamps (only when the enabling BSN is in the window). Only
+** table and delete BSN; with 'each', that key's order, the rest of AFTER_BSN
+** first), rows with NULL stamps through the change index (only when the
+** enabling BSN is in the window), and stamped rows through the change index
+** __sysct_chg_TBL (the rest of AFTER_BSN first, then the later BSNs). Each
+** statement's ORDER BY is the order above, which the index gives (no sort). Only
 ** the columns the query uses are computed (colUsed): a reader that joins on
 ** row_rowid pays no key packing, and a query of change_bsn and row_rowid
 ** alone (a count per transaction) reads the change index and no row (the
@@ -130,10 +171,15 @@
 #define CTC_CONTEXT    3
 #define CTC_PK         4
 #define CTC_ROWID      5
-#define CTC_TBL        6
-#define CTC_SINCE      7
-#define CTC_UNTIL      8
-#define CTC_EXCLUDE    9
+#define CTC_STAMPED    6
+#define CTC_TBL        7
+#define CTC_SINCE      8
+#define CTC_UNTIL      9
+#define CTC_EXCLUDE    10
+#define CTC_TOMBS      11
+#define CTC_AFTER_BSN  12
+#define CTC_AFTER_KEY  13
+#define CT_NARG        7     /* hidden arguments, tbl ... after_key */
 
 /* idxNum bits: the output columns used (bits 0-5, colUsed), which optional
 ** arguments are bound, and the op constraint. */
@@ -145,13 +191,20 @@
 #define CTX_LO_GE    0x2000    /* change_bsn >= X */
 #define CTX_HI_LT    0x4000    /* change_bsn < Y */
 #define CTX_HI_LE    0x8000    /* change_bsn <= Y */
-#define CTX_COLS     0x003f
+#define CTX_TOMBS    0x10000   /* tombstones bound */
+#define CTX_AFTER_B  0x20000   /* after_bsn bound */
+#define CTX_AFTER_K  0x40000   /* after_key bound */
+#define CTX_STAMPED  0x80000   /* stamped = X */
+#define CTX_COLS     0x007f
 
 /* Phases of a cursor. */
-#define CTP_DELETES   0
-#define CTP_STAMPED   1
-#define CTP_UNSTAMPED 2
-#define CTP_EOF       3
+#define CTP_DELETES_AT 0    /* tombstones='each': the rest of after_bsn */
+#define CTP_DELETES    1
+#define CTP_UNSTAMPED  2
+#define CTP_STAMPED_AT 3    /* the rest of after_bsn's rows */
+#define CTP_STAMPED    4
+#define CTP_EOF        5
+#define CTP_N          5
 
 typedef struct CtChangesVtab CtChangesVtab;
 struct CtChangesVtab {
@@ -165,11 +218,17 @@ struct CtChangesCursor {
   sqlite3_vtab_cursor base;
   CtChangesVtab *pTab;
   int iPhase;                  /* CTP_* */
-  sqlite3_stmt *apStmt[3];     /* one statement per phase, 0 when skipped */
+  sqlite3_stmt *apStmt[CTP_N]; /* one statement per phase, 0 when skipped */
   sqlite3_int64 iSince;
   sqlite3_int64 iEnable;
   sqlite3_int64 iLow;          /* read change_bsn > iLow ... */
   sqlite3_int64 iHigh;         /* ... and <= iHigh */
+  int bEach;                   /* tombstones='each': one row per tombstone */
+  int bAfter;                  /* resume after (iAfterBsn, pAfterKey) */
+  sqlite3_int64 iAfterBsn;
+  sqlite3_value *pAfterKey;    /* the argument (or 0): bound, not kept */
+  int bNoDeletes;              /* stamped = X leaves the deletes out */
+  int eStamped;                /* -1 any; 0 or 1: only that live phase */
   char cOpWant;                /* 0: any; 'D', 'I', 'U'; 'X': none */
   char cOpNot;                 /* 0, or an op to leave out */
   char cOp;                    /* op of the current row */
@@ -219,8 +278,9 @@ static int ctChgConnect(sqlite3 *db, void *pAux, int argc, const char *const *ar
   (void)argc; (void)argv; (void)pzErr;
   rc = sqlite3_declare_vtab(db,
       "CREATE TABLE x(op TEXT, change_bsn INTEGER, insert_bsn INTEGER, context BLOB,"
-      " pk BLOB, row_rowid INTEGER, tbl HIDDEN, since HIDDEN, until HIDDEN,"
-      " exclude_context HIDDEN)");
+      " pk BLOB, row_rowid INTEGER, stamped INTEGER, tbl HIDDEN, since HIDDEN,"
+      " until HIDDEN, exclude_context HIDDEN, tombstones HIDDEN, after_bsn HIDDEN,"
+      " after_key HIDDEN)");
   if( rc!=SQLITE_OK ) return rc;
   /* Innocuous: it only reads, and only tracking data a caller could read by
   ** plain SELECTs. It is not SQLITE_VTAB_DIRECTONLY, so views may use it. */
@@ -249,15 +309,16 @@ static int ctChgDisconnect(sqlite3_vtab *pVtab){
 ** still compares each row (the exact rule for a value of any type).
 */
 static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
-  int aiArg[4] = { -1, -1, -1, -1 };   /* tbl, since, until, exclude */
-  int bSeen[4] = { 0, 0, 0, 0 };
-  int iOp = -1, eOp = 0;
+  /* tbl, since, until, exclude, tombstones, after_bsn, after_key */
+  int aiArg[CT_NARG] = { -1, -1, -1, -1, -1, -1, -1 };
+  int bSeen[CT_NARG] = { 0, 0, 0, 0, 0, 0, 0 };
+  int iOp = -1, eOp = 0, iStamped = -1;
   int iLo = -1, eLo = 0, iHi = -1, eHi = 0;
   int i, nArg = 0, idxNum;
   double nRow;
   for(i=0; i<pInfo->nConstraint; i++){
     const struct sqlite3_index_constraint *c = &pInfo->aConstraint[i];
-    if( c->iColumn>=CTC_TBL && c->iColumn<=CTC_EXCLUDE ){
+    if( c->iColumn>=CTC_TBL && c->iColumn<=CTC_AFTER_KEY ){
       int j = c->iColumn - CTC_TBL;
       if( c->op!=SQLITE_INDEX_CONSTRAINT_EQ ) continue;
       bSeen[j] = 1;
@@ -269,6 +330,9 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
       ** another collation (op = 'i' COLLATE NOCASE) SQLite checks it. */
       iOp = i;
       eOp = c->op==SQLITE_INDEX_CONSTRAINT_EQ ? CTX_OP_EQ : CTX_OP_NE;
+    }else if( c->iColumn==CTC_STAMPED && c->usable && iStamped<0
+           && c->op==SQLITE_INDEX_CONSTRAINT_EQ ){
+      iStamped = i;
     }else if( c->iColumn==CTC_CHANGE && c->usable ){
       if( iLo<0 && (c->op==SQLITE_INDEX_CONSTRAINT_GT || c->op==SQLITE_INDEX_CONSTRAINT_GE) ){
         iLo = i;
@@ -287,12 +351,13 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
   }
   if( aiArg[0]<0 || aiArg[1]<0 ) return SQLITE_CONSTRAINT;
   idxNum = (int)(pInfo->colUsed & CTX_COLS);
-  for(i=0; i<4; i++){
+  for(i=0; i<CT_NARG; i++){
+    static const int aFlag[CT_NARG] = { 0, 0, CTX_UNTIL, CTX_EXCLUDE, CTX_TOMBS,
+                                        CTX_AFTER_B, CTX_AFTER_K };
     if( aiArg[i]<0 ) continue;
     pInfo->aConstraintUsage[aiArg[i]].argvIndex = ++nArg;
     pInfo->aConstraintUsage[aiArg[i]].omit = 1;
-    if( i==2 ) idxNum |= CTX_UNTIL;
-    if( i==3 ) idxNum |= CTX_EXCLUDE;
+    idxNum |= aFlag[i];
   }
   if( iOp>=0 ){
     pInfo->aConstraintUsage[iOp].argvIndex = ++nArg;
@@ -308,6 +373,11 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
     pInfo->aConstraintUsage[iHi].argvIndex = ++nArg;
     idxNum |= eHi;
   }
+  if( iStamped>=0 ){
+    /* Only skips phases; SQLite still compares (a value of any type). */
+    pInfo->aConstraintUsage[iStamped].argvIndex = ++nArg;
+    idxNum |= CTX_STAMPED;
+  }
   pInfo->idxNum = idxNum;
   /* The work follows the number of changes in the window, which is not known
   ** here: a guess, cheaper with op or change_bsn narrowed, never a
@@ -315,6 +385,7 @@ static int ctChgBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo){
   nRow = (idxNum & CTX_OP_EQ) ? 250.0 : 1000.0;
   if( iLo>=0 ) nRow /= 4.0;
   if( iHi>=0 ) nRow /= 4.0;
+  if( idxNum & CTX_AFTER_B ) nRow /= 4.0;
   pInfo->estimatedRows = (sqlite3_int64)nRow;
   pInfo->estimatedCost = nRow * 4.0;
   return SQLITE_OK;
@@ -332,7 +403,7 @@ static int ctChgOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor){
 
 static void ctChgReset(CtChangesCursor *c){
   int i;
-  for(i=0; i<3; i++){
+  for(i=0; i<CTP_N; i++){
     sqlite3_finalize(c->apStmt[i]);
     c->apStmt[i] = 0;
   }
@@ -568,16 +639,39 @@ static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
   return rc;
 }
 
+/* The columns that order a live row within its BSN, quoted: the rowid, or
+** the PRIMARY KEY columns of a WITHOUT ROWID table; 0 when the rowid has no
+** usable name (then only change_bsn orders). */
+static char *ctChgOrderKey(const CtChgTable *t){
+  if( !t->bWithoutRowid ) return t->zRowid ? sqlite3_mprintf("%s", t->zRowid) : 0;
+  return ctChgKeyList(t, "", "");
+}
+
+/* (k1, k2, ...) > (the packed position ?9, unpacked), for nKey columns. */
+static char *ctChgAfterKey(const char *zKeys, int nKey){
+  sqlite3_str *s = sqlite3_str_new(0);
+  int i;
+  sqlite3_str_appendf(s, "(%s) > (", zKeys);
+  for(i=0; i<nKey; i++){
+    sqlite3_str_appendf(s, "%ssqlite_ct_unpack_key(?9, %d)", i ? ", " : "", i);
+  }
+  sqlite3_str_appendall(s, ")");
+  return sqlite3_str_finish(s);
+}
+
 /*
 ** Prepare the phases. Every phase's statement returns
 **   change_bsn, insert_bsn, context, pk, rowid
 ** with NULL in place of what the query does not use. Parameters: ?1 since,
 ** ?2 until, ?3 enabling BSN, ?4 context to leave out (or NULL), ?5 table,
 ** ?6 and ?7 the bounds on change_bsn: read change_bsn in (?6, ?7] (since and
-** until when no bound narrows them). A stamped row's insert BSN (for op) and
-** context (for exclude_context) are read only when asked for, so a query of
+** until when no bound narrows them; after_bsn when it is above them), ?8
+** after_bsn, ?9 after_key. A stamped row's insert BSN (for op) and context
+** (for exclude_context) are read only when asked for, so a query of
 ** change_bsn and row_rowid alone (a count per transaction) reads the change
-** index and no row.
+** index and no row. The ORDER BY of each statement is the order the header
+** comment promises; the indexes satisfy it (no sorting), so each phase reads
+** from where it resumes and stops where the caller stops.
 */
 static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
                               char **pzErr){
@@ -587,16 +681,54 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   int bPk = (idxNum & (1<<CTC_PK))!=0;
   int bRowid = (idxNum & (1<<CTC_ROWID))!=0 && t->zRowid!=0;
   int bIns = (idxNum & ((1<<CTC_OP)|(1<<CTC_INSERT)|CTX_OP_EQ|CTX_OP_NE))!=0;
+  int bAfterKey = c->bAfter && c->pAfterKey
+               && sqlite3_value_type(c->pAfterKey)!=SQLITE_NULL;
+  int bLive = c->cOpWant!='D' && c->cOpWant!='X' && c->cOpWant!='B';
   char *zKeys = bPk ? ctChgKeyList(t, "", "") : 0;
   char *zRk = bPk ? ctChgTombstoneKey(t) : 0;
   char *zLive = ctChgLiveKey(t);
+  char *zOrder = ctChgOrderKey(t);
+  char *zAfter = (bAfterKey && zOrder) ? ctChgAfterKey(zOrder, t->bWithoutRowid ? t->nPk : 1)
+                                       : 0;
+  char *zPkExpr = bPk ? sqlite3_mprintf("sqlite_ct_pack_key(%s)", zKeys ? zKeys : "") : 0;
   /* ?4 first: with none given, a row read through the change index is
   ** not looked up (SQLite defers the seek until a column needs it). */
   const char *zNotExcluded = "(?4 IS NULL OR __sysTrackingContext IS NOT ?4)";
+  const char *zCols;     /* insert_bsn, context, pk, rowid of a live row */
+  char *zLiveCols = 0;
+  int bDeletes = c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
+              && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE);
 
-  if( (bPk && (zKeys==0 || zRk==0)) || zLive==0 ) rc = SQLITE_NOMEM;
-  if( c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
-   && (t->eOpt & CT_TRACK_DELETE) ){
+  if( (bPk && (zKeys==0 || zRk==0 || zPkExpr==0)) || zLive==0
+   || ((t->bWithoutRowid || t->zRowid) && zOrder==0) || (bAfterKey && zOrder && zAfter==0) ){
+    rc = SQLITE_NOMEM;
+  }
+  if( rc==SQLITE_OK ){
+    zLiveCols = sqlite3_mprintf("%s, %s, %s",
+        bCtx ? "\"__sysTrackingContext\"" : "NULL", bPk ? zPkExpr : "NULL",
+        bRowid ? t->zRowid : "NULL");
+    if( zLiveCols==0 ) rc = SQLITE_NOMEM;
+  }
+  zCols = zLiveCols;
+  if( bDeletes && c->bEach ){
+    /* Every tombstone of the window, by (delete BSN, key as stored): the
+    ** tombstones' primary key. No rule is applied. */
+    const char *zTombCols = "__sysDeleteTxBsn, __sysInsertTxCsn, %s, %s, NULL";
+    char *zSel = sqlite3_mprintf(zTombCols, bCtx ? "__sysTrackingContext" : "NULL",
+                                 bPk ? "__sysRK" : "NULL");
+    if( zSel==0 && rc==SQLITE_OK ) rc = SQLITE_NOMEM;
+    if( bAfterKey ){
+      c->apStmt[CTP_DELETES_AT] = ctChgPrepare(db, &rc, pzErr,
+          "SELECT %s FROM main.__sysOCSDeletedRows WHERE __sysTName = ?5"
+          " AND __sysDeleteTxBsn = ?8 AND ?8 > ?6 AND ?8 <= ?7 AND __sysRK > ?9 AND %s"
+          " ORDER BY __sysRK", zSel, zNotExcluded);
+    }
+    c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
+        "SELECT %s FROM main.__sysOCSDeletedRows WHERE __sysTName = ?5"
+        " AND __sysDeleteTxBsn > ?6 AND __sysDeleteTxBsn <= ?7 AND %s"
+        " ORDER BY __sysDeleteTxBsn, __sysRK", zSel, zNotExcluded);
+    sqlite3_free(zSel);
+  }else if( bDeletes ){
     /* The key's newest tombstone gives change_bsn and context: looked up by
     ** its primary key (a bare column next to both max() and min() would come
     ** from either row). With a context left out, a key that is live again
@@ -617,43 +749,66 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
         bPk ? zRk : "NULL", zNotExcluded, c->cOpWant=='B' ? ">" : "<=",
         c->cOpWant=='B' ? "" : "?4 IS NULL OR", t->zName, zLive ? zLive : "0");
   }
-  if( c->cOpWant!='D' && c->cOpWant!='X' && c->cOpWant!='B' ){
-    c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
-        "SELECT \"__sysChangeTxBsn\", %s, %s, %s%s%s, %s"
-        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?6 AND \"__sysChangeTxBsn\" <= ?7"
-        " AND %s",
-        bIns ? "coalesce(\"__sysInsertTxBsn\", ?3)" : "NULL",
-        bCtx ? "\"__sysTrackingContext\"" : "NULL",
-        bPk ? "sqlite_ct_pack_key(" : "", bPk ? zKeys : "NULL", bPk ? ")" : "",
-        bRowid ? t->zRowid : "NULL", t->zName, zNotExcluded);
+  if( bLive && c->eStamped!=1 && !(c->bAfter && c->iAfterBsn>c->iEnable) ){
+    /* Rows with NULL stamps: position (enabling BSN, key). After a position
+    ** of the enabling BSN, those above its key; after an older one, all;
+    ** after a newer one, none (xFilter skips the phase). */
     c->apStmt[CTP_UNSTAMPED] = ctChgPrepare(db, &rc, pzErr,
-        "SELECT ?3, ?3, %s, %s%s%s, %s"
-        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" IS NULL AND ?3 > ?6 AND ?3 <= ?7",
-        bCtx ? "\"__sysTrackingContext\"" : "NULL",
-        bPk ? "sqlite_ct_pack_key(" : "", bPk ? zKeys : "NULL", bPk ? ")" : "",
-        bRowid ? t->zRowid : "NULL", t->zName);
+        "SELECT ?3, ?3, %s"
+        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" IS NULL AND ?3 > ?6 AND ?3 <= ?7%s%s%s%s",
+        zCols, t->zName,
+        (c->bAfter && c->iAfterBsn==c->iEnable) ? " AND " : "",
+        (c->bAfter && c->iAfterBsn==c->iEnable) ? (zAfter ? zAfter : "0") : "",
+        zOrder ? " ORDER BY " : "", zOrder ? zOrder : "");
+  }
+  if( bLive && c->eStamped!=0 ){
+    if( bAfterKey ){
+      c->apStmt[CTP_STAMPED_AT] = ctChgPrepare(db, &rc, pzErr,
+          "SELECT \"__sysChangeTxBsn\", %s, %s FROM main.\"%w\""
+          " WHERE \"__sysChangeTxBsn\" = ?8 AND ?8 > ?6 AND ?8 <= ?7 AND %s AND %s"
+          " ORDER BY %s",
+          bIns ? "coalesce(\"__sysInsertTxBsn\", ?3)" : "NULL", zCols, t->zName,
+          zAfter ? zAfter : "0", zNotExcluded, zOrder ? zOrder : "1");
+    }
+    c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
+        "SELECT \"__sysChangeTxBsn\", %s, %s"
+        " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?6 AND \"__sysChangeTxBsn\" <= ?7"
+        " AND %s ORDER BY \"__sysChangeTxBsn\"%s%s",
+        bIns ? "coalesce(\"__sysInsertTxBsn\", ?3)" : "NULL", zCols, t->zName,
+        zNotExcluded, zOrder ? ", " : "", zOrder ? zOrder : "");
   }
   sqlite3_free(zKeys);
   sqlite3_free(zRk);
   sqlite3_free(zLive);
+  sqlite3_free(zOrder);
+  sqlite3_free(zAfter);
+  sqlite3_free(zPkExpr);
+  sqlite3_free(zLiveCols);
   return rc;
 }
 
-/* Bind the phases' parameters (every phase's statement numbers them up to
-** ?7, so each index exists, used or not). */
+/* Bind the phases' parameters (an index a statement does not use is
+** SQLITE_RANGE, harmless). The statements that resume after a position read
+** change_bsn above it: ?6 is max(lower bound, after_bsn) for them. */
 static void ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
                       const char *zName){
   int i;
-  for(i=0; i<3; i++){
+  for(i=0; i<CTP_N; i++){
     sqlite3_stmt *s = c->apStmt[i];
+    sqlite3_int64 iLow = c->iLow;
     if( s==0 ) continue;
+    if( c->bAfter && (i==CTP_STAMPED || i==CTP_DELETES) && c->iAfterBsn>iLow ){
+      iLow = c->iAfterBsn;
+    }
     sqlite3_bind_int64(s, 1, c->iSince);
     sqlite3_bind_int64(s, 2, iUntil);
     sqlite3_bind_int64(s, 3, c->iEnable);
     if( pExclude ) sqlite3_bind_value(s, 4, pExclude);
     sqlite3_bind_text(s, 5, zName, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 6, c->iLow);
+    sqlite3_bind_int64(s, 6, iLow);
     sqlite3_bind_int64(s, 7, c->iHigh);
+    if( c->bAfter ) sqlite3_bind_int64(s, 8, c->iAfterBsn);
+    if( c->pAfterKey ) sqlite3_bind_value(s, 9, c->pAfterKey);
   }
 }
 
@@ -707,7 +862,7 @@ static int ctChgStep(CtChangesCursor *c){
     if( s==0 ){ c->iPhase++; continue; }
     rc = sqlite3_step(s);
     if( rc==SQLITE_ROW ){
-      char cOp = c->iPhase==CTP_DELETES ? (c->cOpWant=='B' ? 'B' : 'D')
+      char cOp = c->iPhase<=CTP_DELETES ? (c->cOpWant=='B' && !c->bEach ? 'B' : 'D')
                : sqlite3_column_int64(s, 1)>c->iSince ? 'I' : 'U';
       if( (c->cOpWant && cOp!=c->cOpWant) || cOp==c->cOpNot ) continue;
       c->cOp = cOp;
@@ -729,9 +884,10 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   CtChangesVtab *v = c->pTab;
   sqlite3 *db = v->db;
   sqlite3_value *pTbl, *pSince, *pUntil = 0, *pExclude = 0, *pOp = 0, *pLo = 0, *pHi = 0;
+  sqlite3_value *pTombs = 0, *pAfterBsn = 0, *pAfterKey = 0, *pStamped = 0;
   const char *zArg;
   CtChgTable t;
-  sqlite3_int64 iLast = 0, iUntil = 0, iWrote = 0;
+  sqlite3_int64 iLast = 0, iUntil = 0, iWrote = 0, iFrom;
   char *zErr = 0;
   int rc = SQLITE_OK, iArg = 2;
   (void)idxStr; (void)argc;
@@ -740,13 +896,23 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   memset(&t, 0, sizeof(t));
   c->cOpWant = 0;
   c->cOpNot = 0;
+  c->bEach = 0;
+  c->bAfter = 0;
+  c->iAfterBsn = 0;
+  c->pAfterKey = 0;
+  c->bNoDeletes = 0;
+  c->eStamped = -1;
   pTbl = argv[0];
   pSince = argv[1];
   if( idxNum & CTX_UNTIL ) pUntil = argv[iArg++];
   if( idxNum & CTX_EXCLUDE ) pExclude = argv[iArg++];
+  if( idxNum & CTX_TOMBS ) pTombs = argv[iArg++];
+  if( idxNum & CTX_AFTER_B ) pAfterBsn = argv[iArg++];
+  if( idxNum & CTX_AFTER_K ) pAfterKey = argv[iArg++];
   if( idxNum & (CTX_OP_EQ|CTX_OP_NE) ) pOp = argv[iArg++];
   if( idxNum & (CTX_LO_GT|CTX_LO_GE) ) pLo = argv[iArg++];
   if( idxNum & (CTX_HI_LT|CTX_HI_LE) ) pHi = argv[iArg++];
+  if( idxNum & CTX_STAMPED ) pStamped = argv[iArg++];
 
   /* Arguments. */
   zArg = (const char*)sqlite3_value_text(pTbl);
@@ -781,6 +947,50 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
     return ctChgError(&v->base, SQLITE_ERROR, sqlite3_mprintf(
         "sqlite-ct: sqlite_ct_changes(): exclude_context must be a 16-byte GUID blob"
         " or NULL"));
+  }
+  if( pTombs && sqlite3_value_type(pTombs)!=SQLITE_NULL ){
+    const char *zT = (const char*)sqlite3_value_text(pTombs);
+    if( sqlite3_value_type(pTombs)==SQLITE_TEXT && zT==0 ) return SQLITE_NOMEM;
+    if( sqlite3_value_type(pTombs)==SQLITE_TEXT && strcmp(zT, "each")==0 ){
+      c->bEach = 1;
+    }else if( sqlite3_value_type(pTombs)!=SQLITE_TEXT || strcmp(zT, "key")!=0 ){
+      char *zShow = ctChgShow(pTombs);
+      if( zShow==0 ) return SQLITE_NOMEM;
+      zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): tombstones is 'key' or"
+                             " 'each' (or NULL), got %s", zShow);
+      sqlite3_free(zShow);
+      return ctChgError(&v->base, SQLITE_ERROR, zErr);
+    }
+  }
+  if( pAfterBsn && sqlite3_value_type(pAfterBsn)!=SQLITE_NULL ){
+    if( sqlite3_value_type(pAfterBsn)!=SQLITE_INTEGER ){
+      char *zShow = ctChgShow(pAfterBsn);
+      if( zShow==0 ) return SQLITE_NOMEM;
+      zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): after_bsn is an integer"
+                             " BSN or NULL, got %s", zShow);
+      sqlite3_free(zShow);
+      return ctChgError(&v->base, SQLITE_ERROR, zErr);
+    }
+    c->bAfter = 1;
+    c->iAfterBsn = sqlite3_value_int64(pAfterBsn);
+  }
+  if( pAfterKey && sqlite3_value_type(pAfterKey)!=SQLITE_NULL ){
+    if( sqlite3_value_type(pAfterKey)!=SQLITE_BLOB ){
+      return ctChgError(&v->base, SQLITE_ERROR, sqlite3_mprintf(
+          "sqlite-ct: sqlite_ct_changes(): after_key is a packed key"
+          " (sqlite_ct_pack_key()) or NULL"));
+    }
+    if( !c->bAfter ){
+      return ctChgError(&v->base, SQLITE_ERROR, sqlite3_mprintf(
+          "sqlite-ct: sqlite_ct_changes(): after_key needs after_bsn, the change_bsn"
+          " of the row it resumes after"));
+    }
+    c->pAfterKey = pAfterKey;
+  }
+  if( pStamped && sqlite3_value_type(pStamped)==SQLITE_INTEGER ){
+    sqlite3_int64 iSt = sqlite3_value_int64(pStamped);
+    c->bNoDeletes = 1;
+    c->eStamped = iSt==0 ? 0 : iSt==1 ? 1 : 2;   /* 2: no live row either */
   }
   if( pOp ){
     const char *zOp = (const char*)sqlite3_value_text(pOp);
@@ -821,22 +1031,47 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   /* Anchor 0 (a replica that holds nothing) needs no tombstone but those of
   ** rows applied from a server (stamp 0), whose deletes a client uploads; it
   ** expires only when those were lost (schema.c, CT_META_ANCHOR0_EXPIRED). */
-  if( rc==SQLITE_OK && c->iSince<t.iMinValid && (c->iSince>0 || t.bZeroExpired) ){
+  /* A read of live rows alone (stamped = 0 or 1) needs no tombstone; a read
+  ** of each tombstone needs those after its start, max(SINCE, after_bsn). */
+  iFrom = c->iSince;
+  if( c->bEach && c->bAfter && c->iAfterBsn>iFrom ) iFrom = c->iAfterBsn;
+  if( rc==SQLITE_OK && !c->bNoDeletes && iFrom<t.iMinValid
+   && (iFrom>0 || t.bZeroExpired) ){
     rc = SQLITE_ERROR;
     zErr = sqlite3_mprintf(
         "sqlite-ct: anchor %lld of table \"%s\" is older than its oldest kept change"
         " (CSN %lld): tombstones it needs were purged; reinitialise the replica",
-        c->iSince, t.zName, t.iMinValid);
+        iFrom, t.zName, t.iMinValid);
   }
   c->iEnable = t.iEnable;
   c->iLow = c->iSince;
   c->iHigh = iUntil;
   if( pLo ) ctChgBound(pLo, idxNum & (CTX_LO_GT|CTX_LO_GE), &c->iLow, &c->iHigh);
   if( pHi ) ctChgBound(pHi, idxNum & (CTX_HI_LT|CTX_HI_LE), &c->iLow, &c->iHigh);
+  if( rc==SQLITE_OK && c->bEach && t.bPortable ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): tombstones = 'each' reads"
+                           " the key as stored; table \"%s\" is tracked in portable"
+                           " mode, which stores another form", t.zName);
+  }
+  if( rc==SQLITE_OK && c->pAfterKey && !t.bWithoutRowid && t.zRowid==0 ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): cannot resume after a key"
+                           " in table \"%s\": its columns named rowid, _rowid_ and oid"
+                           " hide the rowid that orders it", t.zName);
+  }
+  if( rc==SQLITE_OK && c->bAfter && !c->bEach && !c->bNoDeletes && c->cOpNot!='D'
+   && c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && (t.eOpt & CT_TRACK_DELETE) ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): after_bsn resumes live rows"
+                           " and tombstones = 'each', not deletes one per key: leave the"
+                           " deletes out (stamped = 0 or 1, op <> 'D') or read"
+                           " tombstones = 'each'");
+  }
   if( rc==SQLITE_OK ) rc = ctChgPreparePhases(c, &t, idxNum, &zErr);
   if( rc==SQLITE_OK ){
     ctChgBind(c, iUntil, pExclude, t.zName);
-    c->iPhase = CTP_DELETES;
+    c->iPhase = CTP_DELETES_AT;
     rc = ctChgStep(c);
   }else{
     ctChgReset(c);
@@ -869,6 +1104,10 @@ static int ctChgColumn(sqlite3_vtab_cursor *pCur, sqlite3_context *ctx, int i){
     case CTC_CONTEXT: sqlite3_result_value(ctx, sqlite3_column_value(s, 2)); break;
     case CTC_PK:      sqlite3_result_value(ctx, sqlite3_column_value(s, 3)); break;
     case CTC_ROWID:   sqlite3_result_value(ctx, sqlite3_column_value(s, 4)); break;
+    case CTC_STAMPED:
+      if( c->iPhase>=CTP_STAMPED_AT ) sqlite3_result_int(ctx, 1);
+      else if( c->iPhase==CTP_UNSTAMPED ) sqlite3_result_int(ctx, 0);
+      break;
     default: break;   /* hidden arguments: not read back */
   }
   return SQLITE_OK;

@@ -58,14 +58,6 @@ EXCEPTIONS: Dict[Tuple[str, str], str] = {
         "a per-key probe for a local change or delete since the sent anchor before a deferred "
         "download is applied again; through sqlite_ct_changes(), which takes no key, "
         "each probe would read the whole pending window; " + NOT_MOVED,
-    ("sync/_download.py", "_TableReader._row_select"):
-        "the SQLite hub's download windows (paged by change BSN and key, with filters, "
-        "move-outs and the requesting client's context); " + NOT_MOVED,
-    ("sync/_download.py", "_TableReader.fetch"):
-        "the SQLite hub's download windows; " + NOT_MOVED,
-    ("sync/_download.py", "_TableReader._fetch_deletes"):
-        "the SQLite hub's download windows (tombstones paged by delete BSN and key); "
-        + NOT_MOVED,
 }
 
 

@@ -129,6 +129,21 @@ def op_enumerate_bounded(conn):
                     "GROUP BY change_bsn ORDER BY change_bsn"))
 
 
+def op_enumerate_paged(conn):
+    """sqlite_ct_changes() read in pages: each tombstone (tombstones =
+    'each'), the rows with NULL stamps and the stamped rows, resumed after a
+    position (after_bsn, after_key)."""
+    enable = conn.execute("SELECT __sysEnableTxBsn FROM __sysOCSTrackedObjects").get
+    return (q(conn, "SELECT op, change_bsn, insert_bsn, hex(pk), context FROM "
+                    "sqlite_ct_changes('t', 0) WHERE tombstones = 'each' AND after_bsn = 0"),
+            q(conn, "SELECT change_bsn, row_rowid, stamped, op FROM "
+                    "sqlite_ct_changes('t', 0) WHERE after_bsn = ? "
+                    "AND after_key = sqlite_ct_pack_key(1) AND stamped = 0", (enable,)),
+            q(conn, "SELECT change_bsn, row_rowid, hex(pk), stamped FROM "
+                    "sqlite_ct_changes('t', 0) WHERE after_bsn = ? "
+                    "AND after_key = sqlite_ct_pack_key(0) AND stamped = 1", (enable,)))
+
+
 def summary(conn):
     """What the database says after the operation, numbers aside: each tracked
     table's changes since 0."""
@@ -149,6 +164,8 @@ OPERATIONS = {
     "writes through the triggers": (tracked, op_writes),
     "enumeration": (tracked, op_enumerate),
     "enumeration within bounds on change_bsn": (tracked, op_enumerate_bounded),
+    "paged enumeration (tombstones = 'each', after_bsn, after_key)": (tracked,
+                                                                     op_enumerate_paged),
     "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
 }

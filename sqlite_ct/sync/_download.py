@@ -16,8 +16,12 @@ What a client is sent for the window (complete, upper] of a table:
   after the client's upload floor (record_upload); a row others inserted in
   the window never reached it. On a first download (complete = 0) the client
   holds no hub rows, so only rows it uploaded itself can be out of scope.
-Every query is index-backed (the change index, the tombstone primary key, the
-key/rowid of the table) and resumes from the anchor's cursor: see _anchor.py.
+Phases 0-2 read through sqlite_ct_changes() (csrc/changes.c): the tombstones
+with tombstones = 'each', the rows with NULL stamps (stamped = 0) and the
+stamped rows (stamped = 1), each resumed after the anchor's cursor with
+after_bsn/after_key, the function's index seeks making every page cost the
+same; the table is looked up by rowid or key for the row's values. The
+snapshot phase (3) reads the table itself. See _anchor.py for the cursor.
 """
 from __future__ import annotations
 
@@ -125,38 +129,83 @@ class _TableReader:
         self._key_pos = [info.columns.index(k) for k in info.key]
         self._cursor = ", ".join(q(c) for c in info.cursor)
 
-    def _row_select(self, w: Window, lead: str) -> Tuple[str, Dict[str, Any]]:
-        """SELECT lead, cursor..., kind, columns... for phases 1-3."""
-        info, m = self.info, self.flt.match
+    def _snapshot_select(self, w: Window) -> Tuple[str, Dict[str, Any]]:
+        """SELECT 0, cursor..., kind, columns... of the snapshot phase (3):
+        every row of the table in the client's filter, by rowid or key."""
+        info = self.info
         cols = ", ".join(q(c) for c in info.columns)
-        if w.snapshot:
-            kind, emit = str(_KIND_INSERT), m
-        else:
-            kind = (f"CASE WHEN NOT {m} THEN {_KIND_DELETE} "
-                    f'WHEN coalesce("__sysInsertTxBsn", :@e) > :@row_since THEN {_KIND_INSERT} '
-                    f"ELSE {_KIND_UPDATE} END")
-            # A client's own latest writes are left out only when it is known
-            # to hold them: not on a first download or a rescope (row_since 0),
-            # which a reinitialised, restored or rescoped client starts with.
-            # A move-out only for a row the client may hold: one it had before
-            # the window (inserted at or before row_since), one it may have
-            # uploaded itself (inserted at or after its upload floor, or its
-            # latest change is its own), or any, on a rescope. A row inserted
-            # in the window by others and outside the filter never reached
-            # the client: no delete, and its key does not leave the hub.
-            emit = (f'({m} AND ("__sysTrackingContext" IS NOT :@x OR :@row_since = 0)) '
-                    f'OR (NOT {m} AND (:@move_all OR "__sysTrackingContext" IS :@x '
-                    f'OR (:@row_since > 0 AND (coalesce("__sysInsertTxBsn", 0) <= :@row_since '
-                    f'OR coalesce("__sysInsertTxBsn", 0) >= :@floor))))')
-        floor = self.upload_floor if self.upload_floor is not None else 2**63 - 1
-        params = {**_bind(e=info.enable_bsn, row_since=w.row_since, move_all=int(w.move_all),
-                          x=self.client, floor=floor), **self.flt.params}
-        return _p(f"SELECT {lead}, {self._cursor}, {kind}, {cols} "
-                  f"FROM main.{q(info.name)} WHERE ({emit})"), params
+        sql = (f"SELECT 0, {self._cursor}, {_KIND_INSERT}, {cols} FROM main.{q(info.name)} "
+               f"WHERE ({self.flt.match})")
+        if w.cursor_key is not None:
+            unpacked = ", ".join(_unpack(_RESERVED + "ck", len(info.cursor)))
+            sql += f" AND ({self._cursor}) > ({unpacked})"
+        return (sql + _p(f" ORDER BY {self._cursor} LIMIT :@lim"),
+                {**self.flt.params, **_bind(ck=w.cursor_key)})
 
-    def _after_cursor(self) -> str:
-        unpacked = ", ".join(_unpack(_RESERVED + "ck", len(self.info.cursor)))
-        return f" AND ({self._cursor}) > ({unpacked})"
+    def _changes_select(self, w: Window) -> Tuple[str, Dict[str, Any]]:
+        """SELECT lead, position, kind, columns... of phase 1 (rows with NULL
+        stamps) or 2 (stamped rows) of the window, read through
+        sqlite_ct_changes() from the cursor on, in its order (NULL stamps by
+        rowid or key; stamped rows by change BSN, then rowid or key): the
+        function is the outer loop, the table is looked up by rowid or key,
+        and the LIMIT stops both. The position is the row_rowid, or the packed
+        key of a WITHOUT ROWID table (the cursor key, packed)."""
+        info, m = self.info, self.flt.match
+        cols = ", ".join(f"t.{q(c)}" for c in info.columns)
+        if info.without_rowid:
+            pos = "c.pk"
+            join = info.key_match("t", [f"sqlite_ct_unpack_key(c.pk, {i})"
+                                        for i in range(len(info.key))])
+        elif info.rowid.lower() in (c.lower() for c in info.columns):
+            # No name reaches the rowid that orders the rows: refused, not
+            # read without them (row_rowid would be NULL, joining nothing).
+            raise SyncError(f'sqlite-ct sync: table "{info.name}" has columns named rowid, '
+                            f"_rowid_ and oid, which hide its rowid; the hub cannot page its "
+                            f"downloads: rename one of them, or make the table WITHOUT ROWID")
+        else:
+            pos = "c.row_rowid"
+            join = f"t.{q(info.rowid)} = c.row_rowid"
+        unstamped = w.phase == PHASE_UNSTAMPED
+        # op is 'I' when the row was inserted after row_since (the function's
+        # since): an insert for the client, else an update.
+        kind = (f"CASE WHEN NOT {m} THEN {_KIND_DELETE} WHEN c.op = 'I' THEN {_KIND_INSERT} "
+                f"ELSE {_KIND_UPDATE} END")
+        # A client's own latest writes are left out only when it is known
+        # to hold them: not on a first download or a rescope (row_since 0),
+        # which a reinitialised, restored or rescoped client starts with.
+        # A move-out only for a row the client may hold: one it had before
+        # the window (inserted at or before row_since, or predating
+        # tracking), one it may have uploaded itself (inserted at or after
+        # its upload floor, or its latest change is its own), or any, on a
+        # rescope. A row inserted in the window by others and outside the
+        # filter never reached the client: no delete, and its key does not
+        # leave the hub.
+        emit = (f"({m} AND (:@row_since = 0 OR c.context IS NOT :@x)) "
+                f"OR (NOT {m} AND (:@move_all OR c.context IS :@x "
+                f"OR (:@row_since > 0 AND (c.stamped = 0 OR c.insert_bsn <= :@row_since "
+                f"OR c.insert_bsn >= :@floor))))")
+        if self.flt.fingerprint == _NO_FILTER:
+            # Every row matches: no move-out, and on a first download or a
+            # rescope every row is sent, so the function reads no context
+            # (the change index alone, for rows with NULL stamps).
+            kind = f"CASE WHEN c.op = 'I' THEN {_KIND_INSERT} ELSE {_KIND_UPDATE} END"
+            emit = "1" if w.row_since == 0 else "c.context IS NOT :@x"
+        floor = self.upload_floor if self.upload_floor is not None else 2**63 - 1
+        if w.cursor_key is None:
+            after_bsn = None if unstamped else w.cursor_bsn
+        else:
+            # Phase 1's cursor keeps BSN 0 (anchors hold it so); its rows'
+            # position in the function is the enabling BSN.
+            after_bsn = info.enable_bsn if unstamped else w.cursor_bsn
+        lead = "0" if unstamped else "c.change_bsn"
+        sql = _p(f"SELECT {lead}, {pos}, {kind}, {cols} "
+                 f"FROM sqlite_ct_changes(:@tname, :@row_since, :@upper, NULL, NULL, "
+                 f":@ab, :@ak) AS c JOIN main.{q(info.name)} AS t ON {join} "
+                 f"WHERE c.stamped = {0 if unstamped else 1} AND ({emit}) LIMIT :@lim")
+        params = {**_bind(tname=info.name, row_since=w.row_since, upper=w.upper,
+                          ab=after_bsn, ak=w.cursor_key, move_all=int(w.move_all),
+                          x=self.client, floor=floor), **self.flt.params}
+        return sql, params
 
     def fetch(self, w: Window, budget: Optional[int]) -> Tuple[int, bool, Window]:
         """Read up to `budget` changes of the window's phase. Returns how many
@@ -165,62 +214,68 @@ class _TableReader:
             return self._fetch_deletes(w, budget)
         if w.phase == PHASE_UNSTAMPED and not w.row_since < self.info.enable_bsn <= w.upper:
             return 0, True, w
-        ncur = len(self.info.cursor)
-        queries: List[Tuple[str, Dict[str, Any]]] = []
-        if w.phase in (PHASE_UNSTAMPED, PHASE_SNAPSHOT):
-            sql, params = self._row_select(w, "0")
-            if w.phase == PHASE_UNSTAMPED:
-                sql += ' AND "__sysChangeTxBsn" IS NULL'
-            if w.cursor_key is not None:
-                sql += self._after_cursor()
-            queries.append((sql + _p(f" ORDER BY {self._cursor} LIMIT :@lim"),
-                            {**params, **_bind(ck=w.cursor_key)}))
+        if w.phase == PHASE_SNAPSHOT:
+            ncur = len(self.info.cursor)
+            sql, params = self._snapshot_select(w)
+            got, last = self._run([(sql, params)], budget, lambda row: self._emit_row(
+                row[1 + ncur], row[2 + ncur:]))
+            if last is not None:
+                w = dataclasses.replace(w, cursor_bsn=int(last[0]),
+                                        cursor_key=self._pack(last[1:1 + ncur]))
         else:
-            sql, params = self._row_select(w, '"__sysChangeTxBsn"')
-            # The rest of the cursor's transaction, then the later ones: two
-            # index range scans (a row-value range over the change index would
-            # only use its first column).
-            if w.cursor_key is not None:
-                queries.append((sql + _p(' AND "__sysChangeTxBsn" = :@cb') + self._after_cursor()
-                                + _p(f" ORDER BY {self._cursor} LIMIT :@lim"),
-                                {**params, **_bind(cb=w.cursor_bsn, ck=w.cursor_key)}))
-            later = (' AND "__sysChangeTxBsn" > :@cb AND "__sysChangeTxBsn" <= :@upper'
-                     f' ORDER BY "__sysChangeTxBsn", {self._cursor} LIMIT :@lim')
-            queries.append((sql + _p(later),
-                            {**params, **_bind(cb=w.cursor_bsn, upper=w.upper)}))
-        got, last = self._run(queries, budget, lambda row: self._emit_row(
-            row[1 + ncur], row[2 + ncur:]))
-        if last is not None:
-            w = dataclasses.replace(w, cursor_bsn=int(last[0]),
-                                    cursor_key=self._pack(last[1:1 + ncur]))
+            sql, params = self._changes_select(w)
+            got, last = self._read_changes(sql, params, budget)
+            if last is not None:
+                key = bytes(last[1]) if self.info.without_rowid else self._pack(last[1:2])
+                w = dataclasses.replace(w, cursor_bsn=int(last[0]), cursor_key=key)
         return got, budget is None or got < budget, w
 
     def _fetch_deletes(self, w: Window, budget: Optional[int]) -> Tuple[int, bool, Window]:
+        """Phase 0: every tombstone of the window (sqlite_ct_changes() with
+        tombstones = 'each', by delete BSN and key) that the client did not
+        write itself and whose key is not back on the hub in its scope.
+        Not the contract's delete rule, which drops keys inserted inside the
+        window: the client's own uploads land inside the hub's window, so a
+        row it uploaded and another client deleted must reach it as a delete."""
         info = self.info
-        keys = ", ".join(f"sqlite_ct_unpack_key(d.__sysRK, {i})" for i in range(len(info.key)))
-        gone = " AND ".join(f"t.{q(k)} IS sqlite_ct_unpack_key(d.__sysRK, {i})"
+        keys = ", ".join(f"sqlite_ct_unpack_key(c.pk, {i})" for i in range(len(info.key)))
+        gone = " AND ".join(f"t.{q(k)} IS sqlite_ct_unpack_key(c.pk, {i})"
                             for i, k in enumerate(info.key))
         # Not sent when the key is back on the hub in the client's scope (the
         # row itself is sent; it may be the client's own re-insert). A key
         # back outside the scope is a delete for a client that may hold the
         # old row: the new row, inserted in the window, gets no move-out.
-        base = _p(f"SELECT d.__sysDeleteTxBsn, d.__sysRK, {keys} FROM __sysOCSDeletedRows AS d "
-                  f"WHERE d.__sysTName = :@tname AND d.__sysTrackingContext IS NOT :@x "
-                  f"AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t WHERE {gone} "
-                  f"AND {self.flt.match})")
-        params = {**_bind(tname=info.name, x=self.client, cb=w.cursor_bsn), **self.flt.params}
-        queries = []
-        if w.cursor_key is not None:
-            queries.append((base + _p(" AND d.__sysDeleteTxBsn = :@cb AND d.__sysRK > :@ck "
-                                      "ORDER BY d.__sysRK LIMIT :@lim"),
-                            {**params, **_bind(ck=w.cursor_key)}))
-        queries.append((base + _p(" AND d.__sysDeleteTxBsn > :@cb AND d.__sysDeleteTxBsn <= :@upper"
-                                  " ORDER BY d.__sysDeleteTxBsn, d.__sysRK LIMIT :@lim"),
-                        {**params, **_bind(upper=w.upper)}))
-        got, last = self._run(queries, budget, lambda row: self._delete(tuple(row[2:])))
+        sql = _p(f"SELECT c.change_bsn, c.pk, {keys} FROM sqlite_ct_changes(:@tname, "
+                 f":@row_since, :@upper, :@x, 'each', :@cb, :@ck) AS c "
+                 f"WHERE c.op = 'D' AND NOT EXISTS (SELECT 1 FROM main.{q(info.name)} AS t "
+                 f"WHERE {gone} AND {self.flt.match}) LIMIT :@lim")
+        params = {**_bind(tname=info.name, row_since=w.row_since, upper=w.upper,
+                          x=self.client, cb=w.cursor_bsn, ck=w.cursor_key), **self.flt.params}
+        got, last = self._run([(sql, params)], budget, lambda row: self._delete(tuple(row[2:])))
         if last is not None:
             w = dataclasses.replace(w, cursor_bsn=int(last[0]), cursor_key=bytes(last[1]))
         return got, budget is None or got < budget, w
+
+    def _read_changes(self, sql: str, params: Dict[str, Any],
+                      budget: Optional[int]) -> Tuple[int, Optional[tuple]]:
+        """Phases 1-2: rows of (lead, position, kind, columns...), emitted
+        as _emit_row does, in one loop (the hot path of a download)."""
+        inserts, updates = self.changes.inserts.append, self.changes.updates.append
+        got, last = 0, None
+        with _conn.translated():
+            cursor = self.conn.cursor()
+            result = cursor.execute(sql, {**params, **_bind(lim=-1 if budget is None
+                                                           else budget)})
+            for last in (result if result is not None else ()):
+                kind = last[2]
+                if kind == _KIND_INSERT:
+                    inserts(last[3:])
+                elif kind == _KIND_UPDATE:
+                    updates(last[3:])
+                else:
+                    self._delete(tuple(last[3 + i] for i in self._key_pos))
+                got += 1
+        return got, last
 
     def _run(self, queries: List[Tuple[str, Dict[str, Any]]], budget: Optional[int],
              emit: Any) -> Tuple[int, Optional[tuple]]:
