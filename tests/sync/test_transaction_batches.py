@@ -196,7 +196,19 @@ def test_batches_are_runs_of_whole_transactions(tmp_path_factory, before, after,
         for tc in expected.tables:
             for tx in tc.transactions:
                 sizes[tx] = sizes.get(tx, 0) + 1
-        for i, batch in enumerate(batches):
+        # The keys inserted and deleted again come first, in batches of
+        # their own of at most `size` keys.
+        own = [b for b in batches if not any(len(tc) for tc in b)]
+        assert batches[:len(own)] == own
+        sent_own = sorted((tc.table, k) for b in batches for tc in b for k in tc.own_deletes)
+        assert sent_own == sorted((tc.table, k) for tc in expected.tables
+                                  for k in tc.own_deletes)
+        if size is not None:
+            assert all(sum(len(tc.own_deletes) for tc in b) <= size for b in own)
+            assert sent_own == sorted((tc.table, k) for b in own for tc in b
+                                      for k in tc.own_deletes)
+        changing = batches[len(own):]
+        for i, batch in enumerate(changing):
             flat = _flat(batch)
             assert flat, "an empty batch"
             txns = {tx for *_, tx in flat}
@@ -205,7 +217,7 @@ def test_batches_are_runs_of_whole_transactions(tmp_path_factory, before, after,
             if size is not None:
                 assert len(flat) <= size, (size, len(flat), txns)
             if i:
-                before_max = max(tx for *_, tx in _flat(batches[i - 1]))
+                before_max = max(tx for *_, tx in _flat(changing[i - 1]))
                 assert min(txns) >= before_max
                 if min(txns) == before_max:             # a transaction cut in parts
                     assert txns == {before_max} and sizes[before_max] > size
@@ -392,6 +404,28 @@ def test_windows_are_taken_in_order_once(tmp_path):
             assert [len(tc) for tc in stream.window(None)] == [1, 0, 0]
             with pytest.raises(ValueError, match="windows are taken in BSN order, once"):
                 stream.window(None)
+    finally:
+        client.close()
+        hub.close()
+
+
+def test_keys_inserted_and_deleted_again_go_first_in_batches_of_their_own(tmp_path):
+    hub, client, provider, agent = _setup(tmp_path)
+    try:
+        for k in range(5):
+            client.execute("INSERT INTO a(id, v) VALUES (?, 'tmp')", (100 + k,))
+            client.execute("DELETE FROM a WHERE id = ?", (100 + k,))
+        client.execute("INSERT INTO a(id, v) VALUES (1, 'kept')")
+        with provider.stream_changes(GROUP) as stream:
+            batches = list(stream.batches(2))
+        assert [[(tc.table, len(tc), tc.own_deletes) for tc in b] for b in batches] == [
+            [("a", 0, [(100,), (101,)])], [("a", 0, [(102,), (103,)])], [("a", 0, [(104,)])],
+            [("a", 1, [])]]
+        # Nothing else to upload: the own deletes still go (a sync of them
+        # alone), and change nothing on a hub that never had those rows.
+        agent.synchronize()
+        for n in NAMES:
+            assert _rows(hub, n) == _rows(client, n)
     finally:
         client.close()
         hub.close()
