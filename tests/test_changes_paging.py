@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 import sqlite_ct
+from sqlhelpers import vm_steps
 from sqlite_ct import errors
 
 LIVE = ("SELECT change_bsn, row_rowid, pk, op, insert_bsn, context FROM "
@@ -28,22 +29,6 @@ def one(conn, sql, params=()):
 
 def csn(conn):
     return sqlite_ct.last_committed_csn(conn)
-
-
-def vm_steps(conn, sql, params=()):
-    """Virtual machine instructions (in hundreds) run by `sql`, nested
-    statements included."""
-    count = [0]
-
-    def tick():
-        count[0] += 1
-        return 0
-    conn.set_progress_handler(tick, 100)
-    try:
-        rows(conn, sql, params)
-    finally:
-        conn.set_progress_handler(None, 0)
-    return count[0]
 
 
 def position(conn, table, row):
