@@ -1134,7 +1134,171 @@ static const sqlite3_module ctChangesModule = {
   .xRowid = ctChgRowid,
 };
 
+/*
+** sqlite_ct_local_change(TBL, SINCE, KEY1 [, KEY2 ...]) -- the change contract
+** for one key, as a sync client asks it of each incoming row: what its table
+** holds for that key since anchor SINCE.
+**
+**   'I'   a live row changed after SINCE and inserted after it (NULL stamps:
+**         the enabling BSN)
+**   'U'   a live row changed after SINCE and inserted at or before it
+**   'D'   no live row, and a tombstone of the key deleted after SINCE (any,
+**         also of a row inserted after SINCE: the local delete of a row the
+**         reader would otherwise write back)
+**   NULL  none of these
+**
+** Keys are matched as the table compares them (IS, the columns' collations).
+** The table's registry row and two statements are kept as auxiliary data of
+** the TBL argument, so a probe per row of a batch costs two index seeks.
+** Unlike sqlite_ct_changes() it reads inside the caller's write transaction
+** (a download applies and probes in one): rows written there in apply mode
+** carry stamp 0, no change.
+*/
+typedef struct CtProbe CtProbe;
+struct CtProbe {
+  CtChgTable t;
+  sqlite3_stmt *pLive;
+  sqlite3_stmt *pTomb;
+};
+
+static void ctProbeFree(void *pArg){
+  CtProbe *pr = (CtProbe*)pArg;
+  if( pr==0 ) return;
+  sqlite3_finalize(pr->pLive);
+  sqlite3_finalize(pr->pTomb);
+  ctChgTableClear(&pr->t);
+  sqlite3_free(pr);
+}
+
+static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl, int nKey){
+  CtProbe *pr = sqlite3_malloc(sizeof(*pr));
+  char *zErr = 0;
+  int rc = SQLITE_OK, i;
+  sqlite3_str *pMatch, *pMarks;
+  char *zMatch, *zMarks;
+  if( pr==0 ){ sqlite3_result_error_nomem(ctx); return 0; }
+  memset(pr, 0, sizeof(*pr));
+  rc = ctChgLoadTable(db, zTbl, &pr->t, &zErr);
+  if( rc==SQLITE_OK && pr->t.bPortable ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_local_change(): \"%s\" is tracked in"
+                           " portable mode", zTbl);
+  }
+  if( rc==SQLITE_OK && nKey!=pr->t.nPk ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_local_change(): \"%s\" has %d key"
+                           " column(s), got %d value(s)", zTbl, pr->t.nPk, nKey);
+  }
+  if( rc!=SQLITE_OK ){
+    if( rc==SQLITE_NOMEM && zErr==0 ) sqlite3_result_error_nomem(ctx);
+    else sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: sqlite_ct_local_change() failed",
+                              -1);
+    sqlite3_free(zErr);
+    ctProbeFree(pr);
+    return 0;
+  }
+  pMatch = sqlite3_str_new(0);
+  pMarks = sqlite3_str_new(0);
+  for(i=0; i<pr->t.nPk; i++){
+    sqlite3_str_appendf(pMatch, "%s\"%w\" IS ?%d", i ? " AND " : "", pr->t.azPk[i], i+3);
+    sqlite3_str_appendf(pMarks, "%s?%d", i ? ", " : "", i+3);
+  }
+  zMatch = sqlite3_str_finish(pMatch);
+  zMarks = sqlite3_str_finish(pMarks);
+  if( zMatch==0 || zMarks==0 ) rc = SQLITE_NOMEM;
+  /* ?1 the enabling BSN, ?2 the table's name; keys from ?3. */
+  pr->pLive = ctChgPrepare(db, &rc, &zErr,
+      "SELECT coalesce(\"__sysChangeTxBsn\", ?1), coalesce(\"__sysInsertTxBsn\", ?1), ?2"
+      " FROM main.\"%w\" WHERE %s", pr->t.zName, zMatch ? zMatch : "0");
+  pr->pTomb = ctChgPrepare(db, &rc, &zErr,
+      "SELECT 1 FROM main.__sysOCSDeletedRows WHERE __sysTName = ?2"
+      " AND __sysDeleteTxBsn > ?1 AND __sysRK = sqlite_ct_pack_key(%s)", zMarks ? zMarks : "0");
+  sqlite3_free(zMatch);
+  sqlite3_free(zMarks);
+  if( rc!=SQLITE_OK ){
+    if( rc==SQLITE_NOMEM ) sqlite3_result_error_nomem(ctx);
+    else sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: sqlite_ct_local_change() failed",
+                              -1);
+    sqlite3_free(zErr);
+    ctProbeFree(pr);
+    return 0;
+  }
+  return pr;
+}
+
+static void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  CtProbe *pr;
+  sqlite3_int64 iSince;
+  const char *zTbl;
+  const char *zOp = 0;
+  int rc, i;
+  if( argc<3 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_local_change(): give the table, an"
+                              " anchor and the key's values", -1);
+    return;
+  }
+  if( sqlite3_value_type(argv[1])!=SQLITE_INTEGER || sqlite3_value_int64(argv[1])<0 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_local_change(): the anchor is a"
+                              " non-negative integer CSN", -1);
+    return;
+  }
+  iSince = sqlite3_value_int64(argv[1]);
+  pr = (CtProbe*)sqlite3_get_auxdata(ctx, 0);
+  if( pr==0 ){
+    if( sqlite3_value_type(argv[0])!=SQLITE_TEXT ){
+      sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_local_change(): the table is a name",
+                           -1);
+      return;
+    }
+    zTbl = (const char*)sqlite3_value_text(argv[0]);
+    if( zTbl==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    pr = ctProbeOpen(ctx, db, zTbl, argc-2);
+    if( pr==0 ) return;
+    /* On failure SQLite frees it at once: look it up again. */
+    sqlite3_set_auxdata(ctx, 0, pr, ctProbeFree);
+    pr = (CtProbe*)sqlite3_get_auxdata(ctx, 0);
+    if( pr==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  }
+  sqlite3_bind_int64(pr->pLive, 1, pr->t.iEnable);
+  sqlite3_bind_text(pr->pLive, 2, pr->t.zName, -1, SQLITE_STATIC);
+  for(i=2; i<argc; i++) sqlite3_bind_value(pr->pLive, i+1, argv[i]);
+  rc = sqlite3_step(pr->pLive);
+  if( rc==SQLITE_ROW ){
+    if( sqlite3_column_int64(pr->pLive, 0)>iSince ){
+      zOp = sqlite3_column_int64(pr->pLive, 1)>iSince ? "I" : "U";
+    }
+    rc = sqlite3_reset(pr->pLive);
+    if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
+  }else{
+    rc = sqlite3_reset(pr->pLive);
+    if( rc==SQLITE_OK ){
+      sqlite3_bind_int64(pr->pTomb, 1, iSince);
+      sqlite3_bind_text(pr->pTomb, 2, pr->t.zName, -1, SQLITE_STATIC);
+      for(i=2; i<argc; i++) sqlite3_bind_value(pr->pTomb, i+1, argv[i]);
+      rc = sqlite3_step(pr->pTomb);
+      if( rc==SQLITE_ROW ) zOp = "D";
+      rc = sqlite3_reset(pr->pTomb);
+      if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
+    }
+  }
+  if( rc!=SQLITE_OK ){
+    if( rc==SQLITE_NOMEM ) sqlite3_result_error_nomem(ctx);
+    else{
+      char *zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_local_change(): %s",
+                                   sqlite3_errmsg(db));
+      if( zErr==0 ){ sqlite3_result_error_nomem(ctx); return; }
+      sqlite3_result_error(ctx, zErr, -1);
+      sqlite3_free(zErr);
+    }
+  }
+}
+
 int ctChangesRegister(sqlite3 *db, CtState *p){
+  int rc = sqlite3_create_function_v2(db, "sqlite_ct_local_change", -1,
+                                      SQLITE_UTF8|SQLITE_DIRECTONLY, 0,
+                                      ctLocalChangeFunc, 0, 0, 0);
+  if( rc!=SQLITE_OK ) return rc;
   ctStateRef(p);
   /* On failure SQLite calls the destructor itself. */
   return sqlite3_create_module_v2(db, "sqlite_ct_changes", &ctChangesModule, p,

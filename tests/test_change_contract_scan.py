@@ -30,7 +30,6 @@ CONTRACT = re.compile(
     r"|FROM\s+(?:main\.)?__sysOCSDeletedRows", re.IGNORECASE)
 WRITE = re.compile(r"^\s*(?:DELETE|UPDATE|INSERT|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
 
-NOT_MOVED = "not moved to sqlite_ct_changes() yet"
 
 # (module, function) -> why it still reads the storage itself.
 EXCEPTIONS: Dict[Tuple[str, str], str] = {
@@ -49,15 +48,6 @@ EXCEPTIONS: Dict[Tuple[str, str], str] = {
         "retention checks no tombstone still needs the log rows it purges",
     ("sync/client.py", "ClientSyncProvider.cleanup"):
         "picks the uploaded tombstones retention may purge: maintenance, not enumeration",
-    ("sync/client.py", "_ClientSide.detect_sql"):
-        "download conflict detection: whether each incoming key has a pending local "
-        "change, joined against the staged batch; its tombstone rule differs (any "
-        "tombstone after the sent anchor, also of a row born after it) and "
-        "sqlite_ct_changes() takes no key to look up; " + NOT_MOVED,
-    ("sync/client.py", "ClientSyncProvider.retry_deferred"):
-        "a per-key probe for a local change or delete since the sent anchor before a deferred "
-        "download is applied again; through sqlite_ct_changes(), which takes no key, "
-        "each probe would read the whole pending window; " + NOT_MOVED,
 }
 
 

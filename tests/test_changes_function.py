@@ -529,3 +529,33 @@ def test_keys_born_and_deleted_in_the_window_only_when_asked_by_name(conn, t):
         ("D", 1), ("I", 8)]
     # Outside the window it is nothing at all.
     assert rows(conn, born, ("t", csn(conn))) == []
+
+
+def test_the_local_change_of_one_key(conn, t):
+    """sqlite_ct_local_change(tbl, since, key...): 'I', 'U', 'D' or NULL, what
+    a sync client asks of each incoming key; errors say what is wrong."""
+    since = csn(conn)
+    conn.execute("UPDATE t SET v = 'new' WHERE id = 1")          # inserted before since: 'U'
+    conn.execute("INSERT INTO t(id, v) VALUES (3, 'x')")
+    conn.execute("INSERT INTO t(id, v) VALUES (4, 'y')")
+    conn.execute("DELETE FROM t WHERE id = 4")                    # born and deleted: 'D'
+    conn.execute("DELETE FROM t WHERE id = 2")
+    later = csn(conn)
+    conn.execute("UPDATE t SET v = 'again' WHERE id = 3")
+    probe = "SELECT sqlite_ct_local_change('t', ?, ?)"
+    assert [rows(conn, probe, (since, k))[0][0] for k in (1, 2, 3, 4, 5)] == [
+        "U", "D", "I", "D", None]
+    # From anchor 0 a row that predates tracking counts as inserted by the
+    # enabling transaction.
+    assert rows(conn, probe, (0, 1)) == [("I",)]
+    assert [rows(conn, probe, (later, k))[0][0] for k in (1, 2, 3, 4)] == [None, None, "U", None]
+    # One statement over many keys keeps its probe (auxiliary data of the name).
+    assert rows(conn, "SELECT id, sqlite_ct_local_change('t', ?, id) FROM t ORDER BY id",
+                (since,)) == [(1, "U"), (3, "I")]
+    for sql, params, message in [
+            ("SELECT sqlite_ct_local_change('nope', 0, 1)", (), 'table "nope" is not tracked'),
+            ("SELECT sqlite_ct_local_change('t', -1, 1)", (), "non-negative integer CSN"),
+            ("SELECT sqlite_ct_local_change('t', 0, 1, 2)", (), "has 1 key column"),
+            ("SELECT sqlite_ct_local_change('t', 0)", (), "give the table")]:
+        with pytest.raises((apsw.Error, sqlite3.Error), match=message):
+            rows(conn, sql, params)

@@ -144,6 +144,14 @@ def op_enumerate_paged(conn):
                     "AND after_key = sqlite_ct_pack_key(0) AND stamped = 1", (enable,)))
 
 
+def op_local_change(conn):
+    """sqlite_ct_local_change(): the probe of one key a sync client runs per
+    incoming row, over a whole statement (its probe kept as auxiliary data)."""
+    return q(conn, "SELECT k, sqlite_ct_local_change('t', 0, k) FROM "
+                   "(SELECT 0 AS k UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 99) "
+                   "ORDER BY k")
+
+
 def summary(conn):
     """What the database says after the operation, numbers aside: each tracked
     table's changes since 0."""
@@ -166,6 +174,7 @@ OPERATIONS = {
     "enumeration within bounds on change_bsn": (tracked, op_enumerate_bounded),
     "paged enumeration (tombstones = 'each', after_bsn, after_key)": (tracked,
                                                                      op_enumerate_paged),
+    "one key's local change": (tracked, op_local_change),
     "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
 }

@@ -77,19 +77,19 @@ class _ClientSide(Side):
         if not info.tracked:
             return None  # snapshot tables: the server's copy, nothing pending
         present = f"t.{q(info.key[0] if info.without_rowid else info.rowid)} IS NOT NULL"
-        pack = f"sqlite_ct_pack_key({', '.join(st.skey())})"
+        # The key's local change since the sent anchor, from the core's
+        # contract for one key (csrc/changes.c): 'I', 'U', 'D' or NULL.
         sql = (f"SELECT s._seq, CASE WHEN {present} THEN (CASE WHEN s._op = 0 THEN {CUSD} "
-               f'WHEN s._op = 1 AND coalesce(t."__sysInsertTxBsn", :sq_e) > :sq_s THEN {CISI} '
-               f"ELSE {CUSU} END) ELSE {CDSU} END "
-               f"FROM {st.stage} AS s LEFT JOIN main.{q(info.name)} AS t "
+               f"WHEN s._op = 1 AND s.sqlite_ct_lc = 'I' THEN {CISI} ELSE {CUSU} END) "
+               f"ELSE {CDSU} END "
+               f"FROM (SELECT *, sqlite_ct_local_change(:sq_t, :sq_s, {', '.join(st.skey())}) "
+               f"AS sqlite_ct_lc FROM {st.stage} AS s) AS s LEFT JOIN main.{q(info.name)} AS t "
                f"ON {info.key_match('t', st.skey())} "
-               f'WHERE (({present} AND coalesce(t."__sysChangeTxBsn", :sq_e) > :sq_s) '
-               f"OR (NOT {present} AND s._op > 0 AND EXISTS (SELECT 1 FROM __sysOCSDeletedRows "
-               f"AS d WHERE d.__sysTName = :sq_t AND d.__sysDeleteTxBsn > :sq_s "
-               f"AND d.__sysRK = {pack})))")
+               f"WHERE s.sqlite_ct_lc IS NOT NULL AND (({present} AND s.sqlite_ct_lc <> 'D') "
+               f"OR (NOT {present} AND s._op > 0 AND s.sqlite_ct_lc = 'D'))")
         if extra:
             sql += f" AND ({extra})"
-        return sql, {"sq_e": info.enable_bsn, "sq_s": self._sent(st), "sq_t": info.name}
+        return sql, {"sq_s": self._sent(st), "sq_t": info.name}
 
     def conflict(self, ctype: ConflictType, st: Staged, key: Row, incoming: Optional[Row],
                  local: Optional[Row], error: Optional[str]) -> Conflict:
@@ -705,14 +705,9 @@ class ClientSyncProvider:
                 # row written back would hide the pending tombstone): the
                 # user decides.
                 if info.tracked and _sql.value(
-                        self.conn, f'SELECT coalesce((SELECT coalesce("__sysChangeTxBsn", :e) '
-                                   f"> :s FROM main.{q(info.name)} WHERE "
-                                   f"{info.key_match('', marks)}), EXISTS (SELECT 1 FROM "
-                                   f"main.__sysOCSDeletedRows WHERE __sysTName = :t AND "
-                                   f"__sysDeleteTxBsn > :s AND __sysRK = "
-                                   f"sqlite_ct_pack_key({', '.join(marks)})))",
-                        {**keys, "e": info.enable_bsn, "s": sent[info.name.lower()],
-                         "t": info.name}):
+                        self.conn, f"SELECT sqlite_ct_local_change(:t, :s, "
+                                   f"{', '.join(marks)}) IS NOT NULL",
+                        {**keys, "s": sent[info.name.lower()], "t": info.name}):
                     continue
                 try:
                     with _sql.savepoint(self.conn), applying_server_changes(self.conn):
