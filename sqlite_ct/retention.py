@@ -30,26 +30,38 @@ _DAY_MS = 86_400_000
 
 
 def _condition(older_than_days: Optional[float], up_to_csn: Optional[int],
-               time_column: str, csn_column: str, func: str) -> Tuple[str, Tuple[Any, ...]]:
-    if (older_than_days is None) == (up_to_csn is None):
+               time_column: str, csn_column: str, func: str,
+               both: bool = False) -> Tuple[str, Tuple[Any, ...]]:
+    """The WHERE condition of a purge: one of the two bounds, or (`both`
+    allowed) both, meaning rows that meet both."""
+    if older_than_days is None and up_to_csn is None:
+        raise ValueError(f"{func}() takes older_than_days= or up_to_csn="
+                         + (" (or both)" if both else ""))
+    if older_than_days is not None and up_to_csn is not None and not both:
         raise ValueError(f"{func}() takes exactly one of older_than_days= and up_to_csn=")
+    parts, params = [], []
     if older_than_days is not None:
         if older_than_days < 0:
             raise ValueError(f"{func}(): older_than_days must be >= 0")
-        cutoff = int(time.time() * 1000) - int(older_than_days * _DAY_MS)
-        return f"{time_column} < ?", (cutoff,)
-    if isinstance(up_to_csn, bool) or not isinstance(up_to_csn, int) or up_to_csn < 0:
-        raise ValueError(f"{func}(): up_to_csn must be a non-negative integer")
-    return f"{csn_column} <= ?", (up_to_csn,)
+        parts.append(f"{time_column} < ?")
+        params.append(int(time.time() * 1000) - int(older_than_days * _DAY_MS))
+    if up_to_csn is not None:
+        if isinstance(up_to_csn, bool) or not isinstance(up_to_csn, int) or up_to_csn < 0:
+            raise ValueError(f"{func}(): up_to_csn must be a non-negative integer")
+        parts.append(f"{csn_column} <= ?")
+        params.append(up_to_csn)
+    return " AND ".join(parts), tuple(params)
 
 
 def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] = None,
                      up_to_csn: Optional[int] = None) -> int:
     """Delete `table`'s tombstones deleted more than `older_than_days` days ago,
-    or by transactions with CSN <= `up_to_csn`. Returns how many were deleted
-    and raises the table's minimum valid anchor to the newest purged delete."""
+    or by transactions with CSN <= `up_to_csn`; given both, those that are
+    both (what a sync client purges: old and already uploaded). Returns how
+    many were deleted and raises the table's minimum valid anchor to the
+    newest purged delete."""
     where, params = _condition(older_than_days, up_to_csn, "__sysDeletedTime",
-                               "__sysDeleteTxBsn", "purge_tombstones")
+                               "__sysDeleteTxBsn", "purge_tombstones", both=True)
     with _conn.writing(conn, "sqlite_ct_purge"):
         name = require_tracked(conn, table, "purge_tombstones", writing=True)
         newest, count, applied = next(_conn.rows(
@@ -67,9 +79,10 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
             _conn.execute(conn, "UPDATE main.__sysOCSTrackedObjects SET __sysMinValidCsn = "
                                 "max(__sysMinValidCsn, ?) WHERE __sysTName = ?",
                           (newest, name))
-        log.info('purge_tombstones: purged %d tombstone(s) of "%s" (%s)%s', count, name,
-                 _describe(older_than_days, up_to_csn),
-                 f"; the minimum valid anchor is now at least {newest}" if count else "")
+        log.log(logging.INFO if count else logging.DEBUG,
+                'purge_tombstones: purged %d tombstone(s) of "%s" (%s)%s', count, name,
+                _describe(older_than_days, up_to_csn),
+                f"; the minimum valid anchor is now at least {newest}" if count else "")
         return int(count)
 
 
@@ -101,6 +114,9 @@ def purge_transaction_sequence(conn: Any, *, older_than_days: Optional[float] = 
 
 
 def _describe(older_than_days: Optional[float], up_to_csn: Optional[int]) -> str:
+    parts = []
     if older_than_days is not None:
-        return f"older than {older_than_days:g} days"
-    return f"up to CSN {up_to_csn}"
+        parts.append(f"older than {older_than_days:g} days")
+    if up_to_csn is not None:
+        parts.append(f"up to CSN {up_to_csn}")
+    return " and ".join(parts)

@@ -46,8 +46,6 @@ EXCEPTIONS: Dict[Tuple[str, str], str] = {
         "retention maintains the tombstones it purges",
     ("retention.py", "purge_transaction_sequence"):
         "retention checks no tombstone still needs the log rows it purges",
-    ("sync/client.py", "ClientSyncProvider.cleanup"):
-        "picks the uploaded tombstones retention may purge: maintenance, not enumeration",
 }
 
 

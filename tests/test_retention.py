@@ -36,13 +36,25 @@ def test_purge_by_age(conn):
     assert conn.execute("SELECT count(*) FROM __sysOCSDeletedRows").get == 0
 
 
-def test_purge_needs_exactly_one_criterion(conn):
-    with pytest.raises(ValueError):
+def test_purge_needs_a_criterion(conn):
+    with pytest.raises(ValueError, match="older_than_days= or up_to_csn="):
         sqlite_ct.purge_tombstones(conn, "t")
-    with pytest.raises(ValueError):
-        sqlite_ct.purge_tombstones(conn, "t", older_than_days=1, up_to_csn=3)
+    with pytest.raises(ValueError, match="exactly one of"):
+        sqlite_ct.purge_transaction_sequence(conn, older_than_days=1, up_to_csn=3)
     with pytest.raises(sqlite_ct.NotTrackedError):
         sqlite_ct.purge_tombstones(conn, "nope", up_to_csn=3)
+
+
+def test_purge_by_age_and_csn_purges_what_is_both(conn):
+    """What a sync client purges: old tombstones it has already uploaded."""
+    conn.execute("DELETE FROM t WHERE id = 1")
+    uploaded = sqlite_ct.last_committed_csn(conn)
+    conn.execute("DELETE FROM t WHERE id = 2")
+    conn.execute("UPDATE __sysOCSDeletedRows SET __sysDeletedTime = __sysDeletedTime - 2 * 86400000")
+    conn.execute("DELETE FROM t WHERE id = 3")          # uploaded? no; old? no
+    assert sqlite_ct.purge_tombstones(conn, "t", older_than_days=1, up_to_csn=uploaded) == 1
+    assert [r[0] for r in conn.execute(
+        "SELECT sqlite_ct_unpack_key(__sysRK, 0) FROM __sysOCSDeletedRows ORDER BY 1")] == [2, 3]
 
 
 def test_transaction_sequence_after_tombstones_only(conn):

@@ -50,7 +50,6 @@ from .model import (Conflict, ConflictResolver, Row, StoredConflict, SyncSchema,
 __all__ = ["ClientSyncProvider"]
 
 TableLike = Union[SyncTable, str]
-_DAY_MS = 86_400_000
 _INT64 = struct.Struct("<q")  # SentAnchor: 8 bytes, little-endian (reference §5.4)
 
 
@@ -849,26 +848,18 @@ class ClientSyncProvider:
         already uploaded. Returns how many were purged."""
         if not self.retention_days:
             return 0
-        cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
         names = [_name(t) for t in tables]
         sent = self._sent_anchors(names)
-        due = {}
-        for n in names:
-            if not sent[n.lower()]:
-                continue
-            csn = _sql.value(self.conn,
-                             "SELECT max(__sysDeleteTxBsn) FROM __sysOCSDeletedRows "
-                             "WHERE __sysTName = ? COLLATE NOCASE AND __sysDeleteTxBsn <= ? "
-                             "AND __sysDeletedTime < ?", (n, sent[n.lower()], cutoff))
-            if csn:
-                due[n] = int(csn)
+        due = [n for n in names if sent[n.lower()]]
         if not due:
             return 0
         purged = 0
         # The write lock is taken up front (a purge is a read, then a write).
+        # The core purges what is both old and uploaded (up to the sent anchor).
         with _sql.transaction(self.conn, "sqlite_ct_sync_cleanup"):
-            for n, csn in due.items():
-                purged += purge_tombstones(self.conn, n, up_to_csn=csn)
+            for n in due:
+                purged += purge_tombstones(self.conn, n, older_than_days=self.retention_days,
+                                           up_to_csn=sent[n.lower()])
         return purged
 
 
