@@ -1226,7 +1226,7 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   return pr;
 }
 
-static void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   CtProbe *pr;
   sqlite3_int64 iSince;
@@ -1295,10 +1295,6 @@ static void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
 }
 
 int ctChangesRegister(sqlite3 *db, CtState *p){
-  int rc = sqlite3_create_function_v2(db, "sqlite_ct_local_change", -1,
-                                      SQLITE_UTF8|SQLITE_DIRECTONLY, 0,
-                                      ctLocalChangeFunc, 0, 0, 0);
-  if( rc!=SQLITE_OK ) return rc;
   ctStateRef(p);
   /* On failure SQLite calls the destructor itself. */
   return sqlite3_create_module_v2(db, "sqlite_ct_changes", &ctChangesModule, p,

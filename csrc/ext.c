@@ -79,6 +79,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_create_schema",        3, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_disable_tracking",     1, CT_DIRECT,    1, ctFuncDisableTracking },
   { "sqlite_ct_is_tracked",           1, CT_INNOCUOUS, 0, ctFuncIsTracked },
+  { "sqlite_ct_local_change",        -1, CT_INNOCUOUS, 0, ctLocalChangeFunc },
   { "sqlite_ct_rename_tracking",      2, CT_DIRECT,    1, ctFuncRenameTracking },
   { "sqlite_ct_begin",                1, CT_INNOCUOUS, 1, ctFuncBegin },
   { "sqlite_ct_take_log",             0, CT_INNOCUOUS, 1, ctFuncTakeLog },

@@ -159,6 +159,7 @@ int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);
 
 /* changes.c */
 int ctChangesRegister(sqlite3 *db, CtState *p);
+void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);
