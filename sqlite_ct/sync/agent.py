@@ -63,13 +63,13 @@ class SyncAgent:
       batch, held in memory whole). parameters: values for the server's row filters.
     upload_batch_size: at most this many changes per server upload
       transaction (None: one), so the hub's write lock is held per batch.
-      A batch never splits a client transaction: it holds the changes of a
-      run of whole client transactions, in BSN order, and a transaction of
-      more changes than this travels alone in a batch of its own. Within a
-      batch the deletes come first, then inserts, then updates, in table
-      order, as one transaction would apply them. They are read from the
-      client batch by batch, so memory follows the two batch sizes (and the
-      largest client transaction), not the number of changes.
+      A batch never splits a client transaction of up to this many changes:
+      it holds the changes of a run of whole client transactions, in BSN
+      order; a larger transaction is sent in batches of its own of this
+      size. Within a batch the deletes come first, then inserts, then
+      updates, in table order, as one transaction would apply them. They are
+      read from the client batch by batch, so memory follows the two batch
+      sizes, not the number of changes.
     progress: called with a SyncProgress after each committed step."""
 
     def __init__(self, client: ClientSyncProvider, server: ServerProvider,
@@ -313,7 +313,7 @@ class SyncAgent:
                     if retrying or not again:
                         break
                     retrying = True
-                    stream = iter(upload_batches(merge_changes(again, [], order),
+                    stream = iter(upload_batches(merge_changes(again, order),
                                                  self.upload_batch_size))
                     continue
                 sent = sum(len(tc) for tc in part)
@@ -592,45 +592,38 @@ def take_transactions(part: Sequence[TableChanges], txns: Set[int],
     return out
 
 
-def merge_changes(first: Sequence[TableChanges], then: Sequence[TableChanges],
-                  order: Sequence[str]) -> List[TableChanges]:
-    """`first` and `then` as one batch: per table, each kind's changes of
-    `first` before those of `then`; tables in `order` (lower-case names)."""
+def merge_changes(parts: Sequence[TableChanges], order: Sequence[str]) -> List[TableChanges]:
+    """Changes taken from several batches (take_transactions(): each with
+    its transactions) as one TableChanges per table, each kind's changes in
+    the order given; tables in `order` (lower-case names)."""
     merged: Dict[str, TableChanges] = {}
-    for tc in (*first, *then):
-        name = tc.table.lower()
-        have = merged.get(name)
+    for tc in parts:
+        have = merged.get(tc.table.lower())
         if have is None:
-            merged[name] = have = TableChanges(tc.table, tc.columns, tc.key_columns)
+            have = merged[tc.table.lower()] = TableChanges(tc.table, tc.columns,
+                                                           tc.key_columns)
         if tuple(tc.columns) != tuple(have.columns):
             raise SyncError(f'sqlite-ct sync: table "{tc.table}" changed its columns during '
                             f"the upload")
-    parts: Dict[str, Dict[str, List[Tuple[tuple, Optional[int]]]]] = {
-        n: {"deletes": [], "inserts": [], "updates": []} for n in merged}
-    for tc in (*first, *then):
-        given = iter(tc.transactions) if tc.transactions else None
-        for kind in ("deletes", "inserts", "updates"):
-            for row in getattr(tc, kind):
-                parts[tc.table.lower()][kind].append(
-                    (row, next(given) if given is not None else None))
     out = []
     for name in sorted(merged, key=lambda n: order.index(n) if n in order else len(order)):
         tc = merged[name]
-        txns: List[int] = []
-        for kind in ("deletes", "inserts", "updates"):
-            for row, txn in parts[name][kind]:
-                getattr(tc, kind).append(row)
-                if txn is not None:
-                    txns.append(txn)
-        if len(txns) == len(tc):
-            tc.transactions.extend(txns)
+        for kind, at in (("deletes", 0), ("inserts", 1), ("updates", 2)):
+            for part in parts:
+                if part.table.lower() != name:
+                    continue
+                nd, ni = len(part.deletes), len(part.inserts)
+                start = (0, nd, nd + ni)[at]
+                rows = getattr(part, kind)
+                getattr(tc, kind).extend(rows)
+                tc.transactions.extend(part.transactions[start:start + len(rows)])
         out.append(tc)
     return out
 
 
 def without_keys(tc: TableChanges, carried: Sequence[TableChanges]) -> TableChanges:
     """The corrections `tc` without the keys of changes sent again
-    (`carried`): their answer comes with the next batch."""
+    (`carried`): their answer comes with the batches sent after the last."""
     keys = set()
     for c in carried:
         if c.table.lower() != tc.table.lower():
