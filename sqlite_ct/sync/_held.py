@@ -117,12 +117,17 @@ def held_deletes(conn: Any, client: uuid.UUID, info: TableInfo,
 
 
 def gone(conn: Any, client: uuid.UUID, info: TableInfo, keys: Iterable[Sequence[Any]],
-         upto: int) -> None:
+         upto: int, corrected: bool = False) -> None:
     """A delete of `keys` was sent to `client`, applied once the client
-    completes a download window up to hub CSN `upto`."""
+    completes a download window up to hub CSN `upto`. `corrected`: the
+    deletes of an upload result (the client's refused rows, applied with the
+    result); a key whose earlier delete is still waiting keeps that bound
+    (moving it up would make the record wait a round longer than the client
+    does; the PostgreSQL hub's corrected() does the same)."""
     pack = f"sqlite_ct_pack_key({', '.join(f'?{i + 4}' for i in range(len(info.key)))})"
+    bound = "coalesce(Gone, ?3)" if corrected else "max(coalesce(Gone, 0), ?3)"
     _sql.executemany(
-        conn, f'UPDATE main."{HELD}" SET Gone = max(coalesce(Gone, 0), ?3) '
+        conn, f'UPDATE main."{HELD}" SET Gone = {bound} '
               f"WHERE ClientId = ?1 AND TName = ?2 AND RK = {pack}",
         ((client.bytes_le, info.name, upto, *k) for k in keys))
 

@@ -691,7 +691,7 @@ class ServerSyncProvider(ServerProvider):
         info = self._infos.get(self.conn, tc.table)
         deletes = tc.deletes if keep_all else _held.held_deletes(self.conn, client, info,
                                                                   tc.deletes)
-        _held.gone(self.conn, client, info, deletes, upto)
+        _held.gone(self.conn, client, info, deletes, upto, corrected=keep_all)
         lower = [c.lower() for c in tc.columns]
         pos = [lower.index(k.lower()) for k in tc.key_columns]
         _held.hold(self.conn, client, info, (tuple(row[p] for p in pos)

@@ -5,7 +5,7 @@ import itertools
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pg_fixtures import user_rows
@@ -423,6 +423,10 @@ SCOPE_OPS = st.lists(st.one_of(
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=SCOPE_OPS)
+# A key the client deleted and uploaded, then re-inserted for another user (a
+# refused insert): the hub's record of the keys alice holds must still drop it.
+@example(ops=[("delete", "alice", 1, ""), ("sync", "alice", 0, ""),
+              ("insert", "alice", 1, "bob")])
 def test_scopes_hold_for_any_interleaving(hub, client_of, ops):
     """Whatever two filtered users do: a sync of user U changes only hub rows
     that were U's before (or absent) and are U's after (or absent), leaves

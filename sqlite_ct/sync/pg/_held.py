@@ -128,6 +128,24 @@ def gone(cur: Any, client: uuid.UUID, info: PgTable, keys: Iterable[Sequence[Any
                 + (client, info.schema, info.name, digests))
 
 
+def corrected(cur: Any, client: uuid.UUID, info: PgTable,
+              keys: Iterable[Sequence[Any]]) -> None:
+    """An upload result tells `client` to delete `keys` (its refused rows,
+    which are not in its scope on the hub): the client applies them with the
+    result, so a request whose anchor completed a snapshot taken after this
+    one shows them applied. A key whose earlier delete is still waiting keeps
+    that bound: moving it to this transaction would make the record wait a
+    round longer than the client does."""
+    digests = sorted({digest(k) for k in keys})
+    if not digests:
+        return
+    table = _table(cur)
+    cur.execute(f"UPDATE {table} SET gone = coalesce(gone, "
+                f"pg_snapshot_xmin(pg_current_snapshot())) WHERE client_id = %s "
+                f"AND table_schema = %s AND table_name = %s AND rk = ANY(%s::bytea[])",
+                (client, info.schema, info.name, digests))
+
+
 def generation(cur: Any, client: uuid.UUID) -> int:
     """The counter of `client`'s current replica generation at the hub (the
     first 8 bytes of sqlite_ct.client_replicas.generation, big-endian); 0

@@ -30,7 +30,7 @@ import itertools
 import threading
 import time
 import uuid
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
@@ -338,17 +338,22 @@ class PostgresServerProvider(ServerProvider):
                     # A client transaction is applied whole or not at all.
                     applier = apply_atomic(conn.transaction, attempt)
                     corrections = [tc for tc in applier.corrections.values() if len(tc)]
+                    corrected: Dict[str, List[tuple]] = {}
                     for tc in corrections:
                         if tc.table.lower() in scopes and tc.updates:
                             applier.held.setdefault(tc.table.lower(), []).extend(
                                 tuple(row[i] for i in infos[tc.table.lower()].key_pos)
                                 for row in tc.updates)
                         if tc.table.lower() in scopes and tc.deletes:
-                            applier.deleted.setdefault(tc.table.lower(), []).extend(tc.deletes)
-                    # Deletes the client applies with this result, or made
-                    # itself, leave the record after its next download.
+                            corrected.setdefault(tc.table.lower(), []).extend(tc.deletes)
+                    # Deletes the client made itself leave the record after
+                    # its next download past this upload; deletes the client
+                    # applies with this result (its refused rows) after its
+                    # next request (_held.corrected).
                     for name, keys in applier.deleted.items():
                         _held.gone(cur, upload.client_id, infos[name], keys, None)
+                    for name, keys in corrected.items():
+                        _held.corrected(cur, upload.client_id, infos[name], keys)
                     for name, keys in applier.held.items():
                         _held.hold(cur, upload.client_id, infos[name], keys)
                     out = UploadResult(applier.applied, applier.failed,
