@@ -158,6 +158,13 @@ def prune(conn: Any, client: uuid.UUID, table: str, complete: int, counter: int)
     return int(_sql.value(conn, "SELECT changes()"))
 
 
+def forget_client(conn: Any, client: uuid.UUID) -> None:
+    """Drop `client`'s whole record (a hub restored from a backup lost part
+    of it: server.hub_behind)."""
+    if _sql.table_exists(conn, HELD) is not None:
+        _sql.execute(conn, f'DELETE FROM main."{HELD}" WHERE ClientId = ?', (client.bytes_le,))
+
+
 def forget_clients(conn: Any, older_than_ms: int) -> int:
     """Drop the whole record of every client whose latest replica claim
     (__sysSyncClients.LastSeen, ms since the epoch) is older than

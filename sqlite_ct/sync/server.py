@@ -577,6 +577,8 @@ class ServerSyncProvider(ServerProvider):
                     client_id, bytes(row[0]), None if row[1] is None else bytes(row[1]),
                     generation, next_generation):
                 return  # the same claim again
+            if hub_behind(None if row is None else bytes(row[0]), generation):
+                _held.forget_client(self.conn, client_id)
             _sql.execute(self.conn, "INSERT INTO __sysSyncClients(ClientId, Generation, Previous, "
                                     "LastSeen) VALUES (?, ?, ?, sqlite_ct_now()) "
                                     "ON CONFLICT(ClientId) DO UPDATE SET Generation = "
@@ -726,6 +728,20 @@ def check_replica_claim(client_id: uuid.UUID, current: bytes, previous: Optional
             f"database, or was restored from a backup; call SyncAgent.reidentify() "
             f"to give it its own client id and reinitialise its tables")
     return False
+
+
+def hub_behind(current: Optional[bytes], generation: Optional[bytes]) -> bool:
+    """Whether a replica claim from a client at `generation` shows the hub
+    behind the client: the hub's record of the client (`current`, None when
+    it has none) is older than what the client last claimed, so the hub was
+    restored from a backup taken before some of the client's sessions. Its
+    anchors catch the tracked changes those sessions made; what else the hub
+    recorded for the client then (which keys of filtered tables it holds) is
+    lost, and the hub forgets the rest of that record too: the client's next
+    download of a filtered table asks it to reinitialise."""
+    if generation is None:
+        return False
+    return current is None or current[:8] < generation[:8]
 
 
 def _hub_time_floor(conn: Any) -> None:

@@ -63,6 +63,34 @@ def test_a_hub_restored_from_an_older_backup(hub, client_of, tmp_path):
     assert user_rows(conn, "t") == hub.rows("t")
 
 
+def test_a_hub_restored_to_before_a_session_that_changed_nothing_tracked(hub, client_of,
+                                                                          tmp_path):
+    """A session after the backup only downloaded (the hub's tracked data did
+    not change, so every anchor is still valid after the restore), but the
+    hub recorded in it which keys of the filtered table the client holds.
+    The restored hub lost that: without noticing, it would never send the
+    client the delete of a key it downloaded then. The client's replica claim
+    is ahead of the restored hub's record: the hub forgets the client's
+    record, and the next download asks the client to reinitialise."""
+    hub.execute("CREATE TABLE t (id integer PRIMARY KEY, owner text, v text)")
+    hub.execute("INSERT INTO t (id, owner, v) VALUES (1, 'alice', 'a')")
+    server = hub.server(filters={"t": "owner = :user"})
+    conn, agent = client_of(server, ["t"], parameters={"user": "alice"})
+    agent.synchronize()
+    hub.execute("INSERT INTO t (id, owner, v) VALUES (2, 'alice', 'b')")
+    backup = hub.backup(str(tmp_path / "hub.backup"))
+    agent.synchronize()
+    assert user_rows(conn, "t") == [(1, "alice", "a"), (2, "alice", "b")]
+    hub.restore(backup)
+    hub.execute("DELETE FROM t WHERE id = 2")
+    with pytest.raises(ReinitialiseRequired) as info:
+        agent.synchronize()
+    assert info.value.table == "t" and "reinitialise" in str(info.value)
+    agent.reinitialise()
+    agent.synchronize()
+    assert user_rows(conn, "t") == hub.rows("t") == [(1, "alice", "a")]
+
+
 def test_an_anchor_of_another_table_and_a_tampered_session_are_refused(hub, client_of):
     from sqlite_ct.sync import DownloadRequest, DownloadTable, SyncError
     hub.execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")

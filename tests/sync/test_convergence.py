@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sqlite_ct.sync import (ConflictResolver, ResolveAction, SyncDirection, SyncGroup,
@@ -148,6 +148,29 @@ def apply_regional(conn, e) -> None:
 @settings(max_examples=int(os.environ.get("SQCT_SYNC_EXAMPLES", 25)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(events=st.lists(event_, max_size=20), batch_size=st.sampled_from([None, 1, 3]))
+@example(
+    events=[('sync', 1),
+     ('sync', 2),
+     ('sync', 2),
+     ('edit', 0, [('update', 2, None)]),
+     ('rescope', 2, 'n'),
+     ('sync', 2),
+     ('sync_race', 3, [('upsert', 2, None, 'n'), ('update', 1, None)]),
+     ('rescope', 3, 's'),
+     ('edit', 2, [('upsert', 2, 'cc', 'n')]),
+     ('edit', 3, [('move', 3, 'n')]),
+     ('backup', 2),
+     ('backup', 0),
+     ('edit', 2, [('move', 6, 'n'), ('update', 2, 'c'), ('delete', 5)]),
+     ('restore', 1),
+     ('sync', 2),
+     ('rescope', 2, 's'),
+     ('sync_race', 1, [('delete', 6)]),
+     ('edit', 0, [('delete', 4), ('delete', 5), ('upsert', 2, 'cc', 'n')]),
+     ('restore', 0),
+     ('edit', 3, [('delete', 6), ('replace', 4, 'ab', 's')])],
+    batch_size=None,
+)
 def test_restores_copies_rescopes_and_hub_triggers_converge(events, batch_size):
     """Every client ends equal to the hub restricted to its scope, whatever
     restores (of the hub or a client), copies of client databases, parameter

@@ -177,6 +177,12 @@ def prune(cur: Any, client: uuid.UUID, info: PgTable, complete: Optional[str],
     cur.execute(f"DELETE FROM {table} WHERE {where} AND acked <= %s", (*args, counter - 2))
 
 
+def forget_client(cur: Any, client: uuid.UUID) -> None:
+    """Drop `client`'s whole record (a hub restored from a backup lost part
+    of it: server.hub_behind)."""
+    cur.execute(f"DELETE FROM {_table(cur)} WHERE client_id = %s", (client,))
+
+
 def forget_clients(cur: Any, older_than_days: float) -> int:
     """Drop the whole record of every client whose latest replica claim
     (sqlite_ct.client_replicas.last_seen) is older than `older_than_days`

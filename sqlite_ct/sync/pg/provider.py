@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from ..errors import ReinitialiseRequired, SyncError
 from ..messages import DownloadBatch, DownloadRequest, ServerInfo, Upload, UploadResult
 from ..model import ColumnSchema, Conflict, ConflictResolver, SyncSchema, TableSchema
-from ..server import ServerProvider, check_replica_claim
+from ..server import ServerProvider, check_replica_claim, hub_behind
 from . import _held, _marks, _schema, _types
 from ._anchor import HubKey, PgAnchor, adopt_legacy, check_key_width, check_marks, check_not_ahead
 from .._apply import apply_atomic
@@ -476,6 +476,8 @@ class PostgresServerProvider(ServerProvider):
                     client_id, bytes(row[0]), None if row[1] is None else bytes(row[1]),
                     generation, next_generation):
                 return
+            if hub_behind(None if row is None else bytes(row[0]), generation):
+                _held.forget_client(cur, client_id)
             cur.execute(f"INSERT INTO {table} (client_id, generation, previous) "
                         f"VALUES (%s, %s, %s) ON CONFLICT (client_id) DO UPDATE SET "
                         f"generation = excluded.generation, previous = excluded.previous, "
