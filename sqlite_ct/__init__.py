@@ -28,11 +28,12 @@ from .loader import is_loaded, load, loadable_path, register_auto_extension
 from .replica import (floor_tombstone_times, forget_pending_deletes, reinitialise_table,
                       release_context, stamp_applied)
 from .retention import purge_tombstones, purge_transaction_sequence
-from .tracking import (TrackingOptions, applying_local_changes, applying_server_changes,
-                       create_schema,
+from .tracking import (RowStamps, TableTracking, TrackingOptions, applying_local_changes,
+                       applying_server_changes, commit_time, create_schema,
                        current_bsn, disable_tracking, drop_column, is_tracked,
-                       last_committed_csn, set_tracking_context,
-                       tracked_tables, tracking_context)
+                       last_committed_csn, newest_csn_committed_by, row_stamps,
+                       set_tracking_context, table_tracking, tracked_tables,
+                       tracking_context)
 
 __all__ = [
     "__version__",
@@ -59,6 +60,9 @@ __all__ = [
     # what sync does to a replica's tracking state
     "forget_pending_deletes", "stamp_applied", "reinitialise_table",
     "floor_tombstone_times", "release_context",
+    # what sync reads of the tracking state
+    "TableTracking", "table_tracking", "RowStamps", "row_stamps", "commit_time",
+    "newest_csn_committed_by",
     # errors
     "Error", "ExtensionError", "TableError", "NotTrackedError", "KeyFormatError",
     "AnchorError", "AnchorExpiredError", "LayoutError",

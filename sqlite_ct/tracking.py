@@ -6,6 +6,7 @@ is documented in docs/sql-reference.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import uuid
@@ -28,6 +29,12 @@ __all__ = [
     "current_bsn",
     "applying_server_changes",
     "applying_local_changes",
+    "TableTracking",
+    "table_tracking",
+    "RowStamps",
+    "row_stamps",
+    "commit_time",
+    "newest_csn_committed_by",
 ]
 
 log = logging.getLogger(__name__)
@@ -233,3 +240,71 @@ def applying_local_changes(conn: Any) -> Iterator[None]:
     sync. Runs sqlite_ct_set_apply_mode(0) and restores the previous mode."""
     with _apply_mode(conn, 0):
         yield
+
+
+# -- what the tracking state says, for sync --------------------------------
+# Sync reads a table's registry row, a live row's stamps and the commit log
+# through these, so that the layout is spelled out only here and in csrc/.
+
+_PORTABLE = 0x100       # __sysTrackOpt: tracked by portable triggers (CT_TRACKOPT_PORTABLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableTracking:
+    """How a table is tracked: the stored name, the BSN of the transaction
+    that enabled tracking (rows with no stamps count as changed then), the
+    CSN below which anchors are expired (tombstones purged), and whether
+    portable triggers track it."""
+    name: str
+    enable_bsn: int
+    min_valid_csn: int
+    portable: bool
+
+
+def table_tracking(conn: Any, table: str) -> Optional[TableTracking]:
+    """`table`'s tracking (case-insensitive name), or None when it is not
+    tracked. Reads __sysOCSTrackedObjects only (no repair, no write): cheap
+    enough to ask before every batch."""
+    if not _conn.value(conn, "SELECT count(*) FROM main.sqlite_schema WHERE type = 'table' "
+                             "AND name = '__sysOCSTrackedObjects'"):
+        return None
+    for name, enable, valid, opt in _conn.rows(
+            conn, "SELECT __sysTName, __sysEnableTxBsn, __sysMinValidCsn, __sysTrackOpt "
+                  "FROM main.__sysOCSTrackedObjects WHERE __sysTName = ? COLLATE NOCASE",
+            (table,)):
+        return TableTracking(str(name), int(enable), int(valid), bool(int(opt) & _PORTABLE))
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowStamps:
+    """SQL expressions over a live row of a tracked table: `change_bsn`, the
+    BSN of its latest tracked change (NULL when it has none since tracking
+    began: it counts as changed by the enabling transaction), and `context`,
+    the tracking context of that change (16 bytes, or NULL)."""
+    change_bsn: str
+    context: str
+
+
+def row_stamps(alias: str) -> RowStamps:
+    """RowStamps of the row that `alias` (a table alias in the caller's
+    statement, or "" for the table's own columns) names."""
+    prefix = f"{alias}." if alias else ""
+    return RowStamps(f'{prefix}"__sysChangeTxBsn"', f'{prefix}"__sysTrackingContext"')
+
+
+def commit_time(conn: Any, csn: int) -> Optional[int]:
+    """When the transaction with commit sequence number `csn` committed (ms
+    since the epoch, from __sysTxCommitSequence), or None when the log has no
+    such row (never committed, or purged)."""
+    t = _conn.value(conn, "SELECT __sysCommitTime FROM main.__sysTxCommitSequence "
+                          "WHERE __sysTxCsn = ?", (csn,))
+    return None if t is None else int(t)
+
+
+def newest_csn_committed_by(conn: Any, time: int) -> int:
+    """The CSN of the newest transaction in the commit log that committed at
+    or before `time` (ms since the epoch); 0 when none did."""
+    return int(_conn.value(conn, "SELECT coalesce(max(__sysTxCsn), 0) "
+                                 "FROM main.__sysTxCommitSequence WHERE __sysCommitTime <= ?",
+                           (time,)))

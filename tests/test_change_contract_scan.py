@@ -147,3 +147,44 @@ def through_the_contract(t):
     return "SELECT op, pk, row_rowid FROM sqlite_ct_changes(?, ?) WHERE op = 'D'"
 '''
     assert sorted(scan_source(source)) == ["Reader.pending", "deletes", "rows", "unstamped"]
+
+
+# -- sync names no tracking storage -------------------------------------------
+
+STORAGE = re.compile(r"__sys(?!Sync)[A-Za-z]")
+SYNC = PACKAGE / "sync"
+
+
+def _storage_names(source: str) -> List[Tuple[int, str]]:
+    """String literals (not docstrings) that name the tracking storage:
+    any __sys* table or column other than sync's own __sysSync* tables."""
+    tree = ast.parse(source)
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docs.add(id(body[0].value))
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docs and STORAGE.search(node.value)]
+
+
+def test_sync_reads_tracking_state_only_through_the_core():
+    """Sync (client, hub, PostgreSQL) asks the core for a table's tracking
+    (tracking.table_tracking), a row's stamps (tracking.row_stamps), the commit
+    log (tracking.commit_time) and changes (sqlite_ct_changes()): no SQL in
+    sqlite_ct/sync names the tracking storage itself."""
+    found = {path.relative_to(PACKAGE).as_posix(): hits
+             for path in sorted(SYNC.rglob("*.py"))
+             if (hits := _storage_names(path.read_text(encoding="utf-8")))}
+    assert not found, found
+
+
+def test_the_storage_scan_finds_names_in_code_not_in_docstrings():
+    source = '''
+def f(t):
+    """Reads __sysChangeTxBsn (documented)."""
+    return f'SELECT t."__sysTrackingContext" FROM {t} AS t', "__sysSyncClients"
+'''
+    assert [v for _, v in _storage_names(source)] == ['SELECT t."__sysTrackingContext" FROM ']

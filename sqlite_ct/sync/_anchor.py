@@ -47,6 +47,7 @@ import struct
 from typing import Any, Optional
 
 from . import _sql
+from ..tracking import commit_time, newest_csn_committed_by
 from .errors import ReinitialiseRequired, SyncError
 
 _HEAD = struct.Struct(">4sB16s8sqqB")
@@ -95,9 +96,8 @@ class HubGuard:
     def commit_time(self, csn: int) -> int:
         if csn == 0:
             return 0
-        t = _sql.value(self.conn, "SELECT __sysCommitTime FROM __sysTxCommitSequence "
-                                  "WHERE __sysTxCsn = ?", (csn,))
-        return -1 if t is None else int(t)
+        t = commit_time(self.conn, csn)
+        return -1 if t is None else t
 
     def _last_csn(self) -> int:
         return int(_sql.value(self.conn, "SELECT sqlite_ct_last_committed_csn()"))
@@ -118,9 +118,7 @@ class HubGuard:
         hub's clock did not go back across the restore.)"""
         if issued_time < 0:
             return 0
-        return min(csn, int(_sql.value(
-            self.conn, "SELECT coalesce(max(__sysTxCsn), 0) FROM __sysTxCommitSequence "
-                       "WHERE __sysCommitTime <= ?", (issued_time,))))
+        return min(csn, newest_csn_committed_by(self.conn, issued_time))
 
     # -- anchors -------------------------------------------------------------
     def encode(self, anchor: HubAnchor, table: str) -> bytes:

@@ -31,6 +31,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _conn
+from ..tracking import row_stamps
 from . import _sql
 from ._anchor import (PHASE_DELETES, PHASE_SNAPSHOT, PHASE_STAMPED, PHASE_UNSTAMPED,
                       HubAnchor, HubGuard, Window)
@@ -84,7 +85,7 @@ def seen_condition(info: TableInfo, anchor: Optional[HubAnchor],
     """SQL true for a hub row the client has already received, given the
     client's anchor: changed at or before `complete`, or already read in the
     window being downloaded (its position is at or before the cursor)."""
-    chg = f'{alias}."__sysChangeTxBsn"'
+    chg = row_stamps(alias).change_bsn
     eff = f"coalesce({chg}, :sq_e)"
     params: Dict[str, Any] = {"sq_e": info.enable_bsn,
                               "sq_c": anchor.complete if anchor else 0}

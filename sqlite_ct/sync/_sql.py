@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 from .. import _conn
 from ..anchors import client_id
 from ..keys import key_columns
-from ..tracking import require_tracked
+from ..tracking import require_tracked, table_tracking
 from .errors import SyncError
 
 q = _conn.quote_identifier
@@ -163,13 +163,11 @@ class TableInfoCache:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version and hit[1] is conn:
             info = hit[2]
-            if info.tracked:
-                for enable, valid in rows(conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn "
-                                                "FROM __sysOCSTrackedObjects WHERE __sysTName = ?",
-                                          (info.name,)):
-                    if (enable, valid) == (info.enable_bsn, info.min_valid):
-                        return info
-            else:
+            if not info.tracked:
+                return info
+            now = table_tracking(conn, info.name)
+            if now is not None and (now.enable_bsn, now.min_valid_csn) == (info.enable_bsn,
+                                                                           info.min_valid):
                 return info
         info = table_info(conn, table)
         self._cache[key] = (version, conn, info)
@@ -195,21 +193,18 @@ def table_info(conn: Any, table: str) -> TableInfo:
         conn, "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?", (name,)))
     rowid = next((r for r in ("rowid", "_rowid_", "oid") if r not in names), "rowid")
     tracked, enable_bsn, min_valid = False, 0, 0
-    if value(conn, "SELECT count(*) FROM main.sqlite_schema WHERE type = 'table' "
-                         "AND name = '__sysOCSTrackedObjects'"):
-        for enable, valid, portable in rows(
-                conn, "SELECT __sysEnableTxBsn, __sysMinValidCsn, __sysTrackOpt & 256 "
-                      "FROM __sysOCSTrackedObjects WHERE __sysTName = ?", (name,)):
-            if portable:
-                # Portable triggers have no apply mode and no tracking
-                # context: every row sync applied would be sent back as a
-                # local change, and could overwrite a newer version there.
-                raise SyncError(
-                    f'sqlite-ct sync: table "{name}" is tracked in portable mode, which '
-                    f"cannot tell rows applied by sync from local changes; switch it to "
-                    f'native mode with sqlite_ct.create_schema(conn, "{name}") (its pending '
-                    f"changes are kept)")
-            tracked, enable_bsn, min_valid = True, int(enable), int(valid)
+    tracking = table_tracking(conn, name)
+    if tracking is not None:
+        if tracking.portable:
+            # Portable triggers have no apply mode and no tracking context:
+            # every row sync applied would be sent back as a local change,
+            # and could overwrite a newer version there.
+            raise SyncError(
+                f'sqlite-ct sync: table "{name}" is tracked in portable mode, which '
+                f"cannot tell rows applied by sync from local changes; switch it to "
+                f'native mode with sqlite_ct.create_schema(conn, "{name}") (its pending '
+                f"changes are kept)")
+        tracked, enable_bsn, min_valid = True, tracking.enable_bsn, tracking.min_valid_csn
     if tracked:
         # Read once per schema version (TableInfoCache): a table rebuilt by
         # another tool keeps its registry row but lost its triggers, and

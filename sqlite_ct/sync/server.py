@@ -51,7 +51,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 from .. import _conn
 from ..replica import floor_tombstone_times, release_context
 from ..tracking import create_schema as track_table
-from ..tracking import is_tracked, set_tracking_context, tracking_context
+from ..tracking import (is_tracked, row_stamps, set_tracking_context, tracked_tables,
+                        tracking_context)
 from . import _sql
 from . import _held
 from ._anchor import HubAnchor, HubGuard, hub_secret
@@ -190,7 +191,8 @@ class _ServerSide(Side):
                f"WHEN 1 THEN {CISI} ELSE {CUSU} END) ELSE {CUSD} END "
                f"FROM {st.stage} AS s LEFT JOIN main.{q(info.name)} AS t "
                f"ON {info.key_match('t', st.skey())} "
-               f'WHERE (({present} AND t."__sysTrackingContext" IS NOT :sq_x AND NOT ({seen})) '
+               f"WHERE (({present} AND {row_stamps('t').context} IS NOT :sq_x "
+               f"AND NOT ({seen})) "
                f"OR (NOT {present} AND s._op = 2))")
         if extra:
             sql += f" AND ({extra})"
@@ -236,7 +238,7 @@ class _ServerSide(Side):
         x = self.client.bytes_le
         set_tracking_context(conn, None)
         try:
-            for (name,) in list(_sql.rows(conn, "SELECT __sysTName FROM __sysOCSTrackedObjects")):
+            for name in tracked_tables(conn):
                 info = self.infos.get(conn, name)
                 _release(conn, info, by_table.get(info.name.lower()), bsn, x)
         finally:
@@ -259,7 +261,7 @@ class _ServerSide(Side):
         tc = self.corrections.setdefault(info.name, TableChanges(info.name, info.columns,
                                                                  info.key))
         for row in _sql.rows(self.conn,
-                              f'SELECT {cols}, t."__sysTrackingContext" IS :sqlite_ct_x, '
+                              f"SELECT {cols}, {row_stamps('t').context} IS :sqlite_ct_x, "
                               f"{seen}, {flt.match} FROM main.{q(info.name)} AS t "
                               f"WHERE {info.key_match('t', marks)}", params):
             if not row[-1]:
@@ -470,7 +472,7 @@ class ServerSyncProvider(ServerProvider):
         _sql.check_columns(info, tc.columns, tc.key_columns, "server")
         flt = row_filter(info.name, self._filters.get(info.name.lower()), parameters)
         marks = [f":sqlite_ct_k{i}" for i in range(len(info.key))]
-        where = (f'{info.key_match("", marks)} AND "__sysTrackingContext" IS :sqlite_ct_x '
+        where = (f'{info.key_match("", marks)} AND {row_stamps("").context} IS :sqlite_ct_x '
                  f"AND {flt.match}")
         for key in tc.own_deletes:
             params = {"sqlite_ct_x": client.bytes_le, **flt.params,
