@@ -427,6 +427,10 @@ SCOPE_OPS = st.lists(st.one_of(
 # refused insert): the hub's record of the keys alice holds must still drop it.
 @example(ops=[("delete", "alice", 1, ""), ("sync", "alice", 0, ""),
               ("insert", "alice", 1, "bob")])
+@example(ops=[("hub", "alice", 1, "bob"), ("sync", "alice", 0, ""),
+              ("insert", "alice", 1, "bob")])
+@example(ops=[("hub", "alice", 1, "bob"), ("sync", "alice", 0, ""),
+              ("insert", "alice", 1, "alice")])
 def test_scopes_hold_for_any_interleaving(hub, client_of, ops):
     """Whatever two filtered users do: a sync of user U changes only hub rows
     that were U's before (or absent) and are U's after (or absent), leaves
