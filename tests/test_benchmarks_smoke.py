@@ -5,6 +5,7 @@ working as the code under it changes. Each script runs in a subprocess, as a
 user would run it, and writes its raw JSON to a temporary directory."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,11 +36,33 @@ def test_bench_ops_quick(tmp_path, host):
     for title in ("#### a. insert", "#### b. ", "#### c. UPDATE 50%", "#### d. DELETE 10%",
                   "#### file size"):
         assert title in stdout
-    assert "| 1 sqlite-ct |" in stdout
+    assert "| 1 sqlite-ct |" in stdout and "| 3 trigger floor |" in stdout
     if host == "apsw":
-        assert "| 2 session ext |" in stdout and "| 3 trigger floor |" in stdout
+        assert "| 2 session ext |" in stdout
+    for target in ("≤ 1.4x (aim ≤ 1.2x)", "≤ 2.0x (aim ≤ 1.5x)", "≤ 1.8x (aim ≤ 1.4x)",
+                   "≤ 2.3x (aim ≤ 2.0x)", "≤ 1.8x (aim ≤ 1.5x)", "≤ 1.2x (aim ≤ 1.1x)"):
+        assert target in stdout, target
+    assert "| file size after 10k inserts |" in stdout
+    assert "| file size at the end of the workload |" in stdout
     assert len(record["reps"]) == record["args"]["reps"]
     assert set(record["summary"]) == set(record["variants"])
+    sizes = {name: v["size_after_load"]["bytes"] for name, v in record["summary"].items()}
+    assert sizes["floor"] == sizes["untracked"] < sizes["sqlite-ct"]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_bench_ops_callgrind_quick(tmp_path):
+    """Instructions per row, whole process, one callgrind run per variant: every
+    operation gets its own count, and the counts put the variants in the order
+    their work does (the floor's empty trigger between untracked and sqlite-ct)."""
+    stdout, record = run_script("bench_ops.py", tmp_path, "--callgrind",
+                                "--variants", "sqlite-ct,floor", timeout=240)
+    assert "**Instructions per row (apsw)" in stdout
+    assert "| 1 sqlite-ct |" in stdout and "| 3 trigger floor |" in stdout
+    counts = record["counts"]
+    assert set(counts) == {"untracked", "sqlite-ct", "floor"}
+    for op in ("insert", "autocommit", "update", "delete", "autoinsert"):
+        assert counts["untracked"][op] < counts["floor"][op] < counts["sqlite-ct"][op], op
 
 
 def test_bench_ops_explore_quick(tmp_path):
