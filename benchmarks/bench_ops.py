@@ -451,8 +451,7 @@ def summarize(reps: List[Dict[str, Any]], variants: List[Variant],
 def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Namespace,
            env: Dict[str, Any], n: int, n_auto: int) -> str:
     fmt = {"insert_k": f"{n / 1000:g}", "auto_k": f"{n_auto / 1000:g}",
-           "half_k": f"{n // 2 / 1000:g}", "tenth_k": f"{op_rows('delete', n, 0) / 1000:g}",
-           "load_k": f"{args.size_rows / 1000:g}"}
+           "half_k": f"{n // 2 / 1000:g}", "tenth_k": f"{op_rows('delete', n, 0) / 1000:g}"}
     names = [v.name for v in variants]
     out = [f"_{bl.env_line(env, args.host)} {args.reps} interleaved repetitions._", ""]
 
@@ -488,7 +487,7 @@ def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Name
             row += ([f"{peers['pure-SQL triggers']}x", f"{peers['cr-sqlite']}x"] if peers
                     else ["", ""])
             rows.append(row)
-        for key, title in (("size_after_load", f"file size after {fmt['load_k']}k inserts"),
+        for key, title in (("size_after_load", f"file size after {args.size_rows:,} inserts"),
                            ("size_end", "file size at the end of the workload")):
             ratio = summary["sqlite-ct"][key]["ratio"]
             row = [title, f"{ratio:.2f}x", bl.fmt_target("size"),
@@ -529,7 +528,7 @@ def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Name
                      f"{big['bytes'] / 1024:.0f}", f"{big['ratio']:.2f}x"])
     out.append(bl.md_table(["variant", f"after {fmt['insert_k']}k inserts, KB", "x untracked",
                             "end of workload, KB", "x untracked",
-                            f"after {fmt['load_k']}k inserts (one transaction, once), KB",
+                            f"after {args.size_rows:,} inserts (one transaction, once), KB",
                             "x untracked"], rows))
     return "\n".join(out) + "\n"
 

@@ -42,7 +42,7 @@ def test_bench_ops_quick(tmp_path, host):
     for target in ("≤ 1.4x (aim ≤ 1.2x)", "≤ 2.0x (aim ≤ 1.5x)", "≤ 1.8x (aim ≤ 1.4x)",
                    "≤ 2.3x (aim ≤ 2.0x)", "≤ 1.8x (aim ≤ 1.5x)", "≤ 1.2x (aim ≤ 1.1x)"):
         assert target in stdout, target
-    assert "| file size after 10k inserts |" in stdout
+    assert "| file size after 10,000 inserts |" in stdout
     assert "| file size at the end of the workload |" in stdout
     assert len(record["reps"]) == record["args"]["reps"]
     assert set(record["summary"]) == set(record["variants"])
