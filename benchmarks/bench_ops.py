@@ -104,6 +104,11 @@ class Session(Variant):
     name, label = "session", "2 session ext"
     hosts = ("apsw",)
 
+    @staticmethod
+    def available() -> bool:
+        import apsw
+        return hasattr(apsw, "Session")
+
     def before_op(self, conn: Any) -> Any:
         import apsw
         session = apsw.Session(conn, "main")
@@ -655,6 +660,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.callgrind and not shutil.which("valgrind"):
         ap.error("--callgrind needs valgrind (apt-get install valgrind)")
 
+    if "session" in wanted and not Session.available():
+        bl.progress("skipping session: this apsw was built without the session extension")
+        variants = [v for v in variants if v.name != "session"]
     variants = [v for v in variants if v in MAIN_VARIANTS or usable(args.host, v)]
     env = bl.environment()
     if args.callgrind:

@@ -578,3 +578,54 @@ def test_vtab_an_error_in_xsync_rolls_the_whole_transaction_back(vtab):
     assert conn.get_autocommit()
     assert q(conn, "SELECT count(*) FROM t") == [(0,)]
     assert q(conn, "SELECT count(*) FROM flushed") == [(0,)]
+
+
+# ---- what the functions must be declared as ------------------------------------
+
+def test_generated_columns_and_partial_indexes_refuse_functions_not_declared_deterministic(db):
+    """Mechanisms: STORED generated stamps and the partial-index delete hook.
+    The extension's functions have side effects and a value that changes
+    between transactions, yet must be registered SQLITE_DETERMINISTIC: SQLite
+    refuses any other in both places when the schema is created."""
+    if isinstance(db, apsw.Connection):
+        db.create_scalar_function("pin_plain", lambda *args: 1, -1)
+    else:
+        db.create_function("pin_plain", -1, lambda *args: 1)
+    error = host_error(db)
+    with pytest.raises(error, match="non-deterministic functions prohibited in generated columns"):
+        run(db, "CREATE TABLE g(id INTEGER PRIMARY KEY, s INTEGER AS (pin_plain(id)) STORED)")
+    run(db, "CREATE TABLE p(id INTEGER PRIMARY KEY, v INTEGER)")
+    with pytest.raises(error, match="non-deterministic functions prohibited in partial index "
+                                    "WHERE clauses"):
+        run(db, "CREATE INDEX p_gone ON p(id) WHERE pin_plain(id, v) = 0")
+
+
+def test_under_trusted_schema_off_generated_columns_and_partial_indexes_need_innocuous(tmp_path):
+    """Mechanisms: STORED generated stamps and the partial-index delete hook,
+    under DESIGN's trap `PRAGMA trusted_schema=OFF`: an application that turns
+    it off must still be able to write tracked tables, which SQLite allows only
+    for functions registered SQLITE_INNOCUOUS; any other is refused at the
+    write ("unsafe use of"), never skipped. (apsw only: stdlib sqlite3 cannot
+    register a function as innocuous.)"""
+    conn = apsw.Connection(str(tmp_path / "trusted.db"))
+    try:
+        conn.create_scalar_function("pin_inn", lambda *args: 1, -1, deterministic=True,
+                                    flags=apsw.SQLITE_INNOCUOUS)
+        conn.create_scalar_function("pin_det", lambda *args: 1, -1, deterministic=True)
+        run(conn, "CREATE TABLE good(id INTEGER PRIMARY KEY, v INTEGER, "
+                  "s INTEGER AS (pin_inn(id)) STORED)",
+            "CREATE INDEX good_gone ON good(id) WHERE pin_inn(id, v) = 0",
+            "CREATE TABLE bad(id INTEGER PRIMARY KEY, s INTEGER AS (pin_det(id)) STORED)",
+            "CREATE TABLE bad_gone(id INTEGER PRIMARY KEY, v INTEGER)",
+            "CREATE INDEX bad_gone_i ON bad_gone(id) WHERE pin_det(id, v) = 0",
+            "INSERT INTO bad_gone VALUES (1, 1)",
+            "PRAGMA trusted_schema = OFF")
+        run(conn, "INSERT INTO good(id, v) VALUES (1, 1)", "UPDATE good SET v = 2",
+            "DELETE FROM good WHERE id = 1")
+        with pytest.raises(apsw.SQLError, match=r"unsafe use of pin_det\(\)"):
+            run(conn, "INSERT INTO bad(id) VALUES (1)")
+        with pytest.raises(apsw.SQLError, match=r"unsafe use of pin_det\(\)"):
+            run(conn, "DELETE FROM bad_gone WHERE id = 1")
+        assert q(conn, "SELECT count(*) FROM bad_gone") == [(1,)]
+    finally:
+        conn.close()
