@@ -1,8 +1,8 @@
 """Pins of SQLite behaviours the tracking core's write path relies on.
 
-None of these is a documented promise; each is how SQLite's code generator
-works today, on both hosts the project supports (apsw's bundled SQLite and the
-stdlib sqlite3 module's SQLite). The write path's mechanisms rest on them:
+Most of these are not documented promises; each is how SQLite works today, on
+both hosts the project supports (apsw's bundled SQLite and the stdlib sqlite3
+module's SQLite). The write path's mechanisms rest on them:
 
 - the stamp columns as STORED generated columns, computed by a deterministic
   function of the row: SQLite recomputes them for the new row on every write
@@ -15,14 +15,22 @@ stdlib sqlite3 module's SQLite). The write path's mechanisms rest on them:
   however the row goes, except under DELETE's truncate shortcut;
 - transaction boundaries from an eponymous virtual table written once per
   transaction: SQLite calls its xBegin, xSavepoint, xRollbackTo, xRelease,
-  xRollback, xSync and xCommit in the order pinned below, and xSync may write.
+  xRollback, xSync and xCommit in the order pinned below, and xSync may write;
+- the functions in generated columns and partial indexes declared
+  DETERMINISTIC, and INNOCUOUS for connections with trusted_schema=OFF.
 
-The tests use plain SQL and Python-registered functions, no sqlite-ct, so a
-failure here means SQLite changed, not the project. A failure is a design
-question: the mechanism that relies on the pinned behaviour must change before
-that SQLite version is supported.
+The tests use plain SQL, Python-registered functions and a test-only virtual
+table (in Python through apsw, and in C: tests/fixtures/pin_txvtab.c, compiled
+by the tests), no sqlite-ct, so a failure here means SQLite changed, not the
+project. A failure is a design question: the mechanism that relies on the
+pinned behaviour must change before that SQLite version is supported.
 """
+import ctypes
+import os
+import shutil
 import sqlite3
+import subprocess
+import sysconfig
 
 import apsw
 import pytest
@@ -312,18 +320,24 @@ def test_delete_without_where_sees_every_row_under_an_authorizer_that_ignores_de
     assert val(db, "SELECT count(*) FROM items") == 0
 
 
-# ---- transaction boundaries from an eponymous virtual table (apsw) -------------
+# ---- transaction boundaries from an eponymous virtual table ---------------------
 #
-# The write path's extension registers its virtual table in C; stdlib sqlite3
-# cannot implement one in Python, so these run on apsw's SQLite only.
+# The write path's extension registers its virtual table in C. The same
+# recording table is implemented twice: in C (tests/fixtures/pin_txvtab.c,
+# compiled here, loaded into apsw and into the stdlib sqlite3 module's SQLite)
+# and in Python through apsw's virtual-table support, so each call sequence is
+# pinned on both hosts and through both ways a table receives the calls.
 
 TX_METHODS = ("Begin", "Sync", "Commit", "Rollback", "Savepoint", "Release", "RollbackTo")
+CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
 class TxTable:
-    """A writable virtual table that records every transaction method SQLite
-    calls on it, and its writes as ("write", value). on_sync, when set, runs
-    inside xSync (the write path flushes its buffered work there)."""
+    """A writable virtual table (apsw, Python) that records every transaction
+    method SQLite calls on it, and its writes as ("write", value). on_sync,
+    when set, runs inside xSync (the write path flushes its buffered work
+    there)."""
 
     def __init__(self, log):
         self.log = log
@@ -376,42 +390,121 @@ class TxModule:
 
     Create = Connect
 
+
+class PythonTx:
+    """pin_tx implemented in Python, on apsw."""
+
+    def __init__(self, path):
+        self.conn = apsw.Connection(path)
+        self.module = TxModule()
+        self.conn.create_module("pin_tx", self.module, iVersion=3, eponymous=True,
+                                eponymous_only=True)
+
     def take(self):
-        calls = list(self.log)
-        self.log.clear()
+        calls = list(self.module.log)
+        self.module.log.clear()
         return calls
 
+    def on_sync(self, sql, *, fail=False):
+        def flush():
+            if sql:
+                q(self.conn, sql)
+            if fail:
+                raise apsw.IOError("flush failed")
+        self.module.table.on_sync = flush
 
-@pytest.fixture
-def vtab(tmp_path):
-    """An apsw connection with the eponymous-only virtual table pin_tx (module
-    version 3: xSavepoint, xRelease, xRollbackTo), a plain table t, and a table
-    u whose AFTER INSERT trigger writes pin_tx, as a tracked table's write
-    reaches the extension's table in the write path."""
-    conn = apsw.Connection(str(tmp_path / "vtab.db"))
-    module = TxModule()
-    conn.create_module("pin_tx", module, iVersion=3, eponymous=True, eponymous_only=True)
-    run(conn, "PRAGMA journal_mode=WAL",
+
+class CTx:
+    """pin_tx implemented in C (tests/fixtures/pin_txvtab.c), on either host."""
+
+    _auto = None     # ctypes handles of the stdlib host's SQLite and the extension
+
+    def __init__(self, path, host, library):
+        if host == "apsw":
+            self.conn = apsw.Connection(path)
+            self.conn.enable_load_extension(True)
+            self.conn.load_extension(library)
+        else:
+            # The stdlib module cannot load extensions on every Python: register
+            # the entry point for new connections in its SQLite, as sqlite-ct's
+            # loader does, just for this connection.
+            if CTx._auto is None:
+                import _sqlite3
+                sqlite = ctypes.CDLL(getattr(_sqlite3, "__file__", None))
+                mode = ctypes.RTLD_LOCAL | os.RTLD_NOW | os.RTLD_NODELETE
+                ext = ctypes.CDLL(library, mode=mode)
+                for fn in (sqlite.sqlite3_auto_extension, sqlite.sqlite3_cancel_auto_extension):
+                    fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_int
+                CTx._auto = (sqlite, ext, ctypes.cast(ext.sqlite3_pintxvtab_init,
+                                                      ctypes.c_void_p))
+            sqlite, _, entry = CTx._auto
+            assert sqlite.sqlite3_auto_extension(entry) == 0
+            try:
+                self.conn = sqlite3.connect(path, isolation_level=None)
+            finally:
+                sqlite.sqlite3_cancel_auto_extension(entry)
+
+    def take(self):
+        calls = []
+        for line in val(self.conn, "SELECT pin_tx_log()").splitlines():
+            name, _, arg = line.partition(" ")
+            calls.append((name, int(arg)) if arg else (name,))
+        return calls
+
+    def on_sync(self, sql, *, fail=False):
+        q(self.conn, "SELECT pin_tx_on_sync(?, ?)", (sql, int(fail)))
+
+
+@pytest.fixture(scope="module")
+def pin_txvtab(tmp_path_factory):
+    """tests/fixtures/pin_txvtab.c compiled against the system's SQLite headers."""
+    if CC is None:
+        pytest.skip("no C compiler")
+    out = str(tmp_path_factory.mktemp("pin_txvtab") / ("pin_txvtab" + (
+        sysconfig.get_config_var("SHLIB_SUFFIX") or ".so")))
+    subprocess.run([CC, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror",
+                    os.path.join(FIXTURES, "pin_txvtab.c"), "-o", out],
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(params=["apsw-python", "apsw-c", "sqlite3-c"])
+def vtab(request, tmp_path):
+    """A connection with the eponymous-only virtual table pin_tx (savepoint
+    methods included), a plain table t, and a table u whose AFTER INSERT
+    trigger writes pin_tx, as a tracked table's write reaches the extension's
+    table in the write path. Yields the harness: .conn, .take() (the calls
+    since the last take), .on_sync(sql, fail=...)."""
+    path = str(tmp_path / "vtab.db")
+    if request.param == "apsw-python":
+        tx = PythonTx(path)
+    else:
+        tx = CTx(path, request.param.split("-")[0], request.getfixturevalue("pin_txvtab"))
+    run(tx.conn, "PRAGMA journal_mode=WAL",
         "CREATE TABLE t(a INTEGER PRIMARY KEY)",
         "CREATE TABLE u(a INTEGER PRIMARY KEY, b UNIQUE)",
         "CREATE TRIGGER u_ai AFTER INSERT ON u BEGIN INSERT INTO pin_tx VALUES (NEW.a); END")
-    module.take()
+    tx.take()
     try:
-        yield conn, module
+        yield tx
     finally:
-        conn.close()
+        tx.conn.close()
 
 
 def run_each(conn, *statements):
-    """Runs the statements, collecting their errors ("ErrorClass: message")
-    instead of raising them."""
+    """Runs the statements, collecting their error messages instead of raising."""
     errors = []
     for sql in statements:
         try:
             q(conn, sql)
-        except apsw.Error as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
+        except (apsw.Error, sqlite3.Error) as exc:
+            errors.append(str(exc))
     return errors
+
+
+def in_transaction(conn):
+    return (not conn.get_autocommit()) if isinstance(conn, apsw.Connection) \
+        else conn.in_transaction
 
 
 def test_vtab_joins_the_transactions_of_statements_that_may_write_it(vtab):
@@ -424,21 +517,21 @@ def test_vtab_joins_the_transactions_of_statements_that_may_write_it(vtab):
     path takes its BSN at the first write, not at xBegin, and its xSync and
     xCommit must do nothing for a transaction that wrote nothing. A statement
     with a trigger opens a statement savepoint in an explicit transaction."""
-    conn, module = vtab
+    conn = vtab.conn
     run(conn, "BEGIN", "INSERT INTO t VALUES (1)", "SELECT * FROM pin_tx", "COMMIT")
-    assert module.take() == []
+    assert vtab.take() == []
     run(conn, "INSERT INTO pin_tx VALUES (1)")
-    assert module.take() == [("Begin",), ("write", 1), ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("write", 1), ("Sync",), ("Commit",)]
     run(conn, "BEGIN", "INSERT INTO pin_tx VALUES (2)", "INSERT INTO t VALUES (2)",
         "INSERT INTO u VALUES (3, 3)", "COMMIT")
-    assert module.take() == [("Begin",), ("write", 2), ("Savepoint", 0), ("write", 3),
-                             ("Release", 0), ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("write", 2), ("Savepoint", 0), ("write", 3),
+                           ("Release", 0), ("Sync",), ("Commit",)]
     run(conn, "INSERT INTO u VALUES (4, 4)")
-    assert module.take() == [("Begin",), ("write", 4), ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("write", 4), ("Sync",), ("Commit",)]
     run(conn, "INSERT OR IGNORE INTO u VALUES (4, 4)")
-    assert module.take() == [("Begin",), ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("Sync",), ("Commit",)]
     run(conn, "UPDATE u SET b = 5 WHERE a = 4")
-    assert module.take() == []
+    assert vtab.take() == []
 
 
 def test_vtab_rollback_and_a_failed_autocommit_statement_call_xrollback(vtab):
@@ -446,14 +539,14 @@ def test_vtab_rollback_and_a_failed_autocommit_statement_call_xrollback(vtab):
     BSN a rolled-back transaction took is dropped at xRollback, whether the
     application rolls back or an autocommit statement fails after its trigger
     wrote the table; xSync and xCommit are not called."""
-    conn, module = vtab
+    conn = vtab.conn
     run(conn, "INSERT INTO u VALUES (1, 1)")
-    module.take()
+    vtab.take()
     run(conn, "BEGIN", "INSERT INTO pin_tx VALUES (5)", "ROLLBACK")
-    assert module.take() == [("Begin",), ("write", 5), ("Rollback",)]
+    assert vtab.take() == [("Begin",), ("write", 5), ("Rollback",)]
     assert run_each(conn, "INSERT INTO u VALUES (2, 2), (3, 1)") == [
-        "ConstraintError: UNIQUE constraint failed: u.b"]
-    assert module.take() == [("Begin",), ("write", 2), ("Rollback",)]
+        "UNIQUE constraint failed: u.b"]
+    assert vtab.take() == [("Begin",), ("write", 2), ("Rollback",)]
     assert q(conn, "SELECT a FROM u") == [(1,)]
 
 
@@ -466,33 +559,33 @@ def test_vtab_failed_statement_inside_a_transaction_calls_xrollbackto(vtab):
     failing statement is what joined it. The transaction goes on and commits
     with xSync, xCommit; a statement that fails in autocommit mode gets
     xRollback."""
-    conn, module = vtab
+    conn = vtab.conn
     # Joined earlier: a later multi-row statement opens a statement savepoint.
     errors = run_each(conn, "BEGIN", "INSERT INTO pin_tx VALUES (1)",
                       "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2), (1)", "COMMIT")
-    assert errors == ["ConstraintError: UNIQUE constraint failed: t.a"]
-    assert module.take() == [("Begin",), ("write", 1), ("Savepoint", 0), ("RollbackTo", 0),
-                             ("Release", 0), ("Sync",), ("Commit",)]
+    assert errors == ["UNIQUE constraint failed: t.a"]
+    assert vtab.take() == [("Begin",), ("write", 1), ("Savepoint", 0), ("RollbackTo", 0),
+                           ("Release", 0), ("Sync",), ("Commit",)]
     # Joined by the failing statement, whose trigger wrote rows 5 and 6.
     errors = run_each(conn, "BEGIN", "INSERT INTO u VALUES (5, 5), (6, 6), (7, 5)",
                       "INSERT INTO u VALUES (8, 8)", "COMMIT")
-    assert errors == ["ConstraintError: UNIQUE constraint failed: u.b"]
-    assert module.take() == [("Begin",), ("Savepoint", 0), ("write", 5), ("write", 6),
-                             ("RollbackTo", 0), ("Release", 0),
-                             ("Savepoint", 0), ("write", 8), ("Release", 0),
-                             ("Sync",), ("Commit",)]
+    assert errors == ["UNIQUE constraint failed: u.b"]
+    assert vtab.take() == [("Begin",), ("Savepoint", 0), ("write", 5), ("write", 6),
+                           ("RollbackTo", 0), ("Release", 0),
+                           ("Savepoint", 0), ("write", 8), ("Release", 0),
+                           ("Sync",), ("Commit",)]
     # RAISE(ABORT) in a user trigger, after its write.
     run(conn, "CREATE TABLE w(a INTEGER PRIMARY KEY)",
         "CREATE TRIGGER w_ai AFTER INSERT ON w BEGIN INSERT INTO pin_tx VALUES (NEW.a); "
         "SELECT RAISE(ABORT, 'refused') WHERE NEW.a = 13; END")
     errors = run_each(conn, "BEGIN", "INSERT INTO w VALUES (12)", "INSERT INTO w VALUES (13)",
                       "COMMIT")
-    assert errors == ["ConstraintError: refused"]
-    assert module.take() == [("Begin",), ("Savepoint", 0), ("write", 12), ("Release", 0),
-                             ("Savepoint", 0), ("write", 13), ("RollbackTo", 0),
-                             ("Release", 0), ("Sync",), ("Commit",)]
-    assert run_each(conn, "INSERT INTO w VALUES (13)") == ["ConstraintError: refused"]
-    assert module.take() == [("Begin",), ("write", 13), ("Rollback",)]
+    assert errors == ["refused"]
+    assert vtab.take() == [("Begin",), ("Savepoint", 0), ("write", 12), ("Release", 0),
+                           ("Savepoint", 0), ("write", 13), ("RollbackTo", 0),
+                           ("Release", 0), ("Sync",), ("Commit",)]
+    assert run_each(conn, "INSERT INTO w VALUES (13)") == ["refused"]
+    assert vtab.take() == [("Begin",), ("write", 13), ("Rollback",)]
     assert q(conn, "SELECT a FROM u ORDER BY a") == [(8,)]
     assert q(conn, "SELECT a FROM w ORDER BY a") == [(12,)]
 
@@ -507,51 +600,50 @@ def test_vtab_savepoints_rollback_to_and_release(vtab):
     xRollbackTo(-1) with no xSavepoint before it, and a table that joins while
     savepoints are open is told only the innermost level, yet later gets
     xRollbackTo of an outer one."""
-    conn, module = vtab
+    conn = vtab.conn
     run(conn, "BEGIN", "SAVEPOINT a", "INSERT INTO pin_tx VALUES (1)",
         "SAVEPOINT b", "INSERT INTO pin_tx VALUES (2)", "ROLLBACK TO b",
         "INSERT INTO pin_tx VALUES (3)", "RELEASE b", "ROLLBACK TO a",
         "INSERT INTO pin_tx VALUES (4)", "RELEASE a", "COMMIT")
-    assert module.take() == [("Begin",), ("Savepoint", 0), ("write", 1), ("Savepoint", 1),
-                             ("write", 2), ("RollbackTo", 1), ("write", 3), ("Release", 1),
-                             ("RollbackTo", 0), ("write", 4), ("Release", 0),
-                             ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("Savepoint", 0), ("write", 1), ("Savepoint", 1),
+                           ("write", 2), ("RollbackTo", 1), ("write", 3), ("Release", 1),
+                           ("RollbackTo", 0), ("write", 4), ("Release", 0),
+                           ("Sync",), ("Commit",)]
     # A SAVEPOINT outside a transaction begins it: its level is -1.
     run(conn, "SAVEPOINT outer_tx", "INSERT INTO pin_tx VALUES (5)", "ROLLBACK TO outer_tx",
         "INSERT INTO pin_tx VALUES (6)", "RELEASE outer_tx")
-    assert module.take() == [("Begin",), ("write", 5), ("RollbackTo", -1), ("write", 6),
-                             ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("write", 5), ("RollbackTo", -1), ("write", 6),
+                           ("Sync",), ("Commit",)]
     # Joining under two open savepoints: told level 1 only.
     run(conn, "BEGIN", "SAVEPOINT a", "SAVEPOINT b", "INSERT INTO pin_tx VALUES (7)",
         "RELEASE b", "ROLLBACK TO a", "COMMIT")
-    assert module.take() == [("Begin",), ("Savepoint", 1), ("write", 7), ("Release", 1),
-                             ("RollbackTo", 0), ("Sync",), ("Commit",)]
+    assert vtab.take() == [("Begin",), ("Savepoint", 1), ("write", 7), ("Release", 1),
+                           ("RollbackTo", 0), ("Sync",), ("Commit",)]
 
 
 def test_vtab_xsync_may_write_and_its_writes_commit_with_the_transaction(vtab, tmp_path):
     """Mechanism: transaction boundaries from a virtual table. The write path
     buffers changed keys in memory and writes them to its change log at xSync:
-    SQLite allows nested writes there, they belong to the committing
-    transaction (another connection sees them exactly when it sees the
-    transaction's rows), and a transaction that rolls back never reaches
-    xSync."""
-    conn, module = vtab
-    run(conn, "CREATE TABLE flushed(calls_before INTEGER)")
-    module.table.on_sync = lambda: q(conn, "INSERT INTO flushed VALUES (?)",
-                                     (len(module.log),))
+    SQLite allows nested writes there, they see the transaction's own rows and
+    belong to the committing transaction (another connection sees them when
+    it sees the transaction's rows), and a transaction that rolls back never
+    reaches xSync."""
+    conn = vtab.conn
+    run(conn, "CREATE TABLE flushed(rows_in_t INTEGER)")
+    vtab.on_sync("INSERT INTO flushed SELECT count(*) FROM t")
     other = apsw.Connection(str(tmp_path / "vtab.db"))
     try:
         run(conn, "BEGIN", "INSERT INTO pin_tx VALUES (1)", "INSERT INTO t VALUES (1)",
-            "INSERT INTO pin_tx VALUES (2)")
+            "INSERT INTO t VALUES (2)", "INSERT INTO pin_tx VALUES (2)")
         assert q(other, "SELECT count(*) FROM flushed") == [(0,)]
         run(conn, "COMMIT")
-        assert module.take() == [("Begin",), ("write", 1), ("write", 2), ("Sync",),
-                                 ("Commit",)]
-        assert q(other, "SELECT calls_before FROM flushed") == [(4,)]
-        assert q(other, "SELECT a FROM t") == [(1,)]
+        assert vtab.take() == [("Begin",), ("write", 1), ("write", 2), ("Sync",),
+                               ("Commit",)]
+        assert q(other, "SELECT rows_in_t FROM flushed") == [(2,)]
+        assert q(other, "SELECT a FROM t") == [(1,), (2,)]
         run(conn, "BEGIN", "INSERT INTO pin_tx VALUES (3)", "ROLLBACK")
-        assert module.take() == [("Begin",), ("write", 3), ("Rollback",)]
-        assert q(other, "SELECT calls_before FROM flushed") == [(4,)]
+        assert vtab.take() == [("Begin",), ("write", 3), ("Rollback",)]
+        assert q(other, "SELECT rows_in_t FROM flushed") == [(2,)]
     finally:
         other.close()
 
@@ -563,19 +655,14 @@ def test_vtab_an_error_in_xsync_rolls_the_whole_transaction_back(vtab):
     the error, rolls back the transaction -- its rows and whatever xSync had
     written -- and calls xRollback, so no row is ever committed without its
     change record."""
-    conn, module = vtab
+    conn = vtab.conn
     run(conn, "CREATE TABLE flushed(n INTEGER)")
-
-    def failing_flush():
-        q(conn, "INSERT INTO flushed VALUES (1)")
-        raise apsw.IOError("flush failed")
-
-    module.table.on_sync = failing_flush
+    vtab.on_sync("INSERT INTO flushed VALUES (1)", fail=True)
     errors = run_each(conn, "BEGIN", "INSERT INTO t VALUES (1)", "INSERT INTO pin_tx VALUES (1)",
                       "COMMIT")
-    assert errors == ["IOError: flush failed"]
-    assert module.take() == [("Begin",), ("write", 1), ("Sync",), ("Rollback",)]
-    assert conn.get_autocommit()
+    assert errors == ["flush failed"]
+    assert vtab.take() == [("Begin",), ("write", 1), ("Sync",), ("Rollback",)]
+    assert not in_transaction(conn)
     assert q(conn, "SELECT count(*) FROM t") == [(0,)]
     assert q(conn, "SELECT count(*) FROM flushed") == [(0,)]
 
