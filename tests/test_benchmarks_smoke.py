@@ -130,3 +130,23 @@ def test_bench_sync_quick(tmp_path):
     assert scoped["record_after_next_sync"] == (scoped["client_rows_after"]
                                                 + scoped["deletes_downloaded"])
     assert scoped["record_after_three_syncs"] == scoped["client_rows_after"]
+
+
+def test_benchlib_targets_and_verdicts():
+    """The headline tables' verdicts: the aim, the bound, or neither; a median
+    exactly at a limit meets it."""
+    sys.path.insert(0, BENCH)
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(BENCH)
+    assert benchlib.fmt_target("insert") == "≤ 1.4x (aim ≤ 1.2x)"
+    assert benchlib.fmt_target("enumerate") == "≤ 1.2x"
+    assert [benchlib.target_verdict("update", r) for r in (1.9, 2.0, 2.1, 2.3, 2.31)] == [
+        "aim met", "aim met", "met", "met", "**not met**"]
+    assert [benchlib.target_verdict("enumerate", r) for r in (0.5, 1.2, 1.21)] == [
+        "met", "met", "**not met**"]
+    assert {op: benchlib.TARGETS[op] for op in
+            ("insert", "autocommit", "autoinsert", "update", "delete", "size")} == {
+        "insert": (1.4, 1.2), "autocommit": (2.0, 1.5), "autoinsert": (1.8, 1.4),
+        "update": (2.3, 2.0), "delete": (1.8, 1.5), "size": (1.2, 1.1)}
