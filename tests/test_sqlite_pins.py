@@ -212,13 +212,17 @@ def test_partial_index_where_sees_every_row_a_delete_removes(watched):
     assert q(db, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_partial_index_where_sees_or_replace_victims(watched):
+@pytest.mark.parametrize("recursive_triggers", [0, 1])
+def test_partial_index_where_sees_or_replace_victims(watched, recursive_triggers):
     """Mechanism: deleted rows seen through a partial index. DESIGN's first trap:
     INSERT OR REPLACE deletes the row holding the key, or a different row
-    holding a UNIQUE value, and fires no DELETE trigger for it (recursive
-    triggers off). SQLite still evaluates the partial index's WHERE for that
-    victim, through the primary key and through a UNIQUE constraint."""
+    holding a UNIQUE value, and fires no DELETE trigger for it unless
+    recursive_triggers is on. SQLite evaluates the partial index's WHERE for
+    that victim either way, through the primary key and through a UNIQUE
+    constraint."""
     db, gone = watched
+    run(db, f"PRAGMA recursive_triggers = {recursive_triggers}")
+    assert val(db, "PRAGMA recursive_triggers") == recursive_triggers
     run(db, "INSERT OR REPLACE INTO items VALUES (1, 'a', 11)")
     assert (1, 10) in gone.take()
     run(db, "INSERT OR REPLACE INTO items VALUES (9, 'b', 90)")
@@ -228,7 +232,6 @@ def test_partial_index_where_sees_or_replace_victims(watched):
     assert (3, 30) in calls and (4, 40) in calls
     assert q(db, "SELECT * FROM items ORDER BY id") == [(1, 'a', 11), (3, 'd', 31),
                                                         (9, 'b', 90)]
-    assert val(db, "PRAGMA recursive_triggers") == 0
 
 
 def test_partial_index_where_sees_victims_of_a_unique_index_created_after_it(watched):
