@@ -38,6 +38,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -399,12 +400,15 @@ def run_callgrind(args: argparse.Namespace, variant: Variant, tmp: str) -> Dict[
 
 
 def render_callgrind(counts: Dict[str, Dict[str, int]], variants: List[Variant],
-                     args: argparse.Namespace, env: Dict[str, Any]) -> str:
+                     args: argparse.Namespace, env: Dict[str, Any], spread: float) -> str:
     n, n_auto = args.rows, args.autocommit
     fmt = {"insert_k": f"{n / 1000:g}", "auto_k": f"{n_auto / 1000:g}",
            "half_k": f"{n // 2 / 1000:g}", "tenth_k": f"{op_rows('delete', n, 0) / 1000:g}"}
-    out = [f"_{bl.env_line(env, args.host)} callgrind, one run per variant, whole process "
-           f"(Python's calls and the session's changeset included); {n:,}-row workload._", ""]
+    runs = args.callgrind_runs
+    out = [f"_{bl.env_line(env, args.host)} callgrind, whole process (Python's calls and the "
+           f"session's changeset included); {n:,}-row workload; "
+           + (f"{runs} runs per variant, the median count of each (the runs differed by at "
+              f"most {spread * 100:.2f}%)._" if runs > 1 else "one run per variant._"), ""]
     out.append(f"**Instructions per row ({args.host}): Ir/row, extra over untracked, "
                "x untracked**")
     out.append("")
@@ -569,19 +573,27 @@ def make_data(rows: int, autocommit: int) -> Dict[str, Any]:
 def main_callgrind(args: argparse.Namespace, variants: List[Variant],
                    env: Dict[str, Any]) -> int:
     t_start = time.perf_counter()
-    counts: Dict[str, Dict[str, int]] = {}
+    runs: Dict[str, List[Dict[str, int]]] = {v.name: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="sqlitect-bench-", dir=args.dir) as tmp:
-        for v in variants:
-            counts[v.name] = run_callgrind(args, v, tmp)
-            bl.progress(f"{v.name}: " + ", ".join(
-                f"{op} {counts[v.name][op] / op_rows(op, args.rows, args.autocommit):,.0f}"
-                for op in OPS) + " Ir/row")
+        for run in range(args.callgrind_runs):
+            for v in variants:
+                runs[v.name].append(run_callgrind(args, v, tmp))
+                bl.progress(f"run {run + 1}/{args.callgrind_runs} {v.name}: " + ", ".join(
+                    f"{op} {runs[v.name][-1][op] / op_rows(op, args.rows, args.autocommit):,.0f}"
+                    for op in OPS) + " Ir/row")
     bl.finish_environment(env)
-    text = render_callgrind(counts, variants, args, env)
+    # The median run per count: through stdlib sqlite3 an occasional run differs
+    # by up to ~0.7% (see README.md, Method).
+    counts = {name: {op: int(statistics.median_low([r[op] for r in rs])) for op in OPS}
+              for name, rs in runs.items()}
+    spread = max((max(r[op] for r in rs) - min(r[op] for r in rs)) / counts[name][op]
+                 for name, rs in runs.items() for op in OPS)
+    text = render_callgrind(counts, variants, args, env, spread)
     print(text)
     bl.progress(f"wall time {time.perf_counter() - t_start:.1f} s")
     record = {"script": "bench_ops", "mode": "callgrind", "env": env, "args": vars(args),
               "variants": {v.name: v.label for v in variants}, "counts": counts,
+              "runs": runs, "spread": spread,
               "per_op_rows": {op: op_rows(op, args.rows, args.autocommit) for op in OPS},
               "markdown": text}
     bl.write_json(args.json or bl.default_json_path(
@@ -617,6 +629,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--callgrind", action="store_true",
                     help="count instructions per row under valgrind's callgrind (one run "
                          "per variant) instead of timing repetitions")
+    ap.add_argument("--callgrind-runs", type=int, default=3,
+                    help="runs per variant under --callgrind; the median count is reported (3)")
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke run: small sizes, 2 repetitions; asserts nothing about speed")
     ap.add_argument("--json", metavar="PATH", help="write raw per-repetition results here "
@@ -628,7 +642,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--db", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
-        args.reps, args.size_rows = 2, 10_000
+        args.reps, args.size_rows, args.callgrind_runs = 2, 10_000, 1
         args.rows = args.rows or (2_000 if args.callgrind else 5_000)
         args.autocommit = args.autocommit or args.rows // 10
     args.rows = args.rows or (20_000 if args.callgrind or args.callgrind_child else 100_000)
