@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
 """What change tracking costs per write operation: sqlite-ct against an
-untracked table, the SQLite session extension and the trigger-dispatch floor.
+untracked table, the SQLite session extension and the trigger-dispatch floor,
+checked against the write path's targets (benchlib.TARGETS).
 
 The operations, on one fresh database file per variant and repetition, in order:
   a. insert  INSERT 100,000 rows in one transaction (executemany)
   b. autocommit  10,000 single-row autocommit UPDATE items SET qty=? WHERE id=?
   c. update  UPDATE items SET qty=qty+1, price=price*1.01 WHERE id % 2 = 0, one txn
   d. delete  DELETE FROM items WHERE id % 10 = 5, one transaction
-  e. autoinsert  10,000 new rows, one autocommit INSERT each (no issue-3 target)
-and the file size after PRAGMA wal_checkpoint(TRUNCATE), after (a) and at the end.
+  e. autoinsert  10,000 new rows, one autocommit INSERT each
+and the file size after PRAGMA wal_checkpoint(TRUNCATE), after (a) and at the
+end; and, once per variant (sizes do not vary), the file size after loading
+--size-rows (1,000,000) rows in one transaction.
 
 Variants (see README.md "Method"):
   untracked  the plain table: the physical limit
   sqlite-ct  sqlite_ct.create_schema(conn, "items") on the empty table
   session    apsw.Session(conn, "main") + attach("items") before each operation,
-             changeset() after it; its figure is operation + changeset
+             changeset() after it; its figure is operation + changeset (apsw only)
   floor      AFTER INSERT/UPDATE/DELETE triggers whose body is SELECT abs(NEW.id)
 --explore adds ablations of sqlite-ct (what each part of its triggers costs);
 they rewrite the installed triggers and are not the product.
 
+--callgrind runs the same workload once per variant under valgrind's callgrind
+instead of timing it, and reports instructions per row of each operation, whole
+process (Python's calls included, the session's changeset included): exact and
+repeatable on a busy machine, where wall-time medians move by 20-30%.
+
     python3 benchmarks/bench_ops.py --reps 11                 # apsw, all variants
     python3 benchmarks/bench_ops.py --reps 11 --host sqlite3  # stdlib sqlite3
+    python3 benchmarks/bench_ops.py --callgrind               # instructions, 20k rows
     python3 benchmarks/bench_ops.py --quick                   # CI smoke run
 """
 from __future__ import annotations
@@ -28,6 +37,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -93,6 +104,11 @@ class SqliteCt(Variant):
 class Session(Variant):
     name, label = "session", "2 session ext"
     hosts = ("apsw",)
+
+    @staticmethod
+    def available() -> bool:
+        import apsw
+        return hasattr(apsw, "Session")
 
     def before_op(self, conn: Any) -> Any:
         import apsw
@@ -300,9 +316,123 @@ def run_variant(host: str, variant: Variant, path: str, data: Dict[str, Any]
         bl.remove_db(path)
 
 
+def load_size(host: str, variant: Variant, path: str, n: int) -> int:
+    """File size after loading n rows in one transaction into a fresh file
+    (after wal_checkpoint(TRUNCATE)); not timed, run once: sizes do not vary."""
+    bl.remove_db(path)
+    conn = bl.CONNECT[host](path)
+    try:
+        conn.execute(bl.TABLE_SQL)
+        variant.setup(conn)
+        variant.op_func("insert")(conn.cursor(), {"rows": bl.iter_rows(n)})
+        have = bl.scalar(conn, "SELECT count(*) FROM items")
+        if have != n:
+            raise AssertionError(f"{variant.name}: {have} rows after the load, expected {n}")
+        return bl.size_after_checkpoint(conn, path)
+    finally:
+        conn.close()
+        bl.remove_db(path)
+
+
+# ---- callgrind: instructions per row ---------------------------------------
+
+def callgrind_child(host: str, variant: Variant, path: str, data: Dict[str, Any]) -> None:
+    """The workload of run_variant, once, for callgrind (--dump-before=getppid):
+    os.getppid() right before and right after each operation (the session's
+    changeset included), so operation i is counted alone in dump 2 + 2 * i.
+    gc stays off, as inside the timed regions."""
+    import gc
+    bl.remove_db(path)
+    conn = bl.CONNECT[host](path)
+    try:
+        conn.execute(bl.TABLE_SQL)
+        variant.setup(conn)
+        cur = conn.cursor()
+        gc.collect()
+        gc.disable()
+        for op in OPS:
+            state = variant.before_op(conn)
+            fn = variant.op_func(op)
+            os.getppid()
+            fn(cur, data)
+            variant.after_op(conn, state)
+            os.getppid()
+            if op == "insert":
+                bl.size_after_checkpoint(conn, path)
+    finally:
+        conn.close()
+        bl.remove_db(path)
+
+
+def callgrind_total(out_file: str) -> int:
+    """The total instruction count (Ir) of one callgrind dump."""
+    with open(out_file) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out_file}")
+
+
+def run_callgrind(args: argparse.Namespace, variant: Variant, tmp: str) -> Dict[str, int]:
+    """Instructions (Ir) of each operation of one variant, whole process."""
+    import glob
+    import subprocess
+    base = os.path.join(tmp, f"callgrind-{variant.name}.out")
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={base}",
+           "--dump-before=getppid", sys.executable, os.path.abspath(__file__),
+           "--callgrind-child", variant.name, "--host", args.host,
+           "--rows", str(args.rows), "--autocommit", str(args.autocommit),
+           "--db", os.path.join(tmp, f"{variant.name}.db")]
+    # A fixed hash seed: the same dict and set layouts, hence the same counts, every run.
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"callgrind of {variant.name} failed:\n{proc.stderr[-3000:]}")
+    counts = {op: callgrind_total(f"{base}.{2 + 2 * i}") for i, op in enumerate(OPS)}
+    keep = os.path.join(bl.RESULTS_DIR, "callgrind")
+    os.makedirs(keep, exist_ok=True)
+    for i, op in enumerate(OPS):
+        os.replace(f"{base}.{2 + 2 * i}",
+                   os.path.join(keep, f"ops-{args.host}-{op}-{variant.name}.out"))
+    for leftover in glob.glob(base + "*"):
+        os.remove(leftover)
+    return counts
+
+
+def render_callgrind(counts: Dict[str, Dict[str, int]], variants: List[Variant],
+                     args: argparse.Namespace, env: Dict[str, Any], spread: float) -> str:
+    n, n_auto = args.rows, args.autocommit
+    fmt = {"insert_k": f"{n / 1000:g}", "auto_k": f"{n_auto / 1000:g}",
+           "half_k": f"{n // 2 / 1000:g}", "tenth_k": f"{op_rows('delete', n, 0) / 1000:g}"}
+    runs = args.callgrind_runs
+    out = [f"_{bl.env_line(env, args.host)} callgrind, whole process (Python's calls and the "
+           f"session's changeset included); {n:,}-row workload; "
+           + (f"{runs} runs per variant, the median count of each (the runs differed by at "
+              f"most {spread * 100:.2f}%)._" if runs > 1 else "one run per variant._"), ""]
+    out.append(f"**Instructions per row ({args.host}): Ir/row, extra over untracked, "
+               "x untracked**")
+    out.append("")
+    header = ["variant"] + [OP_TITLES[op].format(**fmt).split(" ", 1)[1] for op in OPS]
+    rows = []
+    for v in variants:
+        row = [v.label]
+        for op in OPS:
+            per = counts[v.name][op] / op_rows(op, n, n_auto)
+            base = counts["untracked"][op] / op_rows(op, n, n_auto)
+            row.append(f"{per:,.0f}" if v.name == "untracked"
+                       else f"{per:,.0f}, {per - base:+,.0f}, {per / base:.2f}x")
+        rows.append(row)
+    out.append(bl.md_table(header, rows))
+    out.append("")
+    out.append("Wall-time targets for reference (instructions leave out I/O and waits): "
+               + "; ".join(f"{op} {bl.fmt_target(op)}" for op in OPS) + ".")
+    return "\n".join(out) + "\n"
+
+
 # ---- summary ---------------------------------------------------------------
 
-def summarize(reps: List[Dict[str, Any]], variants: List[Variant]) -> Dict[str, Any]:
+def summarize(reps: List[Dict[str, Any]], variants: List[Variant],
+              load_sizes: Dict[str, int]) -> Dict[str, Any]:
     summary: Dict[str, Any] = {}
     base = "untracked"
     for v in variants:
@@ -321,6 +451,8 @@ def summarize(reps: List[Dict[str, Any]], variants: List[Variant]) -> Dict[str, 
         for key in ("size_after_insert", "size_end"):
             size = reps[0][v.name][key]
             vs[key] = {"bytes": size, "ratio": size / reps[0][base][key]}
+        vs["size_after_load"] = {"bytes": load_sizes[v.name],
+                                 "ratio": load_sizes[v.name] / load_sizes[base]}
         summary[v.name] = vs
     return summary
 
@@ -343,7 +475,7 @@ def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Name
         out.append("")
     elif "sqlite-ct" in names:
         out.append(f"**Headline ({args.host}): median ratio to untracked (min..max), "
-                   "sqlite-ct against the issue-3 targets**")
+                   "sqlite-ct against the write path's targets (must reach, aim)**")
         out.append("")
         header = ["operation", "sqlite-ct", "target", "met?"]
         if "session" in names:
@@ -354,10 +486,8 @@ def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Name
         rows = []
         for op in OPS:
             ct = summary["sqlite-ct"][op]["ratio"]
-            target = bl.TARGETS.get(op)
             row = [OP_TITLES[op].format(**fmt).split(" ", 1)[1], bl.fmt_x(ct),
-                   f"≤ {target}x" if target else "(none)",
-                   bl.verdict(ct["median"], target) if target else ""]
+                   bl.fmt_target(op), bl.target_verdict(op, ct["median"])]
             if "session" in names:
                 row.append(bl.fmt_x(summary["session"][op]["ratio"]))
             if "floor" in names:
@@ -366,6 +496,14 @@ def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Name
             row += ([f"{peers['pure-SQL triggers']}x", f"{peers['cr-sqlite']}x"] if peers
                     else ["", ""])
             rows.append(row)
+        for key, title in (("size_after_load", f"file size after {args.size_rows:,} inserts"),
+                           ("size_end", "file size at the end of the workload")):
+            ratio = summary["sqlite-ct"][key]["ratio"]
+            row = [title, f"{ratio:.2f}x", bl.fmt_target("size"),
+                   bl.target_verdict("size", ratio)]
+            row += [f"{summary[name][key]['ratio']:.2f}x"
+                    for name in ("session", "floor") if name in names]
+            rows.append(row + ["", ""])
         out.append(bl.md_table(header, rows))
         out.append("")
 
@@ -393,10 +531,14 @@ def render(summary: Dict[str, Any], variants: List[Variant], args: argparse.Name
     rows = []
     for v in variants:
         a, e = summary[v.name]["size_after_insert"], summary[v.name]["size_end"]
+        big = summary[v.name]["size_after_load"]
         rows.append([v.label, f"{a['bytes'] / 1024:.0f}", f"{a['ratio']:.2f}x",
-                     f"{e['bytes'] / 1024:.0f}", f"{e['ratio']:.2f}x"])
+                     f"{e['bytes'] / 1024:.0f}", f"{e['ratio']:.2f}x",
+                     f"{big['bytes'] / 1024:.0f}", f"{big['ratio']:.2f}x"])
     out.append(bl.md_table(["variant", f"after {fmt['insert_k']}k inserts, KB", "x untracked",
-                            "end of workload, KB", "x untracked"], rows))
+                            "end of workload, KB", "x untracked",
+                            f"after {args.size_rows:,} inserts (one transaction, once), KB",
+                            "x untracked"], rows))
     return "\n".join(out) + "\n"
 
 
@@ -418,6 +560,50 @@ def usable(host: str, variant: Variant) -> bool:
             conn.close()
 
 
+def make_data(rows: int, autocommit: int) -> Dict[str, Any]:
+    """The operations' rows and parameters, from fixed seeds."""
+    rng = random.Random(bl.SEED + 1)
+    return {"rows": bl.make_rows(rows),
+            "autocommit": [(rng.randrange(1000), rng.randint(1, rows))
+                           for _ in range(autocommit)],
+            "autoinsert": [(rows + i,) + row[1:] for i, row in
+                           enumerate(bl.make_rows(autocommit, bl.SEED + 2), start=1)]}
+
+
+def main_callgrind(args: argparse.Namespace, variants: List[Variant],
+                   env: Dict[str, Any]) -> int:
+    t_start = time.perf_counter()
+    runs: Dict[str, List[Dict[str, int]]] = {v.name: [] for v in variants}
+    with tempfile.TemporaryDirectory(prefix="sqlitect-bench-", dir=args.dir) as tmp:
+        for run in range(args.callgrind_runs):
+            for v in variants:
+                runs[v.name].append(run_callgrind(args, v, tmp))
+                bl.progress(f"run {run + 1}/{args.callgrind_runs} {v.name}: " + ", ".join(
+                    f"{op} {runs[v.name][-1][op] / op_rows(op, args.rows, args.autocommit):,.0f}"
+                    for op in OPS) + " Ir/row")
+    bl.finish_environment(env)
+    # The median run per count: through stdlib sqlite3 an occasional run differs
+    # by up to ~0.7% (see README.md, Method).
+    counts = {name: {op: int(statistics.median_low([r[op] for r in rs])) for op in OPS}
+              for name, rs in runs.items()}
+    spread = max((max(r[op] for r in rs) - min(r[op] for r in rs)) / counts[name][op]
+                 for name, rs in runs.items() for op in OPS)
+    text = render_callgrind(counts, variants, args, env, spread)
+    print(text)
+    bl.progress(f"wall time {time.perf_counter() - t_start:.1f} s")
+    record = {"script": "bench_ops", "mode": "callgrind", "env": env, "args": vars(args),
+              "variants": {v.name: v.label for v in variants}, "counts": counts,
+              "runs": runs, "spread": spread,
+              "per_op_rows": {op: op_rows(op, args.rows, args.autocommit) for op in OPS},
+              "markdown": text}
+    bl.write_json(args.json or bl.default_json_path(
+        "bench_ops", args.host + "-callgrind" + ("-quick" if args.quick else "")), record)
+    if args.write_readme:
+        bl.update_readme(f"bench_ops:callgrind:{args.host}"
+                         + (":explore" if args.explore else ""), text)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -426,15 +612,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--host", choices=("apsw", "sqlite3"), default="apsw",
                     help="apsw (bundled SQLite) or stdlib sqlite3 via "
                          "sqlite_ct.register_auto_extension() (default apsw)")
-    ap.add_argument("--rows", type=int, default=100_000, help="rows inserted in (a)")
-    ap.add_argument("--autocommit", type=int, default=10_000,
-                    help="single-row autocommit updates in (b)")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="rows inserted in (a) (100,000; --callgrind 20,000)")
+    ap.add_argument("--autocommit", type=int, default=None,
+                    help="single-row autocommit updates in (b) and inserts in (e) "
+                         "(10,000; --callgrind 2,000)")
+    ap.add_argument("--size-rows", type=int, default=1_000_000,
+                    help="rows of the one-transaction load whose file size is reported "
+                         "(1,000,000)")
     ap.add_argument("--variants", default=None,
                     help="comma-separated subset (untracked is always run); default: "
                          "untracked,sqlite-ct,session,floor for apsw, "
-                         "untracked,sqlite-ct for sqlite3")
+                         "untracked,sqlite-ct,floor for sqlite3")
     ap.add_argument("--explore", action="store_true",
                     help="add the ablations of sqlite-ct's triggers (x1..x6)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count instructions per row under valgrind's callgrind (one run "
+                         "per variant) instead of timing repetitions")
+    ap.add_argument("--callgrind-runs", type=int, default=3,
+                    help="runs per variant under --callgrind; the median count is reported (3)")
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke run: small sizes, 2 repetitions; asserts nothing about speed")
     ap.add_argument("--json", metavar="PATH", help="write raw per-repetition results here "
@@ -442,20 +638,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--write-readme", action="store_true",
                     help="replace this host's results block in benchmarks/README.md")
     ap.add_argument("--dir", help="directory for the database files (default: a temp dir)")
+    ap.add_argument("--callgrind-child", help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
-        args.reps, args.rows, args.autocommit = 2, 5_000, 500
+        args.reps, args.size_rows, args.callgrind_runs = 2, 10_000, 1
+        args.rows = args.rows or (2_000 if args.callgrind else 5_000)
+        args.autocommit = args.autocommit or args.rows // 10
+    args.rows = args.rows or (20_000 if args.callgrind or args.callgrind_child else 100_000)
+    args.autocommit = args.autocommit or (args.rows // 10 if args.callgrind
+                                          or args.callgrind_child else 10_000)
 
     pool = MAIN_VARIANTS + EXPLORE_VARIANTS
+    by_name = {v.name: v for v in pool}
+    if args.callgrind_child:
+        callgrind_child(args.host, by_name[args.callgrind_child], args.db,
+                        make_data(args.rows, args.autocommit))
+        return 0
     if args.variants:
         wanted = ["untracked"] + [w for w in args.variants.split(",") if w != "untracked"]
     elif args.host == "apsw":
         wanted = [v.name for v in MAIN_VARIANTS]
     else:
-        wanted = ["untracked", "sqlite-ct"]
+        wanted = [v.name for v in MAIN_VARIANTS if args.host in v.hosts]
     if args.explore:
-        wanted += [v.name for v in EXPLORE_VARIANTS if v.name not in wanted]
-    by_name = {v.name: v for v in pool}
+        wanted += [v.name for v in EXPLORE_VARIANTS if v.name not in wanted
+                   and args.host in v.hosts]
     unknown = [w for w in wanted if w not in by_name]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; known: {sorted(by_name)}")
@@ -463,16 +671,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for v in variants:
         if args.host not in v.hosts:
             ap.error(f"variant {v.name} needs host {'/'.join(v.hosts)}")
+    if args.callgrind and not shutil.which("valgrind"):
+        ap.error("--callgrind needs valgrind (apt-get install valgrind)")
 
+    if "session" in wanted and not Session.available():
+        bl.progress("skipping session: this apsw was built without the session extension")
+        variants = [v for v in variants if v.name != "session"]
     variants = [v for v in variants if v in MAIN_VARIANTS or usable(args.host, v)]
     env = bl.environment()
-    rows = bl.make_rows(args.rows)
-    rng = random.Random(bl.SEED + 1)
-    data = {"rows": rows,
-            "autocommit": [(rng.randrange(1000), rng.randint(1, args.rows))
-                           for _ in range(args.autocommit)],
-            "autoinsert": [(args.rows + i,) + row[1:] for i, row in
-                           enumerate(bl.make_rows(args.autocommit, bl.SEED + 2), start=1)]}
+    if args.callgrind:
+        return main_callgrind(args, variants, env)
+    data = make_data(args.rows, args.autocommit)
 
     reps: List[Dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -488,8 +697,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             bl.progress(f"rep {rep + 1}/{args.reps}: " + "; ".join(
                 f"{v.name} " + "/".join(f"{result[v.name][op]['s'] / base[op]['s']:.2f}"
                                         for op in OPS) for v in variants))
+        load_sizes = {v.name: load_size(args.host, v, os.path.join(tmp, f"{v.name}-load.db"),
+                                        args.size_rows) for v in variants}
+        bl.progress("file size after the load: " + "; ".join(
+            f"{name} {size / load_sizes['untracked']:.2f}x" for name, size in load_sizes.items()))
     bl.finish_environment(env)
-    summary = summarize(reps, variants)
+    summary = summarize(reps, variants, load_sizes)
     text = render(summary, variants, args, env, args.rows, args.autocommit)
     print(text)
     bl.progress(f"wall time {time.perf_counter() - t_start:.1f} s")

@@ -5,6 +5,7 @@ working as the code under it changes. Each script runs in a subprocess, as a
 user would run it, and writes its raw JSON to a temporary directory."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,11 +36,33 @@ def test_bench_ops_quick(tmp_path, host):
     for title in ("#### a. insert", "#### b. ", "#### c. UPDATE 50%", "#### d. DELETE 10%",
                   "#### file size"):
         assert title in stdout
-    assert "| 1 sqlite-ct |" in stdout
+    assert "| 1 sqlite-ct |" in stdout and "| 3 trigger floor |" in stdout
     if host == "apsw":
-        assert "| 2 session ext |" in stdout and "| 3 trigger floor |" in stdout
+        assert "| 2 session ext |" in stdout
+    for target in ("≤ 1.4x (aim ≤ 1.2x)", "≤ 2.0x (aim ≤ 1.5x)", "≤ 1.8x (aim ≤ 1.4x)",
+                   "≤ 2.3x (aim ≤ 2.0x)", "≤ 1.8x (aim ≤ 1.5x)", "≤ 1.2x (aim ≤ 1.1x)"):
+        assert target in stdout, target
+    assert "| file size after 10,000 inserts |" in stdout
+    assert "| file size at the end of the workload |" in stdout
     assert len(record["reps"]) == record["args"]["reps"]
     assert set(record["summary"]) == set(record["variants"])
+    sizes = {name: v["size_after_load"]["bytes"] for name, v in record["summary"].items()}
+    assert sizes["floor"] == sizes["untracked"] < sizes["sqlite-ct"]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_bench_ops_callgrind_quick(tmp_path):
+    """Instructions per row, whole process, one callgrind run per variant: every
+    operation gets its own count, and the counts put the variants in the order
+    their work does (the floor's empty trigger between untracked and sqlite-ct)."""
+    stdout, record = run_script("bench_ops.py", tmp_path, "--callgrind",
+                                "--variants", "sqlite-ct,floor", timeout=240)
+    assert "**Instructions per row (apsw)" in stdout
+    assert "| 1 sqlite-ct |" in stdout and "| 3 trigger floor |" in stdout
+    counts = record["counts"]
+    assert set(counts) == {"untracked", "sqlite-ct", "floor"}
+    for op in ("insert", "autocommit", "update", "delete", "autoinsert"):
+        assert counts["untracked"][op] < counts["floor"][op] < counts["sqlite-ct"][op], op
 
 
 def test_bench_ops_explore_quick(tmp_path):
@@ -107,3 +130,23 @@ def test_bench_sync_quick(tmp_path):
     assert scoped["record_after_next_sync"] == (scoped["client_rows_after"]
                                                 + scoped["deletes_downloaded"])
     assert scoped["record_after_three_syncs"] == scoped["client_rows_after"]
+
+
+def test_benchlib_targets_and_verdicts():
+    """The headline tables' verdicts: the aim, the bound, or neither; a median
+    exactly at a limit meets it."""
+    sys.path.insert(0, BENCH)
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(BENCH)
+    assert benchlib.fmt_target("insert") == "≤ 1.4x (aim ≤ 1.2x)"
+    assert benchlib.fmt_target("enumerate") == "≤ 1.2x"
+    assert [benchlib.target_verdict("update", r) for r in (1.9, 2.0, 2.1, 2.3, 2.31)] == [
+        "aim met", "aim met", "met", "met", "**not met**"]
+    assert [benchlib.target_verdict("enumerate", r) for r in (0.5, 1.2, 1.21)] == [
+        "met", "met", "**not met**"]
+    assert {op: benchlib.TARGETS[op] for op in
+            ("insert", "autocommit", "autoinsert", "update", "delete", "size")} == {
+        "insert": (1.4, 1.2), "autocommit": (2.0, 1.5), "autoinsert": (1.8, 1.4),
+        "update": (2.3, 2.0), "delete": (1.8, 1.5), "size": (1.2, 1.1)}
