@@ -116,16 +116,10 @@ def gone(cur: Any, client: uuid.UUID, info: PgTable, keys: Iterable[Sequence[Any
     """Deletes of `keys` were sent to `client`: applied once its anchor
     completes a snapshot whose xmin is at least `upto` (an xid8 as text;
     None: the current transaction's id + 1)."""
-    digests = sorted({digest(k) for k in keys})
-    if not digests:
-        return
-    table = _table(cur)
     bound = ("%s::xid8" if upto is not None
              else "(pg_current_xact_id()::text::numeric + 1)::text::xid8")
-    cur.execute(f"UPDATE {table} SET gone = greatest(gone, {bound}) WHERE client_id = %s "
-                f"AND table_schema = %s AND table_name = %s AND rk = ANY(%s::bytea[])",
-                ((upto,) if upto is not None else ())
-                + (client, info.schema, info.name, digests))
+    _set_gone(cur, client, info, keys, f"greatest(gone, {bound})",
+              (upto,) if upto is not None else ())
 
 
 def corrected(cur: Any, client: uuid.UUID, info: PgTable,
@@ -136,14 +130,19 @@ def corrected(cur: Any, client: uuid.UUID, info: PgTable,
     one shows them applied. A key whose earlier delete is still waiting keeps
     that bound: moving it to this transaction would make the record wait a
     round longer than the client does."""
+    _set_gone(cur, client, info, keys, "coalesce(gone, pg_snapshot_xmin(pg_current_snapshot()))",
+              ())
+
+
+def _set_gone(cur: Any, client: uuid.UUID, info: PgTable, keys: Iterable[Sequence[Any]],
+              value: str, args: tuple) -> None:
+    """gone = `value` (SQL, its parameters `args`) for `client`'s `keys`."""
     digests = sorted({digest(k) for k in keys})
     if not digests:
         return
-    table = _table(cur)
-    cur.execute(f"UPDATE {table} SET gone = coalesce(gone, "
-                f"pg_snapshot_xmin(pg_current_snapshot())) WHERE client_id = %s "
+    cur.execute(f"UPDATE {_table(cur)} SET gone = {value} WHERE client_id = %s "
                 f"AND table_schema = %s AND table_name = %s AND rk = ANY(%s::bytea[])",
-                (client, info.schema, info.name, digests))
+                args + (client, info.schema, info.name, digests))
 
 
 def generation(cur: Any, client: uuid.UUID) -> int:
