@@ -83,3 +83,101 @@ def test_rename_moves_the_tables_triggers_but_keeps_their_names(db):
     """)
     assert db.execute("SELECT tbl_name FROM sqlite_schema WHERE type='trigger'"
                       " AND name='__sysct_ai_t'").get == "r"
+
+
+class _TxnTable:
+    """A virtual table that records what SQLite tells it of the transaction."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def BestIndex(self, *args):
+        return None
+
+    def Open(self):
+        return _EmptyCursor()
+
+    def Disconnect(self):
+        pass
+
+    Destroy = Disconnect
+
+    def UpdateInsertRow(self, rowid, fields):
+        self.events.append("insert")
+        return 1
+
+    def Begin(self):
+        self.events.append("begin")
+
+    def Sync(self):
+        pass
+
+    def Commit(self):
+        self.events.append("commit")
+
+    def Rollback(self):
+        self.events.append("rollback")
+
+    def Savepoint(self, level):
+        self.events.append(f"savepoint {level}")
+
+    def Release(self, level):
+        self.events.append(f"release {level}")
+
+    def RollbackTo(self, level):
+        self.events.append(f"rollbackto {level}")
+
+
+class _EmptyCursor:
+    def Filter(self, *args):
+        pass
+
+    def Eof(self):
+        return True
+
+    def Close(self):
+        pass
+
+
+class _TxnModule:
+    def __init__(self, events):
+        self.events = events
+
+    def Create(self, db, modulename, dbname, tablename, *args):
+        return "CREATE TABLE x(v)", _TxnTable(self.events)
+
+    Connect = Create
+
+
+def test_an_enlisted_virtual_table_is_told_every_savepoint_of_the_transaction(db):
+    """csrc/txn.c: a row inserted into an eponymous virtual table (iVersion 2)
+    by a statement nested in a function that a trigger calls enlists the table
+    in the transaction; SQLite then reports the savepoint open at that moment
+    (the statement's own, in an explicit transaction), rolls it back when the
+    statement fails, and reports SAVEPOINT, ROLLBACK TO, RELEASE, COMMIT and
+    ROLLBACK, with their nesting level."""
+    events = []
+    db.create_module("txn", _TxnModule(events), iVersion=2, eponymous=True)
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v NOT NULL)"
+               "; CREATE TRIGGER ai AFTER INSERT ON t WHEN enlist(NEW.id) BEGIN SELECT 1; END")
+
+    def enlist(rowid):
+        events.append(f"enlist {rowid}")
+        db.execute("INSERT INTO main.txn VALUES (NULL)")
+        return 0
+
+    db.create_scalar_function("enlist", enlist, 1)
+    db.execute("BEGIN")
+    with pytest.raises(apsw.ConstraintError):
+        db.execute("INSERT INTO t(id, v) VALUES (1, 'a'), (2, NULL)")
+    assert events == ["enlist 1", "begin", "savepoint 0", "insert", "rollbackto 0",
+                      "release 0"], events
+    events.clear()
+    db.execute("SAVEPOINT a; SAVEPOINT b; INSERT INTO t(id, v) VALUES (3, 'c');"
+               " RELEASE b; ROLLBACK TO a; RELEASE a; COMMIT")
+    assert events == ["savepoint 0", "savepoint 1", "savepoint 2", "enlist 3", "insert",
+                      "release 2", "release 1", "rollbackto 0", "release 0", "commit"], events
+    events.clear()
+    db.execute("BEGIN; INSERT INTO t(id, v) VALUES (4, 'd'); ROLLBACK")
+    assert events == ["enlist 4", "begin", "savepoint 0", "insert", "release 0", "rollback"], \
+        events

@@ -169,3 +169,79 @@ def test_a_layout3_database_writes_before_and_after_its_upgrade(tmp_path):
         assert sqlite_ct.check(conn) == []
     finally:
         conn.close()
+
+
+# ---- the transaction's boundaries from sqlite_ct_txn (csrc/txn.c) ------------
+
+def logged(conn):
+    return {r[0] for r in q(conn, "SELECT __sysTxCsn FROM __sysTxCommitSequence")}
+
+
+def assert_every_stamp_logged(conn, table="t"):
+    csns = logged(conn)
+    for chg, ins in q(conn, f'SELECT "__sysChangeTxBsn", "__sysInsertTxBsn" FROM {table}'):
+        assert chg in csns and ins in csns, (chg, ins, sorted(csns))
+    assert sqlite_ct.check(conn) == []
+
+
+@pytest.fixture
+def t(conn):
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    sqlite_ct.create_schema(conn, "t")
+    return conn
+
+
+def test_rollback_to_a_savepoint_that_held_the_log_row_logs_again(t):
+    run(t, "BEGIN", "SAVEPOINT a", "INSERT INTO t(id, v) VALUES (1, 'x')",
+        "UPDATE t SET v = 'y' WHERE id = 1", "ROLLBACK TO a",
+        "INSERT INTO t(id, v) VALUES (2, 'x')", "DELETE FROM t WHERE id = 2",
+        "INSERT INTO t(id, v) VALUES (3, 'x')", "RELEASE a", "COMMIT")
+    assert_every_stamp_logged(t)
+
+
+def test_a_released_savepoint_then_a_rollback_to_the_outer_one(t):
+    run(t, "BEGIN", "SAVEPOINT a", "SAVEPOINT b", "INSERT INTO t(id, v) VALUES (1, 'x')",
+        "RELEASE b", "SAVEPOINT c", "ROLLBACK TO a",
+        "INSERT INTO t(id, v) VALUES (2, 'x')", "COMMIT")
+    assert_every_stamp_logged(t)
+    assert q(t, "SELECT id FROM t") == [(2,)]
+
+
+def test_a_rollback_to_a_later_savepoint_keeps_the_transactions_bsn(t):
+    run(t, "BEGIN", "INSERT INTO t(id, v) VALUES (1, 'x')", "SAVEPOINT b",
+        "INSERT INTO t(id, v) VALUES (2, 'x')", "ROLLBACK TO b",
+        "INSERT INTO t(id, v) VALUES (3, 'x')", "DELETE FROM t WHERE id = 1", "COMMIT")
+    assert_every_stamp_logged(t)
+    assert len({r[0] for r in q(t, 'SELECT "__sysChangeTxBsn" FROM t')}) == 1
+    assert len(logged(t)) == 2          # the enabling transaction and this one
+
+
+def test_a_failed_statement_that_wrote_the_log_row(t):
+    """The transaction's first write is a statement that fails after logging:
+    SQLite rolls back to the statement's own savepoint, the log row with it."""
+    run(t, "BEGIN")
+    with pytest.raises(HOST_ERRORS):
+        run(t, "INSERT INTO t(id, v) VALUES (1, 'x'), (2, NULL)")
+    run(t, "INSERT INTO t(id, v) VALUES (3, 'x')", "UPDATE t SET v = 'z'", "COMMIT")
+    assert_every_stamp_logged(t)
+    run(t, "BEGIN", "UPDATE t SET v = 'w'")
+    with pytest.raises(HOST_ERRORS):
+        run(t, "UPDATE t SET v = NULL")
+    run(t, "DELETE FROM t", "INSERT INTO t(id, v) VALUES (4, 'x')", "COMMIT")
+    assert_every_stamp_logged(t)
+
+
+def test_a_full_rollback_then_the_next_transaction(t):
+    run(t, "BEGIN", "INSERT INTO t(id, v) VALUES (1, 'x')", "ROLLBACK",
+        "BEGIN", "INSERT INTO t(id, v) VALUES (2, 'x')", "COMMIT",
+        "INSERT INTO t(id, v) VALUES (3, 'x')")
+    assert_every_stamp_logged(t)
+    assert len(logged(t)) == 3
+
+
+def test_autocommit_writes_probe_the_log_and_stay_numbered(t):
+    for i in range(5):
+        q(t, "INSERT INTO t(id, v) VALUES (?, 'x')", (i,))
+    run(t, "UPDATE t SET v = 'y' WHERE id = 1", "DELETE FROM t WHERE id = 2")
+    assert_every_stamp_logged(t)
+    assert len(logged(t)) == 1 + 7
