@@ -91,7 +91,8 @@ static const struct CtFuncDef {
   { "sqlite_ct_update_when",         11, CT_INNOCUOUS, 1, ctFuncUpdateWhen },
   { "sqlite_ct_update_when",         13, CT_INNOCUOUS, 1, ctFuncUpdateWhen },
   /* any other argument count: triggers of a newer layout (LayoutError) */
-  { "sqlite_ct_insert_when",         -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
+  /* layout 4 (variadic: NEW's key follows), or a newer layout's triggers */
+  { "sqlite_ct_insert_when",         -1, CT_INNOCUOUS, 1, ctFuncInsertWhenAny },
   { "sqlite_ct_update_when",         -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
   { "sqlite_ct_write_bsn",           -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
   { "sqlite_ct_default_bsn",          0, CT_INNOCUOUS, 1, ctFuncDefaultBsn },
@@ -151,6 +152,7 @@ int sqlite3_sqlitect_init(sqlite3 *db, char **pzErrMsg,
     }
   }
   if( rc==SQLITE_OK ) rc = ctStmtCacheRegister(db, pState);
+  if( rc==SQLITE_OK ) rc = ctTxnRegister(db, pState);
   if( rc==SQLITE_OK ) rc = ctChangesRegister(db, pState);
   ctStateUnref(pState);  /* drop the reference ctStateNew() returned */
   if( rc!=SQLITE_OK && pzErrMsg ){

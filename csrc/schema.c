@@ -245,9 +245,11 @@ int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr){
 
 /* ---- SQL text builders. All identifiers go through %w, literals through %Q. */
 
-/* The probe of the newest log row that the triggers hand to C (state.c:
-** sqlite_ct_insert_when, sqlite_ct_update_when, sqlite_ct_write_bsn). */
-#define CT_MAXCSN_SQL "(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)"
+/* The triggers of layouts 1 to 3 passed the write path's functions a probe
+** of the newest log row, "(SELECT max(__sysTxCsn) FROM
+** __sysTxCommitSequence)", a b-tree seek per row; layout 4's pass NULL
+** instead: the connection knows whether the transaction's log row exists
+** from sqlite_ct_txn (txn.c), and probes from C when it does not know. */
 
 /* No INSERT .. SELECT in a trigger reads the table it writes: SQLite copies
 ** such a statement through a temporary b-tree, opened per row even when the
@@ -446,18 +448,28 @@ static char *ctKeyNullSql(const CtTable *p){
 ** them without firing DELETE triggers unless recursive_triggers is on.
 ** zExclude (NULL for an insert) matches the row being updated itself.
 */
+static void ctAppendVictimCond(sqlite3_str *s, const CtTable *p);
 static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
                                   sqlite3_int64 iEnable, const char *zExclude){
-  const char *zRowid = ctReplaceRowid(p);
-  int i, j;
   sqlite3_str_appendf(s,
       "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
       "INSERT OR IGNORE INTO __sysCtReplaceVictims"
       "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, sqlite_ct_victim(%Q, ",
       p->zName, p->zName, p->zName);
   ctAppendPack(s, p, 0);
-  sqlite3_str_appendf(s, "), coalesce(\"%w\", %lld) FROM \"%w\" WHERE ((",
+  sqlite3_str_appendf(s, "), coalesce(\"%w\", %lld) FROM \"%w\" WHERE (",
                       CT_COL_INSERT, iEnable, p->zName);
+  ctAppendVictimCond(s, p);
+  if( zExclude ) sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
+  else sqlite3_str_appendall(s, ");");
+}
+
+/* Whether a row holds NEW's key, NEW's values of a UNIQUE index or (see
+** ctReplaceRowid) NEW's rowid: the rows an OR REPLACE of NEW could delete. */
+static void ctAppendVictimCond(sqlite3_str *s, const CtTable *p){
+  const char *zRowid = ctReplaceRowid(p);
+  int i, j;
+  sqlite3_str_appendall(s, "(");
   for(i=0; i<p->nPk; i++){
     const char *zCol = p->aCol[p->aiPk[i]].zName;
     sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\"", i ? " AND " : "", zCol, zCol);
@@ -474,8 +486,6 @@ static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
     sqlite3_str_appendall(s, ")");
   }
   if( zRowid ) sqlite3_str_appendf(s, " OR %s=NEW.%s", zRowid, zRowid);
-  if( zExclude ) sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
-  else sqlite3_str_appendall(s, ");");
 }
 
 /*
@@ -487,29 +497,28 @@ static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
 ** when its own BEFORE UPDATE trigger captured, so it never consumes rows
 ** remembered for a statement that IGNOREd its conflict.
 */
-static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
+static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p, const char *zTName,
+                                const char *zDb, const char *zPackNew,
                                 const char *zSameKeyGone, const char *zWhen){
-  char *zPackNew = ctPackSql(p, "NEW");
   int i;
-  if( zPackNew==0 ){ ctStrOom(s); return; }
   /* A victim this transaction has tombstoned already (the DELETE trigger with
   ** recursive_triggers on, or an earlier incarnation of the key deleted in
   ** this transaction, whose insert BSN is the older one) keeps that tombstone.
   ** Dropping those victims first keeps the INSERT below from reading the
-  ** tombstone table it writes (see CT_MAXCSN_SQL). */
+  ** tombstone table it writes (see the note on INSERT .. SELECT above). */
   sqlite3_str_appendf(s,
-      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s)"
-      " AND EXISTS(SELECT 1 FROM __sysOCSDeletedRows AS d WHERE d.__sysTName=%Q"
+      "DELETE FROM %s__sysCtReplaceVictims WHERE __sysTName=%Q AND (%s)"
+      " AND EXISTS(SELECT 1 FROM %s__sysOCSDeletedRows AS d WHERE d.__sysTName=%Q"
       " AND d.__sysDeleteTxBsn=sqlite_ct_bsn() AND d.__sysRK=__sysCtReplaceVictims.__sysRK);",
-      p->zName, zWhen, p->zName);
+      zDb, zTName, zWhen, zDb, zTName);
   sqlite3_str_appendf(s,
-      "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
+      "INSERT INTO %s__sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
       " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
       " SELECT %Q, v.__sysRK, sqlite_ct_bsn(), v.__sysInsertTxCsn, sqlite_ct_now(),"
-      " sqlite_ct_tracking_context() FROM __sysCtReplaceVictims AS v"
+      " sqlite_ct_tracking_context() FROM %s__sysCtReplaceVictims AS v"
       " WHERE v.__sysTName=%Q AND sqlite_ct_bsn()>0 AND (%s)"
-      " AND ((v.__sysRK=%s AND (%s)) OR NOT EXISTS(SELECT 1 FROM \"%w\" WHERE ",
-      p->zName, p->zName, zWhen, zPackNew, zSameKeyGone, p->zName);
+      " AND ((v.__sysRK=%s AND (%s)) OR NOT EXISTS(SELECT 1 FROM %s\"%w\" WHERE ",
+      zDb, zTName, zDb, zTName, zWhen, zPackNew, zSameKeyGone, zDb, p->zName);
   /* Gone means no row holds the key spelled as remembered: under a NOCASE
   ** (or other non-BINARY) key, OR REPLACE with another spelling deletes the
   ** row and inserts one that the key's own collation calls equal. The first
@@ -521,9 +530,56 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p,
                         p->aCol[p->aiPk[i]].zName, i);
   }
   sqlite3_str_appendf(s,
-      "));DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
-      p->zName, zWhen);
-  sqlite3_free(zPackNew);
+      "));DELETE FROM %s__sysCtReplaceVictims WHERE __sysTName=%Q AND (%s);",
+      zDb, zTName, zWhen);
+}
+
+/*
+** The fix of a row inserted into p (layout 4): what the AFTER INSERT trigger's
+** body did in layout 3, run from C by sqlite_ct_insert_when() when its checks
+** find work (state.c, ctRunFix). Statements separated by ';', whose
+** parameters are :r, NEW's rowid (NULL when it cannot be named) and :k0,
+** :k1, ..., NEW's key. zTName is the table's name as the trigger knows it
+** (the name its rows in the system tables carry until a rename is followed);
+** p is the table as it is now. bVictims: tombstone the rows the BEFORE
+** INSERT trigger remembered that are gone; bTrack: stamp the row. sqlite-ct's
+** own tables and the table are named in main: a top-level statement would
+** find a TEMP table of the same name first. NULL when out of memory.
+*/
+char *ctFixSql(const CtTable *p, const char *zTName, int bTrack, int bVictims){
+  sqlite3_str *s = sqlite3_str_new(0);
+  const char *zRowid = ctRowidName(p);
+  int i;
+  if( bVictims ){
+    sqlite3_str *x = sqlite3_str_new(0);
+    char *zPack;
+    sqlite3_str_appendall(x, "sqlite_ct_pack_key(");
+    for(i=0; i<p->nPk; i++) sqlite3_str_appendf(x, "%s:k%d", i ? ", " : "", i);
+    sqlite3_str_appendall(x, ")");
+    zPack = sqlite3_str_finish(x);
+    if( zPack==0 ) ctStrOom(s);
+    else ctAppendVictimSweep(s, p, zTName, "main.", zPack, "1", "1");
+    sqlite3_free(zPack);
+  }
+  if( bTrack ){
+    sqlite3_str_appendf(s,
+        "UPDATE main.\"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn(),"
+        " \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
+        " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ", p->zName);
+    if( zRowid ){
+      sqlite3_str_appendf(s, "%s = :r", zRowid);
+    }else{
+      for(i=0; i<p->nPk; i++){
+        sqlite3_str_appendf(s, "%s\"%w\" = :k%d", i ? " AND " : "",
+                            p->aCol[p->aiPk[i]].zName, i);
+      }
+    }
+    sqlite3_str_appendall(s,
+        " AND (\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()"
+        " OR \"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
+        " OR \"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());");
+  }
+  return sqlite3_str_finish(s);
 }
 
 static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
@@ -535,6 +591,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   char *zChanged = ctAppended(ctAppendKeyChanged, p);
   char *zWatched = ctWatchedChangedSql(p);
   char *zPackOld = ctPackSql(p, "OLD");
+  char *zPackNew = ctPackSql(p, "NEW");
   char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
   char *zCols = ctWatchedListSql(p);
   /* The last two arguments of the WHENs: the UNIQUE indexes the victim
@@ -544,13 +601,15 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   char *zKeyNull = ctKeyNullSql(p);
   /* The tombstone's BSN in the AFTER DELETE trigger hands out (and logs) the
   ** transaction's BSN. */
-  char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
+  char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(NULL, %lld)", iDbId);
   sqlite3_str *s;
   char *zOut;
+  int i;
 
   if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 || zDelBsn==0
-   || zUniques==0 || zKeyNull==0 ){
+   || zUniques==0 || zKeyNull==0 || zPackNew==0 ){
     sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
+    sqlite3_free(zPackNew);
     sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
     sqlite3_free(zUniques); sqlite3_free(zKeyNull);
     return 0;
@@ -559,34 +618,31 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
 
   /* AFTER INSERT. The stamp columns' DEFAULTs (ctSetStampDefaults) stamp the
   ** row as SQLite writes it; the WHEN, one call into C, logs the transaction
-  ** and runs the body only when the row still needs stamping (no DEFAULT, the
-  ** transaction's first row, values the statement wrote) or the BEFORE
-  ** trigger remembered rows an OR REPLACE may have deleted. Without INSERT
-  ** tracking the row keeps NULL stamps, like the rows that predate tracking:
-  ** it is enumerated as an insert only for anchors older than the enabling
-  ** transaction. */
+  ** and checks the row. The rare work, when the row still needs stamping (no
+  ** DEFAULT, values the statement wrote) or the BEFORE trigger remembered
+  ** rows an OR REPLACE may have deleted, is the fix (ctFixSql), which the
+  ** WHEN runs itself from C: the body stays empty. SQLite allocates and clears
+  ** a frame sized by the whole trigger program for every row, whether the
+  ** WHEN holds or not, so a body that is almost never run still cost every
+  ** insert (about a third of an insert's instructions in layout 3). Without
+  ** INSERT tracking the row keeps NULL stamps, like the rows that predate
+  ** tracking: it is enumerated as an insert only for anchors older than the
+  ** enabling transaction. The arguments after KEY_NULL (layout 4): the shape
+  ** number CT_INSERT_WHEN_SHAPE, then the values the fix needs, NEW's rowid
+  ** (NULL when it cannot be named) and NEW's key. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" WHEN "
-      "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
+      "sqlite_ct_insert_when(NULL, %Q, %d, %d,"
       " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\","
-      " %lld, %s, %s) BEGIN ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId,
-      zUniques, zKeyNull);
-  if( bVictims ) ctAppendVictimSweep(s, p, "1", "1");
-  if( eOpt & CT_TRACK_INSERT ){
-    sqlite3_str_appendf(s,
-        "UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn(),"
-        " \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
-        " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ", zT);
-    ctAppendKeyMatch(s, p, "NEW", "=", 1);
-    sqlite3_str_appendall(s,
-        " AND (\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()"
-        " OR \"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
-        " OR \"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());");
-    sqlite3_str_appendf(s, "SELECT sqlite_ct_stamp_end(%Q);", zT);
-  }else if( !bVictims ){
-    sqlite3_str_appendall(s, "SELECT 1;");   /* a body is required */
+      " %lld, %s, %s, %d, ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId,
+      zUniques, zKeyNull, CT_INSERT_WHEN_SHAPE);
+  if( ctRowidName(p) ) sqlite3_str_appendf(s, "NEW.%s", ctRowidName(p));
+  else sqlite3_str_appendall(s, "NULL");
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(s, ", NEW.\"%w\"", p->aCol[p->aiPk[i]].zName);
   }
-  sqlite3_str_appendall(s, " END;");
+  sqlite3_str_appendall(s, ") BEGIN SELECT 1; END;");
+
 
   /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet or
   ** its key changed; its WHEN logs the transaction, and fails the statement
@@ -595,7 +651,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   ** WHEN false. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN "
-      "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
+      "sqlite_ct_update_when(NULL, %Q, %s, %d,"
       " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
       " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld, %s, %s) BEGIN ",
@@ -629,19 +685,26 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   if( bVictims ){
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF %s ON \"%w\" WHEN %s"
-        " BEGIN SELECT sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld);", zT, zCols, zT, zWatched,
+        " BEGIN SELECT sqlite_ct_write_bsn(NULL, %lld);", zT, zCols, zT, zWatched,
         iDbId);
     ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged, "sqlite_ct_bsn()");
-    ctAppendVictimSweep(s, p, zChanged, "1");
+    ctAppendVictimSweep(s, p, zT, "", zPackNew, zChanged, "1");
     sqlite3_str_appendall(s, " END;");
   }
 
-  /* AFTER DELETE: the tombstone. */
+  /* AFTER DELETE: the tombstone. The WHEN hands out (and logs) the BSN, 0 in
+  ** apply mode, which writes none; the body is the upsert of
+  ** ctAppendTombstone as one VALUES row (layout 4: no subquery to run per
+  ** row, a smaller frame). */
   if( eOpt & CT_TRACK_DELETE ){
     sqlite3_str_appendf(s,
-        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" BEGIN ", zT, zT);
-    ctAppendTombstone(s, p, zPackOld, zInsOld, "1", zDelBsn);
-    sqlite3_str_appendall(s, " END;");
+        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" WHEN %s>0 BEGIN"
+        " INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
+        " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
+        " VALUES(%Q, %s, sqlite_ct_bsn(), %s, sqlite_ct_now(), sqlite_ct_tracking_context())"
+        " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
+        " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn); END;",
+        zT, zT, zDelBsn, zT, zPackOld, zInsOld);
   }
 
   /* BEFORE INSERT / UPDATE OF key and UNIQUE columns: remember the rows an OR
@@ -668,7 +731,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   }
   sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
   sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
-  sqlite3_free(zUniques); sqlite3_free(zKeyNull);
+  sqlite3_free(zUniques); sqlite3_free(zKeyNull); sqlite3_free(zPackNew);
   zOut = sqlite3_str_finish(s);
   return zOut;
 }

@@ -14,6 +14,8 @@
 **   portable.c   pure-SQL triggers for tables tracked in portable mode
 **   stmtcache.c  statements kept per connection, finalized at close by the
 **                xDisconnect of the eponymous table sqlite_ct_stmt_cache
+**   txn.c        the transaction's savepoints, commit and rollback, told by
+**                SQLite to the eponymous table sqlite_ct_txn (layout 4)
 **   changes.c    the change contract: the table-valued function
 **                sqlite_ct_changes(tbl, since [, until [, exclude_context]])
 **   fault.c      allocation fault injection, in test builds only
@@ -46,8 +48,23 @@ SQLITE_EXTENSION_INIT3
 ** index "__sysct_guard_T" whose WHERE calls sqlite_ct_guard() (schema.c,
 ** ctGuardSql), so that writes with triggers turned off fail. The migration
 ** from layouts 1 and 2 is the same: re-install every armed table's triggers,
-** which installs its guard. */
-#define CT_LAYOUT_VERSION 3
+** which installs its guard.
+** Layout 4: the AFTER INSERT trigger's body is empty; the work it did when
+** its WHEN held (tombstone OR REPLACE victims, stamp a row the DEFAULTs did
+** not) is run from C by sqlite_ct_insert_when() itself (schema.c, ctFixSql;
+** state.c, ctRunFix), so that an insert no longer pays for a trigger frame
+** sized by that work. The AFTER DELETE trigger writes its tombstone as one
+** VALUES row behind a WHEN. The migration is the same again: re-install the
+** triggers. */
+#define CT_LAYOUT_VERSION 4
+
+/* The shape of sqlite_ct_insert_when()'s arguments that layout 4 introduced:
+** its 11th argument, followed by NEW's rowid and key. */
+#define CT_INSERT_WHEN_SHAPE 4
+/* Fixes kept prepared per connection (state.c, ctRunFix), and the most
+** statements one fix has (schema.c, ctFixSql). */
+#define CT_NFIX 4
+#define CT_FIX_NSTMT 4
 
 /* TrackingOptions, as SQL CE's public enum. */
 #define CT_TRACK_INSERT 1
@@ -61,7 +78,8 @@ SQLITE_EXTENSION_INIT3
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
 #define CT_STMT_SCHEMA 2       /* PRAGMA main.schema_version */
-#define CT_NSTMT       3
+#define CT_STMT_TXN    3       /* INSERT INTO sqlite_ct_txn (txn.c) */
+#define CT_NSTMT       4
 
 /* A small list of table names, each with a count of marks (state.c): the
 ** victim marks and the stamping marks. A name stays listed once it has been
@@ -91,6 +109,14 @@ struct CtState {
   sqlite3_int64 iBsn;
   unsigned int uDataVersion;
   sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */
+  /* What sqlite_ct_txn (txn.c) knows of the open transaction: it is enlisted
+  ** (bTxnJoined), the innermost open savepoint (iSvpTop, -1: none), and
+  ** whether iBsn's log row is known to exist (bLogLive), written inside
+  ** savepoint iLogLevel or one opened later. */
+  int bTxnJoined;
+  int iSvpTop;
+  int bLogLive;
+  int iLogLevel;
   int bApply;                  /* applying server changes: no stamps, no tombstones */
   int bApplyWrote;             /* a tracked row was written in apply mode ... */
   unsigned int uApplyDv;       /* ... while the pager's data version was this */
@@ -115,6 +141,19 @@ struct CtState {
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];
   int bCacheConnected;         /* sqlite_ct_stmt_cache is connected */
+  /* The statements of the fix of a row inserted into table zTab (state.c,
+  ** ctRunFix), kept the same way while main's schema is the one they were
+  ** prepared for; iFixNext is the slot reused next. */
+  struct CtFix {
+    char *zTab;                /* the table's name as its trigger passes it */
+    int fKind;                 /* 1: stamps, 2: victims */
+    int nVal;                  /* values passed: NEW's rowid and key */
+    sqlite3_int64 iSchema;     /* main's schema_version ... */
+    int nReprepare;            /* ... and re-preparations, as in ctCheckUniques */
+    int nStmt;
+    sqlite3_stmt *apStmt[CT_FIX_NSTMT];
+  } aFix[CT_NFIX];
+  int iFixNext;
 };
 
 /* state.c */
@@ -145,6 +184,7 @@ void ctFuncNow(sqlite3_context*, int, sqlite3_value**);
 void ctFuncWriteBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncInsertWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncNewerLayout(sqlite3_context*, int, sqlite3_value**);
+void ctFuncInsertWhenAny(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
@@ -153,9 +193,12 @@ void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
+/* txn.c */
+int ctTxnRegister(sqlite3 *db, CtState *p);
 int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
                  int *pbOwned);
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);
+void ctFixClear(CtState *p, int i);
 
 /* changes.c */
 int ctChangesRegister(sqlite3 *db, CtState *p);
@@ -213,6 +256,7 @@ void ctFuncCheckLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
 int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
 int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr);
+char *ctFixSql(const CtTable *p, const char *zTName, int bTrack, int bVictims);
 
 /* schema.c, shared with portable.c */
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);

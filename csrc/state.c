@@ -99,6 +99,7 @@ static int ctBsnValid(CtState *p, sqlite3_int64 iMaxCsn){
 static sqlite3_int64 ctBegin(CtState *p, sqlite3_int64 iMaxCsn){
   if( ctBsnValid(p, iMaxCsn) ) return 0;
   p->iBsn = iMaxCsn + 1;
+  p->bLogLive = 0;                  /* not logged yet (txn.c) */
   p->uDataVersion = ctDataVersion(p->db);
   return p->iBsn;
 }
@@ -424,7 +425,18 @@ void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 static int ctWriteLog(CtState *p, char **pzErr){
   sqlite3_stmt *pStmt;
   int bOwned;
-  int rc = ctCachedStmt(p, CT_STMT_LOG,
+  int rc;
+  /* Enlist sqlite_ct_txn in the transaction first (txn.c), so that it knows
+  ** the savepoint the log row is written in. Only in an explicit
+  ** transaction: an autocommit statement usually writes one row, and one
+  ** probe of the log costs less than enlisting. Best effort: when it cannot
+  ** be enlisted, the write path probes the log instead. */
+  if( !p->bTxnJoined && !sqlite3_get_autocommit(p->db) && ctCachedStmt(p, CT_STMT_TXN,
+        "INSERT INTO main.sqlite_ct_txn VALUES(NULL)", &pStmt, &bOwned)==SQLITE_OK ){
+    sqlite3_step(pStmt);
+    ctStmtRelease(pStmt, bOwned);
+  }
+  rc = ctCachedStmt(p, CT_STMT_LOG,
       "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
       " VALUES(?1, ?1, ?2)", &pStmt, &bOwned);
   if( rc==SQLITE_OK ){
@@ -434,6 +446,10 @@ static int ctWriteLog(CtState *p, char **pzErr){
     rc = ctStmtRelease(pStmt, bOwned);
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  if( rc==SQLITE_OK && p->bTxnJoined ){
+    p->bLogLive = 1;
+    p->iLogLevel = p->iSvpTop;
+  }
   return rc;
 }
 
@@ -449,6 +465,26 @@ static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
   return rc;
+}
+
+/*
+** The newest logged CSN for the write path's functions: the MAXCSN argument
+** the triggers of layouts 1 to 3 pass (a probe of the log in SQL, NULL when
+** the log is empty). Layout 4's pass NULL: then, while sqlite_ct_txn knows
+** the transaction's log row exists (txn.c), that row's CSN; otherwise the
+** same probe, from C.
+*/
+static int ctMaxCsnArg(CtState *p, sqlite3_value *pArg, sqlite3_int64 *piMax,
+                       char **pzErr){
+  if( sqlite3_value_type(pArg)!=SQLITE_NULL ){
+    *piMax = sqlite3_value_int64(pArg);
+    return SQLITE_OK;
+  }
+  if( p->bLogLive && p->iBsn!=0 && p->uDataVersion==ctDataVersion(p->db) ){
+    *piMax = p->iBsn;
+    return SQLITE_OK;
+  }
+  return ctReadMaxCsn(p, piMax, pzErr);
 }
 
 /* The open transaction's BSN, handed out and logged when it has none yet; 0
@@ -497,12 +533,13 @@ static int ctIsMainDatabase(sqlite3_context *ctx, CtState *p, sqlite3_value *pId
 ** write a tombstone, logging the transaction first when needed. */
 void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
-  sqlite3_int64 iBsn;
+  sqlite3_int64 iBsn, iMax = 0;
   char *zErr = 0;
   int rc;
   (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+  if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iBsn);
 }
@@ -678,21 +715,30 @@ static int ctUniqueKnown(const char *zKnown, const char *zIdx){
 
 /* SQLITE_OK when every UNIQUE index of zTab is in zKnown; otherwise an error
 ** that says which one is not and what to do. */
+/* Main's schema_version, and the re-preparation count of the statement kept
+** to read it (-1 when it could not be kept): see ctCheckUniques. */
+static int ctSchemaStamp(CtState *p, sqlite3_int64 *piSchema, int *pnReprepare,
+                         char **pzErr){
+  sqlite3_stmt *pStmt;
+  int bOwned;
+  int rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
+  *piSchema = 0;
+  *pnReprepare = -1;
+  if( rc==SQLITE_OK ){
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) *piSchema = sqlite3_column_int64(pStmt, 0);
+    if( !bOwned ) *pnReprepare = sqlite3_stmt_status(pStmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
+  }
+  if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  return rc;
+}
+
 static int ctCheckUniques(CtState *p, const char *zTab, const char *zKnown, char **pzErr){
   sqlite3_stmt *pStmt;
   sqlite3_int64 iSchema = 0;
-  int bOwned;
   int nReprepare = -1;
-  int rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
-  if( rc==SQLITE_OK ){
-    if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
-    if( !bOwned ) nReprepare = sqlite3_stmt_status(pStmt, SQLITE_STMTSTATUS_REPREPARE, 0);
-    rc = ctStmtRelease(pStmt, bOwned);
-  }
-  if( rc!=SQLITE_OK ){
-    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
-    return rc;
-  }
+  int rc = ctSchemaStamp(p, &iSchema, &nReprepare, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
   /* The schema_version alone could come back with another schema: a ROLLBACK
   ** undoes a CREATE INDEX and the next one gets the same number. But every
   ** schema change, and the ROLLBACK of one, makes SQLite re-prepare the kept
@@ -765,6 +811,154 @@ void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   ctResultError(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
 }
 
+/* ---- The fix of an inserted row (layout 4). */
+
+/* Whether a statement of fix f is running (further up the stack). */
+static int ctFixBusy(const struct CtFix *f){
+  int i;
+  for(i=0; i<f->nStmt; i++){
+    if( sqlite3_stmt_busy(f->apStmt[i]) ) return 1;
+  }
+  return 0;
+}
+
+/* Prepare the statements of the fix of a row of zTab (the name its trigger
+** passes) into apStmt, persistent when bKeep. */
+static int ctFixPrepare(CtState *p, const char *zTab, int fKind, int bKeep,
+                        sqlite3_stmt **apStmt, int *pnStmt, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  char *zName = 0, *zSql = 0;
+  const char *zTail;
+  CtTable *pTab = 0;
+  int rc;
+  *pnStmt = 0;
+  /* The table's name now: after ALTER TABLE RENAME, and until sqlite-ct
+  ** follows it, the trigger still passes the old one, but SQLite moved the
+  ** trigger itself to the renamed table. */
+  rc = sqlite3_prepare_v2(p->db, "SELECT tbl_name FROM main.sqlite_schema"
+                          " WHERE type='trigger' AND name='__sysct_ai_' || ?1", -1, &pStmt, 0);
+  if( rc==SQLITE_OK ) rc = sqlite3_bind_text(pStmt, 1, zTab, -1, SQLITE_STATIC);
+  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    zName = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+    if( zName==0 ) rc = SQLITE_NOMEM;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc!=SQLITE_OK && rc!=SQLITE_NOMEM ){
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  }
+  if( rc==SQLITE_OK ) rc = ctTableLoad(p->db, zName ? zName : zTab, &pTab, pzErr);
+  if( rc==SQLITE_OK ){
+    zSql = ctFixSql(pTab, zTab, (fKind & 1)!=0, (fKind & 2)!=0);
+    if( zSql==0 ) rc = SQLITE_NOMEM;
+  }
+  zTail = zSql;
+  while( rc==SQLITE_OK && zTail && zTail[0] ){
+    pStmt = 0;
+    rc = sqlite3_prepare_v3(p->db, zTail, -1, bKeep ? SQLITE_PREPARE_PERSISTENT : 0,
+                            &pStmt, &zTail);
+    if( rc!=SQLITE_OK ){
+      if( *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+    }else if( pStmt ){
+      if( *pnStmt>=CT_FIX_NSTMT ){ sqlite3_finalize(pStmt); rc = SQLITE_INTERNAL; break; }
+      apStmt[(*pnStmt)++] = pStmt;
+    }
+  }
+  if( rc!=SQLITE_OK ){
+    int i;
+    for(i=0; i<*pnStmt; i++) sqlite3_finalize(apStmt[i]);
+    *pnStmt = 0;
+  }
+  sqlite3_free(zSql);
+  sqlite3_free(zName);
+  ctTableFree(pTab);
+  return rc;
+}
+
+/*
+** Run the fix of the row of zTab an AFTER INSERT trigger of layout 4 fired
+** for (schema.c, ctFixSql: tombstone the rows an OR REPLACE deleted when
+** fKind&2, stamp the row when fKind&1), with apVal[0] NEW's rowid and
+** apVal[1..] NEW's key. Statements nested in the trigger's, as the log
+** row's is: a failed statement or ROLLBACK TO undoes what they wrote together
+** with the row. They are kept prepared per connection (CT_NFIX tables, the
+** least recently prepared making room) while main's schema stays the one
+** they were prepared for; prepared for this call alone when they cannot be
+** kept or are in use further up the stack (an application's trigger that
+** the fix fires inserts into the same table).
+*/
+static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
+                    sqlite3_value **apVal, char **pzErr){
+  sqlite3_stmt *aOwned[CT_FIX_NSTMT];
+  sqlite3_stmt **apStmt = 0;
+  sqlite3_int64 iSchema = 0;
+  int nReprepare = -1, nStmt = 0, i, j, iSlot = -1;
+  int rc = ctSchemaStamp(p, &iSchema, &nReprepare, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  if( zTab==0 ) return SQLITE_NOMEM;
+  for(i=0; i<CT_NFIX; i++){
+    struct CtFix *f = &p->aFix[i];
+    if( f->zTab==0 || strcmp(f->zTab, zTab)!=0 || f->fKind!=fKind || f->nVal!=nVal ) continue;
+    if( ctFixBusy(f) ){ iSlot = i; break; }     /* in use up the stack */
+    if( f->iSchema!=iSchema || f->nReprepare!=nReprepare || nReprepare<0 ){
+      ctFixClear(p, i);
+      continue;
+    }
+    apStmt = f->apStmt;
+    nStmt = f->nStmt;
+    break;
+  }
+  if( apStmt==0 ){
+    /* Kept when a slot is free to take it: none in use up the stack, for
+    ** this table or another. */
+    int bKeep = iSlot<0 && nReprepare>=0 && p->bCacheConnected;
+    iSlot = -1;
+    for(i=0; bKeep && i<CT_NFIX && iSlot<0; i++){
+      int k = (p->iFixNext + i) % CT_NFIX;
+      if( !ctFixBusy(&p->aFix[k]) ) iSlot = k;
+    }
+    if( iSlot>=0 ){
+      p->iFixNext = (iSlot+1) % CT_NFIX;
+      ctFixClear(p, iSlot);
+      rc = ctFixPrepare(p, zTab, fKind, 1, p->aFix[iSlot].apStmt, &nStmt, pzErr);
+      if( rc==SQLITE_OK ){
+        struct CtFix *f = &p->aFix[iSlot];
+        f->zTab = sqlite3_mprintf("%s", zTab);
+        f->nStmt = nStmt;
+        if( f->zTab==0 ){ ctFixClear(p, iSlot); rc = SQLITE_NOMEM; }
+        else{
+          f->fKind = fKind; f->nVal = nVal; f->iSchema = iSchema; f->nReprepare = nReprepare;
+          apStmt = f->apStmt;
+        }
+      }
+    }else{
+      rc = ctFixPrepare(p, zTab, fKind, 0, aOwned, &nStmt, pzErr);
+      if( rc==SQLITE_OK ) apStmt = aOwned;
+    }
+    if( rc!=SQLITE_OK ) return rc;
+  }
+  for(i=0; rc==SQLITE_OK && i<nStmt; i++){
+    sqlite3_stmt *pStmt = apStmt[i];
+    int iParam = sqlite3_bind_parameter_index(pStmt, ":r");
+    if( iParam ) sqlite3_bind_value(pStmt, iParam, apVal[0]);
+    for(j=1; j<nVal; j++){
+      char zName[24];
+      sqlite3_snprintf(sizeof(zName), zName, ":k%d", j-1);
+      iParam = sqlite3_bind_parameter_index(pStmt, zName);
+      if( iParam ) sqlite3_bind_value(pStmt, iParam, apVal[j]);
+    }
+    sqlite3_step(pStmt);
+    rc = sqlite3_reset(pStmt);
+    if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  }
+  if( apStmt==aOwned ){
+    for(i=0; i<nStmt; i++) sqlite3_finalize(aOwned[i]);
+  }
+  return rc;
+}
+
 /*
 ** sqlite_ct_insert_when(MAXCSN, TNAME, TRACK_INSERT, VICTIMS, NEW.chg, NEW.ins,
 **                       NEW.ctx, DBID [, UNIQUES, KEY_NULL])
@@ -787,7 +981,9 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   bNeed = bVictims;
   if( bTrack || bVictims ){
     char *zErr = 0;
-    int rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+    sqlite3_int64 iMax = 0;
+    int rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+    if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bTrack && !bNeed ){
@@ -795,7 +991,31 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
          || !ctValueIsContext(p, argv[6]);
   }
   if( bNeed && bTrack && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
+  if( bNeed && argc>=13 ){
+    /* Layout 4: the body is empty; the fix does its work, and then takes the
+    ** stamping mark as the body's sqlite_ct_stamp_end() did. */
+    char *zErr = 0;
+    int rc = ctRunFix(p, zTab, (bTrack ? 1 : 0) | (sqlite3_value_int(argv[3]) ? 2 : 0),
+                      argc-11, &argv[11], &zErr);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+    if( bTrack ) ctStampTake(p, zTab);
+    bNeed = 0;
+  }
   sqlite3_result_int(ctx, bNeed);
+}
+
+/*
+** sqlite_ct_insert_when() with any other argument count than layouts 2 and 3
+** pass: layout 4's (10 arguments, CT_INSERT_WHEN_SHAPE, NEW's rowid, NEW's
+** key columns), or a newer layout's (refused as such).
+*/
+void ctFuncInsertWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  if( argc>=13 && sqlite3_value_type(argv[10])==SQLITE_INTEGER
+   && sqlite3_value_int64(argv[10])==CT_INSERT_WHEN_SHAPE ){
+    ctFuncInsertWhen(ctx, argc, argv);
+  }else{
+    ctFuncNewerLayout(ctx, argc, argv);
+  }
 }
 
 /*
@@ -813,7 +1033,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[1]);
-  sqlite3_int64 iMax = sqlite3_value_int64(argv[0]);
+  sqlite3_int64 iMax = 0;
   const int bChg = !ctValueIs(argv[4], argv[5]);
   const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
@@ -823,6 +1043,11 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
     sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
     return;
+  }
+  if( !p->bApply ){
+    char *zErr = 0;
+    int rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( p->bApply ) iPending = 0;
   else if( ctBsnValid(p, iMax) ) iPending = p->iBsn;

@@ -59,6 +59,7 @@ static void ctStmtCacheClear(CtState *p){
     }
     p->apStmt[i] = 0;
   }
+  for(i=0; i<CT_NFIX; i++) ctFixClear(p, i);
 }
 
 static int ctCacheConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
@@ -213,4 +214,14 @@ int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
 ** error of its last step, if any. */
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned){
   return bOwned ? sqlite3_finalize(pStmt) : sqlite3_reset(pStmt);
+}
+
+/* Finalize and forget the fix kept in slot i (state.c, ctRunFix). */
+void ctFixClear(CtState *p, int i){
+  int j;
+  for(j=0; j<p->aFix[i].nStmt; j++){
+    if( ctStmtListed(p->db, p->aFix[i].apStmt[j]) ) sqlite3_finalize(p->aFix[i].apStmt[j]);
+  }
+  sqlite3_free(p->aFix[i].zTab);
+  memset(&p->aFix[i], 0, sizeof(p->aFix[i]));
 }

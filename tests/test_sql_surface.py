@@ -36,7 +36,7 @@ SURFACE = {
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_write_bsn", 2): INNOCUOUS,
     ("sqlite_ct_uncommitted_writes", 0): INNOCUOUS,
-    ("sqlite_ct_insert_when", -1): INNOCUOUS,    # newer layouts: LayoutError
+    ("sqlite_ct_insert_when", -1): INNOCUOUS,    # layout 4, newer layouts: LayoutError
     ("sqlite_ct_update_when", -1): INNOCUOUS,
     ("sqlite_ct_write_bsn", -1): INNOCUOUS,
     ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
@@ -170,14 +170,14 @@ def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_of
 
 def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
-    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(3,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(4,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
-    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(3,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(4,)]
     debug = dict(line.split("=", 1) for line in
                  q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
     assert debug["version"] == sqlite_ct.__version__
-    assert debug["layout"] == "3"
+    assert debug["layout"] == "4"
     assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
 
 
@@ -222,6 +222,9 @@ def test_error_classes_do_not_depend_on_names_in_messages(conn, name):
 
 
 @pytest.mark.parametrize("call", ["sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)",
+                                  # 13 or more: layout 4's shape (4) is the 11th
+                                  "sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 5, 12,"
+                                  " 13)",
                                   "sqlite_ct_update_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
                                   " 13, 14)",
                                   "sqlite_ct_write_bsn(1, 2, 3)"])
