@@ -65,6 +65,12 @@ SQLITE_EXTENSION_INIT3
 ** statements one fix has (schema.c, ctFixSql). */
 #define CT_NFIX 4
 #define CT_FIX_NSTMT 4
+/* The most fixes nested on one stack. Each runs its statements apart from
+** the statement whose trigger called it, so SQLite's own limits (trigger
+** depth, recursive_triggers=OFF) do not see the nesting: an application
+** trigger that the fix's stamping UPDATE fires and that inserts into the same
+** table would recurse until the C stack ran out. */
+#define CT_FIX_DEPTH_MAX 64
 
 /* TrackingOptions, as SQL CE's public enum. */
 #define CT_TRACK_INSERT 1
@@ -154,6 +160,7 @@ struct CtState {
     sqlite3_stmt *apStmt[CT_FIX_NSTMT];
   } aFix[CT_NFIX];
   int iFixNext;
+  int nFixDepth;               /* fixes running on the stack (ctFuncInsertWhen) */
 };
 
 /* state.c */

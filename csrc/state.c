@@ -995,10 +995,23 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     /* Layout 4: the body is empty; the fix does its work, and then takes the
     ** stamping mark as the body's sqlite_ct_stamp_end() did. */
     char *zErr = 0;
-    int rc = ctRunFix(p, zTab, (bTrack ? 1 : 0) | (sqlite3_value_int(argv[3]) ? 2 : 0),
-                      argc-11, &argv[11], &zErr);
-    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+    int rc;
+    if( p->nFixDepth>=CT_FIX_DEPTH_MAX ){
+      rc = SQLITE_ERROR;
+      zErr = sqlite3_mprintf("sqlite-ct: inserts into tracked tables nested more than %d "
+                             "deep through the stamping of rows of \"%s\" (does a trigger "
+                             "write into the table whose write fires it?)",
+                             CT_FIX_DEPTH_MAX, zTab);
+    }else{
+      p->nFixDepth++;
+      rc = ctRunFix(p, zTab, (bTrack ? 1 : 0) | (sqlite3_value_int(argv[3]) ? 2 : 0),
+                    argc-11, &argv[11], &zErr);
+      p->nFixDepth--;
+    }
+    /* Done with the stamping either way: a failed fix fails its statement,
+    ** and its mark must not let a later write of a __sys column through. */
     if( bTrack ) ctStampTake(p, zTab);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
     bNeed = 0;
   }
   sqlite3_result_int(ctx, bNeed);

@@ -35,6 +35,7 @@ import tempfile
 import uuid
 from typing import Any, Dict, List, Optional
 
+import apsw
 import pytest
 from hypothesis import currently_in_test_context, event, example, given
 from hypothesis import strategies as st
@@ -193,7 +194,8 @@ class Conn:
 class Scenario:
     def __init__(self, shape: Shape, directory: str, hosts: List[str],
                  preexisting: List[tuple], open_before_schema: bool,
-                 recursive_triggers: List[bool], mode: str = "native") -> None:
+                 recursive_triggers: List[bool], mode: str = "native",
+                 defensive: bool = False) -> None:
         self.shape = shape
         # Portable mode takes one BSN per row change, not per transaction
         # (csrc/portable.c): invariant 3 is not checked there.
@@ -218,6 +220,10 @@ class Scenario:
         others: List[Host] = []
         if open_before_schema:
             others = [opener(kind) for kind in hosts[1:]]
+        if defensive:
+            # SQLITE_DBCONFIG_DEFENSIVE while tracking starts: no stamp
+            # DEFAULTs, so every insert goes through the AFTER INSERT fix
+            first.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         first.execute(f"CREATE TABLE {OTHER}(id INTEGER PRIMARY KEY, v)")
         sqlite_ct.create_schema(first.conn, OTHER, mode=mode)
         self.enable_bsn = sqlite_ct.create_schema(first.conn, self.table, mode=mode)
@@ -522,11 +528,11 @@ class Scenario:
 
 
 def run_scenario(shape: Shape, scenario: Dict[str, Any], hosts: List[str],
-                 mode: str = "native") -> None:
+                 mode: str = "native", defensive: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="ct-convergence-") as directory:
         s = Scenario(shape, directory, hosts[:scenario["connections"]],
                      scenario["preexisting"], scenario["open_before_schema"],
-                     scenario["recursive_triggers"], mode)
+                     scenario["recursive_triggers"], mode, defensive)
         try:
             for op in scenario["ops"]:
                 s.run(op)
@@ -627,6 +633,16 @@ def test_replica_converges_apsw_and_stdlib_sqlite3(stdlib_sqlite3_loads_extensio
     """Connection 1 is a stdlib sqlite3 connection (its own SQLite library and
     its own copy of the extension), the others apsw."""
     run_scenario(SHAPES[shape], scenario, MIXED)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
+@scaled(0.5)
+@given(scenario=SCENARIO)
+def test_replica_converges_without_stamp_defaults(shape, scenario):
+    """Tracking started under SQLITE_DBCONFIG_DEFENSIVE: the stamp columns have
+    no DEFAULTs, so the AFTER INSERT trigger's WHEN runs the fix (a stamping
+    UPDATE from C, csrc/state.c ctRunFix) for every inserted row."""
+    run_scenario(SHAPES[shape], scenario, APSW_ONLY, defensive=True)
 
 
 def portable_mode_available() -> Optional[str]:
