@@ -245,11 +245,9 @@ int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr){
 
 /* ---- SQL text builders. All identifiers go through %w, literals through %Q. */
 
-/* The triggers of layouts 1 to 3 passed the write path's functions a probe
-** of the newest log row, "(SELECT max(__sysTxCsn) FROM
-** __sysTxCommitSequence)", a b-tree seek per row; layout 4's pass NULL
-** instead: the connection knows whether the transaction's log row exists
-** from sqlite_ct_txn (txn.c), and probes from C when it does not know. */
+/* The probe of the newest log row that the triggers hand to C (state.c:
+** sqlite_ct_insert_when, sqlite_ct_update_when, sqlite_ct_write_bsn). */
+#define CT_MAXCSN_SQL "(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)"
 
 /* No INSERT .. SELECT in a trigger reads the table it writes: SQLite copies
 ** such a statement through a temporary b-tree, opened per row even when the
@@ -505,7 +503,7 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p, const char *zT
   ** recursive_triggers on, or an earlier incarnation of the key deleted in
   ** this transaction, whose insert BSN is the older one) keeps that tombstone.
   ** Dropping those victims first keeps the INSERT below from reading the
-  ** tombstone table it writes (see the note on INSERT .. SELECT above). */
+  ** tombstone table it writes (see CT_MAXCSN_SQL). */
   sqlite3_str_appendf(s,
       "DELETE FROM %s__sysCtReplaceVictims WHERE __sysTName=%Q AND (%s)"
       " AND EXISTS(SELECT 1 FROM %s__sysOCSDeletedRows AS d WHERE d.__sysTName=%Q"
@@ -601,7 +599,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   char *zKeyNull = ctKeyNullSql(p);
   /* The tombstone's BSN in the AFTER DELETE trigger hands out (and logs) the
   ** transaction's BSN. */
-  char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(NULL, %lld)", iDbId);
+  char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
   sqlite3_str *s;
   char *zOut;
   int i;
@@ -632,7 +630,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   ** (NULL when it cannot be named) and NEW's key. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" WHEN "
-      "sqlite_ct_insert_when(NULL, %Q, %d, %d,"
+      "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
       " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\","
       " %lld, %s, %s, %d, ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId,
       zUniques, zKeyNull, CT_INSERT_WHEN_SHAPE);
@@ -651,7 +649,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   ** WHEN false. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN "
-      "sqlite_ct_update_when(NULL, %Q, %s, %d,"
+      "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
       " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
       " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld, %s, %s) BEGIN ",
@@ -685,7 +683,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   if( bVictims ){
     sqlite3_str_appendf(s,
         "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF %s ON \"%w\" WHEN %s"
-        " BEGIN SELECT sqlite_ct_write_bsn(NULL, %lld);", zT, zCols, zT, zWatched,
+        " BEGIN SELECT sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld);", zT, zCols, zT, zWatched,
         iDbId);
     ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged, "sqlite_ct_bsn()");
     ctAppendVictimSweep(s, p, zT, "", zPackNew, zChanged, "1");

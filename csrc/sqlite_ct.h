@@ -14,8 +14,6 @@
 **   portable.c   pure-SQL triggers for tables tracked in portable mode
 **   stmtcache.c  statements kept per connection, finalized at close by the
 **                xDisconnect of the eponymous table sqlite_ct_stmt_cache
-**   txn.c        the transaction's savepoints, commit and rollback, told by
-**                SQLite to the eponymous table sqlite_ct_txn (layout 4)
 **   changes.c    the change contract: the table-valued function
 **                sqlite_ct_changes(tbl, since [, until [, exclude_context]])
 **   fault.c      allocation fault injection, in test builds only
@@ -84,8 +82,7 @@ SQLITE_EXTENSION_INIT3
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
 #define CT_STMT_SCHEMA 2       /* PRAGMA main.schema_version */
-#define CT_STMT_TXN    3       /* INSERT INTO sqlite_ct_txn (txn.c) */
-#define CT_NSTMT       4
+#define CT_NSTMT       3
 
 /* A small list of table names, each with a count of marks (state.c): the
 ** victim marks and the stamping marks. A name stays listed once it has been
@@ -115,14 +112,6 @@ struct CtState {
   sqlite3_int64 iBsn;
   unsigned int uDataVersion;
   sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */
-  /* What sqlite_ct_txn (txn.c) knows of the open transaction: it is enlisted
-  ** (bTxnJoined), the innermost open savepoint (iSvpTop, -1: none), and
-  ** whether iBsn's log row is known to exist (bLogLive), written inside
-  ** savepoint iLogLevel or one opened later. */
-  int bTxnJoined;
-  int iSvpTop;
-  int bLogLive;
-  int iLogLevel;
   int bApply;                  /* applying server changes: no stamps, no tombstones */
   int bApplyWrote;             /* a tracked row was written in apply mode ... */
   unsigned int uApplyDv;       /* ... while the pager's data version was this */
@@ -200,8 +189,6 @@ void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
-/* txn.c */
-int ctTxnRegister(sqlite3 *db, CtState *p);
 int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
                  int *pbOwned);
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);

@@ -99,7 +99,6 @@ static int ctBsnValid(CtState *p, sqlite3_int64 iMaxCsn){
 static sqlite3_int64 ctBegin(CtState *p, sqlite3_int64 iMaxCsn){
   if( ctBsnValid(p, iMaxCsn) ) return 0;
   p->iBsn = iMaxCsn + 1;
-  p->bLogLive = 0;                  /* not logged yet (txn.c) */
   p->uDataVersion = ctDataVersion(p->db);
   return p->iBsn;
 }
@@ -425,18 +424,7 @@ void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 static int ctWriteLog(CtState *p, char **pzErr){
   sqlite3_stmt *pStmt;
   int bOwned;
-  int rc;
-  /* Enlist sqlite_ct_txn in the transaction first (txn.c), so that it knows
-  ** the savepoint the log row is written in. Only in an explicit
-  ** transaction: an autocommit statement usually writes one row, and one
-  ** probe of the log costs less than enlisting. Best effort: when it cannot
-  ** be enlisted, the write path probes the log instead. */
-  if( !p->bTxnJoined && !sqlite3_get_autocommit(p->db) && ctCachedStmt(p, CT_STMT_TXN,
-        "INSERT INTO main.sqlite_ct_txn VALUES(NULL)", &pStmt, &bOwned)==SQLITE_OK ){
-    sqlite3_step(pStmt);
-    ctStmtRelease(pStmt, bOwned);
-  }
-  rc = ctCachedStmt(p, CT_STMT_LOG,
+  int rc = ctCachedStmt(p, CT_STMT_LOG,
       "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
       " VALUES(?1, ?1, ?2)", &pStmt, &bOwned);
   if( rc==SQLITE_OK ){
@@ -446,10 +434,6 @@ static int ctWriteLog(CtState *p, char **pzErr){
     rc = ctStmtRelease(pStmt, bOwned);
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
-  if( rc==SQLITE_OK && p->bTxnJoined ){
-    p->bLogLive = 1;
-    p->iLogLevel = p->iSvpTop;
-  }
   return rc;
 }
 
@@ -465,26 +449,6 @@ static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
   return rc;
-}
-
-/*
-** The newest logged CSN for the write path's functions: the MAXCSN argument
-** the triggers of layouts 1 to 3 pass (a probe of the log in SQL, NULL when
-** the log is empty). Layout 4's pass NULL: then, while sqlite_ct_txn knows
-** the transaction's log row exists (txn.c), that row's CSN; otherwise the
-** same probe, from C.
-*/
-static int ctMaxCsnArg(CtState *p, sqlite3_value *pArg, sqlite3_int64 *piMax,
-                       char **pzErr){
-  if( sqlite3_value_type(pArg)!=SQLITE_NULL ){
-    *piMax = sqlite3_value_int64(pArg);
-    return SQLITE_OK;
-  }
-  if( p->bLogLive && p->iBsn!=0 && p->uDataVersion==ctDataVersion(p->db) ){
-    *piMax = p->iBsn;
-    return SQLITE_OK;
-  }
-  return ctReadMaxCsn(p, piMax, pzErr);
 }
 
 /* The open transaction's BSN, handed out and logged when it has none yet; 0
@@ -533,13 +497,12 @@ static int ctIsMainDatabase(sqlite3_context *ctx, CtState *p, sqlite3_value *pId
 ** write a tombstone, logging the transaction first when needed. */
 void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
-  sqlite3_int64 iBsn, iMax = 0;
+  sqlite3_int64 iBsn;
   char *zErr = 0;
   int rc;
   (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
-  if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iBsn);
 }
@@ -981,9 +944,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   bNeed = bVictims;
   if( bTrack || bVictims ){
     char *zErr = 0;
-    sqlite3_int64 iMax = 0;
-    int rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
-    if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+    int rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bTrack && !bNeed ){
@@ -1046,7 +1007,7 @@ void ctFuncInsertWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[1]);
-  sqlite3_int64 iMax = 0;
+  sqlite3_int64 iMax = sqlite3_value_int64(argv[0]);
   const int bChg = !ctValueIs(argv[4], argv[5]);
   const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
@@ -1056,11 +1017,6 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
     sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
     return;
-  }
-  if( !p->bApply ){
-    char *zErr = 0;
-    int rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
-    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( p->bApply ) iPending = 0;
   else if( ctBsnValid(p, iMax) ) iPending = p->iBsn;

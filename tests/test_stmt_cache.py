@@ -76,12 +76,10 @@ def test_the_write_path_uses_the_cache(conn):
     assert q(conn, "SELECT * FROM sqlite_ct_stmt_cache") == []
     run(conn, *WRITES)
     cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
-    assert sorted(cached) == [0, 1, 2, 3]
+    assert sorted(cached) == [0, 1, 2]
     assert cached[0].startswith("INSERT INTO main.__sysTxCommitSequence")
     assert cached[1].startswith("SELECT max(__sysTxCsn)")
     assert cached[2] == "PRAGMA main.schema_version"
-    # the explicit transaction enlisted sqlite_ct_txn (csrc/txn.c)
-    assert cached[3] == "INSERT INTO main.sqlite_ct_txn VALUES(NULL)"
 
 
 def test_the_cache_table_is_direct_only(apsw_conn):
