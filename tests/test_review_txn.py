@@ -1,12 +1,13 @@
-"""Adversarial cases for the transaction's boundaries from sqlite_ct_txn
-(csrc/txn.c, layout 4): the write path trusts what SQLite tells the virtual
-table (savepoint, release, rollback-to, rollback, commit) to know whether the
-transaction's __sysTxCommitSequence row still exists, and probes the log only
-when it does not know. Each case is a way that row can vanish or a number can
-be reused; after each one every committed stamp and tombstone must be logged
-and at most the last committed CSN, check() must find nothing, one committed
-transaction must carry one BSN, and a replica fed by enumerate_changes() must
-end identical to the table (DESIGN.md section 4, invariants 1 to 4)."""
+"""Savepoint, rollback and commit sequences against invariant 4: after each one
+every committed stamp and tombstone must be logged and at most the last
+committed CSN, check() must find nothing, one committed transaction must carry
+one BSN, and a replica fed by enumerate_changes() must end identical to the
+table (DESIGN.md section 4, invariants 1 to 4). Written to attack a write path
+that learned the transaction's boundaries from a virtual table sqlite_ct_txn
+instead of probing __sysTxCommitSequence per row; two of them (a virtual table
+of the application's own writing from xSync / xRollbackTo) broke it, and it
+was taken back (docs/architecture.md, "How a BSN is handed out and validated"). They all hold for the
+per-row probe."""
 import os
 import subprocess
 import sys
