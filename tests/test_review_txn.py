@@ -6,8 +6,8 @@ table (DESIGN.md section 4, invariants 1 to 4). Written to attack a write path
 that learned the transaction's boundaries from a virtual table sqlite_ct_txn
 instead of probing __sysTxCommitSequence per row; two of them (a virtual table
 of the application's own writing from xSync / xRollbackTo) broke it, and it
-was taken back (docs/architecture.md, "How a BSN is handed out and validated"). They all hold for the
-per-row probe."""
+was taken back (docs/architecture.md, "How a BSN is handed out and
+validated"). They all hold for the per-row probe."""
 import os
 import subprocess
 import sys
