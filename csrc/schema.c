@@ -1262,21 +1262,8 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
         " WHERE type='table' AND name='__sysOCSTrackedObjects'");
   }
   if( rc==SQLITE_OK && n ){
-    sqlite3_stmt *pStmt = 0;
-    char *zSql = sqlite3_mprintf("SELECT __sysTName FROM main.__sysOCSTrackedObjects"
-                                 " WHERE __sysTName=%Q COLLATE NOCASE", zTab);
-    if( zSql==0 ) return SQLITE_NOMEM;
-    rc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
-    sqlite3_free(zSql);
-    if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
-      zName = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
-      if( zName==0 ) rc = SQLITE_NOMEM;
-    }
-    if( pStmt ){
-      int rc2 = sqlite3_finalize(pStmt);
-      if( rc==SQLITE_OK ) rc = rc2;
-    }
-    if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+    rc = ctQueryText(db, "SELECT __sysTName FROM main.__sysOCSTrackedObjects"
+                     " WHERE __sysTName=?1 COLLATE NOCASE", zTab, &zName, pzErr);
   }
   if( rc==SQLITE_OK && zName==0 ){
     *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" is not tracked", zTab);

@@ -267,6 +267,8 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable);
 /* Shared helpers (state.c) */
 void ctStrOom(sqlite3_str *s);
 int ctExecf(sqlite3 *db, char **pzErr, const char *zFmt, ...);
+int ctQueryText(sqlite3 *db, const char *zSql, const char *zArg, char **pzOut,
+                char **pzErr);
 int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
                  const char *zFmt, ...);
 

@@ -163,6 +163,33 @@ int ctQueryInt64(sqlite3 *db, sqlite3_int64 *piOut, int *pbNull, char **pzErr,
   return rc;
 }
 
+/* The text of the first column of the first row zSql returns with zArg bound
+** to ?1, in *pzOut (sqlite3_malloc'ed; NULL when no row or a NULL value). */
+int ctQueryText(sqlite3 *db, const char *zSql, const char *zArg, char **pzOut,
+                char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  int rc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
+  *pzOut = 0;
+  if( rc==SQLITE_OK ) rc = sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW
+   && sqlite3_column_type(pStmt, 0)!=SQLITE_NULL ){
+    *pzOut = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
+    if( *pzOut==0 ) rc = SQLITE_NOMEM;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc!=SQLITE_OK ){
+    sqlite3_free(*pzOut);
+    *pzOut = 0;
+    if( rc!=SQLITE_NOMEM && pzErr && *pzErr==0 ){
+      *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+    }
+  }
+  return rc;
+}
+
 /* Give the open write transaction a BSN from C (create_schema uses this for
 ** the enabling transaction), logging it when it is new. */
 int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr){
@@ -798,20 +825,8 @@ static int ctFixPrepare(CtState *p, const char *zTab, int fKind, int bKeep,
   /* The table's name now: after ALTER TABLE RENAME, and until sqlite-ct
   ** follows it, the trigger still passes the old one, but SQLite moved the
   ** trigger itself to the renamed table. */
-  rc = sqlite3_prepare_v2(p->db, "SELECT tbl_name FROM main.sqlite_schema"
-                          " WHERE type='trigger' AND name='__sysct_ai_' || ?1", -1, &pStmt, 0);
-  if( rc==SQLITE_OK ) rc = sqlite3_bind_text(pStmt, 1, zTab, -1, SQLITE_STATIC);
-  if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
-    zName = sqlite3_mprintf("%s", (const char*)sqlite3_column_text(pStmt, 0));
-    if( zName==0 ) rc = SQLITE_NOMEM;
-  }
-  if( pStmt ){
-    int rc2 = sqlite3_finalize(pStmt);
-    if( rc==SQLITE_OK ) rc = rc2;
-  }
-  if( rc!=SQLITE_OK && rc!=SQLITE_NOMEM ){
-    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
-  }
+  rc = ctQueryText(p->db, "SELECT tbl_name FROM main.sqlite_schema"
+                   " WHERE type='trigger' AND name='__sysct_ai_' || ?1", zTab, &zName, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(p->db, zName ? zName : zTab, &pTab, pzErr);
   if( rc==SQLITE_OK ){
     zSql = ctFixSql(pTab, zTab, (fKind & 1)!=0, (fKind & 2)!=0);
