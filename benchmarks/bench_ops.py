@@ -42,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
@@ -282,14 +282,24 @@ def op_rows(op: str, n: int, n_auto: int) -> int:
             "autoinsert": n_auto}[op]
 
 
-def run_variant(host: str, variant: Variant, path: str, data: Dict[str, Any]
-                ) -> Dict[str, Any]:
+def open_variant(host: str, variant: Variant, path: str) -> Tuple[Any, Any]:
+    """A fresh database at `path` with the benchmark table set up for
+    `variant`: its connection and a cursor."""
     bl.remove_db(path)
     conn = bl.CONNECT[host](path)
     try:
         conn.execute(bl.TABLE_SQL)
         variant.setup(conn)
-        cur = conn.cursor()
+    except BaseException:
+        conn.close()
+        raise
+    return conn, conn.cursor()
+
+
+def run_variant(host: str, variant: Variant, path: str, data: Dict[str, Any]
+                ) -> Dict[str, Any]:
+    conn, cur = open_variant(host, variant, path)
+    try:
         out: Dict[str, Any] = {}
         for op in OPS:
             state = variant.before_op(conn)
@@ -342,12 +352,8 @@ def callgrind_child(host: str, variant: Variant, path: str, data: Dict[str, Any]
     changeset included), so operation i is counted alone in dump 2 + 2 * i.
     gc stays off, as inside the timed regions."""
     import gc
-    bl.remove_db(path)
-    conn = bl.CONNECT[host](path)
+    conn, cur = open_variant(host, variant, path)
     try:
-        conn.execute(bl.TABLE_SQL)
-        variant.setup(conn)
-        cur = conn.cursor()
         gc.collect()
         gc.disable()
         for op in OPS:
