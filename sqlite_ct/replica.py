@@ -23,14 +23,13 @@ from . import _conn
 from .anchors import get_sent_anchor, set_received_anchor
 from .errors import AnchorError, KeyFormatError, NotTrackedError, TableError
 from .keys import key_columns, key_values
-from .tracking import applying_server_changes, require_tracked
+from .tracking import applying_server_changes, require_tracked, table_tracking
 
 __all__ = ["forget_pending_deletes", "stamp_applied", "reinitialise_table",
            "floor_tombstone_times", "release_context"]
 
 q = _conn.quote_identifier
 _temp_ids = itertools.count(1)
-_TRACKOPT_PORTABLE = 0x100  # csrc/sqlite_ct.h, CT_TRACKOPT_PORTABLE
 
 
 def _native(conn: Any, table: str, func: str) -> str:
@@ -39,9 +38,8 @@ def _native(conn: Any, table: str, func: str) -> str:
     stamps cannot be set) and keep tombstone keys in a text form, so these
     functions would do something else than they promise there."""
     name = require_tracked(conn, table, func, writing=True)
-    opt = _conn.value(conn, "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects "
-                            "WHERE __sysTName = ?", (name,))
-    if int(opt or 0) & _TRACKOPT_PORTABLE:
+    tracking = table_tracking(conn, name)
+    if tracking is not None and tracking.portable:
         raise TableError(f'sqlite-ct: {func}() needs a table tracked in native mode; '
                          f'table "{name}" is tracked in portable mode, which has no apply '
                          f'mode. Track it with create_schema(conn, "{name}", mode="native") '
