@@ -45,3 +45,66 @@ def vm_steps(conn, sql, params=()):
     finally:
         conn.set_progress_handler(None, 0)
     return count[0]
+
+
+# ---- a virtual table that records SQLite's transaction calls (apsw) ----------
+
+TX_METHODS = ("Begin", "Sync", "Commit", "Rollback", "Savepoint", "Release", "RollbackTo")
+
+
+class TxTable:
+    """A writable virtual table (apsw, Python) that records every transaction
+    method SQLite calls on it, and its writes as ("write", value). on_sync,
+    when set, runs inside xSync (the write path flushes its buffered work
+    there)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.on_sync = None
+
+    def BestIndex(self, *args):
+        return None
+
+    def Open(self):
+        return EmptyCursor()
+
+    def Disconnect(self):
+        pass
+
+    Destroy = Disconnect
+
+    def UpdateInsertRow(self, rowid, fields):
+        self.log.append(("write", fields[0]))
+        return len(self.log)
+
+    def Sync(self):
+        self.log.append(("Sync",))
+        if self.on_sync:
+            self.on_sync()
+
+    def __getattr__(self, name):
+        if name not in TX_METHODS:
+            raise AttributeError(name)
+        return lambda *args: self.log.append((name,) + args)
+
+
+class EmptyCursor:
+    def Filter(self, *args):
+        pass
+
+    def Eof(self):
+        return True
+
+    def Close(self):
+        pass
+
+
+class TxModule:
+    def __init__(self):
+        self.log = []
+        self.table = TxTable(self.log)
+
+    def Connect(self, conn, modname, dbname, tabname, *args):
+        return "CREATE TABLE x(v)", self.table
+
+    Create = Connect

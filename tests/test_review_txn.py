@@ -17,7 +17,7 @@ import pytest
 
 import sqlite_ct
 from replica import Replica, table_rows
-from sqlhelpers import HOST_ERRORS, in_transaction, q, run
+from sqlhelpers import HOST_ERRORS, TxModule, in_transaction, q, run
 
 SCHEMA = [
     "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL, u INTEGER UNIQUE)",
@@ -313,82 +313,22 @@ def test_sqlalchemy_begin_nested(db_path):
         raw.close()
 
 
-# ---- writes from another virtual table's xSync ---------------------------------
-
-class _EmptyCursor:
-    def Filter(self, *args):
-        pass
-
-    def Eof(self):
-        return True
-
-    def Close(self):
-        pass
-
-
-class _FlushTable:
-    """A writable virtual table (apsw, Python) whose xSync runs `on_sync`, as a
-    table that buffers its work in memory and flushes it at commit does."""
-
-    def __init__(self):
-        self.on_sync = None
-
-    def BestIndex(self, *args):
-        return None
-
-    def Open(self):
-        return _EmptyCursor()
-
-    def Disconnect(self):
-        pass
-
-    Destroy = Disconnect
-
-    def UpdateInsertRow(self, rowid, fields):
-        return 1
-
-    def Begin(self):
-        pass
-
-    def Sync(self):
-        if self.on_sync:
-            self.on_sync()
-
-    def Commit(self):
-        pass
-
-    def Rollback(self):
-        pass
-
-
-class _FlushModule:
-    def __init__(self):
-        self.table = _FlushTable()
-
-    def Connect(self, *args):
-        return "CREATE TABLE x(v)", self.table
-
-    Create = Connect
+# ---- writes from another virtual table's xSync and xRollbackTo ------------------
 
 
 def test_a_failed_statement_inside_another_virtual_tables_xsync(apsw_conn):
-    """LOST: the log row of the committing transaction. While SQLite runs the
-    xSync of the virtual tables of a committing transaction it hides them
-    (db->aVTrans is NULL), so it tells sqlite_ct_txn of no savepoint, release
-    or rollback-to then. A virtual table of the application whose xSync
-    writes a tracked table (it flushes buffered work at commit) runs a
-    statement that fails after logging the transaction: SQLite rolls back to
-    the statement's savepoint, the log row with it, but ctWriteLog had set
-    bLogLive (sqlite_ct_txn joined the transaction earlier, and a ROLLBACK TO
-    had cleared the flag), so the next statement in that xSync stamps its row
-    with the BSN and logs nothing. The transaction commits a row whose BSN has
-    no __sysTxCommitSequence row and is above the last committed CSN: check()
-    reports stamp-above-csn, an enumeration's new_anchor stays below it (the
-    row reaches a replica only when a later transaction logs that number), and
-    the next transaction is handed the same BSN. Layout 3 probed the log per
-    row and logged again."""
+    """A virtual table of the application whose xSync writes a tracked table
+    (it flushes buffered work at commit) runs a statement that fails after
+    logging the transaction: SQLite rolls back to the statement's savepoint,
+    the log row with it, and tells the transaction's virtual tables nothing
+    while xSync runs. The next statement in that xSync must log the
+    transaction again: every committed row's BSN has its
+    __sysTxCommitSequence row. (A write path that learned the log row's fate
+    from a virtual table's savepoint calls instead of probing the log lost it
+    here: the row committed above the last committed CSN, check() reported
+    stamp-above-csn, and the next transaction was handed the same BSN.)"""
     tr = Tracked(apsw_conn)
-    module = _FlushModule()
+    module = TxModule()
     apsw_conn.create_module("flush", module, iVersion=3, eponymous=True,
                             eponymous_only=True)
     errors = []
@@ -408,19 +348,15 @@ def test_a_failed_statement_inside_another_virtual_tables_xsync(apsw_conn):
 
 
 def test_a_write_from_another_virtual_tables_xrollbackto(apsw_conn):
-    """LOST: the log row of the transaction. SQLite rolls the pager back to
-    the savepoint first and then calls xRollbackTo of every virtual table in
-    the transaction, in the order they joined it. A virtual table of the
-    application that joined before sqlite_ct_txn and writes a tracked table
-    from its xRollbackTo (it records the undo, say) runs while the
-    transaction's log row is already gone but bLogLive is still set
-    (sqlite_ct_txn's own xRollbackTo comes later): its row is stamped with the
-    BSN and nothing logs it. The transaction commits a row whose BSN has no
-    __sysTxCommitSequence row and is above the last committed CSN (check():
-    stamp-above-csn), and the next transaction reuses the number. Layout 3
-    probed the log per row and logged again."""
+    """SQLite rolls the pager back to the savepoint first and then calls
+    xRollbackTo of every virtual table in the transaction, in the order they
+    joined it. A virtual table of the application that writes a tracked table
+    from its xRollbackTo (it records the undo, say) writes after the
+    transaction's log row is gone: that write must log the transaction again.
+    (A write path that waited for its own virtual table's xRollbackTo to learn
+    that the log row was gone, which comes later, lost it here.)"""
     tr = Tracked(apsw_conn)
-    module = _FlushModule()
+    module = TxModule()
     apsw_conn.create_module("flush", module, iVersion=3, eponymous=True,
                             eponymous_only=True)
     errors = []

@@ -35,7 +35,7 @@ import sysconfig
 import apsw
 import pytest
 
-from sqlhelpers import q, run, val
+from sqlhelpers import TxModule, q, run, val
 
 
 class Recorder:
@@ -329,69 +329,11 @@ def test_delete_without_where_sees_every_row_under_an_authorizer_that_ignores_de
 # recording table is implemented twice: in C (tests/fixtures/pin_txvtab.c,
 # compiled here, loaded into apsw and into the stdlib sqlite3 module's SQLite)
 # and in Python through apsw's virtual-table support, so each call sequence is
-# pinned on both hosts and through both ways a table receives the calls.
+# pinned on both hosts and through both ways a table receives the calls (the
+# Python one is sqlhelpers.TxModule).
 
-TX_METHODS = ("Begin", "Sync", "Commit", "Rollback", "Savepoint", "Release", "RollbackTo")
 CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-
-
-class TxTable:
-    """A writable virtual table (apsw, Python) that records every transaction
-    method SQLite calls on it, and its writes as ("write", value). on_sync,
-    when set, runs inside xSync (the write path flushes its buffered work
-    there)."""
-
-    def __init__(self, log):
-        self.log = log
-        self.on_sync = None
-
-    def BestIndex(self, *args):
-        return None
-
-    def Open(self):
-        return EmptyCursor()
-
-    def Disconnect(self):
-        pass
-
-    Destroy = Disconnect
-
-    def UpdateInsertRow(self, rowid, fields):
-        self.log.append(("write", fields[0]))
-        return len(self.log)
-
-    def Sync(self):
-        self.log.append(("Sync",))
-        if self.on_sync:
-            self.on_sync()
-
-    def __getattr__(self, name):
-        if name not in TX_METHODS:
-            raise AttributeError(name)
-        return lambda *args: self.log.append((name,) + args)
-
-
-class EmptyCursor:
-    def Filter(self, *args):
-        pass
-
-    def Eof(self):
-        return True
-
-    def Close(self):
-        pass
-
-
-class TxModule:
-    def __init__(self):
-        self.log = []
-        self.table = TxTable(self.log)
-
-    def Connect(self, conn, modname, dbname, tabname, *args):
-        return "CREATE TABLE x(v)", self.table
-
-    Create = Connect
 
 
 class PythonTx:
