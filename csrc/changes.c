@@ -474,7 +474,7 @@ static int ctChgLoadTable(sqlite3 *db, const char *zArg, CtChgTable *t, char **p
   int bRegistry = 0, nTrig = 0, bRowid = 1, b_Rowid = 1, bOid = 1;
   sqlite3_stmt *pStmt;
 
-  rc = ctCheckLayout(db, 0, pzErr);
+  rc = ctCheckLayout(db, 0, 0, pzErr);
   pStmt = ctChgPrepare(db, &rc, pzErr,
       "SELECT count(*) FROM main.sqlite_schema WHERE type='table'"
       " AND name='__sysOCSTrackedObjects'");

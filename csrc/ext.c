@@ -73,7 +73,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_debug",                0, CT_INNOCUOUS, 0, ctFuncDebug },
   { "sqlite_ct_layout_version",       0, CT_INNOCUOUS, 0, ctFuncLayoutVersion },
   { "sqlite_ct_check_layout",         0, CT_INNOCUOUS, 0, ctFuncCheckLayout },
-  { "sqlite_ct_create_system_tables", 0, CT_DIRECT,    0, ctFuncCreateSystemTables },
+  { "sqlite_ct_create_system_tables", 0, CT_DIRECT,    1, ctFuncCreateSystemTables },
   { "sqlite_ct_create_schema",        1, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_create_schema",        2, CT_DIRECT,    1, ctFuncCreateSchema },
   { "sqlite_ct_create_schema",        3, CT_DIRECT,    1, ctFuncCreateSchema },
@@ -93,7 +93,7 @@ static const struct CtFuncDef {
   /* any other argument count: triggers of a newer layout (LayoutError) */
   /* layout 4 (variadic: NEW's key follows), or a newer layout's triggers */
   { "sqlite_ct_insert_when",         -1, CT_INNOCUOUS, 1, ctFuncInsertWhenAny },
-  { "sqlite_ct_update_when",         -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
+  { "sqlite_ct_update_when",         -1, CT_INNOCUOUS, 1, ctFuncUpdateWhenAny },
   { "sqlite_ct_write_bsn",           -1, CT_INNOCUOUS, 0, ctFuncNewerLayout },
   { "sqlite_ct_default_bsn",          0, CT_INNOCUOUS, 1, ctFuncDefaultBsn },
   { "sqlite_ct_victim",               2, CT_INNOCUOUS, 1, ctFuncVictim },
@@ -107,6 +107,8 @@ static const struct CtFuncDef {
   { "sqlite_ct_set_apply_mode",       1, CT_DIRECT,    1, ctFuncSetApplyMode },
   { "sqlite_ct_now",                  0, CT_INNOCUOUS, 0, ctFuncNow },
   { "sqlite_ct_guard",               -1, CT_PURE,      0, ctFuncGuard },
+  { "sqlite_ct_capture",             -1, CT_PURE,      1, ctFuncCapture },
+  { "sqlite_ct_delete_when",         -1, CT_INNOCUOUS, 1, ctFuncDeleteWhen },
   { "sqlite_ct_pack_key",            -1, CT_PURE,      0, ctFuncPackKey },
   { "sqlite_ct_unpack_key",           2, CT_PURE,      0, ctFuncUnpackKey },
   { "sqlite_ct_key_count",            1, CT_PURE,      0, ctFuncKeyCount },

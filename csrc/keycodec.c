@@ -101,27 +101,25 @@ static sqlite3_int64 ctFieldSize(sqlite3_value *v){
   }
 }
 
-void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+/*
+** Pack nVal values into a new buffer (sqlite3_malloc'd, *paOut, *pnOut bytes):
+** the packed key of sqlite_ct_pack_key(), which the write path also uses for
+** the rows it captures (state.c). SQLITE_NOMEM, or SQLITE_OK.
+*/
+int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3_int64 *pnOut){
   sqlite3_int64 nByte = 4;
   unsigned char *aOut, *a;
   int i;
-  if( argc<1 ){
-    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_pack_key() needs at least one value", -1);
-    return;
-  }
-  for(i=0; i<argc; i++) nByte += 4 + ctFieldSize(argv[i]);
-  if( nByte>sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1) ){
-    sqlite3_result_error_toobig(ctx);
-    return;
-  }
+  *paOut = 0;
+  *pnOut = 0;
+  for(i=0; i<nVal; i++) nByte += 4 + ctFieldSize(apVal[i]);
   aOut = sqlite3_malloc64(nByte);
-  if( aOut==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  if( aOut==0 ) return SQLITE_NOMEM;
   a = aOut;
-  ctPut32(a, (sqlite3_uint64)argc); a += 4;
-  for(i=0; i<argc; i++){
-    sqlite3_value *v = argv[i];
-    sqlite3_int64 nField = ctFieldSize(v);
-    ctPut32(a, (sqlite3_uint64)nField); a += 4;
+  ctPut32(a, (sqlite3_uint64)nVal); a += 4;
+  for(i=0; i<nVal; i++){
+    sqlite3_value *v = apVal[i];
+    ctPut32(a, (sqlite3_uint64)ctFieldSize(v)); a += 4;
     switch( sqlite3_value_type(v) ){
       case SQLITE_INTEGER:
         *a++ = CT_TAG_INTEGER;
@@ -138,7 +136,7 @@ void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
       case SQLITE_TEXT: {
         const unsigned char *z = sqlite3_value_text(v);
         int n = sqlite3_value_bytes(v);
-        if( z==0 && n>0 ){ sqlite3_free(aOut); sqlite3_result_error_nomem(ctx); return; }
+        if( z==0 && n>0 ){ sqlite3_free(aOut); return SQLITE_NOMEM; }
         *a++ = CT_TAG_TEXT;
         if( n ) memcpy(a, z, n);
         a += n;
@@ -147,7 +145,7 @@ void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
       case SQLITE_BLOB: {
         const void *z = sqlite3_value_blob(v);
         int n = sqlite3_value_bytes(v);
-        if( z==0 && n>0 ){ sqlite3_free(aOut); sqlite3_result_error_nomem(ctx); return; }
+        if( z==0 && n>0 ){ sqlite3_free(aOut); return SQLITE_NOMEM; }
         *a++ = CT_TAG_BLOB;
         if( n ) memcpy(a, z, n);
         a += n;
@@ -157,8 +155,26 @@ void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
         *a++ = CT_TAG_NULL;
         break;
     }
-    (void)nField;
   }
+  *paOut = aOut;
+  *pnOut = nByte;
+  return SQLITE_OK;
+}
+
+void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3_int64 nByte = 4;
+  unsigned char *aOut = 0;
+  int i;
+  if( argc<1 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_pack_key() needs at least one value", -1);
+    return;
+  }
+  for(i=0; i<argc; i++) nByte += 4 + ctFieldSize(argv[i]);
+  if( nByte>sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1) ){
+    sqlite3_result_error_toobig(ctx);
+    return;
+  }
+  if( ctPackValues(argc, argv, &aOut, &nByte) ){ sqlite3_result_error_nomem(ctx); return; }
   sqlite3_result_blob64(ctx, aOut, (sqlite3_uint64)nByte, sqlite3_free);
 }
 

@@ -118,7 +118,7 @@ static const char *azCtSystemDdl =
     " BEFORE UPDATE ON __sysTxCommitSequence"
     " BEGIN SELECT RAISE(ABORT, " CT_LOG_GUARD_MSG "); END;";
 
-static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
+static int ctInstallTriggers(sqlite3 *db, CtState *pState, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr);
 
 /*
@@ -130,7 +130,7 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
 ** triggers are gone stays as it is: create_schema() re-arms it (and expires
 ** older anchors), as it would have on the older layout.
 */
-static int ctMigrate(sqlite3 *db, char **pzErr){
+static int ctMigrate(sqlite3 *db, CtState *pState, char **pzErr){
   sqlite3_stmt *pStmt = 0;
   char **azTab = 0;
   int *aOpt = 0;
@@ -171,7 +171,7 @@ static int ctMigrate(sqlite3 *db, char **pzErr){
   for(i=0; rc==SQLITE_OK && i<n; i++){
     CtTable *p = 0;
     rc = ctTableLoad(db, azTab[i], &p, pzErr);
-    if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, aOpt[i], aEnable[i], pzErr);
+    if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, pState, p, aOpt[i], aEnable[i], pzErr);
     ctTableFree(p);
   }
   for(i=0; i<n; i++) sqlite3_free(azTab[i]);
@@ -186,7 +186,7 @@ static int ctMigrate(sqlite3 *db, char **pzErr){
 ** newer sqlite-ct is refused. With bCreate, create the system tables when they
 ** are missing, upgrade an older layout, and record this build's layout.
 */
-int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
+int ctCheckLayout(sqlite3 *db, CtState *pState, int bCreate, char **pzErr){
   sqlite3_int64 iHave = 0, iMeta = 0;
   int bNull = 1;
   int rc = ctQueryInt64(db, &iMeta, 0, pzErr,
@@ -219,7 +219,7 @@ int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr){
           " VALUES('database_id', %lld)", iId);
     }
     if( rc==SQLITE_OK && !bNull && iHave<CT_LAYOUT_VERSION ){
-      rc = ctMigrate(db, pzErr);
+      rc = ctMigrate(db, pState, pzErr);
     }
     if( rc==SQLITE_OK && (bNull || iHave<CT_LAYOUT_VERSION) ){
       rc = ctExecf(db, pzErr,
@@ -253,30 +253,6 @@ int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr){
 ** such a statement through a temporary b-tree, opened per row even when the
 ** SELECT yields nothing. */
 
-
-/*
-** Write a tombstone for key zRk (an SQL expression) of table p, deleted by
-** this transaction (BSN: the expression zBsn, which the AFTER DELETE trigger
-** uses to hand out and log the BSN), whose deleted incarnation was inserted at
-** zIns, when zCond holds. One key deleted twice in a transaction (delete,
-** re-insert, delete) keeps one tombstone with the older insert BSN: the one
-** that says whether a replica can hold the key. One statement, an upsert: its
-** DO UPDATE takes precedence over the conflict policy of the statement that
-** fired the trigger (an INSERT OR REPLACE whose deletes fire triggers under
-** recursive_triggers, or any OR clause above a user trigger), which SQLite
-** otherwise applies to every statement inside triggers, overriding their own.
-*/
-static void ctAppendTombstone(sqlite3_str *s, const CtTable *p, const char *zRk,
-                              const char *zIns, const char *zCond, const char *zBsn){
-  sqlite3_str_appendf(s,
-      "INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
-      " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
-      " SELECT %Q, %s, b, %s, sqlite_ct_now(), sqlite_ct_tracking_context()"
-      " FROM (SELECT %s AS b) WHERE b>0 AND %s"
-      " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
-      " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn);",
-      p->zName, zRk, zIns, zBsn, zCond);
-}
 
 /* The name under which the rowid of p can be referenced, or NULL when the
 ** table has no rowid or user columns shadow all three names. */
@@ -405,26 +381,6 @@ char *ctWatchedChangedSql(const CtTable *p){
   return sqlite3_str_finish(x);
 }
 
-/*
-** The names of p's UNIQUE indexes (other than the primary key's), as the
-** SQL literal the write path's functions compare with the indexes the table
-** has when it is written (state.c, "UNIQUE indexes"): each name as
-** <length>:<name>. NULL when out of memory.
-*/
-static char *ctUniquesSql(const CtTable *p){
-  sqlite3_str *x = sqlite3_str_new(0);
-  char *zList, *zOut;
-  int i;
-  for(i=0; i<p->nUnique; i++){
-    sqlite3_str_appendf(x, "%d:%s", (int)strlen(p->aUnique[i].zName), p->aUnique[i].zName);
-  }
-  zList = sqlite3_str_finish(x);
-  if( zList==0 && p->nUnique ) return 0;
-  zOut = sqlite3_mprintf("%Q", zList ? zList : "");
-  sqlite3_free(zList);
-  return zOut;
-}
-
 /* (NEW."a" IS NULL OR ...) for a composite key that accepts NULL
 ** (ctKeyAcceptsNull), else 0. */
 static char *ctKeyNullSql(const CtTable *p){
@@ -438,52 +394,6 @@ static char *ctKeyNullSql(const CtTable *p){
   }
   sqlite3_str_appendall(x, ")");
   return sqlite3_str_finish(x);
-}
-
-/*
-** Remember the rows an OR REPLACE of NEW could delete: the row holding NEW's
-** key, and the rows holding NEW's values of a UNIQUE index. SQLite deletes
-** them without firing DELETE triggers unless recursive_triggers is on.
-** zExclude (NULL for an insert) matches the row being updated itself.
-*/
-static void ctAppendVictimCond(sqlite3_str *s, const CtTable *p);
-static void ctAppendVictimCapture(sqlite3_str *s, const CtTable *p,
-                                  sqlite3_int64 iEnable, const char *zExclude){
-  sqlite3_str_appendf(s,
-      "DELETE FROM __sysCtReplaceVictims WHERE __sysTName=%Q;"
-      "INSERT OR IGNORE INTO __sysCtReplaceVictims"
-      "(__sysTName, __sysRK, __sysInsertTxCsn) SELECT %Q, sqlite_ct_victim(%Q, ",
-      p->zName, p->zName, p->zName);
-  ctAppendPack(s, p, 0);
-  sqlite3_str_appendf(s, "), coalesce(\"%w\", %lld) FROM \"%w\" WHERE (",
-                      CT_COL_INSERT, iEnable, p->zName);
-  ctAppendVictimCond(s, p);
-  if( zExclude ) sqlite3_str_appendf(s, ") AND NOT (%s);", zExclude);
-  else sqlite3_str_appendall(s, ");");
-}
-
-/* Whether a row holds NEW's key, NEW's values of a UNIQUE index or (see
-** ctReplaceRowid) NEW's rowid: the rows an OR REPLACE of NEW could delete. */
-static void ctAppendVictimCond(sqlite3_str *s, const CtTable *p){
-  const char *zRowid = ctReplaceRowid(p);
-  int i, j;
-  sqlite3_str_appendall(s, "(");
-  for(i=0; i<p->nPk; i++){
-    const char *zCol = p->aCol[p->aiPk[i]].zName;
-    sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\"", i ? " AND " : "", zCol, zCol);
-  }
-  sqlite3_str_appendall(s, ")");
-  for(i=0; i<p->nUnique; i++){
-    const CtUnique *u = &p->aUnique[i];
-    sqlite3_str_appendall(s, " OR (");
-    for(j=0; j<u->nCol; j++){
-      const char *zCol = p->aCol[u->aiCol[j]].zName;
-      sqlite3_str_appendf(s, "%s\"%w\"=NEW.\"%w\" COLLATE \"%w\"", j ? " AND " : "",
-                          zCol, zCol, u->azColl[j]);
-    }
-    sqlite3_str_appendall(s, ")");
-  }
-  if( zRowid ) sqlite3_str_appendf(s, " OR %s=NEW.%s", zRowid, zRowid);
 }
 
 /*
@@ -544,11 +454,38 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p, const char *zT
 ** own tables and the table are named in main: a top-level statement would
 ** find a TEMP table of the same name first. NULL when out of memory.
 */
-char *ctFixSql(const CtTable *p, const char *zTName, int bTrack, int bVictims){
+char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
   sqlite3_str *s = sqlite3_str_new(0);
   const char *zRowid = ctRowidName(p);
+  const int bTrack = (fKind & CT_FIX_STAMP)!=0;
   int i;
-  if( bVictims ){
+  if( fKind & CT_FIX_SWEEP ){
+    /* One captured row (layout 5; state.c, "Captured rows"): :rk its packed
+    ** key, :ins its insert BSN. Its tombstone, unless the same incarnation is
+    ** in the table: the key spelled exactly so (the first comparison finds
+    ** the row through the key's index, the second is exact, as in the layout-4
+    ** sweep) with the same insert BSN. A row that predates tracking (NULL)
+    ** counts as inserted by the enabling transaction. Nothing in apply mode. */
+    sqlite3_str_appendf(s,
+        "INSERT INTO main.__sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
+        " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
+        " SELECT %Q, :rk, sqlite_ct_bsn(), coalesce(:ins, (SELECT __sysEnableTxBsn"
+        " FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q)), sqlite_ct_now(),"
+        " sqlite_ct_tracking_context() WHERE sqlite_ct_bsn()>0"
+        " AND NOT EXISTS(SELECT 1 FROM main.\"%w\" AS c WHERE ", zTName, zTName, p->zName);
+    /* Columns named through the alias: a double-quoted name that names no
+    ** column would otherwise be read as a string (a __sys column renamed by
+    ** hand must fail the statement, not make every row look gone). */
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, "c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d)"
+                          " AND c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d) COLLATE BINARY AND ",
+                          p->aCol[p->aiPk[i]].zName, i, p->aCol[p->aiPk[i]].zName, i);
+    }
+    sqlite3_str_appendall(s, "c.\"" CT_COL_INSERT "\" IS :ins)"
+        " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
+        " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn);");
+  }
+  if( fKind & CT_FIX_VICTIMS ){
     sqlite3_str *x = sqlite3_str_new(0);
     char *zPack;
     sqlite3_str_appendall(x, "sqlite_ct_pack_key(");
@@ -583,57 +520,47 @@ char *ctFixSql(const CtTable *p, const char *zTName, int bTrack, int bVictims){
 static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
                           sqlite3_int64 iDbId){
   const char *zT = p->zName;
-  /* Rows deleted by OR REPLACE must reach the tombstones: every table whose
-  ** deletes are tracked remembers them (see ctAppendVictimCapture). */
-  const int bVictims = (eOpt & CT_TRACK_DELETE)!=0;
+  /* Rows deleted by OR REPLACE, cascades and key changes must reach the
+  ** tombstones: every table whose deletes are tracked has the capture index
+  ** (ctCaptureSql), and its AFTER triggers sweep what it captured. */
+  const int bCapture = (eOpt & CT_TRACK_DELETE)!=0;
   char *zChanged = ctAppended(ctAppendKeyChanged, p);
-  char *zWatched = ctWatchedChangedSql(p);
   char *zPackOld = ctPackSql(p, "OLD");
-  char *zPackNew = ctPackSql(p, "NEW");
   char *zInsOld = sqlite3_mprintf("coalesce(OLD.\"" CT_COL_INSERT "\", %lld)", iEnable);
-  char *zCols = ctWatchedListSql(p);
-  /* The last two arguments of the WHENs: the UNIQUE indexes the victim
-  ** capture knows (NULL: nothing to check, deletes are not tracked), and
-  ** whether NEW's composite key holds a NULL. */
-  char *zUniques = bVictims ? ctUniquesSql(p) : sqlite3_mprintf("NULL");
+  /* The argument of the WHENs after the UNIQUE list (none in layout 5: the
+  ** capture sees every index): whether NEW's composite key holds a NULL. */
   char *zKeyNull = ctKeyNullSql(p);
-  /* The tombstone's BSN in the AFTER DELETE trigger hands out (and logs) the
-  ** transaction's BSN. */
-  char *zDelBsn = sqlite3_mprintf("sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld)", iDbId);
   sqlite3_str *s;
   char *zOut;
   int i;
 
-  if( zChanged==0 || zWatched==0 || zPackOld==0 || zInsOld==0 || zCols==0 || zDelBsn==0
-   || zUniques==0 || zKeyNull==0 || zPackNew==0 ){
-    sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
-    sqlite3_free(zPackNew);
-    sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
-    sqlite3_free(zUniques); sqlite3_free(zKeyNull);
+  if( zChanged==0 || zPackOld==0 || zInsOld==0 || zKeyNull==0 ){
+    sqlite3_free(zChanged); sqlite3_free(zPackOld);
+    sqlite3_free(zInsOld); sqlite3_free(zKeyNull);
     return 0;
   }
   s = sqlite3_str_new(0);
 
   /* AFTER INSERT. The stamp columns' DEFAULTs (ctSetStampDefaults) stamp the
-  ** row as SQLite writes it; the WHEN, one call into C, logs the transaction
-  ** and checks the row. The rare work, when the row still needs stamping (no
-  ** DEFAULT, values the statement wrote) or the BEFORE trigger remembered
-  ** rows an OR REPLACE may have deleted, is the fix (ctFixSql), which the
-  ** WHEN runs itself from C: the body stays empty. SQLite allocates and clears
-  ** a frame sized by the whole trigger program for every row, whether the
-  ** WHEN holds or not, so a body that is almost never run still cost every
-  ** insert (about a third of an insert's instructions in layout 3). Without
-  ** INSERT tracking the row keeps NULL stamps, like the rows that predate
-  ** tracking: it is enumerated as an insert only for anchors older than the
-  ** enabling transaction. The arguments after KEY_NULL (layout 4): the shape
-  ** number CT_INSERT_WHEN_SHAPE, then the values the fix needs, NEW's rowid
-  ** (NULL when it cannot be named) and NEW's key. */
+  ** row as SQLite writes it; the WHEN, one call into C, logs the transaction,
+  ** checks the row and sweeps what the capture index captured while the row
+  ** was written (OR REPLACE victims). The rare work, when the row still needs
+  ** stamping (no DEFAULT, values the statement wrote), is the fix (ctFixSql),
+  ** which the WHEN runs itself from C: the body stays empty. SQLite allocates
+  ** and clears a frame sized by the whole trigger program for every row,
+  ** whether the WHEN holds or not, so a body that is almost never run still
+  ** cost every insert (about a third of an insert's instructions in layout 3).
+  ** Without INSERT tracking the row keeps NULL stamps, like the rows that
+  ** predate tracking: it is enumerated as an insert only for anchors older
+  ** than the enabling transaction. The arguments after KEY_NULL: the shape
+  ** number, then the values the fix and the sweep need, NEW's rowid (NULL when
+  ** it cannot be named) and NEW's key. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_ai_%w\" AFTER INSERT ON \"%w\" WHEN "
       "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
       " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\","
-      " %lld, %s, %s, %d, ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bVictims, iDbId,
-      zUniques, zKeyNull, CT_INSERT_WHEN_SHAPE);
+      " %lld, NULL, %s, %d, ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bCapture, iDbId,
+      zKeyNull, CT_WHEN_SHAPE_CAPTURE);
   if( ctRowidName(p) ) sqlite3_str_appendf(s, "NEW.%s", ctRowidName(p));
   else sqlite3_str_appendall(s, "NULL");
   for(i=0; i<p->nPk; i++){
@@ -641,95 +568,77 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   }
   sqlite3_str_appendall(s, ") BEGIN SELECT 1; END;");
 
-
   /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet or
-  ** its key changed; its WHEN logs the transaction, and fails the statement
-  ** when it wrote a __sys column with a value the tracker would not write. Its
-  ** own stamping UPDATE, and the one of the AFTER INSERT trigger, leave the
-  ** WHEN false. */
+  ** its key changed; its WHEN logs the transaction, fails the statement when
+  ** it wrote a __sys column with a value the tracker would not write, and
+  ** sweeps the captured rows (the old key of a key change, OR REPLACE
+  ** victims). Its own stamping UPDATE, and the one of the AFTER INSERT
+  ** trigger's fix, leave the WHEN false. After a key change the row counts as
+  ** inserted now: a second UPDATE, which runs only then, writes
+  ** __sysInsertTxBsn, so that an ordinary update's stamping names neither the
+  ** key nor __sysInsertTxBsn and the capture index is not evaluated for it.
+  ** Exactly one of the two UPDATEs writes the row: one stamping mark. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN "
       "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
       " NEW.\"" CT_COL_CHANGE "\", OLD.\"" CT_COL_CHANGE "\","
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
-      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld, %s, %s) BEGIN ",
-      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, iDbId, zUniques, zKeyNull);
-  sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
-  if( eOpt & CT_TRACK_UPDATE ){
-    sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
-  }else if( eOpt & CT_TRACK_INSERT ){
-    /* Updates are not tracked, but the row under a new key is an insert:
-    ** enumeration finds rows through the change stamp. */
-    sqlite3_str_appendf(s, "\"" CT_COL_CHANGE "\"=CASE WHEN %s THEN sqlite_ct_bsn()"
-                        " ELSE \"" CT_COL_CHANGE "\" END, ", zChanged);
+      " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld, NULL, %s, %d",
+      zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, iDbId, zKeyNull,
+      CT_WHEN_SHAPE_CAPTURE);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(s, ", NEW.\"%w\"", p->aCol[p->aiPk[i]].zName);
   }
-  sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context()");
+  sqlite3_str_appendall(s, ") BEGIN ");
   if( eOpt & CT_TRACK_INSERT ){
-    /* The row under its new key counts as inserted now. */
-    sqlite3_str_appendf(s,
-        ", \"" CT_COL_INSERT "\"=CASE WHEN %s THEN sqlite_ct_bsn() ELSE \""
-        CT_COL_INSERT "\" END", zChanged);
+    sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
+    if( eOpt & CT_TRACK_UPDATE ){
+      sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
+    }
+    sqlite3_str_appendf(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context()"
+                        " WHERE NOT %s AND ", zChanged);
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+    /* The row under its new key: inserted now (enumeration finds it through
+    ** the change stamp, whether updates are tracked or not). */
+    sqlite3_str_appendf(s, "; UPDATE \"%w\" SET \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
+                        " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context(),"
+                        " \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE %s AND ", zT, zChanged);
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+  }else{
+    sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
+    if( eOpt & CT_TRACK_UPDATE ){
+      sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
+    }
+    sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ");
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
   }
-  sqlite3_str_appendall(s, " WHERE ");
-  ctAppendKeyMatch(s, p, "NEW", "=", 1);
   sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
 
-  /* AFTER UPDATE OF the key and UNIQUE columns, when one of them changed: a key
-  ** change is a delete of the old key plus an insert of the new (the stamps
-  ** are the AFTER UPDATE trigger's), and an UPDATE OR REPLACE may have
-  ** removed other rows. A trigger of its own, so that ordinary updates never
-  ** run these statements; the stamping UPDATEs set only __sys columns and do
-  ** not fire it. */
-  if( bVictims ){
-    sqlite3_str_appendf(s,
-        "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF %s ON \"%w\" WHEN %s"
-        " BEGIN SELECT sqlite_ct_write_bsn(" CT_MAXCSN_SQL ", %lld);", zT, zCols, zT, zWatched,
-        iDbId);
-    ctAppendTombstone(s, p, zPackOld, zInsOld, zChanged, "sqlite_ct_bsn()");
-    ctAppendVictimSweep(s, p, zT, "", zPackNew, zChanged, "1");
-    sqlite3_str_appendall(s, " END;");
-  }
-
-  /* AFTER DELETE: the tombstone. The WHEN hands out (and logs) the BSN, 0 in
-  ** apply mode, which writes none; the body is the upsert of
-  ** ctAppendTombstone as one VALUES row (layout 4: no subquery to run per
-  ** row, a smaller frame). */
+  /* AFTER DELETE: the tombstone. The WHEN sweeps the captured rows (dropping
+  ** this row's own entry) and hands out (and logs) the BSN, 0 in apply mode,
+  ** which writes none; the body is one upsert (its DO UPDATE wins over the OR
+  ** clause of the statement that fired the trigger, which SQLite otherwise
+  ** applies to the statements inside triggers; one key deleted twice in a
+  ** transaction keeps the older insert BSN) as one
+  ** VALUES row (no subquery to run per row, a smaller frame). */
   if( eOpt & CT_TRACK_DELETE ){
     sqlite3_str_appendf(s,
-        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" WHEN %s>0 BEGIN"
+        "CREATE TRIGGER main.\"__sysct_ad_%w\" AFTER DELETE ON \"%w\" WHEN "
+        "sqlite_ct_delete_when(" CT_MAXCSN_SQL ", %lld, %Q, OLD.\"" CT_COL_INSERT "\"",
+        zT, zT, iDbId, zT);
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, ", OLD.\"%w\"", p->aCol[p->aiPk[i]].zName);
+    }
+    sqlite3_str_appendf(s, ")>0 BEGIN"
         " INSERT INTO __sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
         " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
         " VALUES(%Q, %s, sqlite_ct_bsn(), %s, sqlite_ct_now(), sqlite_ct_tracking_context())"
         " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
         " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn); END;",
-        zT, zT, zDelBsn, zT, zPackOld, zInsOld);
+        zT, zPackOld, zInsOld);
   }
-
-  /* BEFORE INSERT / UPDATE OF key and UNIQUE columns: remember the rows an OR
-  ** REPLACE may delete. An update excludes the row itself (by rowid, or by
-  ** key in a WITHOUT ROWID table). */
-  if( bVictims ){
-    sqlite3_str *x;
-    char *zExclude;
-    sqlite3_str_appendf(s,
-        "CREATE TRIGGER main.\"__sysct_bi_%w\" BEFORE INSERT ON \"%w\" BEGIN ", zT, zT);
-    ctAppendVictimCapture(s, p, iEnable, 0);
-    sqlite3_str_appendall(s, " END;");
-
-    x = sqlite3_str_new(0);
-    ctAppendKeyMatch(x, p, "OLD", "IS", 1);
-    zExclude = sqlite3_str_finish(x);
-    sqlite3_str_appendf(s,
-        "CREATE TRIGGER main.\"__sysct_bu_%w\" BEFORE UPDATE OF %s ON \"%w\" BEGIN ",
-        zT, zCols, zT);
-    if( zExclude ) ctAppendVictimCapture(s, p, iEnable, zExclude);
-    else ctStrOom(s);
-    sqlite3_free(zExclude);
-    sqlite3_str_appendall(s, " END;");
-  }
-  sqlite3_free(zChanged); sqlite3_free(zWatched); sqlite3_free(zPackOld);
-  sqlite3_free(zInsOld); sqlite3_free(zCols); sqlite3_free(zDelBsn);
-  sqlite3_free(zUniques); sqlite3_free(zKeyNull); sqlite3_free(zPackNew);
+  sqlite3_free(zChanged); sqlite3_free(zPackOld);
+  sqlite3_free(zInsOld); sqlite3_free(zKeyNull);
   zOut = sqlite3_str_finish(s);
   return zOut;
 }
@@ -788,26 +697,53 @@ static int ctDropGuard(sqlite3 *db, const char *zTab, char **pzErr){
   return ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_guard_%w\"", zTab);
 }
 
-/* Install the guard of p, or replace it when its SQL is not what ctGuardSql
-** makes now (columns added since, or an earlier shape of the guard); a
-** portable-mode table has none (the guard cannot call the
-** extension where portable mode is used). */
-static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char **pzErr){
+/*
+** The capture index of a native-mode table whose deletes are tracked (layout
+** 5; state.c, "Captured rows"): an always-empty partial index
+**   CREATE INDEX "__sysct_cap_T" ON "T"("k1" COLLATE BINARY, ...)
+**     WHERE sqlite_ct_capture('T', "__sysInsertTxBsn", "k1", ...)=0
+** SQLite evaluates its WHERE for each row whose entry it would remove (a
+** DELETE, an OR REPLACE through any index or the rowid, a cascade) or add (an
+** INSERT), and for both images of a row an UPDATE writes when it sets a column
+** the index or its WHERE names: the key, the rowid, __sysInsertTxBsn. An
+** ordinary update sets none of them, the trigger's stamping included, and is
+** not slowed down. NULL when out of memory.
+*/
+static char *ctCaptureSql(const CtTable *p){
+  sqlite3_str *x = sqlite3_str_new(0);
+  int i;
+  sqlite3_str_appendf(x, "CREATE INDEX main.\"__sysct_cap_%w\" ON \"%w\"(", p->zName, p->zName);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(x, "%s\"%w\" COLLATE BINARY", i ? ", " : "", p->aCol[p->aiPk[i]].zName);
+  }
+  sqlite3_str_appendf(x, ") WHERE sqlite_ct_capture(%Q, \"" CT_COL_INSERT "\"", p->zName);
+  for(i=0; i<p->nPk; i++){
+    sqlite3_str_appendf(x, ", \"%w\"", p->aCol[p->aiPk[i]].zName);
+  }
+  sqlite3_str_appendall(x, ")=0");
+  return sqlite3_str_finish(x);
+}
+
+static int ctDropCapture(sqlite3 *db, const char *zTab, char **pzErr){
+  return ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_cap_%w\"", zTab);
+}
+
+/*
+** Create the always-empty partial index "__sysct_<zKind>_<table>" as zSql
+** makes it, or replace the one there when its SQL differs (columns added since,
+** an earlier shape). Building it scans the table and evaluates its WHERE for
+** every row: pState->nCapQuiet keeps the capture from taking those rows for
+** written ones.
+*/
+static int ctInstallPartialIndex(sqlite3 *db, CtState *pState, const char *zKind,
+                                 const char *zTab, const char *zSql, char **pzErr){
   sqlite3_stmt *pStmt = 0;
-  CtTable *p = 0;
-  char *zSql, *zQuery;
+  char *zQuery;
   int rc, bSame = 0;
-  if( bPortable ) return ctDropGuard(db, pTab->zName, pzErr);
-  /* The columns as they are now: create_schema() may have just added the
-  ** __sys columns. */
-  rc = ctTableLoad(db, pTab->zName, &p, pzErr);
-  if( rc!=SQLITE_OK ) return rc;
-  zSql = ctGuardSql(p);
-  if( zSql==0 ){ ctTableFree(p); return SQLITE_NOMEM; }
   zQuery = sqlite3_mprintf("SELECT sql FROM main.sqlite_schema WHERE type='index'"
-                           " AND name='__sysct_guard_' || %Q AND tbl_name=%Q",
-                           p->zName, p->zName);
-  if( zQuery==0 ){ sqlite3_free(zSql); ctTableFree(p); return SQLITE_NOMEM; }
+                           " AND name='__sysct_%s_' || %Q AND tbl_name=%Q",
+                           zKind, zTab, zTab);
+  if( zQuery==0 ) return SQLITE_NOMEM;
   rc = sqlite3_prepare_v2(db, zQuery, -1, &pStmt, 0);
   sqlite3_free(zQuery);
   if( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
@@ -822,25 +758,60 @@ static int ctInstallGuard(sqlite3 *db, const CtTable *pTab, int bPortable, char 
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
   if( rc==SQLITE_OK && !bSame ){
-    rc = ctDropGuard(db, p->zName, pzErr);
+    rc = ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_%w_%w\"", zKind, zTab);
     if( (rc & 0xff)==SQLITE_LOCKED ){
       /* SQLite drops no b-tree while another statement (the caller's, when it
       ** reads a table) is reading. */
       sqlite3_free(*pzErr);
-      *pzErr = sqlite3_mprintf("sqlite-ct: the guard index \"__sysct_guard_%s\" must be"
+      *pzErr = sqlite3_mprintf("sqlite-ct: the %s index \"__sysct_%s_%s\" must be"
           " replaced, which SQLite refuses while the calling statement reads a table"
           " (database table is locked); call sqlite_ct_create_schema() in a statement"
-          " that reads no table", p->zName);
+          " that reads no table", strcmp(zKind, "cap")==0 ? "capture" : zKind, zKind, zTab);
     }
-    if( rc==SQLITE_OK ) rc = ctExecf(db, pzErr, "%s", zSql);
+    if( rc==SQLITE_OK ){
+      if( pState ) pState->nCapQuiet++;
+      rc = ctExecf(db, pzErr, "%s", zSql);
+      if( pState ) pState->nCapQuiet--;
+    }
   }
+  return rc;
+}
+
+/* Install the guard of p and, when its deletes are tracked, its capture
+** index; a portable-mode table has neither (they call the extension, which
+** portable mode does without), and drops them. */
+static int ctInstallGuard(sqlite3 *db, CtState *pState, const CtTable *pTab, int eStored,
+                          char **pzErr){
+  CtTable *p = 0;
+  char *zSql;
+  int rc;
+  if( eStored & CT_TRACKOPT_PORTABLE ){
+    rc = ctDropGuard(db, pTab->zName, pzErr);
+    if( rc==SQLITE_OK ) rc = ctDropCapture(db, pTab->zName, pzErr);
+    return rc;
+  }
+  /* The columns as they are now: create_schema() may have just added the
+  ** __sys columns. */
+  rc = ctTableLoad(db, pTab->zName, &p, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  zSql = ctGuardSql(p);
+  if( zSql==0 ) rc = SQLITE_NOMEM;
+  else rc = ctInstallPartialIndex(db, pState, "guard", p->zName, zSql, pzErr);
   sqlite3_free(zSql);
+  if( rc==SQLITE_OK && ((eStored & 0xF0)/16 & CT_TRACK_DELETE) ){
+    zSql = ctCaptureSql(p);
+    if( zSql==0 ) rc = SQLITE_NOMEM;
+    else rc = ctInstallPartialIndex(db, pState, "cap", p->zName, zSql, pzErr);
+    sqlite3_free(zSql);
+  }else if( rc==SQLITE_OK ){
+    rc = ctDropCapture(db, p->zName, pzErr);
+  }
   ctTableFree(p);
   return rc;
 }
 
 /* eStored: the __sysTrackOpt value (options*16, plus CT_TRACKOPT_PORTABLE). */
-static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
+static int ctInstallTriggers(sqlite3 *db, CtState *pState, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr){
   char *zSql;
   int eOpt = (eStored & 0xF0)/16;
@@ -853,7 +824,7 @@ static int ctInstallTriggers(sqlite3 *db, const CtTable *p, int eStored,
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = ctExecf(db, pzErr, "%s", zSql);
   sqlite3_free(zSql);
-  if( rc==SQLITE_OK ) rc = ctInstallGuard(db, p, (eStored & CT_TRACKOPT_PORTABLE)!=0, pzErr);
+  if( rc==SQLITE_OK ) rc = ctInstallGuard(db, pState, p, eStored, pzErr);
   return rc;
 }
 
@@ -1045,8 +1016,8 @@ static int ctRefuseRenamedObjects(sqlite3 *db, const char *zTab, char **pzErr){
   char *zSql = sqlite3_mprintf(
       "SELECT tbl_name FROM main.sqlite_schema WHERE name IN ('__sysct_ai_' || %Q,"
       " '__sysct_au_' || %Q, '__sysct_ad_' || %Q, '__sysct_chg_' || %Q,"
-      " '__sysct_guard_' || %Q) AND tbl_name <> %Q COLLATE NOCASE LIMIT 1",
-      zTab, zTab, zTab, zTab, zTab, zTab);
+      " '__sysct_guard_' || %Q, '__sysct_cap_' || %Q) AND tbl_name <> %Q COLLATE NOCASE LIMIT 1",
+      zTab, zTab, zTab, zTab, zTab, zTab, zTab);
   int rc;
   if( zSql==0 ) return SQLITE_NOMEM;
   rc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
@@ -1076,7 +1047,7 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
   CtTable *p = 0;
   sqlite3_int64 iOpt = 0, iEnable = 0, iArmed = 0, iNow = 0;
   int bTracked = 0, bNull = 1;
-  int rc = ctCheckLayout(db, 1, pzErr);
+  int rc = ctCheckLayout(db, pState, 1, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(db, zTab, &p, pzErr);
   if( rc==SQLITE_OK ) rc = ctRefuseNullKeys(db, p, pzErr);
   if( rc==SQLITE_OK ) rc = ctRefuseRenamedObjects(db, p->zName, pzErr);
@@ -1162,7 +1133,7 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
   if( rc==SQLITE_OK ){
     rc = ctSetStampDefaults(db, p->zName, !bPortable && (eOpt & CT_TRACK_INSERT)!=0, pzErr);
   }
-  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, eStored, iEnable, pzErr);
+  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, pState, p, eStored, iEnable, pzErr);
   *piEnable = iEnable;
   ctTableFree(p);
   return rc;
@@ -1255,7 +1226,7 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
   sqlite3_int64 n = 0;
   char *zName = 0;
-  int rc = ctCheckLayout(db, 0, pzErr);
+  int rc = ctCheckLayout(db, 0, 0, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctQueryInt64(db, &n, 0, pzErr,
         "SELECT count(*) FROM main.sqlite_schema"
@@ -1271,6 +1242,7 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
   }
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zName, pzErr);
   if( rc==SQLITE_OK ) rc = ctDropGuard(db, zName, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDropCapture(db, zName, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr, "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\"", zName);
   }
@@ -1356,7 +1328,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
   sqlite3_int64 iOpt = 0, iEnable = 0;
   int bNull = 1;
   CtTable *p = 0;
-  int rc = ctCheckLayout(db, 0, pzErr);
+  int rc = ctCheckLayout(db, 0, 0, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctQueryInt64(db, &iOpt, &bNull, pzErr,
         "SELECT __sysTrackOpt FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q", zOld);
@@ -1372,6 +1344,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
   }
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zOld, pzErr);
   if( rc==SQLITE_OK ) rc = ctDropGuard(db, zOld, pzErr);
+  if( rc==SQLITE_OK ) rc = ctDropCapture(db, zOld, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr,
         "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\";"
@@ -1385,7 +1358,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
         zOld, p->zName, zOld, p->zName, zOld, p->zName, zOld, zOld, p->zName, zOld,
         p->zName, p->zName);
   }
-  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, p, (int)iOpt, iEnable, pzErr);
+  if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, pState, p, (int)iOpt, iEnable, pzErr);
   ctTableFree(p);
   return rc;
 }
@@ -1410,7 +1383,8 @@ void ctFuncRenameTracking(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 void ctFuncCreateSystemTables(sqlite3_context *ctx, int argc, sqlite3_value **argv){
-  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  CtState *pState = (CtState*)sqlite3_user_data(ctx);
+  sqlite3 *db = pState->db;
   char *zErr = 0;
   int rc;
   (void)argc; (void)argv;
@@ -1419,7 +1393,7 @@ void ctFuncCreateSystemTables(sqlite3_context *ctx, int argc, sqlite3_value **ar
     ctResultErr(ctx, rc, sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db)));
     return;
   }
-  rc = ctEndSavepoint(db, &zErr, ctCheckLayout(db, 1, &zErr));
+  rc = ctEndSavepoint(db, &zErr, ctCheckLayout(db, pState, 1, &zErr));
   if( rc!=SQLITE_OK ){ ctResultErr(ctx, rc, zErr); return; }
   sqlite3_result_int(ctx, CT_LAYOUT_VERSION);
 }
@@ -1430,7 +1404,7 @@ void ctFuncCheckLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   char *zErr = 0;
   int rc;
   (void)argc; (void)argv;
-  rc = ctCheckLayout(db, 0, &zErr);
+  rc = ctCheckLayout(db, 0, 0, &zErr);
   if( rc==SQLITE_OK ){
     rc = ctQueryInt64(db, &iMeta, 0, &zErr,
         "SELECT count(*) FROM main.sqlite_schema WHERE type='table' AND name='__sysCtMeta'");

@@ -53,12 +53,26 @@ SQLITE_EXTENSION_INIT3
 ** state.c, ctRunFix), so that an insert no longer pays for a trigger frame
 ** sized by that work. The AFTER DELETE trigger writes its tombstone as one
 ** VALUES row behind a WHEN. The migration is the same again: re-install the
-** triggers. */
-#define CT_LAYOUT_VERSION 4
+** triggers.
+** Layout 5: OR REPLACE victims, rows deleted by any statement and the old key
+** of a key change are captured by an always-empty partial index,
+** "__sysct_cap_T", whose WHERE calls sqlite_ct_capture() (schema.c,
+** ctCaptureSql; state.c, "Captured rows"), and the AFTER triggers of the same
+** table sweep them: the BEFORE INSERT / UPDATE triggers that remembered
+** victims through the UNIQUE indexes the table had, the AFTER UPDATE OF key
+** trigger and the per-row check of the table's UNIQUE indexes are gone, and
+** an OR REPLACE through any index, one created later included, is tracked.
+** The AFTER DELETE trigger's WHEN is sqlite_ct_delete_when(). The migration
+** re-installs the triggers (and with them the capture index). */
+#define CT_LAYOUT_VERSION 5
 
 /* The shape of sqlite_ct_insert_when()'s arguments that layout 4 introduced:
 ** its 11th argument, followed by NEW's rowid and key. */
 #define CT_INSERT_WHEN_SHAPE 4
+/* Layout 5's shape of sqlite_ct_insert_when() (same positions as layout 4's,
+** no UNIQUE list, victims swept from the capture) and of sqlite_ct_update_when()
+** (its 14th argument, then whether inserts are tracked and NEW's key). */
+#define CT_WHEN_SHAPE_CAPTURE 5
 /* Fixes kept prepared per connection (state.c, ctRunFix), and the most
 ** statements one fix has (schema.c, ctFixSql). */
 #define CT_NFIX 4
@@ -77,6 +91,12 @@ SQLITE_EXTENSION_INIT3
 #define CT_TRACK_ALL    7
 /* Flag in __sysOCSTrackedObjects.__sysTrackOpt: pure-SQL (portable) triggers. */
 #define CT_TRACKOPT_PORTABLE 0x100
+
+/* What the fix of a row runs (state.c, ctRunFix; schema.c, ctFixSql). */
+#define CT_FIX_STAMP   1       /* stamp the inserted row */
+#define CT_FIX_VICTIMS 2       /* layout 4: sweep __sysCtReplaceVictims */
+#define CT_FIX_SWEEP   4       /* layout 5: tombstone one captured row unless live */
+#define CT_FIX_REKEY   8       /* layout 5: a key change: the row counts as inserted now */
 
 /* Slots of the per-connection statement cache (stmtcache.c). */
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
@@ -150,6 +170,22 @@ struct CtState {
   } aFix[CT_NFIX];
   int iFixNext;
   int nFixDepth;               /* fixes running on the stack (ctFuncInsertWhen) */
+  /* Layout 5: the rows whose entry in a capture index ("__sysct_cap_T") SQLite
+  ** removed or added, not swept yet (state.c, "Captured rows"). Each belongs
+  ** to the program (statement or trigger) that wrote it, through a token kept
+  ** as that program's auxiliary data; when the program ends, its rows go. */
+  struct CtCap {
+    sqlite3_uint64 iTok;       /* the capturing program's token */
+    const char *zTab;          /* the table's name (the token's copy) */
+    int iKey, nKey;            /* packed key: aCapKey[iKey .. iKey+nKey) */
+    sqlite3_int64 iIns;        /* the row's __sysInsertTxBsn ... */
+    int bInsNull;              /* ... or NULL, or not an integer */
+  } *aCap;
+  int nCap, nCapAlloc;
+  unsigned char *aCapKey;      /* the packed keys, appended */
+  int nCapKey, nCapKeyAlloc;
+  sqlite3_uint64 iTokNext;
+  int nCapQuiet;               /* creating a capture index: its scan captures nothing */
 };
 
 /* state.c */
@@ -186,6 +222,9 @@ void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
 void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
 void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
+void ctFuncCapture(sqlite3_context*, int, sqlite3_value**);
+void ctFuncDeleteWhen(sqlite3_context*, int, sqlite3_value**);
+void ctFuncUpdateWhenAny(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
@@ -202,6 +241,7 @@ void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUnpackKey(sqlite3_context*, int, sqlite3_value**);
 void ctFuncKeyCount(sqlite3_context*, int, sqlite3_value**);
+int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3_int64 *pnOut);
 
 /* introspect.c */
 typedef struct CtColumn CtColumn;
@@ -248,9 +288,9 @@ void ctFuncRenameTracking(sqlite3_context*, int, sqlite3_value**);
 void ctFuncLayoutVersion(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCheckLayout(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCreateSystemTables(sqlite3_context*, int, sqlite3_value**);
-int ctCheckLayout(sqlite3 *db, int bCreate, char **pzErr);
+int ctCheckLayout(sqlite3 *db, CtState *pState, int bCreate, char **pzErr);
 int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr);
-char *ctFixSql(const CtTable *p, const char *zTName, int bTrack, int bVictims);
+char *ctFixSql(const CtTable *p, const char *zTName, int fKind);
 
 /* schema.c, shared with portable.c */
 void ctAppendKeyChanged(sqlite3_str *s, const CtTable *p);

@@ -72,6 +72,8 @@ void ctStateUnref(void *pArg){
     ctNamesFree(&p->victims);
     ctNamesFree(&p->stamping);
     ctNamesFree(&p->uniquesOk);
+    sqlite3_free(p->aCap);
+    sqlite3_free(p->aCapKey);
     sqlite3_free(p);
   }
 }
@@ -801,6 +803,196 @@ void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   ctResultError(ctx, zErr ? SQLITE_ERROR : SQLITE_NOMEM, zErr);
 }
 
+/* ---- Captured rows (layout 5). -------------------------------------------
+**
+** A native-mode table whose deletes are tracked has an always-empty partial
+** index (schema.c, ctCaptureSql)
+**   CREATE INDEX "__sysct_cap_T" ON "T"("k1" COLLATE BINARY, ...)
+**     WHERE sqlite_ct_capture('T', "__sysInsertTxBsn", "k1", ...)=0
+** SQLite evaluates its WHERE for every row whose entry it would remove or add:
+** each row a DELETE removes, each row an OR REPLACE deletes through the key,
+** the rowid or any UNIQUE index (one created after tracking began included),
+** foreign-key cascades, each row an INSERT writes, and both images of a row an
+** UPDATE writes when it sets the key, the rowid or __sysInsertTxBsn. It does so
+** whether or not DELETE triggers fire (recursive_triggers=OFF fires none for
+** OR REPLACE). sqlite_ct_capture() returns 1, so the index stays empty, and
+** remembers the row (table, packed key, insert BSN) unless the row was
+** inserted by this transaction (its delete is nothing a replica can see) or the
+** connection is in apply mode (which writes no tombstones).
+**
+** The AFTER INSERT, UPDATE and DELETE triggers of the same table sweep: their
+** WHEN drops the entry of the row they fire for (the new row, the row under
+** its new key, the deleted row: its own tombstone is the DELETE trigger's),
+** and tombstones every other captured row of the table unless the same
+** incarnation (its key spelled exactly so, BINARY, with the same insert BSN)
+** is still in the table: a row deleted, the old key of a key change, an OR
+** REPLACE victim under another key, and one under the same key, which the new
+** row replaced. A row is swept before its statement (or trigger) ends: SQLite
+** runs a row's AFTER triggers inside the program that wrote it.
+**
+** A captured row belongs to the program that captured it: a token kept as the
+** capture call's auxiliary data (sqlite3_set_auxdata on the constant table
+** name), which SQLite frees when that program halts, with an error or not, or
+** a trigger program returns. Its destructor drops the program's rows that are
+** still listed, so a statement that failed after capturing leaves nothing a
+** later sweep could take for a deleted row.
+*/
+typedef struct CtCapTok CtCapTok;
+struct CtCapTok {
+  CtState *p;
+  sqlite3_uint64 iTok;
+  char zTab[1];                /* the table's name, allocated with the token */
+};
+
+/* Whether zTab has captured rows waiting. */
+static int ctCapPending(CtState *p, const char *zTab){
+  int i;
+  if( p->nCap==0 || zTab==0 ) return 0;
+  for(i=0; i<p->nCap; i++){
+    if( strcmp(p->aCap[i].zTab, zTab)==0 ) return 1;
+  }
+  return 0;
+}
+
+static void ctCapRemove(CtState *p, int i){
+  p->nCap--;
+  if( i<p->nCap ) memmove(&p->aCap[i], &p->aCap[i+1], sizeof(p->aCap[0])*(p->nCap-i));
+  if( p->nCap==0 ) p->nCapKey = 0;     /* the keys' space is reused */
+}
+
+/* The capturing program ended: its rows that are still listed go. */
+static void ctCapTokFree(void *pArg){
+  CtCapTok *t = (CtCapTok*)pArg;
+  CtState *p = t->p;
+  int i;
+  for(i=p->nCap-1; i>=0; i--){
+    if( p->aCap[i].iTok==t->iTok ) ctCapRemove(p, i);
+  }
+  sqlite3_free(t);
+  ctStateUnref(p);
+}
+
+/* Append a captured row. SQLITE_NOMEM or SQLITE_OK. */
+static int ctCapAdd(CtState *p, CtCapTok *t, int nKey, sqlite3_value **apKey,
+                    sqlite3_value *pIns){
+  unsigned char *aKey = 0;
+  sqlite3_int64 nPacked = 0;
+  struct CtCap *c;
+  int rc = ctPackValues(nKey, apKey, &aKey, &nPacked);
+  if( rc!=SQLITE_OK ) return rc;
+  if( nPacked>0x3fffffff || p->nCapKey>0x3fffffff-nPacked ){
+    sqlite3_free(aKey);
+    return SQLITE_NOMEM;
+  }
+  if( p->nCap>=p->nCapAlloc ){
+    int nNew = p->nCapAlloc ? p->nCapAlloc*2 : 16;
+    struct CtCap *aNew = sqlite3_realloc64(p->aCap, sizeof(p->aCap[0])*nNew);
+    if( aNew==0 ){ sqlite3_free(aKey); return SQLITE_NOMEM; }
+    p->aCap = aNew;
+    p->nCapAlloc = nNew;
+  }
+  if( p->nCapKey+nPacked>p->nCapKeyAlloc ){
+    sqlite3_int64 nNew = p->nCapKeyAlloc ? p->nCapKeyAlloc*2 : 1024;
+    unsigned char *aNew;
+    while( nNew<p->nCapKey+nPacked ) nNew *= 2;
+    aNew = sqlite3_realloc64(p->aCapKey, nNew);
+    if( aNew==0 ){ sqlite3_free(aKey); return SQLITE_NOMEM; }
+    p->aCapKey = aNew;
+    p->nCapKeyAlloc = (int)nNew;
+  }
+  memcpy(p->aCapKey + p->nCapKey, aKey, (size_t)nPacked);
+  sqlite3_free(aKey);
+  c = &p->aCap[p->nCap++];
+  c->iTok = t->iTok;
+  c->zTab = t->zTab;
+  c->iKey = p->nCapKey;
+  c->nKey = (int)nPacked;
+  p->nCapKey += (int)nPacked;
+  c->bInsNull = sqlite3_value_type(pIns)!=SQLITE_INTEGER;
+  c->iIns = c->bInsNull ? 0 : sqlite3_value_int64(pIns);
+  return SQLITE_OK;
+}
+
+/*
+** sqlite_ct_capture(TNAME, INS, KEY...): the WHERE of the capture index; always
+** 1. Deterministic (SQLite requires it of a partial index's WHERE): its value
+** is; what it remembers is the write path's state, like the guard's check.
+*/
+void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  CtCapTok *t;
+  sqlite3_int64 iIns;
+  const char *zTab;
+  int rc;
+  sqlite3_result_int(ctx, 1);
+  if( argc<3 || p->bApply || p->nCapQuiet ) return;
+  /* A row inserted by this transaction: the BSN its DEFAULT gave it is the
+  ** one this connection handed out, and no commit happened since. */
+  if( sqlite3_value_type(argv[1])==SQLITE_INTEGER && p->iBsn!=0
+   && (iIns = sqlite3_value_int64(argv[1]))==p->iBsn && p->uDataVersion==ctDataVersion(p->db) ){
+    return;
+  }
+  /* Only a write captures (PRAGMA integrity_check evaluates the WHERE too). */
+  if( sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ) return;
+  t = (CtCapTok*)sqlite3_get_auxdata(ctx, 0);
+  if( t==0 ){
+    zTab = (const char*)sqlite3_value_text(argv[0]);
+    if( zTab==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    t = sqlite3_malloc64(sizeof(*t) + strlen(zTab));
+    if( t==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    t->p = p;
+    t->iTok = ++p->iTokNext;
+    memcpy(t->zTab, zTab, strlen(zTab)+1);
+    ctStateRef(p);
+    sqlite3_set_auxdata(ctx, 0, t, ctCapTokFree);
+    /* SQLite frees it at once when it cannot keep it: the rows captured
+    ** under it would be dropped at the wrong time. Fail instead. */
+    if( sqlite3_get_auxdata(ctx, 0)!=t ){ sqlite3_result_error_nomem(ctx); return; }
+  }
+  rc = ctCapAdd(p, t, argc-2, &argv[2], argv[1]);
+  if( rc!=SQLITE_OK ) sqlite3_result_error_nomem(ctx);
+}
+
+static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
+                    sqlite3_value **apVal, const struct CtCap *pCap, char **pzErr);
+
+/*
+** The sweep of an AFTER trigger of zTab for the row with key apKey[0..nKey)
+** and insert BSN pIns as written (NEW's, or OLD's for a delete): drop one
+** captured row that is this one, then tombstone each other captured row of
+** zTab whose incarnation is gone (CT_FIX_SWEEP, which writes nothing in apply
+** mode) and drop it. The transaction's BSN is handed out and logged already.
+*/
+static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
+                      sqlite3_value *pIns, char **pzErr){
+  unsigned char *aOwn = 0;
+  sqlite3_int64 nOwn = 0;
+  const int bInsNull = sqlite3_value_type(pIns)!=SQLITE_INTEGER;
+  const sqlite3_int64 iIns = bInsNull ? 0 : sqlite3_value_int64(pIns);
+  int rc = ctPackValues(nKey, apKey, &aOwn, &nOwn);
+  int i;
+  if( rc!=SQLITE_OK ) return rc;
+  for(i=p->nCap-1; i>=0; i--){
+    struct CtCap *c = &p->aCap[i];
+    if( strcmp(c->zTab, zTab)==0 && c->nKey==nOwn && c->bInsNull==bInsNull
+     && c->iIns==iIns && memcmp(p->aCapKey + c->iKey, aOwn, (size_t)nOwn)==0 ){
+      ctCapRemove(p, i);
+      break;
+    }
+  }
+  sqlite3_free(aOwn);
+  /* Oldest first. The entry leaves the list before its statement runs (the
+  ** statement binds a copy of the key before anything can capture again). */
+  i = 0;
+  while( rc==SQLITE_OK && i<p->nCap ){
+    struct CtCap c = p->aCap[i];
+    if( strcmp(c.zTab, zTab)!=0 ){ i++; continue; }
+    ctCapRemove(p, i);
+    rc = ctRunFix(p, zTab, CT_FIX_SWEEP, 0, 0, &c, pzErr);
+  }
+  return rc;
+}
+
 /* ---- The fix of an inserted row (layout 4). */
 
 /* Whether a statement of fix f is running (further up the stack). */
@@ -829,7 +1021,7 @@ static int ctFixPrepare(CtState *p, const char *zTab, int fKind, int bKeep,
                    " WHERE type='trigger' AND name='__sysct_ai_' || ?1", zTab, &zName, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(p->db, zName ? zName : zTab, &pTab, pzErr);
   if( rc==SQLITE_OK ){
-    zSql = ctFixSql(pTab, zTab, (fKind & 1)!=0, (fKind & 2)!=0);
+    zSql = ctFixSql(pTab, zTab, fKind);
     if( zSql==0 ) rc = SQLITE_NOMEM;
   }
   zTail = zSql;
@@ -868,7 +1060,7 @@ static int ctFixPrepare(CtState *p, const char *zTab, int fKind, int bKeep,
 ** the fix fires inserts into the same table).
 */
 static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
-                    sqlite3_value **apVal, char **pzErr){
+                    sqlite3_value **apVal, const struct CtCap *pCap, char **pzErr){
   sqlite3_stmt *aOwned[CT_FIX_NSTMT];
   sqlite3_stmt **apStmt = 0;
   sqlite3_int64 iSchema = 0;
@@ -927,6 +1119,24 @@ static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
       iParam = sqlite3_bind_parameter_index(pStmt, zName);
       if( iParam ) sqlite3_bind_value(pStmt, iParam, apVal[j]);
     }
+    if( pCap ){
+      /* The captured row of a sweep (CT_FIX_SWEEP): its packed key, its
+      ** insert BSN. */
+      iParam = sqlite3_bind_parameter_index(pStmt, ":rk");
+      if( iParam ){
+        rc = sqlite3_bind_blob(pStmt, iParam, p->aCapKey + pCap->iKey, pCap->nKey,
+                               SQLITE_TRANSIENT);
+      }
+      iParam = sqlite3_bind_parameter_index(pStmt, ":ins");
+      if( rc==SQLITE_OK && iParam ){
+        rc = pCap->bInsNull ? sqlite3_bind_null(pStmt, iParam)
+                            : sqlite3_bind_int64(pStmt, iParam, pCap->iIns);
+      }
+      if( rc!=SQLITE_OK ){
+        if( *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+        break;
+      }
+    }
     sqlite3_step(pStmt);
     rc = sqlite3_reset(pStmt);
     if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
@@ -950,16 +1160,27 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const int bTrack = sqlite3_value_int(argv[2]);
   const char *zTab = (const char*)sqlite3_value_text(argv[1]);
+  /* Layout 5: victims come from the capture (sweep), not from marks. */
+  const int bCapture = argc>=13 && sqlite3_value_int64(argv[10])==CT_WHEN_SHAPE_CAPTURE;
+  const int bSweep = bCapture && ctCapPending(p, zTab);
   int bVictims;
   sqlite3_int64 iBsn = 0;
   int bNeed;
   if( !ctIsMainDatabase(ctx, p, argv[7]) ) return;
   if( argc>=10 && !ctWriteAllowed(ctx, p, zTab, argv, 8) ) return;
-  bVictims = sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
+  bVictims = !bCapture && sqlite3_value_int(argv[3]) && ctNamesTake(&p->victims, zTab);
   bNeed = bVictims;
-  if( bTrack || bVictims ){
+  if( bTrack || bVictims || bSweep ){
     char *zErr = 0;
     int rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  }
+  if( bSweep ){
+    /* Before the fix: its stamping UPDATE fires the AFTER UPDATE trigger,
+    ** whose sweep must not see this row's captures. NEW's key is argv[12..],
+    ** NEW's insert BSN as written argv[5]. */
+    char *zErr = 0;
+    int rc = ctCapSweep(p, zTab, argc-12, &argv[12], argv[5], &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bTrack && !bNeed ){
@@ -980,8 +1201,9 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
                              CT_FIX_DEPTH_MAX, zTab);
     }else{
       p->nFixDepth++;
-      rc = ctRunFix(p, zTab, (bTrack ? 1 : 0) | (sqlite3_value_int(argv[3]) ? 2 : 0),
-                    argc-11, &argv[11], &zErr);
+      rc = ctRunFix(p, zTab, (bTrack ? CT_FIX_STAMP : 0)
+                    | (sqlite3_value_int(argv[3]) && !bCapture ? CT_FIX_VICTIMS : 0),
+                    argc-11, &argv[11], 0, &zErr);
       p->nFixDepth--;
     }
     /* Done with the stamping either way: a failed fix fails its statement,
@@ -1000,7 +1222,8 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 */
 void ctFuncInsertWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( argc>=13 && sqlite3_value_type(argv[10])==SQLITE_INTEGER
-   && sqlite3_value_int64(argv[10])==CT_INSERT_WHEN_SHAPE ){
+   && (sqlite3_value_int64(argv[10])==CT_INSERT_WHEN_SHAPE
+       || sqlite3_value_int64(argv[10])==CT_WHEN_SHAPE_CAPTURE) ){
     ctFuncInsertWhen(ctx, argc, argv);
   }else{
     ctFuncNewerLayout(ctx, argc, argv);
@@ -1026,7 +1249,7 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   const int bChg = !ctValueIs(argv[4], argv[5]);
   const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
-  int bNeed;
+  int bNeed, bSweep;
   if( !ctIsMainDatabase(ctx, p, argv[10]) ) return;
   if( argc>=13 && !ctWriteAllowed(ctx, p, zTab, argv, 11) ) return;
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
@@ -1055,15 +1278,57 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   bNeed = sqlite3_value_int(argv[2])
       || (sqlite3_value_int(argv[3])
           && (!ctValueIsInt(argv[4], iPending) || !ctValueIsContext(p, argv[8])));
-  if( bNeed || bChg ){
+  /* Layout 5: sweep the rows this update (or an OR REPLACE of it) captured:
+  ** NEW's key is argv[14..], NEW's insert BSN as written argv[6]. */
+  bSweep = argc>=15 && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE
+        && ctCapPending(p, zTab);
+  if( bNeed || bChg || bSweep ){
     /* bChg alone: the row now carries the BSN, which must be logged. */
     sqlite3_int64 iBsn;
     char *zErr = 0;
     int rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+    if( rc==SQLITE_OK && bSweep ) rc = ctCapSweep(p, zTab, argc-14, &argv[14], argv[6], &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
     if( bNeed && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   }
   sqlite3_result_int(ctx, bNeed);
+}
+
+/*
+** sqlite_ct_update_when() with any other argument count than layouts 2 to 4
+** pass: layout 5's (CT_WHEN_SHAPE_CAPTURE, then NEW's key), or a newer
+** layout's (refused as such).
+*/
+void ctFuncUpdateWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  if( argc>=15 && sqlite3_value_type(argv[13])==SQLITE_INTEGER
+   && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE ){
+    ctFuncUpdateWhen(ctx, argc, argv);
+  }else{
+    ctFuncNewerLayout(ctx, argc, argv);
+  }
+}
+
+/*
+** sqlite_ct_delete_when(MAXCSN, DBID, TNAME, OLD.ins, OLD.key...): the AFTER
+** DELETE trigger's WHEN (layout 5). The BSN for the tombstone, handed out and
+** logged when needed (0 in apply mode, which writes none), after sweeping the
+** table's captured rows: the deleted row's own entry goes (its tombstone is the
+** trigger body's), the others are tombstoned when gone.
+*/
+void ctFuncDeleteWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  const char *zTab = (const char*)sqlite3_value_text(argv[2]);
+  sqlite3_int64 iBsn;
+  char *zErr = 0;
+  int rc;
+  if( argc<5 ){ ctFuncNewerLayout(ctx, argc, argv); return; }
+  if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
+  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  if( rc==SQLITE_OK && ctCapPending(p, zTab) ){
+    rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], &zErr);
+  }
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  sqlite3_result_int64(ctx, iBsn);
 }
 
 /* ---- The guard (layout 3). ------------------------------------------------

@@ -73,7 +73,7 @@ def _guard_problems(conn: Any, name: str, columns: Set[str]) -> List[Problem]:
 
 
 def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
-                    last_csn: int, guarded: bool) -> List[Problem]:
+                    last_csn: int, guarded: bool, captured: bool) -> List[Problem]:
     found: List[Problem] = []
     q = _conn.quote_identifier
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='table' AND name=?",
@@ -106,6 +106,13 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
                              f"triggers first"))
     if guarded and not options & _PORTABLE:
         found += _guard_problems(conn, name, columns)
+    if captured and not options & _PORTABLE and options & 4 and not _conn.value(
+            conn, "SELECT count(*) FROM sqlite_schema WHERE type='index' AND name=? "
+                  "AND tbl_name=?", (f"__sysct_cap_{name}", name)):
+        found.append(Problem(name, "capture-missing",
+                             f'sqlite-ct: index "__sysct_cap_{name}" is missing; rows an OR '
+                             f"REPLACE deletes and the old keys of key changes get no tombstone; "
+                             f'create_schema(conn, "{name}") recreates it'))
     if not _conn.value(conn, "SELECT count(*) FROM sqlite_schema WHERE type='index' "
                              "AND name=? AND tbl_name=?", (f"__sysct_chg_{name}", name)):
         found.append(Problem(name, "index-missing",
@@ -144,7 +151,8 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
 def check(conn: Any) -> List[Problem]:
     """Problems with sqlite-ct's metadata: registered tables that are gone,
     missing columns, triggers or indexes (the change index; the guard of a
-    native-mode table, and whether it names every column), rows stamped above the last committed
+    native-mode table, and whether it names every column; its capture index
+    when deletes are tracked), rows stamped above the last committed
     CSN, tombstones for keys whose current row is older than the delete, a
     database written by a newer sqlite-ct, and one of an older layout not
     upgraded yet. Empty when healthy."""
@@ -169,7 +177,8 @@ def check(conn: Any) -> List[Problem]:
         for name, opt, enable_bsn in list(_conn.rows(
                 conn, "SELECT __sysTName, __sysTrackOpt, __sysEnableTxBsn "
                       "FROM main.__sysOCSTrackedObjects ORDER BY __sysTName")):
-            # The guard came with layout 3; "layout-outdated" covers older files.
+            # The guard came with layout 3, the capture with layout 5;
+            # "layout-outdated" covers older files.
             problems += _table_problems(conn, name, int(opt) // 16, int(enable_bsn), last_csn,
-                                        guarded=have >= 3)
+                                        guarded=have >= 3, captured=have >= 5)
         return problems

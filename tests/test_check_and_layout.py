@@ -48,12 +48,12 @@ def test_tombstone_for_live_row_is_reported(conn):
     assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
 
 
-NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 5; this "
-         "build reads layouts up to 4); upgrade sqlite-ct")
+NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 6; this "
+         "build reads layouts up to 5); upgrade sqlite-ct")
 
 
 def test_newer_layout_is_refused_everywhere(conn):
-    conn.execute("UPDATE __sysCtMeta SET value = 5 WHERE key = 'layout_version'")
+    conn.execute("UPDATE __sysCtMeta SET value = 6 WHERE key = 'layout_version'")
     for call in (lambda: sqlite_ct.create_schema(conn, "t"),
                  lambda: sqlite_ct.enumerate_changes(conn, "t", 0),
                  lambda: sqlite_ct.disable_tracking(conn, "t")):
@@ -65,7 +65,7 @@ def test_newer_layout_is_refused_everywhere(conn):
     assert sqlite_ct.tracked_tables(conn) == ["t"]
 
 
-LAYOUT = 4
+LAYOUT = 5
 
 
 def layout_of(conn):
@@ -75,6 +75,11 @@ def layout_of(conn):
 def has_guard(conn):
     return conn.execute("SELECT count(*) FROM sqlite_schema WHERE type='index' "
                         "AND name='__sysct_guard_orders'").get == 1
+
+
+def has_capture(conn):
+    return conn.execute("SELECT count(*) FROM sqlite_schema WHERE type='index' "
+                        "AND name='__sysct_cap_orders'").get == 1
 
 
 def pending(conn, since):
@@ -101,16 +106,24 @@ def test_released_layouts_open_and_upgrade(tmp_path, name):
         assert before == ([3], [1], [2])
         assert layout_of(conn) == version
         assert has_guard(conn) == (version >= 3)
+        assert has_capture(conn) == (version >= 5)
+        if version < LAYOUT:
+            # the triggers as they were (layouts 2 to 4 remember OR REPLACE victims
+            # through the UNIQUE indexes they know, and refuse a write through
+            # one created later) keep working with this build
+            conn.execute("CREATE UNIQUE INDEX orders_qty ON orders(qty)")
+            if version >= 2:
+                with pytest.raises(apsw.ConstraintError, match="created after tracking began"):
+                    conn.execute("INSERT OR REPLACE INTO orders(id, item, qty) VALUES (8, 'fig', 7)")
+            conn.execute("DROP INDEX orders_qty")
         assert conn.execute("SELECT sqlite_ct_create_system_tables()").get == LAYOUT
         assert layout_of(conn) == LAYOUT
-        assert has_guard(conn)
+        assert has_guard(conn) and has_capture(conn)
         assert sqlite_ct.check(conn) == []
         assert pending(conn, since) == before
-        # the upgraded triggers: OR REPLACE through a UNIQUE index added now is refused
+        # the upgraded triggers: OR REPLACE through a UNIQUE index added now is
+        # tracked, without create_schema() again
         conn.execute("CREATE UNIQUE INDEX orders_item ON orders(item)")
-        with pytest.raises(apsw.ConstraintError, match="created after tracking began"):
-            conn.execute("INSERT OR REPLACE INTO orders(id, item, qty) VALUES (9, 'apple', 1)")
-        sqlite_ct.create_schema(conn, "orders")
         conn.execute("INSERT OR REPLACE INTO orders(id, item, qty) VALUES (9, 'apple', 1)")
         assert pending(conn, since) == ([3, 9], [], [1, 2])
     finally:
@@ -144,3 +157,10 @@ def test_upgraded_layout1_refuses_writes_through_an_attach_alias(tmp_path):
     with pytest.raises(apsw.SQLError, match="tracked in a database attached to the connection"):
         main.execute("UPDATE other.orders SET qty = 98 WHERE id = 1")
     main.close()
+
+
+def test_a_missing_capture_index_is_reported(conn):
+    conn.execute("DROP INDEX __sysct_cap_t")
+    assert [(p.table, p.code) for p in sqlite_ct.check(conn)] == [("t", "capture-missing")]
+    sqlite_ct.create_schema(conn, "t")
+    assert sqlite_ct.check(conn) == []

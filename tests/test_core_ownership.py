@@ -346,9 +346,7 @@ def test_real_syncs_write_core_owned_state_only_through_the_core(tmp_path):
     assert {("replica.py", "__sysOCSDeletedRows"), ("replica.py", "d"),
             ("anchors.py", "__sysSyncArticles"), ("anchors.py", "__sysSyncSubscriptions"),
             ("retention.py", "__sysOCSDeletedRows"),
-            ("tracking.py", "sqlite_ct_set_apply_mode"),
-            # the fix of rows an apply inserted over others (OR REPLACE)
-            ("csrc/state.c:ctRunFix", "__sysCtReplaceVictims")} <= by_module, sorted(by_module)
+            ("tracking.py", "sqlite_ct_set_apply_mode")} <= by_module, sorted(by_module)
 
 
 @pytest.mark.parametrize("sql", [

@@ -14,7 +14,7 @@ from sqlhelpers import HOST_ERRORS, in_transaction, q, run, val
 SYSTEM_TABLES = {
     "__sysCtMeta", "__sysOCSTrackedObjects", "__sysOCSDeletedRows",
     "__sysTxCommitSequence", "__sysSyncSubscriptions", "__sysSyncArticles",
-    "__sysCtReplaceVictims",
+    "__sysCtReplaceVictims",   # layout 4's victims, kept for its triggers until upgraded
 }
 SYS_COLUMNS = [("__sysChangeTxBsn", "INTEGER"), ("__sysInsertTxBsn", "INTEGER"),
                ("__sysTrackingContext", "BLOB")]
@@ -45,8 +45,7 @@ def by_id(rows):
 
 # ---------------------------------------------------------------- what it adds
 
-ALL_TRIGGERS = ["__sysct_ad_t", "__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t",
-                "__sysct_bi_t", "__sysct_bu_t"]
+ALL_TRIGGERS = ["__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t"]
 
 
 def test_adds_three_columns_the_change_index_and_the_triggers(conn):
@@ -54,7 +53,7 @@ def test_adds_three_columns_the_change_index_and_the_triggers(conn):
     enable = sqlite_ct.create_schema(conn, "t")
     assert isinstance(enable, int) and enable >= 1
     assert columns(conn, "t") == [("id", "INTEGER"), ("v", "TEXT")] + SYS_COLUMNS
-    assert indexes(conn, "t") == ["__sysct_chg_t", "__sysct_guard_t"]
+    assert indexes(conn, "t") == ["__sysct_cap_t", "__sysct_chg_t", "__sysct_guard_t"]
     assert q(conn, "SELECT name FROM pragma_index_info('__sysct_chg_t')") == [
         ("__sysChangeTxBsn",)]
     # the guard (tests/test_guard.py): empty, every column a key column
@@ -62,8 +61,11 @@ def test_adds_three_columns_the_change_index_and_the_triggers(conn):
         'CREATE INDEX "__sysct_guard_t" ON "t"("id" COLLATE BINARY, "v" COLLATE BINARY, '
         '"__sysChangeTxBsn" COLLATE BINARY, "__sysInsertTxBsn" COLLATE BINARY, '
         '"__sysTrackingContext" COLLATE BINARY) WHERE sqlite_ct_guard(\'t\')=0',)]
-    # BEFORE triggers remember rows an OR REPLACE deletes (by key or UNIQUE
-    # value): every table whose deletes are tracked has them.
+    # the capture (layout 5): rows SQLite deletes through any index, the old
+    # key of a key change; every table whose deletes are tracked has it
+    assert q(conn, "SELECT sql FROM sqlite_schema WHERE name='__sysct_cap_t'") == [(
+        'CREATE INDEX "__sysct_cap_t" ON "t"("id" COLLATE BINARY) WHERE'
+        ' sqlite_ct_capture(\'t\', "__sysInsertTxBsn", "id")=0',)]
     assert triggers(conn, "t") == ALL_TRIGGERS
     assert not in_transaction(conn)
 
@@ -74,11 +76,13 @@ def test_unique_index_adds_no_further_triggers(conn):
     assert triggers(conn, "t") == ALL_TRIGGERS
 
 
-def test_without_delete_tracking_there_are_no_before_triggers(conn):
+def test_without_delete_tracking_there_is_no_delete_trigger_nor_capture(conn):
     run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
     sqlite_ct.create_schema(conn, "t", options=sqlite_ct.TrackingOptions.INSERT
                             | sqlite_ct.TrackingOptions.UPDATE)
     assert triggers(conn, "t") == ["__sysct_ai_t", "__sysct_au_t"]
+    assert "__sysct_cap_t" not in indexes(conn, "t")
 
 
 def test_creates_the_system_tables_and_registers_the_table(conn):
@@ -89,7 +93,7 @@ def test_creates_the_system_tables_and_registers_the_table(conn):
     assert sys_tables(conn) == SYSTEM_TABLES
     meta = dict(q(conn, "SELECT key, value FROM __sysCtMeta"))
     assert meta.keys() == {"layout_version", "database_id"}
-    assert meta["layout_version"] == 4
+    assert meta["layout_version"] == 5
     # the database's identity, written into its triggers (see test_attached.py)
     assert isinstance(meta["database_id"], int) and meta["database_id"] > 0
     assert q(conn, "SELECT * FROM __sysOCSTrackedObjects") == [
@@ -391,7 +395,8 @@ def test_unique_index_on_plain_columns_is_accepted(conn):
     run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT)",
         "CREATE UNIQUE INDEX t_ab ON t(a, b)")
     sqlite_ct.create_schema(conn, "t")
-    assert "__sysct_bi_t" in triggers(conn, "t")
+    assert triggers(conn, "t") == ALL_TRIGGERS
+    assert "__sysct_cap_t" in indexes(conn, "t")
 
 
 def test_create_schema_argument_errors(conn):

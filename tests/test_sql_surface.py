@@ -36,8 +36,9 @@ SURFACE = {
     ("sqlite_ct_needs_stamp", 8): INNOCUOUS,
     ("sqlite_ct_write_bsn", 2): INNOCUOUS,
     ("sqlite_ct_uncommitted_writes", 0): INNOCUOUS,
-    ("sqlite_ct_insert_when", -1): INNOCUOUS,    # layout 4, newer layouts: LayoutError
-    ("sqlite_ct_update_when", -1): INNOCUOUS,
+    ("sqlite_ct_insert_when", -1): INNOCUOUS,    # layouts 4, 5; newer layouts: LayoutError
+    ("sqlite_ct_update_when", -1): INNOCUOUS,    # layout 5; newer layouts: LayoutError
+    ("sqlite_ct_delete_when", -1): INNOCUOUS,    # layout 5
     ("sqlite_ct_write_bsn", -1): INNOCUOUS,
     ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
     ("sqlite_ct_insert_when", 10): INNOCUOUS,
@@ -55,6 +56,7 @@ SURFACE = {
     ("sqlite_ct_set_apply_mode", 1): DIRECTONLY,
     ("sqlite_ct_now", 0): INNOCUOUS,
     ("sqlite_ct_guard", -1): PURE,
+    ("sqlite_ct_capture", -1): PURE,
     ("sqlite_ct_pack_key", -1): PURE,
     ("sqlite_ct_unpack_key", 2): PURE,
     ("sqlite_ct_key_count", 1): PURE,
@@ -115,12 +117,13 @@ def test_actions_are_directonly_and_nothing_else_is(conn):
             assert f & INNOCUOUS, name
 
 
-def test_only_the_key_codec_and_the_guard_are_deterministic(conn):
+def test_only_the_key_codec_the_guard_and_the_capture_are_deterministic(conn):
     """SQLite refuses a partial index whose WHERE calls a function that is not
-    deterministic: the guard's index (schema.c) needs the flag."""
+    deterministic: the guard's and the capture's indexes (schema.c) need the
+    flag."""
     assert {name for (name, _), f in registered(conn).items() if f & DETERMINISTIC} == {
         "sqlite_ct_pack_key", "sqlite_ct_unpack_key", "sqlite_ct_key_count",
-        "sqlite_ct_guard"}
+        "sqlite_ct_guard", "sqlite_ct_capture"}
 
 
 def test_every_function_the_schema_calls_is_innocuous(conn):
@@ -130,8 +133,8 @@ def test_every_function_the_schema_calls_is_innocuous(conn):
     sql = " ".join(r[0] for r in q(conn, "SELECT sql FROM sqlite_schema"
                                          " WHERE sql NOT NULL AND (type='trigger' OR tbl_name='t')"))
     called = set(re.findall(r"\b(sqlite_ct_\w+)\s*\(", sql))
-    assert {"sqlite_ct_insert_when", "sqlite_ct_update_when", "sqlite_ct_write_bsn",
-            "sqlite_ct_default_bsn", "sqlite_ct_victim", "sqlite_ct_bsn",
+    assert {"sqlite_ct_insert_when", "sqlite_ct_update_when", "sqlite_ct_delete_when",
+            "sqlite_ct_default_bsn", "sqlite_ct_capture", "sqlite_ct_bsn",
             "sqlite_ct_pack_key", "sqlite_ct_guard"} <= called
     flags = registered(conn)
     for name in called:
@@ -170,14 +173,14 @@ def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_of
 
 def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
-    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(4,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(5,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
-    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(4,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(5,)]
     debug = dict(line.split("=", 1) for line in
                  q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
     assert debug["version"] == sqlite_ct.__version__
-    assert debug["layout"] == "4"
+    assert debug["layout"] == "5"
     assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
 
 
@@ -222,11 +225,15 @@ def test_error_classes_do_not_depend_on_names_in_messages(conn, name):
 
 
 @pytest.mark.parametrize("call", ["sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)",
-                                  # 13 or more: layout 4's shape (4) is the 11th
-                                  "sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 5, 12,"
+                                  # 13 or more: layout 4's and 5's shape (4, 5) is the 11th
+                                  "sqlite_ct_insert_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 6, 12,"
                                   " 13)",
                                   "sqlite_ct_update_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
                                   " 13, 14)",
+                                  # 15 or more: layout 5's shape (5) is the 14th
+                                  "sqlite_ct_update_when(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+                                  " 13, 6, 15)",
+                                  "sqlite_ct_delete_when(1, 2, 3)",
                                   "sqlite_ct_write_bsn(1, 2, 3)"])
 def test_triggers_of_a_newer_layout_fail_with_a_layout_error(conn, call):
     """A newer layout's triggers pass more arguments; this build refuses them

@@ -1,8 +1,10 @@
-"""The write path of layout 4 (docs/architecture.md, "The triggers"): the AFTER
-INSERT trigger's body is empty, and what it did when its WHEN held (tombstone
-the rows an OR REPLACE deleted, stamp a row the DEFAULTs did not), the fix,
-runs from C inside the WHEN, as statements kept per connection. The AFTER
-DELETE trigger writes its tombstone as one VALUES row behind a WHEN."""
+"""The write path of layouts 4 and 5 (docs/architecture.md, "The triggers"): the
+AFTER INSERT trigger's body is empty, and what it did when its WHEN held
+(tombstone the rows an OR REPLACE deleted, stamp a row the DEFAULTs did not),
+the fix, runs from C inside the WHEN, as statements kept per connection. The
+AFTER DELETE trigger writes its tombstone as one VALUES row behind a WHEN.
+Layout 5 captures the rows an OR REPLACE deleted with the capture index
+instead of BEFORE triggers (tests/test_capture.py)."""
 import os
 import shutil
 
@@ -29,13 +31,13 @@ def test_the_after_insert_body_is_empty_and_the_delete_tombstone_one_values_row(
     sqlite_ct.create_schema(conn, "t")
     assert trigger_sql(conn, "__sysct_ai_t").endswith(" BEGIN SELECT 1; END")
     ad = trigger_sql(conn, "__sysct_ad_t")
-    assert " WHEN sqlite_ct_write_bsn(" in ad and " VALUES(" in ad and "SELECT" not in \
+    assert " WHEN sqlite_ct_delete_when(" in ad and " VALUES(" in ad and "SELECT" not in \
         ad.split(" BEGIN ", 1)[1]
     # nothing else of sqlite-ct's in the schema for it
     assert sorted(r[0] for r in q(conn, "SELECT name FROM sqlite_schema WHERE name GLOB"
                                        " '__sysct_*_t'")) == [
-        "__sysct_ad_t", "__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t", "__sysct_bi_t",
-        "__sysct_bu_t", "__sysct_chg_t", "__sysct_guard_t"]
+        "__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t", "__sysct_cap_t", "__sysct_chg_t",
+        "__sysct_guard_t"]
 
 
 def test_or_replace_victims_and_restamping_go_through_the_fix(conn):
@@ -122,8 +124,8 @@ def test_a_fix_that_cannot_be_prepared_fails_the_insert_loudly(apsw_conn):
     run(apsw_conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE)")
     sqlite_ct.create_schema(apsw_conn, "t")
     run(apsw_conn, "INSERT INTO t(id, u) VALUES (1, 'a')")
-    run(apsw_conn, 'ALTER TABLE t RENAME COLUMN "__sysTrackingContext" TO ctx')
-    with pytest.raises(apsw.SQLError, match="__sysTrackingContext"):
+    run(apsw_conn, 'ALTER TABLE t RENAME COLUMN "__sysInsertTxBsn" TO ins')
+    with pytest.raises(apsw.SQLError, match="__sysInsertTxBsn"):
         run(apsw_conn, "INSERT OR REPLACE INTO t(id, u) VALUES (2, 'a')")
     assert q(apsw_conn, "SELECT id FROM t") == [(1,)]
 
@@ -143,7 +145,7 @@ def test_without_rowid_and_composite_keys_are_fixed_by_key(conn):
 
 def test_a_layout3_database_writes_before_and_after_its_upgrade(tmp_path):
     """Layout-3 triggers (the body in the AFTER INSERT trigger) keep working
-    with this build; the upgrade installs layout 4's, and nothing unsynced is
+    with this build; the upgrade installs the current layout's, and nothing unsynced is
     lost on the way."""
     path = tmp_path / "layout3.db"
     shutil.copy(os.path.join(FIXTURES, "layout3.db"), path)
@@ -155,7 +157,7 @@ def test_a_layout3_database_writes_before_and_after_its_upgrade(tmp_path):
         run(conn, "DELETE FROM orders WHERE id = 1")
         before = sqlite_ct.enumerate_changes(conn, "orders", since)
         assert not trigger_sql(conn, "__sysct_ai_orders").endswith(" BEGIN SELECT 1; END")
-        assert val(conn, "SELECT sqlite_ct_create_system_tables()") == 4
+        assert val(conn, "SELECT sqlite_ct_create_system_tables()") == 5
         assert trigger_sql(conn, "__sysct_ai_orders").endswith(" BEGIN SELECT 1; END")
         after = sqlite_ct.enumerate_changes(conn, "orders", since)
         assert (after.inserts, after.updates, after.deletes) == \
