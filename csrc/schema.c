@@ -461,8 +461,9 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
   int i;
   if( fKind & CT_FIX_SWEEP ){
     /* One captured row (layout 5; state.c, "Captured rows"): :rk its packed
-    ** key, :ins its insert BSN. Its tombstone, unless the same incarnation is
-    ** in the table: the key spelled exactly so (the first comparison finds
+    ** key, :ins its insert BSN, :same whether it is under the key of the row
+    ** being written. Its tombstone, when :same or unless the same incarnation
+    ** is in the table: the key spelled exactly so (the first comparison finds
     ** the row through the key's index, the second is exact, as in the layout-4
     ** sweep) with the same insert BSN. A row that predates tracking (NULL)
     ** counts as inserted by the enabling transaction. Nothing in apply mode. */
@@ -472,7 +473,7 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
         " SELECT %Q, :rk, sqlite_ct_bsn(), coalesce(:ins, (SELECT __sysEnableTxBsn"
         " FROM main.__sysOCSTrackedObjects WHERE __sysTName=%Q)), sqlite_ct_now(),"
         " sqlite_ct_tracking_context() WHERE sqlite_ct_bsn()>0"
-        " AND NOT EXISTS(SELECT 1 FROM main.\"%w\" AS c WHERE ", zTName, zTName, p->zName);
+        " AND (:same OR NOT EXISTS(SELECT 1 FROM main.\"%w\" AS c WHERE ", zTName, zTName, p->zName);
     /* Columns named through the alias: a double-quoted name that names no
     ** column would otherwise be read as a string (a __sys column renamed by
     ** hand must fail the statement, not make every row look gone). */
@@ -481,7 +482,7 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
                           " AND c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d) COLLATE BINARY AND ",
                           p->aCol[p->aiPk[i]].zName, i, p->aCol[p->aiPk[i]].zName, i);
     }
-    sqlite3_str_appendall(s, "c.\"" CT_COL_INSERT "\" IS :ins)"
+    sqlite3_str_appendall(s, "c.\"" CT_COL_INSERT "\" IS :ins))"
         " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
         " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn);");
   }

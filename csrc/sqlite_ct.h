@@ -180,6 +180,7 @@ struct CtState {
     int iKey, nKey;            /* packed key: aCapKey[iKey .. iKey+nKey) */
     sqlite3_int64 iIns;        /* the row's __sysInsertTxBsn ... */
     int bInsNull;              /* ... or NULL, or not an integer */
+    int bSameKey;              /* (a sweep's copy) under the sweeping row's key */
   } *aCap;
   int nCap, nCapAlloc;
   unsigned char *aCapKey;      /* the packed keys, appended */

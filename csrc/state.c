@@ -956,31 +956,49 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
                     sqlite3_value **apVal, const struct CtCap *pCap, char **pzErr);
 
-/*
-** The sweep of an AFTER trigger of zTab for the row with key apKey[0..nKey)
-** and insert BSN pIns as written (NEW's, or OLD's for a delete): drop one
-** captured row that is this one, then tombstone each other captured row of
-** zTab whose incarnation is gone (CT_FIX_SWEEP, which writes nothing in apply
-** mode) and drop it. The transaction's BSN is handed out and logged already.
-*/
-static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
-                      sqlite3_value *pIns, char **pzErr){
-  unsigned char *aOwn = 0;
-  sqlite3_int64 nOwn = 0;
+/* Drop one captured row of zTab with packed key aKey and insert BSN pIns;
+** whether there was one. */
+static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
+                        sqlite3_int64 nKey, sqlite3_value *pIns){
   const int bInsNull = sqlite3_value_type(pIns)!=SQLITE_INTEGER;
   const sqlite3_int64 iIns = bInsNull ? 0 : sqlite3_value_int64(pIns);
+  int i;
+  for(i=p->nCap-1; i>=0; i--){
+    struct CtCap *c = &p->aCap[i];
+    if( c->nKey==nKey && c->bInsNull==bInsNull && c->iIns==iIns
+     && strcmp(c->zTab, zTab)==0 && memcmp(p->aCapKey + c->iKey, aKey, (size_t)nKey)==0 ){
+      ctCapRemove(p, i);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/*
+** The sweep of an AFTER trigger of zTab for the row with key apKey[0..nKey)
+** and insert BSN pIns as written (NEW's, or OLD's for a delete); pOldIns is
+** OLD's insert BSN for an update that kept the key, else NULL.
+**
+** First the row's own entries go: its new image (or, for a delete, the
+** deleted row), and for an update that kept its key, when its images were
+** captured at all, the old image too. Then every other captured row of
+** zTab is tombstoned (CT_FIX_SWEEP, which writes nothing in apply mode) and
+** dropped: one under the same key unconditionally (the row in the table under
+** that key is the one being written, so a captured row there is an
+** incarnation OR REPLACE deleted), one under another key unless the same
+** incarnation (that key spelled exactly so, with the same insert BSN) is in
+** the table. The transaction's BSN is handed out and logged already.
+*/
+static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
+                      sqlite3_value *pIns, sqlite3_value *pOldIns, char **pzErr){
+  unsigned char *aOwn = 0;
+  sqlite3_int64 nOwn = 0;
   int rc = ctPackValues(nKey, apKey, &aOwn, &nOwn);
   int i;
   if( rc!=SQLITE_OK ) return rc;
-  for(i=p->nCap-1; i>=0; i--){
-    struct CtCap *c = &p->aCap[i];
-    if( strcmp(c->zTab, zTab)==0 && c->nKey==nOwn && c->bInsNull==bInsNull
-     && c->iIns==iIns && memcmp(p->aCapKey + c->iKey, aOwn, (size_t)nOwn)==0 ){
-      ctCapRemove(p, i);
-      break;
-    }
+  if( ctCapDropOne(p, zTab, aOwn, nOwn, pIns) && pOldIns ){
+    ctCapDropOne(p, zTab, aOwn, nOwn, pOldIns);
   }
-  sqlite3_free(aOwn);
   /* Oldest first. The entry leaves the list before its statement runs (the
   ** statement binds a copy of the key before anything can capture again). */
   i = 0;
@@ -988,8 +1006,10 @@ static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **ap
     struct CtCap c = p->aCap[i];
     if( strcmp(c.zTab, zTab)!=0 ){ i++; continue; }
     ctCapRemove(p, i);
+    c.bSameKey = c.nKey==nOwn && memcmp(p->aCapKey + c.iKey, aOwn, (size_t)nOwn)==0;
     rc = ctRunFix(p, zTab, CT_FIX_SWEEP, 0, 0, &c, pzErr);
   }
+  sqlite3_free(aOwn);
   return rc;
 }
 
@@ -1132,6 +1152,8 @@ static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
         rc = pCap->bInsNull ? sqlite3_bind_null(pStmt, iParam)
                             : sqlite3_bind_int64(pStmt, iParam, pCap->iIns);
       }
+      iParam = sqlite3_bind_parameter_index(pStmt, ":same");
+      if( rc==SQLITE_OK && iParam ) rc = sqlite3_bind_int(pStmt, iParam, pCap->bSameKey);
       if( rc!=SQLITE_OK ){
         if( *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
         break;
@@ -1180,7 +1202,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ** whose sweep must not see this row's captures. NEW's key is argv[12..],
     ** NEW's insert BSN as written argv[5]. */
     char *zErr = 0;
-    int rc = ctCapSweep(p, zTab, argc-12, &argv[12], argv[5], &zErr);
+    int rc = ctCapSweep(p, zTab, argc-12, &argv[12], argv[5], 0, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bTrack && !bNeed ){
@@ -1287,7 +1309,10 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     sqlite3_int64 iBsn;
     char *zErr = 0;
     int rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
-    if( rc==SQLITE_OK && bSweep ) rc = ctCapSweep(p, zTab, argc-14, &argv[14], argv[6], &zErr);
+    if( rc==SQLITE_OK && bSweep ){
+      rc = ctCapSweep(p, zTab, argc-14, &argv[14], argv[6],
+                      sqlite3_value_int(argv[2]) ? 0 : argv[7], &zErr);
+    }
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
     if( bNeed && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   }
@@ -1325,7 +1350,7 @@ void ctFuncDeleteWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
   rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
   if( rc==SQLITE_OK && ctCapPending(p, zTab) ){
-    rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], &zErr);
+    rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], 0, &zErr);
   }
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iBsn);

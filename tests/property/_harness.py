@@ -82,7 +82,8 @@ class Shape:
     range_column: str        # integer key column for BETWEEN and key shifts
     # the text key part of composite keys, by index parity
     key_texts: Tuple[str, str] = ("x", "y")
-    # run after create_schema(), which then runs again (an index created later)
+    # run after create_schema() (an index created later); portable mode then
+    # runs create_schema() again
     later_ddl: str = ""
 
     def key(self, i: int) -> Key:
@@ -135,8 +136,9 @@ SHAPES = {
         f"CREATE TABLE spellings(k1 TEXT COLLATE NOCASE NOT NULL, k2 INTEGER NOT NULL,"
         f" u TEXT UNIQUE, v, {_CHECK}, PRIMARY KEY(k1, k2))",
         ("k1", "k2"), True, "k2", key_texts=("x", "X")),
-    # The UNIQUE index is created after tracking began (create_schema() runs
-    # again, as the refusal of writes asks).
+    # The UNIQUE index is created after tracking began (in portable mode
+    # create_schema() runs again, as the refusal of writes asks; native mode
+    # needs nothing).
     "unique_added_later": Shape(
         "unique_added_later", "later",
         f"CREATE TABLE later(id INTEGER PRIMARY KEY, u TEXT, v, {_CHECK})",
@@ -159,6 +161,25 @@ def user_trigger_ddl(shape: Shape) -> List[str]:
         " BEGIN SELECT RAISE(IGNORE); END",
         f'CREATE TRIGGER "user_skip_upd_{n}" BEFORE UPDATE ON {t} WHEN NEW.v IS \'skip\''
         " BEGIN SELECT RAISE(IGNORE); END",
+    ]
+
+
+def user_spawn_ddl(shape: Shape) -> List[str]:
+    """A user AFTER INSERT trigger, created after create_schema() so that it
+    fires before sqlite-ct's, that inserts into the same table under OR
+    REPLACE: a row 100 keys up, with the same UNIQUE value (which deletes the
+    row that fired it, or another). The nested write runs in the middle of
+    the outer row's write, between the rows SQLite deleted for it and
+    sqlite-ct's AFTER INSERT trigger."""
+    t = q(shape.table)
+    n = shape.table.replace(" ", "_")
+    keys = [f"NEW.{q(k)} + 100" if k == shape.range_column else f"NEW.{q(k)}"
+            for k in shape.keys]
+    values = keys + (["NEW.u"] if shape.has_unique else []) + ["'child'"]
+    return [
+        f'CREATE TRIGGER "user_spawn_{n}" AFTER INSERT ON {t} WHEN NEW.v IS \'spawn\' BEGIN'
+        f" INSERT OR REPLACE INTO {t}({', '.join(q(c) for c in shape.columns)})"
+        f" VALUES ({', '.join(values)}); END",
     ]
 
 
