@@ -977,7 +977,8 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 /*
 ** The sweep of an AFTER trigger of zTab for the row with key apKey[0..nKey)
 ** and insert BSN pIns as written (NEW's, or OLD's for a delete); pOldIns is
-** OLD's insert BSN for an update that kept the key, else NULL.
+** OLD's insert BSN for an update that kept the key, else NULL. bOwnOnly (the
+** DELETE trigger's): only the row's own entry goes.
 **
 ** First the row's own entries go: its new image (or, for a delete, the
 ** deleted row), and for an update that kept its key, when its images were
@@ -990,7 +991,8 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 ** the table. The transaction's BSN is handed out and logged already.
 */
 static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
-                      sqlite3_value *pIns, sqlite3_value *pOldIns, char **pzErr){
+                      sqlite3_value *pIns, sqlite3_value *pOldIns, int bOwnOnly,
+                      char **pzErr){
   unsigned char *aOwn = 0;
   sqlite3_int64 nOwn = 0;
   int rc = ctPackValues(nKey, apKey, &aOwn, &nOwn);
@@ -999,6 +1001,7 @@ static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **ap
   if( ctCapDropOne(p, zTab, aOwn, nOwn, pIns) && pOldIns ){
     ctCapDropOne(p, zTab, aOwn, nOwn, pOldIns);
   }
+  if( bOwnOnly ){ sqlite3_free(aOwn); return SQLITE_OK; }
   /* Oldest first. The entry leaves the list before its statement runs (the
   ** statement binds a copy of the key before anything can capture again). */
   i = 0;
@@ -1202,7 +1205,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ** whose sweep must not see this row's captures. NEW's key is argv[12..],
     ** NEW's insert BSN as written argv[5]. */
     char *zErr = 0;
-    int rc = ctCapSweep(p, zTab, argc-12, &argv[12], argv[5], 0, &zErr);
+    int rc = ctCapSweep(p, zTab, argc-12, &argv[12], argv[5], 0, 0, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bTrack && !bNeed ){
@@ -1311,7 +1314,7 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     int rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
     if( rc==SQLITE_OK && bSweep ){
       rc = ctCapSweep(p, zTab, argc-14, &argv[14], argv[6],
-                      sqlite3_value_int(argv[2]) ? 0 : argv[7], &zErr);
+                      sqlite3_value_int(argv[2]) ? 0 : argv[7], 0, &zErr);
     }
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
     if( bNeed && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
@@ -1336,9 +1339,12 @@ void ctFuncUpdateWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 /*
 ** sqlite_ct_delete_when(MAXCSN, DBID, TNAME, OLD.ins, OLD.key...): the AFTER
 ** DELETE trigger's WHEN (layout 5). The BSN for the tombstone, handed out and
-** logged when needed (0 in apply mode, which writes none), after sweeping the
-** table's captured rows: the deleted row's own entry goes (its tombstone is the
-** trigger body's), the others are tombstoned when gone.
+** logged when needed (0 in apply mode, which writes none); the deleted row's
+** own captured entry goes (its tombstone is the trigger body's). The other
+** captured rows are left to the AFTER INSERT or UPDATE trigger of the row
+** whose write removed them: this row may be an OR REPLACE victim (with
+** recursive_triggers on), deleted while the row that displaced it is not in
+** the table yet, and that row's captured image would look gone here.
 */
 void ctFuncDeleteWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
@@ -1350,7 +1356,7 @@ void ctFuncDeleteWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
   rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
   if( rc==SQLITE_OK && ctCapPending(p, zTab) ){
-    rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], 0, &zErr);
+    rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], 0, 1, &zErr);
   }
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iBsn);

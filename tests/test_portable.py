@@ -200,18 +200,22 @@ def test_triggers_are_pure_sql(ext, ddl, options):
         assert "unhex" not in sql.lower() and "subsec" not in sql.lower()
 
 
-def test_same_trigger_names_as_native(ext):
-    # Native mode has one more trigger, __sysct_ak_t (key-change work kept out
-    # of ordinary updates); switching modes must leave only the new mode's.
+def test_switching_modes_leaves_only_the_new_modes_objects(ext):
+    # Native mode has three triggers and the capture index (layout 5);
+    # portable mode has two BEFORE triggers of its own. Switching modes must
+    # leave only the new mode's.
     q(ext, UNIQUE_T)
     sqlite_ct.create_schema(ext, "t")
     native = set(trigger_sql(ext, "t"))
-    assert native == {n.format("t") for n in NATIVE_NAMES} | {"__sysct_ak_t"}
+    assert native == {"__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t"}
+    assert val(ext, "SELECT count(*) FROM sqlite_schema WHERE name='__sysct_cap_t'") == 1
     sqlite_ct.create_schema(ext, "t", mode="portable")
     assert set(trigger_sql(ext, "t")) == {n.format("t") for n in NATIVE_NAMES}
+    assert val(ext, "SELECT count(*) FROM sqlite_schema WHERE name='__sysct_cap_t'") == 0
     assert val(ext, "SELECT __sysTrackOpt FROM __sysOCSTrackedObjects") == 7 * 16 + 0x100
     sqlite_ct.create_schema(ext, "t")
     assert set(trigger_sql(ext, "t")) == native
+    assert val(ext, "SELECT count(*) FROM sqlite_schema WHERE name='__sysct_cap_t'") == 1
 
 
 def test_plain_connection_has_no_extension(ext, plain):

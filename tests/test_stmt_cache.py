@@ -76,9 +76,12 @@ def test_the_write_path_uses_the_cache(conn):
     assert q(conn, "SELECT * FROM sqlite_ct_stmt_cache") == []
     run(conn, *WRITES)
     cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
-    assert sorted(cached) == [0, 1, 2]
+    assert sorted(cached) == [0, 1]
     assert cached[0].startswith("INSERT INTO main.__sysTxCommitSequence")
     assert cached[1].startswith("SELECT max(__sysTxCsn)")
+    # read by the fix (here: the row an OR REPLACE deletes), keyed on the schema
+    run(conn, "INSERT OR REPLACE INTO t(id, v) VALUES (1, 'd')")
+    cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
     assert cached[2] == "PRAGMA main.schema_version"
 
 
