@@ -101,21 +101,23 @@ static sqlite3_int64 ctFieldSize(sqlite3_value *v){
   }
 }
 
-/*
-** Pack nVal values into a new buffer (sqlite3_malloc'd, *paOut, *pnOut bytes):
-** the packed key of sqlite_ct_pack_key(), which the write path also uses for
-** the rows it captures (state.c). SQLITE_NOMEM, or SQLITE_OK.
-*/
-int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3_int64 *pnOut){
+/* The size of the packed key of nVal values (ctPackInto). */
+sqlite3_int64 ctPackSize(int nVal, sqlite3_value **apVal){
   sqlite3_int64 nByte = 4;
-  unsigned char *aOut, *a;
   int i;
-  *paOut = 0;
-  *pnOut = 0;
   for(i=0; i<nVal; i++) nByte += 4 + ctFieldSize(apVal[i]);
-  aOut = sqlite3_malloc64(nByte);
-  if( aOut==0 ) return SQLITE_NOMEM;
-  a = aOut;
+  return nByte;
+}
+
+/*
+** Write the packed key of nVal values (sqlite_ct_pack_key()'s format, which
+** the write path also uses for the rows it captures, state.c) into aOut,
+** ctPackSize() bytes. SQLITE_NOMEM (a TEXT or BLOB value that could not be
+** read), or SQLITE_OK.
+*/
+int ctPackInto(int nVal, sqlite3_value **apVal, unsigned char *aOut){
+  unsigned char *a = aOut;
+  int i;
   ctPut32(a, (sqlite3_uint64)nVal); a += 4;
   for(i=0; i<nVal; i++){
     sqlite3_value *v = apVal[i];
@@ -136,7 +138,7 @@ int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3
       case SQLITE_TEXT: {
         const unsigned char *z = sqlite3_value_text(v);
         int n = sqlite3_value_bytes(v);
-        if( z==0 && n>0 ){ sqlite3_free(aOut); return SQLITE_NOMEM; }
+        if( z==0 && n>0 ) return SQLITE_NOMEM;
         *a++ = CT_TAG_TEXT;
         if( n ) memcpy(a, z, n);
         a += n;
@@ -145,7 +147,7 @@ int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3
       case SQLITE_BLOB: {
         const void *z = sqlite3_value_blob(v);
         int n = sqlite3_value_bytes(v);
-        if( z==0 && n>0 ){ sqlite3_free(aOut); return SQLITE_NOMEM; }
+        if( z==0 && n>0 ) return SQLITE_NOMEM;
         *a++ = CT_TAG_BLOB;
         if( n ) memcpy(a, z, n);
         a += n;
@@ -156,25 +158,28 @@ int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3
         break;
     }
   }
-  *paOut = aOut;
-  *pnOut = nByte;
   return SQLITE_OK;
 }
 
 void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
-  sqlite3_int64 nByte = 4;
-  unsigned char *aOut = 0;
-  int i;
+  sqlite3_int64 nByte;
+  unsigned char *aOut;
   if( argc<1 ){
     sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_pack_key() needs at least one value", -1);
     return;
   }
-  for(i=0; i<argc; i++) nByte += 4 + ctFieldSize(argv[i]);
+  nByte = ctPackSize(argc, argv);
   if( nByte>sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1) ){
     sqlite3_result_error_toobig(ctx);
     return;
   }
-  if( ctPackValues(argc, argv, &aOut, &nByte) ){ sqlite3_result_error_nomem(ctx); return; }
+  aOut = sqlite3_malloc64(nByte);
+  if( aOut==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  if( ctPackInto(argc, argv, aOut) ){
+    sqlite3_free(aOut);
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
   sqlite3_result_blob64(ctx, aOut, (sqlite3_uint64)nByte, sqlite3_free);
 }
 

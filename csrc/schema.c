@@ -573,12 +573,9 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   ** its key changed; its WHEN logs the transaction, fails the statement when
   ** it wrote a __sys column with a value the tracker would not write, and
   ** sweeps the captured rows (the old key of a key change, OR REPLACE
-  ** victims). Its own stamping UPDATE, and the one of the AFTER INSERT
-  ** trigger's fix, leave the WHEN false. After a key change the row counts as
-  ** inserted now: a second UPDATE, which runs only then, writes
-  ** __sysInsertTxBsn, so that an ordinary update's stamping names neither the
-  ** key nor __sysInsertTxBsn and the capture index is not evaluated for it.
-  ** Exactly one of the two UPDATEs writes the row: one stamping mark. */
+  ** victims). Its own stamping UPDATE, and the ones of the AFTER UPDATE OF
+  ** key trigger and of the AFTER INSERT trigger's fix, leave the WHEN
+  ** false. */
   sqlite3_str_appendf(s,
       "CREATE TRIGGER main.\"__sysct_au_%w\" AFTER UPDATE ON \"%w\" WHEN "
       "sqlite_ct_update_when(" CT_MAXCSN_SQL ", %Q, %s, %d,"
@@ -590,30 +587,43 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   for(i=0; i<p->nPk; i++){
     sqlite3_str_appendf(s, ", NEW.\"%w\"", p->aCol[p->aiPk[i]].zName);
   }
-  sqlite3_str_appendall(s, ") BEGIN ");
-  if( eOpt & CT_TRACK_INSERT ){
-    sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
-    if( eOpt & CT_TRACK_UPDATE ){
-      sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
-    }
-    sqlite3_str_appendf(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context()"
-                        " WHERE NOT %s AND ", zChanged);
-    ctAppendKeyMatch(s, p, "NEW", "=", 1);
-    /* The row under its new key: inserted now (enumeration finds it through
-    ** the change stamp, whether updates are tracked or not). */
-    sqlite3_str_appendf(s, "; UPDATE \"%w\" SET \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
-                        " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context(),"
-                        " \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE %s AND ", zT, zChanged);
-    ctAppendKeyMatch(s, p, "NEW", "=", 1);
-  }else{
-    sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", zT);
-    if( eOpt & CT_TRACK_UPDATE ){
-      sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
-    }
-    sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ");
-    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+  sqlite3_str_appendf(s, ") BEGIN UPDATE \"%w\" SET ", zT);
+  if( eOpt & CT_TRACK_UPDATE ){
+    sqlite3_str_appendall(s, "\"" CT_COL_CHANGE "\"=sqlite_ct_bsn(), ");
+  }else if( eOpt & CT_TRACK_INSERT ){
+    /* Updates are not tracked, but the row under a new key is an insert:
+    ** enumeration finds rows through the change stamp. */
+    sqlite3_str_appendf(s, "\"" CT_COL_CHANGE "\"=CASE WHEN %s THEN sqlite_ct_bsn()"
+                        " ELSE \"" CT_COL_CHANGE "\" END, ", zChanged);
   }
+  sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ");
+  ctAppendKeyMatch(s, p, "NEW", "=", 1);
   sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
+
+  /* AFTER UPDATE OF the key (and the rowid's names): after a key change the
+  ** row counts as inserted now. A trigger of its own, so that the AFTER
+  ** UPDATE trigger's stamping names neither the key nor __sysInsertTxBsn:
+  ** the capture index is evaluated for no ordinary update, and SQLite
+  ** allocates this trigger's frame only for an UPDATE whose SET clause names
+  ** the key. Its WHEN hands out the BSN and marks the stamping write. */
+  if( eOpt & CT_TRACK_INSERT ){
+    static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
+    size_t k;
+    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF ", zT);
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", p->aCol[p->aiPk[i]].zName);
+    }
+    /* SQLite matches an UPDATE OF list with the names the SET clause
+    ** writes: SET rowid=... changes an INTEGER PRIMARY KEY too. */
+    for(k=0; !p->bWithoutRowid && k<sizeof(azRowid)/sizeof(azRowid[0]); k++){
+      if( !ctTableHasColumn(p, azRowid[k]) ) sqlite3_str_appendf(s, ", %s", azRowid[k]);
+    }
+    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s)"
+                        " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
+                        zT, iDbId, zT, zChanged, zT);
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+    sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
+  }
 
   /* AFTER DELETE: the tombstone. The WHEN sweeps the captured rows (dropping
   ** this row's own entry) and hands out (and logs) the BSN, 0 in apply mode,

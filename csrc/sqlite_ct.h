@@ -225,6 +225,7 @@ void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
 void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCapture(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDeleteWhen(sqlite3_context*, int, sqlite3_value**);
+void ctFuncRekeyWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhenAny(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
@@ -242,7 +243,8 @@ void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUnpackKey(sqlite3_context*, int, sqlite3_value**);
 void ctFuncKeyCount(sqlite3_context*, int, sqlite3_value**);
-int ctPackValues(int nVal, sqlite3_value **apVal, unsigned char **paOut, sqlite3_int64 *pnOut);
+sqlite3_int64 ctPackSize(int nVal, sqlite3_value **apVal);
+int ctPackInto(int nVal, sqlite3_value **apVal, unsigned char *aOut);
 
 /* introspect.c */
 typedef struct CtColumn CtColumn;

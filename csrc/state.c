@@ -872,36 +872,35 @@ static void ctCapTokFree(void *pArg){
   ctStateUnref(p);
 }
 
+/* Room for n more bytes of packed keys. SQLITE_NOMEM or SQLITE_OK. */
+static int ctCapKeyRoom(CtState *p, sqlite3_int64 n){
+  sqlite3_int64 nNew;
+  unsigned char *aNew;
+  if( n>0x3fffffff || p->nCapKey>0x3fffffff-n ) return SQLITE_NOMEM;
+  if( p->nCapKey+n<=p->nCapKeyAlloc ) return SQLITE_OK;
+  nNew = p->nCapKeyAlloc ? (sqlite3_int64)p->nCapKeyAlloc*2 : 1024;
+  while( nNew<p->nCapKey+n ) nNew *= 2;
+  aNew = sqlite3_realloc64(p->aCapKey, nNew);
+  if( aNew==0 ) return SQLITE_NOMEM;
+  p->aCapKey = aNew;
+  p->nCapKeyAlloc = (int)nNew;
+  return SQLITE_OK;
+}
+
 /* Append a captured row. SQLITE_NOMEM or SQLITE_OK. */
 static int ctCapAdd(CtState *p, CtCapTok *t, int nKey, sqlite3_value **apKey,
                     sqlite3_value *pIns){
-  unsigned char *aKey = 0;
-  sqlite3_int64 nPacked = 0;
+  const sqlite3_int64 nPacked = ctPackSize(nKey, apKey);
   struct CtCap *c;
-  int rc = ctPackValues(nKey, apKey, &aKey, &nPacked);
-  if( rc!=SQLITE_OK ) return rc;
-  if( nPacked>0x3fffffff || p->nCapKey>0x3fffffff-nPacked ){
-    sqlite3_free(aKey);
-    return SQLITE_NOMEM;
-  }
+  if( ctCapKeyRoom(p, nPacked) ) return SQLITE_NOMEM;
   if( p->nCap>=p->nCapAlloc ){
     int nNew = p->nCapAlloc ? p->nCapAlloc*2 : 16;
     struct CtCap *aNew = sqlite3_realloc64(p->aCap, sizeof(p->aCap[0])*nNew);
-    if( aNew==0 ){ sqlite3_free(aKey); return SQLITE_NOMEM; }
+    if( aNew==0 ) return SQLITE_NOMEM;
     p->aCap = aNew;
     p->nCapAlloc = nNew;
   }
-  if( p->nCapKey+nPacked>p->nCapKeyAlloc ){
-    sqlite3_int64 nNew = p->nCapKeyAlloc ? p->nCapKeyAlloc*2 : 1024;
-    unsigned char *aNew;
-    while( nNew<p->nCapKey+nPacked ) nNew *= 2;
-    aNew = sqlite3_realloc64(p->aCapKey, nNew);
-    if( aNew==0 ){ sqlite3_free(aKey); return SQLITE_NOMEM; }
-    p->aCapKey = aNew;
-    p->nCapKeyAlloc = (int)nNew;
-  }
-  memcpy(p->aCapKey + p->nCapKey, aKey, (size_t)nPacked);
-  sqlite3_free(aKey);
+  if( ctPackInto(nKey, apKey, p->aCapKey + p->nCapKey) ) return SQLITE_NOMEM;
   c = &p->aCap[p->nCap++];
   c->iTok = t->iTok;
   c->zTab = t->zTab;
@@ -910,6 +909,7 @@ static int ctCapAdd(CtState *p, CtCapTok *t, int nKey, sqlite3_value **apKey,
   p->nCapKey += (int)nPacked;
   c->bInsNull = sqlite3_value_type(pIns)!=SQLITE_INTEGER;
   c->iIns = c->bInsNull ? 0 : sqlite3_value_int64(pIns);
+  c->bSameKey = 0;
   return SQLITE_OK;
 }
 
@@ -993,15 +993,25 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
                       sqlite3_value *pIns, sqlite3_value *pOldIns, int bOwnOnly,
                       char **pzErr){
-  unsigned char *aOwn = 0;
-  sqlite3_int64 nOwn = 0;
-  int rc = ctPackValues(nKey, apKey, &aOwn, &nOwn);
+  unsigned char aBuf[128];
+  const sqlite3_int64 nOwn = ctPackSize(nKey, apKey);
+  /* The row's own key, apart from the list's keys (a statement run below
+  ** may capture, and the list's space be reused). */
+  unsigned char *aOwn = nOwn<=(sqlite3_int64)sizeof(aBuf) ? aBuf : sqlite3_malloc64(nOwn);
+  int rc = SQLITE_OK;
   int i;
-  if( rc!=SQLITE_OK ) return rc;
+  if( aOwn==0 ) return SQLITE_NOMEM;
+  if( ctPackInto(nKey, apKey, aOwn) ){
+    if( aOwn!=aBuf ) sqlite3_free(aOwn);
+    return SQLITE_NOMEM;
+  }
   if( ctCapDropOne(p, zTab, aOwn, nOwn, pIns) && pOldIns ){
     ctCapDropOne(p, zTab, aOwn, nOwn, pOldIns);
   }
-  if( bOwnOnly ){ sqlite3_free(aOwn); return SQLITE_OK; }
+  if( bOwnOnly || p->nCap==0 ){
+    if( aOwn!=aBuf ) sqlite3_free(aOwn);
+    return SQLITE_OK;
+  }
   /* Oldest first. The entry leaves the list before its statement runs (the
   ** statement binds a copy of the key before anything can capture again). */
   i = 0;
@@ -1012,7 +1022,7 @@ static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **ap
     c.bSameKey = c.nKey==nOwn && memcmp(p->aCapKey + c.iKey, aOwn, (size_t)nOwn)==0;
     rc = ctRunFix(p, zTab, CT_FIX_SWEEP, 0, 0, &c, pzErr);
   }
-  sqlite3_free(aOwn);
+  if( aOwn!=aBuf ) sqlite3_free(aOwn);
   return rc;
 }
 
@@ -1320,6 +1330,28 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     if( bNeed && ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   }
   sqlite3_result_int(ctx, bNeed);
+}
+
+/*
+** sqlite_ct_rekey_when(MAXCSN, DBID, TNAME, KEY_CHANGED): the WHEN of the AFTER
+** UPDATE OF key trigger (layout 5). True when the key changed, with the BSN
+** handed out and logged (the body stamps it as the row's insert BSN; 0 in
+** apply mode) and the table marked: the body's UPDATE is sqlite-ct's own
+** write of __sysInsertTxBsn (see the stamping marks).
+*/
+void ctFuncRekeyWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  const char *zTab = (const char*)sqlite3_value_text(argv[2]);
+  sqlite3_int64 iBsn;
+  char *zErr = 0;
+  int rc;
+  (void)argc;
+  if( !sqlite3_value_int(argv[3]) ){ sqlite3_result_int(ctx, 0); return; }
+  if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
+  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+  if( ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_int(ctx, 1);
 }
 
 /*

@@ -45,7 +45,7 @@ def by_id(rows):
 
 # ---------------------------------------------------------------- what it adds
 
-ALL_TRIGGERS = ["__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t"]
+ALL_TRIGGERS = ["__sysct_ad_t", "__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t"]
 
 
 def test_adds_three_columns_the_change_index_and_the_triggers(conn):
@@ -81,7 +81,7 @@ def test_without_delete_tracking_there_is_no_delete_trigger_nor_capture(conn):
     sqlite_ct.create_schema(conn, "t")
     sqlite_ct.create_schema(conn, "t", options=sqlite_ct.TrackingOptions.INSERT
                             | sqlite_ct.TrackingOptions.UPDATE)
-    assert triggers(conn, "t") == ["__sysct_ai_t", "__sysct_au_t"]
+    assert triggers(conn, "t") == ["__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t"]
     assert "__sysct_cap_t" not in indexes(conn, "t")
 
 

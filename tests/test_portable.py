@@ -201,13 +201,13 @@ def test_triggers_are_pure_sql(ext, ddl, options):
 
 
 def test_switching_modes_leaves_only_the_new_modes_objects(ext):
-    # Native mode has three triggers and the capture index (layout 5);
-    # portable mode has two BEFORE triggers of its own. Switching modes must
-    # leave only the new mode's.
+    # Native mode has the AFTER UPDATE OF key trigger and the capture index
+    # (layout 5); portable mode has two BEFORE triggers of its own. Switching
+    # modes must leave only the new mode's.
     q(ext, UNIQUE_T)
     sqlite_ct.create_schema(ext, "t")
     native = set(trigger_sql(ext, "t"))
-    assert native == {"__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t"}
+    assert native == {"__sysct_ad_t", "__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t"}
     assert val(ext, "SELECT count(*) FROM sqlite_schema WHERE name='__sysct_cap_t'") == 1
     sqlite_ct.create_schema(ext, "t", mode="portable")
     assert set(trigger_sql(ext, "t")) == {n.format("t") for n in NATIVE_NAMES}

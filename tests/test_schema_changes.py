@@ -80,7 +80,7 @@ def test_rename_table_moves_metadata_and_anchors(conn):
     names = {r[0] for r in conn.execute(
         "SELECT name FROM sqlite_schema WHERE name GLOB '__sysct_*'")}
     assert names == {"__sysct_ai_renamed", "__sysct_au_renamed", "__sysct_ad_renamed",
-                     "__sysct_cap_renamed", "__sysct_chg_renamed", "__sysct_guard_renamed",
+                     "__sysct_ak_renamed", "__sysct_cap_renamed", "__sysct_chg_renamed", "__sysct_guard_renamed",
                      "__sysct_log_guard_delete", "__sysct_log_guard_update"}
     assert sqlite_ct.check(conn) == []
     with pytest.raises(sqlite_ct.NotTrackedError):

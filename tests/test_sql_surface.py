@@ -39,6 +39,7 @@ SURFACE = {
     ("sqlite_ct_insert_when", -1): INNOCUOUS,    # layouts 4, 5; newer layouts: LayoutError
     ("sqlite_ct_update_when", -1): INNOCUOUS,    # layout 5; newer layouts: LayoutError
     ("sqlite_ct_delete_when", -1): INNOCUOUS,    # layout 5
+    ("sqlite_ct_rekey_when", 4): INNOCUOUS,
     ("sqlite_ct_write_bsn", -1): INNOCUOUS,
     ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
     ("sqlite_ct_insert_when", 10): INNOCUOUS,
@@ -134,7 +135,7 @@ def test_every_function_the_schema_calls_is_innocuous(conn):
                                          " WHERE sql NOT NULL AND (type='trigger' OR tbl_name='t')"))
     called = set(re.findall(r"\b(sqlite_ct_\w+)\s*\(", sql))
     assert {"sqlite_ct_insert_when", "sqlite_ct_update_when", "sqlite_ct_delete_when",
-            "sqlite_ct_default_bsn", "sqlite_ct_capture", "sqlite_ct_bsn",
+            "sqlite_ct_rekey_when", "sqlite_ct_default_bsn", "sqlite_ct_capture", "sqlite_ct_bsn",
             "sqlite_ct_pack_key", "sqlite_ct_guard"} <= called
     flags = registered(conn)
     for name in called:

@@ -36,8 +36,8 @@ def test_the_after_insert_body_is_empty_and_the_delete_tombstone_one_values_row(
     # nothing else of sqlite-ct's in the schema for it
     assert sorted(r[0] for r in q(conn, "SELECT name FROM sqlite_schema WHERE name GLOB"
                                        " '__sysct_*_t'")) == [
-        "__sysct_ad_t", "__sysct_ai_t", "__sysct_au_t", "__sysct_cap_t", "__sysct_chg_t",
-        "__sysct_guard_t"]
+        "__sysct_ad_t", "__sysct_ai_t", "__sysct_ak_t", "__sysct_au_t", "__sysct_cap_t",
+        "__sysct_chg_t", "__sysct_guard_t"]
 
 
 def test_or_replace_victims_and_restamping_go_through_the_fix(conn):

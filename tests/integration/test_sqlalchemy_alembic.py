@@ -35,7 +35,7 @@ def trigger_names(conn, table):
         "SELECT name FROM sqlite_schema WHERE type='trigger' AND tbl_name=?", (table,)))
 
 
-ARMED = ["__sysct_ad_items", "__sysct_ai_items", "__sysct_au_items"]
+ARMED = ["__sysct_ad_items", "__sysct_ai_items", "__sysct_ak_items", "__sysct_au_items"]
 
 
 # --- enable(engine) ---------------------------------------------------------------
