@@ -162,6 +162,7 @@ int ctPackInto(int nVal, sqlite3_value **apVal, unsigned char *aOut){
 }
 
 void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  unsigned char aBuf[128];
   sqlite3_int64 nByte;
   unsigned char *aOut;
   if( argc<1 ){
@@ -171,6 +172,14 @@ void ctFuncPackKey(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   nByte = ctPackSize(argc, argv);
   if( nByte>sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1) ){
     sqlite3_result_error_toobig(ctx);
+    return;
+  }
+  if( nByte<=(sqlite3_int64)sizeof(aBuf) ){
+    /* A short key (the usual case: the DELETE trigger packs one per row)
+    ** is built on the stack and copied by SQLite, without an allocation of
+    ** its own. */
+    if( ctPackInto(argc, argv, aBuf) ){ sqlite3_result_error_nomem(ctx); return; }
+    sqlite3_result_blob(ctx, aBuf, (int)nByte, SQLITE_TRANSIENT);
     return;
   }
   aOut = sqlite3_malloc64(nByte);

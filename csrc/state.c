@@ -841,6 +841,7 @@ typedef struct CtCapTok CtCapTok;
 struct CtCapTok {
   CtState *p;
   sqlite3_uint64 iTok;
+  int bQuiet;                  /* its program is not writing: capture nothing */
   char zTab[1];                /* the table's name, allocated with the token */
 };
 
@@ -932,8 +933,6 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
    && (iIns = sqlite3_value_int64(argv[1]))==p->iBsn && p->uDataVersion==ctDataVersion(p->db) ){
     return;
   }
-  /* Only a write captures (PRAGMA integrity_check evaluates the WHERE too). */
-  if( sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ) return;
   t = (CtCapTok*)sqlite3_get_auxdata(ctx, 0);
   if( t==0 ){
     zTab = (const char*)sqlite3_value_text(argv[0]);
@@ -942,6 +941,9 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     if( t==0 ){ sqlite3_result_error_nomem(ctx); return; }
     t->p = p;
     t->iTok = ++p->iTokNext;
+    /* Only a write captures: PRAGMA integrity_check evaluates the WHERE of
+    ** every row too, in a read transaction. */
+    t->bQuiet = sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE;
     memcpy(t->zTab, zTab, strlen(zTab)+1);
     ctStateRef(p);
     sqlite3_set_auxdata(ctx, 0, t, ctCapTokFree);
@@ -949,6 +951,7 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ** under it would be dropped at the wrong time. Fail instead. */
     if( sqlite3_get_auxdata(ctx, 0)!=t ){ sqlite3_result_error_nomem(ctx); return; }
   }
+  if( t->bQuiet ) return;
   rc = ctCapAdd(p, t, argc-2, &argv[2], argv[1]);
   if( rc!=SQLITE_OK ) sqlite3_result_error_nomem(ctx);
 }
