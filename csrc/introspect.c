@@ -10,8 +10,9 @@
 ** It refuses, with a message that says what to do, every table sqlite-ct
 ** cannot track honestly: missing tables, views, virtual tables, sqlite-ct's own
 ** __sys* tables, tables without a PRIMARY KEY (their implicit rowids change on
-** VACUUM), and tables with a UNIQUE index on an expression (a REPLACE through
-** it would delete rows the triggers cannot find).
+** VACUUM). A UNIQUE index on an expression is noted (zExprUnique): portable
+** mode refuses such a table (a REPLACE through it would delete rows its
+** triggers cannot find); native mode's capture sees them.
 */
 #include "sqlite_ct.h"
 #include <string.h>
@@ -34,6 +35,7 @@ void ctTableFree(CtTable *p){
   }
   for(i=0; i<p->nIndex; i++) sqlite3_free(p->azIndex[i]);
   sqlite3_free(p->azIndex);
+  sqlite3_free(p->zExprUnique);
   sqlite3_free(p->aCol);
   sqlite3_free(p->aiPk);
   sqlite3_free(p->aUnique);
@@ -98,6 +100,7 @@ static int ctLoadUniques(sqlite3 *db, CtTable *p, char **pzErr){
     sqlite3_stmt *pInfo = 0;
     CtUnique *aNew;
     CtUnique *pU;
+    int bExpr = 0;
     if( zIdx==0 || zOrigin==0 ){ rc = SQLITE_NOMEM; break; }
     if( strcmp(zOrigin, "pk")==0 ) continue;
     aNew = sqlite3_realloc64(p->aUnique, sizeof(CtUnique)*(p->nUnique+1));
@@ -114,11 +117,10 @@ static int ctLoadUniques(sqlite3 *db, CtTable *p, char **pzErr){
       int *aiNew;
       char **azNew;
       if( cid<0 ){
-        *pzErr = sqlite3_mprintf(
-            "sqlite-ct: table \"%s\" has a UNIQUE index on an expression (\"%s\");"
-            " INSERT OR REPLACE through it would delete rows sqlite-ct cannot see;"
-            " index plain columns instead", p->zName, zIdx);
-        rc = SQLITE_ERROR;
+        /* An expression: only the capture of native mode sees the rows an
+        ** OR REPLACE deletes through it; portable mode refuses the table
+        ** (schema.c, ctCreateSchema). Not listed among the UNIQUE indexes. */
+        bExpr = 1;
         break;
       }
       aiNew = sqlite3_realloc64(pU->aiCol, sizeof(int)*(pU->nCol+1));
@@ -135,6 +137,18 @@ static int ctLoadUniques(sqlite3 *db, CtTable *p, char **pzErr){
     if( pInfo ){
       int rc2 = sqlite3_finalize(pInfo);
       if( rc==SQLITE_OK ) rc = rc2;
+    }
+    if( rc==SQLITE_OK && bExpr ){
+      int j;
+      if( p->zExprUnique==0 ){
+        p->zExprUnique = sqlite3_mprintf("%s", zIdx);
+        if( p->zExprUnique==0 ) rc = SQLITE_NOMEM;
+      }
+      for(j=0; j<pU->nCol; j++) sqlite3_free(pU->azColl[j]);
+      sqlite3_free(pU->zName);
+      sqlite3_free(pU->azColl);
+      sqlite3_free(pU->aiCol);
+      p->nUnique--;
     }
   }
   if( pList ){

@@ -1060,6 +1060,14 @@ static int ctCreateSchema(CtState *pState, const char *zTab, int eOpt, int bPort
   int bTracked = 0, bNull = 1;
   int rc = ctCheckLayout(db, pState, 1, pzErr);
   if( rc==SQLITE_OK ) rc = ctTableLoad(db, zTab, &p, pzErr);
+  if( rc==SQLITE_OK && bPortable && p->zExprUnique ){
+    *pzErr = sqlite3_mprintf(
+        "sqlite-ct: table \"%s\" has a UNIQUE index on an expression (\"%s\");"
+        " in portable mode INSERT OR REPLACE through it would delete rows sqlite-ct"
+        " cannot see; index plain columns instead, or track the table in native mode",
+        p->zName, p->zExprUnique);
+    rc = *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+  }
   if( rc==SQLITE_OK ) rc = ctRefuseNullKeys(db, p, pzErr);
   if( rc==SQLITE_OK ) rc = ctRefuseRenamedObjects(db, p->zName, pzErr);
   if( rc==SQLITE_OK ){

@@ -273,6 +273,7 @@ struct CtTable {
   int bRowidAlias;  /* the key is a single INTEGER PRIMARY KEY (the rowid) */
   int nUnique;      /* UNIQUE indexes other than the primary key */
   CtUnique *aUnique;
+  char *zExprUnique; /* a UNIQUE index on an expression (not in aUnique), or NULL */
   int nIndex;       /* every index of the table, by name (portable.c) */
   char **azIndex;
 };
