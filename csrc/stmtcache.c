@@ -109,9 +109,21 @@ static int ctCacheClose(sqlite3_vtab_cursor *pCur){
   return SQLITE_OK;
 }
 
-/* Rows: the slots that hold a statement, with its SQL (for inspection). */
+/* Rows: the slots that hold a statement, with its SQL (for inspection):
+** 0 to CT_NSTMT-1 the write path's own statements, then the statements of the
+** fixes kept per table (state.c, ctRunFix), CT_FIX_NSTMT slots per fix. */
+#define CT_CACHE_NSLOT (CT_NSTMT + CT_NFIX*CT_FIX_NSTMT)
+
+static sqlite3_stmt *ctCacheStmtAt(CtState *p, int iSlot){
+  int i, j;
+  if( iSlot<CT_NSTMT ) return p->apStmt[iSlot];
+  i = (iSlot-CT_NSTMT) / CT_FIX_NSTMT;
+  j = (iSlot-CT_NSTMT) % CT_FIX_NSTMT;
+  return j<p->aFix[i].nStmt ? p->aFix[i].apStmt[j] : 0;
+}
+
 static void ctCacheSkipEmpty(CtCacheCursor *c){
-  while( c->iSlot<CT_NSTMT && c->p->apStmt[c->iSlot]==0 ) c->iSlot++;
+  while( c->iSlot<CT_CACHE_NSLOT && ctCacheStmtAt(c->p, c->iSlot)==0 ) c->iSlot++;
 }
 
 static int ctCacheFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr,
@@ -131,7 +143,7 @@ static int ctCacheNext(sqlite3_vtab_cursor *pCur){
 }
 
 static int ctCacheEof(sqlite3_vtab_cursor *pCur){
-  return ((CtCacheCursor*)pCur)->iSlot>=CT_NSTMT;
+  return ((CtCacheCursor*)pCur)->iSlot>=CT_CACHE_NSLOT;
 }
 
 static int ctCacheColumn(sqlite3_vtab_cursor *pCur, sqlite3_context *ctx, int i){
@@ -139,7 +151,7 @@ static int ctCacheColumn(sqlite3_vtab_cursor *pCur, sqlite3_context *ctx, int i)
   if( i==0 ){
     sqlite3_result_int(ctx, c->iSlot);
   }else{
-    sqlite3_result_text(ctx, sqlite3_sql(c->p->apStmt[c->iSlot]), -1, SQLITE_TRANSIENT);
+    sqlite3_result_text(ctx, sqlite3_sql(ctCacheStmtAt(c->p, c->iSlot)), -1, SQLITE_TRANSIENT);
   }
   return SQLITE_OK;
 }

@@ -83,6 +83,9 @@ def test_the_write_path_uses_the_cache(conn):
     run(conn, "INSERT OR REPLACE INTO t(id, v) VALUES (1, 'd')")
     cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
     assert cached[2] == "PRAGMA main.schema_version"
+    # and the fix's own statement, kept per table after the slots above
+    fixes = [sql for slot, sql in cached.items() if slot > 2]
+    assert len(fixes) == 1 and fixes[0].startswith("INSERT INTO main.__sysOCSDeletedRows")
 
 
 def test_the_cache_table_is_direct_only(apsw_conn):
