@@ -156,6 +156,20 @@ def test_a_failed_fix_leaves_a_stamping_mark_that_lets_a_stamp_write_through(aps
     assert [r["id"] for r in sqlite_ct.enumerate_changes(conn, "t", since).updates] == [1]
 
 
+def tracked_with_a_column_named_rowid(conn, alter):
+    """Tracked table t(k TEXT PRIMARY KEY, v) with rows 'a' and 'b', then the
+    ALTER that gives it a column named rowid; the anchor before the ALTER."""
+    run(conn, "CREATE TABLE t(k TEXT PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT INTO t(k, v) VALUES ('a', '1'), ('b', '2')")
+    since = sqlite_ct.last_committed_csn(conn)
+    try:
+        run(conn, f"ALTER TABLE t {alter}")
+    except HOST_ERRORS:
+        pytest.skip("this SQLite refuses a column named rowid on a rowid table")
+    return since
+
+
 @pytest.mark.parametrize("alter", ['ADD COLUMN "rowid" TEXT', 'RENAME COLUMN v TO "rowid"'])
 def test_a_column_named_rowid_added_after_tracking_keeps_or_replace_deletes(sqlite3_conn,
                                                                           alter):
@@ -167,14 +181,7 @@ def test_a_column_named_rowid_added_after_tracking_keeps_or_replace_deletes(sqli
     stamping statements still match the row by the rowid's name: README,
     "Known limits".)"""
     conn = sqlite3_conn
-    run(conn, "CREATE TABLE t(k TEXT PRIMARY KEY, v TEXT)")
-    sqlite_ct.create_schema(conn, "t")
-    run(conn, "INSERT INTO t(k, v) VALUES ('a', '1'), ('b', '2')")
-    since = sqlite_ct.last_committed_csn(conn)
-    try:
-        run(conn, f"ALTER TABLE t {alter}")
-    except HOST_ERRORS:
-        pytest.skip("this SQLite refuses a column named rowid on a rowid table")
+    since = tracked_with_a_column_named_rowid(conn, alter)
     try:
         run(conn, "INSERT OR REPLACE INTO t(_rowid_, k) VALUES (1, 'c')")   # deletes 'a'
     except sqlite_ct.Error:
@@ -197,14 +204,7 @@ def test_a_column_named_rowid_added_after_tracking_keeps_updates_tracked(sqlite3
     its old stamp and the update is never enumerated, until create_schema()
     runs again."""
     conn = sqlite3_conn
-    run(conn, "CREATE TABLE t(k TEXT PRIMARY KEY, v TEXT)")
-    sqlite_ct.create_schema(conn, "t")
-    run(conn, "INSERT INTO t(k, v) VALUES ('a', '1'), ('b', '2')")
-    since = sqlite_ct.last_committed_csn(conn)
-    try:
-        run(conn, 'ALTER TABLE t ADD COLUMN "rowid" TEXT')
-    except HOST_ERRORS:
-        pytest.skip("this SQLite refuses a column named rowid on a rowid table")
+    since = tracked_with_a_column_named_rowid(conn, 'ADD COLUMN "rowid" TEXT')
     run(conn, "UPDATE t SET v = '9' WHERE k = 'b'")
     assert [r["k"] for r in sqlite_ct.enumerate_changes(conn, "t", since).updates] == ["b"]
 
