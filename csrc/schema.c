@@ -462,11 +462,15 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
   if( fKind & CT_FIX_SWEEP ){
     /* One captured row (layout 5; state.c, "Captured rows"): :rk its packed
     ** key, :ins its insert BSN, :same whether it is under the key of the row
-    ** being written. Its tombstone, when :same or unless the same incarnation
-    ** is in the table: the key spelled exactly so (the first comparison finds
-    ** the row through the key's index, the second is exact, as in the layout-4
-    ** sweep) with the same insert BSN. A row that predates tracking (NULL)
-    ** counts as inserted by the enabling transaction. Nothing in apply mode. */
+    ** being written. Its tombstone, when :same or unless a row holds its key
+    ** spelled exactly so (the first comparison finds the row through the key's
+    ** index, the second is exact, as in the layout-4 sweep), whatever that
+    ** row's insert BSN: the capture cannot tell a row's new image from a
+    ** removed one, and a row UPDATE OR IGNORE or INSERT OR IGNORE skipped
+    ** after its new image was captured leaves that image, under the key of the
+    ** row it collided with, for the next row's sweep. A row that predates
+    ** tracking (NULL) counts as inserted by the enabling transaction. Nothing
+    ** in apply mode. */
     sqlite3_str_appendf(s,
         "INSERT INTO main.__sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
         " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
@@ -478,11 +482,12 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
     ** column would otherwise be read as a string (a __sys column renamed by
     ** hand must fail the statement, not make every row look gone). */
     for(i=0; i<p->nPk; i++){
-      sqlite3_str_appendf(s, "c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d)"
-                          " AND c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d) COLLATE BINARY AND ",
-                          p->aCol[p->aiPk[i]].zName, i, p->aCol[p->aiPk[i]].zName, i);
+      sqlite3_str_appendf(s, "%sc.\"%w\" IS sqlite_ct_unpack_key(:rk, %d)"
+                          " AND c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d) COLLATE BINARY",
+                          i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i,
+                          p->aCol[p->aiPk[i]].zName, i);
     }
-    sqlite3_str_appendall(s, "c.\"" CT_COL_INSERT "\" IS :ins))"
+    sqlite3_str_appendall(s, "))"
         " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
         " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn);");
   }

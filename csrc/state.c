@@ -823,9 +823,11 @@ void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** The AFTER INSERT, UPDATE and DELETE triggers of the same table sweep: their
 ** WHEN drops the entry of the row they fire for (the new row, the row under
 ** its new key, the deleted row: its own tombstone is the DELETE trigger's),
-** and tombstones every other captured row of the table unless the same
-** incarnation (its key spelled exactly so, BINARY, with the same insert BSN)
-** is still in the table: a row deleted, the old key of a key change, an OR
+** and tombstones every other captured row of the table unless a row holds
+** its key spelled exactly so (BINARY), whatever its insert BSN (the capture
+** cannot tell a new image from a removed one: an OR IGNORE that skipped a
+** row leaves its new image under the key it collided with): a row deleted,
+** the old key of a key change, an OR
 ** REPLACE victim under another key, and one under the same key, which the new
 ** row replaced. A row is swept before its statement (or trigger) ends: SQLite
 ** runs a row's AFTER triggers inside the program that wrote it.
@@ -989,9 +991,9 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 ** zTab is tombstoned (CT_FIX_SWEEP, which writes nothing in apply mode) and
 ** dropped: one under the same key unconditionally (the row in the table under
 ** that key is the one being written, so a captured row there is an
-** incarnation OR REPLACE deleted), one under another key unless the same
-** incarnation (that key spelled exactly so, with the same insert BSN) is in
-** the table. The transaction's BSN is handed out and logged already.
+** incarnation OR REPLACE deleted), one under another key unless a row holds
+** that key spelled exactly so. The transaction's BSN is handed out and
+** logged already.
 */
 static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
                       sqlite3_value *pIns, sqlite3_value *pOldIns, int bOwnOnly,
