@@ -574,6 +574,36 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   }
   sqlite3_str_appendall(s, ") BEGIN SELECT 1; END;");
 
+  /* AFTER UPDATE OF the key (and the rowid's names): after a key change the
+  ** row counts as inserted now. A trigger of its own, so that the AFTER
+  ** UPDATE trigger's stamping names neither the key nor __sysInsertTxBsn:
+  ** the capture index is evaluated for no ordinary update, and SQLite
+  ** allocates this trigger's frame only for an UPDATE whose SET clause names
+  ** the key. Its WHEN hands out the BSN and marks the stamping write.
+  ** Created before the AFTER UPDATE trigger, so that SQLite (newest trigger
+  ** first) runs that one's sweep of the key change first: the restamp's own
+  ** AFTER UPDATE triggers, an application's among them, may write the table,
+  ** and their sweep would otherwise find the row's new image, still listed,
+  ** under the key of the row and tombstone a live row. */
+  if( eOpt & CT_TRACK_INSERT ){
+    static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
+    size_t k;
+    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF ", zT);
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", p->aCol[p->aiPk[i]].zName);
+    }
+    /* SQLite matches an UPDATE OF list with the names the SET clause
+    ** writes: SET rowid=... changes an INTEGER PRIMARY KEY too. */
+    for(k=0; !p->bWithoutRowid && k<sizeof(azRowid)/sizeof(azRowid[0]); k++){
+      if( !ctTableHasColumn(p, azRowid[k]) ) sqlite3_str_appendf(s, ", %s", azRowid[k]);
+    }
+    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s)"
+                        " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
+                        zT, iDbId, zT, zChanged, zT);
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+    sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
+  }
+
   /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet or
   ** its key changed; its WHEN logs the transaction, fails the statement when
   ** it wrote a __sys column with a value the tracker would not write, and
@@ -604,31 +634,6 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ");
   ctAppendKeyMatch(s, p, "NEW", "=", 1);
   sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
-
-  /* AFTER UPDATE OF the key (and the rowid's names): after a key change the
-  ** row counts as inserted now. A trigger of its own, so that the AFTER
-  ** UPDATE trigger's stamping names neither the key nor __sysInsertTxBsn:
-  ** the capture index is evaluated for no ordinary update, and SQLite
-  ** allocates this trigger's frame only for an UPDATE whose SET clause names
-  ** the key. Its WHEN hands out the BSN and marks the stamping write. */
-  if( eOpt & CT_TRACK_INSERT ){
-    static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
-    size_t k;
-    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF ", zT);
-    for(i=0; i<p->nPk; i++){
-      sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", p->aCol[p->aiPk[i]].zName);
-    }
-    /* SQLite matches an UPDATE OF list with the names the SET clause
-    ** writes: SET rowid=... changes an INTEGER PRIMARY KEY too. */
-    for(k=0; !p->bWithoutRowid && k<sizeof(azRowid)/sizeof(azRowid[0]); k++){
-      if( !ctTableHasColumn(p, azRowid[k]) ) sqlite3_str_appendf(s, ", %s", azRowid[k]);
-    }
-    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s)"
-                        " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
-                        zT, iDbId, zT, zChanged, zT);
-    ctAppendKeyMatch(s, p, "NEW", "=", 1);
-    sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
-  }
 
   /* AFTER DELETE: the tombstone. The WHEN sweeps the captured rows (dropping
   ** this row's own entry) and hands out (and logs) the BSN, 0 in apply mode,
