@@ -462,11 +462,15 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
   if( fKind & CT_FIX_SWEEP ){
     /* One captured row (layout 5; state.c, "Captured rows"): :rk its packed
     ** key, :ins its insert BSN, :same whether it is under the key of the row
-    ** being written. Its tombstone, when :same or unless the same incarnation
-    ** is in the table: the key spelled exactly so (the first comparison finds
-    ** the row through the key's index, the second is exact, as in the layout-4
-    ** sweep) with the same insert BSN. A row that predates tracking (NULL)
-    ** counts as inserted by the enabling transaction. Nothing in apply mode. */
+    ** being written. Its tombstone, when :same or unless a row holds its key
+    ** spelled exactly so (the first comparison finds the row through the key's
+    ** index, the second is exact, as in the layout-4 sweep), whatever that
+    ** row's insert BSN: the capture cannot tell a row's new image from a
+    ** removed one, and a row UPDATE OR IGNORE or INSERT OR IGNORE skipped
+    ** after its new image was captured leaves that image, under the key of the
+    ** row it collided with, for the next row's sweep. A row that predates
+    ** tracking (NULL) counts as inserted by the enabling transaction. Nothing
+    ** in apply mode. */
     sqlite3_str_appendf(s,
         "INSERT INTO main.__sysOCSDeletedRows(__sysTName, __sysRK, __sysDeleteTxBsn,"
         " __sysInsertTxCsn, __sysDeletedTime, __sysTrackingContext)"
@@ -478,11 +482,12 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
     ** column would otherwise be read as a string (a __sys column renamed by
     ** hand must fail the statement, not make every row look gone). */
     for(i=0; i<p->nPk; i++){
-      sqlite3_str_appendf(s, "c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d)"
-                          " AND c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d) COLLATE BINARY AND ",
-                          p->aCol[p->aiPk[i]].zName, i, p->aCol[p->aiPk[i]].zName, i);
+      sqlite3_str_appendf(s, "%sc.\"%w\" IS sqlite_ct_unpack_key(:rk, %d)"
+                          " AND c.\"%w\" IS sqlite_ct_unpack_key(:rk, %d) COLLATE BINARY",
+                          i ? " AND " : "", p->aCol[p->aiPk[i]].zName, i,
+                          p->aCol[p->aiPk[i]].zName, i);
     }
-    sqlite3_str_appendall(s, "c.\"" CT_COL_INSERT "\" IS :ins))"
+    sqlite3_str_appendall(s, "))"
         " ON CONFLICT(__sysTName, __sysDeleteTxBsn, __sysRK) DO UPDATE"
         " SET __sysInsertTxCsn=min(__sysInsertTxCsn, excluded.__sysInsertTxCsn);");
   }
@@ -569,6 +574,36 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   }
   sqlite3_str_appendall(s, ") BEGIN SELECT 1; END;");
 
+  /* AFTER UPDATE OF the key (and the rowid's names): after a key change the
+  ** row counts as inserted now. A trigger of its own, so that the AFTER
+  ** UPDATE trigger's stamping names neither the key nor __sysInsertTxBsn:
+  ** the capture index is evaluated for no ordinary update, and SQLite
+  ** allocates this trigger's frame only for an UPDATE whose SET clause names
+  ** the key. Its WHEN hands out the BSN and marks the stamping write.
+  ** Created before the AFTER UPDATE trigger, so that SQLite (newest trigger
+  ** first) runs that one's sweep of the key change first: the restamp's own
+  ** AFTER UPDATE triggers, an application's among them, may write the table,
+  ** and their sweep would otherwise find the row's new image, still listed,
+  ** under the key of the row and tombstone a live row. */
+  if( eOpt & CT_TRACK_INSERT ){
+    static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
+    size_t k;
+    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF ", zT);
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", p->aCol[p->aiPk[i]].zName);
+    }
+    /* SQLite matches an UPDATE OF list with the names the SET clause
+    ** writes: SET rowid=... changes an INTEGER PRIMARY KEY too. */
+    for(k=0; !p->bWithoutRowid && k<sizeof(azRowid)/sizeof(azRowid[0]); k++){
+      if( !ctTableHasColumn(p, azRowid[k]) ) sqlite3_str_appendf(s, ", %s", azRowid[k]);
+    }
+    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s)"
+                        " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
+                        zT, iDbId, zT, zChanged, zT);
+    ctAppendKeyMatch(s, p, "NEW", "=", 1);
+    sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
+  }
+
   /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet or
   ** its key changed; its WHEN logs the transaction, fails the statement when
   ** it wrote a __sys column with a value the tracker would not write, and
@@ -599,31 +634,6 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ");
   ctAppendKeyMatch(s, p, "NEW", "=", 1);
   sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
-
-  /* AFTER UPDATE OF the key (and the rowid's names): after a key change the
-  ** row counts as inserted now. A trigger of its own, so that the AFTER
-  ** UPDATE trigger's stamping names neither the key nor __sysInsertTxBsn:
-  ** the capture index is evaluated for no ordinary update, and SQLite
-  ** allocates this trigger's frame only for an UPDATE whose SET clause names
-  ** the key. Its WHEN hands out the BSN and marks the stamping write. */
-  if( eOpt & CT_TRACK_INSERT ){
-    static const char *azRowid[] = { "rowid", "_rowid_", "oid" };
-    size_t k;
-    sqlite3_str_appendf(s, "CREATE TRIGGER main.\"__sysct_ak_%w\" AFTER UPDATE OF ", zT);
-    for(i=0; i<p->nPk; i++){
-      sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", p->aCol[p->aiPk[i]].zName);
-    }
-    /* SQLite matches an UPDATE OF list with the names the SET clause
-    ** writes: SET rowid=... changes an INTEGER PRIMARY KEY too. */
-    for(k=0; !p->bWithoutRowid && k<sizeof(azRowid)/sizeof(azRowid[0]); k++){
-      if( !ctTableHasColumn(p, azRowid[k]) ) sqlite3_str_appendf(s, ", %s", azRowid[k]);
-    }
-    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s)"
-                        " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
-                        zT, iDbId, zT, zChanged, zT);
-    ctAppendKeyMatch(s, p, "NEW", "=", 1);
-    sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
-  }
 
   /* AFTER DELETE: the tombstone. The WHEN sweeps the captured rows (dropping
   ** this row's own entry) and hands out (and logs) the BSN, 0 in apply mode,

@@ -825,9 +825,11 @@ void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** The AFTER INSERT, UPDATE and DELETE triggers of the same table sweep: their
 ** WHEN drops the entry of the row they fire for (the new row, the row under
 ** its new key, the deleted row: its own tombstone is the DELETE trigger's),
-** and tombstones every other captured row of the table unless the same
-** incarnation (its key spelled exactly so, BINARY, with the same insert BSN)
-** is still in the table: a row deleted, the old key of a key change, an OR
+** and tombstones every other captured row of the table unless a row holds
+** its key spelled exactly so (BINARY), whatever its insert BSN (the capture
+** cannot tell a new image from a removed one: an OR IGNORE that skipped a
+** row leaves its new image under the key it collided with): a row deleted,
+** the old key of a key change, an OR
 ** REPLACE victim under another key, and one under the same key, which the new
 ** row replaced. A row is swept before its statement (or trigger) ends: SQLite
 ** runs a row's AFTER triggers inside the program that wrote it.
@@ -980,6 +982,28 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 }
 
 /*
+** Drop the captured images of the row of zTab with key apKey[0..nKey) and
+** insert BSN pIns or pOldIns (a stamping write of sqlite-ct's own: the row
+** stays where it is). Nothing is tombstoned.
+*/
+static int ctCapDropOwn(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
+                        sqlite3_value *pIns, sqlite3_value *pOldIns, char **pzErr){
+  unsigned char aBuf[128];
+  const sqlite3_int64 nOwn = ctPackSize(nKey, apKey);
+  unsigned char *aOwn = nOwn<=(sqlite3_int64)sizeof(aBuf) ? aBuf : sqlite3_malloc64(nOwn);
+  (void)pzErr;
+  if( aOwn==0 ) return SQLITE_NOMEM;
+  if( ctPackInto(nKey, apKey, aOwn) ){
+    if( aOwn!=aBuf ) sqlite3_free(aOwn);
+    return SQLITE_NOMEM;
+  }
+  ctCapDropOne(p, zTab, aOwn, nOwn, pIns);
+  ctCapDropOne(p, zTab, aOwn, nOwn, pOldIns);
+  if( aOwn!=aBuf ) sqlite3_free(aOwn);
+  return SQLITE_OK;
+}
+
+/*
 ** The sweep of an AFTER trigger of zTab for the row with key apKey[0..nKey)
 ** and insert BSN pIns as written (NEW's, or OLD's for a delete); pOldIns is
 ** OLD's insert BSN for an update that kept the key, else NULL. bOwnOnly (the
@@ -991,9 +1015,9 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 ** zTab is tombstoned (CT_FIX_SWEEP, which writes nothing in apply mode) and
 ** dropped: one under the same key unconditionally (the row in the table under
 ** that key is the one being written, so a captured row there is an
-** incarnation OR REPLACE deleted), one under another key unless the same
-** incarnation (that key spelled exactly so, with the same insert BSN) is in
-** the table. The transaction's BSN is handed out and logged already.
+** incarnation OR REPLACE deleted), one under another key unless a row holds
+** that key spelled exactly so. The transaction's BSN is handed out and
+** logged already.
 */
 static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
                       sqlite3_value *pIns, sqlite3_value *pOldIns, int bOwnOnly,
@@ -1293,7 +1317,19 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( !ctIsMainDatabase(ctx, p, argv[10]) ) return;
   if( argc>=13 && !ctWriteAllowed(ctx, p, zTab, argv, 11) ) return;
   if( (bChg || bIns) && ctStampTake(p, zTab) ){
-    sqlite3_result_int(ctx, 0);   /* sqlite-ct's own stamping write */
+    /* sqlite-ct's own stamping write. One that sets __sysInsertTxBsn (the
+    ** fix of an inserted row, the restamp after a key change) had the row's
+    ** old image captured, though the row stays: drop it (and the new image)
+    ** here, before the application's AFTER UPDATE triggers that fire after
+    ** this one write the table and their sweep takes the image, under the
+    ** key of a live row, for an incarnation that is gone. */
+    if( bIns && argc>=15 && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE
+     && ctCapPending(p, zTab) ){
+      char *zErr = 0;
+      int rc = ctCapDropOwn(p, zTab, argc-14, &argv[14], argv[6], argv[7], &zErr);
+      if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+    }
+    sqlite3_result_int(ctx, 0);
     return;
   }
   if( p->bApply ) iPending = 0;

@@ -120,13 +120,15 @@ def test_the_fix_follows_a_rename_before_tracking_follows_it(apsw_conn):
 
 def test_a_fix_that_cannot_be_prepared_fails_the_insert_loudly(apsw_conn):
     """A fix SQLite cannot prepare (here: a __sys column renamed by hand) fails
-    the insert that needs it, with SQLite's reason; nothing is written."""
+    the insert that needs it, with SQLite's reason; nothing is written. (The
+    row carries a stamp of its own, so it needs the stamping fix; the sweep of
+    what OR REPLACE deleted names no __sys column.)"""
     run(apsw_conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, u TEXT UNIQUE)")
     sqlite_ct.create_schema(apsw_conn, "t")
     run(apsw_conn, "INSERT INTO t(id, u) VALUES (1, 'a')")
     run(apsw_conn, 'ALTER TABLE t RENAME COLUMN "__sysInsertTxBsn" TO ins')
     with pytest.raises(apsw.SQLError, match="__sysInsertTxBsn"):
-        run(apsw_conn, "INSERT OR REPLACE INTO t(id, u) VALUES (2, 'a')")
+        run(apsw_conn, "INSERT OR REPLACE INTO t(id, u, ins) VALUES (2, 'a', 7)")
     assert q(apsw_conn, "SELECT id FROM t") == [(1,)]
 
 
