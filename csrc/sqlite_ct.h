@@ -175,7 +175,8 @@ struct CtState {
   ** to the program (statement or trigger) that wrote it, through a token kept
   ** as that program's auxiliary data; when the program ends, its rows go. */
   struct CtCap {
-    sqlite3_uint64 iTok;       /* the capturing program's token */
+    sqlite3_uint64 iTok;       /* the capturing program's token ... */
+    void *pTok;                /* ... itself (state.c, CtCapTok) */
     const char *zTab;          /* the table's name (the token's copy) */
     int iKey, nKey;            /* packed key: aCapKey[iKey .. iKey+nKey) */
     sqlite3_int64 iIns;        /* the row's __sysInsertTxBsn ... */

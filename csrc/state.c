@@ -846,6 +846,7 @@ struct CtCapTok {
   CtState *p;
   sqlite3_uint64 iTok;
   int bQuiet;                  /* its program is not writing: capture nothing */
+  int nLive;                   /* rows it captured that are still listed */
   char zTab[1];                /* the table's name, allocated with the token */
 };
 
@@ -860,6 +861,7 @@ static int ctCapPending(CtState *p, const char *zTab){
 }
 
 static void ctCapRemove(CtState *p, int i){
+  ((CtCapTok*)p->aCap[i].pTok)->nLive--;
   p->nCap--;
   if( i<p->nCap ) memmove(&p->aCap[i], &p->aCap[i+1], sizeof(p->aCap[0])*(p->nCap-i));
   if( p->nCap==0 ) p->nCapKey = 0;     /* the keys' space is reused */
@@ -908,6 +910,8 @@ static int ctCapAdd(CtState *p, CtCapTok *t, int nKey, sqlite3_value **apKey,
   if( ctPackInto(nKey, apKey, p->aCapKey + p->nCapKey) ) return SQLITE_NOMEM;
   c = &p->aCap[p->nCap++];
   c->iTok = t->iTok;
+  c->pTok = t;
+  t->nLive++;
   c->zTab = t->zTab;
   c->iKey = p->nCapKey;
   c->nKey = (int)nPacked;
@@ -931,13 +935,25 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   int rc;
   sqlite3_result_int(ctx, 1);
   if( argc<3 || p->bApply || p->nCapQuiet ) return;
+  /* This call site captures one row per row its statement writes, and that
+  ** row's AFTER trigger sweeps it before the next row. A row of the call
+  ** site's still listed belongs to a row the statement skipped after
+  ** capturing its new image (OR IGNORE, DO NOTHING: SQLite evaluates the
+  ** capture index before the UNIQUE index that makes it skip the row): that
+  ** image is no removed row. */
+  t = (CtCapTok*)sqlite3_get_auxdata(ctx, 0);
+  if( t && t->nLive ){
+    int i;
+    for(i=p->nCap-1; i>=0 && t->nLive; i--){
+      if( p->aCap[i].iTok==t->iTok ) ctCapRemove(p, i);
+    }
+  }
   /* A row inserted by this transaction: the BSN its DEFAULT gave it is the
   ** one this connection handed out, and no commit happened since. */
   if( sqlite3_value_type(argv[1])==SQLITE_INTEGER && p->iBsn!=0
    && (iIns = sqlite3_value_int64(argv[1]))==p->iBsn && p->uDataVersion==ctDataVersion(p->db) ){
     return;
   }
-  t = (CtCapTok*)sqlite3_get_auxdata(ctx, 0);
   if( t==0 ){
     zTab = (const char*)sqlite3_value_text(argv[0]);
     if( zTab==0 ){ sqlite3_result_error_nomem(ctx); return; }
@@ -945,6 +961,7 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     if( t==0 ){ sqlite3_result_error_nomem(ctx); return; }
     t->p = p;
     t->iTok = ++p->iTokNext;
+    t->nLive = 0;
     /* Only a write captures: PRAGMA integrity_check evaluates the WHERE of
     ** every row too, in a read transaction. */
     t->bQuiet = sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE;
