@@ -150,6 +150,9 @@ struct CtState {
   } aFix[CT_NFIX];
   int iFixNext;
   int nFixDepth;               /* fixes running on the stack (ctFuncInsertWhen) */
+  /* Random, drawn at the first sqlite_ct_schema_token() (changes.c): tells
+  ** this connection from any other, also from one closed before it. */
+  sqlite3_uint64 iConnNonce;
 };
 
 /* state.c */
@@ -193,10 +196,13 @@ int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
                  int *pbOwned);
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);
 void ctFixClear(CtState *p, int i);
+int ctStmtListed(sqlite3 *db, sqlite3_stmt *pStmt);
 
 /* changes.c */
 int ctChangesRegister(sqlite3 *db, CtState *p);
 void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
+void ctFuncSnapshot(sqlite3_context*, int, sqlite3_value**);
+void ctFuncSchemaToken(sqlite3_context*, int, sqlite3_value**);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);

@@ -23,6 +23,7 @@ joined by rowid, or by key in a WITHOUT ROWID table).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import uuid
 from typing import (Any, Dict, Iterator, List, Mapping, Optional,
@@ -284,6 +285,79 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     return ChangeSet(info.name, since, new_anchor, inserts, updates, deletes)
 
 
+# enumerate_changes() reads in one statement: the snapshot's new anchor
+# (sqlite_ct_snapshot(), which refuses inside the caller's own write
+# transaction), the schema token (sqlite_ct_schema_token()), the deletes and
+# the live rows. One statement reads one snapshot whether or not a
+# transaction is open, so it needs no SAVEPOINT of its own. Its text depends
+# on the table's columns, key and rowid, read once (with the checks of
+# require_tracked() and reconcile()) and kept per connection and table with
+# the token they were read at: a statement whose token differs (a schema
+# change by any connection, another connection that took the id() of a
+# closed one) is thrown away and the call starts over from the checks.
+_ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo]]" = (
+    collections.OrderedDict())
+_ENUM_REMEMBERED = 256
+
+
+def _enum_query(info: _TableInfo) -> str:
+    """The one statement of enumerate_changes(): ?1 table, ?2 since, ?3
+    exclude_context. Every row has the same width (user columns or key
+    columns, whichever are more, then a last column): first (anchor, ...,
+    token), then each delete (key columns, ..., 'D'), then each live row
+    (user columns, ..., op)."""
+    q = _conn.quote_identifier
+    width = max(len(info.columns), len(info.keys))
+    nkeys = len(info.keys)
+    keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
+    cols = ", ".join(f"t.{q(c)}" for c in info.columns)
+    if info.rowid is not None:
+        on = f"t.{info.rowid} = c.row_rowid"
+    else:
+        on = " AND ".join(f"t.{q(k)} = sqlite_ct_unpack_key(c.pk, {i})"
+                          for i, k in enumerate(info.keys))
+    args = "{0}.tbl = ?1 AND {0}.since = ?2 AND {0}.exclude_context = ?3"
+    return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token() "
+            f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
+            f"FROM sqlite_ct_changes AS d WHERE {args.format('d')} AND d.op = 'D' "
+            f"UNION ALL SELECT {cols}{', NULL' * (width - len(info.columns))}, c.op "
+            f"FROM sqlite_ct_changes AS c JOIN main.{q(info.name)} AS t ON {on} "
+            f"WHERE {args.format('c')} AND c.op <> 'D'")
+
+
+def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
+               exclude_context: Optional[uuid.UUID], token: Optional[str]
+               ) -> Tuple[str, Optional[ChangeSet]]:
+    """Run _enum_query(info): (the token it read, the ChangeSet), or (the
+    token, None) when `token` is given and differs (nothing else read). The
+    hot loop: it builds nothing but the dict per row; zip() stops at the
+    user (or key) columns, so the trailing op needs no slice."""
+    ctx = None if exclude_context is None else exclude_context.bytes_le
+    cols, keys = info.columns, info.keys
+    width = max(len(cols), len(keys))
+    inserts: List[Row] = []
+    updates: List[Row] = []
+    deletes: List[Row] = []
+    cursor = conn.cursor()
+    try:
+        rows = iter(cursor.execute(sql, (info.name, since, ctx)))
+        first = next(rows)
+        read = first[width]
+        if token is not None and read != token:
+            return read, None
+        for row in rows:
+            op = row[width]
+            if op == "U":
+                updates.append(dict(zip(cols, row)))
+            elif op == "I":
+                inserts.append(dict(zip(cols, row)))
+            else:
+                deletes.append(dict(zip(keys, row)))
+    finally:
+        cursor.close()
+    return read, ChangeSet(info.name, since, first[0], inserts, updates, deletes)
+
+
 def enumerate_changes(conn: Any, table: str, since: int, *,
                       exclude_context: Optional[uuid.UUID] = None) -> ChangeSet:
     """Every change to tracked `table` committed after anchor `since`.
@@ -297,12 +371,41 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
+    key = (id(conn), table)
+    kept = _ENUM.get(key)
+    if (kept is not None and type(since) is int and 0 <= since < 2**63
+            and (exclude_context is None or isinstance(exclude_context, uuid.UUID))):
+        token, sql, info = kept
+        try:
+            _, changes = _enum_read(conn, sql, info, since, exclude_context, token)
+        except Exception:
+            # Whatever went wrong is reported by the checks below, which
+            # read everything again.
+            changes = None
+        if changes is not None:
+            return changes
+        _ENUM.pop(key, None)
     _conn.require_loaded(conn)
     _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         info = _table_info(conn, table, "enumerate_changes")
-        new_anchor = _new_anchor(conn)
-        return _collect(conn, info, _check_since(since), new_anchor, exclude_context)
+        # The checks' errors first, as they come: the anchor's own after them.
+        _conn.value(conn, "SELECT sqlite_ct_snapshot()")
+        since = _check_since(since)
+        sql = _enum_query(info)
+        try:
+            with _conn.translated():
+                token, changes = _enum_read(conn, sql, info, since, exclude_context, None)
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(conn, info, exc) from exc
+            raise
+    _ENUM[key] = (token, sql, info)
+    _ENUM.move_to_end(key)
+    while len(_ENUM) > _ENUM_REMEMBERED:
+        _ENUM.popitem(last=False)
+    assert changes is not None
+    return changes
 
 
 def enumerate_all(conn: Any, table: str) -> ChangeSet:
