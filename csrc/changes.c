@@ -1553,6 +1553,81 @@ void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 /*
+** sqlite_ct_changes_sql(TBL) -- the text of a SELECT that reads the live
+** rows of sqlite_ct_changes(TBL, ?2) straight from TBL: every column of
+** the row (t.*) and then __sysct_op, 'I' or 'U', for each row inserted or
+** updated in the window (?2, sqlite_ct_snapshot()], by the rules above,
+** leaving out the rows whose latest change carries the tracking context ?3
+** (a 16-byte GUID, or NULL for none). Parameters ?2 and ?3 are those of the
+** statement it is put into (as a subquery in FROM); the window's end and
+** the enabling BSN are read by the statement, in its snapshot. The rows
+** come as sqlite_ct_changes() gives them: NULL stamps first, then by
+** change BSN and the table's order.
+**
+** It checks nothing and reads no tombstone: a reader runs it in the same
+** statement as sqlite_ct_changes(TBL, ?2, ...) WHERE op = 'D', whose
+** xFilter makes every check of the window (tracked, armed, layout, the
+** anchor neither newer than the database nor expired) before any live row is
+** read, and as sqlite_ct_snapshot(), which refuses inside the caller's own
+** write transaction. What it saves is the join: the rows are read where the
+** change index points, once, instead of through the virtual table and then
+** again by rowid. The text depends on TBL's name and stamps alone, so a
+** reader may keep it as long as sqlite_ct_schema_token() stays the same.
+*/
+void ctFuncChangesSql(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  CtChgTable t;
+  char *zErr = 0, *zEnable = 0, *zSql = 0;
+  const char *zArg = (const char*)sqlite3_value_text(argv[0]);
+  int rc;
+  (void)argc;
+  if( sqlite3_value_type(argv[0])!=SQLITE_TEXT || zArg==0 || zArg[0]==0 ){
+    if( sqlite3_value_type(argv[0])==SQLITE_TEXT && zArg==0 ){
+      sqlite3_result_error_nomem(ctx);
+      return;
+    }
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_changes_sql() needs a table name", -1);
+    return;
+  }
+  memset(&t, 0, sizeof(t));
+  rc = ctChgLoadTable(0, db, zArg, &t, &zErr);
+  if( rc==SQLITE_OK ){
+    zEnable = sqlite3_mprintf("SELECT (SELECT __sysEnableTxBsn FROM"
+                              " main.__sysOCSTrackedObjects WHERE __sysTName = %Q) AS e,"
+                              " sqlite_ct_snapshot() AS u LIMIT 1", t.zName);
+    if( zEnable==0 ) rc = SQLITE_NOMEM;
+  }
+  if( rc==SQLITE_OK ){
+    /* The phases CTP_UNSTAMPED and CTP_STAMPED of ctChgPreparePhases(), with
+    ** the window (?2, snapshot] and the enabling BSN in place of ?6, ?7, ?3.
+    ** Both read them from w, a one-row subquery that LIMIT keeps from being
+    ** flattened: the planner then tests the window of the rows with NULL
+    ** stamps once, before it reads any of them. */
+    zSql = sqlite3_mprintf(
+        "SELECT t.*, 'I' AS __sysct_op FROM (%s) AS w, main.\"%w\" AS t"
+        " WHERE w.e > ?2 AND w.e <= w.u AND t.\"__sysChangeTxBsn\" IS NULL"
+        " UNION ALL "
+        "SELECT t.*, CASE WHEN coalesce(t.\"__sysInsertTxBsn\", w.e) > ?2 THEN 'I' ELSE 'U'"
+        " END FROM (%s) AS w, main.\"%w\" AS t WHERE t.\"__sysChangeTxBsn\" > ?2"
+        " AND t.\"__sysChangeTxBsn\" <= w.u"
+        " AND (?3 IS NULL OR t.\"__sysTrackingContext\" IS NOT ?3)",
+        zEnable, t.zName, zEnable, t.zName);
+    if( zSql==0 ) rc = SQLITE_NOMEM;
+  }
+  if( rc==SQLITE_OK ){
+    sqlite3_result_text(ctx, zSql, -1, sqlite3_free);
+  }else if( rc==SQLITE_NOMEM ){
+    sqlite3_result_error_nomem(ctx);
+  }else{
+    sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: sqlite_ct_changes_sql() failed", -1);
+    sqlite3_result_error_code(ctx, rc==SQLITE_SCHEMA ? SQLITE_ERROR : rc);
+  }
+  sqlite3_free(zErr);
+  sqlite3_free(zEnable);
+  ctChgTableClear(&t);
+}
+
+/*
 ** sqlite_ct_snapshot() -- the new anchor of a reader: the last committed CSN
 ** of the snapshot the calling statement reads (sqlite_ct_last_committed_csn(),
 ** which is also sqlite_ct_changes()'s default UNTIL in the same statement),

@@ -202,6 +202,7 @@ int ctStmtListed(sqlite3 *db, sqlite3_stmt *pStmt);
 int ctChangesRegister(sqlite3 *db, CtState *p);
 void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSnapshot(sqlite3_context*, int, sqlite3_value**);
+void ctFuncChangesSql(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSchemaToken(sqlite3_context*, int, sqlite3_value**);
 
 /* keycodec.c */

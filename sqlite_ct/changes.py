@@ -287,8 +287,9 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
 
 # enumerate_changes() reads in one statement: the snapshot's new anchor
 # (sqlite_ct_snapshot(), which refuses inside the caller's own write
-# transaction), the schema token (sqlite_ct_schema_token()), the deletes and
-# the live rows. One statement reads one snapshot whether or not a
+# transaction), the schema token (sqlite_ct_schema_token()), the deletes
+# (sqlite_ct_changes(), which checks the table and the anchor) and the live
+# rows (sqlite_ct_changes_sql(): the same rules, each row read once). One statement reads one snapshot whether or not a
 # transaction is open, so it needs no SAVEPOINT of its own. Its text depends
 # on the table's columns, key and rowid, read once (with the checks of
 # require_tracked() and reconcile()) and kept per connection and table with
@@ -300,29 +301,33 @@ _ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo]]" =
 _ENUM_REMEMBERED = 256
 
 
-def _enum_query(info: _TableInfo) -> str:
+def _enum_query(info: _TableInfo, live: str) -> str:
     """The one statement of enumerate_changes(): ?1 table, ?2 since, ?3
     exclude_context. Every row has the same width (user columns or key
     columns, whichever are more, then a last column): first (anchor, ...,
-    token), then each delete (key columns, ..., 'D'), then each live row
-    (user columns, ..., op)."""
+    token), then each delete (key columns, ..., 'D') from
+    sqlite_ct_changes(), whose checks run before any live row is read, then
+    each live row (user columns, ..., op) from `live`, the statement
+    sqlite_ct_changes_sql() gives for the table (the same rules, read
+    without the join)."""
     q = _conn.quote_identifier
     width = max(len(info.columns), len(info.keys))
     nkeys = len(info.keys)
     keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
-    cols = ", ".join(f"t.{q(c)}" for c in info.columns)
-    if info.rowid is not None:
-        on = f"t.{info.rowid} = c.row_rowid"
-    else:
-        on = " AND ".join(f"t.{q(k)} = sqlite_ct_unpack_key(c.pk, {i})"
-                          for i, k in enumerate(info.keys))
-    args = "{0}.tbl = ?1 AND {0}.since = ?2 AND {0}.exclude_context = ?3"
+    cols = ", ".join(f"l.{q(c)}" for c in info.columns)
     return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token() "
             f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
-            f"FROM sqlite_ct_changes AS d WHERE {args.format('d')} AND d.op = 'D' "
-            f"UNION ALL SELECT {cols}{', NULL' * (width - len(info.columns))}, c.op "
-            f"FROM sqlite_ct_changes AS c JOIN main.{q(info.name)} AS t ON {on} "
-            f"WHERE {args.format('c')} AND c.op <> 'D'")
+            f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
+            f"AND d.exclude_context = ?3 AND d.op = 'D' "
+            f"UNION ALL SELECT {cols}{', NULL' * (width - len(info.columns))}, "
+            f"l.__sysct_op FROM ({live}) AS l")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """SQLITE_NOMEM as the hosts raise it (stdlib sqlite3: MemoryError;
+    apsw: NoMemError, result code 7)."""
+    return isinstance(exc, MemoryError) or getattr(exc, "result", None) == 7 or (
+        getattr(exc, "sqlite_errorcode", None) == 7)
 
 
 def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
@@ -378,9 +383,11 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         token, sql, info = kept
         try:
             _, changes = _enum_read(conn, sql, info, since, exclude_context, token)
-        except Exception:
+        except Exception as exc:
             # Whatever went wrong is reported by the checks below, which
-            # read everything again.
+            # read everything again; running out of memory is reported now.
+            if _out_of_memory(exc):
+                raise
             changes = None
         if changes is not None:
             return changes
@@ -392,7 +399,8 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         # The checks' errors first, as they come: the anchor's own after them.
         _conn.value(conn, "SELECT sqlite_ct_snapshot()")
         since = _check_since(since)
-        sql = _enum_query(info)
+        sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?)",
+                                            (info.name,)))
         try:
             with _conn.translated():
                 token, changes = _enum_read(conn, sql, info, since, exclude_context, None)
