@@ -1651,19 +1651,19 @@ void ctFuncSnapshot(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     zErr = sqlite3_mprintf("sqlite-ct: cannot enumerate changes inside a transaction that"
                            " has written to tracked tables; commit or roll it back first");
   }
-  if( rc==SQLITE_OK && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE
-   && sqlite3_table_column_metadata(db, "main", "__sysTxCommitSequence", 0, 0, 0, 0, 0,
-                                    0)==SQLITE_OK ){
+  if( rc==SQLITE_OK && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
+    /* A database without the log fails to prepare this (then
+    ** ctLastCommittedCsn() below says 0). */
     sqlite3_stmt *pStmt = 0;
     int bOwned = 0;
-    rc = ctCachedStmt(p, CT_STMT_MAXCSN,
-        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence", &pStmt, &bOwned);
-    if( rc==SQLITE_OK ){
+    if( ctCachedStmt(p, CT_STMT_MAXCSN,
+            "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence", &pStmt, &bOwned)
+        ==SQLITE_OK ){
       if( sqlite3_step(pStmt)==SQLITE_ROW ) iCsn = sqlite3_column_int64(pStmt, 0);
       rc = ctStmtRelease(pStmt, bOwned);
+      if( rc!=SQLITE_OK ) zErr = sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db));
       bDone = 1;
     }
-    if( rc!=SQLITE_OK ) zErr = sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db));
   }
   if( rc==SQLITE_OK && !bDone ) rc = ctLastCommittedCsn(db, p, &iCsn, &zErr);
   if( rc!=SQLITE_OK ){
