@@ -721,17 +721,20 @@ static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
 static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChgTable *t,
                           char **pzErr){
   int rc = SQLITE_OK;
-  int fSys = 0, nTrig = 0, bLayoutOk = 0;
+  int fSys = 0, nTrig = 0, bLayoutOk = 0, bKeep = 0;
   sqlite3_int64 iSchema = -1;
   sqlite3_stmt *pStmt;
 
   if( v ){
+    /* Inside a write transaction a schema read may be taken back by a
+    ** ROLLBACK, which leaves schema_version as it was: read, never kept. */
+    bKeep = sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE;
     iSchema = ctChgSchemaVersion(v, &rc, pzErr);
     if( rc==SQLITE_OK && v->bSysKnown && v->iSysSchema==iSchema ){
       fSys = v->fSys;
     }else{
       fSys = ctChgSystemTables(v, db, &rc, pzErr);
-      if( rc==SQLITE_OK ){
+      if( rc==SQLITE_OK && bKeep ){
         v->bSysKnown = 1;
         v->iSysSchema = iSchema;
         v->fSys = fSys;
@@ -787,7 +790,7 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
   }
   if( v==0 || !ctChgShapeFind(v, t, &nTrig, iSchema, &rc) ){
     if( rc==SQLITE_OK ) rc = ctChgLoadShape(v, db, t, &nTrig, pzErr);
-    if( rc==SQLITE_OK && v ) rc = ctChgShapeKeep(v, t, nTrig, iSchema);
+    if( rc==SQLITE_OK && v && bKeep ) rc = ctChgShapeKeep(v, t, nTrig, iSchema);
   }
   if( rc!=SQLITE_OK ) return rc;
   /* A rebuild by another tool (a new table renamed into place) drops the
@@ -1684,7 +1687,10 @@ void ctFuncSnapshot(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** main's schema its statement reads ("<connection>:<schema_version>"): two
 ** equal tokens mean the same connection read the same schema, for any
 ** connection open or closed before in this process (the connection part is
-** random). A reader that keeps what it derived from the schema (column lists,
+** random). NULL inside a write transaction: a schema changed there and
+** rolled back leaves schema_version where it was, and the next committed
+** change gives its number to another schema (SQLite expires its own
+** prepared statements at such a rollback). A reader that keeps what it derived from the schema (column lists,
 ** generated SQL) reads the token in the statement that uses what it kept and
 ** starts over when it differs. Another connection's schema change, a backup
 ** restored into the file (SQLite moves the schema cookie on) and ATTACH-free
@@ -1698,6 +1704,9 @@ void ctFuncSchemaToken(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   int bOwned = 0, rc;
   char *zOut;
   (void)argc; (void)argv;
+  if( sqlite3_txn_state(sqlite3_context_db_handle(ctx), "main")==SQLITE_TXN_WRITE ){
+    return;   /* NULL: the schema read may be one a ROLLBACK takes back */
+  }
   while( p->iConnNonce==0 ) sqlite3_randomness(sizeof(p->iConnNonce), &p->iConnNonce);
   rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
   if( rc==SQLITE_OK ){

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import uuid
 from typing import (Any, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
@@ -295,10 +296,13 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
 # require_tracked() and reconcile()) and kept per connection and table with
 # the token they were read at: a statement whose token differs (a schema
 # change by any connection, another connection that took the id() of a
-# closed one) is thrown away and the call starts over from the checks.
+# closed one) is thrown away and the call starts over from the checks. The
+# token is NULL inside a write transaction, whose schema a ROLLBACK may take
+# back: what is read there is not kept.
 _ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo]]" = (
     collections.OrderedDict())
 _ENUM_REMEMBERED = 256
+_ENUM_LOCK = threading.Lock()   # for the writers; a lookup is one dict get
 
 
 def _enum_query(info: _TableInfo, live: str) -> str:
@@ -332,7 +336,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
                exclude_context: Optional[uuid.UUID], token: Optional[str]
-               ) -> Tuple[str, Optional[ChangeSet]]:
+               ) -> Tuple[Optional[str], Optional[ChangeSet]]:
     """Run _enum_query(info): (the token it read, the ChangeSet), or (the
     token, None) when `token` is given and differs (nothing else read). The
     hot loop: it builds nothing but the dict per row; zip() stops at the
@@ -391,7 +395,8 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
             changes = None
         if changes is not None:
             return changes
-        _ENUM.pop(key, None)
+        with _ENUM_LOCK:
+            _ENUM.pop(key, None)
     _conn.require_loaded(conn)
     _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
@@ -408,10 +413,12 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
             if _undecodable(exc):
                 raise _bad_text(conn, info, exc) from exc
             raise
-    _ENUM[key] = (token, sql, info)
-    _ENUM.move_to_end(key)
-    while len(_ENUM) > _ENUM_REMEMBERED:
-        _ENUM.popitem(last=False)
+    if token is not None:   # None: read inside a write transaction, not kept
+        with _ENUM_LOCK:
+            _ENUM[key] = (token, sql, info)
+            _ENUM.move_to_end(key)
+            while len(_ENUM) > _ENUM_REMEMBERED:
+                _ENUM.popitem(last=False)
     assert changes is not None
     return changes
 

@@ -190,6 +190,43 @@ def test_a_column_added_inside_the_callers_transaction(conn):
     assert sqlite_ct.enumerate_changes(conn, "items", 0).inserts[0] == {"id": 1, "name": "a"}
 
 
+def test_a_schema_rolled_back_is_not_kept(two):
+    """A schema change rolled back leaves schema_version where it was, and
+    the next committed change gives that number to another schema: what was
+    read inside the rolled-back transaction (no column added there, only an
+    index) must not stand for the column another connection adds next."""
+    reader, other = two
+    setup_items(other)
+    sqlite_ct.enumerate_changes(reader, "items", 0)
+    reader.execute("BEGIN")
+    reader.execute("CREATE INDEX items_name ON items(name)")
+    assert sqlite_ct.enumerate_changes(reader, "items", 0).inserts[0] == {"id": 1, "name": "a"}
+    assert reader.execute("SELECT sqlite_ct_schema_token()").fetchone()[0] is None
+    assert list(reader.execute("SELECT row_rowid FROM sqlite_ct_changes('items', 0)")) == [
+        (1,), (2,)]
+    reader.execute("ROLLBACK")
+    other.execute("ALTER TABLE items ADD COLUMN y DEFAULT 5")
+    assert sqlite_ct.enumerate_changes(reader, "items", 0).inserts[0] == {
+        "id": 1, "name": "a", "y": 5}
+
+
+def test_a_table_shape_read_in_a_rolled_back_transaction_is_not_kept(two):
+    """sqlite_ct_changes() keeps a table's key columns per schema version;
+    one read inside a transaction whose schema change is rolled back must
+    not stand for the key column another connection renames next."""
+    reader, other = two
+    setup_items(other)
+    reader.execute("BEGIN")
+    reader.execute("CREATE INDEX items_name ON items(name)")
+    assert list(reader.execute("SELECT sqlite_ct_unpack_key(pk, 0) "
+                               "FROM sqlite_ct_changes('items', 0)")) == [(1,), (2,)]
+    reader.execute("ROLLBACK")
+    other.execute("ALTER TABLE items RENAME COLUMN id TO ident")
+    assert list(reader.execute("SELECT sqlite_ct_unpack_key(pk, 0) "
+                               "FROM sqlite_ct_changes('items', 0)")) == [(1,), (2,)]
+    assert sqlite_ct.enumerate_changes(reader, "items", 0).inserts[0] == {"ident": 1, "name": "a"}
+
+
 def test_another_connection_with_a_closed_ones_id_is_not_mistaken(db_path, tmp_path):
     """id() of a closed connection may be reused by the next one: the kept
     statement of the first, used on the second, would read its columns.
