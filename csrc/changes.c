@@ -275,6 +275,8 @@ struct CtChgTable {
   int eOpt;                    /* TrackingOptions */
   int bWithoutRowid;
   int bLog;                    /* __sysTxCommitSequence exists */
+  int bMaxCsn;                 /* iMaxCsn was read with the registry row */
+  sqlite3_int64 iMaxCsn;       /* the newest log row's CSN, then */
   const char *zRowid;          /* a name of the rowid, or 0 */
   int nPk;
   char **azPk;                 /* key columns in PRIMARY KEY order */
@@ -744,6 +746,40 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
     fSys = ctChgSystemTables(0, db, &rc, pzErr);
   }
   t->bLog = (fSys & CT_SYS_LOG)!=0;
+  if( rc==SQLITE_OK && fSys==(CT_SYS_META|CT_SYS_REGISTRY|CT_SYS_LOG) ){
+    /* The usual case, in one statement: the layout, the newest log row (the
+    ** last committed CSN outside a write transaction, see ctChgFilter) and
+    ** the registry row. */
+    pStmt = ctChgPrepare(v, db, &rc, pzErr,
+        "SELECT (SELECT value FROM main.__sysCtMeta WHERE key='layout_version'),"
+        " (SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence),"
+        " r.__sysTName, r.__sysEnableTxBsn, r.__sysMinValidCsn, r.__sysTrackOpt,"
+        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName)"
+        " FROM (SELECT 1) LEFT JOIN main.__sysOCSTrackedObjects AS r"
+        " ON r.__sysTName = ?1 COLLATE NOCASE", "anchor0_expired:");
+    if( pStmt ){
+      sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+      if( sqlite3_step(pStmt)==SQLITE_ROW ){
+        bLayoutOk = sqlite3_column_type(pStmt, 0)==SQLITE_NULL
+                 || (sqlite3_column_type(pStmt, 0)==SQLITE_INTEGER
+                     && sqlite3_column_int64(pStmt, 0)<=CT_LAYOUT_VERSION);
+        t->iMaxCsn = sqlite3_column_int64(pStmt, 1);
+        t->bMaxCsn = 1;
+        if( bLayoutOk && sqlite3_column_type(pStmt, 2)!=SQLITE_NULL ){
+          int eStored = sqlite3_column_int(pStmt, 5);
+          t->zName = ctChgDup(&rc, sqlite3_column_text(pStmt, 2));
+          t->iEnable = sqlite3_column_int64(pStmt, 3);
+          t->iMinValid = sqlite3_column_int64(pStmt, 4);
+          t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
+          t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
+          t->bZeroExpired = sqlite3_column_int(pStmt, 6);
+        }
+      }
+    }
+    ctChgFinish(v, db, pStmt, &rc, pzErr);
+    if( rc==SQLITE_OK && !bLayoutOk ) rc = ctCheckLayout(db, 0, pzErr);
+    fSys = 0;   /* read: nothing more below */
+  }
   /* The layout check of ctCheckLayout() with a kept statement: a recorded
   ** layout this build reads (or none) passes; anything else is left to
   ** ctCheckLayout(), which words the refusal. */
@@ -1264,10 +1300,12 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
                              " back first");
     }
   }
-  if( rc==SQLITE_OK && t.bLog && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
+  if( rc==SQLITE_OK && t.bMaxCsn && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
     /* No write transaction: every log row this snapshot sees is committed,
-    ** and the newest is the last committed CSN (ctLastCommittedCsn() with a
-    ** kept statement). */
+    ** and the newest, read with the registry row, is the last committed CSN
+    ** (ctLastCommittedCsn() without statements of its own). */
+    iLast = t.iMaxCsn;
+  }else if( rc==SQLITE_OK && t.bLog && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
     sqlite3_stmt *pMax = ctChgPrepare(v, db, &rc, &zErr,
         "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
     if( pMax && sqlite3_step(pMax)==SQLITE_ROW ) iLast = sqlite3_column_int64(pMax, 0);
