@@ -1594,16 +1594,21 @@ void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 /*
-** sqlite_ct_changes_sql(TBL) -- the text of a SELECT that reads the live
-** rows of sqlite_ct_changes(TBL, ?2) straight from TBL: every column of
-** the row (t.*) and then __sysct_op, 'I' or 'U', for each row inserted or
-** updated in the window (?2, sqlite_ct_snapshot()], by the rules above,
-** leaving out the rows whose latest change carries the tracking context ?3
-** (a 16-byte GUID, or NULL for none). Parameters ?2 and ?3 are those of the
-** statement it is put into (as a subquery in FROM); the window's end and
-** the enabling BSN are read by the statement, in its snapshot. The rows
-** come as sqlite_ct_changes() gives them: NULL stamps first, then by
-** change BSN and the table's order.
+** sqlite_ct_changes_sql(TBL, COLUMNS) -- the text of a compound SELECT that
+** reads the live rows of sqlite_ct_changes(TBL, ?2) straight from TBL: for
+** each row inserted or updated in the window (?2, sqlite_ct_snapshot()], by
+** the rules above, the result columns COLUMNS (SQL text over the table's
+** alias t, as the caller would write them: 't."id", t."name"'), then op, 'I'
+** or 'U'; rows whose latest change carries the tracking context ?3 (a
+** 16-byte GUID, or NULL for none) are left out. ?2 and ?3 are parameters of
+** the statement it becomes part of (the caller's own SQL, which it runs); the
+** window's end and the enabling BSN are read by that statement, in its
+** snapshot. Rows come as sqlite_ct_changes() gives them: NULL stamps first,
+** then by change BSN and the table's order. The columns are the caller's, not
+** t.*, and the text is meant as an arm of the caller's compound SELECT, not a
+** subquery in FROM: SQLite looks up the collation of every column of a
+** subquery in FROM, which a connection without a column's application
+** collation cannot.
 **
 ** It checks nothing and reads no tombstone: a reader runs it in the same
 ** statement as sqlite_ct_changes(TBL, ?2, ...) WHERE op = 'D', whose
@@ -1620,14 +1625,21 @@ void ctFuncChangesSql(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtChgTable t;
   char *zErr = 0, *zEnable = 0, *zSql = 0;
   const char *zArg = (const char*)sqlite3_value_text(argv[0]);
+  const char *zCols = (const char*)sqlite3_value_text(argv[1]);
   int rc;
   (void)argc;
-  if( sqlite3_value_type(argv[0])!=SQLITE_TEXT || zArg==0 || zArg[0]==0 ){
-    if( sqlite3_value_type(argv[0])==SQLITE_TEXT && zArg==0 ){
-      sqlite3_result_error_nomem(ctx);
-      return;
-    }
+  if( (sqlite3_value_type(argv[0])==SQLITE_TEXT && zArg==0)
+   || (sqlite3_value_type(argv[1])==SQLITE_TEXT && zCols==0) ){
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  if( sqlite3_value_type(argv[0])!=SQLITE_TEXT || zArg[0]==0 ){
     sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_changes_sql() needs a table name", -1);
+    return;
+  }
+  if( sqlite3_value_type(argv[1])!=SQLITE_TEXT || zCols[0]==0 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_changes_sql() needs the result columns"
+                              " (SQL text over the alias t)", -1);
     return;
   }
   memset(&t, 0, sizeof(t));
@@ -1645,14 +1657,14 @@ void ctFuncChangesSql(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ** flattened: the planner then tests the window of the rows with NULL
     ** stamps once, before it reads any of them. */
     zSql = sqlite3_mprintf(
-        "SELECT t.*, 'I' AS __sysct_op FROM (%s) AS w, main.\"%w\" AS t"
+        "SELECT %s, 'I' FROM (%s) AS w, main.\"%w\" AS t"
         " WHERE w.e > ?2 AND w.e <= w.u AND t.\"__sysChangeTxBsn\" IS NULL"
         " UNION ALL "
-        "SELECT t.*, CASE WHEN coalesce(t.\"__sysInsertTxBsn\", w.e) > ?2 THEN 'I' ELSE 'U'"
+        "SELECT %s, CASE WHEN coalesce(t.\"__sysInsertTxBsn\", w.e) > ?2 THEN 'I' ELSE 'U'"
         " END FROM (%s) AS w, main.\"%w\" AS t WHERE t.\"__sysChangeTxBsn\" > ?2"
         " AND t.\"__sysChangeTxBsn\" <= w.u"
         " AND (?3 IS NULL OR t.\"__sysTrackingContext\" IS NOT ?3)",
-        zEnable, t.zName, zEnable, t.zName);
+        zCols, zEnable, t.zName, zCols, zEnable, t.zName);
     if( zSql==0 ) rc = SQLITE_NOMEM;
   }
   if( rc==SQLITE_OK ){

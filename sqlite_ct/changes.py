@@ -290,9 +290,10 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
 # (sqlite_ct_snapshot(), which refuses inside the caller's own write
 # transaction), the schema token (sqlite_ct_schema_token()), the deletes
 # (sqlite_ct_changes(), which checks the table and the anchor) and the live
-# rows (sqlite_ct_changes_sql(): the same rules, each row read once). One statement reads one snapshot whether or not a
-# transaction is open, so it needs no SAVEPOINT of its own. Its text depends
-# on the table's columns, key and rowid, read once (with the checks of
+# rows (sqlite_ct_changes_sql(): the same rules, each row read once). One
+# statement reads one snapshot whether or not a transaction is open, so it
+# needs no SAVEPOINT of its own. Its text depends on the table's columns and
+# key, read once (with the checks of
 # require_tracked() and reconcile()) and kept per connection and table with
 # the token they were read at: a statement whose token differs (a schema
 # change by any connection, another connection that took the id() of a
@@ -305,26 +306,31 @@ _ENUM_REMEMBERED = 256
 _ENUM_LOCK = threading.Lock()   # for the writers; a lookup is one dict get
 
 
+def _live_columns(info: _TableInfo) -> str:
+    """The live rows' result columns (over alias t), padded to the width of
+    _enum_query()'s rows: sqlite_ct_changes_sql()'s COLUMNS."""
+    q = _conn.quote_identifier
+    width = max(len(info.columns), len(info.keys))
+    return ", ".join(f"t.{q(c)}" for c in info.columns) + ", NULL" * (width - len(info.columns))
+
+
 def _enum_query(info: _TableInfo, live: str) -> str:
     """The one statement of enumerate_changes(): ?1 table, ?2 since, ?3
     exclude_context. Every row has the same width (user columns or key
     columns, whichever are more, then a last column): first (anchor, ...,
     token), then each delete (key columns, ..., 'D') from
     sqlite_ct_changes(), whose checks run before any live row is read, then
-    each live row (user columns, ..., op) from `live`, the statement
-    sqlite_ct_changes_sql() gives for the table (the same rules, read
-    without the join)."""
-    q = _conn.quote_identifier
+    each live row (user columns, ..., op) from `live`, what
+    sqlite_ct_changes_sql(table, _live_columns(info)) gives (the same rules,
+    each row read once)."""
     width = max(len(info.columns), len(info.keys))
     nkeys = len(info.keys)
     keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
-    cols = ", ".join(f"l.{q(c)}" for c in info.columns)
     return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token() "
             f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
             f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
             f"AND d.exclude_context = ?3 AND d.op = 'D' "
-            f"UNION ALL SELECT {cols}{', NULL' * (width - len(info.columns))}, "
-            f"l.__sysct_op FROM ({live}) AS l")
+            f"UNION ALL {live}")
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -400,8 +406,8 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         # The checks' errors first, as they come: the anchor's own after them.
         _conn.value(conn, "SELECT sqlite_ct_snapshot()")
         since = _check_since(since)
-        sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?)",
-                                            (info.name,)))
+        sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?, ?)",
+                                            (info.name, _live_columns(info))))
         try:
             with _conn.translated():
                 token, changes = _enum_read(conn, sql, info, since, exclude_context, None)

@@ -275,13 +275,18 @@ def test_snapshot_is_the_last_committed_csn_and_refuses_own_writes(conn):
 
 def test_changes_sql_names_the_table_and_refuses_untracked(conn):
     setup_items(conn)
-    sql = conn.execute("SELECT sqlite_ct_changes_sql('ITEMS')").fetchone()[0]
+    conn.execute("UPDATE items SET name = 'bb' WHERE id = 2")
+    sql = conn.execute("SELECT sqlite_ct_changes_sql('ITEMS', 't.\"name\"')").fetchone()[0]
     assert 'main."items"' in sql
+    assert [tuple(r) for r in conn.execute(sql, (None, 3, None))] == [("bb", "U")]
+    assert [tuple(r) for r in conn.execute(sql, (None, 0, None))] == [("a", "I"), ("bb", "I")]
     conn.execute("CREATE TABLE loose(id INTEGER PRIMARY KEY)")
     with pytest.raises((apsw.Error, sqlite3.Error), match='table "loose" is not tracked'):
-        conn.execute("SELECT sqlite_ct_changes_sql('loose')").fetchone()
+        conn.execute("SELECT sqlite_ct_changes_sql('loose', 't.id')").fetchone()
     with pytest.raises((apsw.Error, sqlite3.Error), match="needs a table name"):
-        conn.execute("SELECT sqlite_ct_changes_sql(NULL)").fetchone()
+        conn.execute("SELECT sqlite_ct_changes_sql(NULL, 't.id')").fetchone()
+    with pytest.raises((apsw.Error, sqlite3.Error), match="needs the result columns"):
+        conn.execute("SELECT sqlite_ct_changes_sql('items', NULL)").fetchone()
 
 
 # ---- enumerate_changes() against the virtual table joined back --------------

@@ -50,7 +50,7 @@ SURFACE = {
     ("sqlite_ct_last_committed_csn", 0): INNOCUOUS,
     ("sqlite_ct_snapshot", 0): INNOCUOUS,
     ("sqlite_ct_schema_token", 0): INNOCUOUS,
-    ("sqlite_ct_changes_sql", 1): INNOCUOUS,
+    ("sqlite_ct_changes_sql", 2): INNOCUOUS,
     ("sqlite_ct_local_change", -1): INNOCUOUS,
     ("sqlite_ct_tracking_context", 0): INNOCUOUS,
     ("sqlite_ct_set_tracking_context", 1): DIRECTONLY,
