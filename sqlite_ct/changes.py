@@ -386,9 +386,10 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     kept = _ENUM.get(key)
     if (kept is not None and type(since) is int and 0 <= since < 2**63
             and (exclude_context is None or isinstance(exclude_context, uuid.UUID))):
-        token, sql, info = kept
+        kept_token, kept_sql, kept_info = kept
         try:
-            _, changes = _enum_read(conn, sql, info, since, exclude_context, token)
+            _, changes = _enum_read(conn, kept_sql, kept_info, since, exclude_context,
+                                    kept_token)
         except Exception as exc:
             # Whatever went wrong is reported by the checks below, which
             # read everything again; running out of memory is reported now.
