@@ -157,6 +157,24 @@
 ** the table is looked up by rowid or key; its cost estimate says the work
 ** follows the number of changes.
 **
+** STATEMENTS KEPT: the connection's one sqlite_ct_changes table (eponymous,
+** connected once, disconnected at sqlite3_close() before SQLite looks for
+** unfinalized statements, like stmtcache.c's) keeps the statements xFilter
+** runs, prepared persistent and found again by their SQL text (a pool of
+** CT_CHG_POOL; a statement in use by another cursor is not handed out
+** twice), and what the schema alone says of a table (which system tables
+** exist; its triggers, WITHOUT ROWID, key columns) with the schema version
+** it was read at, which every schema change of any connection moves. Nothing
+** read inside a write transaction is kept: a schema change rolled back
+** leaves schema_version where it was. The layout, the registry row and the
+** newest log row are data, read on every call (one statement). Before, each
+** call prepared about a dozen statements, one of them again at every bind.
+**
+** The same file defines sqlite_ct_changes_sql(), sqlite_ct_snapshot() and
+** sqlite_ct_schema_token() (below), with which enumerate_changes() reads
+** anchor, deletes and live rows in one statement, and
+** sqlite_ct_local_change().
+**
 ** The storage behind this function (triggers, stamps, tombstones) may change;
 ** readers that use this function do not.
 */
