@@ -19,7 +19,9 @@ These rules live in one place, the extension's table-valued function
 sqlite_ct_changes(table, since, until, exclude_context) (csrc/changes.c),
 which also refuses bad and expired anchors; this module reads through it and
 only turns its rows into Python values (the row of an insert or update is
-joined by rowid, or by key in a WITHOUT ROWID table).
+joined by rowid, or by key in a WITHOUT ROWID table). enumerate_changes()
+reads its live rows through sqlite_ct_changes_sql() instead, the same rules
+as SQL text from the same file, which reads each row once.
 """
 from __future__ import annotations
 
