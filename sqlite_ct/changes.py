@@ -360,6 +360,11 @@ def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
         read = first[width]
         if token is not None and read != token:
             return read, None
+        if read is not None and not (isinstance(read, str) and ":" in read):
+            # SQLite runs the arms of a UNION ALL in order; should it not,
+            # the first row would be a change, not the anchor.
+            raise Error("sqlite-ct: enumerate_changes() read a change where its anchor row "
+                        "belongs; please report this with your SQLite version")
         # Comprehensions over the rows fetched a block at a time: a loop that
         # appends each row to one of three lists cost a quarter more than
         # reading the rows at 100 changes, and a block bounds the row tuples
