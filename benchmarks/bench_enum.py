@@ -8,7 +8,7 @@ at 1M rows.
    integer column (qty) of the same table, each on a fresh copy, interleaved.
 3. For each N in --changes (100, 10k, 100k): a copy of the create_schema'd
    table, N random rows updated in one transaction after anchor A, then,
-   interleaved:
+   interleaved (each timed call right after an untimed one of the same form):
      enumerate   sqlite_ct.enumerate_changes(conn, "items", since=A) (dicts)
      by key      the same N rows fetched by primary key to dicts
                  (WHERE id IN (SELECT value FROM json_each(?)))
@@ -217,6 +217,13 @@ def enum_step(host: str, cases: Dict[int, Dict[str, Any]], paths: Dict[int, str]
         for rep in range(reps):
             for n in bl.rotated(sizes, rep):
                 for form in bl.rotated(FORMS, rep):
+                    # An untimed call first, so that every form is timed with
+                    # its own pages and code in the caches: the rotation keeps
+                    # FORMS' cyclic order, so the full scan (which empties
+                    # the caches) would otherwise come right before
+                    # `enumerate` in most repetitions, and `by_key` right
+                    # after it, reading the pages it had just read.
+                    measure_form(conns[n], form, cases[n])
                     seconds, got, total = measure_form(conns[n], form, cases[n])
                     if got != n or total != n:
                         raise AssertionError(f"{form} at N={n}: {got} rows of the expected "

@@ -157,6 +157,24 @@
 ** the table is looked up by rowid or key; its cost estimate says the work
 ** follows the number of changes.
 **
+** STATEMENTS KEPT: the connection's one sqlite_ct_changes table (eponymous,
+** connected once, disconnected at sqlite3_close() before SQLite looks for
+** unfinalized statements, like stmtcache.c's) keeps the statements xFilter
+** runs, prepared persistent and found again by their SQL text (a pool of
+** CT_CHG_POOL; a statement in use by another cursor is not handed out
+** twice), and what the schema alone says of a table (which system tables
+** exist; its triggers, WITHOUT ROWID, key columns) with the schema version
+** it was read at, which every schema change of any connection moves. Nothing
+** read inside a write transaction is kept: a schema change rolled back
+** leaves schema_version where it was. The layout, the registry row and the
+** newest log row are data, read on every call (one statement). Before, each
+** call prepared about a dozen statements, one of them again at every bind.
+**
+** The same file defines sqlite_ct_changes_sql(), sqlite_ct_snapshot() and
+** sqlite_ct_schema_token() (below), with which enumerate_changes() reads
+** anchor, deletes and live rows in one statement, and
+** sqlite_ct_local_change().
+**
 ** The storage behind this function (triggers, stamps, tombstones) may change;
 ** readers that use this function do not.
 */
@@ -206,12 +224,41 @@
 #define CTP_EOF        5
 #define CTP_N          5
 
+/* Statements kept by the connection's one sqlite_ct_changes table (see
+** STATEMENTS KEPT in the header comment). */
+#define CT_CHG_POOL 32
+#define CT_CHG_SHAPES 8
+
 typedef struct CtChangesVtab CtChangesVtab;
 struct CtChangesVtab {
   sqlite3_vtab base;
   sqlite3 *db;
   CtState *p;
+  unsigned int iClock;         /* advances at each use, for eviction */
+  struct CtChgPooled {
+    sqlite3_stmt *pStmt;       /* prepared persistent, or 0 */
+    unsigned int iHash;        /* of its SQL text */
+    unsigned int iUsed;        /* iClock at its last use */
+    int bBusy;                 /* handed out and not yet given back */
+  } aPool[CT_CHG_POOL];
+  /* What the schema says (ctChgLoadTable), valid at one schema version. */
+  int bSysKnown;               /* fSys was read ... */
+  sqlite3_int64 iSysSchema;    /* ... at this schema version */
+  int fSys;                    /* CT_SYS_*: which system tables exist */
+  struct CtChgShape {
+    char *zName;               /* the table's stored name, or 0 */
+    sqlite3_int64 iSchema;     /* the schema version it was read at */
+    int nTrig;                 /* its tracking triggers */
+    int bWithoutRowid;
+    const char *zRowid;        /* a static string, or 0 */
+    int nPk;
+    char **azPk;
+  } aShape[CT_CHG_SHAPES];
+  int iShapeNext;              /* the slot a new table takes */
 };
+
+static int ctChgRelease(CtChangesVtab *v, sqlite3_stmt *pStmt);
+static void ctChgShapeClear(CtChangesVtab *v, int i);
 
 typedef struct CtChangesCursor CtChangesCursor;
 struct CtChangesCursor {
@@ -245,6 +292,9 @@ struct CtChgTable {
   int bPortable;
   int eOpt;                    /* TrackingOptions */
   int bWithoutRowid;
+  int bLog;                    /* __sysTxCommitSequence exists */
+  int bMaxCsn;                 /* iMaxCsn was read with the registry row */
+  sqlite3_int64 iMaxCsn;       /* the newest log row's CSN, then */
   const char *zRowid;          /* a name of the rowid, or 0 */
   int nPk;
   char **azPk;                 /* key columns in PRIMARY KEY order */
@@ -294,7 +344,18 @@ static int ctChgConnect(sqlite3 *db, void *pAux, int argc, const char *const *ar
   return SQLITE_OK;
 }
 
+/* The connection is closing (sqlite3_close() disconnects its virtual tables
+** before it checks for unfinalized statements) or the module is replaced:
+** finalize the kept statements that the connection still lists. */
 static int ctChgDisconnect(sqlite3_vtab *pVtab){
+  CtChangesVtab *v = (CtChangesVtab*)pVtab;
+  int i;
+  for(i=0; i<CT_CHG_POOL; i++){
+    if( v->aPool[i].pStmt && ctStmtListed(v->db, v->aPool[i].pStmt) ){
+      sqlite3_finalize(v->aPool[i].pStmt);
+    }
+  }
+  for(i=0; i<CT_CHG_SHAPES; i++) ctChgShapeClear(v, i);
   sqlite3_free(pVtab);
   return SQLITE_OK;
 }
@@ -404,7 +465,7 @@ static int ctChgOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor){
 static void ctChgReset(CtChangesCursor *c){
   int i;
   for(i=0; i<CTP_N; i++){
-    sqlite3_finalize(c->apStmt[i]);
+    ctChgRelease(c->pTab, c->apStmt[i]);
     c->apStmt[i] = 0;
   }
   c->iPhase = CTP_EOF;
@@ -427,25 +488,85 @@ static char *ctChgShow(sqlite3_value *v){
   }
 }
 
-/* Sticky helpers: no-ops once *pRc is set. */
-static sqlite3_stmt *ctChgPrepare(sqlite3 *db, int *pRc, char **pzErr,
+/* FNV-1a of a statement's SQL text: the pool's first comparison. */
+static unsigned int ctChgHash(const char *z){
+  unsigned int h = 2166136261u;
+  while( *z ){ h = (h ^ (unsigned char)*z++) * 16777619u; }
+  return h;
+}
+
+/* Sticky helpers: no-ops once *pRc is set. With a vtab v, the statement for
+** the SQL text is taken from v's pool, or prepared persistent and kept there
+** (an idle one of the same text is reused; a full pool evicts its least
+** recently used idle statement); give it back with ctChgFinish(). Without
+** one (sqlite_ct_local_change(), which keeps its own), it is prepared for
+** the caller alone. */
+static sqlite3_stmt *ctChgPrepare(CtChangesVtab *v, sqlite3 *db, int *pRc, char **pzErr,
                                   const char *zFmt, ...){
   va_list ap;
   char *zSql;
   sqlite3_stmt *pStmt = 0;
+  unsigned int iHash = 0;
+  int i, iSlot = -1;
   if( *pRc!=SQLITE_OK ) return 0;
   va_start(ap, zFmt);
   zSql = sqlite3_vmprintf(zFmt, ap);
   va_end(ap);
   if( zSql==0 ){ *pRc = SQLITE_NOMEM; return 0; }
-  *pRc = sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0);
+  if( v ){
+    iHash = ctChgHash(zSql);
+    for(i=0; i<CT_CHG_POOL; i++){
+      struct CtChgPooled *e = &v->aPool[i];
+      if( e->pStmt==0 || e->bBusy ) continue;
+      if( e->iHash==iHash && strcmp(sqlite3_sql(e->pStmt), zSql)==0 ){
+        e->bBusy = 1;
+        e->iUsed = ++v->iClock;
+        sqlite3_free(zSql);
+        return e->pStmt;
+      }
+    }
+    for(i=0; i<CT_CHG_POOL; i++){
+      struct CtChgPooled *e = &v->aPool[i];
+      if( e->pStmt==0 ){ iSlot = i; break; }
+      if( !e->bBusy && (iSlot<0 || e->iUsed<v->aPool[iSlot].iUsed) ) iSlot = i;
+    }
+  }
+  *pRc = sqlite3_prepare_v3(db, zSql, -1, iSlot>=0 ? SQLITE_PREPARE_PERSISTENT : 0,
+                            &pStmt, 0);
   sqlite3_free(zSql);
   if( *pRc!=SQLITE_OK ){
     *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
     sqlite3_finalize(pStmt);
     return 0;
   }
+  if( iSlot>=0 ){
+    struct CtChgPooled *e = &v->aPool[iSlot];
+    if( e->pStmt ) sqlite3_finalize(e->pStmt);
+    e->pStmt = pStmt;
+    e->iHash = iHash;
+    e->iUsed = ++v->iClock;
+    e->bBusy = 1;
+  }
   return pStmt;
+}
+
+/* Give back a statement of ctChgPrepare(): reset (kept, its bindings
+** cleared) or finalized (the caller's alone). The error of its last step,
+** if any, and its message go to *pRc and *pzErr. */
+static int ctChgRelease(CtChangesVtab *v, sqlite3_stmt *pStmt){
+  int i;
+  if( pStmt==0 ) return SQLITE_OK;
+  if( v ){
+    for(i=0; i<CT_CHG_POOL; i++){
+      if( v->aPool[i].pStmt==pStmt ){
+        int rc = sqlite3_reset(pStmt);
+        sqlite3_clear_bindings(pStmt);
+        v->aPool[i].bBusy = 0;
+        return rc;
+      }
+    }
+  }
+  return sqlite3_finalize(pStmt);
 }
 
 static char *ctChgDup(int *pRc, const unsigned char *z){
@@ -456,82 +577,67 @@ static char *ctChgDup(int *pRc, const unsigned char *z){
   return zOut;
 }
 
-/* Step a one-row statement and finalize it; *pbRow: a row was there. */
-static void ctChgFinish(sqlite3 *db, sqlite3_stmt *pStmt, int *pRc, char **pzErr){
-  int rc = sqlite3_finalize(pStmt);
+/* Give a statement back (ctChgRelease), its error into *pRc. */
+static void ctChgFinish(CtChangesVtab *v, sqlite3 *db, sqlite3_stmt *pStmt, int *pRc,
+                        char **pzErr){
+  int rc = ctChgRelease(v, pStmt);
   if( *pRc==SQLITE_OK && rc!=SQLITE_OK ){
     *pRc = rc;
     *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
   }
 }
 
-/*
-** Look TBL up: registry row (any case), armed triggers, layout, key columns
-** and a usable name of the rowid.
-*/
-static int ctChgLoadTable(sqlite3 *db, const char *zArg, CtChgTable *t, char **pzErr){
-  int rc = SQLITE_OK;
-  int bRegistry = 0, nTrig = 0, bRowid = 1, b_Rowid = 1, bOid = 1;
-  sqlite3_stmt *pStmt;
+/* PRAGMA main.schema_version of the reading snapshot, with a kept statement. */
+static sqlite3_int64 ctChgSchemaVersion(CtChangesVtab *v, int *pRc, char **pzErr){
+  sqlite3_int64 iSchema = -1;
+  sqlite3_stmt *pStmt = ctChgPrepare(v, v->db, pRc, pzErr, "PRAGMA main.schema_version");
+  if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+  ctChgFinish(v, v->db, pStmt, pRc, pzErr);
+  return iSchema;
+}
 
-  rc = ctCheckLayout(db, 0, 0, pzErr);
-  pStmt = ctChgPrepare(db, &rc, pzErr,
-      "SELECT count(*) FROM main.sqlite_schema WHERE type='table'"
-      " AND name='__sysOCSTrackedObjects'");
-  if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ) bRegistry = sqlite3_column_int(pStmt, 0);
-  ctChgFinish(db, pStmt, &rc, pzErr);
-  if( rc==SQLITE_OK && bRegistry ){
-    pStmt = ctChgPrepare(db, &rc, pzErr,
-        "SELECT __sysTName, __sysEnableTxBsn, __sysMinValidCsn, __sysTrackOpt,"
-        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || __sysTName)"
-        " FROM main.__sysOCSTrackedObjects WHERE __sysTName = ?1 COLLATE NOCASE",
-        "anchor0_expired:");
-    if( pStmt ){
-      sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
-      if( sqlite3_step(pStmt)==SQLITE_ROW ){
-        int eStored = sqlite3_column_int(pStmt, 3);
-        t->zName = ctChgDup(&rc, sqlite3_column_text(pStmt, 0));
-        t->iEnable = sqlite3_column_int64(pStmt, 1);
-        t->iMinValid = sqlite3_column_int64(pStmt, 2);
-        t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
-        t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
-        t->bZeroExpired = sqlite3_column_int(pStmt, 4);
-      }
-    }
-    ctChgFinish(db, pStmt, &rc, pzErr);
+/* Which system tables exist (CT_SYS_* bits), in one pass over sqlite_schema. */
+#define CT_SYS_REGISTRY 1
+#define CT_SYS_META     2
+#define CT_SYS_LOG      4
+static int ctChgSystemTables(CtChangesVtab *v, sqlite3 *db, int *pRc, char **pzErr){
+  int fSys = 0;
+  sqlite3_stmt *pStmt = ctChgPrepare(v, db, pRc, pzErr,
+      "SELECT total(name='__sysOCSTrackedObjects'), total(name='__sysCtMeta'),"
+      " total(name='__sysTxCommitSequence') FROM main.sqlite_schema WHERE type='table'"
+      " AND name IN ('__sysOCSTrackedObjects', '__sysCtMeta', '__sysTxCommitSequence')");
+  if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ){
+    if( sqlite3_column_int(pStmt, 0)>0 ) fSys |= CT_SYS_REGISTRY;
+    if( sqlite3_column_int(pStmt, 1)>0 ) fSys |= CT_SYS_META;
+    if( sqlite3_column_int(pStmt, 2)>0 ) fSys |= CT_SYS_LOG;
   }
-  if( rc==SQLITE_OK && t->zName==0 ){
-    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" is not tracked;"
-                             " call sqlite_ct_create_schema('%q') first", zArg, zArg);
-    return SQLITE_ERROR;
-  }
-  /* A rebuild by another tool (a new table renamed into place) drops the
-  ** triggers: what was written since is untracked, and enumerating would
-  ** miss it silently. */
-  pStmt = ctChgPrepare(db, &rc, pzErr,
+  ctChgFinish(v, db, pStmt, pRc, pzErr);
+  return fSys;
+}
+
+/* What the schema says of tracked table t->zName: its tracking triggers (in
+** *pnTrig), WITHOUT ROWID, a name of the rowid, the key columns. */
+static int ctChgLoadShape(CtChangesVtab *v, sqlite3 *db, CtChgTable *t, int *pnTrig,
+                          char **pzErr){
+  int rc = SQLITE_OK, bRowid = 1, b_Rowid = 1, bOid = 1;
+  sqlite3_stmt *pStmt;
+  *pnTrig = 0;
+  pStmt = ctChgPrepare(v, db, &rc, pzErr,
       "SELECT count(*) FROM main.sqlite_schema WHERE type='trigger' AND tbl_name=?1"
       " AND name IN ('__sysct_ai_' || ?1, '__sysct_au_' || ?1, '__sysct_ad_' || ?1)");
   if( pStmt ){
     sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
-    if( sqlite3_step(pStmt)==SQLITE_ROW ) nTrig = sqlite3_column_int(pStmt, 0);
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) *pnTrig = sqlite3_column_int(pStmt, 0);
   }
-  ctChgFinish(db, pStmt, &rc, pzErr);
-  if( rc==SQLITE_OK && nTrig < 2 + ((t->eOpt & CT_TRACK_DELETE)!=0) ){
-    *pzErr = sqlite3_mprintf(
-        "sqlite-ct: table \"%s\" lost its tracking triggers (was it rebuilt by another"
-        " tool, such as sqlite-utils transform()?); changes made since were not tracked."
-        " Call create_schema() on it to re-arm it; replicas with older anchors will then"
-        " be asked to reinitialise", t->zName);
-    return SQLITE_ERROR;
-  }
-  pStmt = ctChgPrepare(db, &rc, pzErr,
+  ctChgFinish(v, db, pStmt, &rc, pzErr);
+  pStmt = ctChgPrepare(v, db, &rc, pzErr,
       "SELECT wr FROM pragma_table_list WHERE schema='main' AND name=?1");
   if( pStmt ){
     sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
     if( sqlite3_step(pStmt)==SQLITE_ROW ) t->bWithoutRowid = sqlite3_column_int(pStmt, 0);
   }
-  ctChgFinish(db, pStmt, &rc, pzErr);
-  pStmt = ctChgPrepare(db, &rc, pzErr,
+  ctChgFinish(v, db, pStmt, &rc, pzErr);
+  pStmt = ctChgPrepare(v, db, &rc, pzErr,
       "SELECT name, pk FROM pragma_table_xinfo(?1, 'main') ORDER BY pk");
   if( pStmt ){
     sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
@@ -550,15 +656,213 @@ static int ctChgLoadTable(sqlite3 *db, const char *zArg, CtChgTable *t, char **p
       }
     }
   }
-  ctChgFinish(db, pStmt, &rc, pzErr);
-  if( rc==SQLITE_OK && t->nPk==0 ){
-    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" has no PRIMARY KEY", t->zName);
-    return SQLITE_ERROR;
-  }
+  ctChgFinish(v, db, pStmt, &rc, pzErr);
   if( !t->bWithoutRowid ){
     t->zRowid = bRowid ? "rowid" : b_Rowid ? "_rowid_" : bOid ? "oid" : 0;
   }
   return rc;
+}
+
+/* Forget the kept shape in slot i. */
+static void ctChgShapeClear(CtChangesVtab *v, int i){
+  struct CtChgShape *e = &v->aShape[i];
+  int j;
+  sqlite3_free(e->zName);
+  for(j=0; j<e->nPk; j++) sqlite3_free(e->azPk[j]);
+  sqlite3_free(e->azPk);
+  memset(e, 0, sizeof(*e));
+}
+
+/* Copy the shape of t into a slot of v (its own, or the next in turn), for
+** schema version iSchema. SQLITE_NOMEM when a copy fails (nothing kept). */
+static int ctChgShapeKeep(CtChangesVtab *v, const CtChgTable *t, int nTrig,
+                          sqlite3_int64 iSchema){
+  struct CtChgShape *e;
+  int i, rc = SQLITE_OK;
+  int iSlot = v->iShapeNext;
+  for(i=0; i<CT_CHG_SHAPES; i++){
+    if( v->aShape[i].zName && strcmp(v->aShape[i].zName, t->zName)==0 ) break;
+  }
+  if( i<CT_CHG_SHAPES ){
+    iSlot = i;
+  }else{
+    v->iShapeNext = (iSlot+1) % CT_CHG_SHAPES;
+  }
+  ctChgShapeClear(v, iSlot);
+  e = &v->aShape[iSlot];
+  e->azPk = sqlite3_malloc64(sizeof(char*)*(t->nPk+1));
+  if( e->azPk==0 ) rc = SQLITE_NOMEM;
+  for(i=0; rc==SQLITE_OK && i<t->nPk; i++){
+    e->azPk[i] = ctChgDup(&rc, (const unsigned char*)t->azPk[i]);
+    if( rc==SQLITE_OK ) e->nPk++;
+  }
+  e->zName = ctChgDup(&rc, (const unsigned char*)t->zName);
+  if( rc!=SQLITE_OK ){
+    ctChgShapeClear(v, iSlot);
+    return rc;
+  }
+  e->iSchema = iSchema;
+  e->nTrig = nTrig;
+  e->bWithoutRowid = t->bWithoutRowid;
+  e->zRowid = t->zRowid;
+  return SQLITE_OK;
+}
+
+/* The kept shape of t->zName at schema version iSchema, copied into t; 0
+** when none is kept (or out of memory: then t has no key columns). */
+static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
+                          sqlite3_int64 iSchema, int *pRc){
+  int i, j;
+  for(i=0; i<CT_CHG_SHAPES; i++){
+    struct CtChgShape *e = &v->aShape[i];
+    if( e->zName==0 || e->iSchema!=iSchema || strcmp(e->zName, t->zName)!=0 ) continue;
+    t->azPk = sqlite3_malloc64(sizeof(char*)*(e->nPk+1));
+    if( t->azPk==0 ){ *pRc = SQLITE_NOMEM; return 0; }
+    for(j=0; j<e->nPk; j++){
+      t->azPk[j] = ctChgDup(pRc, (const unsigned char*)e->azPk[j]);
+      if( *pRc!=SQLITE_OK ) return 0;
+      t->nPk++;
+    }
+    t->bWithoutRowid = e->bWithoutRowid;
+    t->zRowid = e->zRowid;
+    *pnTrig = e->nTrig;
+    return 1;
+  }
+  return 0;
+}
+
+/*
+** Look TBL up: registry row (any case), armed triggers, layout, key columns
+** and a usable name of the rowid. With a vtab v, what depends on the schema
+** alone (which system tables exist, the table's triggers, WITHOUT ROWID, key
+** columns) is kept in v for the schema version it was read at (see
+** STATEMENTS KEPT); the layout and the registry row are read every time.
+*/
+static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChgTable *t,
+                          char **pzErr){
+  int rc = SQLITE_OK;
+  int fSys = 0, nTrig = 0, bLayoutOk = 0, bKeep = 0;
+  sqlite3_int64 iSchema = -1;
+  sqlite3_stmt *pStmt;
+
+  if( v ){
+    /* Inside a write transaction a schema read may be taken back by a
+    ** ROLLBACK, which leaves schema_version as it was: read, never kept. */
+    bKeep = sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE;
+    iSchema = ctChgSchemaVersion(v, &rc, pzErr);
+    if( rc==SQLITE_OK && v->bSysKnown && v->iSysSchema==iSchema ){
+      fSys = v->fSys;
+    }else{
+      fSys = ctChgSystemTables(v, db, &rc, pzErr);
+      if( rc==SQLITE_OK && bKeep ){
+        v->bSysKnown = 1;
+        v->iSysSchema = iSchema;
+        v->fSys = fSys;
+      }
+    }
+  }else{
+    fSys = ctChgSystemTables(0, db, &rc, pzErr);
+  }
+  t->bLog = (fSys & CT_SYS_LOG)!=0;
+  if( rc==SQLITE_OK && fSys==(CT_SYS_META|CT_SYS_REGISTRY|CT_SYS_LOG) ){
+    /* The usual case, in one statement: the layout, the newest log row (the
+    ** last committed CSN outside a write transaction, see ctChgFilter) and
+    ** the registry row. */
+    pStmt = ctChgPrepare(v, db, &rc, pzErr,
+        "SELECT (SELECT value FROM main.__sysCtMeta WHERE key='layout_version'),"
+        " (SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence),"
+        " r.__sysTName, r.__sysEnableTxBsn, r.__sysMinValidCsn, r.__sysTrackOpt,"
+        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName)"
+        " FROM (SELECT 1) LEFT JOIN main.__sysOCSTrackedObjects AS r"
+        " ON r.__sysTName = ?1 COLLATE NOCASE", "anchor0_expired:");
+    if( pStmt ){
+      sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+      if( sqlite3_step(pStmt)==SQLITE_ROW ){
+        bLayoutOk = sqlite3_column_type(pStmt, 0)==SQLITE_NULL
+                 || (sqlite3_column_type(pStmt, 0)==SQLITE_INTEGER
+                     && sqlite3_column_int64(pStmt, 0)<=CT_LAYOUT_VERSION);
+        t->iMaxCsn = sqlite3_column_int64(pStmt, 1);
+        t->bMaxCsn = 1;
+        if( bLayoutOk && sqlite3_column_type(pStmt, 2)!=SQLITE_NULL ){
+          int eStored = sqlite3_column_int(pStmt, 5);
+          t->zName = ctChgDup(&rc, sqlite3_column_text(pStmt, 2));
+          t->iEnable = sqlite3_column_int64(pStmt, 3);
+          t->iMinValid = sqlite3_column_int64(pStmt, 4);
+          t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
+          t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
+          t->bZeroExpired = sqlite3_column_int(pStmt, 6);
+        }
+      }
+    }
+    ctChgFinish(v, db, pStmt, &rc, pzErr);
+    if( rc==SQLITE_OK && !bLayoutOk ) rc = ctCheckLayout(db, 0, 0, pzErr);
+    fSys = 0;   /* read: nothing more below */
+  }
+  /* The layout check of ctCheckLayout() with a kept statement: a recorded
+  ** layout this build reads (or none) passes; anything else is left to
+  ** ctCheckLayout(), which words the refusal. */
+  if( rc==SQLITE_OK && (fSys & CT_SYS_META) ){
+    pStmt = ctChgPrepare(v, db, &rc, pzErr,
+        "SELECT value FROM main.__sysCtMeta WHERE key='layout_version'");
+    if( pStmt ){
+      int e = sqlite3_step(pStmt);
+      bLayoutOk = e==SQLITE_DONE || (e==SQLITE_ROW
+          && (sqlite3_column_type(pStmt, 0)==SQLITE_NULL
+              || (sqlite3_column_type(pStmt, 0)==SQLITE_INTEGER
+                  && sqlite3_column_int64(pStmt, 0)<=CT_LAYOUT_VERSION)));
+    }
+    ctChgFinish(v, db, pStmt, &rc, pzErr);
+  }else if( rc==SQLITE_OK ){
+    bLayoutOk = 1;
+  }
+  if( rc==SQLITE_OK && !bLayoutOk ) rc = ctCheckLayout(db, 0, 0, pzErr);
+  if( rc==SQLITE_OK && (fSys & CT_SYS_REGISTRY) ){
+    pStmt = ctChgPrepare(v, db, &rc, pzErr,
+        "SELECT __sysTName, __sysEnableTxBsn, __sysMinValidCsn, __sysTrackOpt,"
+        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || __sysTName)"
+        " FROM main.__sysOCSTrackedObjects WHERE __sysTName = ?1 COLLATE NOCASE",
+        "anchor0_expired:");
+    if( pStmt ){
+      sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+      if( sqlite3_step(pStmt)==SQLITE_ROW ){
+        int eStored = sqlite3_column_int(pStmt, 3);
+        t->zName = ctChgDup(&rc, sqlite3_column_text(pStmt, 0));
+        t->iEnable = sqlite3_column_int64(pStmt, 1);
+        t->iMinValid = sqlite3_column_int64(pStmt, 2);
+        t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
+        t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
+        t->bZeroExpired = sqlite3_column_int(pStmt, 4);
+      }
+    }
+    ctChgFinish(v, db, pStmt, &rc, pzErr);
+  }
+  if( rc!=SQLITE_OK ) return rc;
+  if( t->zName==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" is not tracked;"
+                             " call sqlite_ct_create_schema('%q') first", zArg, zArg);
+    return SQLITE_ERROR;
+  }
+  if( v==0 || !ctChgShapeFind(v, t, &nTrig, iSchema, &rc) ){
+    if( rc==SQLITE_OK ) rc = ctChgLoadShape(v, db, t, &nTrig, pzErr);
+    if( rc==SQLITE_OK && v && bKeep ) rc = ctChgShapeKeep(v, t, nTrig, iSchema);
+  }
+  if( rc!=SQLITE_OK ) return rc;
+  /* A rebuild by another tool (a new table renamed into place) drops the
+  ** triggers: what was written since is untracked, and enumerating would
+  ** miss it silently. */
+  if( nTrig < 2 + ((t->eOpt & CT_TRACK_DELETE)!=0) ){
+    *pzErr = sqlite3_mprintf(
+        "sqlite-ct: table \"%s\" lost its tracking triggers (was it rebuilt by another"
+        " tool, such as sqlite-utils transform()?); changes made since were not tracked."
+        " Call create_schema() on it to re-arm it; replicas with older anchors will then"
+        " be asked to reinitialise", t->zName);
+    return SQLITE_ERROR;
+  }
+  if( t->nPk==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: table \"%s\" has no PRIMARY KEY", t->zName);
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
 }
 
 /* "k1", "k2", ... of the key, quoted. */
@@ -614,7 +918,7 @@ static char *ctChgLiveKey(const CtChgTable *t){
 ** in apply mode (stamps 0) and to portable tables (pure-SQL triggers) leave
 ** no BSN to see: refused whatever table they wrote.
 */
-static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
+static int ctChgOwnWrites(CtChangesVtab *v, sqlite3 *db, CtState *p, const CtChgTable *t,
                           sqlite3_int64 *piWrote, char **pzErr){
   sqlite3_int64 iBsn = 0;
   int bNull = 1, rc, fWrote = 0;
@@ -626,7 +930,7 @@ static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
   if( (t->eOpt & CT_TRACK_ALL)!=CT_TRACK_ALL ){ *piWrote = 1; return SQLITE_OK; }
   rc = ctQueryInt64(db, &iBsn, &bNull, pzErr, "SELECT sqlite_ct_current_bsn()");
   if( rc!=SQLITE_OK || bNull ) return rc;
-  pStmt = ctChgPrepare(db, &rc, pzErr,
+  pStmt = ctChgPrepare(v, db, &rc, pzErr,
       "SELECT EXISTS(SELECT 1 FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" = ?1)"
       " OR EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows"
       " WHERE __sysTName = ?2 AND __sysDeleteTxBsn = ?1)", t->zName);
@@ -635,7 +939,7 @@ static int ctChgOwnWrites(sqlite3 *db, CtState *p, const CtChgTable *t,
     sqlite3_bind_text(pStmt, 2, t->zName, -1, SQLITE_STATIC);
     if( sqlite3_step(pStmt)==SQLITE_ROW ) *piWrote = sqlite3_column_int64(pStmt, 0);
   }
-  ctChgFinish(db, pStmt, &rc, pzErr);
+  ctChgFinish(v, db, pStmt, &rc, pzErr);
   return rc;
 }
 
@@ -675,7 +979,8 @@ static char *ctChgAfterKey(const char *zKeys, int nKey){
 */
 static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
                               char **pzErr){
-  sqlite3 *db = c->pTab->db;
+  CtChangesVtab *v = c->pTab;
+  sqlite3 *db = v->db;
   int rc = SQLITE_OK;
   int bCtx = (idxNum & (1<<CTC_CONTEXT))!=0;
   int bPk = (idxNum & (1<<CTC_PK))!=0;
@@ -718,12 +1023,12 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
                                  bPk ? "__sysRK" : "NULL");
     if( zSel==0 && rc==SQLITE_OK ) rc = SQLITE_NOMEM;
     if( bAfterKey ){
-      c->apStmt[CTP_DELETES_AT] = ctChgPrepare(db, &rc, pzErr,
+      c->apStmt[CTP_DELETES_AT] = ctChgPrepare(v, db, &rc, pzErr,
           "SELECT %s FROM main.__sysOCSDeletedRows WHERE __sysTName = ?5"
           " AND __sysDeleteTxBsn = ?8 AND ?8 > ?6 AND ?8 <= ?7 AND __sysRK > ?9 AND %s"
           " ORDER BY __sysRK", zSel, zNotExcluded);
     }
-    c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
+    c->apStmt[CTP_DELETES] = ctChgPrepare(v, db, &rc, pzErr,
         "SELECT %s FROM main.__sysOCSDeletedRows WHERE __sysTName = ?5"
         " AND __sysDeleteTxBsn > ?6 AND __sysDeleteTxBsn <= ?7 AND %s"
         " ORDER BY __sysDeleteTxBsn, __sysRK", zSel, zNotExcluded);
@@ -735,25 +1040,25 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
     ** is no delete: its row is either the reader's own (left out, and the
     ** reader holds it: a delete would remove it) or in the window (an
     ** upsert). */
-    c->apStmt[CTP_DELETES] = ctChgPrepare(db, &rc, pzErr,
+    c->apStmt[CTP_DELETES] = ctChgPrepare(v, db, &rc, pzErr,
         "SELECT g.bsn, g.ins, %s, %s, NULL FROM ("
         "SELECT max(__sysDeleteTxBsn) AS bsn, min(__sysInsertTxCsn) AS ins, __sysRK"
         " FROM main.__sysOCSDeletedRows"
-        " WHERE __sysTName = ?5 AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
+        " WHERE __sysTName = %Q AND __sysDeleteTxBsn > ?1 AND __sysDeleteTxBsn <= ?2"
         " AND %s GROUP BY __sysRK HAVING min(__sysInsertTxCsn) %s ?1"
         " AND max(__sysDeleteTxBsn) > ?6 AND max(__sysDeleteTxBsn) <= ?7"
         " AND (%s NOT EXISTS (SELECT 1 FROM main.\"%w\" WHERE %s))) AS g",
         bCtx ? "(SELECT n.__sysTrackingContext FROM main.__sysOCSDeletedRows AS n"
                " WHERE n.__sysTName = ?5 AND n.__sysDeleteTxBsn = g.bsn"
                " AND n.__sysRK = g.__sysRK)" : "NULL",
-        bPk ? zRk : "NULL", zNotExcluded, c->cOpWant=='B' ? ">" : "<=",
+        bPk ? zRk : "NULL", t->zName, zNotExcluded, c->cOpWant=='B' ? ">" : "<=",
         c->cOpWant=='B' ? "" : "?4 IS NULL OR", t->zName, zLive ? zLive : "0");
   }
   if( bLive && c->eStamped!=1 && !(c->bAfter && c->iAfterBsn>c->iEnable) ){
     /* Rows with NULL stamps: position (enabling BSN, key). After a position
     ** of the enabling BSN, those above its key; after an older one, all;
     ** after a newer one, none (xFilter skips the phase). */
-    c->apStmt[CTP_UNSTAMPED] = ctChgPrepare(db, &rc, pzErr,
+    c->apStmt[CTP_UNSTAMPED] = ctChgPrepare(v, db, &rc, pzErr,
         "SELECT ?3, ?3, %s"
         " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" IS NULL AND ?3 > ?6 AND ?3 <= ?7%s%s%s%s",
         zCols, t->zName,
@@ -763,14 +1068,14 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   }
   if( bLive && c->eStamped!=0 ){
     if( bAfterKey ){
-      c->apStmt[CTP_STAMPED_AT] = ctChgPrepare(db, &rc, pzErr,
+      c->apStmt[CTP_STAMPED_AT] = ctChgPrepare(v, db, &rc, pzErr,
           "SELECT \"__sysChangeTxBsn\", %s, %s FROM main.\"%w\""
           " WHERE \"__sysChangeTxBsn\" = ?8 AND ?8 > ?6 AND ?8 <= ?7 AND %s AND %s"
           " ORDER BY %s",
           bIns ? "coalesce(\"__sysInsertTxBsn\", ?3)" : "NULL", zCols, t->zName,
           zAfter ? zAfter : "0", zNotExcluded, zOrder ? zOrder : "1");
     }
-    c->apStmt[CTP_STAMPED] = ctChgPrepare(db, &rc, pzErr,
+    c->apStmt[CTP_STAMPED] = ctChgPrepare(v, db, &rc, pzErr,
         "SELECT \"__sysChangeTxBsn\", %s, %s"
         " FROM main.\"%w\" WHERE \"__sysChangeTxBsn\" > ?6 AND \"__sysChangeTxBsn\" <= ?7"
         " AND %s ORDER BY \"__sysChangeTxBsn\"%s%s",
@@ -1003,8 +1308,8 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   }
 
   /* The table, the snapshot's last committed CSN, the window. */
-  rc = ctChgLoadTable(db, zArg, &t, &zErr);
-  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(db, v->p, &t, &iWrote, &zErr);
+  rc = ctChgLoadTable(v, db, zArg, &t, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgOwnWrites(v, db, v->p, &t, &iWrote, &zErr);
   if( rc==SQLITE_OK ){
     if( iWrote ){
       rc = SQLITE_ERROR;
@@ -1013,7 +1318,19 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
                              " back first");
     }
   }
-  if( rc==SQLITE_OK ) rc = ctLastCommittedCsn(db, v->p, &iLast, &zErr);
+  if( rc==SQLITE_OK && t.bMaxCsn && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
+    /* No write transaction: every log row this snapshot sees is committed,
+    ** and the newest, read with the registry row, is the last committed CSN
+    ** (ctLastCommittedCsn() without statements of its own). */
+    iLast = t.iMaxCsn;
+  }else if( rc==SQLITE_OK && t.bLog && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
+    sqlite3_stmt *pMax = ctChgPrepare(v, db, &rc, &zErr,
+        "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
+    if( pMax && sqlite3_step(pMax)==SQLITE_ROW ) iLast = sqlite3_column_int64(pMax, 0);
+    ctChgFinish(v, db, pMax, &rc, &zErr);
+  }else if( rc==SQLITE_OK ){
+    rc = ctLastCommittedCsn(db, v->p, &iLast, &zErr);
+  }
   if( rc==SQLITE_OK && c->iSince>iLast ){
     rc = SQLITE_ERROR;
     zErr = sqlite3_mprintf(
@@ -1178,7 +1495,7 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   char *zMatch, *zMarks;
   if( pr==0 ){ sqlite3_result_error_nomem(ctx); return 0; }
   memset(pr, 0, sizeof(*pr));
-  rc = ctChgLoadTable(db, zTbl, &pr->t, &zErr);
+  rc = ctChgLoadTable(0, db, zTbl, &pr->t, &zErr);
   if( rc==SQLITE_OK && pr->t.bPortable ){
     rc = SQLITE_ERROR;
     zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_local_change(): \"%s\" is tracked in"
@@ -1207,10 +1524,10 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   zMarks = sqlite3_str_finish(pMarks);
   if( zMatch==0 || zMarks==0 ) rc = SQLITE_NOMEM;
   /* ?1 the enabling BSN, ?2 the table's name; keys from ?3. */
-  pr->pLive = ctChgPrepare(db, &rc, &zErr,
+  pr->pLive = ctChgPrepare(0, db, &rc, &zErr,
       "SELECT coalesce(\"__sysChangeTxBsn\", ?1), coalesce(\"__sysInsertTxBsn\", ?1), ?2"
       " FROM main.\"%w\" WHERE %s", pr->t.zName, zMatch ? zMatch : "0");
-  pr->pTomb = ctChgPrepare(db, &rc, &zErr,
+  pr->pTomb = ctChgPrepare(0, db, &rc, &zErr,
       "SELECT 1 FROM main.__sysOCSDeletedRows WHERE __sysTName = ?2"
       " AND __sysDeleteTxBsn > ?1 AND __sysRK = sqlite_ct_pack_key(%s)", zMarks ? zMarks : "0");
   sqlite3_free(zMatch);
@@ -1292,6 +1609,189 @@ void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
       sqlite3_free(zErr);
     }
   }
+}
+
+/*
+** sqlite_ct_changes_sql(TBL, COLUMNS) -- the text of a compound SELECT that
+** reads the live rows of sqlite_ct_changes(TBL, ?2) straight from TBL: for
+** each row inserted or updated in the window (?2, sqlite_ct_snapshot()], by
+** the rules above, the result columns COLUMNS (SQL text over the table's
+** alias t, as the caller would write them: 't."id", t."name"'), then op, 'I'
+** or 'U'; rows whose latest change carries the tracking context ?3 (a
+** 16-byte GUID, or NULL for none) are left out. ?2 and ?3 are parameters of
+** the statement it becomes part of (the caller's own SQL, which it runs); the
+** window's end and the enabling BSN are read by that statement, in its
+** snapshot. Rows come as sqlite_ct_changes() gives them: NULL stamps first,
+** then by change BSN and the table's order. The columns are the caller's, not
+** t.*, and the text is meant as an arm of the caller's compound SELECT, not a
+** subquery in FROM: SQLite looks up the collation of every column of a
+** subquery in FROM, which a connection without a column's application
+** collation cannot.
+**
+** It checks nothing and reads no tombstone: a reader runs it in the same
+** statement as sqlite_ct_changes(TBL, ?2, ...) WHERE op = 'D', whose
+** xFilter makes every check of the window (tracked, armed, layout, the
+** anchor neither newer than the database nor expired) before any live row is
+** read, and as sqlite_ct_snapshot(), which refuses inside the caller's own
+** write transaction. What it saves is the join: the rows are read where the
+** change index points, once, instead of through the virtual table and then
+** again by rowid. The text depends on TBL's name and stamps alone, so a
+** reader may keep it as long as sqlite_ct_schema_token() stays the same.
+*/
+void ctFuncChangesSql(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  CtChgTable t;
+  char *zErr = 0, *zEnable = 0, *zSql = 0;
+  const char *zArg = (const char*)sqlite3_value_text(argv[0]);
+  const char *zCols = (const char*)sqlite3_value_text(argv[1]);
+  int rc;
+  (void)argc;
+  if( (sqlite3_value_type(argv[0])==SQLITE_TEXT && zArg==0)
+   || (sqlite3_value_type(argv[1])==SQLITE_TEXT && zCols==0) ){
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  if( sqlite3_value_type(argv[0])!=SQLITE_TEXT || zArg[0]==0 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_changes_sql() needs a table name", -1);
+    return;
+  }
+  if( sqlite3_value_type(argv[1])!=SQLITE_TEXT || zCols[0]==0 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_changes_sql() needs the result columns"
+                              " (SQL text over the alias t)", -1);
+    return;
+  }
+  memset(&t, 0, sizeof(t));
+  rc = ctChgLoadTable(0, db, zArg, &t, &zErr);
+  if( rc==SQLITE_OK ){
+    zEnable = sqlite3_mprintf("SELECT (SELECT __sysEnableTxBsn FROM"
+                              " main.__sysOCSTrackedObjects WHERE __sysTName = %Q) AS e,"
+                              " sqlite_ct_snapshot() AS u LIMIT 1", t.zName);
+    if( zEnable==0 ) rc = SQLITE_NOMEM;
+  }
+  if( rc==SQLITE_OK ){
+    /* The phases CTP_UNSTAMPED and CTP_STAMPED of ctChgPreparePhases(), with
+    ** the window (?2, snapshot] and the enabling BSN in place of ?6, ?7, ?3.
+    ** Both read them from w, a one-row subquery that LIMIT keeps from being
+    ** flattened: the planner then tests the window of the rows with NULL
+    ** stamps once, before it reads any of them. */
+    zSql = sqlite3_mprintf(
+        "SELECT %s, 'I' FROM (%s) AS w, main.\"%w\" AS t"
+        " WHERE w.e > ?2 AND w.e <= w.u AND t.\"__sysChangeTxBsn\" IS NULL"
+        " UNION ALL "
+        "SELECT %s, CASE WHEN coalesce(t.\"__sysInsertTxBsn\", w.e) > ?2 THEN 'I' ELSE 'U'"
+        " END FROM (%s) AS w, main.\"%w\" AS t WHERE t.\"__sysChangeTxBsn\" > ?2"
+        " AND t.\"__sysChangeTxBsn\" <= w.u"
+        " AND (?3 IS NULL OR t.\"__sysTrackingContext\" IS NOT ?3)",
+        zCols, zEnable, t.zName, zCols, zEnable, t.zName);
+    if( zSql==0 ) rc = SQLITE_NOMEM;
+  }
+  if( rc==SQLITE_OK ){
+    sqlite3_result_text(ctx, zSql, -1, sqlite3_free);
+  }else if( rc==SQLITE_NOMEM ){
+    sqlite3_result_error_nomem(ctx);
+  }else{
+    sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: sqlite_ct_changes_sql() failed", -1);
+    sqlite3_result_error_code(ctx, rc==SQLITE_SCHEMA ? SQLITE_ERROR : rc);
+  }
+  sqlite3_free(zErr);
+  sqlite3_free(zEnable);
+  ctChgTableClear(&t);
+}
+
+/*
+** sqlite_ct_snapshot() -- the new anchor of a reader: the last committed CSN
+** of the snapshot the calling statement reads (sqlite_ct_last_committed_csn(),
+** which is also sqlite_ct_changes()'s default UNTIL in the same statement),
+** refused inside a transaction that has written what an enumeration in it
+** cannot see past (sqlite_ct_uncommitted_writes()), with the message the
+** Python readers give. A reader that reads it and sqlite_ct_changes() in one
+** statement reads both in one snapshot, with no transaction of its own.
+** Outside a write transaction every log row the snapshot holds is committed,
+** and the newest one is read with a kept statement (stmtcache.c).
+*/
+void ctFuncSnapshot(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  sqlite3_int64 iCsn = 0;
+  char *zErr = 0;
+  int fWrote = 0, rc, bDone = 0;
+  (void)argc; (void)argv;
+  rc = ctUncommittedWrites(p, &fWrote, &zErr);
+  if( rc==SQLITE_OK && fWrote ){
+    rc = SQLITE_ERROR;
+    zErr = sqlite3_mprintf("sqlite-ct: cannot enumerate changes inside a transaction that"
+                           " has written to tracked tables; commit or roll it back first");
+  }
+  if( rc==SQLITE_OK && sqlite3_txn_state(db, "main")!=SQLITE_TXN_WRITE ){
+    /* A database without the log fails to prepare this (then
+    ** ctLastCommittedCsn() below says 0). */
+    sqlite3_stmt *pStmt = 0;
+    int bOwned = 0;
+    if( ctCachedStmt(p, CT_STMT_MAXCSN,
+            "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence", &pStmt, &bOwned)
+        ==SQLITE_OK ){
+      if( sqlite3_step(pStmt)==SQLITE_ROW ) iCsn = sqlite3_column_int64(pStmt, 0);
+      rc = ctStmtRelease(pStmt, bOwned);
+      if( rc!=SQLITE_OK ) zErr = sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db));
+      bDone = 1;
+    }
+  }
+  if( rc==SQLITE_OK && !bDone ) rc = ctLastCommittedCsn(db, p, &iCsn, &zErr);
+  if( rc!=SQLITE_OK ){
+    if( rc==SQLITE_NOMEM || zErr==0 ){
+      sqlite3_result_error_nomem(ctx);
+    }else{
+      sqlite3_result_error(ctx, zErr, -1);
+      sqlite3_result_error_code(ctx, rc==SQLITE_SCHEMA ? SQLITE_ERROR : rc);
+    }
+    sqlite3_free(zErr);
+    return;
+  }
+  sqlite3_result_int64(ctx, iCsn);
+}
+
+/*
+** sqlite_ct_schema_token() -- TEXT naming this connection and the version of
+** main's schema its statement reads ("<connection>:<schema_version>"): two
+** equal tokens mean the same connection read the same schema, for any
+** connection open or closed before in this process (the connection part is
+** random). NULL inside a write transaction: a schema changed there and
+** rolled back leaves schema_version where it was, and the next committed
+** change gives its number to another schema (SQLite expires its own
+** prepared statements at such a rollback). A reader that keeps what it derived from the schema (column lists,
+** generated SQL) reads the token in the statement that uses what it kept and
+** starts over when it differs. Another connection's schema change, a backup
+** restored into the file (SQLite moves the schema cookie on) and ATTACH-free
+** schema edits of any kind move schema_version, as they do for SQLite's own
+** prepared statements.
+*/
+void ctFuncSchemaToken(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  CtState *p = (CtState*)sqlite3_user_data(ctx);
+  sqlite3_stmt *pStmt = 0;
+  sqlite3_int64 iSchema = 0;
+  int bOwned = 0, rc;
+  char *zOut;
+  (void)argc; (void)argv;
+  if( sqlite3_txn_state(sqlite3_context_db_handle(ctx), "main")==SQLITE_TXN_WRITE ){
+    return;   /* NULL: the schema read may be one a ROLLBACK takes back */
+  }
+  while( p->iConnNonce==0 ) sqlite3_randomness(sizeof(p->iConnNonce), &p->iConnNonce);
+  rc = ctCachedStmt(p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
+  }
+  if( rc!=SQLITE_OK ){
+    if( rc==SQLITE_NOMEM ){
+      sqlite3_result_error_nomem(ctx);
+    }else{
+      sqlite3_result_error(ctx, sqlite3_errmsg(sqlite3_context_db_handle(ctx)), -1);
+    }
+    return;
+  }
+  zOut = sqlite3_mprintf("%016llx:%lld", p->iConnNonce, iSchema);
+  if( zOut==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_text(ctx, zOut, -1, sqlite3_free);
 }
 
 int ctChangesRegister(sqlite3 *db, CtState *p){

@@ -188,6 +188,9 @@ struct CtState {
   int nCapKey, nCapKeyAlloc;
   sqlite3_uint64 iTokNext;
   int nCapQuiet;               /* creating a capture index: its scan captures nothing */
+  /* Random, drawn at the first sqlite_ct_schema_token() (changes.c): tells
+  ** this connection from any other, also from one closed before it. */
+  sqlite3_uint64 iConnNonce;
 };
 
 /* state.c */
@@ -235,10 +238,14 @@ int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
                  int *pbOwned);
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);
 void ctFixClear(CtState *p, int i);
+int ctStmtListed(sqlite3 *db, sqlite3_stmt *pStmt);
 
 /* changes.c */
 int ctChangesRegister(sqlite3 *db, CtState *p);
 void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
+void ctFuncSnapshot(sqlite3_context*, int, sqlite3_value**);
+void ctFuncChangesSql(sqlite3_context*, int, sqlite3_value**);
+void ctFuncSchemaToken(sqlite3_context*, int, sqlite3_value**);
 
 /* keycodec.c */
 void ctFuncPackKey(sqlite3_context*, int, sqlite3_value**);

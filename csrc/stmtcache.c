@@ -42,8 +42,9 @@ struct CtCacheCursor {
   int iSlot;                   /* current slot; CT_NSTMT at EOF */
 };
 
-/* Whether the connection still lists pStmt (not finalized behind our back). */
-static int ctStmtListed(sqlite3 *db, sqlite3_stmt *pStmt){
+/* Whether the connection still lists pStmt (not finalized behind our back);
+** also for the statements sqlite_ct_changes keeps (changes.c). */
+int ctStmtListed(sqlite3 *db, sqlite3_stmt *pStmt){
   sqlite3_stmt *s;
   for(s=sqlite3_next_stmt(db, 0); s; s=sqlite3_next_stmt(db, s)){
     if( s==pStmt ) return 1;

@@ -19,11 +19,16 @@ These rules live in one place, the extension's table-valued function
 sqlite_ct_changes(table, since, until, exclude_context) (csrc/changes.c),
 which also refuses bad and expired anchors; this module reads through it and
 only turns its rows into Python values (the row of an insert or update is
-joined by rowid, or by key in a WITHOUT ROWID table).
+joined by rowid, or by key in a WITHOUT ROWID table). enumerate_changes()
+reads its live rows through sqlite_ct_changes_sql() instead, the same rules
+as SQL text from the same file, which reads each row once.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
+import threading
 import uuid
 from typing import (Any, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
@@ -284,6 +289,101 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
     return ChangeSet(info.name, since, new_anchor, inserts, updates, deletes)
 
 
+# enumerate_changes() reads in one statement: the snapshot's new anchor
+# (sqlite_ct_snapshot(), which refuses inside the caller's own write
+# transaction), the schema token (sqlite_ct_schema_token()), the deletes
+# (sqlite_ct_changes(), which checks the table and the anchor) and the live
+# rows (sqlite_ct_changes_sql(): the same rules, each row read once). One
+# statement reads one snapshot whether or not a transaction is open, so it
+# needs no SAVEPOINT of its own. Its text depends on the table's columns and
+# key, read once (with the checks of
+# require_tracked() and reconcile()) and kept per connection and table with
+# the token they were read at: a statement whose token differs (a schema
+# change by any connection, another connection that took the id() of a
+# closed one) is thrown away and the call starts over from the checks. The
+# token is NULL inside a write transaction, whose schema a ROLLBACK may take
+# back: what is read there is not kept.
+_ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo]]" = (
+    collections.OrderedDict())
+_ENUM_REMEMBERED = 256
+_ENUM_LOCK = threading.Lock()   # for the writers; a lookup is one dict get
+
+
+def _live_columns(info: _TableInfo) -> str:
+    """The live rows' result columns (over alias t), padded to the width of
+    _enum_query()'s rows: sqlite_ct_changes_sql()'s COLUMNS."""
+    q = _conn.quote_identifier
+    width = max(len(info.columns), len(info.keys))
+    return ", ".join(f"t.{q(c)}" for c in info.columns) + ", NULL" * (width - len(info.columns))
+
+
+def _enum_query(info: _TableInfo, live: str) -> str:
+    """The one statement of enumerate_changes(): ?1 table, ?2 since, ?3
+    exclude_context. Every row has the same width (user columns or key
+    columns, whichever are more, then a last column): first (anchor, ...,
+    token), then each delete (key columns, ..., 'D') from
+    sqlite_ct_changes(), whose checks run before any live row is read, then
+    each live row (user columns, ..., op) from `live`, what
+    sqlite_ct_changes_sql(table, _live_columns(info)) gives (the same rules,
+    each row read once)."""
+    width = max(len(info.columns), len(info.keys))
+    nkeys = len(info.keys)
+    keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
+    return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token() "
+            f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
+            f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
+            f"AND d.exclude_context = ?3 AND d.op = 'D' "
+            f"UNION ALL {live}")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """SQLITE_NOMEM as the hosts raise it (stdlib sqlite3: MemoryError;
+    apsw: NoMemError, result code 7)."""
+    return isinstance(exc, MemoryError) or getattr(exc, "result", None) == 7 or (
+        getattr(exc, "sqlite_errorcode", None) == 7)
+
+
+def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
+               exclude_context: Optional[uuid.UUID], token: Optional[str]
+               ) -> Tuple[Optional[str], Optional[ChangeSet]]:
+    """Run _enum_query(info): (the token it read, the ChangeSet), or (the
+    token, None) when `token` is given and differs (nothing else read). The
+    hot loop: it builds nothing but the dict per row; zip() stops at the
+    user (or key) columns, so the trailing op needs no slice."""
+    ctx = None if exclude_context is None else exclude_context.bytes_le
+    cols, keys = info.columns, info.keys
+    width = max(len(cols), len(keys))
+    cursor = conn.cursor()
+    try:
+        rows = iter(cursor.execute(sql, (info.name, since, ctx)))
+        first = next(rows)
+        read = first[width]
+        if token is not None and read != token:
+            return read, None
+        if read is not None and not (isinstance(read, str) and ":" in read):
+            # SQLite runs the arms of a UNION ALL in order; should it not,
+            # the first row would be a change, not the anchor.
+            raise Error("sqlite-ct: enumerate_changes() read a change where its anchor row "
+                        "belongs; please report this with your SQLite version")
+        # Comprehensions over the rows fetched a block at a time: a loop that
+        # appends each row to one of three lists cost a quarter more than
+        # reading the rows at 100 changes, and a block bounds the row tuples
+        # held next to the dicts.
+        inserts: List[Row] = []
+        updates: List[Row] = []
+        deletes: List[Row] = []
+        while True:
+            block = list(itertools.islice(rows, 4096))
+            if not block:
+                break
+            inserts += [dict(zip(cols, row)) for row in block if row[width] == "I"]
+            updates += [dict(zip(cols, row)) for row in block if row[width] == "U"]
+            deletes += [dict(zip(keys, row)) for row in block if row[width] == "D"]
+    finally:
+        cursor.close()
+    return read, ChangeSet(info.name, since, first[0], inserts, updates, deletes)
+
+
 def enumerate_changes(conn: Any, table: str, since: int, *,
                       exclude_context: Optional[uuid.UUID] = None) -> ChangeSet:
     """Every change to tracked `table` committed after anchor `since`.
@@ -297,12 +397,48 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
+    key = (id(conn), table)
+    kept = _ENUM.get(key)
+    if (kept is not None and type(since) is int and 0 <= since < 2**63
+            and (exclude_context is None or isinstance(exclude_context, uuid.UUID))):
+        kept_token, kept_sql, kept_info = kept
+        try:
+            _, changes = _enum_read(conn, kept_sql, kept_info, since, exclude_context,
+                                    kept_token)
+        except Exception as exc:
+            # Whatever went wrong is reported by the checks below, which
+            # read everything again; running out of memory is reported now.
+            if _out_of_memory(exc):
+                raise
+            changes = None
+        if changes is not None:
+            return changes
+        with _ENUM_LOCK:
+            _ENUM.pop(key, None)
     _conn.require_loaded(conn)
     _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
         info = _table_info(conn, table, "enumerate_changes")
-        new_anchor = _new_anchor(conn)
-        return _collect(conn, info, _check_since(since), new_anchor, exclude_context)
+        # The checks' errors first, as they come: the anchor's own after them.
+        _conn.value(conn, "SELECT sqlite_ct_snapshot()")
+        since = _check_since(since)
+        sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?, ?)",
+                                            (info.name, _live_columns(info))))
+        try:
+            with _conn.translated():
+                token, changes = _enum_read(conn, sql, info, since, exclude_context, None)
+        except Exception as exc:
+            if _undecodable(exc):
+                raise _bad_text(conn, info, exc) from exc
+            raise
+    if token is not None:   # None: read inside a write transaction, not kept
+        with _ENUM_LOCK:
+            _ENUM[key] = (token, sql, info)
+            _ENUM.move_to_end(key)
+            while len(_ENUM) > _ENUM_REMEMBERED:
+                _ENUM.popitem(last=False)
+    assert changes is not None
+    return changes
 
 
 def enumerate_all(conn: Any, table: str) -> ChangeSet:
