@@ -329,7 +329,13 @@ def _enum_query(info: _TableInfo, live: str) -> str:
     width = max(len(info.columns), len(info.keys))
     nkeys = len(info.keys)
     keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
-    return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token() "
+    # The token carries the table's CREATE statement too: the schema version
+    # names a schema only within one database, and a database swapped in
+    # under the same connection (sqlite3_deserialize(), which keeps the
+    # schema cookie it finds) may have another table at the same version.
+    return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token()"
+            f" || ' ' || coalesce((SELECT sql FROM main.sqlite_schema WHERE type = 'table'"
+            f" AND name = ?1 COLLATE NOCASE), '') "
             f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
             f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
             f"AND d.exclude_context = ?3 AND d.op = 'D' "
