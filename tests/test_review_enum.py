@@ -137,3 +137,34 @@ def test_a_commit_during_the_statement_is_neither_lost_nor_reported_twice(
         # The kept statement is all there is: the commit landed inside it, after
         # its read transaction began.
         assert False in outcomes
+
+
+def test_a_deserialized_database_whose_table_lost_its_triggers_is_refused(tmp_path):
+    # sqlite_ct_changes() keeps a table's shape (its triggers among it) per
+    # schema version; after sqlite3_deserialize() under SQLite 3.54 it is read
+    # again, and the refusal stands (apsw only, as above).
+    one, two = str(tmp_path / "one.db"), str(tmp_path / "two.db")
+    for path, lose in ((one, False), (two, True)):
+        conn = open_conn("apsw", path)
+        conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)")
+        sqlite_ct.create_schema(conn, "items")
+        if lose:   # a rebuild by another tool: two schema changes
+            conn.execute('DROP TRIGGER "__sysct_au_items"')
+            conn.execute('DROP TRIGGER "__sysct_ai_items"')
+            conn.execute("INSERT INTO items(id, name) VALUES(1, 'untracked')")
+        else:      # two schema changes that keep the triggers
+            conn.execute("CREATE TABLE spare(x)")
+            conn.execute("DROP TABLE spare")
+        conn.close()
+    with open(two, "rb") as f:
+        image = f.read()
+    conn = open_conn("apsw", one)
+    try:
+        assert (conn.execute("PRAGMA schema_version").fetchone()
+                == apsw.Connection(two).execute("PRAGMA schema_version").fetchone())
+        sqlite_ct.enumerate_changes(conn, "items", 0)
+        conn.deserialize("main", image)
+        with pytest.raises(sqlite_ct.Error, match="lost its tracking triggers"):
+            sqlite_ct.enumerate_changes(conn, "items", 0)
+    finally:
+        conn.close()
