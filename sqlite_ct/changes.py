@@ -349,6 +349,14 @@ def _out_of_memory(exc: BaseException) -> bool:
         getattr(exc, "sqlite_errorcode", None) == 7)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """SQLITE_INTERRUPT (sqlite3_interrupt(), a progress handler that
+    returned non-zero) as the hosts raise it: the caller asked to stop, and
+    reading everything again would not."""
+    return getattr(exc, "result", None) == 9 or getattr(exc, "sqlite_errorcode", None) == 9 or (
+        type(exc).__name__ == "InterruptError")
+
+
 def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
                exclude_context: Optional[uuid.UUID], token: Optional[str]
                ) -> Tuple[Optional[str], Optional[ChangeSet]]:
@@ -413,8 +421,9 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
                                     kept_token)
         except Exception as exc:
             # Whatever went wrong is reported by the checks below, which
-            # read everything again; running out of memory is reported now.
-            if _out_of_memory(exc):
+            # read everything again; running out of memory and an interrupt
+            # are reported now.
+            if _out_of_memory(exc) or _interrupted(exc):
                 raise
             changes = None
         if changes is not None:

@@ -168,3 +168,33 @@ def test_a_deserialized_database_whose_table_lost_its_triggers_is_refused(tmp_pa
             sqlite_ct.enumerate_changes(conn, "items", 0)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
+def test_an_interrupt_of_the_kept_statement_is_raised_not_read_again(host, tmp_path):
+    """sqlite3_interrupt() during the kept statement stops the call, as it
+    did before the statement was kept: the fallback that reads everything
+    again after another error must not run the enumeration to its end."""
+    conn = open_conn(host, str(tmp_path / "t.db"))
+    try:
+        conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)")
+        sqlite_ct.create_schema(conn, "items")
+        conn.execute("INSERT INTO items(id, name) VALUES(1, 'a')")
+        sqlite_ct.enumerate_changes(conn, "items", 0)   # the statement is kept
+        fired = []
+
+        def interrupt_once():
+            if not fired:
+                fired.append(1)
+                conn.interrupt()
+            return 0
+
+        conn.set_progress_handler(interrupt_once, 1)
+        with pytest.raises((apsw.InterruptError, sqlite3.OperationalError),
+                           match="interrupted"):
+            sqlite_ct.enumerate_changes(conn, "items", 0)
+        conn.set_progress_handler(None, 0)
+        assert sqlite_ct.enumerate_changes(conn, "items", 0).inserts == [
+            {"id": 1, "name": "a"}]
+    finally:
+        conn.close()
