@@ -9,7 +9,6 @@ from another connection at every point of the one statement's execution (its
 anchor, its deletes, its live rows are one snapshot: a change is either in the
 rows and at or below the anchor, or after the anchor and in the next call's
 rows, never lost and never reported twice)."""
-import os
 import sqlite3
 
 import apsw
@@ -67,13 +66,6 @@ def test_a_database_deserialized_at_the_same_schema_version_is_read_again(tmp_pa
 STEPS = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987]
 
 
-def set_progress(conn, handler, n):
-    if isinstance(conn, apsw.Connection):
-        conn.set_progress_handler(handler, n)
-    else:
-        conn.set_progress_handler(handler, n)
-
-
 @pytest.mark.parametrize("host", ["apsw", "sqlite3"])
 @pytest.mark.parametrize("primed", [False, True])
 def test_a_commit_during_the_statement_is_neither_lost_nor_reported_twice(
@@ -109,11 +101,11 @@ def test_a_commit_during_the_statement_is_neither_lost_nor_reported_twice(
                         committed.append(sqlite_ct.last_committed_csn(other))
                     return 0
 
-                set_progress(reader, commit_once, n)
+                reader.set_progress_handler(commit_once, n)
                 try:
                     got = sqlite_ct.enumerate_changes(reader, "items", since)
                 finally:
-                    set_progress(reader, None, 0)
+                    reader.set_progress_handler(None, 0)
                 if not committed:   # the statement ran fewer than n steps
                     assert n > 50, f"the handler never ran at n={n}"
                     break
