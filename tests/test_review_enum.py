@@ -190,3 +190,56 @@ def test_an_interrupt_of_the_kept_statement_is_raised_not_read_again(host, tmp_p
             {"id": 1, "name": "a"}]
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("host", ["apsw", "sqlite3"])
+@pytest.mark.parametrize("write", ["native", "apply", "portable"])
+def test_the_kept_statement_refuses_inside_the_callers_own_write(host, write, tmp_path):
+    """The kept statement skips the Python-side refusal; sqlite_ct_snapshot()
+    in it refuses instead, for a native write, a write in apply mode, and any
+    write while a table is tracked in portable mode."""
+    conn = open_conn(host, str(tmp_path / "t.db"))
+    try:
+        conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("CREATE TABLE other(id INTEGER PRIMARY KEY, name TEXT)")
+        sqlite_ct.create_schema(conn, "items")
+        if write == "portable":
+            sqlite_ct.create_schema(conn, "other", mode="portable")
+        conn.execute("INSERT INTO items(id, name) VALUES(1, 'a')")
+        sqlite_ct.enumerate_changes(conn, "items", 0)   # the statement is kept
+        conn.execute("BEGIN")
+        if write == "apply":
+            with sqlite_ct.applying_server_changes(conn):
+                conn.execute("UPDATE items SET name = 'server' WHERE id = 1")
+        elif write == "portable":
+            conn.execute("INSERT INTO other(id, name) VALUES(1, 'p')")
+        else:
+            conn.execute("UPDATE items SET name = 'local' WHERE id = 1")
+        with pytest.raises(sqlite_ct.Error, match="cannot enumerate changes inside a transaction"):
+            sqlite_ct.enumerate_changes(conn, "items", 0)
+        conn.execute("ROLLBACK")
+        assert sqlite_ct.enumerate_changes(conn, "items", 0).inserts == [
+            {"id": 1, "name": "a"}]
+    finally:
+        conn.close()
+
+
+def test_the_kept_statement_refuses_inside_sqlite3s_implicit_transaction(tmp_path):
+    """The stdlib's legacy transaction control opens a transaction before
+    DML: the kept statement refuses there as the first call did."""
+    loader.register_auto_extension()
+    conn = sqlite3.connect(str(tmp_path / "t.db"))
+    loader.load(conn)
+    try:
+        conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)")
+        sqlite_ct.create_schema(conn, "items")
+        conn.execute("INSERT INTO items(id, name) VALUES(1, 'a')")
+        conn.commit()
+        sqlite_ct.enumerate_changes(conn, "items", 0)   # the statement is kept
+        conn.execute("UPDATE items SET name = 'b' WHERE id = 1")
+        assert conn.in_transaction
+        with pytest.raises(sqlite_ct.Error, match="cannot enumerate changes inside a transaction"):
+            sqlite_ct.enumerate_changes(conn, "items", 0)
+        conn.rollback()
+    finally:
+        conn.close()
