@@ -329,7 +329,13 @@ def _enum_query(info: _TableInfo, live: str) -> str:
     width = max(len(info.columns), len(info.keys))
     nkeys = len(info.keys)
     keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
-    return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token() "
+    # The token carries the table's CREATE statement too: the schema version
+    # names a schema only within one database, and a database swapped in
+    # under the same connection (sqlite3_deserialize(), which keeps the
+    # schema cookie it finds) may have another table at the same version.
+    return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token()"
+            f" || ' ' || coalesce((SELECT sql FROM main.sqlite_schema WHERE type = 'table'"
+            f" AND name = ?1 COLLATE NOCASE), '') "
             f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
             f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
             f"AND d.exclude_context = ?3 AND d.op = 'D' "
@@ -341,6 +347,14 @@ def _out_of_memory(exc: BaseException) -> bool:
     apsw: NoMemError, result code 7)."""
     return isinstance(exc, MemoryError) or getattr(exc, "result", None) == 7 or (
         getattr(exc, "sqlite_errorcode", None) == 7)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """SQLITE_INTERRUPT (sqlite3_interrupt(), a progress handler that
+    returned non-zero) as the hosts raise it: the caller asked to stop, and
+    reading everything again would not."""
+    return getattr(exc, "result", None) == 9 or getattr(exc, "sqlite_errorcode", None) == 9 or (
+        type(exc).__name__ == "InterruptError")
 
 
 def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
@@ -407,8 +421,9 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
                                     kept_token)
         except Exception as exc:
             # Whatever went wrong is reported by the checks below, which
-            # read everything again; running out of memory is reported now.
-            if _out_of_memory(exc):
+            # read everything again; running out of memory and an interrupt
+            # are reported now.
+            if _out_of_memory(exc) or _interrupted(exc):
                 raise
             changes = None
         if changes is not None:
