@@ -16,16 +16,9 @@ import pytest
 
 import sqlite_ct
 from sqlite_ct import loader
+from test_enum_cache import open_conn
 
 
-def open_conn(host, path):
-    if host == "apsw":
-        conn = apsw.Connection(path)
-    else:
-        loader.register_auto_extension()
-        conn = sqlite3.connect(path, isolation_level=None)
-    loader.load(conn)
-    return conn
 
 
 def build(path, columns):
