@@ -164,10 +164,20 @@ def _bounds(after: Optional[int], up_to: Optional[int], prefix: str = ""
     return terms, tuple(params)
 
 
+def _context_bytes(exclude_context: Optional[uuid.UUID]) -> Optional[bytes]:
+    """exclude_context as sqlite_ct_changes() takes it: the GUID's bytes in
+    .NET order, or None."""
+    if exclude_context is None:
+        return None
+    if not isinstance(exclude_context, uuid.UUID):
+        raise TypeError(f"sqlite-ct: exclude_context is a uuid.UUID or None, got "
+                        f"{exclude_context!r}")
+    return exclude_context.bytes_le
+
+
 def _params(info: _TableInfo, since: int, new_anchor: int,
             exclude_context: Optional[uuid.UUID]) -> Tuple[Any, ...]:
-    ctx = None if exclude_context is None else exclude_context.bytes_le
-    return (info.name, since, new_anchor, ctx)
+    return (info.name, since, new_anchor, _context_bytes(exclude_context))
 
 
 def _queries(info: _TableInfo, since: int, new_anchor: int,
@@ -364,7 +374,7 @@ def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
     token, None) when `token` is given and differs (nothing else read). The
     hot loop: it builds nothing but the dict per row; zip() stops at the
     user (or key) columns, so the trailing op needs no slice."""
-    ctx = None if exclude_context is None else exclude_context.bytes_le
+    ctx = _context_bytes(exclude_context)
     cols, keys = info.columns, info.keys
     width = max(len(cols), len(keys))
     cursor = conn.cursor()
@@ -411,6 +421,7 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
+    _context_bytes(exclude_context)     # a clear error for a wrong type, first
     key = (id(conn), table)
     kept = _ENUM.get(key)
     if (kept is not None and type(since) is int and 0 <= since < 2**63
@@ -490,6 +501,7 @@ def enumerate_group_changes(conn: Any, tables: Sequence[str],
 
     `since` is one anchor for all tables or a mapping table -> anchor (a table
     missing from the mapping starts at 0)."""
+    _context_bytes(exclude_context)
     _conn.require_loaded(conn)
     _refuse_in_own_write(conn)
     with _conn.savepoint(conn, "sqlite_ct_enum"):
@@ -517,6 +529,7 @@ class ChangeStream:
 
     def __init__(self, conn: Any, table: str, since: int,
                  exclude_context: Optional[uuid.UUID] = None) -> None:
+        _context_bytes(exclude_context)
         self._conn = conn
         self._table = table
         self._since = since
@@ -584,6 +597,7 @@ class GroupChangeStream:
     def __init__(self, conn: Any, tables: Sequence[str],
                  since: Union[int, Mapping[str, int]], *,
                  exclude_context: Optional[uuid.UUID] = None) -> None:
+        _context_bytes(exclude_context)
         self._conn = conn
         self._tables = list(tables)
         self._since = since

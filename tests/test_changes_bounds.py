@@ -264,3 +264,25 @@ def test_group_stream_refuses_a_bound_that_is_no_bsn(conn, history, bound):
                 list(group.rows("t", "insert", **kw))
             assert str(info.value) == ("sqlite-ct: a change BSN bound is a non-negative "
                                        f"integer below 2**63, got {bound!r}")
+
+
+@pytest.mark.parametrize("api", ["enumerate_changes", "enumerate_group_changes", "iter_changes",
+                                 "GroupChangeStream"])
+@pytest.mark.parametrize("context", ["x", b"0123456789abcdef", 7])
+def test_an_exclude_context_of_the_wrong_type_is_a_clear_error(apsw_conn, api, context):
+    apsw_conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(apsw_conn, "t")
+    call = {"enumerate_changes": lambda: sqlite_ct.enumerate_changes(
+                apsw_conn, "t", 0, exclude_context=context),
+            "enumerate_group_changes": lambda: sqlite_ct.enumerate_group_changes(
+                apsw_conn, ["t"], 0, exclude_context=context),
+            "iter_changes": lambda: sqlite_ct.iter_changes(
+                apsw_conn, "t", 0, exclude_context=context),
+            "GroupChangeStream": lambda: core.GroupChangeStream(
+                apsw_conn, ["t"], 0, exclude_context=context)}[api]
+    for _ in range(2):       # the second call finds enumerate_changes' kept statement
+        with pytest.raises(TypeError) as exc:
+            call()
+        assert str(exc.value) == ("sqlite-ct: exclude_context is a uuid.UUID or None, got "
+                                  f"{context!r}")
+    assert sqlite_ct.enumerate_changes(apsw_conn, "t", 0).inserts == []
