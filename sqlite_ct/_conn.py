@@ -102,8 +102,28 @@ def translated() -> Iterator[None]:
         raise mapped from exc
 
 
+def check_text_factory(conn: Any) -> None:
+    """Raise ExtensionError when conn is a stdlib sqlite3 connection whose
+    text_factory does not give str: sqlite-ct reads table and column names,
+    keys and messages as TEXT, and bytes there would make names mismatch
+    (check() would call every tracked table missing) instead of failing."""
+    factory = getattr(conn, "text_factory", str)
+    if factory is str:
+        return
+    try:
+        ok = isinstance(factory(b"sqlite-ct"), str)
+    except Exception:
+        ok = False
+    if not ok:
+        raise errors.ExtensionError(
+            f"sqlite-ct: this connection's text_factory ({factory!r}) does not return str;"
+            " sqlite-ct reads names and keys as text: set conn.text_factory = str, or use"
+            " another connection for sqlite-ct's calls")
+
+
 def rows(conn: Any, sql: str, params: Sequence[Any] = ()) -> Iterator[Tuple[Any, ...]]:
     """Iterate the rows of one statement (tuples), errors translated."""
+    check_text_factory(conn)
     with translated():
         cursor = conn.cursor()
         result = cursor.execute(sql, tuple(params))

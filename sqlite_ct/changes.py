@@ -422,6 +422,7 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
     _context_bytes(exclude_context)     # a clear error for a wrong type, first
+    _conn.check_text_factory(conn)      # the kept statement reads without _conn
     key = (id(conn), table)
     kept = _ENUM.get(key)
     if (kept is not None and type(since) is int and 0 <= since < 2**63

@@ -28,8 +28,9 @@ class ExtensionError(Error):
 
     Raised when the compiled library is missing or fails to load, when this
     Python's sqlite3 module cannot load extensions, when the loaded extension's
-    sqlite_ct_version() differs from the Python package's version, and when a
-    function needs the extension on a connection that does not have it.
+    sqlite_ct_version() differs from the Python package's version, when a
+    function needs the extension on a connection that does not have it, and
+    when a stdlib sqlite3 connection's text_factory does not return str.
     """
 
 
@@ -37,8 +38,8 @@ class TableError(Error):
     """A table cannot be tracked (or untracked) as asked.
 
     Raised for a table that does not exist, is not an ordinary table, has no
-    PRIMARY KEY, has a UNIQUE index on an expression, or lost its tracking
-    triggers to a rebuild by another tool.
+    PRIMARY KEY, has a UNIQUE index on an expression (portable mode), or lost
+    its tracking triggers to a rebuild by another tool.
     """
 
 

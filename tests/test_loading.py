@@ -313,3 +313,30 @@ def test_build_finds_sqlite3ext_h_where_gcc_looks(setup_module_):
     if not any(os.path.isfile(os.path.join(d, "sqlite3ext.h")) for d in dirs):
         pytest.skip("libsqlite3-dev is not installed")
     setup_module_.check_prerequisites(["gcc"], dirs)
+
+
+@pytest.mark.parametrize("factory", [bytes, bytearray, lambda b: 7])
+def test_a_text_factory_that_does_not_give_str_is_refused_with_a_clear_error(factory):
+    """A stdlib connection whose TEXT comes back as bytes made sqlite-ct
+    misread its own names (check() called every tracked table missing,
+    tracked_tables() listed bytes) or fail with a bare TypeError."""
+    sqlite_ct.register_auto_extension()
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    sqlite_ct.load(conn)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    conn.execute("INSERT INTO t(v) VALUES ('a')")
+    conn.text_factory = factory
+    message = (f"sqlite-ct: this connection's text_factory ({factory!r}) does not return"
+               " str; sqlite-ct reads names and keys as text: set conn.text_factory = str,"
+               " or use another connection for sqlite-ct's calls")
+    for call in (lambda: sqlite_ct.tracked_tables(conn), lambda: sqlite_ct.check(conn),
+                 lambda: sqlite_ct.enumerate_changes(conn, "t", 0)):
+        with pytest.raises(sqlite_ct.ExtensionError) as exc:
+            call()
+        assert str(exc.value) == message
+    conn.text_factory = lambda b: b.decode("utf-8", "replace")    # gives str: fine
+    assert sqlite_ct.tracked_tables(conn) == ["t"]
+    assert sqlite_ct.check(conn) == []
+    assert sqlite_ct.enumerate_changes(conn, "t", 0).inserts == [{"id": 1, "v": "a"}]
+    conn.close()
