@@ -96,7 +96,6 @@ SQLITE_EXTENSION_INIT3
 #define CT_FIX_STAMP   1       /* stamp the inserted row */
 #define CT_FIX_VICTIMS 2       /* layout 4: sweep __sysCtReplaceVictims */
 #define CT_FIX_SWEEP   4       /* layout 5: tombstone one captured row unless live */
-#define CT_FIX_REKEY   8       /* layout 5: a key change: the row counts as inserted now */
 
 /* Slots of the per-connection statement cache (stmtcache.c). */
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */

@@ -999,24 +999,39 @@ static int ctCapDropOne(CtState *p, const char *zTab, const unsigned char *aKey,
 }
 
 /*
+** The packed key of apKey[0..nKey) in aBuf (128 bytes) or, longer, in a new
+** allocation; apart from the list's keys, which a statement the caller runs
+** may move. *paOut NULL when out of memory; free with ctOwnKeyFree().
+*/
+static sqlite3_int64 ctOwnKey(int nKey, sqlite3_value **apKey, unsigned char *aBuf,
+                              unsigned char **paOut){
+  const sqlite3_int64 n = ctPackSize(nKey, apKey);
+  unsigned char *a = n<=128 ? aBuf : sqlite3_malloc64(n);
+  if( a && ctPackInto(nKey, apKey, a) ){
+    if( a!=aBuf ) sqlite3_free(a);
+    a = 0;
+  }
+  *paOut = a;
+  return n;
+}
+
+static void ctOwnKeyFree(unsigned char *a, unsigned char *aBuf){
+  if( a!=aBuf ) sqlite3_free(a);
+}
+
+/*
 ** Drop the captured images of the row of zTab with key apKey[0..nKey) and
 ** insert BSN pIns or pOldIns (a stamping write of sqlite-ct's own: the row
 ** stays where it is). Nothing is tombstoned.
 */
 static int ctCapDropOwn(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
-                        sqlite3_value *pIns, sqlite3_value *pOldIns, char **pzErr){
-  unsigned char aBuf[128];
-  const sqlite3_int64 nOwn = ctPackSize(nKey, apKey);
-  unsigned char *aOwn = nOwn<=(sqlite3_int64)sizeof(aBuf) ? aBuf : sqlite3_malloc64(nOwn);
-  (void)pzErr;
+                        sqlite3_value *pIns, sqlite3_value *pOldIns){
+  unsigned char aBuf[128], *aOwn;
+  const sqlite3_int64 nOwn = ctOwnKey(nKey, apKey, aBuf, &aOwn);
   if( aOwn==0 ) return SQLITE_NOMEM;
-  if( ctPackInto(nKey, apKey, aOwn) ){
-    if( aOwn!=aBuf ) sqlite3_free(aOwn);
-    return SQLITE_NOMEM;
-  }
   ctCapDropOne(p, zTab, aOwn, nOwn, pIns);
   ctCapDropOne(p, zTab, aOwn, nOwn, pOldIns);
-  if( aOwn!=aBuf ) sqlite3_free(aOwn);
+  ctOwnKeyFree(aOwn, aBuf);
   return SQLITE_OK;
 }
 
@@ -1039,23 +1054,16 @@ static int ctCapDropOwn(CtState *p, const char *zTab, int nKey, sqlite3_value **
 static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
                       sqlite3_value *pIns, sqlite3_value *pOldIns, int bOwnOnly,
                       char **pzErr){
-  unsigned char aBuf[128];
-  const sqlite3_int64 nOwn = ctPackSize(nKey, apKey);
-  /* The row's own key, apart from the list's keys (a statement run below
-  ** may capture, and the list's space be reused). */
-  unsigned char *aOwn = nOwn<=(sqlite3_int64)sizeof(aBuf) ? aBuf : sqlite3_malloc64(nOwn);
+  unsigned char aBuf[128], *aOwn;
+  const sqlite3_int64 nOwn = ctOwnKey(nKey, apKey, aBuf, &aOwn);
   int rc = SQLITE_OK;
   int i;
   if( aOwn==0 ) return SQLITE_NOMEM;
-  if( ctPackInto(nKey, apKey, aOwn) ){
-    if( aOwn!=aBuf ) sqlite3_free(aOwn);
-    return SQLITE_NOMEM;
-  }
   if( ctCapDropOne(p, zTab, aOwn, nOwn, pIns) && pOldIns ){
     ctCapDropOne(p, zTab, aOwn, nOwn, pOldIns);
   }
   if( bOwnOnly || p->nCap==0 ){
-    if( aOwn!=aBuf ) sqlite3_free(aOwn);
+    ctOwnKeyFree(aOwn, aBuf);
     return SQLITE_OK;
   }
   /* Oldest first. The entry leaves the list before its statement runs (the
@@ -1068,7 +1076,7 @@ static int ctCapSweep(CtState *p, const char *zTab, int nKey, sqlite3_value **ap
     c.bSameKey = c.nKey==nOwn && memcmp(p->aCapKey + c.iKey, aOwn, (size_t)nOwn)==0;
     rc = ctRunFix(p, zTab, CT_FIX_SWEEP, 0, 0, &c, pzErr);
   }
-  if( aOwn!=aBuf ) sqlite3_free(aOwn);
+  ctOwnKeyFree(aOwn, aBuf);
   return rc;
 }
 
@@ -1342,9 +1350,10 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ** key of a live row, for an incarnation that is gone. */
     if( bIns && argc>=15 && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE
      && ctCapPending(p, zTab) ){
-      char *zErr = 0;
-      int rc = ctCapDropOwn(p, zTab, argc-14, &argv[14], argv[6], argv[7], &zErr);
-      if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
+      if( ctCapDropOwn(p, zTab, argc-14, &argv[14], argv[6], argv[7]) ){
+        sqlite3_result_error_nomem(ctx);
+        return;
+      }
     }
     sqlite3_result_int(ctx, 0);
     return;
