@@ -98,6 +98,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_default_bsn",          0, CT_INNOCUOUS, 1, ctFuncDefaultBsn },
   { "sqlite_ct_victim",               2, CT_INNOCUOUS, 1, ctFuncVictim },
   { "sqlite_ct_stamp_end",            1, CT_INNOCUOUS, 1, ctFuncStampEnd },
+  { "sqlite_ct_stamp_check",          2, CT_INNOCUOUS, 1, ctFuncStampCheck },
   { "sqlite_ct_current_bsn",          0, CT_INNOCUOUS, 1, ctFuncCurrentBsn },
   { "sqlite_ct_uncommitted_writes",   0, CT_INNOCUOUS, 1, ctFuncUncommittedWrites },
   { "sqlite_ct_last_committed_csn",   0, CT_INNOCUOUS, 1, ctFuncLastCommittedCsn },

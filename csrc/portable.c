@@ -281,6 +281,21 @@ static void ptAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zAlia
   }
 }
 
+/* After a stamping UPDATE of NEW's row (layout 6): fail the statement when
+** the UPDATE changed no row while the row is there, skipped by a BEFORE
+** UPDATE trigger's RAISE(IGNORE), which would leave the change unstamped
+** (as schema.c, ctAppendStampEnd). */
+static void ptAppendStampCheck(sqlite3_str *s, const CtTable *p){
+  sqlite3_str_appendf(s,
+      "SELECT RAISE(ABORT, 'sqlite-ct: a BEFORE UPDATE trigger on table %q skipped"
+      " sqlite-ct''s stamping of a changed row (RAISE(IGNORE)), so the change would never"
+      " reach a replica; declare that trigger BEFORE UPDATE OF the columns it is about')"
+      " WHERE CASE WHEN changes() THEN 0 ELSE EXISTS(SELECT 1 FROM \"%w\" WHERE ",
+      p->zName, p->zName);
+  ptAppendKeyMatch(s, p, 0, "NEW", "=", 1);
+  sqlite3_str_appendall(s, ") END;");
+}
+
 /* Delete the table's scratch rows, when zWhen holds: its victims ("T") and
 ** their key values ("T" || char(0) || ...), one range of the primary key. */
 static void ptAppendVictimClear(sqlite3_str *s, const CtTable *p, const char *zWhen){
@@ -503,7 +518,9 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
         "UPDATE \"%w\" SET " PT_COL_INSERT "=" PT_P ", " PT_COL_CHANGE "=" PT_P ", "
         PT_COL_CONTEXT "=NULL WHERE ", zT);
     ptAppendKeyMatch(s, p, 0, "NEW", "=", 1);
-    sqlite3_str_appendall(s, ";" PT_LOG_SQL);
+    sqlite3_str_appendall(s, ";");
+    ptAppendStampCheck(s, p);
+    sqlite3_str_appendall(s, PT_LOG_SQL);
   }else if( bVictims ){
     ptAppendLogWhen(s, zCond);
   }else{
@@ -554,6 +571,7 @@ char *ctPortableTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable){
   sqlite3_str_appendall(s, " WHERE ");
   ptAppendKeyMatch(s, p, 0, "NEW", "=", 1);
   sqlite3_str_appendall(s, ";");
+  ptAppendStampCheck(s, p);
   if( eOpt & CT_TRACK_UPDATE ){
     sqlite3_str_appendall(s, PT_LOG_SQL);
   }else if( eOpt & CT_TRACK_INSERT ){

@@ -281,6 +281,22 @@ static void ctAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zRef,
   }
 }
 
+/*
+** The end of a stamping body whose UPDATE matched NEW's row by its key alone
+** (layout 6): takes the stamping mark, and fails the statement when that
+** UPDATE changed no row while the row is there, skipped by a BEFORE UPDATE
+** trigger's RAISE(IGNORE) (state.c, sqlite_ct_stamp_check). changes() is the
+** count of the body's previous statement; the EXISTS runs only when it is 0
+** (a row deleted by a trigger that fired first is gone, not skipped).
+*/
+static void ctAppendStampEnd(sqlite3_str *s, const CtTable *p, const char *zT){
+  sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q), sqlite_ct_stamp_check(%Q,"
+                      " CASE WHEN changes() THEN 0 ELSE EXISTS(SELECT 1 FROM \"%w\" WHERE ",
+                      zT, zT, zT);
+  ctAppendKeyMatch(s, p, "NEW", "=", 1);
+  sqlite3_str_appendall(s, ") END); END;");
+}
+
 /* sqlite_ct_pack_key(REF."k1", ...) */
 static void ctAppendPack(sqlite3_str *s, const CtTable *p, const char *zRef){
   int i;
@@ -442,6 +458,25 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p, const char *zT
       zDb, zTName, zWhen);
 }
 
+/* The row the fix stamps, when it lacks this transaction's stamps: matched by
+** :r, NEW's rowid, or by :k0, :k1, ..., NEW's key. */
+static void ctAppendFixRow(sqlite3_str *s, const CtTable *p){
+  const char *zRowid = ctRowidName(p);
+  int i;
+  if( zRowid ){
+    sqlite3_str_appendf(s, "%s = :r", zRowid);
+  }else{
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, "%s\"%w\" = :k%d", i ? " AND " : "",
+                          p->aCol[p->aiPk[i]].zName, i);
+    }
+  }
+  sqlite3_str_appendall(s,
+      " AND (\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()"
+      " OR \"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
+      " OR \"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context())");
+}
+
 /*
 ** The fix of a row inserted into p (layout 4): what the AFTER INSERT trigger's
 ** body did in layout 3, run from C by sqlite_ct_insert_when() when its checks
@@ -456,7 +491,6 @@ static void ctAppendVictimSweep(sqlite3_str *s, const CtTable *p, const char *zT
 */
 char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
   sqlite3_str *s = sqlite3_str_new(0);
-  const char *zRowid = ctRowidName(p);
   const int bTrack = (fKind & CT_FIX_STAMP)!=0;
   int i;
   if( fKind & CT_FIX_SWEEP ){
@@ -507,18 +541,15 @@ char *ctFixSql(const CtTable *p, const char *zTName, int fKind){
         "UPDATE main.\"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn(),"
         " \"" CT_COL_CHANGE "\"=sqlite_ct_bsn(),"
         " \"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ", p->zName);
-    if( zRowid ){
-      sqlite3_str_appendf(s, "%s = :r", zRowid);
-    }else{
-      for(i=0; i<p->nPk; i++){
-        sqlite3_str_appendf(s, "%s\"%w\" = :k%d", i ? " AND " : "",
-                            p->aCol[p->aiPk[i]].zName, i);
-      }
-    }
-    sqlite3_str_appendall(s,
-        " AND (\"" CT_COL_INSERT "\" IS NOT sqlite_ct_bsn()"
-        " OR \"" CT_COL_CHANGE "\" IS NOT sqlite_ct_bsn()"
-        " OR \"" CT_COL_CONTEXT "\" IS NOT sqlite_ct_tracking_context());");
+    ctAppendFixRow(s, p);
+    /* Layout 6: a BEFORE UPDATE trigger's RAISE(IGNORE) must not leave the
+    ** row unstamped (state.c, sqlite_ct_stamp_check): when the UPDATE changed
+    ** nothing, is the row there with other stamps? changes() is the UPDATE's
+    ** count (SQLite sets it when that statement ends). */
+    sqlite3_str_appendf(s, ";SELECT sqlite_ct_stamp_check(%Q, CASE WHEN changes() THEN 0"
+                        " ELSE EXISTS(SELECT 1 FROM main.\"%w\" WHERE ", zTName, p->zName);
+    ctAppendFixRow(s, p);
+    sqlite3_str_appendall(s, ") END);");
   }
   return sqlite3_str_finish(s);
 }
@@ -601,7 +632,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
                         " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
                         zT, iDbId, zT, zChanged, zT);
     ctAppendKeyMatch(s, p, "NEW", "=", 1);
-    sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
+    ctAppendStampEnd(s, p, zT);
   }
 
   /* AFTER UPDATE. Fires when the row is not stamped by this transaction yet or
@@ -633,7 +664,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
   }
   sqlite3_str_appendall(s, "\"" CT_COL_CONTEXT "\"=sqlite_ct_tracking_context() WHERE ");
   ctAppendKeyMatch(s, p, "NEW", "=", 1);
-  sqlite3_str_appendf(s, "; SELECT sqlite_ct_stamp_end(%Q); END;", zT);
+  ctAppendStampEnd(s, p, zT);
 
   /* AFTER DELETE: the tombstone. The WHEN sweeps the captured rows (dropping
   ** this row's own entry) and hands out (and logs) the BSN, 0 in apply mode,

@@ -63,8 +63,14 @@ SQLITE_EXTENSION_INIT3
 ** trigger and the per-row check of the table's UNIQUE indexes are gone, and
 ** an OR REPLACE through any index, one created later included, is tracked.
 ** The AFTER DELETE trigger's WHEN is sqlite_ct_delete_when(). The migration
-** re-installs the triggers (and with them the capture index). */
-#define CT_LAYOUT_VERSION 5
+** re-installs the triggers (and with them the capture index).
+** Layout 6: every stamping UPDATE of sqlite-ct's own (the AFTER UPDATE and
+** AFTER UPDATE OF key triggers' bodies, the fix of an inserted row) is
+** followed by sqlite_ct_stamp_check(), which fails the statement when a
+** BEFORE UPDATE trigger of the application made SQLite skip the row
+** (RAISE(IGNORE)): layout 5 left that change unstamped, never enumerated.
+** The migration re-installs the triggers. */
+#define CT_LAYOUT_VERSION 6
 
 /* The shape of sqlite_ct_insert_when()'s arguments that layout 4 introduced:
 ** its 11th argument, followed by NEW's rowid and key. */
@@ -76,7 +82,7 @@ SQLITE_EXTENSION_INIT3
 /* Fixes kept prepared per connection (state.c, ctRunFix), and the most
 ** statements one fix has (schema.c, ctFixSql). */
 #define CT_NFIX 4
-#define CT_FIX_NSTMT 4
+#define CT_FIX_NSTMT 5
 /* The most fixes nested on one stack. Each runs its statements apart from
 ** the statement whose trigger called it, so SQLite's own limits (trigger
 ** depth, recursive_triggers=OFF) do not see the nesting: an application
@@ -225,6 +231,7 @@ void ctFuncUpdateWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDefaultBsn(sqlite3_context*, int, sqlite3_value**);
 void ctFuncVictim(sqlite3_context*, int, sqlite3_value**);
 void ctFuncStampEnd(sqlite3_context*, int, sqlite3_value**);
+void ctFuncStampCheck(sqlite3_context*, int, sqlite3_value**);
 void ctFuncGuard(sqlite3_context*, int, sqlite3_value**);
 void ctFuncCapture(sqlite3_context*, int, sqlite3_value**);
 void ctFuncDeleteWhen(sqlite3_context*, int, sqlite3_value**);

@@ -681,6 +681,37 @@ void ctFuncStampEnd(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   ctStampTake(p, (const char*)sqlite3_value_text(argv[0]));
 }
 
+/*
+** sqlite_ct_stamp_check(TNAME, LEFT): after a stamping UPDATE of sqlite-ct's
+** own (the AFTER UPDATE trigger's, the AFTER UPDATE OF key trigger's, the
+** fix of an inserted row), LEFT is true when it changed no row while the row
+** it was to stamp is there (schema.c: `CASE WHEN changes() THEN 0 ELSE
+** EXISTS(...) END`). SQLite runs the table's BEFORE UPDATE triggers for that
+** UPDATE as for any other, and one that ends in RAISE(IGNORE) (a trigger that
+** skips updates leaving its columns as they were, or frozen rows) makes
+** SQLite skip the row: the change would keep its old stamp and never be
+** enumerated. So the statement fails, saying what to do.
+*/
+void ctFuncStampCheck(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  char *zErr;
+  (void)argc;
+  if( !sqlite3_value_int(argv[1]) ){
+    sqlite3_result_null(ctx);
+    return;
+  }
+  zErr = sqlite3_mprintf("sqlite-ct: a BEFORE UPDATE trigger on table %s skipped sqlite-ct's"
+      " stamping of a changed row (RAISE(IGNORE)), so the change would never reach a"
+      " replica; declare that trigger BEFORE UPDATE OF the columns it is about, or add"
+      " AND NEW.\"__sysChangeTxBsn\" IS OLD.\"__sysChangeTxBsn\" AND"
+      " NEW.\"__sysInsertTxBsn\" IS OLD.\"__sysInsertTxBsn\" AND"
+      " NEW.\"__sysTrackingContext\" IS OLD.\"__sysTrackingContext\" to its WHEN",
+      (const char*)sqlite3_value_text(argv[0]));
+  if( zErr==0 ){ sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_error(ctx, zErr, -1);
+  sqlite3_result_error_code(ctx, SQLITE_CONSTRAINT_TRIGGER);
+  sqlite3_free(zErr);
+}
+
 /* ---- UNIQUE indexes. The BEFORE triggers remember the rows an OR REPLACE
 ** could delete through the UNIQUE indexes the table had when its triggers were
 ** installed. An index created later (by any connection, with or without the

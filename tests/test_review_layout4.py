@@ -209,20 +209,19 @@ def test_a_column_named_rowid_added_after_tracking_keeps_updates_tracked(sqlite3
     assert [r["k"] for r in sqlite_ct.enumerate_changes(conn, "t", since).updates] == ["b"]
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (README): tables without stamp DEFAULTs are stamped by an UPDATE that fires user UPDATE triggers")
 @pytest.mark.parametrize("action", ["IGNORE", "ABORT, 'row is locked'"])
 def test_a_user_before_update_trigger_does_not_decide_whether_an_insert_is_tracked(
         apsw_conn, action):
-    """Silent data loss (IGNORE) or a refused insert (ABORT): a table without
-    stamp DEFAULTs (tracked under SQLITE_DBCONFIG_DEFENSIVE, or rebuilt by
-    another tool; docs/architecture.md calls that "correct, slower") has
-    every inserted row stamped by the fix's UPDATE, which fires the
-    application's UPDATE triggers. A common "frozen rows" trigger, BEFORE
-    UPDATE ... WHEN OLD.locked ... RAISE(IGNORE), then skips the stamping of
-    a row inserted locked: the row keeps NULL stamps and is never enumerated.
-    With RAISE(ABORT) the application cannot insert a locked row at all.
-    Layout 3's trigger body ran the same UPDATE (schema.c: the stamping is an
-    UPDATE in ctFixSql, as it was in ctTriggerSql)."""
+    """A table without stamp DEFAULTs (tracked under
+    SQLITE_DBCONFIG_DEFENSIVE, or rebuilt by another tool; docs/architecture.md
+    calls that "correct, slower") has every inserted row stamped by the fix's
+    UPDATE, which fires the application's UPDATE triggers. A common "frozen
+    rows" trigger, BEFORE UPDATE ... WHEN OLD.locked ... RAISE(IGNORE), made
+    layouts 3 to 5 skip the stamping of a row inserted locked: the row kept
+    NULL stamps and was never enumerated (silent loss). Since layout 6 the
+    fix checks that its UPDATE stamped the row and fails the insert, saying
+    what to do; with RAISE(ABORT) the insert fails with the trigger's own
+    message, as before. Either way nothing is inserted untracked."""
     conn = apsw_conn
     defensive(conn)
     run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, locked INTEGER DEFAULT 0)")
@@ -230,9 +229,13 @@ def test_a_user_before_update_trigger_does_not_decide_whether_an_insert_is_track
     run(conn, f"CREATE TRIGGER frozen BEFORE UPDATE ON t WHEN OLD.locked"
               f" BEGIN SELECT RAISE({action}); END")
     since = sqlite_ct.last_committed_csn(conn)
-    run(conn, "INSERT INTO t(id, v, locked) VALUES (1, 'x', 1)")
+    expected = "skipped sqlite-ct's stamping" if action == "IGNORE" else "row is locked"
+    with pytest.raises(apsw.ConstraintError, match=expected):
+        run(conn, "INSERT INTO t(id, v, locked) VALUES (1, 'x', 1)")
+    assert q(conn, "SELECT id FROM t") == []
+    run(conn, "INSERT INTO t(id, v, locked) VALUES (2, 'y', 0)")
     assert unstamped(conn) == []
-    assert [r["id"] for r in sqlite_ct.enumerate_changes(conn, "t", since).inserts] == [1]
+    assert [r["id"] for r in sqlite_ct.enumerate_changes(conn, "t", since).inserts] == [2]
 
 
 def test_a_nested_insert_does_not_forget_the_outer_rows_replace_victims(conn):

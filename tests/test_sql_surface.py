@@ -48,6 +48,7 @@ SURFACE = {
     ("sqlite_ct_default_bsn", 0): INNOCUOUS,
     ("sqlite_ct_victim", 2): INNOCUOUS,
     ("sqlite_ct_stamp_end", 1): INNOCUOUS,
+    ("sqlite_ct_stamp_check", 2): INNOCUOUS,   # layout 6
     ("sqlite_ct_current_bsn", 0): INNOCUOUS,
     ("sqlite_ct_last_committed_csn", 0): INNOCUOUS,
     ("sqlite_ct_snapshot", 0): INNOCUOUS,
@@ -177,14 +178,14 @@ def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_of
 
 def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
-    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(5,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(6,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
-    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(5,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(6,)]
     debug = dict(line.split("=", 1) for line in
                  q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
     assert debug["version"] == sqlite_ct.__version__
-    assert debug["layout"] == "5"
+    assert debug["layout"] == "6"
     assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
 
 
