@@ -114,6 +114,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_capture",             -1, CT_PURE,      1, ctFuncCapture },
   { "sqlite_ct_delete_when",         -1, CT_INNOCUOUS, 1, ctFuncDeleteWhen },
   { "sqlite_ct_rekey_when",           4, CT_INNOCUOUS, 1, ctFuncRekeyWhen },
+  { "sqlite_ct_rekey_when",          -1, CT_INNOCUOUS, 1, ctFuncRekeyWhen },   /* layout 6 */
   { "sqlite_ct_pack_key",            -1, CT_PURE,      0, ctFuncPackKey },
   { "sqlite_ct_unpack_key",           2, CT_PURE,      0, ctFuncUnpackKey },
   { "sqlite_ct_key_count",            1, CT_PURE,      0, ctFuncKeyCount },

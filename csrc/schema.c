@@ -628,9 +628,13 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
     for(k=0; !p->bWithoutRowid && k<sizeof(azRowid)/sizeof(azRowid[0]); k++){
       if( !ctTableHasColumn(p, azRowid[k]) ) sqlite3_str_appendf(s, ", %s", azRowid[k]);
     }
-    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s)"
-                        " BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
-                        zT, iDbId, zT, zChanged, zT);
+    sqlite3_str_appendf(s, " ON \"%w\" WHEN sqlite_ct_rekey_when(" CT_MAXCSN_SQL ", %lld, %Q, %s,"
+                        " NEW.\"" CT_COL_INSERT "\"", zT, iDbId, zT, zChanged);
+    for(i=0; i<p->nPk; i++){
+      sqlite3_str_appendf(s, ", NEW.\"%w\"", p->aCol[p->aiPk[i]].zName);
+    }
+    sqlite3_str_appendf(s, ") BEGIN UPDATE \"%w\" SET \"" CT_COL_INSERT "\"=sqlite_ct_bsn() WHERE ",
+                        zT);
     ctAppendKeyMatch(s, p, "NEW", "=", 1);
     ctAppendStampEnd(s, p, zT);
   }

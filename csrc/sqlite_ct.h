@@ -193,6 +193,7 @@ struct CtState {
   int nCapKey, nCapKeyAlloc;
   sqlite3_uint64 iTokNext;
   int nCapQuiet;               /* creating a capture index: its scan captures nothing */
+  struct CtRestamp *pRestamp;  /* old images sqlite-ct's restamps will capture (state.c) */
   /* Random, drawn at the first sqlite_ct_schema_token() (changes.c): tells
   ** this connection from any other, also from one closed before it. */
   sqlite3_uint64 iConnNonce;

@@ -872,6 +872,9 @@ void ctFuncNewerLayout(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** still listed, so a statement that failed after capturing leaves nothing a
 ** later sweep could take for a deleted row.
 */
+static int ctRestampSkip(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
+                         sqlite3_value *pIns);
+
 typedef struct CtCapTok CtCapTok;
 struct CtCapTok {
   CtState *p;
@@ -1004,6 +1007,7 @@ void ctFuncCapture(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     if( sqlite3_get_auxdata(ctx, 0)!=t ){ sqlite3_result_error_nomem(ctx); return; }
   }
   if( t->bQuiet ) return;
+  if( p->pRestamp && ctRestampSkip(p, t->zTab, argc-2, &argv[2], argv[1]) ) return;
   rc = ctCapAdd(p, t, argc-2, &argv[2], argv[1]);
   if( rc!=SQLITE_OK ) sqlite3_result_error_nomem(ctx);
 }
@@ -1048,6 +1052,99 @@ static sqlite3_int64 ctOwnKey(int nKey, sqlite3_value **apKey, unsigned char *aB
 
 static void ctOwnKeyFree(unsigned char *a, unsigned char *aBuf){
   if( a!=aBuf ) sqlite3_free(a);
+}
+
+/*
+** Restamps. sqlite-ct's own UPDATEs of __sysInsertTxBsn (the restamp of a row
+** whose key changed, in the AFTER UPDATE OF key trigger's body; the fix of an
+** inserted row its DEFAULTs did not stamp) make the capture index, which
+** reads that column, capture the row's old image (the new one carries this
+** transaction's BSN, which the capture never lists). That image is no
+** removed row: the AFTER UPDATE trigger that the UPDATE fires drops it. But
+** an application's AFTER UPDATE trigger created after sqlite-ct's fires
+** first, and when it writes the table, the sweep of that write found the
+** image under the live row's key and tombstoned the live row (a sync client
+** would upload a delete of it). So the restamp registers the image it is
+** about to cause, and the capture skips that image, once. A registration
+** made by a trigger's WHEN lasts while that trigger program runs for the row
+** (the auxiliary data of its call site, which SQLite frees when the program
+** returns, also after an error); the fix's lasts while the fix runs.
+*/
+typedef struct CtRestamp CtRestamp;
+struct CtRestamp {
+  struct CtRestamp *pNext;
+  CtState *p;
+  int bLinked;                 /* in p->pRestamp (not skipped yet) */
+  sqlite3_int64 iIns;          /* the image's __sysInsertTxBsn ... */
+  int bInsNull;                /* ... or NULL, or not an integer */
+  sqlite3_int64 nKey;          /* its packed key: aKey[0 .. nKey) */
+  char *zTab;                  /* the table's name, in the same allocation */
+  unsigned char aKey[1];
+};
+
+static void ctRestampUnlink(CtRestamp *r){
+  CtRestamp **pp;
+  if( !r->bLinked ) return;
+  for(pp=&r->p->pRestamp; *pp; pp=&(*pp)->pNext){
+    if( *pp==r ){ *pp = r->pNext; break; }
+  }
+  r->bLinked = 0;
+}
+
+static void ctRestampFree(void *pArg){
+  CtRestamp *r = (CtRestamp*)pArg;
+  CtState *p = r->p;
+  ctRestampUnlink(r);
+  sqlite3_free(r);
+  ctStateUnref(p);
+}
+
+/* Register the image (zTab, key apKey[0..nKey), insert BSN pIns) a restamp is
+** about to capture; NULL when out of memory. Free with ctRestampFree(). */
+static CtRestamp *ctRestampNew(CtState *p, const char *zTab, int nKey,
+                               sqlite3_value **apKey, sqlite3_value *pIns){
+  const sqlite3_int64 n = ctPackSize(nKey, apKey);
+  const size_t nTab = strlen(zTab) + 1;
+  CtRestamp *r = sqlite3_malloc64(sizeof(*r) + n + nTab);
+  if( r==0 ) return 0;
+  if( ctPackInto(nKey, apKey, r->aKey) ){ sqlite3_free(r); return 0; }
+  r->nKey = n;
+  r->zTab = (char*)&r->aKey[n];
+  memcpy(r->zTab, zTab, nTab);
+  r->bInsNull = sqlite3_value_type(pIns)!=SQLITE_INTEGER;
+  r->iIns = r->bInsNull ? 0 : sqlite3_value_int64(pIns);
+  r->p = p;
+  ctStateRef(p);
+  r->pNext = p->pRestamp;
+  p->pRestamp = r;
+  r->bLinked = 1;
+  return r;
+}
+
+/* Whether the capture of (zTab, key apKey[0..nKey), insert BSN pIns) is the
+** image a registered restamp causes: then it is skipped, and the
+** registration used up. */
+static int ctRestampSkip(CtState *p, const char *zTab, int nKey, sqlite3_value **apKey,
+                         sqlite3_value *pIns){
+  const int bInsNull = sqlite3_value_type(pIns)!=SQLITE_INTEGER;
+  const sqlite3_int64 iIns = bInsNull ? 0 : sqlite3_value_int64(pIns);
+  unsigned char aBuf[128], *aKey = 0;
+  sqlite3_int64 n = 0;
+  CtRestamp *r;
+  for(r=p->pRestamp; r; r=r->pNext){
+    if( r->bInsNull!=bInsNull || r->iIns!=iIns || strcmp(r->zTab, zTab)!=0 ) continue;
+    if( aKey==0 ){
+      n = ctOwnKey(nKey, apKey, aBuf, &aKey);
+      if( aKey==0 ) return 0;     /* out of memory: capture it, as before */
+    }
+    if( r->nKey==n && memcmp(r->aKey, aKey, (size_t)n)==0 ){
+      ctRestampUnlink(r);
+      ctOwnKeyFree(aKey, aBuf);
+      return 1;
+    }
+  }
+  if( aKey ) ctOwnKeyFree(aKey, aBuf);
+  return 0;
 }
 
 /*
@@ -1320,11 +1417,19 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
                              "write into the table whose write fires it?)",
                              CT_FIX_DEPTH_MAX, zTab);
     }else{
+      /* The fix's UPDATE of __sysInsertTxBsn captures the row's image as
+      ** inserted (NEW's insert BSN, argv[5]): see "Restamps". */
+      CtRestamp *r = 0;
+      if( bTrack && bCapture ){
+        r = ctRestampNew(p, zTab, argc-12, &argv[12], argv[5]);
+        if( r==0 ){ sqlite3_result_error_nomem(ctx); return; }
+      }
       p->nFixDepth++;
       rc = ctRunFix(p, zTab, (bTrack ? CT_FIX_STAMP : 0)
                     | (sqlite3_value_int(argv[3]) && !bCapture ? CT_FIX_VICTIMS : 0),
                     argc-11, &argv[11], 0, &zErr);
       p->nFixDepth--;
+      if( r ) ctRestampFree(r);
     }
     /* Done with the stamping either way: a failed fix fails its statement,
     ** and its mark must not let a later write of a __sys column through. */
@@ -1431,11 +1536,14 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 }
 
 /*
-** sqlite_ct_rekey_when(MAXCSN, DBID, TNAME, KEY_CHANGED): the WHEN of the AFTER
-** UPDATE OF key trigger (layout 5). True when the key changed, with the BSN
-** handed out and logged (the body stamps it as the row's insert BSN; 0 in
-** apply mode) and the table marked: the body's UPDATE is sqlite-ct's own
-** write of __sysInsertTxBsn (see the stamping marks).
+** sqlite_ct_rekey_when(MAXCSN, DBID, TNAME, KEY_CHANGED [, NEW.ins, NEW.key...]):
+** the WHEN of the AFTER UPDATE OF key trigger (layout 5; NEW's insert BSN and
+** key since layout 6). True when the key changed, with the BSN handed out and
+** logged (the body stamps it as the row's insert BSN; 0 in apply mode) and
+** the table marked: the body's UPDATE is sqlite-ct's own write of
+** __sysInsertTxBsn (see the stamping marks). With NEW's key, the image that
+** UPDATE captures is registered for the capture to skip (see "Restamps"),
+** for as long as this trigger program runs for the row.
 */
 void ctFuncRekeyWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
@@ -1449,6 +1557,13 @@ void ctFuncRekeyWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   if( ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
+  if( argc>=6 && !p->bApply ){
+    CtRestamp *r = ctRestampNew(p, zTab, argc-5, &argv[5], argv[4]);
+    if( r==0 ){ sqlite3_result_error_nomem(ctx); return; }
+    /* Kept by SQLite until this trigger program returns (the table name is
+    ** a constant argument); freed at once when it cannot keep it. */
+    sqlite3_set_auxdata(ctx, 2, r, ctRestampFree);
+  }
   sqlite3_result_int(ctx, 1);
 }
 

@@ -40,6 +40,7 @@ SURFACE = {
     ("sqlite_ct_update_when", -1): INNOCUOUS,    # layout 5; newer layouts: LayoutError
     ("sqlite_ct_delete_when", -1): INNOCUOUS,    # layout 5
     ("sqlite_ct_rekey_when", 4): INNOCUOUS,
+    ("sqlite_ct_rekey_when", -1): INNOCUOUS,     # layout 6: NEW.ins and NEW key follow
     ("sqlite_ct_write_bsn", -1): INNOCUOUS,
     ("sqlite_ct_insert_when", 8): INNOCUOUS,     # layout-1 triggers
     ("sqlite_ct_insert_when", 10): INNOCUOUS,

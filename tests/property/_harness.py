@@ -183,6 +183,23 @@ def user_spawn_ddl(shape: Shape) -> List[str]:
     ]
 
 
+def user_touch_ddl(shape: Shape) -> List[str]:
+    """A user AFTER UPDATE trigger, created after create_schema() so that it
+    fires before sqlite-ct's, that writes the row again whenever its
+    __sysInsertTxBsn changed: after sqlite-ct's restamp of a row whose key
+    changed and after the fix of an inserted row, while the capture holds
+    those writes' images (an "updated_at" trigger does the same on every
+    update). Its own write keeps __sysInsertTxBsn, so it does not recurse."""
+    t = q(shape.table)
+    n = shape.table.replace(" ", "_")
+    match = " AND ".join(f"{q(k)} IS NEW.{q(k)}" for k in shape.keys)
+    return [
+        f'CREATE TRIGGER "user_touch_{n}" AFTER UPDATE ON {t}'
+        ' WHEN NEW."__sysInsertTxBsn" IS NOT OLD."__sysInsertTxBsn" BEGIN'
+        f" UPDATE {t} SET v = v WHERE {match}; END",
+    ]
+
+
 # ---------------------------------------------------------------- connections
 
 class Host:

@@ -46,7 +46,8 @@ from sqlite_ct import AnchorError, ChangeSet
 from ._harness import (HOST_ERRORS, SHAPES, SQLITE_BUSY, SQLITE_CONSTRAINT, Host,
                        Replica, Shape, check_invariants, fresh_db, open_apsw,
                        open_bare, open_stdlib, q, result_code, stdlib_unavailable_reason,
-                       table_rows, user_spawn_ddl, user_trigger_ddl)
+                       table_rows, user_spawn_ddl, user_touch_ddl,
+                       user_trigger_ddl)
 from ._settings import PROFILE, scaled
 
 # ---------------------------------------------------------------- strategies
@@ -234,7 +235,7 @@ class Scenario:
                     self.enable_bsn
         if mode == "native":
             # portable mode loses these (README, "Known limits")
-            for ddl in user_spawn_ddl(shape):
+            for ddl in user_spawn_ddl(shape) + user_touch_ddl(shape):
                 first.execute(ddl)
         if not open_before_schema:
             others = [opener(kind) for kind in hosts[1:]]
