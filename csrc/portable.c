@@ -288,7 +288,7 @@ static void ptAppendKeyMatch(sqlite3_str *s, const CtTable *p, const char *zAlia
 static void ptAppendStampCheck(sqlite3_str *s, const CtTable *p){
   sqlite3_str_appendf(s,
       "SELECT RAISE(ABORT, 'sqlite-ct: a BEFORE UPDATE trigger on table %q skipped"
-      " sqlite-ct''s stamping of a changed row (RAISE(IGNORE)), so the change would never"
+      " sqlite-ct''s stamping of a changed row with RAISE(IGNORE), so the change would never"
       " reach a replica; declare that trigger BEFORE UPDATE OF the columns it is about')"
       " WHERE CASE WHEN changes() THEN 0 ELSE EXISTS(SELECT 1 FROM \"%w\" WHERE ",
       p->zName, p->zName);

@@ -165,8 +165,8 @@ NATIVE_NAMES = ["__sysct_ad_{}", "__sysct_ai_{}", "__sysct_au_{}",
 
 # Built-in functions of SQLite <= 3.37 the triggers may call; the rest of what
 # the regex below finds are keywords followed by "(".
-ALLOWED_FUNCTIONS = {"abs", "char", "coalesce", "hex", "instr", "julianday", "max", "min",
-                     "printf", "round", "substr", "typeof"}
+ALLOWED_FUNCTIONS = {"abs", "changes", "char", "coalesce", "hex", "instr", "julianday", "max",
+                     "min", "printf", "round", "substr", "typeof"}
 KEYWORDS = {"and", "as", "begin", "case", "cast", "else", "end", "exists", "from", "in",
             "insert", "into", "not", "on", "or", "raise", "select", "set", "then", "values",
             "when", "where", "is", "update", "delete", "null", "integer", "by", "of",
