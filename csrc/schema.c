@@ -71,9 +71,20 @@
 ** replica can always start. (Layout 2.) */
 #define CT_META_ANCHOR0_EXPIRED "anchor0_expired:"
 
+/* __sysCtMeta key that marks a write transaction as one of sqlite-ct's own
+** calls removing or renaming tombstones, while it does (the guard triggers of
+** __sysOCSDeletedRows below; sqlite_ct/_conn.py, owning_tombstones()).
+** (Layout 6.) */
+#define CT_META_TOMB_OWNED "tombstones_owned"
+
 #define CT_LOG_GUARD_MSG "'sqlite-ct: the newest row of __sysTxCommitSequence" \
   " numbers the next transaction; it cannot be deleted or changed" \
   " (purge_transaction_sequence() keeps it)'"
+#define CT_TOMB_NOT_OWNED "NOT EXISTS(SELECT 1 FROM __sysCtMeta WHERE key='" \
+  CT_META_TOMB_OWNED "')"
+#define CT_TOMB_GUARD_MSG "'sqlite-ct: tombstones in __sysOCSDeletedRows are removed" \
+  " by sqlite_ct.purge_tombstones(), which also expires the anchors that still need" \
+  " them; deleting or changing them otherwise would make replicas miss deletes'"
 
 static const char *azCtSystemDdl =
   "CREATE TABLE IF NOT EXISTS main.__sysCtMeta("
@@ -116,7 +127,29 @@ static const char *azCtSystemDdl =
     " BEGIN SELECT RAISE(ABORT, " CT_LOG_GUARD_MSG "); END;"
   "CREATE TRIGGER IF NOT EXISTS main.__sysct_log_guard_update"
     " BEFORE UPDATE ON __sysTxCommitSequence"
-    " BEGIN SELECT RAISE(ABORT, " CT_LOG_GUARD_MSG "); END;";
+    " BEGIN SELECT RAISE(ABORT, " CT_LOG_GUARD_MSG "); END;"
+  /* A tombstone removed or changed by plain SQL would make every replica
+  ** whose anchor is older than the delete miss it, silently: only
+  ** sqlite-ct's own calls (purge_tombstones(), which also expires the
+  ** anchors that still need the tombstones, forget_pending_deletes(),
+  ** disable_tracking(), rename_tracking()) may, and they mark their write
+  ** transaction with the __sysCtMeta key CT_META_TOMB_OWNED while they do
+  ** (inside it: no other connection sees the mark). Its own upsert lowers
+  ** __sysInsertTxCsn only; the other columns (__sysDeletedTime,
+  ** __sysTrackingContext) are free. Pure SQL, so that connections without
+  ** the extension (portable mode's writers) can prepare every statement that
+  ** may fire it, and are held to it too. (Layout 6.) */
+  "CREATE TRIGGER IF NOT EXISTS main.__sysct_tomb_guard_delete"
+    " BEFORE DELETE ON __sysOCSDeletedRows WHEN " CT_TOMB_NOT_OWNED
+    " BEGIN SELECT RAISE(ABORT, " CT_TOMB_GUARD_MSG "); END;"
+  "CREATE TRIGGER IF NOT EXISTS main.__sysct_tomb_guard_update"
+    " BEFORE UPDATE OF __sysTName, __sysRK, __sysDeleteTxBsn, __sysInsertTxCsn"
+    " ON __sysOCSDeletedRows WHEN (NEW.__sysTName IS NOT OLD.__sysTName"
+    " OR NEW.__sysRK IS NOT OLD.__sysRK OR NEW.__sysDeleteTxBsn IS NOT OLD.__sysDeleteTxBsn"
+    " OR (NEW.__sysInsertTxCsn IS NOT OLD.__sysInsertTxCsn"
+    " AND NOT coalesce(NEW.__sysInsertTxCsn < OLD.__sysInsertTxCsn, 0)))"
+    " AND " CT_TOMB_NOT_OWNED
+    " BEGIN SELECT RAISE(ABORT, " CT_TOMB_GUARD_MSG "); END;";
 
 static int ctInstallTriggers(sqlite3 *db, CtState *pState, const CtTable *p, int eStored,
                              sqlite3_int64 iEnable, char **pzErr);
@@ -1287,6 +1320,17 @@ void ctFuncCreateSchema(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3_result_int64(ctx, iEnable);
 }
 
+/* Mark (bOn) or unmark the write transaction as one of sqlite-ct's own calls
+** that remove or rename tombstones, which the guard triggers of
+** __sysOCSDeletedRows let through (azCtSystemDdl). Inside the caller's
+** savepoint: a failure rolls the mark back with the rest. */
+static int ctOwnTombstones(sqlite3 *db, int bOn, char **pzErr){
+  return bOn ? ctExecf(db, pzErr, "INSERT OR REPLACE INTO main.__sysCtMeta(key, value)"
+                                  " VALUES('" CT_META_TOMB_OWNED "', 1)")
+             : ctExecf(db, pzErr, "DELETE FROM main.__sysCtMeta WHERE key='"
+                                  CT_META_TOMB_OWNED "'");
+}
+
 static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
   sqlite3_int64 n = 0;
   char *zName = 0;
@@ -1328,6 +1372,7 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
     }
     ctTableFree(p);
   }
+  if( rc==SQLITE_OK ) rc = ctOwnTombstones(db, 1, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr,
         "DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName=%Q;"
@@ -1339,6 +1384,7 @@ static int ctDisable(sqlite3 *db, const char *zTab, char **pzErr){
         "DELETE FROM main.__sysCtMeta WHERE key='" CT_META_ANCHOR0_EXPIRED "' || %Q;",
         zName, zName, zName, zName, zName, zName);
   }
+  if( rc==SQLITE_OK ) rc = ctOwnTombstones(db, 0, pzErr);
   sqlite3_free(zName);
   return rc;
 }
@@ -1409,6 +1455,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
   if( rc==SQLITE_OK ) rc = ctDropTriggers(db, zOld, pzErr);
   if( rc==SQLITE_OK ) rc = ctDropGuard(db, zOld, pzErr);
   if( rc==SQLITE_OK ) rc = ctDropCapture(db, zOld, pzErr);
+  if( rc==SQLITE_OK ) rc = ctOwnTombstones(db, 1, pzErr);
   if( rc==SQLITE_OK ){
     rc = ctExecf(db, pzErr,
         "DROP INDEX IF EXISTS main.\"__sysct_chg_%w\";"
@@ -1422,6 +1469,7 @@ static int ctRename(CtState *pState, const char *zOld, const char *zNew, char **
         zOld, p->zName, zOld, p->zName, zOld, p->zName, zOld, zOld, p->zName, zOld,
         p->zName, p->zName);
   }
+  if( rc==SQLITE_OK ) rc = ctOwnTombstones(db, 0, pzErr);
   if( rc==SQLITE_OK ) rc = ctInstallTriggers(db, pState, p, (int)iOpt, iEnable, pzErr);
   ctTableFree(p);
   return rc;

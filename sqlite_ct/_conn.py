@@ -207,6 +207,30 @@ def writing(conn: Any, name: str = "sqlite_ct_py") -> Iterator[None]:
     end_block(conn, "COMMIT", True)
 
 
+TOMBSTONES_OWNED = "tombstones_owned"     # csrc/schema.c, CT_META_TOMB_OWNED
+
+
+@contextlib.contextmanager
+def owning_tombstones(conn: Any) -> Iterator[None]:
+    """The block, inside a write transaction, may delete (or re-key) rows of
+    __sysOCSDeletedRows: the guard triggers refuse that to plain SQL
+    (csrc/schema.c), since a tombstone removed without expiring the anchors
+    that need it is a delete replicas never see. The mark is a __sysCtMeta
+    row of this transaction's own, which no other connection sees. Only the
+    core's own calls use it."""
+    owned = value(conn, "SELECT count(*) FROM main.__sysCtMeta WHERE key = ?",
+                  (TOMBSTONES_OWNED,))
+    if not owned:
+        execute(conn, "INSERT INTO main.__sysCtMeta(key, value) VALUES (?, 1)",
+                (TOMBSTONES_OWNED,))
+    try:
+        yield
+    finally:
+        if not owned:
+            with contextlib.suppress(*_host_errors()):
+                execute(conn, "DELETE FROM main.__sysCtMeta WHERE key = ?", (TOMBSTONES_OWNED,))
+
+
 def require_loaded(conn: Any) -> None:
     """Raise ExtensionError unless the extension is loaded on conn."""
     value(conn, "SELECT sqlite_ct_version()")

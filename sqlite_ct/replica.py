@@ -88,10 +88,11 @@ def forget_pending_deletes(conn: Any, table: str, key: Sequence[Any], *, after: 
         name = _native(conn, table, "forget_pending_deletes")
         _, values = _key(conn, name, key, "forget_pending_deletes")
         marks = ", ".join("?" for _ in values)
-        _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName = ? "
-                            f"AND __sysRK = sqlite_ct_pack_key({marks}) "
-                            f"AND __sysDeleteTxBsn > ?", (name, *values, after))
-        return int(_conn.value(conn, "SELECT changes()"))
+        with _conn.owning_tombstones(conn):
+            _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName = ? "
+                                f"AND __sysRK = sqlite_ct_pack_key({marks}) "
+                                f"AND __sysDeleteTxBsn > ?", (name, *values, after))
+            return int(_conn.value(conn, "SELECT changes()"))
 
 
 def stamp_applied(conn: Any, table: str, key: Sequence[Any]) -> bool:

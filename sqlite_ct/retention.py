@@ -74,8 +74,9 @@ def purge_tombstones(conn: Any, table: str, *, older_than_days: Optional[float] 
             _conn.execute(conn, "INSERT OR REPLACE INTO main.__sysCtMeta(key, value) "
                                 "VALUES (? || ?, 1)", (ANCHOR0_EXPIRED, name))
         if count:
-            _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows "
-                                f"WHERE __sysTName = ? AND {where}", (name, *params))
+            with _conn.owning_tombstones(conn):
+                _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows "
+                                    f"WHERE __sysTName = ? AND {where}", (name, *params))
             _conn.execute(conn, "UPDATE main.__sysOCSTrackedObjects SET __sysMinValidCsn = "
                                 "max(__sysMinValidCsn, ?) WHERE __sysTName = ?",
                           (newest, name))

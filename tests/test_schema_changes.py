@@ -81,7 +81,8 @@ def test_rename_table_moves_metadata_and_anchors(conn):
         "SELECT name FROM sqlite_schema WHERE name GLOB '__sysct_*'")}
     assert names == {"__sysct_ai_renamed", "__sysct_au_renamed", "__sysct_ad_renamed",
                      "__sysct_ak_renamed", "__sysct_cap_renamed", "__sysct_chg_renamed", "__sysct_guard_renamed",
-                     "__sysct_log_guard_delete", "__sysct_log_guard_update"}
+                     "__sysct_log_guard_delete", "__sysct_log_guard_update",
+                     "__sysct_tomb_guard_delete", "__sysct_tomb_guard_update"}
     assert sqlite_ct.check(conn) == []
     with pytest.raises(sqlite_ct.NotTrackedError):
         sqlite_ct.enumerate_changes(conn, "t", since)
