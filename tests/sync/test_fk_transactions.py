@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -123,3 +124,38 @@ def test_clients_with_foreign_keys_never_get_stuck_and_converge(steps, upload_ba
         assert (stats.total_changes_uploaded, stats.total_changes_downloaded) == (0, 0)
     for conn in nodes:
         conn.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: the hub defers the changes left out with a client transaction, but not the "
+    "conflict that failed it when the resolver settled that one (ClientUpdateServerDelete, "
+    "server wins); resolve_transaction(t, 'client') then writes a child without its parent "
+    "and fails with a SyncError (FOREIGN KEY); 'server' settles it"))
+def test_a_transaction_whose_parent_lost_a_conflict_can_be_settled_for_the_client():
+    """Found by the property above (steps open 1 on the hub, sync client 1, close 1 on the
+    hub, move 1 on client 1): the client's transaction (update customer 1, update its
+    order) meets the hub's delete of both; the customer's conflict is settled server-wins,
+    the order is left out with its transaction and waits alone in the inbox."""
+    hub = fk_connect()
+    hub.execute(CUSTOMERS)
+    hub.execute(ORDERS)
+    server = ServerSyncProvider(hub)
+    conn = fk_connect()
+    conn.execute(CUSTOMERS)
+    conn.execute(ORDERS)
+    provider = ClientSyncProvider(conn)
+    agent = SyncAgent(provider, server, TABLES)
+    agent.synchronize()
+    apply_edit(hub, ("open", 1, 1, 1, "n"))
+    agent.synchronize()
+    apply_edit(hub, ("close", 1))
+    apply_edit(conn, ("move", 1, "n"))
+    agent.synchronize()
+    refused = sorted({c.transaction for c in provider.conflicts()
+                      if c.stage is SyncStage.UPLOADING_CHANGES and c.transaction is not None})
+    assert refused
+    for txn in refused:
+        provider.resolve_transaction(txn, "client")
+    agent.synchronize()
+    for table in ("customers", "orders"):
+        assert user_rows(conn, table) == user_rows(hub, table)
