@@ -334,7 +334,7 @@ class SyncAgent:
                 stats.upload_changes_applied += result.applied
                 stats.upload_changes_failed += result.failed - sum(len(tc) for tc in carried)
                 stats.conflicts.extend(conflicts)
-                deferred.extend(c for c in conflicts if c.deferred)
+                deferred.extend(in_the_inbox(conflicts))
                 superseded += client.superseded_downloads(part, result.conflicts, waiting)
                 # Upload-only tables take nothing from the server, corrections neither.
                 # Tables that take new hub columns next are downloaded whole
@@ -541,6 +541,25 @@ def _standalone_keys(tc: TableChanges) -> List[tuple]:
     rows = ([tuple(r) for r in tc.deletes]
             + [tuple(r[i] for i in at) for r in (*tc.inserts, *tc.updates)])
     return [k for k, t in zip(rows, tc.transactions) if t == 0]
+
+
+def in_the_inbox(conflicts: Sequence[Conflict]) -> List[Conflict]:
+    """The conflicts of an upload result that go to the client's inbox: the
+    deferred ones, and with them every other conflict of a client
+    transaction one of whose changes was deferred. The hub defers the changes
+    it left out with their transaction, but the conflict that failed the
+    transaction may be one the resolver settled (a ClientUpdateServerDelete,
+    server wins): without it in the inbox, resolve_transaction(t, "client")
+    would write the rest of the transaction without it (a child without its
+    parent). Marked deferred, so the statistics count them."""
+    waiting = {c.transaction for c in conflicts if c.deferred and c.transaction is not None}
+    out = []
+    for c in conflicts:
+        if not c.deferred and c.transaction is not None and c.transaction in waiting:
+            c.deferred = True
+        if c.deferred:
+            out.append(c)
+    return out
 
 
 def retriable(conflicts: Sequence[Conflict]) -> Tuple[Set[int], Set[Tuple[str, tuple]]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -126,16 +125,14 @@ def test_clients_with_foreign_keys_never_get_stuck_and_converge(steps, upload_ba
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: the hub defers the changes left out with a client transaction, but not the "
-    "conflict that failed it when the resolver settled that one (ClientUpdateServerDelete, "
-    "server wins); resolve_transaction(t, 'client') then writes a child without its parent "
-    "and fails with a SyncError (FOREIGN KEY); 'server' settles it"))
 def test_a_transaction_whose_parent_lost_a_conflict_can_be_settled_for_the_client():
     """Found by the property above (steps open 1 on the hub, sync client 1, close 1 on the
     hub, move 1 on client 1): the client's transaction (update customer 1, update its
-    order) meets the hub's delete of both; the customer's conflict is settled server-wins,
-    the order is left out with its transaction and waits alone in the inbox."""
+    order) meets the hub's delete of both; the customer's conflict is settled server-wins
+    and the order is left out with its transaction. The order waited alone in the inbox,
+    and resolve_transaction(t, "client") wrote it without its customer (FOREIGN KEY
+    failed). The client keeps every conflict of a transaction that waits in the inbox
+    (sqlite_ct/sync/agent.py, in_the_inbox)."""
     hub = fk_connect()
     hub.execute(CUSTOMERS)
     hub.execute(ORDERS)
