@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from sqlite_ct.sync import (ClientSyncProvider, ServerSyncProvider, SyncAgent, SyncGroup,
@@ -69,6 +69,9 @@ def fk_connect():
 
 @settings(max_examples=int(os.environ.get("SQCT_SYNC_EXAMPLES", 25)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
+@example(steps=[("edit", 0, ("open", 1, 1, 1, "n")), ("sync", 1), ("edit", 0, ("close", 1)),
+                ("edit", 1, ("move", 1, "n"))],
+         upload_batch_size=None, batch_size=None, use="client")
 @given(steps=st.lists(step, max_size=25), upload_batch_size=st.sampled_from([None, 1, 2]),
        batch_size=st.sampled_from([None, 1, 3]), use=st.sampled_from(["client", "server"]))
 def test_clients_with_foreign_keys_never_get_stuck_and_converge(steps, upload_batch_size,
