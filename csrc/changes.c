@@ -1092,29 +1092,37 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   return rc;
 }
 
-/* Bind the phases' parameters (an index a statement does not use is
-** SQLITE_RANGE, harmless). The statements that resume after a position read
-** change_bsn above it: ?6 is max(lower bound, after_bsn) for them. */
-static void ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
-                      const char *zName){
-  int i;
+/* Bind the phases' parameters. An index a statement does not use is
+** SQLITE_RANGE, harmless; any other failure (SQLITE_NOMEM from a copied TEXT
+** or BLOB) is returned: the statement would read with a NULL in its place,
+** which matches nothing (a silent empty result). The statements that resume
+** after a position read change_bsn above it: ?6 is max(lower bound,
+** after_bsn) for them. */
+static int ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
+                     const char *zName){
+  int i, j;
   for(i=0; i<CTP_N; i++){
     sqlite3_stmt *s = c->apStmt[i];
     sqlite3_int64 iLow = c->iLow;
+    int aRc[9];
     if( s==0 ) continue;
     if( c->bAfter && (i==CTP_STAMPED || i==CTP_DELETES) && c->iAfterBsn>iLow ){
       iLow = c->iAfterBsn;
     }
-    sqlite3_bind_int64(s, 1, c->iSince);
-    sqlite3_bind_int64(s, 2, iUntil);
-    sqlite3_bind_int64(s, 3, c->iEnable);
-    if( pExclude ) sqlite3_bind_value(s, 4, pExclude);
-    sqlite3_bind_text(s, 5, zName, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 6, iLow);
-    sqlite3_bind_int64(s, 7, c->iHigh);
-    if( c->bAfter ) sqlite3_bind_int64(s, 8, c->iAfterBsn);
-    if( c->pAfterKey ) sqlite3_bind_value(s, 9, c->pAfterKey);
+    aRc[0] = sqlite3_bind_int64(s, 1, c->iSince);
+    aRc[1] = sqlite3_bind_int64(s, 2, iUntil);
+    aRc[2] = sqlite3_bind_int64(s, 3, c->iEnable);
+    aRc[3] = pExclude ? ctBindValue(s, 4, pExclude) : SQLITE_OK;
+    aRc[4] = ctBindText(s, 5, zName, -1, SQLITE_TRANSIENT);
+    aRc[5] = sqlite3_bind_int64(s, 6, iLow);
+    aRc[6] = sqlite3_bind_int64(s, 7, c->iHigh);
+    aRc[7] = c->bAfter ? sqlite3_bind_int64(s, 8, c->iAfterBsn) : SQLITE_OK;
+    aRc[8] = c->pAfterKey ? ctBindValue(s, 9, c->pAfterKey) : SQLITE_OK;
+    for(j=0; j<9; j++){
+      if( aRc[j]!=SQLITE_OK && aRc[j]!=SQLITE_RANGE ) return aRc[j];
+    }
   }
+  return SQLITE_OK;
 }
 
 /* The integer bounds a bound on change_bsn admits, folded into *piLow
@@ -1386,8 +1394,8 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
                            " tombstones = 'each'");
   }
   if( rc==SQLITE_OK ) rc = ctChgPreparePhases(c, &t, idxNum, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgBind(c, iUntil, pExclude, t.zName);
   if( rc==SQLITE_OK ){
-    ctChgBind(c, iUntil, pExclude, t.zName);
     c->iPhase = CTP_DELETES_AT;
     rc = ctChgStep(c);
   }else{

@@ -144,6 +144,30 @@ def op_enumerate_paged(conn):
                     "AND after_key = sqlite_ct_pack_key(0) AND stamped = 1", (enable,)))
 
 
+CONTEXT = bytes(range(16))
+
+
+def tracked_with_context(path):
+    """tracked(), then a row changed under tracking context CONTEXT."""
+    tracked(path)
+    conn = apsw.Connection(path)
+    loader.load(conn)
+    run(conn, "SELECT sqlite_ct_set_tracking_context(x'%s')" % CONTEXT.hex(),
+        "UPDATE t SET v = 'ctx' WHERE id = 1")
+    conn.close()
+
+
+def op_enumerate_excluding(conn):
+    """Every bind of sqlite_ct_changes()'s phases that copies a value: the
+    table's name (?5, which the tombstones = 'each' phase reads) and the
+    context left out (?4). A failed bind must fail the query: a NULL in its
+    place reads nothing (no tombstone of table NULL) or leaves nothing out."""
+    return (q(conn, "SELECT op, change_bsn, hex(pk) FROM sqlite_ct_changes('t', 0, NULL, ?) "
+                    "WHERE tombstones = 'each' ORDER BY 1, 2, 3", (CONTEXT,)),
+            q(conn, "SELECT op, row_rowid FROM sqlite_ct_changes('t', 0, NULL, ?) "
+                    "ORDER BY 1, 2", (CONTEXT,)))
+
+
 def op_local_change(conn):
     """sqlite_ct_local_change(): the probe of one key a sync client runs per
     incoming row, over a whole statement (its probe kept as auxiliary data)."""
@@ -175,6 +199,8 @@ OPERATIONS = {
     "enumeration within bounds on change_bsn": (tracked, op_enumerate_bounded),
     "paged enumeration (tombstones = 'each', after_bsn, after_key)": (tracked,
                                                                      op_enumerate_paged),
+    "enumeration leaving out a context (binds that copy)": (tracked_with_context,
+                                                            op_enumerate_excluding),
     "one key's local change": (tracked, op_local_change),
     "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
