@@ -8,7 +8,7 @@
 **                     [, AFTER_BSN [, AFTER_KEY]]]]])
 **
 ** one row per change of tracked table TBL committed after anchor SINCE, up to
-** UNTIL (default: the last committed CSN of the reading snapshot), with the
+** UNTIL (omitted or NULL: the last committed CSN of the reading snapshot), with the
 ** columns
 **
 **   op          'D' delete, 'I' insert, 'U' update (TEXT)
@@ -118,7 +118,8 @@
 **
 ** ARGUMENTS AND ERRORS: TBL is the name of a tracked table of main (any
 ** case); SINCE a non-negative INTEGER no newer than the last committed CSN;
-** UNTIL an INTEGER between SINCE and the last committed CSN. An anchor older
+** UNTIL an INTEGER between SINCE and the last committed CSN, or NULL (the
+** default, the last committed CSN). An anchor older
 ** than the table's oldest kept change (purge_tombstones(), a re-arm) is
 ** refused as expired, as the Python layer's AnchorExpiredError: anchor 0
 ** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A read of live
@@ -1247,10 +1248,13 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
     return ctChgError(&v->base, SQLITE_ERROR, zErr);
   }
   c->iSince = sqlite3_value_int64(pSince);
+  /* NULL is the default, as for the other optional arguments: a caller
+  ** passes one positionally to give EXCLUDE_CONTEXT or those after it. */
+  if( pUntil && sqlite3_value_type(pUntil)==SQLITE_NULL ) pUntil = 0;
   if( pUntil && sqlite3_value_type(pUntil)!=SQLITE_INTEGER ){
     char *zShow = ctChgShow(pUntil);
     if( zShow==0 ) return SQLITE_NOMEM;
-    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): until is an integer CSN, got %s",
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): until is an integer CSN or NULL, got %s",
                            zShow);
     sqlite3_free(zShow);
     return ctChgError(&v->base, SQLITE_ERROR, zErr);
