@@ -67,3 +67,65 @@ def test_a_null_until_ends_at_the_reading_snapshot(conn, t):
         other.close()
     assert (("I", 6) in q(conn, "SELECT op, row_rowid FROM sqlite_ct_changes('t', ?, NULL)",
                           (t,)))
+
+
+# ---- enumerate_changes()'s rows: dicts built by a reader generated per table ----
+
+ODD = ['a"b', "it's", "back\\slash", "r", "op", "{}", "li\nne", "é ü", "rows", "1x"]
+
+
+@pytest.mark.parametrize("without_rowid", [False, True])
+def test_rows_of_columns_with_any_name(conn, without_rowid):
+    """Column names enter the generated reader as literals: quotes,
+    backslashes, newlines, braces, unicode and the reader's own local names
+    come back as they are, in the table's order, values with them."""
+    cols = ", ".join('"' + c.replace('"', '""') + '" TEXT' for c in ODD)
+    conn.execute(f'CREATE TABLE odd("k 1" INTEGER, "k\'2" TEXT, {cols}, '
+                 f'PRIMARY KEY("k\'2", "k 1")){" WITHOUT ROWID" if without_rowid else ""}')
+    sqlite_ct.create_schema(conn, "odd")
+    names = ", ".join('"' + c.replace('"', '""') + '"' for c in ODD)
+    marks = ", ".join("?" for _ in ODD)
+    for k in range(4):
+        conn.execute(f'INSERT INTO odd("k 1", "k\'2", {names}) VALUES (?, ?, {marks})',
+                     (k, f"s{k}", *[f"{c}={k}" for c in ODD]))
+    since = sqlite_ct.last_committed_csn(conn)
+    conn.execute(f'INSERT INTO odd("k 1", "k\'2", {names}) VALUES (9, \'s9\', {marks})',
+                 tuple(f"{c}=9" for c in ODD))
+    conn.execute('UPDATE odd SET "r" = \'changed\' WHERE "k 1" = 1')
+    conn.execute('DELETE FROM odd WHERE "k 1" = 2')
+    for _ in range(2):      # the first call builds the kept statement, the second uses it
+        cs = sqlite_ct.enumerate_changes(conn, "odd", since)
+        assert cs.inserts == [dict({"k 1": 9, "k'2": "s9"}, **{c: f"{c}=9" for c in ODD})]
+        assert list(cs.inserts[0]) == ["k 1", "k'2", *ODD]
+        assert cs.updates == [dict({"k 1": 1, "k'2": "s1"},
+                                   **{c: ("changed" if c == "r" else f"{c}=1") for c in ODD})]
+        assert cs.deletes == [{"k'2": "s2", "k 1": 2}]
+        assert list(cs.deletes[0]) == ["k'2", "k 1"]     # key order: PRIMARY KEY's
+
+
+def test_rows_in_runs_of_every_kind(conn):
+    """Deletes, inserts and updates interleaved by change BSN: each lands in
+    its list, in the order sqlite_ct_changes() gives them."""
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    conn.execute("INSERT INTO t(id, v) VALUES " + ", ".join(f"({i}, 'v{i}')"
+                                                           for i in range(1, 21)))
+    since = sqlite_ct.last_committed_csn(conn)
+    for i in range(1, 21):
+        if i % 3 == 0:
+            conn.execute("DELETE FROM t WHERE id = ?", (i,))
+        elif i % 3 == 1:
+            conn.execute("UPDATE t SET v = 'u' WHERE id = ?", (i,))
+        else:
+            conn.execute("INSERT INTO t(id, v) VALUES (?, 'n')", (100 + i,))
+    expect = {op: [] for op in "DIU"}
+    for op, rowid, pk in q(conn, "SELECT op, row_rowid, sqlite_ct_unpack_key(pk, 0) "
+                                 "FROM sqlite_ct_changes('t', ?)", (since,)):
+        expect[op].append(pk if op == "D" else rowid)
+    for _ in range(2):
+        cs = sqlite_ct.enumerate_changes(conn, "t", since)
+        assert [r["id"] for r in cs.deletes] == expect["D"] == [3, 6, 9, 12, 15, 18]
+        assert [r["id"] for r in cs.inserts] == expect["I"]
+        assert [r["id"] for r in cs.updates] == expect["U"]
+        assert len(cs.inserts) == 7 and len(cs.updates) == 7
+        assert all(r["v"] == "n" for r in cs.inserts) and all(r["v"] == "u" for r in cs.updates)
