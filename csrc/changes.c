@@ -229,6 +229,27 @@
 ** STATEMENTS KEPT in the header comment). */
 #define CT_CHG_POOL 32
 #define CT_CHG_SHAPES 8
+#define CT_CHG_PLANS 8
+
+/* A statement of the pool remembered by where it is (slot + 1, 0: none) and
+** the generation it had there: found again without formatting or comparing
+** its SQL text, and missed once the slot holds another statement. */
+typedef struct CtChgRef CtChgRef;
+struct CtChgRef {
+  int iSlot1;
+  unsigned int iGen;
+};
+
+/* The phases' statements ctChgPreparePhases() prepared for one query shape
+** (see ctChgPlanKey) of one table at one schema version. */
+typedef struct CtChgPlan CtChgPlan;
+struct CtChgPlan {
+  int iShape1;                 /* the kept shape it was made from (slot + 1), 0: none */
+  unsigned int iShapeGen;      /* the generation of that shape */
+  sqlite3_int64 iSchema;       /* at this schema version */
+  unsigned int aKey[4];        /* ctChgPlanKey() */
+  CtChgRef aPhase[CTP_N];
+};
 
 typedef struct CtChangesVtab CtChangesVtab;
 struct CtChangesVtab {
@@ -240,8 +261,14 @@ struct CtChangesVtab {
     sqlite3_stmt *pStmt;       /* prepared persistent, or 0 */
     unsigned int iHash;        /* of its SQL text */
     unsigned int iUsed;        /* iClock at its last use */
+    unsigned int iGen;         /* iGenNext when it came into the slot */
     int bBusy;                 /* handed out and not yet given back */
   } aPool[CT_CHG_POOL];
+  unsigned int iGenNext;
+  CtChgRef rSchema;            /* PRAGMA main.schema_version */
+  CtChgRef rRegistry;          /* ctChgLoadTable()'s one statement */
+  CtChgPlan aPlan[CT_CHG_PLANS];
+  int iPlanNext;               /* the slot a new plan takes */
   /* What the schema says (ctChgLoadTable), valid at one schema version. */
   int bSysKnown;               /* fSys was read ... */
   sqlite3_int64 iSysSchema;    /* ... at this schema version */
@@ -249,6 +276,7 @@ struct CtChangesVtab {
   struct CtChgShape {
     char *zName;               /* the table's stored name, or 0 */
     sqlite3_int64 iSchema;     /* the schema version it was read at */
+    unsigned int iGen;         /* iShapeGen when it was kept */
     int nTrig;                 /* its tracking triggers */
     int bWithoutRowid;
     const char *zRowid;        /* a static string, or 0 */
@@ -256,6 +284,7 @@ struct CtChangesVtab {
     char **azPk;
   } aShape[CT_CHG_SHAPES];
   int iShapeNext;              /* the slot a new table takes */
+  unsigned int iShapeGen;
 };
 
 static int ctChgRelease(CtChangesVtab *v, sqlite3_stmt *pStmt);
@@ -299,6 +328,8 @@ struct CtChgTable {
   const char *zRowid;          /* a name of the rowid, or 0 */
   int nPk;
   char **azPk;                 /* key columns in PRIMARY KEY order */
+  int iShape1;                 /* the kept shape it came from or went to (slot + 1), or 0 */
+  sqlite3_int64 iSchema;       /* the schema version it was read at */
 };
 
 static void ctChgTableClear(CtChgTable *t){
@@ -546,9 +577,38 @@ static sqlite3_stmt *ctChgPrepare(CtChangesVtab *v, sqlite3 *db, int *pRc, char 
     e->pStmt = pStmt;
     e->iHash = iHash;
     e->iUsed = ++v->iClock;
+    e->iGen = ++v->iGenNext;
     e->bBusy = 1;
   }
   return pStmt;
+}
+
+/* Remember where pStmt, a statement of ctChgPrepare(), is kept in *r; 0 (and
+** *r none) when it is not kept (a full pool of statements in use). */
+static int ctChgRemember(CtChangesVtab *v, sqlite3_stmt *pStmt, CtChgRef *r){
+  int i;
+  r->iSlot1 = 0;
+  for(i=0; pStmt && i<CT_CHG_POOL; i++){
+    if( v->aPool[i].pStmt==pStmt ){
+      r->iSlot1 = i + 1;
+      r->iGen = v->aPool[i].iGen;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The statement remembered in *r, handed out as ctChgPrepare() hands it out;
+** 0 when its slot holds another statement by now, or it is in use (then the
+** caller prepares it by its text). Sticky like ctChgPrepare(). */
+static sqlite3_stmt *ctChgTake(CtChangesVtab *v, const CtChgRef *r, const int *pRc){
+  struct CtChgPooled *e;
+  if( *pRc!=SQLITE_OK || r->iSlot1<=0 ) return 0;
+  e = &v->aPool[r->iSlot1-1];
+  if( e->pStmt==0 || e->bBusy || e->iGen!=r->iGen ) return 0;
+  e->bBusy = 1;
+  e->iUsed = ++v->iClock;
+  return e->pStmt;
 }
 
 /* Give back a statement of ctChgPrepare(): reset (kept, its bindings
@@ -591,7 +651,11 @@ static void ctChgFinish(CtChangesVtab *v, sqlite3 *db, sqlite3_stmt *pStmt, int 
 /* PRAGMA main.schema_version of the reading snapshot, with a kept statement. */
 static sqlite3_int64 ctChgSchemaVersion(CtChangesVtab *v, int *pRc, char **pzErr){
   sqlite3_int64 iSchema = -1;
-  sqlite3_stmt *pStmt = ctChgPrepare(v, v->db, pRc, pzErr, "PRAGMA main.schema_version");
+  sqlite3_stmt *pStmt = ctChgTake(v, &v->rSchema, pRc);
+  if( pStmt==0 ){
+    pStmt = ctChgPrepare(v, v->db, pRc, pzErr, "PRAGMA main.schema_version");
+    ctChgRemember(v, pStmt, &v->rSchema);
+  }
   if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
   ctChgFinish(v, v->db, pStmt, pRc, pzErr);
   return iSchema;
@@ -675,8 +739,9 @@ static void ctChgShapeClear(CtChangesVtab *v, int i){
 }
 
 /* Copy the shape of t into a slot of v (its own, or the next in turn), for
-** schema version iSchema. SQLITE_NOMEM when a copy fails (nothing kept). */
-static int ctChgShapeKeep(CtChangesVtab *v, const CtChgTable *t, int nTrig,
+** schema version iSchema, and name the slot in t->iShape1. SQLITE_NOMEM when
+** a copy fails (nothing kept). */
+static int ctChgShapeKeep(CtChangesVtab *v, CtChgTable *t, int nTrig,
                           sqlite3_int64 iSchema){
   struct CtChgShape *e;
   int i, rc = SQLITE_OK;
@@ -703,14 +768,25 @@ static int ctChgShapeKeep(CtChangesVtab *v, const CtChgTable *t, int nTrig,
     return rc;
   }
   e->iSchema = iSchema;
+  e->iGen = ++v->iShapeGen;
   e->nTrig = nTrig;
   e->bWithoutRowid = t->bWithoutRowid;
   e->zRowid = t->zRowid;
+  t->iShape1 = iSlot + 1;
   return SQLITE_OK;
 }
 
-/* The kept shape of t->zName at schema version iSchema, copied into t; 0
-** when none is kept (or out of memory: then t has no key columns). */
+/* Whether t->iShape1 names a kept shape of t's table at t's schema version. */
+static int ctChgShapeHolds(CtChangesVtab *v, const CtChgTable *t){
+  const struct CtChgShape *e;
+  if( t->iShape1<=0 ) return 0;
+  e = &v->aShape[t->iShape1-1];
+  return e->zName && e->iSchema==t->iSchema && strcmp(e->zName, t->zName)==0;
+}
+
+/* The kept shape of t->zName at schema version iSchema, copied into t (its
+** slot in t->iShape1); 0 when none is kept (or out of memory: then t has no
+** key columns). */
 static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
                           sqlite3_int64 iSchema, int *pRc){
   int i, j;
@@ -726,6 +802,7 @@ static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
     }
     t->bWithoutRowid = e->bWithoutRowid;
     t->zRowid = e->zRowid;
+    t->iShape1 = i + 1;
     *pnTrig = e->nTrig;
     return 1;
   }
@@ -769,13 +846,17 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
     /* The usual case, in one statement: the layout, the newest log row (the
     ** last committed CSN outside a write transaction, see ctChgFilter) and
     ** the registry row. */
-    pStmt = ctChgPrepare(v, db, &rc, pzErr,
+    pStmt = v ? ctChgTake(v, &v->rRegistry, &rc) : 0;
+    if( pStmt==0 ){
+      pStmt = ctChgPrepare(v, db, &rc, pzErr,
         "SELECT (SELECT value FROM main.__sysCtMeta WHERE key='layout_version'),"
         " (SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence),"
         " r.__sysTName, r.__sysEnableTxBsn, r.__sysMinValidCsn, r.__sysTrackOpt,"
         " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName)"
         " FROM (SELECT 1) LEFT JOIN main.__sysOCSTrackedObjects AS r"
         " ON r.__sysTName = ?1 COLLATE NOCASE", "anchor0_expired:");
+      if( v ) ctChgRemember(v, pStmt, &v->rRegistry);
+    }
     if( pStmt ){
       sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
       if( sqlite3_step(pStmt)==SQLITE_ROW ){
@@ -843,6 +924,7 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
                              " call sqlite_ct_create_schema('%q') first", zArg, zArg);
     return SQLITE_ERROR;
   }
+  t->iSchema = iSchema;
   if( v==0 || !ctChgShapeFind(v, t, &nTrig, iSchema, &rc) ){
     if( rc==SQLITE_OK ) rc = ctChgLoadShape(v, db, t, &nTrig, pzErr);
     if( rc==SQLITE_OK && v && bKeep ) rc = ctChgShapeKeep(v, t, nTrig, iSchema);
@@ -964,6 +1046,83 @@ static char *ctChgAfterKey(const char *zKeys, int nKey){
   return sqlite3_str_finish(s);
 }
 
+/* What the phases' SQL text depends on besides the table's shape (kept with
+** its schema version): the columns and constraints the query uses (idxNum),
+** the kinds of its arguments, the registry's options. */
+static void ctChgPlanKey(const CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                         unsigned int *aKey){
+  unsigned int eAfter = !c->bAfter ? 0 : c->iAfterBsn>c->iEnable ? 3
+                      : c->iAfterBsn==c->iEnable ? 2 : 1;
+  unsigned int bAfterKey = c->bAfter && c->pAfterKey
+                        && sqlite3_value_type(c->pAfterKey)!=SQLITE_NULL;
+  aKey[0] = (unsigned int)idxNum;
+  aKey[1] = (unsigned int)c->bEach | bAfterKey<<1 | eAfter<<2
+          | (unsigned int)c->bNoDeletes<<4 | (unsigned int)(c->eStamped+1)<<5
+          | (unsigned int)t->bPortable<<8;
+  aKey[2] = (unsigned int)(unsigned char)c->cOpWant
+          | (unsigned int)(unsigned char)c->cOpNot<<8;
+  aKey[3] = (unsigned int)t->eOpt;
+}
+
+/* The plan kept for t's kept shape (ctChgShapeHolds()) and query aKey, or 0. */
+static CtChgPlan *ctChgPlanFind(CtChangesVtab *v, const CtChgTable *t,
+                                const unsigned int *aKey){
+  int i;
+  for(i=0; i<CT_CHG_PLANS; i++){
+    CtChgPlan *pl = &v->aPlan[i];
+    if( pl->iShape1==t->iShape1 && pl->iShapeGen==v->aShape[t->iShape1-1].iGen
+     && pl->iSchema==t->iSchema && memcmp(pl->aKey, aKey, sizeof(pl->aKey))==0 ){
+      return pl;
+    }
+  }
+  return 0;
+}
+
+/* The phases of the plan kept for this table, shape and query, taken into
+** c->apStmt: 1, or 0 (nothing taken) when there is none or one of its
+** statements is gone or in use. */
+static int ctChgPlanTake(CtChangesCursor *c, const CtChgTable *t, const unsigned int *aKey){
+  CtChangesVtab *v = c->pTab;
+  CtChgPlan *pl = ctChgPlanFind(v, t, aKey);
+  int j, rc = SQLITE_OK;
+  if( pl ){
+    for(j=0; j<CTP_N; j++){
+      if( pl->aPhase[j].iSlot1==0 ) continue;
+      c->apStmt[j] = ctChgTake(v, &pl->aPhase[j], &rc);
+      if( c->apStmt[j]==0 ) break;
+    }
+    if( j==CTP_N ) return 1;
+    for(j=0; j<CTP_N; j++){
+      ctChgRelease(v, c->apStmt[j]);
+      c->apStmt[j] = 0;
+    }
+  }
+  return 0;
+}
+
+/* Keep the phases just prepared into c->apStmt as the plan for aKey (all of
+** them kept in the pool, or no plan). */
+static void ctChgPlanKeep(CtChangesCursor *c, const CtChgTable *t, const unsigned int *aKey){
+  CtChangesVtab *v = c->pTab;
+  CtChgPlan *pl = ctChgPlanFind(v, t, aKey);
+  int j;
+  if( pl==0 ){
+    pl = &v->aPlan[v->iPlanNext];
+    v->iPlanNext = (v->iPlanNext + 1) % CT_CHG_PLANS;
+  }
+  for(j=0; j<CTP_N; j++){
+    if( c->apStmt[j] && !ctChgRemember(v, c->apStmt[j], &pl->aPhase[j]) ){
+      memset(pl, 0, sizeof(*pl));
+      return;
+    }
+    if( c->apStmt[j]==0 ) pl->aPhase[j].iSlot1 = 0;
+  }
+  pl->iShape1 = t->iShape1;
+  pl->iShapeGen = v->aShape[t->iShape1-1].iGen;
+  pl->iSchema = t->iSchema;
+  memcpy(pl->aKey, aKey, sizeof(pl->aKey));
+}
+
 /*
 ** Prepare the phases. Every phase's statement returns
 **   change_bsn, insert_bsn, context, pk, rowid
@@ -978,8 +1137,8 @@ static char *ctChgAfterKey(const char *zKeys, int nKey){
 ** comment promises; the indexes satisfy it (no sorting), so each phase reads
 ** from where it resumes and stops where the caller stops.
 */
-static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
-                              char **pzErr){
+static int ctChgPrepareText(CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                            char **pzErr){
   CtChangesVtab *v = c->pTab;
   sqlite3 *db = v->db;
   int rc = SQLITE_OK;
@@ -1004,7 +1163,6 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   char *zLiveCols = 0;
   int bDeletes = c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
               && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE);
-
   if( (bPk && (zKeys==0 || zRk==0 || zPkExpr==0)) || zLive==0
    || ((t->bWithoutRowid || t->zRowid) && zOrder==0) || (bAfterKey && zOrder && zAfter==0) ){
     rc = SQLITE_NOMEM;
@@ -1090,6 +1248,28 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   sqlite3_free(zAfter);
   sqlite3_free(zPkExpr);
   sqlite3_free(zLiveCols);
+  return rc;
+}
+
+/* The phases of ctChgPrepareText(). Their text depends on the table's shape
+** and the query's (ctChgPlanKey), so the statements prepared for them are
+** kept as a plan (CT_CHG_PLANS) with the kept shape and its schema version,
+** and the next cursor of the same query takes them without formatting and
+** comparing their text. Not inside a write transaction (nothing read there is
+** kept, see STATEMENTS KEPT). */
+static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                              char **pzErr){
+  unsigned int aKey[4];
+  int bPlan = ctChgShapeHolds(c->pTab, t);
+  int rc;
+  if( bPlan ){
+    ctChgPlanKey(c, t, idxNum, aKey);
+    if( ctChgPlanTake(c, t, aKey) ) return SQLITE_OK;
+  }
+  rc = ctChgPrepareText(c, t, idxNum, pzErr);
+  if( rc==SQLITE_OK && bPlan && sqlite3_txn_state(c->pTab->db, "main")!=SQLITE_TXN_WRITE ){
+    ctChgPlanKeep(c, t, aKey);
+  }
   return rc;
 }
 

@@ -129,3 +129,122 @@ def test_rows_in_runs_of_every_kind(conn):
         assert [r["id"] for r in cs.updates] == expect["U"]
         assert len(cs.inserts) == 7 and len(cs.updates) == 7
         assert all(r["v"] == "n" for r in cs.inserts) and all(r["v"] == "u" for r in cs.updates)
+
+
+# ---- sqlite_ct_changes() keeps its phases' statements per query shape -------
+
+QUERIES = [
+    # fewer columns first, then more, under the same constraints
+    ("SELECT change_bsn, count(*) FROM sqlite_ct_changes(?, ?) GROUP BY 1", ()),
+    ("SELECT op, change_bsn, hex(pk), row_rowid FROM sqlite_ct_changes(?, ?)", ()),
+    ("SELECT op, hex(pk) FROM sqlite_ct_changes(?, ?) WHERE op = 'D'", ()),
+    ("SELECT op, change_bsn, row_rowid FROM sqlite_ct_changes(?, ?) WHERE op <> 'D'", ()),
+    ("SELECT op, hex(pk), hex(context) FROM sqlite_ct_changes(?, ?, NULL, ?)",
+     (uuid.UUID(int=5).bytes_le,)),
+    ("SELECT op, change_bsn, insert_bsn, hex(pk) FROM sqlite_ct_changes(?, ?) "
+     "WHERE tombstones = 'each'", ()),
+    ("SELECT change_bsn, row_rowid, hex(pk) FROM sqlite_ct_changes(?, ?) "
+     "WHERE stamped = 1 AND after_bsn = ?", ("enable",)),
+    ("SELECT change_bsn, hex(pk) FROM sqlite_ct_changes(?, ?) "
+     "WHERE stamped = 0 AND after_bsn = ?", ("enable-1",)),
+]
+
+
+def answers(conn, tables, since, fresh=None):
+    """Each query's rows for each table: on conn, or (fresh: a function that
+    opens a connection) on a new connection each, which has kept nothing."""
+    out = {}
+    for name in tables:
+        enable = q(conn, "SELECT __sysEnableTxBsn FROM __sysOCSTrackedObjects "
+                         "WHERE __sysTName = ?", (name,))[0][0]
+        for i, (sql, extra) in enumerate(QUERIES):
+            params = (name, since, *[{"enable": enable, "enable-1": enable - 1}.get(e, e)
+                                     for e in extra])
+            if fresh is None:
+                out[name, i] = sorted(q(conn, sql, params), key=repr)
+                # again at once: through the statements the first one kept
+                assert sorted(q(conn, sql, params), key=repr) == out[name, i]
+            else:
+                other = fresh()
+                try:
+                    out[name, i] = sorted(q(other, sql, params), key=repr)
+                finally:
+                    other.close()
+    return out
+
+
+def test_kept_phases_answer_as_a_fresh_connection_does(conn, db_path):
+    """More tables and query shapes than sqlite_ct_changes() keeps shapes,
+    plans and statements for (so they are evicted and slots reused by other
+    tables), rows changed and the schema changed between rounds: every
+    answer on the one connection equals a fresh connection's, which keeps
+    nothing yet."""
+    from test_enum_cache import open_conn
+    host = "apsw" if isinstance(conn, apsw.Connection) else "sqlite3"
+    tables = [f"t{i}" for i in range(12)]
+    for i, name in enumerate(tables):
+        if i % 2:
+            conn.execute(f"CREATE TABLE {name}(a TEXT, b INTEGER, v TEXT, "
+                         f"PRIMARY KEY(b, a)) WITHOUT ROWID")
+        else:
+            conn.execute(f"CREATE TABLE {name}(id INTEGER PRIMARY KEY, v TEXT)")
+        cols = "a, b, v" if i % 2 else "id, v"
+        vals = ", ".join((f"('k{j}', {j}, 'v')" if i % 2 else f"({j}, 'v')")
+                         for j in range(6))
+        conn.execute(f"INSERT INTO {name}({cols}) VALUES {vals}")   # NULL stamps
+        sqlite_ct.create_schema(conn, name)
+    since = sqlite_ct.last_committed_csn(conn)
+    for rnd in range(4):
+        for i, name in enumerate(tables):
+            key = "b" if i % 2 else "id"
+            conn.execute(f"UPDATE {name} SET v = 'r{rnd}' WHERE {key} = ?", (rnd,))
+            conn.execute(f"DELETE FROM {name} WHERE {key} = ?", (5 - rnd,))
+            conn.execute("SELECT sqlite_ct_set_tracking_context(?)",
+                         (uuid.UUID(int=5).bytes_le,))
+            if i % 2:
+                conn.execute(f"INSERT OR REPLACE INTO {name}(a, b, v) VALUES ('n', ?, 'c')",
+                             (100 + rnd,))
+            else:
+                conn.execute(f"INSERT OR REPLACE INTO {name}(id, v) VALUES (?, 'c')",
+                             (100 + rnd,))
+            conn.execute("SELECT sqlite_ct_set_tracking_context(NULL)")
+        if rnd == 2:
+            # a schema change: a column added to one table, another rebuilt
+            # with a different key (the same name, the same schema shape slot)
+            conn.execute("ALTER TABLE t0 ADD COLUMN extra TEXT")
+            sqlite_ct.disable_tracking(conn, "t1")
+            conn.execute("DROP TABLE t1")
+            conn.execute("CREATE TABLE t1(a TEXT, b INTEGER, v TEXT, PRIMARY KEY(a)) "
+                         "WITHOUT ROWID")
+            conn.execute("INSERT INTO t1(a, b, v) VALUES ('x', 1, 'v'), ('y', 2, 'v')")
+            sqlite_ct.create_schema(conn, "t1")
+            conn.execute("DELETE FROM t1 WHERE a = 'x'")
+        for _ in range(2):      # the second round reads through what the first kept
+            mine = answers(conn, tables, since if rnd < 2 else 0)
+            fresh = answers(conn, tables, since if rnd < 2 else 0,
+                            lambda: open_conn(host, db_path))
+            assert mine == fresh, rnd
+            assert any(mine[t, 0] for t in tables)
+
+
+def test_a_shape_slot_taken_by_another_table_is_not_read_with_the_old_plan(conn):
+    """sqlite_ct_changes() keeps each table's shape in one of 8 slots and each
+    query's statements as a plan of that shape. A call that fails after
+    reading the table keeps its shape but no plan: nine of them put another
+    table into the first table's slot at the same schema version, while the
+    first table's plan is still kept. The same query of that other table
+    reads that table, not the first one."""
+    names = [f"s{i}" for i in range(10)]
+    for name in names:
+        conn.execute(f"CREATE TABLE {name}(id INTEGER PRIMARY KEY, v TEXT)")
+        sqlite_ct.create_schema(conn, name)
+    for i, name in enumerate(names):
+        conn.execute(f"INSERT INTO {name}(id, v) VALUES (?, 'x')", (i + 1,))
+    sql = "SELECT op, row_rowid FROM sqlite_ct_changes(?, 0)"
+    last = sqlite_ct.last_committed_csn(conn)
+    assert q(conn, sql, ("s0",)) == [("I", 1)]          # shape slot 1, plan kept
+    for name in names[1:9]:
+        with pytest.raises(Exception, match="outside the window"):   # shape kept, no plan
+            q(conn, "SELECT op FROM sqlite_ct_changes(?, 0, ?)", (name, last + 1))
+    assert q(conn, sql, ("s8",)) == [("I", 9)]          # s8 took s0's slot
+    assert q(conn, sql, ("s0",)) == [("I", 1)]
