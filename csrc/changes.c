@@ -265,7 +265,6 @@ struct CtChangesVtab {
     int bBusy;                 /* handed out and not yet given back */
   } aPool[CT_CHG_POOL];
   unsigned int iGenNext;
-  CtChgRef rSchema;            /* PRAGMA main.schema_version */
   CtChgRef rRegistry;          /* ctChgLoadTable()'s one statement */
   CtChgPlan aPlan[CT_CHG_PLANS];
   int iPlanNext;               /* the slot a new plan takes */
@@ -648,16 +647,24 @@ static void ctChgFinish(CtChangesVtab *v, sqlite3 *db, sqlite3_stmt *pStmt, int 
   }
 }
 
-/* PRAGMA main.schema_version of the reading snapshot, with a kept statement. */
+/* PRAGMA main.schema_version of the reading snapshot, with the connection's
+** kept statement (stmtcache.c) that sqlite_ct_schema_token() also runs: a
+** reader that reads the token and this function in one statement runs one
+** statement for both. */
 static sqlite3_int64 ctChgSchemaVersion(CtChangesVtab *v, int *pRc, char **pzErr){
   sqlite3_int64 iSchema = -1;
-  sqlite3_stmt *pStmt = ctChgTake(v, &v->rSchema, pRc);
-  if( pStmt==0 ){
-    pStmt = ctChgPrepare(v, v->db, pRc, pzErr, "PRAGMA main.schema_version");
-    ctChgRemember(v, pStmt, &v->rSchema);
+  sqlite3_stmt *pStmt = 0;
+  int bOwned = 0, rc;
+  if( *pRc!=SQLITE_OK ) return iSchema;
+  rc = ctCachedStmt(v->p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
   }
-  if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
-  ctChgFinish(v, v->db, pStmt, pRc, pzErr);
+  if( rc!=SQLITE_OK ){
+    *pRc = rc;
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(v->db));
+  }
   return iSchema;
 }
 
