@@ -315,7 +315,7 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
 # closed one) is thrown away and the call starts over from the checks. The
 # token is NULL inside a write transaction, whose schema a ROLLBACK may take
 # back: what is read there is not kept.
-_ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo]]" = (
+_ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo, _Reader]]" = (
     collections.OrderedDict())
 _ENUM_REMEMBERED = 256
 _ENUM_LOCK = threading.Lock()   # for the writers; a lookup is one dict get
@@ -369,9 +369,11 @@ def _interrupted(exc: BaseException) -> bool:
         type(exc).__name__ == "InterruptError")
 
 
+_Reader = Callable[[Iterator[Tuple[Any, ...]]], Tuple[List[Row], List[Row], List[Row]]]
+
+
 @functools.lru_cache(maxsize=_ENUM_REMEMBERED)
-def _row_reader(columns: Tuple[str, ...], keys: Tuple[str, ...]
-                ) -> "Callable[[Iterator[Tuple[Any, ...]]], Tuple[List[Row], List[Row], List[Row]]]":
+def _row_reader(columns: Tuple[str, ...], keys: Tuple[str, ...]) -> _Reader:
     """A function that sorts _enum_query()'s rows after the first into
     (inserts, updates, deletes), each row a dict of the user columns (of the
     key columns for a delete). The hot loop of enumeration, generated for the
@@ -402,18 +404,17 @@ def _row_reader(columns: Tuple[str, ...], keys: Tuple[str, ...]
     namespace: Dict[str, Any] = {"groupby": itertools.groupby,
                                  "itemgetter": operator.itemgetter, "Error": Error}
     exec(compile(source, "<sqlite_ct enumerate_changes rows>", "exec"), namespace)
-    return namespace["read"]
+    reader: _Reader = namespace["read"]
+    return reader
 
 
-def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
-               exclude_context: Optional[uuid.UUID], token: Optional[str]
+def _enum_read(conn: Any, sql: str, info: _TableInfo, read_rows: _Reader, since: int,
+               ctx: Optional[bytes], token: Optional[str]
                ) -> Tuple[Optional[str], Optional[ChangeSet]]:
-    """Run _enum_query(info): (the token it read, the ChangeSet), or (the
-    token, None) when `token` is given and differs (nothing else read)."""
-    ctx = _context_bytes(exclude_context)
-    cols, keys = info.columns, info.keys
-    width = len(cols) if len(cols) >= len(keys) else len(keys)
-    read_rows = _row_reader(tuple(cols), tuple(keys))
+    """Run _enum_query(info) with exclude_context `ctx` (its bytes): (the
+    token it read, the ChangeSet), or (the token, None) when `token` is given
+    and differs (nothing else read). read_rows: _row_reader() of info."""
+    width = max(len(info.columns), len(info.keys))
     cursor = conn.cursor()
     try:
         rows = iter(cursor.execute(sql, (info.name, since, ctx)))
@@ -445,15 +446,14 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
-    _context_bytes(exclude_context)     # a clear error for a wrong type, first
-    _conn.check_text_factory(conn)      # the kept statement reads without _conn
+    ctx = _context_bytes(exclude_context)   # a clear error for a wrong type, first
+    _conn.check_text_factory(conn)          # the kept statement reads without _conn
     key = (id(conn), table)
     kept = _ENUM.get(key)
-    if (kept is not None and type(since) is int and 0 <= since < 2**63
-            and (exclude_context is None or isinstance(exclude_context, uuid.UUID))):
-        kept_token, kept_sql, kept_info = kept
+    if kept is not None and type(since) is int and 0 <= since < 2**63:
+        kept_token, kept_sql, kept_info, kept_reader = kept
         try:
-            _, changes = _enum_read(conn, kept_sql, kept_info, since, exclude_context,
+            _, changes = _enum_read(conn, kept_sql, kept_info, kept_reader, since, ctx,
                                     kept_token)
         except Exception as exc:
             # Whatever went wrong is reported by the checks below, which
@@ -475,16 +475,17 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         since = _check_since(since)
         sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?, ?)",
                                             (info.name, _live_columns(info))))
+        reader = _row_reader(tuple(info.columns), tuple(info.keys))
         try:
             with _conn.translated():
-                token, changes = _enum_read(conn, sql, info, since, exclude_context, None)
+                token, changes = _enum_read(conn, sql, info, reader, since, ctx, None)
         except Exception as exc:
             if _undecodable(exc):
                 raise _bad_text(conn, info, exc) from exc
             raise
     if token is not None:   # None: read inside a write transaction, not kept
         with _ENUM_LOCK:
-            _ENUM[key] = (token, sql, info)
+            _ENUM[key] = (token, sql, info, reader)
             _ENUM.move_to_end(key)
             while len(_ENUM) > _ENUM_REMEMBERED:
                 _ENUM.popitem(last=False)
