@@ -329,7 +329,7 @@ def _live_columns(info: _TableInfo) -> str:
     return ", ".join(f"t.{q(c)}" for c in info.columns) + ", NULL" * (width - len(info.columns))
 
 
-def _enum_query(info: _TableInfo, live: str) -> str:
+def _enum_query(info: _TableInfo, live: str, schema_rowid: int) -> str:
     """The one statement of enumerate_changes(): ?1 table, ?2 since, ?3
     exclude_context. Every row has the same width (user columns or key
     columns, whichever are more, then a last column): first (anchor, ...,
@@ -337,7 +337,8 @@ def _enum_query(info: _TableInfo, live: str) -> str:
     sqlite_ct_changes(), whose checks run before any live row is read, then
     each live row (user columns, ..., op) from `live`, what
     sqlite_ct_changes_sql(table, _live_columns(info)) gives (the same rules,
-    each row read once)."""
+    each row read once). schema_rowid: the rowid of the table's row in
+    main.sqlite_schema."""
     width = max(len(info.columns), len(info.keys))
     nkeys = len(info.keys)
     keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
@@ -345,9 +346,12 @@ def _enum_query(info: _TableInfo, live: str) -> str:
     # names a schema only within one database, and a database swapped in
     # under the same connection (sqlite3_deserialize(), which keeps the
     # schema cookie it finds) may have another table at the same version.
+    # Read by the rowid the table's row had (one seek, not a scan of the
+    # schema): a row there that is not this table's CREATE TABLE, or none,
+    # changes the token as another table would.
     return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token()"
-            f" || ' ' || coalesce((SELECT sql FROM main.sqlite_schema WHERE type = 'table'"
-            f" AND name = ?1 COLLATE NOCASE), '') "
+            f" || ' ' || coalesce((SELECT sql FROM main.sqlite_schema WHERE rowid = "
+            f"{int(schema_rowid)} AND type = 'table' AND name = ?1 COLLATE NOCASE), '') "
             f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
             f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
             f"AND d.exclude_context = ?3 AND d.op = 'D' "
@@ -474,7 +478,10 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         _conn.value(conn, "SELECT sqlite_ct_snapshot()")
         since = _check_since(since)
         sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?, ?)",
-                                            (info.name, _live_columns(info))))
+                                            (info.name, _live_columns(info))),
+                          _conn.value(conn, "SELECT rowid FROM main.sqlite_schema WHERE "
+                                            "type = 'table' AND name = ? COLLATE NOCASE",
+                                      (info.name,)))
         reader = _row_reader(tuple(info.columns), tuple(info.keys))
         try:
             with _conn.translated():

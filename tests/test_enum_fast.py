@@ -248,3 +248,46 @@ def test_a_shape_slot_taken_by_another_table_is_not_read_with_the_old_plan(conn)
             q(conn, "SELECT op FROM sqlite_ct_changes(?, 0, ?)", (name, last + 1))
     assert q(conn, sql, ("s8",)) == [("I", 9)]          # s8 took s0's slot
     assert q(conn, sql, ("s0",)) == [("I", 1)]
+
+
+# ---- the kept statement's token: the table's CREATE statement, by rowid ------
+
+def image(path, pad):
+    """A database whose tracked table items is `pad` rows into sqlite_schema,
+    with an extra column when padded, at schema version 1000."""
+    from test_enum_cache import open_conn
+    conn = open_conn("apsw", path)
+    for i in range(pad):
+        conn.execute(f"CREATE TABLE pad{i}(x)")
+    extra = ", extra TEXT DEFAULT 'E'" if pad else ""
+    conn.execute(f"CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT{extra})")
+    sqlite_ct.create_schema(conn, "items")
+    conn.execute("INSERT INTO items(id) VALUES(1)")
+    conn.execute("PRAGMA schema_version = 1000")
+    rowid = q(conn, "SELECT rowid FROM sqlite_schema WHERE name = 'items'")[0][0]
+    conn.close()
+    with open(path, "rb") as f:
+        return rowid, f.read()
+
+
+@pytest.mark.parametrize("pad", [1, 3])
+def test_a_database_deserialized_with_the_table_elsewhere_in_its_schema_is_read_again(
+        tmp_path, pad):
+    """The kept statement reads the table's CREATE statement from the
+    sqlite_schema row it had. A database deserialized at the same schema
+    version whose row there is another table (or none of its tables) gives
+    another token: the statement is built again, for the table as it is."""
+    from test_enum_cache import open_conn
+    first_rowid, _ = image(str(tmp_path / "one.db"), 0)
+    other_rowid, other = image(str(tmp_path / "two.db"), pad)
+    assert first_rowid != other_rowid
+    conn = open_conn("apsw", str(tmp_path / "one.db"))
+    try:
+        assert sqlite_ct.enumerate_changes(conn, "items", 0).inserts == [
+            {"id": 1, "name": None}]
+        conn.deserialize("main", other)
+        assert q(conn, "PRAGMA schema_version") == [(1000,)]
+        assert sqlite_ct.enumerate_changes(conn, "items", 0).inserts == [
+            {"id": 1, "name": None, "extra": "E"}]
+    finally:
+        conn.close()
