@@ -170,6 +170,13 @@
 ** leaves schema_version where it was. The layout, the registry row and the
 ** newest log row are data, read on every call (one statement). Before, each
 ** call prepared about a dozen statements, one of them again at every bind.
+** The phases' statements of one query (its columns, constraints and kinds of
+** arguments, ctChgPlanKey) on one kept shape are kept as a plan (CT_CHG_PLANS),
+** and the next cursor of that query takes them by their pool slots, without
+** formatting and comparing their text; a plan names the shape's generation
+** and each statement's, so a slot that now holds another table's shape or
+** another statement is a miss. The schema version is read with the
+** connection's statement that sqlite_ct_schema_token() runs (stmtcache.c).
 **
 ** The same file defines sqlite_ct_changes_sql(), sqlite_ct_snapshot() and
 ** sqlite_ct_schema_token() (below), with which enumerate_changes() reads
@@ -1742,13 +1749,23 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   return pr;
 }
 
+/* Bind the key's values (argv[2] on) from ?3 on. The first failure
+** (SQLITE_NOMEM copying a TEXT or BLOB) is returned: a NULL in a value's
+** place matches no row, which would answer "no change" for a key that has
+** one. */
+static int ctProbeBindKey(sqlite3_stmt *pStmt, int argc, sqlite3_value **argv){
+  int i, rc = SQLITE_OK;
+  for(i=2; i<argc && rc==SQLITE_OK; i++) rc = ctBindValue(pStmt, i+1, argv[i]);
+  return rc;
+}
+
 void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   CtProbe *pr;
   sqlite3_int64 iSince;
   const char *zTbl;
   const char *zOp = 0;
-  int rc, i;
+  int rc;
   if( argc<3 ){
     sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_local_change(): give the table, an"
                               " anchor and the key's values", -1);
@@ -1778,24 +1795,28 @@ void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   }
   sqlite3_bind_int64(pr->pLive, 1, pr->t.iEnable);
   sqlite3_bind_text(pr->pLive, 2, pr->t.zName, -1, SQLITE_STATIC);
-  for(i=2; i<argc; i++) sqlite3_bind_value(pr->pLive, i+1, argv[i]);
-  rc = sqlite3_step(pr->pLive);
-  if( rc==SQLITE_ROW ){
-    if( sqlite3_column_int64(pr->pLive, 0)>iSince ){
-      zOp = sqlite3_column_int64(pr->pLive, 1)>iSince ? "I" : "U";
-    }
-    rc = sqlite3_reset(pr->pLive);
-    if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
-  }else{
-    rc = sqlite3_reset(pr->pLive);
-    if( rc==SQLITE_OK ){
-      sqlite3_bind_int64(pr->pTomb, 1, iSince);
-      sqlite3_bind_text(pr->pTomb, 2, pr->t.zName, -1, SQLITE_STATIC);
-      for(i=2; i<argc; i++) sqlite3_bind_value(pr->pTomb, i+1, argv[i]);
-      rc = sqlite3_step(pr->pTomb);
-      if( rc==SQLITE_ROW ) zOp = "D";
-      rc = sqlite3_reset(pr->pTomb);
+  rc = ctProbeBindKey(pr->pLive, argc, argv);
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_step(pr->pLive);
+    if( rc==SQLITE_ROW ){
+      if( sqlite3_column_int64(pr->pLive, 0)>iSince ){
+        zOp = sqlite3_column_int64(pr->pLive, 1)>iSince ? "I" : "U";
+      }
+      rc = sqlite3_reset(pr->pLive);
       if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
+    }else{
+      rc = sqlite3_reset(pr->pLive);
+      if( rc==SQLITE_OK ){
+        sqlite3_bind_int64(pr->pTomb, 1, iSince);
+        sqlite3_bind_text(pr->pTomb, 2, pr->t.zName, -1, SQLITE_STATIC);
+        rc = ctProbeBindKey(pr->pTomb, argc, argv);
+      }
+      if( rc==SQLITE_OK ){
+        rc = sqlite3_step(pr->pTomb);
+        if( rc==SQLITE_ROW ) zOp = "D";
+        rc = sqlite3_reset(pr->pTomb);
+        if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
+      }
     }
   }
   if( rc!=SQLITE_OK ){

@@ -176,6 +176,13 @@ def op_local_change(conn):
                    "ORDER BY k")
 
 
+def op_local_change_text_key(conn):
+    """sqlite_ct_local_change() with key values it must copy to bind (TEXT,
+    BLOB): a failed bind must fail the probe, not answer "no change"."""
+    return q(conn, "SELECT sqlite_ct_local_change('t', 0, 'text key'), "
+                   "sqlite_ct_local_change('t', 0, x'00ff'), sqlite_ct_local_change('t', 0, 1)")
+
+
 def summary(conn):
     """What the database says after the operation, numbers aside: each tracked
     table's changes since 0."""
@@ -202,6 +209,7 @@ OPERATIONS = {
     "enumeration leaving out a context (binds that copy)": (tracked_with_context,
                                                             op_enumerate_excluding),
     "one key's local change": (tracked, op_local_change),
+    "one key's local change, key values bound by copy": (tracked, op_local_change_text_key),
     "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
 }
