@@ -394,7 +394,7 @@ def _row_reader(columns: Tuple[str, ...], keys: Tuple[str, ...]) -> _Reader:
     key = "{" + ", ".join(f"{k!r}: r[{i}]" for i, k in enumerate(keys)) + "}"
     source = (
         "def read(rows, inserts, updates, deletes):\n"
-        f"    for op, run in groupby(rows, itemgetter({width})):\n"
+        "    for op, run in groupby(rows, op_of):\n"
         "        if op == 'U':\n"
         f"            updates += [{row} for r in run]\n"
         "        elif op == 'I':\n"
@@ -405,10 +405,13 @@ def _row_reader(columns: Tuple[str, ...], keys: Tuple[str, ...]) -> _Reader:
         "            raise Error(f'sqlite-ct: enumerate_changes() read a change of kind {op!r};'\n"
         "                        ' please report this with your SQLite version')\n")
     namespace: Dict[str, Any] = {"groupby": itertools.groupby,
-                                 "itemgetter": operator.itemgetter, "Error": Error}
+                                 "op_of": operator.itemgetter(width), "Error": Error}
     exec(compile(source, "<sqlite_ct enumerate_changes rows>", "exec"), namespace)
     reader: _Reader = namespace["read"]
     return reader
+
+
+_BLOCK = 4096
 
 
 def _enum_read(conn: Any, sql: str, info: _TableInfo, read_rows: _Reader, since: int,
@@ -440,10 +443,10 @@ def _enum_read(conn: Any, sql: str, info: _TableInfo, read_rows: _Reader, since:
         updates: List[Row] = []
         deletes: List[Row] = []
         while True:
-            block = list(itertools.islice(rows, 4096))
-            if not block:
-                break
+            block = list(itertools.islice(rows, _BLOCK))
             read_rows(block, inserts, updates, deletes)
+            if len(block) < _BLOCK:
+                break
     finally:
         cursor.close()
     return read, ChangeSet(info.name, since, first[0], inserts, updates, deletes)
@@ -462,8 +465,10 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
-    ctx = _context_bytes(exclude_context)   # a clear error for a wrong type, first
-    _conn.check_text_factory(conn)          # the kept statement reads without _conn
+    # a clear error for a wrong type, first
+    ctx = None if exclude_context is None else _context_bytes(exclude_context)
+    if getattr(conn, "text_factory", str) is not str:
+        _conn.check_text_factory(conn)      # the kept statement reads without _conn
     key = (id(conn), table)
     kept = _ENUM.get(key)
     if kept is not None and type(since) is int and 0 <= since < 2**63:
