@@ -334,6 +334,7 @@ struct CtChgTable {
   const char *zRowid;          /* a name of the rowid, or 0 */
   int nPk;
   char **azPk;                 /* key columns in PRIMARY KEY order */
+  int bTombs;                  /* it may have a tombstone after SINCE (ctChgLoadTable) */
   int iShape1;                 /* the kept shape it came from or went to (slot + 1), or 0 */
   sqlite3_int64 iSchema;       /* the schema version it was read at */
 };
@@ -679,16 +680,20 @@ static sqlite3_int64 ctChgSchemaVersion(CtChangesVtab *v, int *pRc, char **pzErr
 #define CT_SYS_REGISTRY 1
 #define CT_SYS_META     2
 #define CT_SYS_LOG      4
+#define CT_SYS_TOMBS    8
+#define CT_SYS_ALL      15
 static int ctChgSystemTables(CtChangesVtab *v, sqlite3 *db, int *pRc, char **pzErr){
   int fSys = 0;
   sqlite3_stmt *pStmt = ctChgPrepare(v, db, pRc, pzErr,
       "SELECT total(name='__sysOCSTrackedObjects'), total(name='__sysCtMeta'),"
-      " total(name='__sysTxCommitSequence') FROM main.sqlite_schema WHERE type='table'"
-      " AND name IN ('__sysOCSTrackedObjects', '__sysCtMeta', '__sysTxCommitSequence')");
+      " total(name='__sysTxCommitSequence'), total(name='__sysOCSDeletedRows')"
+      " FROM main.sqlite_schema WHERE type='table' AND name IN ('__sysOCSTrackedObjects',"
+      " '__sysCtMeta', '__sysTxCommitSequence', '__sysOCSDeletedRows')");
   if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ){
     if( sqlite3_column_int(pStmt, 0)>0 ) fSys |= CT_SYS_REGISTRY;
     if( sqlite3_column_int(pStmt, 1)>0 ) fSys |= CT_SYS_META;
     if( sqlite3_column_int(pStmt, 2)>0 ) fSys |= CT_SYS_LOG;
+    if( sqlite3_column_int(pStmt, 3)>0 ) fSys |= CT_SYS_TOMBS;
   }
   ctChgFinish(v, db, pStmt, pRc, pzErr);
   return fSys;
@@ -829,9 +834,13 @@ static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
 ** alone (which system tables exist, the table's triggers, WITHOUT ROWID, key
 ** columns) is kept in v for the schema version it was read at (see
 ** STATEMENTS KEPT); the layout and the registry row are read every time.
+** iAfter >= 0: t->bTombs says whether the table has a tombstone deleted
+** after BSN iAfter (read with the registry row; 1 when not read), so a
+** reader of a window with none skips its deletes phase, a GROUP BY that
+** opens a sorter even to read nothing.
 */
 static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChgTable *t,
-                          char **pzErr){
+                          sqlite3_int64 iAfter, char **pzErr){
   int rc = SQLITE_OK;
   int fSys = 0, nTrig = 0, bLayoutOk = 0, bKeep = 0;
   sqlite3_int64 iSchema = -1;
@@ -856,7 +865,8 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
     fSys = ctChgSystemTables(0, db, &rc, pzErr);
   }
   t->bLog = (fSys & CT_SYS_LOG)!=0;
-  if( rc==SQLITE_OK && fSys==(CT_SYS_META|CT_SYS_REGISTRY|CT_SYS_LOG) ){
+  t->bTombs = 1;
+  if( rc==SQLITE_OK && fSys==CT_SYS_ALL ){
     /* The usual case, in one statement: the layout, the newest log row (the
     ** last committed CSN outside a write transaction, see ctChgFilter) and
     ** the registry row. */
@@ -866,13 +876,16 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
         "SELECT (SELECT value FROM main.__sysCtMeta WHERE key='layout_version'),"
         " (SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence),"
         " r.__sysTName, r.__sysEnableTxBsn, r.__sysMinValidCsn, r.__sysTrackOpt,"
-        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName)"
+        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName),"
+        " EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows WHERE __sysTName = r.__sysTName"
+        " AND __sysDeleteTxBsn > ?2)"
         " FROM (SELECT 1) LEFT JOIN main.__sysOCSTrackedObjects AS r"
         " ON r.__sysTName = ?1 COLLATE NOCASE", "anchor0_expired:");
       if( v ) ctChgRemember(v, pStmt, &v->rRegistry);
     }
     if( pStmt ){
       sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(pStmt, 2, iAfter);
       if( sqlite3_step(pStmt)==SQLITE_ROW ){
         bLayoutOk = sqlite3_column_type(pStmt, 0)==SQLITE_NULL
                  || (sqlite3_column_type(pStmt, 0)==SQLITE_INTEGER
@@ -887,6 +900,7 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
           t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
           t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
           t->bZeroExpired = sqlite3_column_int(pStmt, 6);
+          t->bTombs = iAfter<0 || sqlite3_column_int(pStmt, 7)!=0;
         }
       }
     }
@@ -1072,7 +1086,7 @@ static void ctChgPlanKey(const CtChangesCursor *c, const CtChgTable *t, int idxN
   aKey[0] = (unsigned int)idxNum;
   aKey[1] = (unsigned int)c->bEach | bAfterKey<<1 | eAfter<<2
           | (unsigned int)c->bNoDeletes<<4 | (unsigned int)(c->eStamped+1)<<5
-          | (unsigned int)t->bPortable<<8;
+          | (unsigned int)t->bPortable<<8 | (unsigned int)t->bTombs<<9;
   aKey[2] = (unsigned int)(unsigned char)c->cOpWant
           | (unsigned int)(unsigned char)c->cOpNot<<8;
   aKey[3] = (unsigned int)t->eOpt;
@@ -1176,7 +1190,7 @@ static int ctChgPrepareText(CtChangesCursor *c, const CtChgTable *t, int idxNum,
   const char *zCols;     /* insert_bsn, context, pk, rowid of a live row */
   char *zLiveCols = 0;
   int bDeletes = c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
-              && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE);
+              && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE) && t->bTombs;
   if( (bPk && (zKeys==0 || zRk==0 || zPkExpr==0)) || zLive==0
    || ((t->bWithoutRowid || t->zRowid) && zOrder==0) || (bAfterKey && zOrder && zAfter==0) ){
     rc = SQLITE_NOMEM;
@@ -1514,7 +1528,7 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   }
 
   /* The table, the snapshot's last committed CSN, the window. */
-  rc = ctChgLoadTable(v, db, zArg, &t, &zErr);
+  rc = ctChgLoadTable(v, db, zArg, &t, c->iSince, &zErr);
   if( rc==SQLITE_OK ) rc = ctChgOwnWrites(v, db, v->p, &t, &iWrote, &zErr);
   if( rc==SQLITE_OK ){
     if( iWrote ){
@@ -1701,7 +1715,7 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   char *zMatch, *zMarks;
   if( pr==0 ){ sqlite3_result_error_nomem(ctx); return 0; }
   memset(pr, 0, sizeof(*pr));
-  rc = ctChgLoadTable(0, db, zTbl, &pr->t, &zErr);
+  rc = ctChgLoadTable(0, db, zTbl, &pr->t, -1, &zErr);
   if( rc==SQLITE_OK && pr->t.bPortable ){
     rc = SQLITE_ERROR;
     zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_local_change(): \"%s\" is tracked in"
@@ -1881,7 +1895,7 @@ void ctFuncChangesSql(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     return;
   }
   memset(&t, 0, sizeof(t));
-  rc = ctChgLoadTable(0, db, zArg, &t, &zErr);
+  rc = ctChgLoadTable(0, db, zArg, &t, -1, &zErr);
   if( rc==SQLITE_OK ){
     zEnable = sqlite3_mprintf("SELECT (SELECT __sysEnableTxBsn FROM"
                               " main.__sysOCSTrackedObjects WHERE __sysTName = %Q) AS e,"

@@ -291,3 +291,27 @@ def test_a_database_deserialized_with_the_table_elsewhere_in_its_schema_is_read_
             {"id": 1, "name": None, "extra": "E"}]
     finally:
         conn.close()
+
+
+def test_a_window_without_tombstones_skips_its_deletes_and_the_next_one_reads_them(conn):
+    """sqlite_ct_changes() leaves out its deletes phase when the table has no
+    tombstone after SINCE (read with the registry row). The same query once a
+    tombstone is there, on the same connection (its kept plan), reads it."""
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    sqlite_ct.create_schema(conn, "t")
+    conn.execute("INSERT INTO t(id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    since = sqlite_ct.last_committed_csn(conn)
+    conn.execute("DELETE FROM t WHERE id = 3")       # before the window
+    conn.execute("UPDATE t SET v = 'a2' WHERE id = 1")
+    sql = "SELECT op, hex(pk) FROM sqlite_ct_changes(?, ?) ORDER BY 1, 2"
+    first = q(conn, sql, ("t", since))
+    assert [op for op, _ in first] == ["D", "U"]
+    after = sqlite_ct.last_committed_csn(conn)
+    for _ in range(2):
+        assert q(conn, sql, ("t", after)) == []
+        assert sqlite_ct.enumerate_changes(conn, "t", after).deletes == []
+    conn.execute("DELETE FROM t WHERE id = 2")
+    for _ in range(2):
+        assert [op for op, _ in q(conn, sql, ("t", after))] == ["D"]
+        assert sqlite_ct.enumerate_changes(conn, "t", after).deletes == [{"id": 2}]
+    assert first[0][1] == q(conn, "SELECT hex(sqlite_ct_pack_key(3))")[0][0]
