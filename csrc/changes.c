@@ -144,7 +144,8 @@
 ** transaction). It reads in phases, each one statement prepared in
 ** xFilter: tombstones grouped by key (the tombstone primary key starts with
 ** table and delete BSN; with 'each', that key's order, the rest of AFTER_BSN
-** first), rows with NULL stamps through the change index (only when the
+** first; only when the registry statement found a tombstone of the table
+** deleted after SINCE), rows with NULL stamps through the change index (only when the
 ** enabling BSN is in the window), and stamped rows through the change index
 ** __sysct_chg_TBL (the rest of AFTER_BSN first, then the later BSNs). Each
 ** statement's ORDER BY is the order above, which the index gives (no sort). Only
