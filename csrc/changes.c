@@ -8,7 +8,7 @@
 **                     [, AFTER_BSN [, AFTER_KEY]]]]])
 **
 ** one row per change of tracked table TBL committed after anchor SINCE, up to
-** UNTIL (default: the last committed CSN of the reading snapshot), with the
+** UNTIL (omitted or NULL: the last committed CSN of the reading snapshot), with the
 ** columns
 **
 **   op          'D' delete, 'I' insert, 'U' update (TEXT)
@@ -118,7 +118,8 @@
 **
 ** ARGUMENTS AND ERRORS: TBL is the name of a tracked table of main (any
 ** case); SINCE a non-negative INTEGER no newer than the last committed CSN;
-** UNTIL an INTEGER between SINCE and the last committed CSN. An anchor older
+** UNTIL an INTEGER between SINCE and the last committed CSN, or NULL (the
+** default, the last committed CSN). An anchor older
 ** than the table's oldest kept change (purge_tombstones(), a re-arm) is
 ** refused as expired, as the Python layer's AnchorExpiredError: anchor 0
 ** stays valid unless __sysCtMeta holds anchor0_expired:TBL. A read of live
@@ -143,7 +144,8 @@
 ** transaction). It reads in phases, each one statement prepared in
 ** xFilter: tombstones grouped by key (the tombstone primary key starts with
 ** table and delete BSN; with 'each', that key's order, the rest of AFTER_BSN
-** first), rows with NULL stamps through the change index (only when the
+** first; only when the registry statement found a tombstone of the table
+** deleted after SINCE), rows with NULL stamps through the change index (only when the
 ** enabling BSN is in the window), and stamped rows through the change index
 ** __sysct_chg_TBL (the rest of AFTER_BSN first, then the later BSNs). Each
 ** statement's ORDER BY is the order above, which the index gives (no sort). Only
@@ -169,6 +171,13 @@
 ** leaves schema_version where it was. The layout, the registry row and the
 ** newest log row are data, read on every call (one statement). Before, each
 ** call prepared about a dozen statements, one of them again at every bind.
+** The phases' statements of one query (its columns, constraints and kinds of
+** arguments, ctChgPlanKey) on one kept shape are kept as a plan (CT_CHG_PLANS),
+** and the next cursor of that query takes them by their pool slots, without
+** formatting and comparing their text; a plan names the shape's generation
+** and each statement's, so a slot that now holds another table's shape or
+** another statement is a miss. The schema version is read with the
+** connection's statement that sqlite_ct_schema_token() runs (stmtcache.c).
 **
 ** The same file defines sqlite_ct_changes_sql(), sqlite_ct_snapshot() and
 ** sqlite_ct_schema_token() (below), with which enumerate_changes() reads
@@ -228,6 +237,27 @@
 ** STATEMENTS KEPT in the header comment). */
 #define CT_CHG_POOL 32
 #define CT_CHG_SHAPES 8
+#define CT_CHG_PLANS 8
+
+/* A statement of the pool remembered by where it is (slot + 1, 0: none) and
+** the generation it had there: found again without formatting or comparing
+** its SQL text, and missed once the slot holds another statement. */
+typedef struct CtChgRef CtChgRef;
+struct CtChgRef {
+  int iSlot1;
+  unsigned int iGen;
+};
+
+/* The phases' statements ctChgPreparePhases() prepared for one query shape
+** (see ctChgPlanKey) of one table at one schema version. */
+typedef struct CtChgPlan CtChgPlan;
+struct CtChgPlan {
+  int iShape1;                 /* the kept shape it was made from (slot + 1), 0: none */
+  unsigned int iShapeGen;      /* the generation of that shape */
+  sqlite3_int64 iSchema;       /* at this schema version */
+  unsigned int aKey[4];        /* ctChgPlanKey() */
+  CtChgRef aPhase[CTP_N];
+};
 
 typedef struct CtChangesVtab CtChangesVtab;
 struct CtChangesVtab {
@@ -239,8 +269,13 @@ struct CtChangesVtab {
     sqlite3_stmt *pStmt;       /* prepared persistent, or 0 */
     unsigned int iHash;        /* of its SQL text */
     unsigned int iUsed;        /* iClock at its last use */
+    unsigned int iGen;         /* iGenNext when it came into the slot */
     int bBusy;                 /* handed out and not yet given back */
   } aPool[CT_CHG_POOL];
+  unsigned int iGenNext;
+  CtChgRef rRegistry;          /* ctChgLoadTable()'s one statement */
+  CtChgPlan aPlan[CT_CHG_PLANS];
+  int iPlanNext;               /* the slot a new plan takes */
   /* What the schema says (ctChgLoadTable), valid at one schema version. */
   int bSysKnown;               /* fSys was read ... */
   sqlite3_int64 iSysSchema;    /* ... at this schema version */
@@ -248,6 +283,7 @@ struct CtChangesVtab {
   struct CtChgShape {
     char *zName;               /* the table's stored name, or 0 */
     sqlite3_int64 iSchema;     /* the schema version it was read at */
+    unsigned int iGen;         /* iShapeGen when it was kept */
     int nTrig;                 /* its tracking triggers */
     int bWithoutRowid;
     const char *zRowid;        /* a static string, or 0 */
@@ -255,6 +291,7 @@ struct CtChangesVtab {
     char **azPk;
   } aShape[CT_CHG_SHAPES];
   int iShapeNext;              /* the slot a new table takes */
+  unsigned int iShapeGen;
 };
 
 static int ctChgRelease(CtChangesVtab *v, sqlite3_stmt *pStmt);
@@ -298,6 +335,9 @@ struct CtChgTable {
   const char *zRowid;          /* a name of the rowid, or 0 */
   int nPk;
   char **azPk;                 /* key columns in PRIMARY KEY order */
+  int bTombs;                  /* it may have a tombstone after SINCE (ctChgLoadTable) */
+  int iShape1;                 /* the kept shape it came from or went to (slot + 1), or 0 */
+  sqlite3_int64 iSchema;       /* the schema version it was read at */
 };
 
 static void ctChgTableClear(CtChgTable *t){
@@ -545,9 +585,38 @@ static sqlite3_stmt *ctChgPrepare(CtChangesVtab *v, sqlite3 *db, int *pRc, char 
     e->pStmt = pStmt;
     e->iHash = iHash;
     e->iUsed = ++v->iClock;
+    e->iGen = ++v->iGenNext;
     e->bBusy = 1;
   }
   return pStmt;
+}
+
+/* Remember where pStmt, a statement of ctChgPrepare(), is kept in *r; 0 (and
+** *r none) when it is not kept (a full pool of statements in use). */
+static int ctChgRemember(CtChangesVtab *v, sqlite3_stmt *pStmt, CtChgRef *r){
+  int i;
+  r->iSlot1 = 0;
+  for(i=0; pStmt && i<CT_CHG_POOL; i++){
+    if( v->aPool[i].pStmt==pStmt ){
+      r->iSlot1 = i + 1;
+      r->iGen = v->aPool[i].iGen;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The statement remembered in *r, handed out as ctChgPrepare() hands it out;
+** 0 when its slot holds another statement by now, or it is in use (then the
+** caller prepares it by its text). Sticky like ctChgPrepare(). */
+static sqlite3_stmt *ctChgTake(CtChangesVtab *v, const CtChgRef *r, const int *pRc){
+  struct CtChgPooled *e;
+  if( *pRc!=SQLITE_OK || r->iSlot1<=0 ) return 0;
+  e = &v->aPool[r->iSlot1-1];
+  if( e->pStmt==0 || e->bBusy || e->iGen!=r->iGen ) return 0;
+  e->bBusy = 1;
+  e->iUsed = ++v->iClock;
+  return e->pStmt;
 }
 
 /* Give back a statement of ctChgPrepare(): reset (kept, its bindings
@@ -587,12 +656,24 @@ static void ctChgFinish(CtChangesVtab *v, sqlite3 *db, sqlite3_stmt *pStmt, int 
   }
 }
 
-/* PRAGMA main.schema_version of the reading snapshot, with a kept statement. */
+/* PRAGMA main.schema_version of the reading snapshot, with the connection's
+** kept statement (stmtcache.c) that sqlite_ct_schema_token() also runs: a
+** reader that reads the token and this function in one statement runs one
+** statement for both. */
 static sqlite3_int64 ctChgSchemaVersion(CtChangesVtab *v, int *pRc, char **pzErr){
   sqlite3_int64 iSchema = -1;
-  sqlite3_stmt *pStmt = ctChgPrepare(v, v->db, pRc, pzErr, "PRAGMA main.schema_version");
-  if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
-  ctChgFinish(v, v->db, pStmt, pRc, pzErr);
+  sqlite3_stmt *pStmt = 0;
+  int bOwned = 0, rc;
+  if( *pRc!=SQLITE_OK ) return iSchema;
+  rc = ctCachedStmt(v->p, CT_STMT_SCHEMA, "PRAGMA main.schema_version", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) iSchema = sqlite3_column_int64(pStmt, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
+  }
+  if( rc!=SQLITE_OK ){
+    *pRc = rc;
+    *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(v->db));
+  }
   return iSchema;
 }
 
@@ -600,16 +681,20 @@ static sqlite3_int64 ctChgSchemaVersion(CtChangesVtab *v, int *pRc, char **pzErr
 #define CT_SYS_REGISTRY 1
 #define CT_SYS_META     2
 #define CT_SYS_LOG      4
+#define CT_SYS_TOMBS    8
+#define CT_SYS_ALL      15
 static int ctChgSystemTables(CtChangesVtab *v, sqlite3 *db, int *pRc, char **pzErr){
   int fSys = 0;
   sqlite3_stmt *pStmt = ctChgPrepare(v, db, pRc, pzErr,
       "SELECT total(name='__sysOCSTrackedObjects'), total(name='__sysCtMeta'),"
-      " total(name='__sysTxCommitSequence') FROM main.sqlite_schema WHERE type='table'"
-      " AND name IN ('__sysOCSTrackedObjects', '__sysCtMeta', '__sysTxCommitSequence')");
+      " total(name='__sysTxCommitSequence'), total(name='__sysOCSDeletedRows')"
+      " FROM main.sqlite_schema WHERE type='table' AND name IN ('__sysOCSTrackedObjects',"
+      " '__sysCtMeta', '__sysTxCommitSequence', '__sysOCSDeletedRows')");
   if( pStmt && sqlite3_step(pStmt)==SQLITE_ROW ){
     if( sqlite3_column_int(pStmt, 0)>0 ) fSys |= CT_SYS_REGISTRY;
     if( sqlite3_column_int(pStmt, 1)>0 ) fSys |= CT_SYS_META;
     if( sqlite3_column_int(pStmt, 2)>0 ) fSys |= CT_SYS_LOG;
+    if( sqlite3_column_int(pStmt, 3)>0 ) fSys |= CT_SYS_TOMBS;
   }
   ctChgFinish(v, db, pStmt, pRc, pzErr);
   return fSys;
@@ -674,8 +759,9 @@ static void ctChgShapeClear(CtChangesVtab *v, int i){
 }
 
 /* Copy the shape of t into a slot of v (its own, or the next in turn), for
-** schema version iSchema. SQLITE_NOMEM when a copy fails (nothing kept). */
-static int ctChgShapeKeep(CtChangesVtab *v, const CtChgTable *t, int nTrig,
+** schema version iSchema, and name the slot in t->iShape1. SQLITE_NOMEM when
+** a copy fails (nothing kept). */
+static int ctChgShapeKeep(CtChangesVtab *v, CtChgTable *t, int nTrig,
                           sqlite3_int64 iSchema){
   struct CtChgShape *e;
   int i, rc = SQLITE_OK;
@@ -702,14 +788,25 @@ static int ctChgShapeKeep(CtChangesVtab *v, const CtChgTable *t, int nTrig,
     return rc;
   }
   e->iSchema = iSchema;
+  e->iGen = ++v->iShapeGen;
   e->nTrig = nTrig;
   e->bWithoutRowid = t->bWithoutRowid;
   e->zRowid = t->zRowid;
+  t->iShape1 = iSlot + 1;
   return SQLITE_OK;
 }
 
-/* The kept shape of t->zName at schema version iSchema, copied into t; 0
-** when none is kept (or out of memory: then t has no key columns). */
+/* Whether t->iShape1 names a kept shape of t's table at t's schema version. */
+static int ctChgShapeHolds(CtChangesVtab *v, const CtChgTable *t){
+  const struct CtChgShape *e;
+  if( t->iShape1<=0 ) return 0;
+  e = &v->aShape[t->iShape1-1];
+  return e->zName && e->iSchema==t->iSchema && strcmp(e->zName, t->zName)==0;
+}
+
+/* The kept shape of t->zName at schema version iSchema, copied into t (its
+** slot in t->iShape1); 0 when none is kept (or out of memory: then t has no
+** key columns). */
 static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
                           sqlite3_int64 iSchema, int *pRc){
   int i, j;
@@ -725,6 +822,7 @@ static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
     }
     t->bWithoutRowid = e->bWithoutRowid;
     t->zRowid = e->zRowid;
+    t->iShape1 = i + 1;
     *pnTrig = e->nTrig;
     return 1;
   }
@@ -737,9 +835,13 @@ static int ctChgShapeFind(CtChangesVtab *v, CtChgTable *t, int *pnTrig,
 ** alone (which system tables exist, the table's triggers, WITHOUT ROWID, key
 ** columns) is kept in v for the schema version it was read at (see
 ** STATEMENTS KEPT); the layout and the registry row are read every time.
+** iAfter >= 0: t->bTombs says whether the table has a tombstone deleted
+** after BSN iAfter (read with the registry row; 1 when not read), so a
+** reader of a window with none skips its deletes phase, a GROUP BY that
+** opens a sorter even to read nothing.
 */
 static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChgTable *t,
-                          char **pzErr){
+                          sqlite3_int64 iAfter, char **pzErr){
   int rc = SQLITE_OK;
   int fSys = 0, nTrig = 0, bLayoutOk = 0, bKeep = 0;
   sqlite3_int64 iSchema = -1;
@@ -764,19 +866,27 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
     fSys = ctChgSystemTables(0, db, &rc, pzErr);
   }
   t->bLog = (fSys & CT_SYS_LOG)!=0;
-  if( rc==SQLITE_OK && fSys==(CT_SYS_META|CT_SYS_REGISTRY|CT_SYS_LOG) ){
+  t->bTombs = 1;
+  if( rc==SQLITE_OK && fSys==CT_SYS_ALL ){
     /* The usual case, in one statement: the layout, the newest log row (the
     ** last committed CSN outside a write transaction, see ctChgFilter) and
     ** the registry row. */
-    pStmt = ctChgPrepare(v, db, &rc, pzErr,
+    pStmt = v ? ctChgTake(v, &v->rRegistry, &rc) : 0;
+    if( pStmt==0 ){
+      pStmt = ctChgPrepare(v, db, &rc, pzErr,
         "SELECT (SELECT value FROM main.__sysCtMeta WHERE key='layout_version'),"
         " (SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence),"
         " r.__sysTName, r.__sysEnableTxBsn, r.__sysMinValidCsn, r.__sysTrackOpt,"
-        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName)"
+        " EXISTS(SELECT 1 FROM main.__sysCtMeta WHERE key = %Q || r.__sysTName),"
+        " EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows WHERE __sysTName = r.__sysTName"
+        " AND __sysDeleteTxBsn > ?2)"
         " FROM (SELECT 1) LEFT JOIN main.__sysOCSTrackedObjects AS r"
         " ON r.__sysTName = ?1 COLLATE NOCASE", "anchor0_expired:");
+      if( v ) ctChgRemember(v, pStmt, &v->rRegistry);
+    }
     if( pStmt ){
       sqlite3_bind_text(pStmt, 1, zArg, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(pStmt, 2, iAfter);
       if( sqlite3_step(pStmt)==SQLITE_ROW ){
         bLayoutOk = sqlite3_column_type(pStmt, 0)==SQLITE_NULL
                  || (sqlite3_column_type(pStmt, 0)==SQLITE_INTEGER
@@ -791,6 +901,7 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
           t->bPortable = (eStored & CT_TRACKOPT_PORTABLE)!=0;
           t->eOpt = (eStored & ~CT_TRACKOPT_PORTABLE) / 16;
           t->bZeroExpired = sqlite3_column_int(pStmt, 6);
+          t->bTombs = iAfter<0 || sqlite3_column_int(pStmt, 7)!=0;
         }
       }
     }
@@ -842,6 +953,7 @@ static int ctChgLoadTable(CtChangesVtab *v, sqlite3 *db, const char *zArg, CtChg
                              " call sqlite_ct_create_schema('%q') first", zArg, zArg);
     return SQLITE_ERROR;
   }
+  t->iSchema = iSchema;
   if( v==0 || !ctChgShapeFind(v, t, &nTrig, iSchema, &rc) ){
     if( rc==SQLITE_OK ) rc = ctChgLoadShape(v, db, t, &nTrig, pzErr);
     if( rc==SQLITE_OK && v && bKeep ) rc = ctChgShapeKeep(v, t, nTrig, iSchema);
@@ -963,6 +1075,83 @@ static char *ctChgAfterKey(const char *zKeys, int nKey){
   return sqlite3_str_finish(s);
 }
 
+/* What the phases' SQL text depends on besides the table's shape (kept with
+** its schema version): the columns and constraints the query uses (idxNum),
+** the kinds of its arguments, the registry's options. */
+static void ctChgPlanKey(const CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                         unsigned int *aKey){
+  unsigned int eAfter = !c->bAfter ? 0 : c->iAfterBsn>c->iEnable ? 3
+                      : c->iAfterBsn==c->iEnable ? 2 : 1;
+  unsigned int bAfterKey = c->bAfter && c->pAfterKey
+                        && sqlite3_value_type(c->pAfterKey)!=SQLITE_NULL;
+  aKey[0] = (unsigned int)idxNum;
+  aKey[1] = (unsigned int)c->bEach | bAfterKey<<1 | eAfter<<2
+          | (unsigned int)c->bNoDeletes<<4 | (unsigned int)(c->eStamped+1)<<5
+          | (unsigned int)t->bPortable<<8 | (unsigned int)t->bTombs<<9;
+  aKey[2] = (unsigned int)(unsigned char)c->cOpWant
+          | (unsigned int)(unsigned char)c->cOpNot<<8;
+  aKey[3] = (unsigned int)t->eOpt;
+}
+
+/* The plan kept for t's kept shape (ctChgShapeHolds()) and query aKey, or 0. */
+static CtChgPlan *ctChgPlanFind(CtChangesVtab *v, const CtChgTable *t,
+                                const unsigned int *aKey){
+  int i;
+  for(i=0; i<CT_CHG_PLANS; i++){
+    CtChgPlan *pl = &v->aPlan[i];
+    if( pl->iShape1==t->iShape1 && pl->iShapeGen==v->aShape[t->iShape1-1].iGen
+     && pl->iSchema==t->iSchema && memcmp(pl->aKey, aKey, sizeof(pl->aKey))==0 ){
+      return pl;
+    }
+  }
+  return 0;
+}
+
+/* The phases of the plan kept for this table, shape and query, taken into
+** c->apStmt: 1, or 0 (nothing taken) when there is none or one of its
+** statements is gone or in use. */
+static int ctChgPlanTake(CtChangesCursor *c, const CtChgTable *t, const unsigned int *aKey){
+  CtChangesVtab *v = c->pTab;
+  CtChgPlan *pl = ctChgPlanFind(v, t, aKey);
+  int j, rc = SQLITE_OK;
+  if( pl ){
+    for(j=0; j<CTP_N; j++){
+      if( pl->aPhase[j].iSlot1==0 ) continue;
+      c->apStmt[j] = ctChgTake(v, &pl->aPhase[j], &rc);
+      if( c->apStmt[j]==0 ) break;
+    }
+    if( j==CTP_N ) return 1;
+    for(j=0; j<CTP_N; j++){
+      ctChgRelease(v, c->apStmt[j]);
+      c->apStmt[j] = 0;
+    }
+  }
+  return 0;
+}
+
+/* Keep the phases just prepared into c->apStmt as the plan for aKey (all of
+** them kept in the pool, or no plan). */
+static void ctChgPlanKeep(CtChangesCursor *c, const CtChgTable *t, const unsigned int *aKey){
+  CtChangesVtab *v = c->pTab;
+  CtChgPlan *pl = ctChgPlanFind(v, t, aKey);
+  int j;
+  if( pl==0 ){
+    pl = &v->aPlan[v->iPlanNext];
+    v->iPlanNext = (v->iPlanNext + 1) % CT_CHG_PLANS;
+  }
+  for(j=0; j<CTP_N; j++){
+    if( c->apStmt[j] && !ctChgRemember(v, c->apStmt[j], &pl->aPhase[j]) ){
+      memset(pl, 0, sizeof(*pl));
+      return;
+    }
+    if( c->apStmt[j]==0 ) pl->aPhase[j].iSlot1 = 0;
+  }
+  pl->iShape1 = t->iShape1;
+  pl->iShapeGen = v->aShape[t->iShape1-1].iGen;
+  pl->iSchema = t->iSchema;
+  memcpy(pl->aKey, aKey, sizeof(pl->aKey));
+}
+
 /*
 ** Prepare the phases. Every phase's statement returns
 **   change_bsn, insert_bsn, context, pk, rowid
@@ -977,8 +1166,8 @@ static char *ctChgAfterKey(const char *zKeys, int nKey){
 ** comment promises; the indexes satisfy it (no sorting), so each phase reads
 ** from where it resumes and stops where the caller stops.
 */
-static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
-                              char **pzErr){
+static int ctChgPrepareText(CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                            char **pzErr){
   CtChangesVtab *v = c->pTab;
   sqlite3 *db = v->db;
   int rc = SQLITE_OK;
@@ -1002,8 +1191,7 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   const char *zCols;     /* insert_bsn, context, pk, rowid of a live row */
   char *zLiveCols = 0;
   int bDeletes = c->cOpWant!='I' && c->cOpWant!='U' && c->cOpWant!='X' && c->cOpNot!='D'
-              && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE);
-
+              && !c->bNoDeletes && (t->eOpt & CT_TRACK_DELETE) && t->bTombs;
   if( (bPk && (zKeys==0 || zRk==0 || zPkExpr==0)) || zLive==0
    || ((t->bWithoutRowid || t->zRowid) && zOrder==0) || (bAfterKey && zOrder && zAfter==0) ){
     rc = SQLITE_NOMEM;
@@ -1092,29 +1280,59 @@ static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNu
   return rc;
 }
 
-/* Bind the phases' parameters (an index a statement does not use is
-** SQLITE_RANGE, harmless). The statements that resume after a position read
-** change_bsn above it: ?6 is max(lower bound, after_bsn) for them. */
-static void ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
-                      const char *zName){
-  int i;
+/* The phases of ctChgPrepareText(). Their text depends on the table's shape
+** and the query's (ctChgPlanKey), so the statements prepared for them are
+** kept as a plan (CT_CHG_PLANS) with the kept shape and its schema version,
+** and the next cursor of the same query takes them without formatting and
+** comparing their text. Not inside a write transaction (nothing read there is
+** kept, see STATEMENTS KEPT). */
+static int ctChgPreparePhases(CtChangesCursor *c, const CtChgTable *t, int idxNum,
+                              char **pzErr){
+  unsigned int aKey[4];
+  int bPlan = ctChgShapeHolds(c->pTab, t);
+  int rc;
+  if( bPlan ){
+    ctChgPlanKey(c, t, idxNum, aKey);
+    if( ctChgPlanTake(c, t, aKey) ) return SQLITE_OK;
+  }
+  rc = ctChgPrepareText(c, t, idxNum, pzErr);
+  if( rc==SQLITE_OK && bPlan && sqlite3_txn_state(c->pTab->db, "main")!=SQLITE_TXN_WRITE ){
+    ctChgPlanKeep(c, t, aKey);
+  }
+  return rc;
+}
+
+/* Bind the phases' parameters. An index a statement does not use is
+** SQLITE_RANGE, harmless; any other failure (SQLITE_NOMEM from a copied TEXT
+** or BLOB) is returned: the statement would read with a NULL in its place,
+** which matches nothing (a silent empty result). The statements that resume
+** after a position read change_bsn above it: ?6 is max(lower bound,
+** after_bsn) for them. */
+static int ctChgBind(CtChangesCursor *c, sqlite3_int64 iUntil, sqlite3_value *pExclude,
+                     const char *zName){
+  int i, j;
   for(i=0; i<CTP_N; i++){
     sqlite3_stmt *s = c->apStmt[i];
     sqlite3_int64 iLow = c->iLow;
+    int aRc[9];
     if( s==0 ) continue;
     if( c->bAfter && (i==CTP_STAMPED || i==CTP_DELETES) && c->iAfterBsn>iLow ){
       iLow = c->iAfterBsn;
     }
-    sqlite3_bind_int64(s, 1, c->iSince);
-    sqlite3_bind_int64(s, 2, iUntil);
-    sqlite3_bind_int64(s, 3, c->iEnable);
-    if( pExclude ) sqlite3_bind_value(s, 4, pExclude);
-    sqlite3_bind_text(s, 5, zName, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 6, iLow);
-    sqlite3_bind_int64(s, 7, c->iHigh);
-    if( c->bAfter ) sqlite3_bind_int64(s, 8, c->iAfterBsn);
-    if( c->pAfterKey ) sqlite3_bind_value(s, 9, c->pAfterKey);
+    aRc[0] = sqlite3_bind_int64(s, 1, c->iSince);
+    aRc[1] = sqlite3_bind_int64(s, 2, iUntil);
+    aRc[2] = sqlite3_bind_int64(s, 3, c->iEnable);
+    aRc[3] = pExclude ? ctBindValue(s, 4, pExclude) : SQLITE_OK;
+    aRc[4] = ctBindText(s, 5, zName, -1, SQLITE_TRANSIENT);
+    aRc[5] = sqlite3_bind_int64(s, 6, iLow);
+    aRc[6] = sqlite3_bind_int64(s, 7, c->iHigh);
+    aRc[7] = c->bAfter ? sqlite3_bind_int64(s, 8, c->iAfterBsn) : SQLITE_OK;
+    aRc[8] = c->pAfterKey ? ctBindValue(s, 9, c->pAfterKey) : SQLITE_OK;
+    for(j=0; j<9; j++){
+      if( aRc[j]!=SQLITE_OK && aRc[j]!=SQLITE_RANGE ) return aRc[j];
+    }
   }
+  return SQLITE_OK;
 }
 
 /* The integer bounds a bound on change_bsn admits, folded into *piLow
@@ -1239,10 +1457,13 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
     return ctChgError(&v->base, SQLITE_ERROR, zErr);
   }
   c->iSince = sqlite3_value_int64(pSince);
+  /* NULL is the default, as for the other optional arguments: a caller
+  ** passes one positionally to give EXCLUDE_CONTEXT or those after it. */
+  if( pUntil && sqlite3_value_type(pUntil)==SQLITE_NULL ) pUntil = 0;
   if( pUntil && sqlite3_value_type(pUntil)!=SQLITE_INTEGER ){
     char *zShow = ctChgShow(pUntil);
     if( zShow==0 ) return SQLITE_NOMEM;
-    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): until is an integer CSN, got %s",
+    zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_changes(): until is an integer CSN or NULL, got %s",
                            zShow);
     sqlite3_free(zShow);
     return ctChgError(&v->base, SQLITE_ERROR, zErr);
@@ -1308,7 +1529,7 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
   }
 
   /* The table, the snapshot's last committed CSN, the window. */
-  rc = ctChgLoadTable(v, db, zArg, &t, &zErr);
+  rc = ctChgLoadTable(v, db, zArg, &t, c->iSince, &zErr);
   if( rc==SQLITE_OK ) rc = ctChgOwnWrites(v, db, v->p, &t, &iWrote, &zErr);
   if( rc==SQLITE_OK ){
     if( iWrote ){
@@ -1386,8 +1607,8 @@ static int ctChgFilter(sqlite3_vtab_cursor *pCur, int idxNum, const char *idxStr
                            " tombstones = 'each'");
   }
   if( rc==SQLITE_OK ) rc = ctChgPreparePhases(c, &t, idxNum, &zErr);
+  if( rc==SQLITE_OK ) rc = ctChgBind(c, iUntil, pExclude, t.zName);
   if( rc==SQLITE_OK ){
-    ctChgBind(c, iUntil, pExclude, t.zName);
     c->iPhase = CTP_DELETES_AT;
     rc = ctChgStep(c);
   }else{
@@ -1495,7 +1716,7 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   char *zMatch, *zMarks;
   if( pr==0 ){ sqlite3_result_error_nomem(ctx); return 0; }
   memset(pr, 0, sizeof(*pr));
-  rc = ctChgLoadTable(0, db, zTbl, &pr->t, &zErr);
+  rc = ctChgLoadTable(0, db, zTbl, &pr->t, -1, &zErr);
   if( rc==SQLITE_OK && pr->t.bPortable ){
     rc = SQLITE_ERROR;
     zErr = sqlite3_mprintf("sqlite-ct: sqlite_ct_local_change(): \"%s\" is tracked in"
@@ -1543,13 +1764,23 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   return pr;
 }
 
+/* Bind the key's values (argv[2] on) from ?3 on. The first failure
+** (SQLITE_NOMEM copying a TEXT or BLOB) is returned: a NULL in a value's
+** place matches no row, which would answer "no change" for a key that has
+** one. */
+static int ctProbeBindKey(sqlite3_stmt *pStmt, int argc, sqlite3_value **argv){
+  int i, rc = SQLITE_OK;
+  for(i=2; i<argc && rc==SQLITE_OK; i++) rc = ctBindValue(pStmt, i+1, argv[i]);
+  return rc;
+}
+
 void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   CtProbe *pr;
   sqlite3_int64 iSince;
   const char *zTbl;
   const char *zOp = 0;
-  int rc, i;
+  int rc;
   if( argc<3 ){
     sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_local_change(): give the table, an"
                               " anchor and the key's values", -1);
@@ -1579,24 +1810,28 @@ void ctLocalChangeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   }
   sqlite3_bind_int64(pr->pLive, 1, pr->t.iEnable);
   sqlite3_bind_text(pr->pLive, 2, pr->t.zName, -1, SQLITE_STATIC);
-  for(i=2; i<argc; i++) sqlite3_bind_value(pr->pLive, i+1, argv[i]);
-  rc = sqlite3_step(pr->pLive);
-  if( rc==SQLITE_ROW ){
-    if( sqlite3_column_int64(pr->pLive, 0)>iSince ){
-      zOp = sqlite3_column_int64(pr->pLive, 1)>iSince ? "I" : "U";
-    }
-    rc = sqlite3_reset(pr->pLive);
-    if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
-  }else{
-    rc = sqlite3_reset(pr->pLive);
-    if( rc==SQLITE_OK ){
-      sqlite3_bind_int64(pr->pTomb, 1, iSince);
-      sqlite3_bind_text(pr->pTomb, 2, pr->t.zName, -1, SQLITE_STATIC);
-      for(i=2; i<argc; i++) sqlite3_bind_value(pr->pTomb, i+1, argv[i]);
-      rc = sqlite3_step(pr->pTomb);
-      if( rc==SQLITE_ROW ) zOp = "D";
-      rc = sqlite3_reset(pr->pTomb);
+  rc = ctProbeBindKey(pr->pLive, argc, argv);
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_step(pr->pLive);
+    if( rc==SQLITE_ROW ){
+      if( sqlite3_column_int64(pr->pLive, 0)>iSince ){
+        zOp = sqlite3_column_int64(pr->pLive, 1)>iSince ? "I" : "U";
+      }
+      rc = sqlite3_reset(pr->pLive);
       if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
+    }else{
+      rc = sqlite3_reset(pr->pLive);
+      if( rc==SQLITE_OK ){
+        sqlite3_bind_int64(pr->pTomb, 1, iSince);
+        sqlite3_bind_text(pr->pTomb, 2, pr->t.zName, -1, SQLITE_STATIC);
+        rc = ctProbeBindKey(pr->pTomb, argc, argv);
+      }
+      if( rc==SQLITE_OK ){
+        rc = sqlite3_step(pr->pTomb);
+        if( rc==SQLITE_ROW ) zOp = "D";
+        rc = sqlite3_reset(pr->pTomb);
+        if( rc==SQLITE_OK && zOp ) sqlite3_result_text(ctx, zOp, 1, SQLITE_STATIC);
+      }
     }
   }
   if( rc!=SQLITE_OK ){
@@ -1661,7 +1896,7 @@ void ctFuncChangesSql(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     return;
   }
   memset(&t, 0, sizeof(t));
-  rc = ctChgLoadTable(0, db, zArg, &t, &zErr);
+  rc = ctChgLoadTable(0, db, zArg, &t, -1, &zErr);
   if( rc==SQLITE_OK ){
     zEnable = sqlite3_mprintf("SELECT (SELECT __sysEnableTxBsn FROM"
                               " main.__sysOCSTrackedObjects WHERE __sysTName = %Q) AS e,"

@@ -11,7 +11,8 @@
 ** were made since its previous call, restarts the count, and makes the Nth
 ** allocation from now fail (once; 0: none), the way SQLite's allocator fails
 ** when out of memory: NULL, the original block kept by a failed realloc, a
-** builder's text lost. The counter is process-wide: a test uses one
+** builder's text lost, SQLITE_NOMEM from a bind that copies (ctBindText(),
+** ctBindValue(): the binds whose result their caller checks). The counter is process-wide: a test uses one
 ** connection at a time.
 */
 #include "sqlite_ct.h"
@@ -59,6 +60,29 @@ char *ctFaultStrFinish(sqlite3_str *s){
     return 0;
   }
   return z;
+}
+
+/* A bind that copies a TEXT or BLOB allocates (SQLite's allocator, which
+** the wrappers above do not reach): counted, and failed as SQLite fails it,
+** SQLITE_NOMEM with the parameter left NULL. Only a parameter the statement
+** has: for any other SQLite says SQLITE_RANGE before it allocates. */
+static int ctFaultBindFails(sqlite3_stmt *pStmt, int i){
+  if( i<1 || i>sqlite3_api->bind_parameter_count(pStmt) || !ctFaultNow() ) return 0;
+  sqlite3_api->bind_null(pStmt, i);
+  return 1;
+}
+
+int ctFaultBindText(sqlite3_stmt *pStmt, int i, const char *z, int n, void (*xDel)(void*)){
+  if( z && xDel==SQLITE_TRANSIENT && ctFaultBindFails(pStmt, i) ) return SQLITE_NOMEM;
+  return sqlite3_api->bind_text(pStmt, i, z, n, xDel);
+}
+
+int ctFaultBindValue(sqlite3_stmt *pStmt, int i, const sqlite3_value *pVal){
+  int eType = sqlite3_api->value_type((sqlite3_value*)pVal);
+  if( (eType==SQLITE_TEXT || eType==SQLITE_BLOB) && ctFaultBindFails(pStmt, i) ){
+    return SQLITE_NOMEM;
+  }
+  return sqlite3_api->bind_value(pStmt, i, pVal);
 }
 
 static void ctFuncFaultInject(sqlite3_context *ctx, int argc, sqlite3_value **argv){

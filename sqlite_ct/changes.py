@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
+import operator
 import threading
 import uuid
-from typing import (Any, Dict, Iterator, List, Mapping, Optional,
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
 from . import _conn
@@ -313,7 +315,7 @@ def _collect(conn: Any, info: _TableInfo, since: int, new_anchor: int,
 # closed one) is thrown away and the call starts over from the checks. The
 # token is NULL inside a write transaction, whose schema a ROLLBACK may take
 # back: what is read there is not kept.
-_ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo]]" = (
+_ENUM: "collections.OrderedDict[Tuple[int, str], Tuple[str, str, _TableInfo, _Reader]]" = (
     collections.OrderedDict())
 _ENUM_REMEMBERED = 256
 _ENUM_LOCK = threading.Lock()   # for the writers; a lookup is one dict get
@@ -327,7 +329,7 @@ def _live_columns(info: _TableInfo) -> str:
     return ", ".join(f"t.{q(c)}" for c in info.columns) + ", NULL" * (width - len(info.columns))
 
 
-def _enum_query(info: _TableInfo, live: str) -> str:
+def _enum_query(info: _TableInfo, live: str, schema_rowid: int) -> str:
     """The one statement of enumerate_changes(): ?1 table, ?2 since, ?3
     exclude_context. Every row has the same width (user columns or key
     columns, whichever are more, then a last column): first (anchor, ...,
@@ -335,7 +337,8 @@ def _enum_query(info: _TableInfo, live: str) -> str:
     sqlite_ct_changes(), whose checks run before any live row is read, then
     each live row (user columns, ..., op) from `live`, what
     sqlite_ct_changes_sql(table, _live_columns(info)) gives (the same rules,
-    each row read once)."""
+    each row read once). schema_rowid: the rowid of the table's row in
+    main.sqlite_schema."""
     width = max(len(info.columns), len(info.keys))
     nkeys = len(info.keys)
     keys = ", ".join(f"sqlite_ct_unpack_key(d.pk, {i})" for i in range(nkeys))
@@ -343,9 +346,12 @@ def _enum_query(info: _TableInfo, live: str) -> str:
     # names a schema only within one database, and a database swapped in
     # under the same connection (sqlite3_deserialize(), which keeps the
     # schema cookie it finds) may have another table at the same version.
+    # Read by the rowid the table's row had (one seek, not a scan of the
+    # schema): a row there that is not this table's CREATE TABLE, or none,
+    # changes the token as another table would.
     return (f"SELECT sqlite_ct_snapshot(){', NULL' * (width - 1)}, sqlite_ct_schema_token()"
-            f" || ' ' || coalesce((SELECT sql FROM main.sqlite_schema WHERE type = 'table'"
-            f" AND name = ?1 COLLATE NOCASE), '') "
+            f" || ' ' || coalesce((SELECT sql FROM main.sqlite_schema WHERE rowid = "
+            f"{int(schema_rowid)} AND type = 'table' AND name = ?1 COLLATE NOCASE), '') "
             f"UNION ALL SELECT {keys}{', NULL' * (width - nkeys)}, 'D' "
             f"FROM sqlite_ct_changes AS d WHERE d.tbl = ?1 AND d.since = ?2 "
             f"AND d.exclude_context = ?3 AND d.op = 'D' "
@@ -367,16 +373,54 @@ def _interrupted(exc: BaseException) -> bool:
         type(exc).__name__ == "InterruptError")
 
 
-def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
-               exclude_context: Optional[uuid.UUID], token: Optional[str]
+_Reader = Callable[[List[Tuple[Any, ...]], List[Row], List[Row], List[Row]], None]
+
+
+@functools.lru_cache(maxsize=_ENUM_REMEMBERED)
+def _row_reader(columns: Tuple[str, ...], keys: Tuple[str, ...]) -> _Reader:
+    """A function that sorts a block of _enum_query()'s rows (after the
+    first) into the lists inserts, updates and deletes, each row a dict of
+    the user columns (of the key columns for a delete). The hot loop of
+    enumeration, generated for the table's columns: a dict display with the
+    names as constants builds a row's dict in one step, where
+    dict(zip(columns, row)) made a zip object and a pair per column (at 100
+    changes, about a third of the time of the whole call went to the dicts);
+    the rows come in runs of one op (the deletes, then the live rows, mostly
+    all inserts or all updates), which groupby() hands out without a step per
+    row. The names enter the source only as repr() of a str, a literal
+    whatever their characters."""
+    width = max(len(columns), len(keys))
+    row = "{" + ", ".join(f"{c!r}: r[{i}]" for i, c in enumerate(columns)) + "}"
+    key = "{" + ", ".join(f"{k!r}: r[{i}]" for i, k in enumerate(keys)) + "}"
+    source = (
+        "def read(rows, inserts, updates, deletes):\n"
+        "    for op, run in groupby(rows, op_of):\n"
+        "        if op == 'U':\n"
+        f"            updates += [{row} for r in run]\n"
+        "        elif op == 'I':\n"
+        f"            inserts += [{row} for r in run]\n"
+        "        elif op == 'D':\n"
+        f"            deletes += [{key} for r in run]\n"
+        "        else:\n"
+        "            raise Error(f'sqlite-ct: enumerate_changes() read a change of kind {op!r};'\n"
+        "                        ' please report this with your SQLite version')\n")
+    namespace: Dict[str, Any] = {"groupby": itertools.groupby,
+                                 "op_of": operator.itemgetter(width), "Error": Error}
+    exec(compile(source, "<sqlite_ct enumerate_changes rows>", "exec"), namespace)
+    reader: _Reader = namespace["read"]
+    return reader
+
+
+_BLOCK = 4096
+
+
+def _enum_read(conn: Any, sql: str, info: _TableInfo, read_rows: _Reader, since: int,
+               ctx: Optional[bytes], token: Optional[str]
                ) -> Tuple[Optional[str], Optional[ChangeSet]]:
-    """Run _enum_query(info): (the token it read, the ChangeSet), or (the
-    token, None) when `token` is given and differs (nothing else read). The
-    hot loop: it builds nothing but the dict per row; zip() stops at the
-    user (or key) columns, so the trailing op needs no slice."""
-    ctx = _context_bytes(exclude_context)
-    cols, keys = info.columns, info.keys
-    width = max(len(cols), len(keys))
+    """Run _enum_query(info) with exclude_context `ctx` (its bytes): (the
+    token it read, the ChangeSet), or (the token, None) when `token` is given
+    and differs (nothing else read). read_rows: _row_reader() of info."""
+    width = max(len(info.columns), len(info.keys))
     cursor = conn.cursor()
     try:
         rows = iter(cursor.execute(sql, (info.name, since, ctx)))
@@ -389,20 +433,20 @@ def _enum_read(conn: Any, sql: str, info: _TableInfo, since: int,
             # the first row would be a change, not the anchor.
             raise Error("sqlite-ct: enumerate_changes() read a change where its anchor row "
                         "belongs; please report this with your SQLite version")
-        # Comprehensions over the rows fetched a block at a time: a loop that
-        # appends each row to one of three lists cost a quarter more than
-        # reading the rows at 100 changes, and a block bounds the row tuples
-        # held next to the dicts.
+        # Fetched a block at a time, then turned into dicts: reading a row
+        # and building its dict in turn runs SQLite's, the host's and the
+        # interpreter's code for every row, more than the CPU's instruction
+        # cache holds (callgrind, the caches emptied before the call: 5k
+        # more instruction-cache misses at 100 changes). A block bounds the
+        # row tuples held next to the dicts.
         inserts: List[Row] = []
         updates: List[Row] = []
         deletes: List[Row] = []
         while True:
-            block = list(itertools.islice(rows, 4096))
-            if not block:
+            block = list(itertools.islice(rows, _BLOCK))
+            read_rows(block, inserts, updates, deletes)
+            if len(block) < _BLOCK:
                 break
-            inserts += [dict(zip(cols, row)) for row in block if row[width] == "I"]
-            updates += [dict(zip(cols, row)) for row in block if row[width] == "U"]
-            deletes += [dict(zip(keys, row)) for row in block if row[width] == "D"]
     finally:
         cursor.close()
     return read, ChangeSet(info.name, since, first[0], inserts, updates, deletes)
@@ -421,15 +465,16 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
     exclude_context leaves out rows and tombstones whose latest change carries
     that tracking context (a hub uses it so a client's own uploads are not sent
     back to it)."""
-    _context_bytes(exclude_context)     # a clear error for a wrong type, first
-    _conn.check_text_factory(conn)      # the kept statement reads without _conn
+    # a clear error for a wrong type, first
+    ctx = None if exclude_context is None else _context_bytes(exclude_context)
+    if getattr(conn, "text_factory", str) is not str:
+        _conn.check_text_factory(conn)      # the kept statement reads without _conn
     key = (id(conn), table)
     kept = _ENUM.get(key)
-    if (kept is not None and type(since) is int and 0 <= since < 2**63
-            and (exclude_context is None or isinstance(exclude_context, uuid.UUID))):
-        kept_token, kept_sql, kept_info = kept
+    if kept is not None and type(since) is int and 0 <= since < 2**63:
+        kept_token, kept_sql, kept_info, kept_reader = kept
         try:
-            _, changes = _enum_read(conn, kept_sql, kept_info, since, exclude_context,
+            _, changes = _enum_read(conn, kept_sql, kept_info, kept_reader, since, ctx,
                                     kept_token)
         except Exception as exc:
             # Whatever went wrong is reported by the checks below, which
@@ -450,17 +495,21 @@ def enumerate_changes(conn: Any, table: str, since: int, *,
         _conn.value(conn, "SELECT sqlite_ct_snapshot()")
         since = _check_since(since)
         sql = _enum_query(info, _conn.value(conn, "SELECT sqlite_ct_changes_sql(?, ?)",
-                                            (info.name, _live_columns(info))))
+                                            (info.name, _live_columns(info))),
+                          _conn.value(conn, "SELECT rowid FROM main.sqlite_schema WHERE "
+                                            "type = 'table' AND name = ? COLLATE NOCASE",
+                                      (info.name,)))
+        reader = _row_reader(tuple(info.columns), tuple(info.keys))
         try:
             with _conn.translated():
-                token, changes = _enum_read(conn, sql, info, since, exclude_context, None)
+                token, changes = _enum_read(conn, sql, info, reader, since, ctx, None)
         except Exception as exc:
             if _undecodable(exc):
                 raise _bad_text(conn, info, exc) from exc
             raise
     if token is not None:   # None: read inside a write transaction, not kept
         with _ENUM_LOCK:
-            _ENUM[key] = (token, sql, info)
+            _ENUM[key] = (token, sql, info, reader)
             _ENUM.move_to_end(key)
             while len(_ENUM) > _ENUM_REMEMBERED:
                 _ENUM.popitem(last=False)

@@ -158,7 +158,7 @@ def test_reads_follow_the_changes_not_the_table(conn, t):
      "sqlite-ct: sqlite_ct_changes(): until 0 is outside the window from the anchor 1 to "
      "the last committed CSN 1", sqlite_ct.AnchorError),
     ("SELECT * FROM sqlite_ct_changes('t', 0, 'x')", (),
-     "sqlite-ct: sqlite_ct_changes(): until is an integer CSN, got 'x'", sqlite_ct.AnchorError),
+     "sqlite-ct: sqlite_ct_changes(): until is an integer CSN or NULL, got 'x'", sqlite_ct.AnchorError),
     ("SELECT * FROM sqlite_ct_changes('t', 0, 1, x'00')", (),
      "sqlite-ct: sqlite_ct_changes(): exclude_context must be a 16-byte GUID blob or NULL",
      sqlite_ct.Error),

@@ -144,12 +144,43 @@ def op_enumerate_paged(conn):
                     "AND after_key = sqlite_ct_pack_key(0) AND stamped = 1", (enable,)))
 
 
+CONTEXT = bytes(range(16))
+
+
+def tracked_with_context(path):
+    """tracked(), then a row changed under tracking context CONTEXT."""
+    tracked(path)
+    conn = apsw.Connection(path)
+    loader.load(conn)
+    run(conn, "SELECT sqlite_ct_set_tracking_context(x'%s')" % CONTEXT.hex(),
+        "UPDATE t SET v = 'ctx' WHERE id = 1")
+    conn.close()
+
+
+def op_enumerate_excluding(conn):
+    """Every bind of sqlite_ct_changes()'s phases that copies a value: the
+    table's name (?5, which the tombstones = 'each' phase reads) and the
+    context left out (?4). A failed bind must fail the query: a NULL in its
+    place reads nothing (no tombstone of table NULL) or leaves nothing out."""
+    return (q(conn, "SELECT op, change_bsn, hex(pk) FROM sqlite_ct_changes('t', 0, NULL, ?) "
+                    "WHERE tombstones = 'each' ORDER BY 1, 2, 3", (CONTEXT,)),
+            q(conn, "SELECT op, row_rowid FROM sqlite_ct_changes('t', 0, NULL, ?) "
+                    "ORDER BY 1, 2", (CONTEXT,)))
+
+
 def op_local_change(conn):
     """sqlite_ct_local_change(): the probe of one key a sync client runs per
     incoming row, over a whole statement (its probe kept as auxiliary data)."""
     return q(conn, "SELECT k, sqlite_ct_local_change('t', 0, k) FROM "
                    "(SELECT 0 AS k UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 99) "
                    "ORDER BY k")
+
+
+def op_local_change_text_key(conn):
+    """sqlite_ct_local_change() with key values it must copy to bind (TEXT,
+    BLOB): a failed bind must fail the probe, not answer "no change"."""
+    return q(conn, "SELECT sqlite_ct_local_change('t', 0, 'text key'), "
+                   "sqlite_ct_local_change('t', 0, x'00ff'), sqlite_ct_local_change('t', 0, 1)")
 
 
 def summary(conn):
@@ -175,7 +206,10 @@ OPERATIONS = {
     "enumeration within bounds on change_bsn": (tracked, op_enumerate_bounded),
     "paged enumeration (tombstones = 'each', after_bsn, after_key)": (tracked,
                                                                      op_enumerate_paged),
+    "enumeration leaving out a context (binds that copy)": (tracked_with_context,
+                                                            op_enumerate_excluding),
     "one key's local change": (tracked, op_local_change),
+    "one key's local change, key values bound by copy": (tracked, op_local_change_text_key),
     "disable_tracking": (tracked, op_disable),
     "key packing": (tracked, op_keys),
 }
