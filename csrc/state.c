@@ -1329,12 +1329,12 @@ static int ctRunFix(CtState *p, const char *zTab, int fKind, int nVal,
     int iParam = sqlite3_bind_parameter_index(pStmt, ":r");
     /* A bind that fails (out of memory copying a TEXT or BLOB key) must fail
     ** the fix: with NULL in its place the stamping would match no row. */
-    if( iParam ) rc = sqlite3_bind_value(pStmt, iParam, apVal[0]);
+    if( iParam ) rc = ctBindValue(pStmt, iParam, apVal[0]);
     for(j=1; rc==SQLITE_OK && j<nVal; j++){
       char zName[24];
       sqlite3_snprintf(sizeof(zName), zName, ":k%d", j-1);
       iParam = sqlite3_bind_parameter_index(pStmt, zName);
-      if( iParam ) rc = sqlite3_bind_value(pStmt, iParam, apVal[j]);
+      if( iParam ) rc = ctBindValue(pStmt, iParam, apVal[j]);
     }
     if( rc!=SQLITE_OK ){
       if( *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));

@@ -190,6 +190,26 @@ def summary(conn):
             for t in sqlite_ct.tracked_tables(conn)}
 
 
+def tracked_without_defaults(path):
+    """A table tracked under SQLITE_DBCONFIG_DEFENSIVE: no stamp DEFAULTs, so
+    every insert is stamped by the fix, which binds NEW's key (by copy, for
+    TEXT and BLOB keys)."""
+    conn = apsw.Connection(path)
+    loader.load(conn)
+    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+    run(conn, "CREATE TABLE k(id TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID",
+        "INSERT INTO k VALUES ('a', '1')")
+    sqlite_ct.create_schema(conn, "k")
+    conn.close()
+
+
+def op_fix_text_key(conn):
+    with conn:
+        run(conn, "INSERT INTO k(id, v) VALUES ('text key', '2')",
+            "INSERT INTO k(id, v) VALUES (x'00ff', '3')")
+    return q(conn, 'SELECT id, v, "__sysChangeTxBsn" IS NOT NULL FROM k ORDER BY id')
+
+
 def op_keys(conn):
     # a key longer than the 128 bytes packed on the stack allocates
     return q(conn, "SELECT hex(sqlite_ct_pack_key(1, 'text', x'00ff', 2.5, zeroblob(200))), "
@@ -211,6 +231,8 @@ OPERATIONS = {
     "one key's local change": (tracked, op_local_change),
     "one key's local change, key values bound by copy": (tracked, op_local_change_text_key),
     "disable_tracking": (tracked, op_disable),
+    "the fix of inserts without stamp DEFAULTs, keys bound by copy": (
+        tracked_without_defaults, op_fix_text_key),
     "key packing": (tracked, op_keys),
 }
 
