@@ -212,14 +212,38 @@ int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr){
   return rc;
 }
 
+/*
+** Refuse to read changes on a connection that reads other connections'
+** uncommitted rows (PRAGMA read_uncommitted, which takes effect in
+** shared-cache mode): its snapshot holds another transaction's log row and
+** stamps before they commit, so an anchor read there skips what that
+** transaction writes after the read, and keeps what its ROLLBACK takes back
+** while the next transaction gets the same number. The pragma's value is
+** fixed when it is prepared, so it is prepared on each call, not kept.
+*/
+static int ctRefuseDirtyReads(sqlite3 *db, char **pzErr){
+  sqlite3_int64 bOn = 0;
+  int rc = ctQueryInt64(db, &bOn, 0, pzErr, "PRAGMA read_uncommitted");
+  if( rc==SQLITE_OK && bOn ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: cannot read changes on a connection with"
+        " PRAGMA read_uncommitted on: in shared-cache mode it reads other"
+        " connections' uncommitted writes; run PRAGMA read_uncommitted=OFF on it");
+    rc = *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+  }
+  return rc;
+}
+
 /* The newest committed CSN as this connection sees it: the newest log row,
 ** unless that row is the open transaction's own, uncommitted one. */
 int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr){
   sqlite3_int64 iMax = 0, iLog = 0;
-  int rc = ctQueryInt64(db, &iLog, 0, pzErr,
+  int rc;
+  *piCsn = 0;
+  rc = ctRefuseDirtyReads(db, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  rc = ctQueryInt64(db, &iLog, 0, pzErr,
       "SELECT count(*) FROM main.sqlite_schema"
       " WHERE type='table' AND name='__sysTxCommitSequence'");
-  *piCsn = 0;
   if( rc!=SQLITE_OK || iLog==0 ) return rc;   /* never tracked: 0 */
   rc = ctQueryInt64(db, &iMax, 0, pzErr,
       "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
@@ -354,8 +378,13 @@ void ctFuncCurrentBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 */
 int ctUncommittedWrites(CtState *p, int *pfWrote, char **pzErr){
   sqlite3_int64 iMax = 0, nPortable = 0;
-  int rc = SQLITE_OK;
+  int rc;
   *pfWrote = 0;
+  /* Every reader asks this first (sqlite_ct_snapshot(), sqlite_ct_changes(),
+  ** the Python readers): the place to refuse a connection that reads
+  ** uncommitted rows. */
+  rc = ctRefuseDirtyReads(p->db, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
   if( sqlite3_get_autocommit(p->db) || sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ){
     return SQLITE_OK;
   }
