@@ -158,3 +158,180 @@ def test_a_dirty_reader_is_refused_instead_of_taking_an_uncommitted_anchor(tmp_p
     run(reader, "PRAGMA read_uncommitted=OFF")
     s.sync()
     assert s.converged() and list(s.replica.rows) == [(2,)]
+
+
+# ------------------------------------------------ processes killed with SIGKILL
+
+CHURN_SCRIPT = r"""
+import random, sys
+import apsw, sqlite_ct
+PATH, SEED = sys.argv[1], int(sys.argv[2])
+rng = random.Random(SEED)
+conn = apsw.Connection(PATH)
+sqlite_ct.load(conn)
+conn.setbusytimeout(10000)
+conn.execute("PRAGMA synchronous=FULL")
+conn.execute(f"PRAGMA recursive_triggers={rng.choice(['ON', 'OFF'])}")
+print("ready", flush=True)
+def k(): return rng.randrange(60)
+STATEMENTS = [
+    lambda: ("INSERT OR REPLACE INTO t(id, u, w, v) VALUES (?, ?, ?, ?)",
+             (k(), k(), k(), rng.random())),
+    lambda: ("UPDATE OR REPLACE t SET id = ?, u = ? WHERE id = ?", (k(), k(), k())),
+    lambda: ("DELETE FROM t WHERE id BETWEEN ? AND ?", (lambda a: (a, a + 3))(k())),
+    lambda: ("WITH RECURSIVE s(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM s WHERE x < ? + 40)"
+             " INSERT OR REPLACE INTO t(id, u, w, v) SELECT x, ? + x, x * 7 % 61,"
+             " randomblob(3000) FROM s", (lambda a: (a, a, k()))(k())),
+    lambda: ("UPDATE OR REPLACE t SET id = (id + ?) % 97, w = (w + 1) % 61 WHERE id % 5 = ?",
+             (k(), rng.randrange(5))),
+    lambda: ("INSERT INTO t(id, u, w, v) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
+             " SET id = excluded.id + 100, u = excluded.u", (k(), k(), k(), 'upsert')),
+]
+while True:
+    explicit = rng.random() < 0.6
+    try:
+        if explicit:
+            conn.execute("BEGIN IMMEDIATE")
+        for _ in range(rng.randrange(1, 6) if explicit else 1):
+            if explicit and rng.random() < 0.2:
+                conn.execute("SAVEPOINT s")
+                sql, args = rng.choice(STATEMENTS)()
+                try:
+                    conn.execute(sql, args)
+                except apsw.ConstraintError:
+                    pass
+                conn.execute(rng.choice(["ROLLBACK TO s", "RELEASE s"]))
+                continue
+            sql, args = rng.choice(STATEMENTS)()
+            try:
+                conn.execute(sql, args)
+            except apsw.ConstraintError:
+                pass
+        if explicit:
+            conn.execute(rng.choice(["COMMIT"] * 4 + ["ROLLBACK"]))
+    except apsw.BusyError:
+        if not conn.get_autocommit():
+            conn.execute("ROLLBACK")
+"""
+
+
+def _invariants(conn, table):
+    """The committed log and stamps agree: CSN == BSN, nothing stamped above
+    the last committed CSN, every stamp a logged transaction."""
+    from property._harness import Host, check_invariants
+    return check_invariants(Host(conn, "apsw"), table)
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_writers_killed_again_and_again_lose_nothing(tmp_path, journal_mode):
+    """A writer process doing random transactions (bulk OR REPLACE statements
+    through two UNIQUE indexes, key changes, UPSERTs that move keys,
+    savepoints, rollbacks) is killed with SIGKILL at random points, in its
+    statements and in its COMMITs, round after round. After each kill: the
+    file's tracking state matches its data, a CSN once seen committed keeps
+    its commit time (no number is handed out twice), and a replica that
+    enumerates from its last anchor equals the table."""
+    from integration._support import start_python
+    path = str(tmp_path / "crash.db")
+    conn = apsw.Connection(path)
+    sqlite_ct.load(conn)
+    run(conn, f"PRAGMA journal_mode={journal_mode}",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, u INTEGER UNIQUE, w INTEGER UNIQUE, v)")
+    sqlite_ct.create_schema(conn, "t")
+    conn.close()
+    rng = __import__("random").Random(6)
+    s, seen = None, []
+    for round_ in range(8):
+        writer = start_python(CHURN_SCRIPT, path, str(round_), stdout=subprocess.PIPE)
+        try:
+            assert writer.stdout.readline() == "ready\n"
+            time.sleep(rng.uniform(0.05, 0.4))
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.communicate(timeout=30)
+        conn = apsw.Connection(path)
+        sqlite_ct.load(conn)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert sqlite_ct.check(conn) == []
+            last = _invariants(conn, "t")
+            log = logged(conn)
+            assert log[:len(seen)] == seen, "a committed CSN changed its commit time"
+            seen = log
+            if s is None:
+                s = Synced(conn, "t", ["id"])
+            s.conn = conn
+            s.sync()
+            assert s.anchor == last
+            assert s.converged(), f"round {round_}"
+            fresh = Replica(["id"])
+            fresh.apply(sqlite_ct.enumerate_changes(conn, "t", 0))
+            assert fresh.rows == s.replica.rows
+        finally:
+            conn.close()
+    assert len(seen) > 8, "the writers committed (almost) nothing"
+
+
+UPGRADE_SCRIPT = r"""
+import os, signal, sys
+import apsw, sqlite_ct
+PATH, AT = sys.argv[1], int(sys.argv[2])
+conn = apsw.Connection(PATH)
+sqlite_ct.load(conn)
+steps = [0]
+def tick():
+    steps[0] += 1
+    if steps[0] == AT:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+conn.set_progress_handler(tick, 1)     # every VM step, nested statements included
+sqlite_ct.create_schema(conn, "orders")
+print('{"steps": %d}' % steps[0], flush=True)
+"""
+
+
+@pytest.mark.parametrize("layout", [1, 2, 3, 4])
+def test_a_layout_upgrade_killed_at_any_step_keeps_every_change(tmp_path, layout):
+    """The upgrade of a file of an older layout (create_schema()) is killed
+    with SIGKILL at one VM step after another, over the whole upgrade. The
+    file is then either of its old layout or of the new one, never between:
+    check() reports at most that the layout is outdated, and after the upgrade
+    the sent anchor's changes (an insert, a delete) are all there."""
+    from integration._support import run_python_unchecked
+    fixture = os.path.join(HERE, "fixtures", f"layout{layout}.db")
+    killed = upgraded = 0
+    at = 1
+    while True:
+        path = str(tmp_path / f"l{at}.db")
+        shutil.copy(fixture, path)
+        proc, _ = run_python_unchecked(UPGRADE_SCRIPT, path, str(at))
+        if proc.returncode == 0:
+            upgraded += 1
+        else:
+            assert proc.returncode == -signal.SIGKILL, proc.stderr
+            killed += 1
+        conn = apsw.Connection(path)
+        sqlite_ct.load(conn)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            problems = [p.code for p in sqlite_ct.check(conn)]
+            assert problems == ([] if proc.returncode == 0 else problems) and \
+                problems in ([], ["layout-outdated"]), (at, problems)
+            sqlite_ct.create_schema(conn, "orders")
+            assert sqlite_ct.check(conn) == []
+            sent = sqlite_ct.get_sent_anchor(conn, "orders")
+            cs = sqlite_ct.enumerate_changes(conn, "orders", sent)
+            assert (cs.inserts, cs.updates, cs.deletes) == (
+                [{"id": 3, "item": "plum", "qty": 7}], [], [{"id": 2}]), at
+            run(conn, "INSERT OR REPLACE INTO orders(id, item, qty) VALUES (1, 'fig', 1)")
+            after = sqlite_ct.enumerate_changes(conn, "orders", cs.new_anchor)
+            assert after.new_anchor == cs.new_anchor + 1
+            assert after.inserts == [{"id": 1, "item": "fig", "qty": 1}]
+            assert after.deletes == [{"id": 1}]
+            assert _invariants(conn, "orders") == after.new_anchor
+        finally:
+            conn.close()
+        if proc.returncode == 0:
+            break
+        at += 311
+    assert killed > 10 and upgraded == 1
