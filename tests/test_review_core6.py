@@ -335,3 +335,67 @@ def test_a_layout_upgrade_killed_at_any_step_keeps_every_change(tmp_path, layout
             break
         at += 311
     assert killed > 10 and upgraded == 1
+
+
+# ------------------------------------------------ copies and restores
+
+def _copy(conn, path, how):
+    """A copy of conn's database at path: the backup API, VACUUM INTO or a
+    file copy."""
+    if how == "backup":
+        dest = apsw.Connection(path)
+        with dest.backup("main", conn, "main") as b:
+            b.step()
+        dest.close()
+    elif how == "vacuum-into":
+        run(conn, f"VACUUM INTO '{path}'")
+    else:
+        shutil.copy(conn.filename, path)
+
+
+@pytest.mark.parametrize("how", ["backup", "vacuum-into", "file"])
+def test_a_copy_enumerates_like_its_original_and_a_restore_behind_an_anchor_is_refused(
+        tmp_path, how):
+    """A copy (backup API, VACUUM INTO, cp) carries every change and tombstone:
+    a replica synced from the original keeps syncing from the copy. Restored
+    over a newer database, the copy is refused to a replica whose anchor is
+    past it (AnchorError) while its log is behind. Past that, anchors are
+    plain CSNs: the restored file hands out again numbers the lost
+    transactions had, and a replica that remembers the commit time of its
+    anchor (commit_time()) sees that its anchor names another transaction
+    (README, "Known limits")."""
+    path = str(tmp_path / "live.db")
+    conn = apsw.Connection(path)
+    sqlite_ct.load(conn)
+    run(conn, "CREATE TABLE t(k TEXT PRIMARY KEY, u TEXT UNIQUE, v)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT INTO t(k, u, v) VALUES ('a', 'a', 1), ('b', 'b', 2), ('c', 'c', 3)")
+    s = Synced(conn, "t", ["k"])
+    s.sync()
+    run(conn, "DELETE FROM t WHERE k = 'a'", "INSERT OR REPLACE INTO t(k, u, v) VALUES ('d', 'b', 4)")
+    _copy(conn, str(tmp_path / "copy.db"), how)
+    copy = apsw.Connection(str(tmp_path / "copy.db"))
+    sqlite_ct.load(copy)
+    assert sqlite_ct.check(copy) == []
+    s.conn = copy
+    s.sync()
+    assert s.converged()
+    # The original moves on; a replica follows it; then the copy is restored.
+    s.conn = conn
+    run(conn, "UPDATE t SET v = 5 WHERE k = 'c'", "DELETE FROM t WHERE k = 'd'")
+    s.sync()
+    anchor_time = sqlite_ct.commit_time(conn, s.anchor)
+    conn.close()
+    copy.close()
+    shutil.copy(str(tmp_path / "copy.db"), path)
+    conn = apsw.Connection(path)
+    sqlite_ct.load(conn)
+    s.conn = conn
+    with pytest.raises(sqlite_ct.AnchorError, match="newer than the last committed CSN"):
+        s.sync()
+    for v in range(3):
+        time.sleep(0.002)
+        run(conn, f"UPDATE t SET v = {10 + v} WHERE k = 'c'")
+    assert sqlite_ct.last_committed_csn(conn) > s.anchor
+    assert sqlite_ct.commit_time(conn, s.anchor) != anchor_time
+    conn.close()
