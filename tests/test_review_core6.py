@@ -399,3 +399,43 @@ def test_a_copy_enumerates_like_its_original_and_a_restore_behind_an_anchor_is_r
     assert sqlite_ct.last_committed_csn(conn) > s.anchor
     assert sqlite_ct.commit_time(conn, s.anchor) != anchor_time
     conn.close()
+
+
+# ------------------------------------------------ the application's triggers
+
+def test_a_temp_trigger_that_abandons_sqlite_cts_triggers_is_reported(apsw_conn):
+    """A TEMP trigger on a tracked table fires before every trigger of the
+    main schema, so create_schema() cannot put sqlite-ct's first. One that
+    ends in RAISE(IGNORE) leaves an update unstamped and a delete without a
+    tombstone: the replica never hears of them. check() says so; a trigger
+    of the same text in the main schema, re-armed, loses nothing."""
+    conn = apsw_conn
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    s = Synced(conn, "t", ["id"])
+    s.sync()
+    body = "BEGIN SELECT RAISE(IGNORE); END"
+    run(conn, f"CREATE TEMP TRIGGER skip_upd AFTER UPDATE ON main.t WHEN NEW.v = 'x' {body}",
+        f"CREATE TEMP TRIGGER skip_del AFTER DELETE ON main.t WHEN OLD.id = 2 {body}")
+    sqlite_ct.create_schema(conn, "t")
+    assert [(p.code, p.message.split('"')[1]) for p in sqlite_ct.check(conn)] == [
+        ("temp-trigger", "skip_del"), ("temp-trigger", "skip_upd")]
+    run(conn, "UPDATE t SET v = 'x' WHERE id = 1", "DELETE FROM t WHERE id = 2")
+    s.sync()
+    assert not s.converged()         # what check() warns of
+    # The same triggers in the main schema, then create_schema(): tracked.
+    run(conn, "DROP TRIGGER skip_upd", "DROP TRIGGER skip_del",
+        f"CREATE TRIGGER skip_upd AFTER UPDATE ON t WHEN NEW.v = 'y' {body}",
+        f"CREATE TRIGGER skip_del AFTER DELETE ON t WHEN OLD.id = 3 {body}")
+    assert [p.code for p in sqlite_ct.check(conn)] == ["trigger-order"]
+    sqlite_ct.create_schema(conn, "t")
+    assert sqlite_ct.check(conn) == []
+    run(conn, "UPDATE t SET v = 'y' WHERE id = 1", "DELETE FROM t WHERE id = 3")
+    cs = s.sync()
+    assert cs.updates == [{"id": 1, "v": "y"}] and cs.deletes == [{"id": 3}]
+    # A TEMP table of the same name is not the tracked one.
+    run(conn, "DROP TRIGGER skip_upd", "DROP TRIGGER skip_del",
+        "CREATE TEMP TABLE t(id INTEGER PRIMARY KEY, v)",
+        f"CREATE TEMP TRIGGER own AFTER DELETE ON temp.t {body}")
+    assert sqlite_ct.check(conn) == []
