@@ -439,3 +439,59 @@ def test_a_temp_trigger_that_abandons_sqlite_cts_triggers_is_reported(apsw_conn)
         "CREATE TEMP TABLE t(id INTEGER PRIMARY KEY, v)",
         f"CREATE TEMP TRIGGER own AFTER DELETE ON temp.t {body}")
     assert sqlite_ct.check(conn) == []
+
+
+def test_create_schema_killed_at_any_step_tracks_the_table_whole_or_not_at_all(tmp_path):
+    """create_schema() of a table with rows (columns added, their DEFAULTs
+    edited in sqlite_schema, triggers, the guard and the capture installed)
+    on a WAL file whose other table is tracked already, killed with SIGKILL
+    at one VM step after another: the table is then tracked whole or not at
+    all; once tracked (again) a replica from anchor 0 gets every row, and the
+    other table's changes are untouched."""
+    from integration._support import run_python_unchecked
+    template = str(tmp_path / "template.db")
+    conn = apsw.Connection(template)
+    sqlite_ct.load(conn)
+    run(conn, "PRAGMA journal_mode=WAL",
+        "CREATE TABLE other(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "other")
+    run(conn, "INSERT INTO other(id, v) VALUES (1, 1)",
+        "CREATE TABLE orders(id INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE, qty INTEGER)",
+        "INSERT INTO orders VALUES (1, 'apple', 3), (2, 'pear', 1)")
+    conn.close()
+    script = UPGRADE_SCRIPT
+    killed, at = 0, 1
+    while True:
+        path = str(tmp_path / f"c{at}.db")
+        shutil.copy(template, path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(template + suffix):
+                shutil.copy(template + suffix, path + suffix)
+        proc, _ = run_python_unchecked(script, path, str(at))
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        killed += proc.returncode != 0
+        conn = apsw.Connection(path)
+        sqlite_ct.load(conn)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert sqlite_ct.check(conn) == []
+            tracked = sqlite_ct.is_tracked(conn, "orders")
+            columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(orders)")]
+            assert tracked == ("__sysChangeTxBsn" in columns), (at, columns)
+            assert tracked or proc.returncode != 0
+            run(conn, "INSERT INTO orders(id, item, qty) VALUES (3, 'plum', 7)")
+            sqlite_ct.create_schema(conn, "orders")
+            run(conn, "INSERT OR REPLACE INTO orders(id, item, qty) VALUES (4, 'pear', 2)")
+            fresh = Replica(["id"])
+            fresh.apply(sqlite_ct.enumerate_changes(conn, "orders", 0))
+            assert fresh.rows == table_rows(conn, "orders", ["id"]), at
+            assert len(fresh.rows) == 3
+            other = sqlite_ct.enumerate_changes(conn, "other", 0)
+            assert other.inserts == [{"id": 1, "v": 1}]
+            _invariants(conn, "orders")
+        finally:
+            conn.close()
+        if proc.returncode == 0:
+            break
+        at += 257
+    assert killed > 10
