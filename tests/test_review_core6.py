@@ -495,3 +495,19 @@ def test_create_schema_killed_at_any_step_tracks_the_table_whole_or_not_at_all(t
             break
         at += 257
     assert killed > 10
+
+
+def test_an_image_loaded_into_a_new_connection_numbers_its_next_transaction_anew():
+    """What README's "Known limits" tells users to do instead: each image in
+    a connection of its own."""
+    conn, s, image2 = _edited_image()
+    conn.close()
+    fresh = apsw.Connection(":memory:")
+    sqlite_ct.load(fresh)
+    fresh.deserialize("main", image2)
+    s.conn = fresh
+    run(fresh, "INSERT INTO t(id, u, v) VALUES (3, 'c', 3)",
+        "INSERT OR REPLACE INTO t(id, u, v) VALUES (4, 'b', 4)")
+    cs = s.sync()
+    assert s.converged() and cs.deletes == [{"id": 2}]
+    assert [r["id"] for r in cs.inserts] == [3, 4]
