@@ -128,6 +128,9 @@ def _shared_cache_pair(tmp_path):
         sqlite_ct.load(conn)
     run(writer, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     sqlite_ct.create_schema(writer, "t")
+    # The reader's statements are kept per connection: set the pragma after
+    # it has read changes once.
+    assert len(sqlite_ct.enumerate_changes(reader, "t", 0)) == 0
     run(reader, "PRAGMA read_uncommitted=ON")
     return writer, reader
 
