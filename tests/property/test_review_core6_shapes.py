@@ -170,3 +170,65 @@ def test_the_property_draws_what_it_claims():
         assert [len(sqlite_ct.enumerate_changes(conn, t, 0).deletes) for t in TABLES] == [0, 0]
         host.close()
     assert isinstance(Host, type)
+
+
+LOCAL_OPS = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7), st.integers(0, 7),
+                               st.sampled_from(["a", "b", "c", None])), min_size=1, max_size=30)
+
+
+@PROFILE
+@given(ops=LOCAL_OPS, nocase=st.booleans(), recursive=st.booleans())
+def test_the_local_change_of_each_key_agrees_with_the_window(ops, nocase, recursive):
+    """sqlite_ct_local_change(tbl, since, key), the contract for one key (a
+    sync client's conflict probe), says of every key what the window of
+    sqlite_ct_changes(tbl, since) says of it: a live row is 'I' or 'U' as the
+    window reports it, or NULL when the window does not; a key without a live
+    row is 'D' whenever the window has its delete (and also for a row both
+    inserted and deleted after SINCE, which the window leaves out)."""
+    with tempfile.TemporaryDirectory() as d:
+        host = open_apsw(fresh_db(d))
+        conn = host.conn
+        conn.execute(f"PRAGMA recursive_triggers={'ON' if recursive else 'OFF'}")
+        collate = " COLLATE NOCASE" if nocase else ""
+        conn.execute(f"CREATE TABLE t(k TEXT PRIMARY KEY{collate}, u TEXT UNIQUE, v)")
+        conn.execute("INSERT INTO t(k, u, v) VALUES ('k0', 'a', 0), ('k1', NULL, 1)")
+        sqlite_ct.create_schema(conn, "t")
+        keys = lambda i: ("k%d" % i) if not nocase or i % 2 else ("K%d" % i)  # noqa: E731
+        try:
+            for kind, i, j, u in ops:
+                sql, args = [
+                    ("INSERT OR REPLACE INTO t(k, u, v) VALUES (?, ?, ?)", (keys(i), u, j)),
+                    ("UPDATE OR REPLACE t SET k = ? WHERE k = ?", (keys(i), keys(j))),
+                    ("DELETE FROM t WHERE k = ?", (keys(i),)),
+                    ("UPDATE t SET v = ? WHERE k = ?", (j, keys(i))),
+                    ("INSERT INTO t(k, u, v) VALUES (?, ?, ?) ON CONFLICT DO UPDATE"
+                     " SET v = excluded.v", (keys(i), u, j)),
+                    ("UPDATE OR REPLACE t SET u = ? WHERE k = ?", (u, keys(i))),
+                ][kind]
+                try:
+                    conn.execute(sql, args)
+                except apsw.ConstraintError:
+                    pass
+            last = sqlite_ct.last_committed_csn(conn)
+            live = {r[0] for r in conn.execute("SELECT k FROM t")}
+            for since in range(0, last + 1):
+                window = {}
+                for op, pk in conn.execute("SELECT op, pk FROM sqlite_ct_changes('t', ?)", (since,)):
+                    key = sqlite_ct.unpack_key(conn, "t", pk)[0]
+                    if op != "D" or key not in window:
+                        window[key] = op
+                for i in range(8):
+                    for key in {("k%d" % i), ("K%d" % i)}:
+                        local = conn.execute("SELECT sqlite_ct_local_change('t', ?, ?)",
+                                             (since, key)).fetchall()[0][0]
+                        holder = [k for k in live if (k.lower() == key.lower() if nocase
+                                                      else k == key)]
+                        if holder:
+                            assert local == (window.get(holder[0]) if window.get(holder[0])
+                                             in ("I", "U") else None), (since, key, window)
+                        elif window.get(key) == "D":
+                            assert local == "D", (since, key, window)
+                        else:
+                            assert local in ("D", None), (since, key, window)
+        finally:
+            host.close()
