@@ -22,7 +22,12 @@ from hypothesis import strategies as st
 
 import sqlite_ct
 
-from ._harness import Host, Replica, check_invariants, fresh_db, open_apsw, table_rows
+import sqlite3
+
+import pytest
+
+from ._harness import (Host, Replica, check_invariants, fresh_db, open_apsw, open_stdlib,
+                       stdlib_unavailable_reason, table_rows)
 from ._settings import PROFILE
 
 SCHEMA = [
@@ -107,15 +112,24 @@ def blocks(draw):
 def _exec(conn, sql, args):
     try:
         conn.execute(sql, args).fetchall()
-    except apsw.ConstraintError:
+    except (apsw.ConstraintError, sqlite3.IntegrityError):
         pass
 
 
+# apsw's SQLite, and the stdlib module's own (an older one here).
+OPENERS = [pytest.param(open_apsw, id="apsw"),
+           pytest.param(open_stdlib, id="sqlite3", marks=pytest.mark.skipif(
+               stdlib_unavailable_reason() is not None,
+               reason=str(stdlib_unavailable_reason())))]
+
+
+@pytest.mark.parametrize("opener", OPENERS)
 @PROFILE
 @given(scenario=blocks(), app_triggers=st.booleans())
-def test_keys_moved_by_replace_upsert_and_foreign_key_actions_converge(scenario, app_triggers):
+def test_keys_moved_by_replace_upsert_and_foreign_key_actions_converge(opener, scenario,
+                                                                         app_triggers):
     with tempfile.TemporaryDirectory() as d:
-        host = open_apsw(fresh_db(d))
+        host = opener(fresh_db(d))
         conn = host.conn
         for sql in SCHEMA:
             conn.execute(sql)
