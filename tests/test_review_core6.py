@@ -551,3 +551,30 @@ def test_drop_column_killed_at_any_step_keeps_the_pending_changes(tmp_path):
             break
         at += 293
     assert killed > 5
+
+
+# ------------------------------------------------ the guard's limits
+
+def test_the_guards_limits_hold_with_the_extension_loaded_too(apsw_conn):
+    """README "Known limits": with triggers turned off, a DELETE without
+    WHERE (SQLite's truncate shortcut) and an UPDATE of only a column added
+    after create_schema() are not tracked. Having the extension loaded does
+    not change that: SQLite never evaluates the guard for them, so its
+    function cannot refuse. (Pinned so that the README says so; an SQLite
+    that stopped taking the shortcut would make this test fail, and the
+    limit could go.)"""
+    conn = apsw_conn
+    run(conn, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 1), (2, 2)", "ALTER TABLE t ADD COLUMN w")
+    s = Synced(conn, "t", ["id"])
+    s.sync()
+    conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+    try:
+        with pytest.raises(apsw.ConstraintError, match="triggers are turned off"):
+            run(conn, "UPDATE t SET v = 5")
+        run(conn, "UPDATE t SET w = 5")      # only the added column
+        run(conn, "DELETE FROM t")           # the truncate shortcut
+    finally:
+        conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
+    assert len(s.sync()) == 0 and not s.converged()
