@@ -14,8 +14,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
 
 import apsw
@@ -26,7 +24,6 @@ from replica import Replica, table_rows
 from sqlhelpers import q, run, val
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 
 class Synced:
