@@ -643,3 +643,36 @@ def test_a_row_skipped_by_or_ignore_leaves_no_tombstone(apsw_conn, recursive, st
     cs = s.sync()
     assert s.converged()                      # a replica never had row 0 ...
     assert cs.deletes == []                   # ... but a sync client uploads this
+
+
+@pytest.mark.xfail(strict=True, raises=apsw.CorruptError, reason=(
+    "an application trigger that a REPLACE victim's cascade fires updates the"
+    " row the statement is updating (SQLite leaves the outcome undefined); the"
+    " statement then writes the row image it read before, sqlite-ct's stamping"
+    " UPDATE looks for an index entry of __sysct_chg_p that the nested stamp"
+    " moved, and SQLite reports SQLITE_CORRUPT (the statement is rolled back,"
+    " the file stays sound); untracked, SQLite runs the statement"))
+def test_a_cascade_trigger_updating_the_row_being_updated(apsw_conn):
+    conn = apsw_conn
+    run(conn, "PRAGMA foreign_keys=ON",
+        "CREATE TABLE p(id INTEGER PRIMARY KEY, w TEXT UNIQUE, v TEXT)",
+        "CREATE TABLE c(pid INTEGER NOT NULL REFERENCES p(id) ON DELETE CASCADE,"
+        " n INTEGER NOT NULL, PRIMARY KEY(pid, n)) WITHOUT ROWID")
+    for t in ("p", "c"):
+        sqlite_ct.create_schema(conn, t)
+    run(conn, "CREATE TRIGGER app_cd AFTER DELETE ON c BEGIN"
+              " UPDATE p SET w = NULL WHERE id = OLD.pid + 1; END",
+        "INSERT INTO p(id, w, v) VALUES (1, NULL, 'y'), (2, NULL, 'x')",
+        "INSERT INTO c(pid, n) VALUES (1, 9)")
+    s = Synced(conn, "p", ["id"])
+    s.sync()
+    # Row 1 takes w = 'a', then row 2 does: OR REPLACE deletes row 1, the
+    # cascade deletes c(1, 9), and app_cd updates row 2 in the middle of its
+    # own update.
+    try:
+        run(conn, "UPDATE OR REPLACE p SET w = 'a', v = 'z' WHERE id BETWEEN 1 AND 2")
+    finally:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert q(conn, "SELECT id, w, v FROM p") == [(2, "a", "z")]
+    s.sync()
+    assert s.converged()

@@ -47,8 +47,12 @@ TABLES = {"p": ["id"], "c": ["pid", "n"]}
 APP_TRIGGERS = [
     "CREATE TRIGGER app_pi AFTER INSERT ON p WHEN NEW.v = 'y' BEGIN"
     " INSERT OR REPLACE INTO c(pid, n, v) VALUES (NEW.id, 9, 'from p'); END",
+    # (Not an UPDATE of p: under a cascade from p's own UPDATE OR REPLACE it
+    # could write the row being updated, which SQLite leaves undefined;
+    # tests/test_review_core6.py holds what happens then.)
     "CREATE TRIGGER app_cd AFTER DELETE ON c WHEN OLD.n = 9 BEGIN"
-    " UPDATE p SET w = NULL WHERE id = OLD.pid + 1; END",
+    " INSERT INTO c(pid, n, v) SELECT id, 7, 'cd' FROM p WHERE id = OLD.pid + 1"
+    " ON CONFLICT DO NOTHING; END",
     "CREATE TRIGGER app_pu BEFORE UPDATE OF u ON p WHEN NEW.v = 'z' BEGIN"
     " INSERT OR REPLACE INTO p(id, u, w, v) VALUES (NEW.id + 20, NEW.u, NULL, 'twin'); END",
 ]
@@ -252,11 +256,14 @@ def _live_incarnations(conn, table, keys):
     return set(conn.execute(f'SELECT {cols}, "__sysInsertTxBsn" FROM "{table}"').fetchall())
 
 
-# README "Known limits" holds the case of a foreign key from a table to
-# itself with ON DELETE SET NULL under UPDATE OR REPLACE that moves a key:
-# this property leaves that foreign key out.
+# README "Known limits" holds two cases, left out here: a foreign key from a
+# table to itself with ON DELETE SET NULL under UPDATE OR REPLACE that moves
+# a key, and a BEFORE UPDATE trigger writing its own table under UPDATE OR
+# IGNORE (strict xfails in tests/test_review_capture.py and
+# tests/test_review_core6.py).
 SCHEMA_NO_SELF_FK = [SCHEMA[0], SCHEMA[1].replace(
     " par INTEGER REFERENCES p(id) ON DELETE SET NULL,", " par INTEGER,"), SCHEMA[2]]
+AFTER_APP_TRIGGERS = [sql for sql in APP_TRIGGERS if " BEFORE " not in sql]
 
 
 @PROFILE
@@ -269,7 +276,7 @@ def test_no_tombstone_names_an_incarnation_that_did_not_exist(scenario, app_trig
     deleted converges a replica (deletes first) all the same, so the
     convergence properties cannot see it; a sync client would upload a
     delete that removes a row another client put under that key."""
-    assert SCHEMA_NO_SELF_FK[1] != SCHEMA[1]
+    assert SCHEMA_NO_SELF_FK[1] != SCHEMA[1] and len(AFTER_APP_TRIGGERS) == 2
     with tempfile.TemporaryDirectory() as d:
         host = open_apsw(fresh_db(d))
         conn = host.conn
@@ -277,7 +284,7 @@ def test_no_tombstone_names_an_incarnation_that_did_not_exist(scenario, app_trig
             conn.execute(sql)
         for t in TABLES:
             sqlite_ct.create_schema(conn, t)
-        for sql in APP_TRIGGERS if app_triggers else ():
+        for sql in AFTER_APP_TRIGGERS if app_triggers else ():
             conn.execute(sql)
 
         def transaction(statements):
