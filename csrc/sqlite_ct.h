@@ -107,7 +107,8 @@ SQLITE_EXTENSION_INIT3
 #define CT_STMT_LOG    0       /* INSERT INTO __sysTxCommitSequence */
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
 #define CT_STMT_SCHEMA 2       /* PRAGMA main.schema_version */
-#define CT_NSTMT       3
+#define CT_STMT_DIRTY  3       /* SELECT 1: notices PRAGMA read_uncommitted=... */
+#define CT_NSTMT       4
 
 /* A small list of table names, each with a count of marks (state.c): the
 ** victim marks and the stamping marks. A name stays listed once it has been
@@ -157,6 +158,10 @@ struct CtState {
   CtNames uniquesOk;
   sqlite3_int64 iUniqueSchema;
   int nUniqueReprepare;         /* re-preparations of the schema_version statement */
+  /* PRAGMA read_uncommitted as last read (state.c, ctRefuseDirtyReads), valid
+  ** while the CT_STMT_DIRTY statement has been re-prepared nDirtyReprepare
+  ** times; bDirtyKnown 0: read it again. */
+  int bDirtyKnown, bDirty, nDirtyReprepare;
   /* Statements prepared once per connection (stmtcache.c), finalized by the
   ** xDisconnect of sqlite_ct_stmt_cache when the connection closes. */
   sqlite3_stmt *apStmt[CT_NSTMT];

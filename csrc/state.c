@@ -212,14 +212,64 @@ int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr){
   return rc;
 }
 
+/*
+** Refuse to read changes on a connection that reads other connections'
+** uncommitted rows (PRAGMA read_uncommitted, which takes effect in
+** shared-cache mode): its snapshot holds another transaction's log row and
+** stamps before they commit, so an anchor read there skips what that
+** transaction writes after the read, and keeps what its ROLLBACK takes back
+** while the next transaction gets the same number.
+**
+** Every reader asks, up to three times a call, so the pragma (a prepare each
+** time: SQLite runs a PRAGMA statement once, then re-prepares it) is read
+** only when it may have changed. Setting a flag pragma expires every statement
+** of the connection (OP_Expire); the kept CT_STMT_DIRTY statement ("SELECT
+** 1") is then re-prepared on its next step, which its re-preparation count
+** shows. A schema change does the same: the pragma is read again, needlessly.
+** tests/test_review_core6.py sets the pragma after a read and expects the
+** refusal, so an SQLite that stopped expiring statements here fails it.
+*/
+static int ctRefuseDirtyReads(CtState *p, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  int bOwned = 0, nReprepare = -1;
+  int rc = ctCachedStmt(p, CT_STMT_DIRTY, "SELECT 1", &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
+    sqlite3_step(pStmt);
+    if( !bOwned ) nReprepare = sqlite3_stmt_status(pStmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+    rc = ctStmtRelease(pStmt, bOwned);
+  }
+  if( rc!=SQLITE_OK ){
+    if( *pzErr==0 ) *pzErr = sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(p->db));
+    return rc;
+  }
+  if( nReprepare<0 || !p->bDirtyKnown || nReprepare!=p->nDirtyReprepare ){
+    sqlite3_int64 bOn = 0;
+    rc = ctQueryInt64(p->db, &bOn, 0, pzErr, "PRAGMA read_uncommitted");
+    if( rc!=SQLITE_OK ) return rc;
+    p->bDirty = bOn!=0;
+    p->bDirtyKnown = nReprepare>=0;
+    p->nDirtyReprepare = nReprepare;
+  }
+  if( p->bDirty ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: cannot read changes on a connection with"
+        " PRAGMA read_uncommitted on: in shared-cache mode it reads other"
+        " connections' uncommitted writes; run PRAGMA read_uncommitted=OFF on it");
+    return *pzErr ? SQLITE_ERROR : SQLITE_NOMEM;
+  }
+  return SQLITE_OK;
+}
+
 /* The newest committed CSN as this connection sees it: the newest log row,
 ** unless that row is the open transaction's own, uncommitted one. */
 int ctLastCommittedCsn(sqlite3 *db, CtState *p, sqlite3_int64 *piCsn, char **pzErr){
   sqlite3_int64 iMax = 0, iLog = 0;
-  int rc = ctQueryInt64(db, &iLog, 0, pzErr,
+  int rc;
+  *piCsn = 0;
+  rc = ctRefuseDirtyReads(p, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  rc = ctQueryInt64(db, &iLog, 0, pzErr,
       "SELECT count(*) FROM main.sqlite_schema"
       " WHERE type='table' AND name='__sysTxCommitSequence'");
-  *piCsn = 0;
   if( rc!=SQLITE_OK || iLog==0 ) return rc;   /* never tracked: 0 */
   rc = ctQueryInt64(db, &iMax, 0, pzErr,
       "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
@@ -354,8 +404,13 @@ void ctFuncCurrentBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 */
 int ctUncommittedWrites(CtState *p, int *pfWrote, char **pzErr){
   sqlite3_int64 iMax = 0, nPortable = 0;
-  int rc = SQLITE_OK;
+  int rc;
   *pfWrote = 0;
+  /* Every reader asks this first (sqlite_ct_snapshot(), sqlite_ct_changes(),
+  ** the Python readers): the place to refuse a connection that reads
+  ** uncommitted rows. */
+  rc = ctRefuseDirtyReads(p, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
   if( sqlite3_get_autocommit(p->db) || sqlite3_txn_state(p->db, "main")!=SQLITE_TXN_WRITE ){
     return SQLITE_OK;
   }

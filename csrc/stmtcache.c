@@ -60,6 +60,7 @@ static void ctStmtCacheClear(CtState *p){
     }
     p->apStmt[i] = 0;
   }
+  p->bDirtyKnown = 0;          /* its statement is gone (state.c) */
   for(i=0; i<CT_NFIX; i++) ctFixClear(p, i);
 }
 

@@ -104,6 +104,19 @@ def _table_problems(conn: Any, name: str, options: int, enable_bsn: int,
                              f"fires first; a RAISE(IGNORE) or RAISE(FAIL) in it would leave a "
                              f'change unstamped; create_schema(conn, "{name}") puts sqlite-ct\'s '
                              f"triggers first"))
+    # A TEMP trigger on a main table fires before every trigger of the main
+    # schema, whatever their order, so re-installing sqlite-ct's cannot help.
+    # (A TEMP table of the same name has its triggers under that name too.)
+    for (temp_trigger,) in _conn.rows(
+            conn, "SELECT name FROM sqlite_temp_schema WHERE type='trigger' AND tbl_name=?1 "
+                  "AND NOT EXISTS(SELECT 1 FROM sqlite_temp_schema WHERE type='table' "
+                  "AND name=?1) ORDER BY name", (name,)):
+        found.append(Problem(name, "temp-trigger",
+                             f'sqlite-ct: TEMP trigger "{temp_trigger}" on "{name}" fires before '
+                             f"sqlite-ct's triggers, which create_schema() cannot change; a "
+                             f"RAISE(IGNORE) or RAISE(FAIL) in it would leave a change unstamped "
+                             f"or a delete without a tombstone; create it in the main schema "
+                             f'(then call create_schema(conn, "{name}")) or drop it'))
     if guarded and not options & _PORTABLE:
         found += _guard_problems(conn, name, columns)
     if captured and not options & _PORTABLE and options & 4 and not _conn.value(
