@@ -290,6 +290,32 @@ print('{"steps": %d}' % steps[0], flush=True)
 """
 
 
+def kill_rounds(tmp_path, template, script, step):
+    """Copies of the template database (with its WAL files), each with
+    `script` run on it in a child process that SIGKILLs itself at VM step 1,
+    1 + step, 1 + 2 step, ... until a run finishes: yields (step, the
+    finished process, a connection to the copy, closed after the round)."""
+    from integration._support import run_python_unchecked
+    at = 1
+    while True:
+        path = str(tmp_path / f"k{at}.db")
+        shutil.copy(template, path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(template + suffix):
+                shutil.copy(template + suffix, path + suffix)
+        proc, _ = run_python_unchecked(script, path, str(at))
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        conn = apsw.Connection(path)
+        sqlite_ct.load(conn)
+        try:
+            yield at, proc, conn
+        finally:
+            conn.close()
+        if proc.returncode == 0:
+            return
+        at += step
+
+
 @pytest.mark.parametrize("layout", [1, 2, 3, 4])
 def test_a_layout_upgrade_killed_at_any_step_keeps_every_change(tmp_path, layout):
     """The upgrade of a file of an older layout (create_schema()) is killed
@@ -297,43 +323,27 @@ def test_a_layout_upgrade_killed_at_any_step_keeps_every_change(tmp_path, layout
     file is then either of its old layout or of the new one, never between:
     check() reports at most that the layout is outdated, and after the upgrade
     the sent anchor's changes (an insert, a delete) are all there."""
-    from integration._support import run_python_unchecked
     fixture = os.path.join(HERE, "fixtures", f"layout{layout}.db")
     killed = upgraded = 0
-    at = 1
-    while True:
-        path = str(tmp_path / f"l{at}.db")
-        shutil.copy(fixture, path)
-        proc, _ = run_python_unchecked(UPGRADE_SCRIPT, path, str(at))
-        if proc.returncode == 0:
-            upgraded += 1
-        else:
-            assert proc.returncode == -signal.SIGKILL, proc.stderr
-            killed += 1
-        conn = apsw.Connection(path)
-        sqlite_ct.load(conn)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            problems = [p.code for p in sqlite_ct.check(conn)]
-            assert problems == ([] if proc.returncode == 0 else problems) and \
-                problems in ([], ["layout-outdated"]), (at, problems)
-            sqlite_ct.create_schema(conn, "orders")
-            assert sqlite_ct.check(conn) == []
-            sent = sqlite_ct.get_sent_anchor(conn, "orders")
-            cs = sqlite_ct.enumerate_changes(conn, "orders", sent)
-            assert (cs.inserts, cs.updates, cs.deletes) == (
-                [{"id": 3, "item": "plum", "qty": 7}], [], [{"id": 2}]), at
-            run(conn, "INSERT OR REPLACE INTO orders(id, item, qty) VALUES (1, 'fig', 1)")
-            after = sqlite_ct.enumerate_changes(conn, "orders", cs.new_anchor)
-            assert after.new_anchor == cs.new_anchor + 1
-            assert after.inserts == [{"id": 1, "item": "fig", "qty": 1}]
-            assert after.deletes == [{"id": 1}]
-            assert _invariants(conn, "orders") == after.new_anchor
-        finally:
-            conn.close()
-        if proc.returncode == 0:
-            break
-        at += 311
+    for at, proc, conn in kill_rounds(tmp_path, fixture, UPGRADE_SCRIPT, 311):
+        upgraded += proc.returncode == 0
+        killed += proc.returncode != 0
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        problems = [p.code for p in sqlite_ct.check(conn)]
+        assert problems == ([] if proc.returncode == 0 else problems) and \
+            problems in ([], ["layout-outdated"]), (at, problems)
+        sqlite_ct.create_schema(conn, "orders")
+        assert sqlite_ct.check(conn) == []
+        sent = sqlite_ct.get_sent_anchor(conn, "orders")
+        cs = sqlite_ct.enumerate_changes(conn, "orders", sent)
+        assert (cs.inserts, cs.updates, cs.deletes) == (
+            [{"id": 3, "item": "plum", "qty": 7}], [], [{"id": 2}]), at
+        run(conn, "INSERT OR REPLACE INTO orders(id, item, qty) VALUES (1, 'fig', 1)")
+        after = sqlite_ct.enumerate_changes(conn, "orders", cs.new_anchor)
+        assert after.new_anchor == cs.new_anchor + 1
+        assert after.inserts == [{"id": 1, "item": "fig", "qty": 1}]
+        assert after.deletes == [{"id": 1}]
+        assert _invariants(conn, "orders") == after.new_anchor
     assert killed > 10 and upgraded == 1
 
 
@@ -448,7 +458,6 @@ def test_create_schema_killed_at_any_step_tracks_the_table_whole_or_not_at_all(t
     at one VM step after another: the table is then tracked whole or not at
     all; once tracked (again) a replica from anchor 0 gets every row, and the
     other table's changes are untouched."""
-    from integration._support import run_python_unchecked
     template = str(tmp_path / "template.db")
     conn = apsw.Connection(template)
     sqlite_ct.load(conn)
@@ -459,41 +468,25 @@ def test_create_schema_killed_at_any_step_tracks_the_table_whole_or_not_at_all(t
         "CREATE TABLE orders(id INTEGER PRIMARY KEY, item TEXT NOT NULL UNIQUE, qty INTEGER)",
         "INSERT INTO orders VALUES (1, 'apple', 3), (2, 'pear', 1)")
     conn.close()
-    script = UPGRADE_SCRIPT
-    killed, at = 0, 1
-    while True:
-        path = str(tmp_path / f"c{at}.db")
-        shutil.copy(template, path)
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(template + suffix):
-                shutil.copy(template + suffix, path + suffix)
-        proc, _ = run_python_unchecked(script, path, str(at))
-        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+    killed = 0
+    for at, proc, conn in kill_rounds(tmp_path, template, UPGRADE_SCRIPT, 257):
         killed += proc.returncode != 0
-        conn = apsw.Connection(path)
-        sqlite_ct.load(conn)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            assert sqlite_ct.check(conn) == []
-            tracked = sqlite_ct.is_tracked(conn, "orders")
-            columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(orders)")]
-            assert tracked == ("__sysChangeTxBsn" in columns), (at, columns)
-            assert tracked or proc.returncode != 0
-            run(conn, "INSERT INTO orders(id, item, qty) VALUES (3, 'plum', 7)")
-            sqlite_ct.create_schema(conn, "orders")
-            run(conn, "INSERT OR REPLACE INTO orders(id, item, qty) VALUES (4, 'pear', 2)")
-            fresh = Replica(["id"])
-            fresh.apply(sqlite_ct.enumerate_changes(conn, "orders", 0))
-            assert fresh.rows == table_rows(conn, "orders", ["id"]), at
-            assert len(fresh.rows) == 3
-            other = sqlite_ct.enumerate_changes(conn, "other", 0)
-            assert other.inserts == [{"id": 1, "v": 1}]
-            _invariants(conn, "orders")
-        finally:
-            conn.close()
-        if proc.returncode == 0:
-            break
-        at += 257
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert sqlite_ct.check(conn) == []
+        tracked = sqlite_ct.is_tracked(conn, "orders")
+        columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(orders)")]
+        assert tracked == ("__sysChangeTxBsn" in columns), (at, columns)
+        assert tracked or proc.returncode != 0
+        run(conn, "INSERT INTO orders(id, item, qty) VALUES (3, 'plum', 7)")
+        sqlite_ct.create_schema(conn, "orders")
+        run(conn, "INSERT OR REPLACE INTO orders(id, item, qty) VALUES (4, 'pear', 2)")
+        fresh = Replica(["id"])
+        fresh.apply(sqlite_ct.enumerate_changes(conn, "orders", 0))
+        assert fresh.rows == table_rows(conn, "orders", ["id"]), at
+        assert len(fresh.rows) == 3
+        other = sqlite_ct.enumerate_changes(conn, "other", 0)
+        assert other.inserts == [{"id": 1, "v": 1}]
+        _invariants(conn, "orders")
     assert killed > 10
 
 
@@ -522,31 +515,22 @@ def test_drop_column_killed_at_any_step_keeps_the_pending_changes(tmp_path):
     transaction) killed with SIGKILL at one VM step after another: the
     column is gone or not, check() is clean, and the changes pending since
     the sent anchor are all still enumerated."""
-    from integration._support import run_python_unchecked
     template = str(tmp_path / "template.db")
     shutil.copy(os.path.join(HERE, "fixtures", "layout5.db"), template)
-    killed, at = 0, 1
-    while True:
-        path = str(tmp_path / f"d{at}.db")
-        shutil.copy(template, path)
-        proc, _ = run_python_unchecked(DROP_COLUMN_SCRIPT, path, str(at))
-        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+    conn = apsw.Connection(template)      # this build's layout: drop_column() alone is killed
+    sqlite_ct.load(conn)
+    conn.execute("SELECT sqlite_ct_create_system_tables()")
+    conn.close()
+    killed = 0
+    for at, proc, conn in kill_rounds(tmp_path, template, DROP_COLUMN_SCRIPT, 293):
         killed += proc.returncode != 0
-        conn = apsw.Connection(path)
-        sqlite_ct.load(conn)
-        try:
-            assert sqlite_ct.check(conn) == []
-            has_qty = "qty" in [r[1] for r in conn.execute("PRAGMA table_info(orders)")]
-            assert has_qty == (proc.returncode != 0) or not has_qty
-            sent = sqlite_ct.get_sent_anchor(conn, "orders")
-            cs = sqlite_ct.enumerate_changes(conn, "orders", sent)
-            row = {"id": 3, "item": "plum", "qty": 7} if has_qty else {"id": 3, "item": "plum"}
-            assert (cs.inserts, cs.updates, cs.deletes) == ([row], [], [{"id": 2}]), at
-        finally:
-            conn.close()
-        if proc.returncode == 0:
-            break
-        at += 293
+        assert sqlite_ct.check(conn) == []
+        has_qty = "qty" in [r[1] for r in conn.execute("PRAGMA table_info(orders)")]
+        assert has_qty == (proc.returncode != 0) or not has_qty
+        sent = sqlite_ct.get_sent_anchor(conn, "orders")
+        cs = sqlite_ct.enumerate_changes(conn, "orders", sent)
+        row = {"id": 3, "item": "plum", "qty": 7} if has_qty else {"id": 3, "item": "plum"}
+        assert (cs.inserts, cs.updates, cs.deletes) == ([row], [], [{"id": 2}]), at
     assert killed > 5
 
 

@@ -127,6 +127,17 @@ OPENERS = [pytest.param(open_apsw, id="apsw"),
                reason=str(stdlib_unavailable_reason())))]
 
 
+def tracked(conn, schema, triggers):
+    """The schema's tables, each tracked, then the application's triggers
+    (created after sqlite-ct's: they fire first)."""
+    for sql in schema:
+        conn.execute(sql)
+    for t in TABLES:
+        sqlite_ct.create_schema(conn, t)
+    for sql in triggers:
+        conn.execute(sql)
+
+
 @pytest.mark.parametrize("opener", OPENERS)
 @PROFILE
 @given(scenario=blocks(), app_triggers=st.booleans())
@@ -135,12 +146,7 @@ def test_keys_moved_by_replace_upsert_and_foreign_key_actions_converge(opener, s
     with tempfile.TemporaryDirectory() as d:
         host = opener(fresh_db(d))
         conn = host.conn
-        for sql in SCHEMA:
-            conn.execute(sql)
-        for t in TABLES:
-            sqlite_ct.create_schema(conn, t)
-        for sql in APP_TRIGGERS if app_triggers else ():
-            conn.execute(sql)
+        tracked(conn, SCHEMA, APP_TRIGGERS if app_triggers else ())
         replicas = {t: Replica(k) for t, k in TABLES.items()}
         anchors = {t: 0 for t in TABLES}
         try:
@@ -280,12 +286,7 @@ def test_no_tombstone_names_an_incarnation_that_did_not_exist(scenario, app_trig
     with tempfile.TemporaryDirectory() as d:
         host = open_apsw(fresh_db(d))
         conn = host.conn
-        for sql in SCHEMA_NO_SELF_FK:
-            conn.execute(sql)
-        for t in TABLES:
-            sqlite_ct.create_schema(conn, t)
-        for sql in AFTER_APP_TRIGGERS if app_triggers else ():
-            conn.execute(sql)
+        tracked(conn, SCHEMA_NO_SELF_FK, AFTER_APP_TRIGGERS if app_triggers else ())
 
         def transaction(statements):
             before = {t: _live_incarnations(conn, t, k) for t, k in TABLES.items()}
