@@ -1708,12 +1708,56 @@ static void ctProbeFree(void *pArg){
   sqlite3_free(pr);
 }
 
+/*
+** A tombstone's packed key is compared byte for byte; the table compares its
+** key with the PRIMARY KEY's collations. When one is not BINARY (a NOCASE key:
+** 'abc' and 'ABC' are one row), *pzOut is " OR (<each unpacked key value IS
+** the asked one under its collation>)", else NULL: the probe's tombstones
+** match as the table's rows do. ?3 on are the key's values.
+*/
+static int ctProbeTombMatch(sqlite3 *db, const CtChgTable *t, char **pzOut, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  sqlite3_str *s = 0;
+  int rc, i = 0, bOther = 0;
+  *pzOut = 0;
+  rc = sqlite3_prepare_v2(db, "SELECT x.coll FROM pragma_index_list(?1, 'main') AS l,"
+                              " pragma_index_xinfo(l.name, 'main') AS x"
+                              " WHERE l.origin = 'pk' AND x.key ORDER BY x.seqno", -1, &pStmt, 0);
+  if( rc==SQLITE_OK ) rc = sqlite3_bind_text(pStmt, 1, t->zName, -1, SQLITE_STATIC);
+  if( rc==SQLITE_OK ) s = sqlite3_str_new(db);
+  while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW && i<t->nPk ){
+    const char *zColl = (const char*)sqlite3_column_text(pStmt, 0);
+    if( zColl==0 ) zColl = "BINARY";
+    if( sqlite3_stricmp(zColl, "BINARY")!=0 ) bOther = 1;
+    sqlite3_str_appendf(s, " AND sqlite_ct_unpack_key(__sysRK, %d) IS ?%d COLLATE \"%w\"",
+                        i, i+3, zColl);
+    i++;
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  if( rc==SQLITE_OK && bOther && i==t->nPk ){
+    char *zConds = sqlite3_str_finish(s);
+    s = 0;
+    *pzOut = zConds ? sqlite3_mprintf(" OR (sqlite_ct_key_count(__sysRK) = %d%s)", t->nPk,
+                                      zConds) : 0;
+    sqlite3_free(zConds);
+    if( *pzOut==0 ) rc = SQLITE_NOMEM;
+  }
+  sqlite3_free(sqlite3_str_finish(s));
+  if( rc!=SQLITE_OK && rc!=SQLITE_NOMEM && *pzErr==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(db));
+  }
+  return rc;
+}
+
 static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl, int nKey){
   CtProbe *pr = sqlite3_malloc(sizeof(*pr));
   char *zErr = 0;
   int rc = SQLITE_OK, i;
   sqlite3_str *pMatch, *pMarks;
-  char *zMatch, *zMarks;
+  char *zMatch, *zMarks, *zTombMatch = 0;
   if( pr==0 ){ sqlite3_result_error_nomem(ctx); return 0; }
   memset(pr, 0, sizeof(*pr));
   rc = ctChgLoadTable(0, db, zTbl, &pr->t, -1, &zErr);
@@ -1744,15 +1788,18 @@ static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl,
   zMatch = sqlite3_str_finish(pMatch);
   zMarks = sqlite3_str_finish(pMarks);
   if( zMatch==0 || zMarks==0 ) rc = SQLITE_NOMEM;
+  if( rc==SQLITE_OK ) rc = ctProbeTombMatch(db, &pr->t, &zTombMatch, &zErr);
   /* ?1 the enabling BSN, ?2 the table's name; keys from ?3. */
   pr->pLive = ctChgPrepare(0, db, &rc, &zErr,
       "SELECT coalesce(\"__sysChangeTxBsn\", ?1), coalesce(\"__sysInsertTxBsn\", ?1), ?2"
       " FROM main.\"%w\" WHERE %s", pr->t.zName, zMatch ? zMatch : "0");
   pr->pTomb = ctChgPrepare(0, db, &rc, &zErr,
       "SELECT 1 FROM main.__sysOCSDeletedRows WHERE __sysTName = ?2"
-      " AND __sysDeleteTxBsn > ?1 AND __sysRK = sqlite_ct_pack_key(%s)", zMarks ? zMarks : "0");
+      " AND __sysDeleteTxBsn > ?1 AND (__sysRK = sqlite_ct_pack_key(%s)%s)",
+      zMarks ? zMarks : "0", zTombMatch ? zTombMatch : "");
   sqlite3_free(zMatch);
   sqlite3_free(zMarks);
+  sqlite3_free(zTombMatch);
   if( rc!=SQLITE_OK ){
     if( rc==SQLITE_NOMEM ) sqlite3_result_error_nomem(ctx);
     else sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: sqlite_ct_local_change() failed",

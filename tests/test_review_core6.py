@@ -563,11 +563,6 @@ def test_the_guards_limits_hold_with_the_extension_loaded_too(apsw_conn):
 
 # ------------------------------------------------ the contract for one key
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sqlite_ct_local_change() (csrc/changes.c) finds a tombstone by its packed"
-    " key, byte for byte, while docs/sql-reference.md says keys are matched as"
-    " the table compares them: under a NOCASE key the pending delete of 'abc'"
-    " is not seen when asked for 'ABC', the same key to the table"))
 def test_the_local_change_of_a_nocase_key_sees_a_delete_spelled_otherwise(apsw_conn):
     """A sync client asks sqlite_ct_local_change() of every downloaded row.
     With a NOCASE key, the server's row 'ABC' is the row the client deleted
@@ -586,6 +581,40 @@ def test_the_local_change_of_a_nocase_key_sees_a_delete_spelled_otherwise(apsw_c
     run(conn, "INSERT INTO t(k, v) VALUES ('xyz', 1)")
     assert val(conn, probe, (since, "XYZ")) == val(conn, probe, (since, "xyz")) == "I"
     assert val(conn, probe, (since, "ABC")) == "D"
+    assert val(conn, probe, (since, "ABD")) is None
+    # forget_pending_deletes() matches the same way: the server's 'ABC'
+    # replaces the pending delete of 'abc'.
+    assert sqlite_ct.forget_pending_deletes(conn, "t", ["ABC"], after=since) == 1
+    assert val(conn, probe, (since, "abc")) is None
+
+
+@pytest.mark.parametrize("shape", ["rowid", "without-rowid", "composite"])
+def test_local_changes_of_keys_under_their_collations(apsw_conn, shape):
+    """Each key column compares with its own collation (the PRIMARY KEY's):
+    NOCASE matches another spelling, BINARY and RTRIM their own rules."""
+    conn = apsw_conn
+    ddl = {"rowid": "CREATE TABLE t(k TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER, v)",
+           "without-rowid": "CREATE TABLE t(k TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER, v)"
+                            " WITHOUT ROWID",
+           "composite": "CREATE TABLE t(k TEXT COLLATE NOCASE, n TEXT COLLATE RTRIM, v,"
+                        " PRIMARY KEY(k, n))"}[shape]
+    run(conn, ddl)
+    sqlite_ct.create_schema(conn, "t")
+    key = ("abc", "x") if shape == "composite" else ("abc",)
+    cols = "k, n" if shape == "composite" else "k"
+    conn.execute(f"INSERT INTO t({cols}, v) VALUES ({', '.join('?' for _ in key)}, 1)", key)
+    conn.execute(f"INSERT INTO t({cols}, v) VALUES ({', '.join('?' for _ in key)}, 1)",
+                 ("zzz",) + key[1:])
+    since = sqlite_ct.last_committed_csn(conn)
+    conn.execute("DELETE FROM t WHERE k = 'abc'")
+    probe = f"SELECT sqlite_ct_local_change('t', ?{', ?' * len(key)})"
+    other = ("ABC", "x  ") if shape == "composite" else ("ABC",)
+    assert val(conn, probe, (since, *key)) == val(conn, probe, (since, *other)) == "D"
+    if shape == "composite":
+        assert val(conn, probe, (since, "abc", "X")) is None      # RTRIM is case-sensitive
+    assert val(conn, probe, (since, "zzz", *key[1:])) is None
+    assert sqlite_ct.forget_pending_deletes(conn, "t", list(other), after=since) == 1
+    assert val(conn, probe, (since, *key)) is None
 
 
 # ------------------------------------------------ the capture: a skipped row
