@@ -1752,6 +1752,42 @@ static int ctProbeTombMatch(sqlite3 *db, const CtChgTable *t, char **pzOut, char
   return rc;
 }
 
+/*
+** sqlite_ct_tombstone_key_match(TBL) -- ctProbeTombMatch()'s condition for
+** tracked table TBL as text ("" when every key column compares BINARY), for
+** a statement of the caller's whose ?3, ?4, ... are the key's values and
+** that already compares __sysRK with sqlite_ct_pack_key() of them:
+** forget_pending_deletes() (sqlite_ct/replica.py) matches tombstones as
+** sqlite_ct_local_change() does.
+*/
+void ctFuncTombstoneKeyMatch(sqlite3_context *ctx, int argc, sqlite3_value **argv){
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *zArg = (const char*)sqlite3_value_text(argv[0]);
+  CtChgTable t;
+  char *zErr = 0, *zOut = 0;
+  int rc;
+  (void)argc;
+  if( zArg==0 ){
+    sqlite3_result_error(ctx, "sqlite-ct: sqlite_ct_tombstone_key_match() needs a table name",
+                         -1);
+    return;
+  }
+  memset(&t, 0, sizeof(t));
+  rc = ctChgLoadTable(0, db, zArg, &t, -1, &zErr);
+  if( rc==SQLITE_OK ) rc = ctProbeTombMatch(db, &t, &zOut, &zErr);
+  if( rc==SQLITE_OK ){
+    if( zOut ) sqlite3_result_text(ctx, zOut, -1, sqlite3_free);
+    else sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+  }else if( rc==SQLITE_NOMEM ){
+    sqlite3_result_error_nomem(ctx);
+  }else{
+    sqlite3_result_error(ctx, zErr ? zErr : "sqlite-ct: sqlite_ct_tombstone_key_match() failed",
+                         -1);
+  }
+  sqlite3_free(zErr);
+  ctChgTableClear(&t);
+}
+
 static CtProbe *ctProbeOpen(sqlite3_context *ctx, sqlite3 *db, const char *zTbl, int nKey){
   CtProbe *pr = sqlite3_malloc(sizeof(*pr));
   char *zErr = 0;

@@ -105,6 +105,7 @@ static const struct CtFuncDef {
   { "sqlite_ct_snapshot",             0, CT_INNOCUOUS, 1, ctFuncSnapshot },
   { "sqlite_ct_schema_token",         0, CT_INNOCUOUS, 1, ctFuncSchemaToken },
   { "sqlite_ct_changes_sql",          2, CT_INNOCUOUS, 0, ctFuncChangesSql },
+  { "sqlite_ct_tombstone_key_match",  1, CT_INNOCUOUS, 0, ctFuncTombstoneKeyMatch },
   { "sqlite_ct_tracking_context",     0, CT_INNOCUOUS, 1, ctFuncContext },
   { "sqlite_ct_set_tracking_context", 1, CT_DIRECT,    1, ctFuncSetContext },
   { "sqlite_ct_apply_mode",           0, CT_INNOCUOUS, 1, ctFuncApplyMode },

@@ -257,6 +257,7 @@ int ctChangesRegister(sqlite3 *db, CtState *p);
 void ctLocalChangeFunc(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSnapshot(sqlite3_context*, int, sqlite3_value**);
 void ctFuncChangesSql(sqlite3_context*, int, sqlite3_value**);
+void ctFuncTombstoneKeyMatch(sqlite3_context*, int, sqlite3_value**);
 void ctFuncSchemaToken(sqlite3_context*, int, sqlite3_value**);
 
 /* keycodec.c */

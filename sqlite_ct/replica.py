@@ -87,31 +87,15 @@ def forget_pending_deletes(conn: Any, table: str, key: Sequence[Any], *, after: 
     with _conn.writing(conn, "sqlite_ct_forget"):
         name = _native(conn, table, "forget_pending_deletes")
         _, values = _key(conn, name, key, "forget_pending_deletes")
-        marks = ", ".join("?" for _ in values)
-        collated = _collated_match(conn, name, len(values))
+        marks = ", ".join(f"?{i + 3}" for i in range(len(values)))
+        # Under the key's collations, as sqlite_ct_local_change() matches
+        # (csrc/changes.c builds the condition for both).
+        collated = _conn.value(conn, "SELECT sqlite_ct_tombstone_key_match(?)", (name,))
         with _conn.owning_tombstones(conn):
-            _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName = ? "
-                                f"AND __sysDeleteTxBsn > ? AND (__sysRK = sqlite_ct_pack_key"
-                                f"({marks}){collated})",
-                          (name, after, *values, *(values if collated else ())))
+            _conn.execute(conn, f"DELETE FROM main.__sysOCSDeletedRows WHERE __sysTName = ?2 "
+                                f"AND __sysDeleteTxBsn > ?1 AND (__sysRK = sqlite_ct_pack_key"
+                                f"({marks}){collated})", (after, name, *values))
             return int(_conn.value(conn, "SELECT changes()"))
-
-
-def _collated_match(conn: Any, name: str, n: int) -> str:
-    """A tombstone's packed key compares byte for byte, the table's key with
-    its PRIMARY KEY's collations: when one is not BINARY (a NOCASE key, whose
-    'abc' and 'ABC' are one row), " OR (<each unpacked key value IS the given
-    one under its collation>)" with n more parameters, else "" (as
-    sqlite_ct_local_change() matches tombstones, csrc/changes.c)."""
-    colls = [r[0] or "BINARY" for r in _conn.rows(
-        conn, "SELECT x.coll FROM pragma_index_list(?, 'main') AS l, "
-              "pragma_index_xinfo(l.name, 'main') AS x "
-              "WHERE l.origin = 'pk' AND x.key ORDER BY x.seqno", (name,))]
-    if len(colls) != n or all(c.upper() == "BINARY" for c in colls):
-        return ""
-    conds = " AND ".join(f"sqlite_ct_unpack_key(__sysRK, {i}) IS ? COLLATE "
-                         f"{_conn.quote_identifier(c)}" for i, c in enumerate(colls))
-    return f" OR (sqlite_ct_key_count(__sysRK) = {n} AND {conds})"
 
 
 def stamp_applied(conn: Any, table: str, key: Sequence[Any]) -> bool:

@@ -50,6 +50,7 @@ SURFACE = {
     ("sqlite_ct_victim", 2): INNOCUOUS,
     ("sqlite_ct_stamp_end", 1): INNOCUOUS,
     ("sqlite_ct_stamp_check", 2): INNOCUOUS,   # layout 6
+    ("sqlite_ct_tombstone_key_match", 1): INNOCUOUS,
     ("sqlite_ct_current_bsn", 0): INNOCUOUS,
     ("sqlite_ct_last_committed_csn", 0): INNOCUOUS,
     ("sqlite_ct_snapshot", 0): INNOCUOUS,
