@@ -161,6 +161,7 @@ int sqlite3_sqlitect_init(sqlite3 *db, char **pzErrMsg,
     }
   }
   if( rc==SQLITE_OK ) rc = ctStmtCacheRegister(db, pState);
+  if( rc==SQLITE_OK ) rc = ctTxnRegister(db, pState);
   if( rc==SQLITE_OK ) rc = ctChangesRegister(db, pState);
   ctStateUnref(pState);  /* drop the reference ctStateNew() returned */
   if( rc!=SQLITE_OK && pzErrMsg ){

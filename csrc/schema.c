@@ -278,9 +278,9 @@ int ctDatabaseId(sqlite3 *db, sqlite3_int64 *piId, char **pzErr){
 
 /* ---- SQL text builders. All identifiers go through %w, literals through %Q. */
 
-/* The probe of the newest log row that the triggers hand to C (state.c:
-** sqlite_ct_insert_when, sqlite_ct_update_when, sqlite_ct_write_bsn). */
-#define CT_MAXCSN_SQL "(SELECT max(__sysTxCsn) FROM __sysTxCommitSequence)"
+/* What the triggers pass where layouts 1 to 6 passed a probe of the newest
+** log row: NULL, since layout 7 (state.c, ctMaxCsnArg; txn.c). */
+#define CT_MAXCSN_SQL "NULL"
 
 /* No INSERT .. SELECT in a trigger reads the table it writes: SQLite copies
 ** such a statement through a temporary b-tree, opened per row even when the
@@ -630,7 +630,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
       "sqlite_ct_insert_when(" CT_MAXCSN_SQL ", %Q, %d, %d,"
       " NEW.\"" CT_COL_CHANGE "\", NEW.\"" CT_COL_INSERT "\", NEW.\"" CT_COL_CONTEXT "\","
       " %lld, NULL, %s, %d, ", zT, zT, zT, (eOpt & CT_TRACK_INSERT) ? 1 : 0, bCapture, iDbId,
-      zKeyNull, CT_WHEN_SHAPE_CAPTURE);
+      zKeyNull, CT_WHEN_SHAPE_TRUSTED);
   if( ctRowidName(p) ) sqlite3_str_appendf(s, "NEW.%s", ctRowidName(p));
   else sqlite3_str_appendall(s, "NULL");
   for(i=0; i<p->nPk; i++){
@@ -686,7 +686,7 @@ static char *ctTriggerSql(const CtTable *p, int eOpt, sqlite3_int64 iEnable,
       " NEW.\"" CT_COL_INSERT "\", OLD.\"" CT_COL_INSERT "\","
       " NEW.\"" CT_COL_CONTEXT "\", OLD.\"" CT_COL_CONTEXT "\", %lld, NULL, %s, %d",
       zT, zT, zT, zChanged, (eOpt & CT_TRACK_UPDATE) ? 1 : 0, iDbId, zKeyNull,
-      CT_WHEN_SHAPE_CAPTURE);
+      CT_WHEN_SHAPE_TRUSTED);
   for(i=0; i<p->nPk; i++){
     sqlite3_str_appendf(s, ", NEW.\"%w\"", p->aCol[p->aiPk[i]].zName);
   }

@@ -14,6 +14,9 @@
 **   portable.c   pure-SQL triggers for tables tracked in portable mode
 **   stmtcache.c  statements kept per connection, finalized at close by the
 **                xDisconnect of the eponymous table sqlite_ct_stmt_cache
+**   txn.c        the write transaction's end, told by SQLite to the eponymous
+**                table sqlite_ct_txn: its xSync makes sure the log row is
+**                there, its xCommit/xRollback end the trust in the BSN
 **   changes.c    the change contract: the table-valued function
 **                sqlite_ct_changes(tbl, since [, until [, exclude_context]])
 **   fault.c      allocation fault injection, in test builds only
@@ -69,8 +72,14 @@ SQLITE_EXTENSION_INIT3
 ** followed by sqlite_ct_stamp_check(), which fails the statement when a
 ** BEFORE UPDATE trigger of the application made SQLite skip the row
 ** (RAISE(IGNORE)): layout 5 left that change unstamped, never enumerated.
-** The migration re-installs the triggers. */
-#define CT_LAYOUT_VERSION 6
+** The migration re-installs the triggers.
+** Layout 7: the triggers no longer probe __sysTxCommitSequence on every row
+** (they pass NULL where the probe was, and shape CT_WHEN_SHAPE_TRUSTED): the
+** first tracked write of a transaction enlists the virtual table
+** sqlite_ct_txn (txn.c), and while it is enlisted the cached BSN is trusted;
+** its xSync writes the log row again if a rollback took it. The migration
+** re-installs the triggers. */
+#define CT_LAYOUT_VERSION 7
 
 /* The shape of sqlite_ct_insert_when()'s arguments that layout 4 introduced:
 ** its 11th argument, followed by NEW's rowid and key. */
@@ -79,6 +88,11 @@ SQLITE_EXTENSION_INIT3
 ** no UNIQUE list, victims swept from the capture) and of sqlite_ct_update_when()
 ** (its 14th argument, then whether inserts are tracked and NEW's key). */
 #define CT_WHEN_SHAPE_CAPTURE 5
+/* Layout 7's shape: layout 5's arguments, with NULL where the probe of the
+** log was (state.c, ctMaxCsnArg). A build of layout 6 or older refuses it as
+** a newer layout's. */
+#define CT_WHEN_SHAPE_TRUSTED 7
+#define CT_SHAPE_CAPTURES(v) ((v)==CT_WHEN_SHAPE_CAPTURE || (v)==CT_WHEN_SHAPE_TRUSTED)
 /* Fixes kept prepared per connection (state.c, ctRunFix), and the most
 ** statements one fix has (schema.c, ctFixSql). */
 #define CT_NFIX 4
@@ -108,7 +122,8 @@ SQLITE_EXTENSION_INIT3
 #define CT_STMT_MAXCSN 1       /* SELECT max(__sysTxCsn) */
 #define CT_STMT_SCHEMA 2       /* PRAGMA main.schema_version */
 #define CT_STMT_DIRTY  3       /* SELECT 1: notices PRAGMA read_uncommitted=... */
-#define CT_NSTMT       4
+#define CT_STMT_TXN    4       /* INSERT INTO sqlite_ct_txn: enlists it (txn.c) */
+#define CT_NSTMT       5
 
 /* A small list of table names, each with a count of marks (state.c): the
 ** victim marks and the stamping marks. A name stays listed once it has been
@@ -138,6 +153,17 @@ struct CtState {
   sqlite3_int64 iBsn;
   unsigned int uDataVersion;
   sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */
+  /* What sqlite_ct_txn (txn.c) knows of the open write transaction: it is
+  ** enlisted in it (bTxnJoined), its own xSync has run (bTxnSynced), and a
+  ** rollback since the log row was last known to exist may have taken it
+  ** (bTxnSuspect). iBsn is trusted without a probe only while joined, not
+  ** synced and not suspect (state.c, ctMaxCsnArg). */
+  int bTxnJoined;
+  int bTxnSynced;
+  int bTxnSuspect;
+  int bTxnExplicit;            /* it joined outside autocommit mode */
+  int bLogPending;             /* a DEFAULT handed out iBsn, not logged yet */
+  sqlite3_int64 iSyncBsn;      /* iBsn when its xSync ran (txn.c) */
   int bApply;                  /* applying server changes: no stamps, no tombstones */
   int bApplyWrote;             /* a tracked row was written in apply mode ... */
   unsigned int uApplyDv;       /* ... while the pager's data version was this */
@@ -246,6 +272,11 @@ void ctFuncUpdateWhenAny(sqlite3_context*, int, sqlite3_value**);
 
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
+/* txn.c */
+int ctTxnRegister(sqlite3 *db, CtState *p);
+/* state.c, for txn.c: write the log row of the open transaction's BSN when it
+** is missing and a row or tombstone carries the BSN */
+int ctEnsureLog(CtState *p, int bTold, int *pbLogged, char **pzErr);
 int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
                  int *pbOwned);
 int ctStmtRelease(sqlite3_stmt *pStmt, int bOwned);

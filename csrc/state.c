@@ -31,11 +31,9 @@
 **
 ** HOW IT WORKS: BSN = CSN. SQLite has one writer at a time, so a number handed
 ** out at a transaction's first tracked write (the newest logged CSN plus one) is
-** also in commit order. Every trigger passes that newest CSN (MAXCSN, a probe
-** of __sysTxCommitSequence) to one function call per row, which hands out the
-** BSN and, the first time, writes the log row as a statement nested in the
-** trigger's, so the log row is written by the same transaction (and undone
-** with it; see "The write path" below). The
+** also in commit order. That first write hands out the BSN and writes the log
+** row as a statement nested in the trigger's, so the log row is written by the
+** same transaction (and undone with it; see "The write path" below). The
 ** cached BSN is trusted only while
 **   (a) the pager's data version (SQLITE_FCNTL_DATA_VERSION) is the one seen
 **       when it was handed out: every commit, ours or another connection's,
@@ -43,9 +41,13 @@
 **   (b) the newest log row is still that BSN: ROLLBACK, ROLLBACK TO a savepoint,
 **       a failed statement or RAISE() remove the row and the next write gets
 **       the number again (nothing committed carries it).
-** No commit or rollback hook is used, so there is no hook slot to be displaced
-** from. The two statements the write path runs from C are kept prepared per
-** connection and finalized at close (stmtcache.c).
+** The triggers of layouts 1 to 6 pass a probe of the log (MAXCSN) on every row
+** for (b). Layout 7's pass NULL: while the virtual table sqlite_ct_txn is
+** enlisted in the transaction, (b) is known without a query, and its xSync
+** writes the log row again if a rollback took it (txn.c). No commit or
+** rollback hook is used, so there is no hook slot to be displaced from. The
+** statements the write path runs from C are kept prepared per connection and
+** finalized at close (stmtcache.c).
 */
 #include "sqlite_ct.h"
 #include <stdarg.h>
@@ -92,10 +94,15 @@ sqlite3_int64 ctNowMs(void){
   return (sqlite3_int64)ts.tv_sec*1000 + ts.tv_nsec/1000000;
 }
 
+/* sqlite_ct_txn is enlisted in the open transaction and has not synced
+** (txn.c): the BSN was handed out in this transaction, which no commit has
+** ended, so (a) holds without asking the pager. */
+#define CT_TXN_OPEN(p) ((p)->bTxnJoined && !(p)->bTxnSynced)
+
 /* The transaction already holds a BSN: see (a) and (b) above. */
 static int ctBsnValid(CtState *p, sqlite3_int64 iMaxCsn){
   return p->iBsn!=0 && iMaxCsn==p->iBsn
-      && p->uDataVersion==ctDataVersion(p->db);
+      && (CT_TXN_OPEN(p) || p->uDataVersion==ctDataVersion(p->db));
 }
 
 /* Hand out a BSN for a transaction whose newest log row is iMaxCsn. Returns
@@ -502,11 +509,29 @@ void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** of its first statement, and that call hands out the BSN and writes the log
 ** row itself, as a statement nested in the trigger's (so a failed statement or
 ** ROLLBACK TO undoes the log row together with the rows it stamped). Only the
-** first write of a transaction pays for that statement; every other row pays
-** for the probe of the newest log row that the caller passes as MAXCSN. */
+** first write of a transaction pays for that statement. Every other row of
+** layouts 1 to 6 pays for the probe of the newest log row that the trigger
+** passes as MAXCSN; layout 7's rows pay for nothing more while sqlite_ct_txn
+** is enlisted (ctMaxCsnArg). */
+
+/* Enlist sqlite_ct_txn in the open transaction (txn.c): a row inserted into
+** it, by a statement kept prepared per connection. Best effort: when it
+** cannot join (SQLite refuses while another virtual table's xSync runs; out
+** of memory), the write path goes on probing the log. */
+static void ctTxnEnlist(CtState *p){
+  sqlite3_stmt *pStmt;
+  int bOwned;
+  if( ctCachedStmt(p, CT_STMT_TXN, "INSERT INTO main.sqlite_ct_txn VALUES(NULL)",
+                   &pStmt, &bOwned)==SQLITE_OK ){
+    sqlite3_step(pStmt);
+    ctStmtRelease(pStmt, bOwned);
+  }
+}
 
 /* Log the BSN the transaction was just handed: a statement nested in the
-** trigger's, prepared once per connection (stmtcache.c). */
+** trigger's, prepared once per connection (stmtcache.c). sqlite_ct_txn joins
+** the transaction next, and the BSN is trusted from then on (ctMaxCsnArg)
+** until the transaction ends (txn.c). */
 static int ctWriteLog(CtState *p, char **pzErr){
   sqlite3_stmt *pStmt;
   int bOwned;
@@ -519,8 +544,14 @@ static int ctWriteLog(CtState *p, char **pzErr){
     sqlite3_step(pStmt);
     rc = ctStmtRelease(pStmt, bOwned);
   }
-  if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
-  return rc;
+  if( rc!=SQLITE_OK ){
+    if( *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+    return rc;
+  }
+  p->bTxnSuspect = 0;
+  p->bLogPending = 0;
+  if( !p->bTxnJoined && !p->bTxnSynced ) ctTxnEnlist(p);
+  return SQLITE_OK;
 }
 
 /* The newest logged CSN (0 when the log is empty), for the DEFAULT. */
@@ -534,6 +565,121 @@ static int ctReadMaxCsn(CtState *p, sqlite3_int64 *piMax, char **pzErr){
     rc = ctStmtRelease(pStmt, bOwned);
   }
   if( rc!=SQLITE_OK && *pzErr==0 ) *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  return rc;
+}
+
+/*
+** The newest logged CSN for the write path's functions. The triggers of
+** layouts 1 to 6 pass it as their first argument (a probe of the log in SQL;
+** NULL only when the log is empty, and probing from C finds the same).
+** Layout 7's pass NULL: then, while sqlite_ct_txn is enlisted in the
+** transaction, has not synced and no rollback is pending (txn.c), the cached
+** BSN is taken as logged without a query; otherwise the same probe, from C.
+** A probe that finds this transaction's log row while sqlite_ct_txn is not
+** enlisted (it could not join when the row was written) enlists it, so that
+** later rows probe no more.
+*/
+static int ctMaxCsnArg(CtState *p, sqlite3_value *pArg, sqlite3_int64 *piMax,
+                       char **pzErr){
+  int rc;
+  if( sqlite3_value_type(pArg)!=SQLITE_NULL ){
+    *piMax = sqlite3_value_int64(pArg);
+    return SQLITE_OK;
+  }
+  if( CT_TXN_OPEN(p) && !p->bTxnSuspect && p->iBsn!=0 ){
+    if( !p->bTxnExplicit || !sqlite3_get_autocommit(p->db) ){
+      /* While the DEFAULT's BSN waits for its log row, the newest log row
+      ** is the one the DEFAULT read: the caller writes it. */
+      *piMax = p->bLogPending ? p->iBsn-1 : p->iBsn;
+      return SQLITE_OK;
+    }
+    /* An explicit transaction that reports autocommit mode is committing:
+    ** this write runs from another virtual table's xSync, called before
+    ** sqlite_ct_txn's, where a rollback tells nobody. */
+    p->bTxnSuspect = 1;
+  }
+  rc = ctReadMaxCsn(p, piMax, pzErr);
+  if( rc==SQLITE_OK && ctBsnValid(p, *piMax) ){
+    p->bTxnSuspect = 0;
+    if( !p->bTxnJoined && !p->bTxnSynced ) ctTxnEnlist(p);
+  }
+  return rc;
+}
+
+/*
+** Whether a row of a tracked table, or a tombstone, carries BSN iBsn: one
+** query over every tracked table (a seek of its stamp index each) and the
+** tombstones of the tracked tables (a seek of their primary key each). Run
+** only when a rollback took the open transaction's log row before its commit.
+*/
+static int ctBsnInUse(CtState *p, sqlite3_int64 iBsn, int *pbUsed, char **pzErr){
+  sqlite3_stmt *pStmt = 0;
+  sqlite3_str *s = sqlite3_str_new(p->db);
+  char *zSql;
+  int rc;
+  *pbUsed = 0;
+  sqlite3_str_appendall(s, "SELECT EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows"
+      " WHERE __sysTName IN (SELECT __sysTName FROM main.__sysOCSTrackedObjects)"
+      " AND __sysDeleteTxBsn=?1");
+  /* The tables with a stamp index (a renamed one too, before tracking follows
+  ** the rename), and the tracked tables that lost theirs (a full scan). */
+  rc = sqlite3_prepare_v2(p->db, "SELECT tbl_name FROM main.sqlite_schema"
+      " WHERE type='index' AND name GLOB '__sysct_chg_*'"
+      " UNION SELECT s.name FROM main.sqlite_schema AS s WHERE s.type='table'"
+      " AND s.name IN (SELECT __sysTName FROM main.__sysOCSTrackedObjects)"
+      " AND EXISTS(SELECT 1 FROM pragma_table_xinfo(s.name, 'main')"
+      " WHERE name='__sysChangeTxBsn')", -1, &pStmt, 0);
+  while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){
+    sqlite3_str_appendf(s, " UNION ALL SELECT 1 FROM main.\"%w\""
+                        " WHERE \"__sysChangeTxBsn\"=?1",
+                        (const char*)sqlite3_column_text(pStmt, 0));
+  }
+  if( pStmt ){
+    int rc2 = sqlite3_finalize(pStmt);
+    if( rc==SQLITE_OK ) rc = rc2;
+  }
+  sqlite3_str_appendall(s, ")");
+  zSql = sqlite3_str_finish(s);
+  if( rc==SQLITE_OK && zSql==0 ) rc = SQLITE_NOMEM;
+  pStmt = 0;
+  if( rc==SQLITE_OK ) rc = sqlite3_prepare_v2(p->db, zSql, -1, &pStmt, 0);
+  if( rc==SQLITE_OK ){
+    sqlite3_bind_int64(pStmt, 1, iBsn);
+    if( sqlite3_step(pStmt)==SQLITE_ROW ) *pbUsed = sqlite3_column_int(pStmt, 0);
+    rc = sqlite3_finalize(pStmt);
+  }
+  if( rc!=SQLITE_OK && rc!=SQLITE_NOMEM && *pzErr==0 ){
+    *pzErr = sqlite3_mprintf("sqlite-ct: %s", sqlite3_errmsg(p->db));
+  }
+  sqlite3_free(zSql);
+  return rc;
+}
+
+/* For xSync and xRollback (txn.c), while sqlite_ct_txn is enlisted (so the
+** BSN is the transaction's own): write the log row of the BSN again when a
+** rollback took it and a row or tombstone still carries the BSN (a write
+** SQLite let through before it told sqlite_ct_txn of the rollback). A
+** transaction all of whose tracked writes were rolled back leaves no log row,
+** as in layouts 1 to 6. With bTold (xSync), only after a rollback it was told
+** of (bTxnSuspect), or while a DEFAULT's BSN waits for its log row
+** (bLogPending: its row was not written, OR IGNORE): the log row written by
+** the transaction's first write is there otherwise, and the probe would cost
+** every commit a statement.
+** *pbLogged: whether the log row is there now. */
+int ctEnsureLog(CtState *p, int bTold, int *pbLogged, char **pzErr){
+  sqlite3_int64 iMax = 0;
+  int rc, bUsed = 0;
+  *pbLogged = 0;
+  if( p->iBsn==0 || !p->bTxnJoined ) return SQLITE_OK;
+  if( bTold && !p->bTxnSuspect && !p->bLogPending ){ *pbLogged = 1; return SQLITE_OK; }
+  rc = ctReadMaxCsn(p, &iMax, pzErr);
+  if( rc!=SQLITE_OK ) return rc;
+  if( iMax>=p->iBsn ){ *pbLogged = 1; return SQLITE_OK; }
+  rc = ctBsnInUse(p, p->iBsn, &bUsed, pzErr);
+  if( rc==SQLITE_OK && bUsed ){
+    rc = ctWriteLog(p, pzErr);
+    *pbLogged = rc==SQLITE_OK;
+  }
   return rc;
 }
 
@@ -596,22 +742,25 @@ void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 /* sqlite_ct_default_bsn(): the DEFAULT of the stamp columns of a table whose
 ** inserts are tracked: the transaction's BSN, so SQLite writes the row
 ** stamped. A DEFAULT may not hold a subquery, so it cannot take the probe the
-** triggers pass: while no commit has happened since this connection handed
-** out its last BSN (the pager's data version) it offers that number without
-** a query; otherwise (the first tracked insert of a transaction) it reads the
-** newest log row itself and hands out the next BSN. It logs nothing: the row
-** may yet be IGNOREd, and a transaction that changed nothing leaves no log
-** row. The AFTER INSERT trigger's WHEN probes for every row that was written,
-** logs the BSN (the same number: nothing else can commit while this
-** transaction holds the write lock) when its log row is missing (not written
-** yet, or removed by a failed statement or ROLLBACK TO), and re-stamps the row
-** only when its stamps differ. */
+** triggers of layouts 1 to 6 pass: while sqlite_ct_txn is enlisted in the
+** open transaction (which the BSN was handed out to) it offers that number
+** without a query; otherwise (the first tracked insert of a transaction) it
+** reads the newest log row itself and hands out the next BSN. Never a number
+** kept from an earlier transaction on the strength of the pager's data
+** version alone: a database image deserialized into the connection comes
+** with a new pager whose data version starts again. It logs nothing:
+** the row may yet be IGNOREd, and a transaction that changed nothing leaves no
+** log row. The AFTER INSERT trigger's WHEN makes sure of the log row for every
+** row that was written (ctMaxCsnArg), logs the BSN (the same number: nothing
+** else can commit while this transaction holds the write lock) when it is
+** missing (not written yet, or removed by a failed statement or ROLLBACK TO),
+** and re-stamps the row only when its stamps differ. */
 void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   (void)argc; (void)argv;
   if( p->bApply ){
     sqlite3_result_int64(ctx, 0);
-  }else if( p->iBsn!=0 && p->uDataVersion==ctDataVersion(p->db) ){
+  }else if( p->iBsn!=0 && CT_TXN_OPEN(p) ){
     sqlite3_result_int64(ctx, p->iBsn);
   }else{
     sqlite3_int64 iMax = 0;
@@ -624,7 +773,14 @@ void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
       sqlite3_free(zErr);
       return;
     }
-    ctBegin(p, iMax);
+    if( ctBegin(p, iMax) && !p->bTxnJoined && !p->bTxnSynced ){
+      /* A BSN handed out for a transaction that has none: enlist
+      ** sqlite_ct_txn now, and leave its log row to the AFTER INSERT
+      ** trigger's WHEN (bLogPending: it writes it without probing the log
+      ** again), or, when the row is not written (OR IGNORE), to xSync. */
+      ctTxnEnlist(p);
+      if( p->bTxnJoined ) p->bLogPending = 1;
+    }
     sqlite3_result_int64(ctx, p->iBsn);
   }
 }
@@ -1439,7 +1595,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   const int bTrack = sqlite3_value_int(argv[2]);
   const char *zTab = (const char*)sqlite3_value_text(argv[1]);
   /* Layout 5: victims come from the capture (sweep), not from marks. */
-  const int bCapture = argc>=13 && sqlite3_value_int64(argv[10])==CT_WHEN_SHAPE_CAPTURE;
+  const int bCapture = argc>=13 && CT_SHAPE_CAPTURES(sqlite3_value_int64(argv[10]));
   const int bSweep = bCapture && ctCapPending(p, zTab);
   int bVictims;
   sqlite3_int64 iBsn = 0;
@@ -1450,7 +1606,10 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   bNeed = bVictims;
   if( bTrack || bVictims || bSweep ){
     char *zErr = 0;
-    int rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+    sqlite3_int64 iMax = 0;
+    int rc = SQLITE_OK;
+    if( !p->bApply ) rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+    if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bSweep ){
@@ -1509,7 +1668,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncInsertWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( argc>=13 && sqlite3_value_type(argv[10])==SQLITE_INTEGER
    && (sqlite3_value_int64(argv[10])==CT_INSERT_WHEN_SHAPE
-       || sqlite3_value_int64(argv[10])==CT_WHEN_SHAPE_CAPTURE) ){
+       || CT_SHAPE_CAPTURES(sqlite3_value_int64(argv[10]))) ){
     ctFuncInsertWhen(ctx, argc, argv);
   }else{
     ctFuncNewerLayout(ctx, argc, argv);
@@ -1531,7 +1690,7 @@ void ctFuncInsertWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[1]);
-  sqlite3_int64 iMax = sqlite3_value_int64(argv[0]);
+  sqlite3_int64 iMax = 0;
   const int bChg = !ctValueIs(argv[4], argv[5]);
   const int bIns = !ctValueIs(argv[6], argv[7]);
   sqlite3_int64 iPending;
@@ -1545,7 +1704,7 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     ** here, before the application's AFTER UPDATE triggers that fire after
     ** this one write the table and their sweep takes the image, under the
     ** key of a live row, for an incarnation that is gone. */
-    if( bIns && argc>=15 && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE
+    if( bIns && argc>=15 && CT_SHAPE_CAPTURES(sqlite3_value_int64(argv[13]))
      && ctCapPending(p, zTab) ){
       if( ctCapDropOwn(p, zTab, argc-14, &argv[14], argv[6], argv[7]) ){
         sqlite3_result_error_nomem(ctx);
@@ -1554,6 +1713,11 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     }
     sqlite3_result_int(ctx, 0);
     return;
+  }
+  if( !p->bApply ){
+    char *zErr = 0;
+    int rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+    if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( p->bApply ) iPending = 0;
   else if( ctBsnValid(p, iMax) ) iPending = p->iBsn;
@@ -1579,7 +1743,7 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
           && (!ctValueIsInt(argv[4], iPending) || !ctValueIsContext(p, argv[8])));
   /* Layout 5: sweep the rows this update (or an OR REPLACE of it) captured:
   ** NEW's key is argv[14..], NEW's insert BSN as written argv[6]. */
-  bSweep = argc>=15 && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE
+  bSweep = argc>=15 && CT_SHAPE_CAPTURES(sqlite3_value_int64(argv[13]))
         && ctCapPending(p, zTab);
   if( bNeed || bChg || bSweep ){
     /* bChg alone: the row now carries the BSN, which must be logged. */
@@ -1609,13 +1773,15 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncRekeyWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[2]);
-  sqlite3_int64 iBsn;
+  sqlite3_int64 iBsn, iMax = 0;
   char *zErr = 0;
   int rc;
   (void)argc;
   if( !sqlite3_value_int(argv[3]) ){ sqlite3_result_int(ctx, 0); return; }
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  rc = p->bApply ? SQLITE_OK
+                 : ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+  if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   if( ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   if( argc>=6 && !p->bApply ){
@@ -1635,7 +1801,7 @@ void ctFuncRekeyWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 */
 void ctFuncUpdateWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   if( argc>=15 && sqlite3_value_type(argv[13])==SQLITE_INTEGER
-   && sqlite3_value_int64(argv[13])==CT_WHEN_SHAPE_CAPTURE ){
+   && CT_SHAPE_CAPTURES(sqlite3_value_int64(argv[13])) ){
     ctFuncUpdateWhen(ctx, argc, argv);
   }else{
     ctFuncNewerLayout(ctx, argc, argv);
@@ -1655,12 +1821,14 @@ void ctFuncUpdateWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncDeleteWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[2]);
-  sqlite3_int64 iBsn;
+  sqlite3_int64 iBsn, iMax = 0;
   char *zErr = 0;
   int rc;
   if( argc<5 ){ ctFuncNewerLayout(ctx, argc, argv); return; }
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  rc = p->bApply ? SQLITE_OK
+                 : ctMaxCsnArg(p, argv[0], &iMax, &zErr);
+  if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
   if( rc==SQLITE_OK && ctCapPending(p, zTab) ){
     rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], 0, 1, &zErr);
   }

@@ -4,8 +4,18 @@ import sqlite3
 
 import apsw
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sqlite_ct import loader
+
+# Every hypothesis test of the suite: no per-example deadline and no
+# "input generation is slow" health check. Both time the machine, not the code
+# (the suite runs on two cores beside other work, and a draw that waited for
+# the CPU failed a test that had found nothing); examples, shrinking and the
+# other health checks are hypothesis's defaults or each test's own settings.
+settings.register_profile("ct-suite", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ct-suite")
 
 
 @pytest.fixture

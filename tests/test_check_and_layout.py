@@ -48,12 +48,12 @@ def test_tombstone_for_live_row_is_reported(conn):
     assert [p.code for p in sqlite_ct.check(conn)] == ["tombstone-for-live-row"]
 
 
-NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 7; this "
-         "build reads layouts up to 6); upgrade sqlite-ct")
+NEWER = ("sqlite-ct: this database was written by a newer sqlite-ct (layout 8; this "
+         "build reads layouts up to 7); upgrade sqlite-ct")
 
 
 def test_newer_layout_is_refused_everywhere(conn):
-    conn.execute("UPDATE __sysCtMeta SET value = 7 WHERE key = 'layout_version'")
+    conn.execute("UPDATE __sysCtMeta SET value = 8 WHERE key = 'layout_version'")
     for call in (lambda: sqlite_ct.create_schema(conn, "t"),
                  lambda: sqlite_ct.enumerate_changes(conn, "t", 0),
                  lambda: sqlite_ct.disable_tracking(conn, "t")):
@@ -65,7 +65,7 @@ def test_newer_layout_is_refused_everywhere(conn):
     assert sqlite_ct.tracked_tables(conn) == ["t"]
 
 
-LAYOUT = 6
+LAYOUT = 7
 
 
 def layout_of(conn):

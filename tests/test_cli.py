@@ -250,7 +250,7 @@ def test_status_json(db):
     code, out, err = call("status", db, "--json")
     assert (code, err) == (0, "")
     assert json.loads(out) == {
-        "database": db, "client_id": None, "layout_version": 6, "last_committed_csn": 5,
+        "database": db, "client_id": None, "layout_version": 7, "last_committed_csn": 5,
         "tables": [{
             "table": "items", "options": ["insert", "update", "delete"], "mode": "native",
             "enable_bsn": 1,

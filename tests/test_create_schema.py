@@ -93,7 +93,7 @@ def test_creates_the_system_tables_and_registers_the_table(conn):
     assert sys_tables(conn) == SYSTEM_TABLES
     meta = dict(q(conn, "SELECT key, value FROM __sysCtMeta"))
     assert meta.keys() == {"layout_version", "database_id"}
-    assert meta["layout_version"] == 6
+    assert meta["layout_version"] == 7
     # the database's identity, written into its triggers (see test_attached.py)
     assert isinstance(meta["database_id"], int) and meta["database_id"] > 0
     assert q(conn, "SELECT * FROM __sysOCSTrackedObjects") == [

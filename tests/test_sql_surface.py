@@ -180,7 +180,7 @@ def test_innocuous_functions_run_from_views_and_triggers_under_trusted_schema_of
 
 def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_version()") == [(sqlite_ct.__version__,)]
-    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(6,)]
+    assert q(conn, "SELECT sqlite_ct_layout_version()") == [(7,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(6,)]

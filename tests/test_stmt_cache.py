@@ -76,15 +76,17 @@ def test_the_write_path_uses_the_cache(conn):
     assert q(conn, "SELECT * FROM sqlite_ct_stmt_cache") == []
     run(conn, *WRITES)
     cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
-    assert sorted(cached) == [0, 1]
+    assert sorted(cached) == [0, 1, 4]
     assert cached[0].startswith("INSERT INTO main.__sysTxCommitSequence")
     assert cached[1].startswith("SELECT max(__sysTxCsn)")
+    # the statement that enlists sqlite_ct_txn in a transaction (txn.c)
+    assert cached[4] == "INSERT INTO main.sqlite_ct_txn VALUES(NULL)"
     # read by the fix (here: the row an OR REPLACE deletes), keyed on the schema
     run(conn, "INSERT OR REPLACE INTO t(id, v) VALUES (1, 'd')")
     cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
     assert cached[2] == "PRAGMA main.schema_version"
     # and the fix's own statement, kept per table after the slots above
-    fixes = [sql for slot, sql in cached.items() if slot > 2]
+    fixes = [sql for slot, sql in cached.items() if slot > 4]
     assert len(fixes) == 1 and fixes[0].startswith("INSERT INTO main.__sysOCSDeletedRows")
 
 

@@ -141,7 +141,7 @@ def test_an_upgraded_database_gets_the_guard(tmp_path):
     conn = apsw.Connection(path)
     try:
         sqlite_ct.load(conn)
-        assert conn.execute("SELECT sqlite_ct_create_system_tables()").get == 6
+        assert conn.execute("SELECT sqlite_ct_create_system_tables()").get == 7
         with pytest.raises(apsw.ConstraintError, match=GUARDED):
             run(conn, "DELETE FROM __sysOCSDeletedRows")
     finally:

@@ -159,7 +159,7 @@ def test_a_layout3_database_writes_before_and_after_its_upgrade(tmp_path):
         run(conn, "DELETE FROM orders WHERE id = 1")
         before = sqlite_ct.enumerate_changes(conn, "orders", since)
         assert not trigger_sql(conn, "__sysct_ai_orders").endswith(" BEGIN SELECT 1; END")
-        assert val(conn, "SELECT sqlite_ct_create_system_tables()") == 6
+        assert val(conn, "SELECT sqlite_ct_create_system_tables()") == 7
         assert trigger_sql(conn, "__sysct_ai_orders").endswith(" BEGIN SELECT 1; END")
         after = sqlite_ct.enumerate_changes(conn, "orders", since)
         assert (after.inserts, after.updates, after.deletes) == \
