@@ -303,6 +303,20 @@ def test_writes_from_xrollbackto_of_a_failed_statement(tr, app):
     sound(tr)
 
 
+def test_the_first_tracked_write_of_a_transaction_in_another_tables_xrollbackto(tr, app):
+    """No tracked write before: the application's xRollbackTo makes the
+    first one, so the write path's table joins while SQLite is calling the
+    transaction's tables back from a ROLLBACK TO, and is called in turn."""
+    app.on("RollbackTo", CB_INSERT, CB_TWO_ROWS)
+    assert tr.do("BEGIN", JOIN, "SAVEPOINT s", "INSERT INTO plain VALUES (1)", "ROLLBACK TO s",
+                 ins(1), "SAVEPOINT r", ins(2), "ROLLBACK TO r", "ROLLBACK TO s",
+                 "COMMIT") == []
+    assert app.errors == []
+    assert ids(tr) == [-1006, 1005, 1006]     # the last ROLLBACK TO s took the others
+    sound(tr)
+    assert len(tr.bsns()) == 1
+
+
 def test_a_failing_statement_inside_another_tables_xrollbackto(tr, app):
     """The application's xRollbackTo runs a statement that logs the
     transaction again and fails (its own statement savepoint is rolled back,
@@ -719,7 +733,7 @@ NESTED = [
     lambda i: "INSERT INTO plain(x) VALUES (try_exec('UPDATE t SET v = ''n{}''')),"
               " (try_exec('INSERT INTO t(id, v) VALUES ({}, ''f'')'))".format(i, i),
 ]
-CONTROL = ["BEGIN", "COMMIT", "ROLLBACK", JOIN]
+CONTROL = ["BEGIN", "BEGIN", "COMMIT", "ROLLBACK", JOIN, JOIN]
 CALLBACK_SQL = {
     "none": (),
     "write": (CB_INSERT,),
