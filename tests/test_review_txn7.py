@@ -11,8 +11,9 @@ After each one, every committed stamp and tombstone has its
 __sysTxCommitSequence row and is at most the last committed CSN, check() is
 empty, a replica fed by enumerate_changes() ends identical to the table
 (Tracked.assert_sound), and on apsw each committed transaction that wrote the
-tracked table inserted exactly one log row, a CSN of its own (TxAudit: the
-connection's commit, rollback and update hooks, which sqlite-ct does not use).
+tracked table inserted one log row, never a CSN older than an earlier
+commit's (TxAudit: the connection's commit, rollback and update hooks, which
+sqlite-ct does not use).
 
 A write path that learns whether the transaction's log row still exists from
 an eponymous virtual table it enlists in the transaction (SQLite's xBegin,
@@ -206,8 +207,9 @@ def test_writes_from_another_tables_xrollback(tr, app, join_first, case):
     """The application's xRollback writes the tracked table (an audit row, an
     undo), after SQLite rolled the transaction back and before or after the
     write path hears of it (tables are told in the order they joined). Those
-    writes commit as a transaction of their own; it must be logged with a
-    number of its own, not the rolled-back one's."""
+    writes commit as a transaction of their own (at once after ROLLBACK, with
+    the next statement otherwise: tests/test_sqlite_pins_txn.py), which must
+    be logged, and the next transaction must take a number of its own."""
     steps, n_errors = case
     assert tr.do(ins(1, u=1), ins(2)) == []
     app.on("Rollback", CB_INSERT, CB_UPDATE, CB_DELETE)

@@ -160,8 +160,9 @@ def test_a_table_enlisted_by_a_nested_statement_stays_when_the_statement_fails(t
 
 
 def test_autocommit_nested_statements_commit_on_their_own_unless_the_outer_one_writes(txv):
-    """Item 2 of the design: an autocommit statement enlists on its second
-    tracked row. Pinned: nested writes from a function called by an
+    """What "one autocommit statement" spans, for a write path that enlists
+    its table at an autocommit statement's second tracked row. Pinned: nested
+    writes from a function called by an
     autocommit SELECT each commit on their own (a transaction per nested
     statement: xBegin, xSync, xCommit each time); called by an autocommit
     INSERT, they share its transaction."""
