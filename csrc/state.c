@@ -515,17 +515,22 @@ void ctFuncNow(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 ** is enlisted (ctMaxCsnArg). */
 
 /* Enlist sqlite_ct_txn in the open transaction (txn.c): a row inserted into
-** it, by a statement kept prepared per connection. Best effort: when it
-** cannot join (SQLite refuses while another virtual table's xSync runs; out
-** of memory), the write path goes on probing the log. */
-static void ctTxnEnlist(CtState *p){
+** it, by a statement kept prepared per connection. When it cannot join
+** (SQLite refuses while another virtual table's xSync runs), the write path
+** goes on probing the log. Out of memory is returned: SQLite has marked the
+** connection (its running statements fail), so the caller must fail its
+** statement now rather than run another nested one, whose failure SQLite
+** would answer by rolling the whole transaction back. */
+static int ctTxnEnlist(CtState *p){
   sqlite3_stmt *pStmt;
   int bOwned;
-  if( ctCachedStmt(p, CT_STMT_TXN, "INSERT INTO main.sqlite_ct_txn VALUES(NULL)",
-                   &pStmt, &bOwned)==SQLITE_OK ){
+  int rc = ctCachedStmt(p, CT_STMT_TXN, "INSERT INTO main.sqlite_ct_txn VALUES(NULL)",
+                        &pStmt, &bOwned);
+  if( rc==SQLITE_OK ){
     sqlite3_step(pStmt);
-    ctStmtRelease(pStmt, bOwned);
+    rc = ctStmtRelease(pStmt, bOwned);
   }
+  return rc==SQLITE_NOMEM ? SQLITE_NOMEM : SQLITE_OK;
 }
 
 /* Log the BSN the transaction was just handed: a statement nested in the
@@ -550,7 +555,7 @@ static int ctWriteLog(CtState *p, char **pzErr){
   }
   p->bTxnSuspect = 0;
   p->bLogPending = 0;
-  if( !p->bTxnJoined && !p->bTxnSynced ) ctTxnEnlist(p);
+  if( !p->bTxnJoined && !p->bTxnSynced ) return ctTxnEnlist(p);
   return SQLITE_OK;
 }
 
@@ -601,7 +606,7 @@ static int ctMaxCsnArg(CtState *p, sqlite3_value *pArg, sqlite3_int64 *piMax,
   rc = ctReadMaxCsn(p, piMax, pzErr);
   if( rc==SQLITE_OK && ctBsnValid(p, *piMax) ){
     p->bTxnSuspect = 0;
-    if( !p->bTxnJoined && !p->bTxnSynced ) ctTxnEnlist(p);
+    if( !p->bTxnJoined && !p->bTxnSynced ) rc = ctTxnEnlist(p);
   }
   return rc;
 }
@@ -778,7 +783,7 @@ void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
       ** sqlite_ct_txn now, and leave its log row to the AFTER INSERT
       ** trigger's WHEN (bLogPending: it writes it without probing the log
       ** again), or, when the row is not written (OR IGNORE), to xSync. */
-      ctTxnEnlist(p);
+      if( ctTxnEnlist(p)!=SQLITE_OK ){ sqlite3_result_error_nomem(ctx); return; }
       if( p->bTxnJoined ) p->bLogPending = 1;
     }
     sqlite3_result_int64(ctx, p->iBsn);

@@ -201,8 +201,16 @@ static int ctTxnRollback(sqlite3_vtab *pVtab){
   char *zErr = 0;
   int bLogged = 0;
   p->bTxnSynced = 1;         /* what runs from here on probes */
-  ctEnsureLog(p, 0, &bLogged, &zErr);
-  sqlite3_free(zErr);
+  /* Only when the main database is in a write transaction now: such a
+  ** write, or a connection closing with its transaction open (SQLite calls
+  ** this before it rolls back). Otherwise a statement run here would leave
+  ** a read transaction open, which SQLite does not end while it calls
+  ** xRollback, and the application's next statement would read that
+  ** snapshot. */
+  if( sqlite3_txn_state(p->db, "main")==SQLITE_TXN_WRITE ){
+    ctEnsureLog(p, 0, &bLogged, &zErr);
+    sqlite3_free(zErr);
+  }
   /* The BSN stays only for such a write's transaction, whose log row is
   ** there now. */
   if( !bLogged ) p->iBsn = 0;

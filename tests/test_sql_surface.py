@@ -183,11 +183,11 @@ def test_version_layout_and_debug(conn):
     assert q(conn, "SELECT sqlite_ct_layout_version()") == [(7,)]
     assert q(conn, "SELECT sqlite_ct_check_layout()") == [(0,)]
     q(conn, "SELECT sqlite_ct_create_system_tables()")
-    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(6,)]
+    assert q(conn, "SELECT sqlite_ct_check_layout()") == [(7,)]
     debug = dict(line.split("=", 1) for line in
                  q(conn, "SELECT sqlite_ct_debug()")[0][0].splitlines())
     assert debug["version"] == sqlite_ct.__version__
-    assert debug["layout"] == "6"
+    assert debug["layout"] == "7"
     assert debug["sqlite_lib"] == q(conn, "SELECT sqlite_version()")[0][0]
 
 
