@@ -163,6 +163,7 @@ struct CtState {
   int bTxnSuspect;
   int bTxnExplicit;            /* it joined outside autocommit mode */
   int bLogPending;             /* a DEFAULT handed out iBsn, not logged yet */
+  int bNoCache;                /* prepare, do not keep (txn.c, xRollback) */
   sqlite3_int64 iSyncBsn;      /* iBsn when its xSync ran (txn.c) */
   int bApply;                  /* applying server changes: no stamps, no tombstones */
   int bApplyWrote;             /* a tracked row was written in apply mode ... */

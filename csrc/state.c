@@ -56,6 +56,7 @@
 #include <time.h>
 
 static void ctNamesFree(CtNames *p);
+static int ctWriteLog(CtState *p, char **pzErr);
 
 CtState *ctStateNew(sqlite3 *db){
   CtState *p = sqlite3_malloc(sizeof(*p));
@@ -202,19 +203,16 @@ int ctQueryText(sqlite3 *db, const char *zSql, const char *zArg, char **pzOut,
 }
 
 /* Give the open write transaction a BSN from C (create_schema uses this for
-** the enabling transaction), logging it when it is new. */
+** the enabling transaction), logging it when it is new and enlisting
+** sqlite_ct_txn as a trigger's first write does (ctWriteLog), so that the
+** BSN is forgotten when the transaction ends. */
 int ctAllocateBsn(CtState *p, sqlite3_int64 *piBsn, char **pzErr){
   sqlite3_int64 iMax = 0, iNew;
   int rc = ctQueryInt64(p->db, &iMax, 0, pzErr,
       "SELECT max(__sysTxCsn) FROM main.__sysTxCommitSequence");
   if( rc!=SQLITE_OK ) return rc;
   iNew = ctBegin(p, iMax);
-  if( iNew ){
-    rc = ctExecf(p->db, pzErr,
-        "INSERT INTO main.__sysTxCommitSequence"
-        "(__sysTxBsn, __sysTxCsn, __sysCommitTime) VALUES(%lld, %lld, %lld)",
-        iNew, iNew, ctNowMs());
-  }
+  if( iNew ) rc = ctWriteLog(p, pzErr);
   *piBsn = p->iBsn;
   return rc;
 }
@@ -540,9 +538,13 @@ static int ctTxnEnlist(CtState *p){
 static int ctWriteLog(CtState *p, char **pzErr){
   sqlite3_stmt *pStmt;
   int bOwned;
+  /* OR IGNORE: another path may have logged this number in the transaction
+  ** meanwhile (a portable-mode table's trigger, create_schema()) while a
+  ** DEFAULT's BSN waited for its log row (bLogPending); the transaction then
+  ** shares it, as when a probe finds it. */
   int rc = ctCachedStmt(p, CT_STMT_LOG,
-      "INSERT INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn, __sysCommitTime)"
-      " VALUES(?1, ?1, ?2)", &pStmt, &bOwned);
+      "INSERT OR IGNORE INTO main.__sysTxCommitSequence(__sysTxCsn, __sysTxBsn,"
+      " __sysCommitTime) VALUES(?1, ?1, ?2)", &pStmt, &bOwned);
   if( rc==SQLITE_OK ){
     sqlite3_bind_int64(pStmt, 1, p->iBsn);
     sqlite3_bind_int64(pStmt, 2, ctNowMs());

@@ -203,12 +203,12 @@ int ctCachedStmt(CtState *p, int iSlot, const char *zSql, sqlite3_stmt **ppStmt,
     *ppStmt = pStmt;
     return SQLITE_OK;
   }
-  if( pStmt==0 && !p->bCacheConnected ){
+  if( pStmt==0 && !p->bCacheConnected && !p->bNoCache ){
     sqlite3_stmt *pConnect = 0;
     sqlite3_prepare_v2(p->db, "SELECT 1 FROM main.sqlite_ct_stmt_cache", -1, &pConnect, 0);
     sqlite3_finalize(pConnect);   /* connected, or the statement stays uncached */
   }
-  if( pStmt==0 && p->bCacheConnected ){
+  if( pStmt==0 && p->bCacheConnected && !p->bNoCache ){
     rc = sqlite3_prepare_v3(p->db, zSql, -1, SQLITE_PREPARE_PERSISTENT, &pStmt, 0);
     if( rc==SQLITE_OK ) p->apStmt[iSlot] = pStmt;
   }else{

@@ -208,7 +208,13 @@ static int ctTxnRollback(sqlite3_vtab *pVtab){
   ** xRollback, and the application's next statement would read that
   ** snapshot. */
   if( sqlite3_txn_state(p->db, "main")==SQLITE_TXN_WRITE ){
+    /* Statements prepared here are finalized here: when the connection
+    ** closes, SQLite has already disconnected sqlite_ct_stmt_cache (and
+    ** finalized what it kept), and a statement kept now would leave
+    ** sqlite3_close_v2() a zombie holding the file and its locks. */
+    p->bNoCache = 1;
     ctEnsureLog(p, 0, &bLogged, &zErr);
+    p->bNoCache = 0;
     sqlite3_free(zErr);
   }
   /* The BSN stays only for such a write's transaction, whose log row is
