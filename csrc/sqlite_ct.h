@@ -271,8 +271,17 @@ void ctFuncDeleteWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncRekeyWhen(sqlite3_context*, int, sqlite3_value**);
 void ctFuncUpdateWhenAny(sqlite3_context*, int, sqlite3_value**);
 
+/* The extension's eponymous tables over a connection's state (stmtcache.c,
+** txn.c). */
+typedef struct CtStateVtab CtStateVtab;
+struct CtStateVtab {
+  sqlite3_vtab base;
+  CtState *p;
+};
+
 /* stmtcache.c */
 int ctStmtCacheRegister(sqlite3 *db, CtState *p);
+int ctStateVtabConnect(sqlite3 *db, void *pAux, const char *zDecl, sqlite3_vtab **ppVtab);
 /* txn.c */
 int ctTxnRegister(sqlite3 *db, CtState *p);
 /* state.c, for txn.c: write the log row of the open transaction's BSN when it

@@ -29,11 +29,6 @@
 #include "sqlite_ct.h"
 #include <string.h>
 
-typedef struct CtCacheVtab CtCacheVtab;
-struct CtCacheVtab {
-  sqlite3_vtab base;
-  CtState *p;
-};
 
 typedef struct CtCacheCursor CtCacheCursor;
 struct CtCacheCursor {
@@ -64,26 +59,35 @@ static void ctStmtCacheClear(CtState *p){
   for(i=0; i<CT_NFIX; i++) ctFixClear(p, i);
 }
 
-static int ctCacheConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
-                          sqlite3_vtab **ppVtab, char **pzErr){
-  CtCacheVtab *v;
-  int rc;
-  (void)argc; (void)argv; (void)pzErr;
-  rc = sqlite3_declare_vtab(db, "CREATE TABLE x(slot INTEGER, sql TEXT)");
+/* The xConnect of the extension's eponymous, direct-only tables over the
+** connection's state (this one and sqlite_ct_txn, txn.c): declared as zDecl,
+** usable from the extension's own statements only, never from a trigger or
+** view planted in a database file. */
+int ctStateVtabConnect(sqlite3 *db, void *pAux, const char *zDecl, sqlite3_vtab **ppVtab){
+  CtStateVtab *v;
+  int rc = sqlite3_declare_vtab(db, zDecl);
   if( rc!=SQLITE_OK ) return rc;
   sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
   v = sqlite3_malloc(sizeof(*v));
   if( v==0 ) return SQLITE_NOMEM;
   memset(v, 0, sizeof(*v));
   v->p = (CtState*)pAux;
-  v->p->bCacheConnected = 1;
   *ppVtab = &v->base;
   return SQLITE_OK;
 }
 
+static int ctCacheConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                          sqlite3_vtab **ppVtab, char **pzErr){
+  int rc;
+  (void)argc; (void)argv; (void)pzErr;
+  rc = ctStateVtabConnect(db, pAux, "CREATE TABLE x(slot INTEGER, sql TEXT)", ppVtab);
+  if( rc==SQLITE_OK ) ((CtState*)pAux)->bCacheConnected = 1;
+  return rc;
+}
+
 /* The connection is closing (or the module is being replaced): finalize. */
 static int ctCacheDisconnect(sqlite3_vtab *pVtab){
-  CtCacheVtab *v = (CtCacheVtab*)pVtab;
+  CtStateVtab *v = (CtStateVtab*)pVtab;
   ctStmtCacheClear(v->p);
   v->p->bCacheConnected = 0;
   sqlite3_free(v);
@@ -101,7 +105,7 @@ static int ctCacheOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCursor){
   CtCacheCursor *c = sqlite3_malloc(sizeof(*c));
   if( c==0 ) return SQLITE_NOMEM;
   memset(c, 0, sizeof(*c));
-  c->p = ((CtCacheVtab*)pVtab)->p;
+  c->p = ((CtStateVtab*)pVtab)->p;
   *ppCursor = &c->base;
   return SQLITE_OK;
 }

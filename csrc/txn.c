@@ -58,34 +58,16 @@
 #include "sqlite_ct.h"
 #include <string.h>
 
-typedef struct CtTxnVtab CtTxnVtab;
-struct CtTxnVtab {
-  sqlite3_vtab base;
-  CtState *p;
-};
-
 static int ctTxnConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
                         sqlite3_vtab **ppVtab, char **pzErr){
-  CtTxnVtab *v;
-  int rc;
   (void)argc; (void)argv; (void)pzErr;
-  rc = sqlite3_declare_vtab(db, "CREATE TABLE x(v)");
-  if( rc!=SQLITE_OK ) return rc;
-  /* Written by the extension's own statements only, never from a trigger or
-  ** view planted in a database file. */
-  sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-  v = sqlite3_malloc(sizeof(*v));
-  if( v==0 ) return SQLITE_NOMEM;
-  memset(v, 0, sizeof(*v));
-  v->p = (CtState*)pAux;
-  *ppVtab = &v->base;
-  return SQLITE_OK;
+  return ctStateVtabConnect(db, pAux, "CREATE TABLE x(v)", ppVtab);
 }
 
 /* Disconnected (the connection closes, or the module is registered again
 ** when the extension is loaded twice): the write path probes from now on. */
 static int ctTxnDisconnect(sqlite3_vtab *pVtab){
-  CtTxnVtab *v = (CtTxnVtab*)pVtab;
+  CtStateVtab *v = (CtStateVtab*)pVtab;
   v->p->bTxnJoined = 0;
   sqlite3_free(v);
   return SQLITE_OK;
@@ -141,7 +123,7 @@ static int ctTxnUpdate(sqlite3_vtab *pVtab, int argc, sqlite3_value **argv,
 /* Enlisted: the log row was written just before (state.c, ctWriteLog) or
 ** probed and found. */
 static int ctTxnBegin(sqlite3_vtab *pVtab){
-  CtState *p = ((CtTxnVtab*)pVtab)->p;
+  CtState *p = ((CtStateVtab*)pVtab)->p;
   p->bTxnJoined = 1;
   p->bTxnSynced = 0;
   p->bTxnSuspect = 0;
@@ -155,7 +137,7 @@ static int ctTxnBegin(sqlite3_vtab *pVtab){
 ** virtual table's xSync may still write). An error fails the commit, and
 ** SQLite rolls the transaction back. */
 static int ctTxnSync(sqlite3_vtab *pVtab){
-  CtState *p = ((CtTxnVtab*)pVtab)->p;
+  CtState *p = ((CtStateVtab*)pVtab)->p;
   char *zErr = 0;
   int rc, bLogged;
   p->bTxnSynced = 1;
@@ -183,7 +165,7 @@ static void ctTxnForget(CtState *p){
 ** such a write in a transaction that commits later, which holds that BSN and
 ** its log row. */
 static int ctTxnCommit(sqlite3_vtab *pVtab){
-  CtState *p = ((CtTxnVtab*)pVtab)->p;
+  CtState *p = ((CtStateVtab*)pVtab)->p;
   if( p->iBsn==p->iSyncBsn ) p->iBsn = 0;
   ctTxnForget(p);
   return SQLITE_OK;
@@ -197,7 +179,7 @@ static int ctTxnCommit(sqlite3_vtab *pVtab){
 ** written back into it when a row or tombstone carries the BSN (ctEnsureLog),
 ** as xSync would. SQLite ignores what this returns. */
 static int ctTxnRollback(sqlite3_vtab *pVtab){
-  CtState *p = ((CtTxnVtab*)pVtab)->p;
+  CtState *p = ((CtStateVtab*)pVtab)->p;
   char *zErr = 0;
   int bLogged = 0;
   p->bTxnSynced = 1;         /* what runs from here on probes */
@@ -239,7 +221,7 @@ static int ctTxnRelease(sqlite3_vtab *pVtab, int iSavepoint){
 ** rollback of a failed statement); the next write, or xSync, probes. */
 static int ctTxnRollbackTo(sqlite3_vtab *pVtab, int iSavepoint){
   (void)iSavepoint;
-  ((CtTxnVtab*)pVtab)->p->bTxnSuspect = 1;
+  ((CtStateVtab*)pVtab)->p->bTxnSuspect = 1;
   return SQLITE_OK;
 }
 

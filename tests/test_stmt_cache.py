@@ -77,7 +77,7 @@ def test_the_write_path_uses_the_cache(conn):
     run(conn, *WRITES)
     cached = dict(q(conn, "SELECT slot, sql FROM sqlite_ct_stmt_cache"))
     assert sorted(cached) == [0, 1, 4]
-    assert cached[0].startswith("INSERT INTO main.__sysTxCommitSequence")
+    assert cached[0].startswith("INSERT OR IGNORE INTO main.__sysTxCommitSequence")
     assert cached[1].startswith("SELECT max(__sysTxCsn)")
     # the statement that enlists sqlite_ct_txn in a transaction (txn.c)
     assert cached[4] == "INSERT INTO main.sqlite_ct_txn VALUES(NULL)"

@@ -191,11 +191,15 @@ def test_writes_from_another_virtual_tables_xsync_after_sqlite_ct_txns(apsw_conn
     assert_logged(apsw_conn)
 
 
-def test_a_rollback_from_another_virtual_tables_xsync_after_sqlite_ct_txns(apsw_conn):
-    """After sqlite_ct_txn's xSync, an application's virtual table rolls back to
-    a savepoint opened before the transaction's first write (the log row goes,
+@pytest.mark.parametrize("joins", ["first", "last"])
+def test_a_rollback_from_another_virtual_tables_xsync(apsw_conn, joins):
+    """An application's virtual table rolls back, from its xSync, to a
+    savepoint opened before the transaction's first write (the log row goes,
     and SQLite tells no virtual table while xSync runs), then writes the
-    tracked table: that write probes and logs the transaction again."""
+    tracked table. Joined last, its xSync runs after sqlite_ct_txn's, whose
+    writes probe from then on; joined first, before it, while the explicit
+    transaction reports autocommit mode, so its write does not trust the BSN
+    either: it probes and logs the transaction again."""
     make(apsw_conn)
     module = TxModule()
     apsw_conn.create_module("flush", module, iVersion=3, eponymous=True,
@@ -210,37 +214,9 @@ def test_a_rollback_from_another_virtual_tables_xsync_after_sqlite_ct_txns(apsw_
                 errors.append(str(exc))
     module.table.on_sync = flush
     before = log(apsw_conn)
-    run(apsw_conn, "BEGIN", "SAVEPOINT s", "INSERT INTO t(id, v) VALUES (2, 'b')",
-        "INSERT INTO flush VALUES (1)", "COMMIT")
-    assert errors == []
-    assert [r[0] for r in q(apsw_conn, "SELECT id FROM t ORDER BY id")] == [12]
-    assert log(apsw_conn) == before + [before[-1] + 1]
-    assert_logged(apsw_conn)
-
-
-def test_a_rollback_from_another_virtual_tables_xsync_before_sqlite_ct_txns(apsw_conn):
-    """An application's virtual table joined first, so its xSync runs before
-    sqlite_ct_txn's: it rolls back to a savepoint opened before the
-    transaction's first write (the log row goes; SQLite tells no virtual
-    table while xSync runs) and writes the tracked table. The write is made
-    while COMMIT runs, so it does not trust the BSN: it probes and logs the
-    transaction again."""
-    make(apsw_conn)
-    module = TxModule()
-    apsw_conn.create_module("flush", module, iVersion=3, eponymous=True,
-                            eponymous_only=True)
-    errors = []
-
-    def flush():
-        for sql in ["ROLLBACK TO s", "INSERT INTO t(id, v) VALUES (12, 'y')"]:
-            try:
-                q(apsw_conn, sql)
-            except HOST_ERRORS as exc:
-                errors.append(str(exc))
-    module.table.on_sync = flush
-    before = log(apsw_conn)
-    run(apsw_conn, "BEGIN", "SAVEPOINT s", "INSERT INTO flush VALUES (1)",
-        "INSERT INTO t(id, v) VALUES (2, 'b')", "COMMIT")
+    writes = ["INSERT INTO flush VALUES (1)", "INSERT INTO t(id, v) VALUES (2, 'b')"]
+    run(apsw_conn, "BEGIN", "SAVEPOINT s", *(writes if joins == "first" else writes[::-1]),
+        "COMMIT")
     assert errors == []
     assert [r[0] for r in q(apsw_conn, "SELECT id FROM t ORDER BY id")] == [12]
     assert log(apsw_conn) == before + [before[-1] + 1]
