@@ -97,6 +97,9 @@ FAILING_AUTOCOMMIT = {
     "update_raise_abort": "UPDATE t SET v = 'raise'",
     # OR ROLLBACK of a multi-row insert, the first row written
     "insert_or_rollback": "INSERT OR ROLLBACK INTO t(id, v) VALUES (9, 'x'), (1, 'y')",
+    # OR ROLLBACK ends an explicit transaction that wrote before
+    "explicit_or_rollback": ("BEGIN", "INSERT INTO t(id, v) VALUES (8, 'x')",
+                             "INSERT OR ROLLBACK INTO t(id, v) VALUES (1, 'y')"),
 }
 
 LEAK = ("a failed autocommit statement leaves the connection holding a read transaction"
@@ -128,8 +131,11 @@ def test_a_failed_autocommit_statement_ends_its_transaction(db_path, journal, st
     try:
         run(conn, f"PRAGMA journal_mode={journal}")
         _app_raise_table(conn)
+        program = FAILING_AUTOCOMMIT[statement]
+        program = (program,) if isinstance(program, str) else program
+        run(conn, *program[:-1])
         with pytest.raises(HOST_ERRORS):
-            run(conn, FAILING_AUTOCOMMIT[statement])
+            run(conn, program[-1])
         assert conn.get_autocommit()
         assert conn.txn_state("main") == apsw.SQLITE_TXN_NONE
         run(other, "INSERT INTO t(id, v) VALUES (2, 'other')")   # BUSY with DELETE
@@ -852,3 +858,127 @@ def test_attach_of_a_second_tracked_database(tmp_path):
         assert_sound(conn, ["t"])
     finally:
         conn.close()
+
+
+# ---- allocation failures inside the extension (the fault build, csrc/fault.c) ------
+
+FAULT_PROGRAMS = {
+    "unwritten_default_then_writes": [
+        "BEGIN", "INSERT OR IGNORE INTO t(id, v) VALUES (1, 'dup')",
+        "INSERT INTO t(id, v) VALUES (5, 'e')", "SAVEPOINT s", "UPDATE t SET v = 'u'",
+        "ROLLBACK TO s", "DELETE FROM t WHERE id = 2", "RELEASE s", "COMMIT"],
+    "rollback_to_before_first_write": [
+        "BEGIN", "SAVEPOINT s", "INSERT INTO t(id, v) VALUES (5, 'e')", "ROLLBACK TO s",
+        "INSERT OR REPLACE INTO t(id, v) VALUES (1, 'r')", "COMMIT"],
+    "autocommit": [
+        "INSERT OR IGNORE INTO t(id, v) VALUES (1, 'dup')", "INSERT INTO t(id, v) VALUES (6, 'f')",
+        "UPDATE t SET v = 'w' WHERE id = 6", "DELETE FROM t WHERE id = 1"],
+}
+
+
+@pytest.fixture(scope="module")
+def fault_build(tmp_path_factory):
+    import shutil
+    import sysconfig
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path_factory.mktemp("fault") / ("sqlitect" + (
+        sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"))
+    sources = sorted(os.path.join(root, "csrc", f) for f in os.listdir(os.path.join(root, "csrc"))
+                     if f.endswith(".c"))
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-DSQLITE_CT_FAULT_INJECT",
+                    f'-DSQLITE_CT_VERSION="{sqlite_ct.__version__}"',
+                    "-I", os.path.join(root, "csrc"), *sources, "-o", str(out)],
+                   check=True, capture_output=True)
+    return str(out)
+
+
+def _fault_conn(path, build):
+    conn = apsw.Connection(path)
+    conn.enable_load_extension(True)
+    conn.load_extension(build)
+    sqlite_ct.load(conn)
+    return conn
+
+
+def _run_tolerant(conn, statements):
+    """Run each statement; one that fails (out of memory) is skipped and the
+    program goes on, as an application that logs and continues would."""
+    failed = 0
+    for sql in statements:
+        try:
+            run(conn, sql)
+        except HOST_ERRORS:
+            failed += 1
+    if not conn.get_autocommit():
+        run(conn, "ROLLBACK")
+    return failed
+
+
+@pytest.mark.parametrize("program", sorted(FAULT_PROGRAMS))
+def test_an_allocation_failure_anywhere_in_a_program_keeps_the_invariants(
+        fault_build, tmp_path, program):
+    statements = FAULT_PROGRAMS[program]
+    template = str(tmp_path / "template.db")
+    conn = _fault_conn(template, fault_build)
+    tracked(conn, "t")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 'a'), (2, 'b')")
+    conn.close()
+
+    import shutil
+    shutil.copy(template, str(tmp_path / "reference.db"))
+    conn = _fault_conn(str(tmp_path / "reference.db"), fault_build)
+    conn.execute("SELECT sqlite_ct_fault_inject(0)")
+    assert _run_tolerant(conn, statements) == 0
+    allocations = conn.execute("SELECT sqlite_ct_fault_inject(0)").get
+    conn.close()
+    assert allocations > 0
+
+    for n in range(1, allocations + 1):
+        path = str(tmp_path / f"fault{n}.db")
+        shutil.copy(template, path)
+        conn = _fault_conn(path, fault_build)
+        try:
+            f = Follower(conn, "t")
+            f.sync()
+            before = log(conn)
+            conn.execute("SELECT sqlite_ct_fault_inject(?)", (n,))
+            _run_tolerant(conn, statements)
+            conn.execute("SELECT sqlite_ct_fault_inject(0)")
+            new = log(conn)[len(before):]
+            carried = {b for r in stamps(conn, "t") for b in r[1:]} - set(before) - {None, 0}
+            carried |= {r[0] for r in q(conn, "SELECT __sysDeleteTxBsn FROM __sysOCSDeletedRows")
+                        } - set(before)
+            assert carried <= set(new), (n, carried, new)
+            assert_sound(conn, ["t"])
+            run(conn, "INSERT INTO t(id, v) VALUES (100, 'after')")
+            assert_sound(conn, ["t"])
+            f.sync()
+            assert f.converged(), n
+        finally:
+            conn.close()
+        os.remove(path)
+
+
+def test_deserialize_refused_inside_a_transaction_that_wrote():
+    """sqlite3_deserialize() is refused while the transaction is open; the
+    transaction goes on with its BSN and commits it once."""
+    conn = apsw.Connection(":memory:")
+    sqlite_ct.load(conn)
+    tracked(conn, "t")
+    run(conn, "INSERT INTO t(id, v) VALUES (1, 1)")
+    image = conn.serialize("main")
+    before = log(conn)
+    run(conn, "BEGIN", "INSERT OR IGNORE INTO t(id, v) VALUES (1, 'dup')",
+        "INSERT INTO t(id, v) VALUES (2, 2)")
+    with pytest.raises(apsw.BusyError):
+        conn.deserialize("main", image)
+    run(conn, "UPDATE t SET v = 3", "COMMIT")
+    assert log(conn) == before + [before[-1] + 1]
+    assert_sound(conn, ["t"])
+    conn.deserialize("main", image)
+    run(conn, "INSERT INTO t(id, v) VALUES (2, 'again')")
+    assert log(conn) == before + [before[-1] + 1]
+    assert_sound(conn, ["t"])
