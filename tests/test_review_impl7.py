@@ -316,6 +316,32 @@ def test_a_reloaded_image_after_create_schema_never_reuses_its_bsn(op):
     assert f.converged(), f"stamps {stamps(conn, 't')}, anchor {f.anchor}, log {log(conn)}"
 
 
+@pytest.mark.xfail(strict=True, reason=DESERIALIZE)
+def test_a_reloaded_image_after_create_schema_replace_of_a_row_it_enabled():
+    """The same cycle on the table create_schema() enabled: an OR REPLACE
+    through its UNIQUE index deletes a row that existed before tracking; the
+    tombstone and the new row carry the reused CSN, and the replica that
+    synced after create_schema() keeps the deleted row."""
+    src = apsw.Connection(":memory:")
+    sqlite_ct.load(src)
+    run(src, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)",
+        "CREATE TABLE u(id INTEGER PRIMARY KEY, w UNIQUE, v)")
+    sqlite_ct.create_schema(src, "t")
+    run(src, "INSERT INTO t(id, v) VALUES (1, 1)", "INSERT INTO u VALUES (1, 'a', 1), (2, 'b', 2)")
+    image1 = src.serialize("main")
+    src.close()
+    conn = apsw.Connection(":memory:")
+    sqlite_ct.load(conn)
+    conn.deserialize("main", image1)
+    sqlite_ct.create_schema(conn, "u")
+    f = Follower(conn, "u")
+    f.sync()
+    conn.deserialize("main", conn.serialize("main"))
+    run(conn, "INSERT OR REPLACE INTO u(id, w, v) VALUES (3, 'a', 3)")
+    f.sync()
+    assert f.converged(), f"replica {f.replica.rows}, anchor {f.anchor}, log {log(conn)}"
+
+
 def test_a_reloaded_image_after_a_tracked_write_never_reuses_its_bsn():
     """The cycle layout 7 fixed: the BSN of a transaction that enlisted
     sqlite_ct_txn is forgotten at its commit."""
