@@ -1008,3 +1008,74 @@ def test_deserialize_refused_inside_a_transaction_that_wrote():
     run(conn, "INSERT INTO t(id, v) VALUES (2, 'again')")
     assert log(conn) == before + [before[-1] + 1]
     assert_sound(conn, ["t"])
+
+
+# ---- found by the convergence property (HYPOTHESIS_PROFILE=thorough); older ---------
+
+SPAWN = ("an application AFTER INSERT trigger that fires before sqlite-ct's (created after"
+         " create_schema(), as the property's user_spawn trigger) and writes the same table"
+         " with INSERT OR REPLACE runs its own AFTER INSERT sweep inside the outer row's:"
+         " it takes the outer REPLACE's captured victim (the incarnation of the key that"
+         " existed before the transaction) and finds its key occupied (by the outer row), so"
+         " it is dropped with no record; the outer row then holds an insert BSN of this"
+         " transaction, and moving its key away leaves no tombstone a replica reads: the"
+         " replica keeps the old key. Fails the same way at 5c96c06 (layout 6): not layout"
+         " 7's. Found as test_replica_converges_apsw_and_stdlib_sqlite3"
+         "[composite_without_rowid]")
+
+
+@pytest.mark.xfail(strict=True, reason=SPAWN)
+@pytest.mark.parametrize("without_rowid", [False, True])
+def test_replace_of_a_key_with_a_spawning_trigger_then_a_key_move(apsw_conn, without_rowid):
+    conn = apsw_conn
+    run(conn, "CREATE TABLE t(k1 TEXT NOT NULL, k2 INTEGER NOT NULL, v, PRIMARY KEY(k1, k2))"
+        + (" WITHOUT ROWID" if without_rowid else ""),
+        "INSERT INTO t VALUES ('y', 0, NULL)")
+    sqlite_ct.create_schema(conn, "t")
+    run(conn, "CREATE TRIGGER spawn AFTER INSERT ON t WHEN NEW.v IS 'spawn' BEGIN"
+        " INSERT OR REPLACE INTO t(k1, k2, v) VALUES (NEW.k1, NEW.k2 + 100, 'child'); END")
+    replica = Replica(["k1", "k2"])
+    cs = sqlite_ct.enumerate_changes(conn, "t", 0)
+    replica.apply(cs)
+    run(conn, "BEGIN", "INSERT OR REPLACE INTO t(k1, k2, v) VALUES ('y', 0, 'spawn')",
+        "UPDATE t SET k1 = 'x', k2 = 1 WHERE k1 = 'y' AND k2 = 0", "COMMIT")
+    replica.apply(sqlite_ct.enumerate_changes(conn, "t", cs.new_anchor))
+    assert replica.rows == table_rows(conn, "t", ["k1", "k2"])
+
+
+def test_replace_of_a_key_then_a_key_move_without_the_spawning_trigger(apsw_conn):
+    """The control: the same transaction without the application trigger
+    leaves the tombstone of the key's earlier incarnation."""
+    conn = apsw_conn
+    run(conn, "CREATE TABLE t(k1 TEXT NOT NULL, k2 INTEGER NOT NULL, v, PRIMARY KEY(k1, k2))"
+        " WITHOUT ROWID", "INSERT INTO t VALUES ('y', 0, NULL)")
+    sqlite_ct.create_schema(conn, "t")
+    replica = Replica(["k1", "k2"])
+    cs = sqlite_ct.enumerate_changes(conn, "t", 0)
+    replica.apply(cs)
+    run(conn, "BEGIN", "INSERT OR REPLACE INTO t(k1, k2, v) VALUES ('y', 0, 'spawn')",
+        "UPDATE t SET k1 = 'x', k2 = 1 WHERE k1 = 'y' AND k2 = 0", "COMMIT")
+    replica.apply(sqlite_ct.enumerate_changes(conn, "t", cs.new_anchor))
+    assert replica.rows == table_rows(conn, "t", ["k1", "k2"])
+
+
+@pytest.mark.xfail(strict=True, reason=SPAWN)
+def test_convergence_falsifying_example_spawn_through_the_harness():
+    """The property's example as hypothesis printed it (connection 1 a stdlib
+    sqlite3 connection), through the property's harness."""
+    from property import test_convergence as tc
+    from property._harness import SHAPES, stdlib_unavailable_reason
+    reason = stdlib_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    sqlite_ct.loader.register_auto_extension()
+    scenario = {
+        "connections": 2, "preexisting": [(1, None, None)], "open_before_schema": False,
+        "recursive_triggers": [False, False, False],
+        "ops": [("insert", 0, "INSERT", [(0, None, None)]), ("begin", 0, "BEGIN"),
+                ("enumerate", 1, "list"), ("update_key", 0, "UPDATE", 0, 0),
+                ("replace_rowid", 0, 1, (1, None, "spawn")),
+                ("update_key", 0, "UPDATE", 1, 2), ("savepoint", 0), ("commit", 0)],
+        "finish_with_commit": False,
+    }
+    tc.run_scenario(SHAPES["composite_without_rowid"], scenario, tc.MIXED)
