@@ -628,12 +628,15 @@ static int ctBsnInUse(CtState *p, sqlite3_int64 iBsn, int *pbUsed, char **pzErr)
   sqlite3_str_appendall(s, "SELECT EXISTS(SELECT 1 FROM main.__sysOCSDeletedRows"
       " WHERE __sysTName IN (SELECT __sysTName FROM main.__sysOCSTrackedObjects)"
       " AND __sysDeleteTxBsn=?1");
-  /* The tables with a stamp index (a renamed one too, before tracking follows
-  ** the rename), and the tracked tables that lost theirs (a full scan). */
-  rc = sqlite3_prepare_v2(p->db, "SELECT tbl_name FROM main.sqlite_schema"
-      " WHERE type='index' AND name GLOB '__sysct_chg_*'"
-      " UNION SELECT s.name FROM main.sqlite_schema AS s WHERE s.type='table'"
-      " AND s.name IN (SELECT __sysTName FROM main.__sysOCSTrackedObjects)"
+  /* The tables with a __sysChangeTxBsn column that are tracked, or have a
+  ** stamp index (a renamed one, before tracking follows the rename): a seek
+  ** of that index each, or a full scan of a tracked table that lost it. An
+  ** application's table without the column is never named (its index might
+  ** be called like sqlite-ct's). */
+  rc = sqlite3_prepare_v2(p->db, "SELECT s.name FROM main.sqlite_schema AS s"
+      " WHERE s.type='table' AND (s.name IN (SELECT __sysTName FROM"
+      " main.__sysOCSTrackedObjects) OR EXISTS(SELECT 1 FROM main.sqlite_schema AS i"
+      " WHERE i.type='index' AND i.tbl_name=s.name AND i.name GLOB '__sysct_chg_*'))"
       " AND EXISTS(SELECT 1 FROM pragma_table_xinfo(s.name, 'main')"
       " WHERE name='__sysChangeTxBsn')", -1, &pStmt, 0);
   while( rc==SQLITE_OK && sqlite3_step(pStmt)==SQLITE_ROW ){

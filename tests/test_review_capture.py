@@ -243,18 +243,9 @@ def _spawn_then_move(conn, rearm):
     t.changes()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limit (README, portable mode's trigger that inserts into its own table, and"
-    " native mode's created after create_schema()): the trigger fires before sqlite-ct's;"
-    " the spawned row's sweep takes the outer row's same-key victim while the outer row"
-    " holds the key and writes no tombstone; the outer row, inserted by this transaction,"
-    " then moves, and its old key's removal is nothing a replica saw either, so replicas"
-    " keep the key. Found by the convergence property's user_spawn trigger, which no"
-    " longer fires under INSERT OR REPLACE for this reason"))
-def test_a_spawned_row_sweeps_the_outer_rows_same_key_victim(apsw_conn):
-    _spawn_then_move(apsw_conn, rearm=False)
-
-
 def test_create_schema_again_after_adding_the_trigger_tracks_it(apsw_conn):
-    """The README's remedy: sqlite-ct's triggers fire first again."""
+    """The README's remedy for a known limit (without it, the strict xfail
+    tests/test_review_impl7.py::test_replace_of_a_key_with_a_spawning_trigger_then_a_key_move):
+    sqlite-ct's triggers fire first again, and the replaced key's tombstone
+    is written."""
     _spawn_then_move(apsw_conn, rearm=True)

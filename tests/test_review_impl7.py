@@ -102,15 +102,16 @@ FAILING_AUTOCOMMIT = {
                              "INSERT OR ROLLBACK INTO t(id, v) VALUES (1, 'y')"),
 }
 
-LEAK = ("a failed autocommit statement leaves the connection holding a read transaction"
-        " (sqlite3_txn_state() READ with autocommit on): sqlite_ct_txn's xRollback"
-        " (csrc/txn.c ctTxnRollback -> state.c ctEnsureLog -> ctReadMaxCsn/ctBsnInUse)"
-        " runs statements from inside sqlite3RollbackAll() of the failing statement, after"
-        " the pager ended its transaction; the failing VM still counts as a writer, so the"
-        " nested read's halt does not end the read transaction it opened, and nothing else"
-        " does. Rollback journal: its SHARED lock makes every other connection's commit"
-        " SQLITE_BUSY; WAL: its next write is SQLITE_BUSY (stale snapshot) and its next"
-        " read sees a stale snapshot (the convergence property's falsifying example)")
+# Fixed in layout 7's review (this sequence failed before the fix): a failed autocommit
+# statement leaves the connection holding a read transaction (sqlite3_txn_state() READ
+# with autocommit on): sqlite_ct_txn's xRollback (csrc/txn.c ctTxnRollback -> state.c
+# ctEnsureLog -> ctReadMaxCsn/ctBsnInUse) runs statements from inside
+# sqlite3RollbackAll() of the failing statement, after the pager ended its transaction;
+# the failing VM still counts as a writer, so the nested read's halt does not end the
+# read transaction it opened, and nothing else does. Rollback journal: its SHARED lock
+# makes every other connection's commit SQLITE_BUSY; WAL: its next write is SQLITE_BUSY
+# (stale snapshot) and its next read sees a stale snapshot (the convergence property's
+# falsifying example)
 
 
 def _app_raise_table(conn):
@@ -122,7 +123,6 @@ def _app_raise_table(conn):
     run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK)
 @pytest.mark.parametrize("journal", ["DELETE", "WAL"])
 @pytest.mark.parametrize("statement", sorted(FAILING_AUTOCOMMIT))
 def test_a_failed_autocommit_statement_ends_its_transaction(db_path, journal, statement):
@@ -160,7 +160,6 @@ def test_a_failed_autocommit_statement_of_layout_6_style_leaves_no_transaction(d
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK)
 def test_convergence_falsifying_example_failed_insert_then_other_connections_commit(db_path):
     """tests/property/test_convergence.py (HYPOTHESIS_PROFILE=thorough) found
     this: connection 0 enumerates, fails an insert (key conflict, autocommit),
@@ -188,7 +187,6 @@ def test_convergence_falsifying_example_failed_insert_then_other_connections_com
         c0.close()
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK)
 def test_convergence_falsifying_example_through_the_harness():
     """The example as hypothesis printed it, run by the property's own
     harness (user triggers, a second tracked table, busy timeout 0)."""
@@ -208,14 +206,14 @@ def test_convergence_falsifying_example_through_the_harness():
 
 # ---- 2. The DEFAULT's pending BSN logged by someone else -----------------------------
 
-PENDING = ("the DEFAULT of an insert whose row was not written (OR IGNORE, DO NOTHING,"
-           " a BEFORE trigger's RAISE(IGNORE)) leaves bLogPending set; a log row for that"
-           " very BSN written by another path in the same transaction (a portable table's"
-           " trigger, create_schema()'s ctAllocateBsn(), neither of which clears"
-           " bLogPending) is not seen: state.c ctMaxCsnArg answers iBsn-1 without a probe,"
-           " ctBeginLogged() writes the log row again, and the next native write of the"
-           " transaction fails with UNIQUE constraint failed:"
-           " __sysTxCommitSequence.__sysTxCsn (layout 6 probed and shared the number)")
+# Fixed in layout 7's review (this sequence failed before the fix): the DEFAULT of an
+# insert whose row was not written (OR IGNORE, DO NOTHING, a BEFORE trigger's
+# RAISE(IGNORE)) leaves bLogPending set; a log row for that very BSN written by another
+# path in the same transaction (a portable table's trigger, create_schema()'s
+# ctAllocateBsn(), neither of which clears bLogPending) is not seen: state.c ctMaxCsnArg
+# answers iBsn-1 without a probe, ctBeginLogged() writes the log row again, and the next
+# native write of the transaction fails with UNIQUE constraint failed:
+# __sysTxCommitSequence.__sysTxCsn (layout 6 probed and shared the number)
 
 NOT_WRITTEN = {
     "or_ignore": "INSERT OR IGNORE INTO t(id, v) VALUES (1, 'dup')",
@@ -238,7 +236,6 @@ def _pending_setup(conn, *, portable=()):
     run(conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING)
 @pytest.mark.parametrize("then", sorted(NEXT_NATIVE))
 @pytest.mark.parametrize("skipped", sorted(NOT_WRITTEN))
 def test_a_portable_write_after_an_unwritten_default(conn, skipped, then):
@@ -252,7 +249,6 @@ def test_a_portable_write_after_an_unwritten_default(conn, skipped, then):
     assert f.converged()
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING)
 @pytest.mark.parametrize("skipped", sorted(NOT_WRITTEN))
 def test_create_schema_after_an_unwritten_default(conn, skipped):
     _pending_setup(conn)
@@ -282,16 +278,15 @@ def test_after_the_unique_failure_a_retry_succeeds(conn):
 
 # ---- 3. sqlite3_deserialize() after create_schema() --------------------------------
 
-DESERIALIZE = ("create_schema() hands out its BSN from C (state.c ctAllocateBsn) without"
-               " enlisting sqlite_ct_txn, so the BSN stays cached after the commit and is"
-               " judged by the pager's data version alone (ctBsnValid). A connection that"
-               " loaded an image, called create_schema() and saved, then loads the saved"
-               " image again has a new pager whose data version is the one the BSN was"
-               " cached under: its next write trusts the committed CSN and stamps with"
-               " it, below a replica's anchor; the change is never enumerated")
+# Fixed in layout 7's review (this sequence failed before the fix): create_schema()
+# hands out its BSN from C (state.c ctAllocateBsn) without enlisting sqlite_ct_txn, so
+# the BSN stays cached after the commit and is judged by the pager's data version alone
+# (ctBsnValid). A connection that loaded an image, called create_schema() and saved,
+# then loads the saved image again has a new pager whose data version is the one the BSN
+# was cached under: its next write trusts the committed CSN and stamps with it, below a
+# replica's anchor; the change is never enumerated
 
 
-@pytest.mark.xfail(strict=True, reason=DESERIALIZE)
 @pytest.mark.parametrize("op", ["INSERT INTO t(id, v) VALUES (2, 2)",
                                 "UPDATE t SET v = 9 WHERE id = 1",
                                 "DELETE FROM t WHERE id = 1"])
@@ -316,7 +311,6 @@ def test_a_reloaded_image_after_create_schema_never_reuses_its_bsn(op):
     assert f.converged(), f"stamps {stamps(conn, 't')}, anchor {f.anchor}, log {log(conn)}"
 
 
-@pytest.mark.xfail(strict=True, reason=DESERIALIZE)
 def test_a_reloaded_image_after_create_schema_replace_of_a_row_it_enabled():
     """The same cycle on the table create_schema() enabled: an OR REPLACE
     through its UNIQUE index deletes a row that existed before tracking; the
@@ -768,15 +762,16 @@ CLOSE_SEQUENCES = {
                       "RELEASE s"),
 }
 
-ZOMBIE = ("closing a stdlib sqlite3 connection (sqlite3_close_v2(), SQLite 3.40.1) whose"
-          " transaction wrote a tracked table leaves a zombie that never closes: SQLite"
-          " disconnects every virtual table (sqlite_ct_stmt_cache finalizes the kept"
-          " statements), then calls sqlite_ct_txn's xRollback (csrc/txn.c ctTxnRollback),"
-          " whose ctEnsureLog() -> ctReadMaxCsn() -> ctCachedStmt() (stmtcache.c) connects"
-          " the cache table again and keeps a new prepared statement; sqlite3_close_v2()"
-          " then finds an unfinalized statement and neither rolls the transaction back nor"
-          " closes the file: the database file and its journal stay open, the locks stay"
-          " held, and every other connection's write is SQLITE_BUSY until the process exits")
+# Fixed in layout 7's review (this sequence failed before the fix): closing a stdlib
+# sqlite3 connection (sqlite3_close_v2(), SQLite 3.40.1) whose transaction wrote a
+# tracked table leaves a zombie that never closes: SQLite disconnects every virtual
+# table (sqlite_ct_stmt_cache finalizes the kept statements), then calls sqlite_ct_txn's
+# xRollback (csrc/txn.c ctTxnRollback), whose ctEnsureLog() -> ctReadMaxCsn() ->
+# ctCachedStmt() (stmtcache.c) connects the cache table again and keeps a new prepared
+# statement; sqlite3_close_v2() then finds an unfinalized statement and neither rolls
+# the transaction back nor closes the file: the database file and its journal stay open,
+# the locks stay held, and every other connection's write is SQLITE_BUSY until the
+# process exits
 
 
 def _fds_under(directory):
@@ -826,7 +821,6 @@ def test_an_apsw_connection_closed_mid_transaction(tmp_path, sequence):
     _close_mid_transaction(tmp_path, "apsw", sequence)
 
 
-@pytest.mark.xfail(strict=True, reason=ZOMBIE)
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 @pytest.mark.parametrize("sequence", sorted(CLOSE_SEQUENCES))
 def test_a_stdlib_connection_closed_mid_transaction(tmp_path, sequence):
@@ -1083,17 +1077,17 @@ def test_convergence_falsifying_example_spawn_through_the_harness():
 
 # ---- the xSync probe's query (state.c, ctBsnInUse) ----------------------------------
 
-DQS = ("ctBsnInUse() queries every table that has an index named __sysct_chg_*, tracked or"
-       " not, with the column name in double quotes: with SQLITE_DBCONFIG_DQS_DML off (the"
-       " setting SQLite recommends) an application index of that name on a table without"
-       " __sysChangeTxBsn makes the query fail to prepare, so sqlite_ct_txn's xSync fails"
-       " and every COMMIT after a ROLLBACK TO that took the transaction's log row fails and"
-       " rolls the whole transaction back (with DQS on, the name is taken for a string"
-       " literal and the query is merely wrong for that table). The query could list the"
-       " tracked tables only, as its second branch does")
+# Fixed in layout 7's review (this sequence failed before the fix): ctBsnInUse() queries
+# every table that has an index named __sysct_chg_*, tracked or not, with the column
+# name in double quotes: with SQLITE_DBCONFIG_DQS_DML off (the setting SQLite
+# recommends) an application index of that name on a table without __sysChangeTxBsn
+# makes the query fail to prepare, so sqlite_ct_txn's xSync fails and every COMMIT after
+# a ROLLBACK TO that took the transaction's log row fails and rolls the whole
+# transaction back (with DQS on, the name is taken for a string literal and the query is
+# merely wrong for that table). The query could list the tracked tables only, as its
+# second branch does
 
 
-@pytest.mark.xfail(strict=True, reason=DQS)
 def test_commit_after_rollback_to_with_an_index_named_like_the_stamp_index(apsw_conn):
     conn = apsw_conn
     conn.config(apsw.SQLITE_DBCONFIG_DQS_DML, 0)

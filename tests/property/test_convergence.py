@@ -354,7 +354,7 @@ class Scenario:
             # replaced another under the same key, the spawned row's sweep
             # takes that victim while the key is held, a documented limit
             # (README, portable mode and native mode's trigger created after
-            # create_schema(); tests/test_review_capture.py). Its
+            # create_schema(); tests/test_review_impl7.py). Its
             # insert failing under OR FAIL, which abandoned sqlite-ct's AFTER
             # INSERT trigger up to layout 6, is covered since layout 7.
             rows = [(i, u, "x" if v == "spawn" else v) for i, u, v in rows]
