@@ -671,17 +671,21 @@ static int ctBsnInUse(CtState *p, sqlite3_int64 iBsn, int *pbUsed, char **pzErr)
 ** SQLite let through before it told sqlite_ct_txn of the rollback). A
 ** transaction all of whose tracked writes were rolled back leaves no log row,
 ** as in layouts 1 to 6. With bTold (xSync), only after a rollback it was told
-** of (bTxnSuspect), or while a DEFAULT's BSN waits for its log row
-** (bLogPending: its row was not written, OR IGNORE): the log row written by
-** the transaction's first write is there otherwise, and the probe would cost
-** every commit a statement.
+** of (bTxnSuspect): the log row written by the transaction's first write is
+** there otherwise, and the probe would cost every commit a statement. A
+** DEFAULT's BSN still waiting for its log row at commit (bLogPending) belongs
+** to a row that was not written (OR IGNORE, DO NOTHING, RAISE(IGNORE)):
+** checking the tables for it would cost such a statement, which changes
+** nothing, several times what it costs untracked. (Or to a row whose AFTER
+** INSERT trigger a trigger of the application's, created after sqlite-ct's,
+** abandoned: README, "Triggers you add to a tracked table".)
 ** *pbLogged: whether the log row is there now. */
 int ctEnsureLog(CtState *p, int bTold, int *pbLogged, char **pzErr){
   sqlite3_int64 iMax = 0;
   int rc, bUsed = 0;
   *pbLogged = 0;
   if( p->iBsn==0 || !p->bTxnJoined ) return SQLITE_OK;
-  if( bTold && !p->bTxnSuspect && !p->bLogPending ){ *pbLogged = 1; return SQLITE_OK; }
+  if( bTold && !p->bTxnSuspect ){ *pbLogged = 1; return SQLITE_OK; }
   rc = ctReadMaxCsn(p, &iMax, pzErr);
   if( rc!=SQLITE_OK ) return rc;
   if( iMax>=p->iBsn ){ *pbLogged = 1; return SQLITE_OK; }
@@ -787,7 +791,7 @@ void ctFuncDefaultBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
       /* A BSN handed out for a transaction that has none: enlist
       ** sqlite_ct_txn now, and leave its log row to the AFTER INSERT
       ** trigger's WHEN (bLogPending: it writes it without probing the log
-      ** again), or, when the row is not written (OR IGNORE), to xSync. */
+      ** again); a row that is not written (OR IGNORE) needs none. */
       if( ctTxnEnlist(p)!=SQLITE_OK ){ sqlite3_result_error_nomem(ctx); return; }
       if( p->bTxnJoined ) p->bLogPending = 1;
     }

@@ -205,14 +205,15 @@ def test_a_registered_image_does_not_hide_a_real_victim(conn):
     assert ([d["k"] for d in cs.deletes], [r["k"] for r in cs.inserts]) == (["z"], ["y"])
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit (README, triggers you add to a tracked table): a trigger"
+    " created after sqlite-ct's whose write fails under the statement's OR"
+    " FAIL abandons sqlite-ct's AFTER INSERT trigger; the row keeps the BSN its"
+    " DEFAULT gave it, which no log row holds (invariant 4). sqlite_ct_txn's"
+    " xSync could look for such a row, but at a cost to every INSERT OR IGNORE"
+    " that writes nothing (csrc/state.c, ctEnsureLog). Found by the"
+    " convergence property's user_spawn trigger (HYPOTHESIS_PROFILE=thorough)"))
 def test_or_fail_in_a_newer_trigger_that_inserts_into_the_same_table(apsw_conn):
-    """A trigger created after sqlite-ct's whose write fails under the
-    statement's OR FAIL abandons sqlite-ct's AFTER INSERT trigger; the row
-    stays with the BSN its DEFAULT gave it. Layouts up to 6 left that BSN
-    without a log row (invariant 4; found by the convergence property's
-    user_spawn trigger, HYPOTHESIS_PROFILE=thorough). Since layout 7 the
-    DEFAULT enlists sqlite_ct_txn, whose xSync writes the log row when a row
-    carries the BSN."""
     conn = apsw_conn
     t = Tracked(conn, "CREATE TABLE tags(id INTEGER PRIMARY KEY, u TEXT, v);"
                       " CREATE UNIQUE INDEX tags_u ON tags(u COLLATE NOCASE)", "tags", ["id"],

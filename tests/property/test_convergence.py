@@ -349,14 +349,14 @@ class Scenario:
         return ", ".join(one for _ in rows), params
 
     def sql_insert(self, verb: str, rows: List[tuple]):
-        if verb == "INSERT OR REPLACE":
-            # The user_spawn trigger fires before sqlite-ct's; for a row that
-            # replaced another under the same key, the spawned row's sweep
-            # takes that victim while the key is held, a documented limit
-            # (README, portable mode and native mode's trigger created after
-            # create_schema(); tests/test_review_impl7.py). Its
-            # insert failing under OR FAIL, which abandoned sqlite-ct's AFTER
-            # INSERT trigger up to layout 6, is covered since layout 7.
+        if verb in ("INSERT OR REPLACE", "INSERT OR FAIL"):
+            # The user_spawn trigger fires before sqlite-ct's, two documented
+            # limits of triggers created after create_schema() (README): for a
+            # row that replaced another under the same key, the spawned row's
+            # sweep takes that victim while the key is held
+            # (tests/test_review_impl7.py); its insert failing under OR FAIL
+            # abandons sqlite-ct's AFTER INSERT trigger
+            # (tests/test_review_capture.py)
             rows = [(i, u, "x" if v == "spawn" else v) for i, u, v in rows]
         marks, params = self.values(rows)
         return f"{verb} INTO {q(self.table)}({self.cols()}) VALUES {marks}", params
