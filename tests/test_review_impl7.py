@@ -25,6 +25,7 @@ import pytest
 import sqlite_ct
 from replica import Replica, table_rows
 from sqlhelpers import HOST_ERRORS, q, run, val
+from test_nomem import connect as fault_connect, fault_build  # noqa: F401  (fixture)
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -896,33 +897,6 @@ FAULT_PROGRAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def fault_build(tmp_path_factory):
-    import shutil
-    import sysconfig
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = tmp_path_factory.mktemp("fault") / ("sqlitect" + (
-        sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"))
-    sources = sorted(os.path.join(root, "csrc", f) for f in os.listdir(os.path.join(root, "csrc"))
-                     if f.endswith(".c"))
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-DSQLITE_CT_FAULT_INJECT",
-                    f'-DSQLITE_CT_VERSION="{sqlite_ct.__version__}"',
-                    "-I", os.path.join(root, "csrc"), *sources, "-o", str(out)],
-                   check=True, capture_output=True)
-    return str(out)
-
-
-def _fault_conn(path, build):
-    conn = apsw.Connection(path)
-    conn.enable_load_extension(True)
-    conn.load_extension(build)
-    sqlite_ct.load(conn)
-    return conn
-
-
 def _run_tolerant(conn, statements):
     """Run each statement; one that fails (out of memory) is skipped and the
     program goes on, as an application that logs and continues would."""
@@ -942,14 +916,14 @@ def test_an_allocation_failure_anywhere_in_a_program_keeps_the_invariants(
         fault_build, tmp_path, program):
     statements = FAULT_PROGRAMS[program]
     template = str(tmp_path / "template.db")
-    conn = _fault_conn(template, fault_build)
+    conn = fault_connect(template, fault_build)
     tracked(conn, "t")
     run(conn, "INSERT INTO t(id, v) VALUES (1, 'a'), (2, 'b')")
     conn.close()
 
     import shutil
     shutil.copy(template, str(tmp_path / "reference.db"))
-    conn = _fault_conn(str(tmp_path / "reference.db"), fault_build)
+    conn = fault_connect(str(tmp_path / "reference.db"), fault_build)
     conn.execute("SELECT sqlite_ct_fault_inject(0)")
     assert _run_tolerant(conn, statements) == 0
     allocations = conn.execute("SELECT sqlite_ct_fault_inject(0)").get
@@ -959,7 +933,7 @@ def test_an_allocation_failure_anywhere_in_a_program_keeps_the_invariants(
     for n in range(1, allocations + 1):
         path = str(tmp_path / f"fault{n}.db")
         shutil.copy(template, path)
-        conn = _fault_conn(path, fault_build)
+        conn = fault_connect(path, fault_build)
         try:
             f = Follower(conn, "t")
             f.sync()

@@ -162,25 +162,32 @@ def test_a_commit_that_fails_busy_and_is_retried(db_path):
         conn.close()
 
 
+def sync_writer(conn, statements):
+    """An application's eponymous virtual table `flush` whose xSync runs
+    `statements` on conn; returns the list their errors are collected in."""
+    module = TxModule()
+    conn.create_module("flush", module, iVersion=3, eponymous=True, eponymous_only=True)
+    errors = []
+
+    def flush():
+        for sql in statements:
+            try:
+                q(conn, sql)
+            except HOST_ERRORS as exc:
+                errors.append(str(exc))
+    module.table.on_sync = flush
+    return errors
+
+
 def test_writes_from_another_virtual_tables_xsync_after_sqlite_ct_txns(apsw_conn):
     """sqlite_ct_txn joined first, so its xSync runs first; an application's
     virtual table then writes the tracked table from its own xSync, once
     failing after a row was written: those writes probe, and what commits is
     logged."""
     make(apsw_conn)
-    module = TxModule()
-    apsw_conn.create_module("flush", module, iVersion=3, eponymous=True,
-                            eponymous_only=True)
-    errors = []
-
-    def flush():
-        for sql in ["INSERT INTO t(id, v) VALUES (10, 'x'), (11, NULL)",
-                    "INSERT INTO t(id, v) VALUES (12, 'y')", "DELETE FROM t WHERE id = 1"]:
-            try:
-                q(apsw_conn, sql)
-            except HOST_ERRORS as exc:
-                errors.append(str(exc))
-    module.table.on_sync = flush
+    errors = sync_writer(apsw_conn, [
+        "INSERT INTO t(id, v) VALUES (10, 'x'), (11, NULL)",
+        "INSERT INTO t(id, v) VALUES (12, 'y')", "DELETE FROM t WHERE id = 1"])
     run(apsw_conn, "INSERT INTO t(id, v) VALUES (1, 'a')")
     before = log(apsw_conn)
     run(apsw_conn, "BEGIN", "INSERT INTO t(id, v) VALUES (2, 'b')",
@@ -201,18 +208,7 @@ def test_a_rollback_from_another_virtual_tables_xsync(apsw_conn, joins):
     transaction reports autocommit mode, so its write does not trust the BSN
     either: it probes and logs the transaction again."""
     make(apsw_conn)
-    module = TxModule()
-    apsw_conn.create_module("flush", module, iVersion=3, eponymous=True,
-                            eponymous_only=True)
-    errors = []
-
-    def flush():
-        for sql in ["ROLLBACK TO s", "INSERT INTO t(id, v) VALUES (12, 'y')"]:
-            try:
-                q(apsw_conn, sql)
-            except HOST_ERRORS as exc:
-                errors.append(str(exc))
-    module.table.on_sync = flush
+    errors = sync_writer(apsw_conn, ["ROLLBACK TO s", "INSERT INTO t(id, v) VALUES (12, 'y')"])
     before = log(apsw_conn)
     writes = ["INSERT INTO flush VALUES (1)", "INSERT INTO t(id, v) VALUES (2, 'b')"]
     run(apsw_conn, "BEGIN", "SAVEPOINT s", *(writes if joins == "first" else writes[::-1]),
