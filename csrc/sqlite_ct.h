@@ -147,9 +147,10 @@ struct CtState {
   sqlite3 *db;
   int nRef;
   /* The BSN handed to the open write transaction, 0 if none. Valid only while
-  ** the pager's data version equals uDataVersion (a commit moves it) and the
-  ** newest __sysTxCommitSequence row is still iBsn (a rollback, ROLLBACK TO or
-  ** failed statement removes it). See state.c. */
+  ** it is this transaction's (sqlite_ct_txn is enlisted in it, or, where it
+  ** could not be, the pager's data version equals uDataVersion: a commit
+  ** moves it) and the newest __sysTxCommitSequence row is still iBsn (a
+  ** rollback, ROLLBACK TO or failed statement removes it). See state.c. */
   sqlite3_int64 iBsn;
   unsigned int uDataVersion;
   sqlite3_int64 iPendingLog;   /* BSN handed out but not yet logged (state.c) */

@@ -697,10 +697,11 @@ int ctEnsureLog(CtState *p, int bTold, int *pbLogged, char **pzErr){
   return rc;
 }
 
-/* The open transaction's BSN, handed out and logged when it has none yet; 0
-** in apply mode, which stamps 0 and logs nothing. */
-static int ctBeginLogged(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
-                         char **pzErr){
+/* The open transaction's BSN, handed out and logged when it has none yet,
+** given the newest logged CSN iMax; 0 in apply mode, which stamps 0 and logs
+** nothing. */
+static int ctBeginLoggedMax(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
+                            char **pzErr){
   *piBsn = 0;
   if( p->bApply ){
     /* Remembered for sqlite_ct_uncommitted_writes(): rows stamped 0 hide
@@ -715,6 +716,16 @@ static int ctBeginLogged(CtState *p, sqlite3_int64 iMax, sqlite3_int64 *piBsn,
   }
   *piBsn = p->iBsn;
   return SQLITE_OK;
+}
+
+/* The same, given a trigger's MAXCSN argument (ctMaxCsnArg), which apply mode
+** does not need. */
+static int ctBeginLogged(CtState *p, sqlite3_value *pMaxArg, sqlite3_int64 *piBsn,
+                         char **pzErr){
+  sqlite3_int64 iMax = 0;
+  int rc = p->bApply ? SQLITE_OK : ctMaxCsnArg(p, pMaxArg, &iMax, pzErr);
+  if( rc!=SQLITE_OK ){ *piBsn = 0; return rc; }
+  return ctBeginLoggedMax(p, iMax, piBsn, pzErr);
 }
 
 /*
@@ -748,7 +759,7 @@ void ctFuncWriteBsn(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   int rc;
   (void)argc;
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = ctBeginLogged(p, sqlite3_value_int64(argv[0]), &iBsn, &zErr);
+  rc = ctBeginLogged(p, argv[0], &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   sqlite3_result_int64(ctx, iBsn);
 }
@@ -1620,10 +1631,7 @@ void ctFuncInsertWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   bNeed = bVictims;
   if( bTrack || bVictims || bSweep ){
     char *zErr = 0;
-    sqlite3_int64 iMax = 0;
-    int rc = SQLITE_OK;
-    if( !p->bApply ) rc = ctMaxCsnArg(p, argv[0], &iMax, &zErr);
-    if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+    int rc = ctBeginLogged(p, argv[0], &iBsn, &zErr);
     if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   }
   if( bSweep ){
@@ -1763,7 +1771,7 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
     /* bChg alone: the row now carries the BSN, which must be logged. */
     sqlite3_int64 iBsn;
     char *zErr = 0;
-    int rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+    int rc = ctBeginLoggedMax(p, iMax, &iBsn, &zErr);
     if( rc==SQLITE_OK && bSweep ){
       rc = ctCapSweep(p, zTab, argc-14, &argv[14], argv[6],
                       sqlite3_value_int(argv[2]) ? 0 : argv[7], 0, &zErr);
@@ -1787,15 +1795,13 @@ void ctFuncUpdateWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncRekeyWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[2]);
-  sqlite3_int64 iBsn, iMax = 0;
+  sqlite3_int64 iBsn;
   char *zErr = 0;
   int rc;
   (void)argc;
   if( !sqlite3_value_int(argv[3]) ){ sqlite3_result_int(ctx, 0); return; }
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = p->bApply ? SQLITE_OK
-                 : ctMaxCsnArg(p, argv[0], &iMax, &zErr);
-  if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+  rc = ctBeginLogged(p, argv[0], &iBsn, &zErr);
   if( rc!=SQLITE_OK ){ ctResultError(ctx, rc, zErr); return; }
   if( ctStampMark(p, zTab) ){ sqlite3_result_error_nomem(ctx); return; }
   if( argc>=6 && !p->bApply ){
@@ -1835,14 +1841,12 @@ void ctFuncUpdateWhenAny(sqlite3_context *ctx, int argc, sqlite3_value **argv){
 void ctFuncDeleteWhen(sqlite3_context *ctx, int argc, sqlite3_value **argv){
   CtState *p = (CtState*)sqlite3_user_data(ctx);
   const char *zTab = (const char*)sqlite3_value_text(argv[2]);
-  sqlite3_int64 iBsn, iMax = 0;
+  sqlite3_int64 iBsn;
   char *zErr = 0;
   int rc;
   if( argc<5 ){ ctFuncNewerLayout(ctx, argc, argv); return; }
   if( !ctIsMainDatabase(ctx, p, argv[1]) ) return;
-  rc = p->bApply ? SQLITE_OK
-                 : ctMaxCsnArg(p, argv[0], &iMax, &zErr);
-  if( rc==SQLITE_OK ) rc = ctBeginLogged(p, iMax, &iBsn, &zErr);
+  rc = ctBeginLogged(p, argv[0], &iBsn, &zErr);
   if( rc==SQLITE_OK && ctCapPending(p, zTab) ){
     rc = ctCapSweep(p, zTab, argc-4, &argv[4], argv[3], 0, 1, &zErr);
   }

@@ -29,7 +29,6 @@
 #include "sqlite_ct.h"
 #include <string.h>
 
-
 typedef struct CtCacheCursor CtCacheCursor;
 struct CtCacheCursor {
   sqlite3_vtab_cursor base;

@@ -206,12 +206,12 @@ static int ctTxnRollback(sqlite3_vtab *pVtab){
   return SQLITE_OK;
 }
 
+/* Nothing to do, but it must exist: SQLite records the savepoint level a
+** table joined at only for a module with xSavepoint, and calls xRollbackTo
+** only for rollbacks below that level (sqlite3VtabBegin). Without it, a
+** failed statement that enlisted this table would roll the log row back
+** untold. (No xRelease: SQLite skips a module without one.) */
 static int ctTxnSavepoint(sqlite3_vtab *pVtab, int iSavepoint){
-  (void)pVtab; (void)iSavepoint;
-  return SQLITE_OK;
-}
-
-static int ctTxnRelease(sqlite3_vtab *pVtab, int iSavepoint){
   (void)pVtab; (void)iSavepoint;
   return SQLITE_OK;
 }
@@ -245,7 +245,6 @@ static const sqlite3_module ctTxnModule = {
   .xCommit = ctTxnCommit,
   .xRollback = ctTxnRollback,
   .xSavepoint = ctTxnSavepoint,
-  .xRelease = ctTxnRelease,
   .xRollbackTo = ctTxnRollbackTo,
 };
 
